@@ -1,0 +1,1 @@
+"""POSPal tray app: a PySide6 client of the agent (agent.control)."""
