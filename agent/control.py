@@ -1,0 +1,239 @@
+"""AgentControl: the one interface ui/ (and the CLI) use to drive the agent.
+
+Two implementations share the Protocol:
+
+- `InProcessControl` wraps an `AgentService` living in the same process (the tray app's default).
+- `HttpControl` talks to an agent running as a separate process, over the local API with the bearer token.
+
+Every method blocks; the UI calls them from a worker thread. `status()` answers from memory and never waits
+on the network. Errors come from `agent.errors` (`ServerRefused`, `Offline`, ...), each carrying a message
+the UI can show as is.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from agent.service import AgentService
+    from agent.state import LicenseStatus
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A Checkout session created for this machine: open `url` in a browser, then wait on `checkout_id`."""
+
+    checkout_id: str
+    url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the local API body)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """One activated terminal of the license; times are ISO 8601 UTC strings or None."""
+
+    machine_id: str
+    terminal_name: str | None
+    activated_at: str | None
+    last_seen: str | None
+    this_machine: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the local API body)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Terminal:
+        """Build from a server or local API JSON object; unknown keys are ignored."""
+        return cls(
+            machine_id=str(data["machine_id"]),
+            terminal_name=data.get("terminal_name"),
+            activated_at=data.get("activated_at"),
+            last_seen=data.get("last_seen"),
+            this_machine=bool(data.get("this_machine", False)),
+        )
+
+
+@dataclass(frozen=True)
+class FingerprintSource:
+    """One fingerprint component as diagnostics show it: its name, whether its source worked, its hash."""
+
+    name: str
+    ok: bool
+    hash: str | None
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What support needs: fingerprint sources, the last sync's outcome, where data lives, versions."""
+
+    components: tuple[FingerprintSource, ...]
+    last_sync_result: str | None
+    data_dir: str
+    server_url: str
+    version: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the local API body)."""
+        return {
+            "components": [asdict(c) for c in self.components],
+            "last_sync_result": self.last_sync_result,
+            "data_dir": self.data_dir,
+            "server_url": self.server_url,
+            "version": self.version,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Diagnostics:
+        """Build from the local API body."""
+        return cls(
+            components=tuple(
+                FingerprintSource(name=str(c["name"]), ok=bool(c["ok"]), hash=c.get("hash"))
+                for c in data.get("components", [])
+            ),
+            last_sync_result=data.get("last_sync_result"),
+            data_dir=str(data.get("data_dir", "")),
+            server_url=str(data.get("server_url", "")),
+            version=str(data.get("version", "")),
+            extra=dict(data.get("extra") or {}),
+        )
+
+    def support_report(self) -> str:
+        """A plain-text report a person can copy into a support email (hashes only, no raw values)."""
+        lines = [
+            f"POSPal License Agent {self.version}",
+            f"server: {self.server_url}",
+            f"data dir: {self.data_dir}",
+            f"last sync: {self.last_sync_result or 'never'}",
+            "fingerprint:",
+        ]
+        lines += [f"  {c.name}: {'ok' if c.ok else 'unavailable'} {c.hash or '-'}" for c in self.components]
+        lines += [f"{k}: {v}" for k, v in sorted(self.extra.items())]
+        return "\n".join(lines)
+
+
+StatusCallback = Callable[["LicenseStatus"], None]
+
+
+@runtime_checkable
+class AgentControl(Protocol):
+    """Everything ui/ may do with the agent. All methods block; call them off the UI thread."""
+
+    def status(self) -> LicenseStatus:
+        """The current status, from memory; never blocks on the network."""
+        ...
+
+    def subscribe(self, callback: StatusCallback) -> Callable[[], None]:
+        """Call `callback(status)` on every status change (from a background thread); returns unsubscribe."""
+        ...
+
+    def sync_now(self) -> LicenseStatus:
+        """Sync with the server now (coalesced with one already running) and return the new status."""
+        ...
+
+    def start_trial(self) -> LicenseStatus:
+        """Start (or resume) this machine's 30-day trial."""
+        ...
+
+    def request_code(self, email: str, purpose: str) -> None:
+        """Ask the server to email a 6-digit code; `purpose` is "activate", "portal" or "terminals"."""
+        ...
+
+    def activate(self, email: str, code: str) -> LicenseStatus:
+        """Activate this PC on the license of `email`, proven by the emailed `code`."""
+        ...
+
+    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+        """Create a Checkout session for this machine; the caller opens `Checkout.url`."""
+        ...
+
+    def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
+        """Poll until the checkout completes, then activate; returns early when `cancel` is set."""
+        ...
+
+    def portal_url(self) -> str:
+        """A billing-portal URL for this machine's license."""
+        ...
+
+    def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
+        """The license's terminals (machine-signed, or proven by email + code from another PC)."""
+        ...
+
+    def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
+        """Free a seat by removing another terminal."""
+        ...
+
+    def deactivate(self) -> LicenseStatus:
+        """Deactivate this PC, freeing its seat."""
+        ...
+
+    def diagnostics(self) -> Diagnostics:
+        """Fingerprint sources, last sync result, data dir, server URL and version."""
+        ...
+
+
+class InProcessControl:
+    """AgentControl over an `AgentService` in the same process: each call goes straight to the service."""
+
+    def __init__(self, service: AgentService) -> None:
+        self._service = service
+
+    def status(self) -> LicenseStatus:
+        """The service's current status."""
+        return self._service.status()
+
+    def subscribe(self, callback: StatusCallback) -> Callable[[], None]:
+        """Subscribe to the service's status changes."""
+        return self._service.subscribe(callback)
+
+    def sync_now(self) -> LicenseStatus:
+        """Sync now through the service's coalescing sync engine."""
+        return self._service.sync_now()
+
+    def start_trial(self) -> LicenseStatus:
+        """Start the trial."""
+        return self._service.start_trial()
+
+    def request_code(self, email: str, purpose: str) -> None:
+        """Ask for an emailed code."""
+        self._service.request_code(email, purpose)
+
+    def activate(self, email: str, code: str) -> LicenseStatus:
+        """Activate with an emailed code."""
+        return self._service.activate(email, code)
+
+    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+        """Create a Checkout session."""
+        return self._service.start_checkout(email, restaurant_name, quantity)
+
+    def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
+        """Wait for the checkout, then activate."""
+        return self._service.wait_checkout(checkout_id, cancel, poll_s)
+
+    def portal_url(self) -> str:
+        """Billing portal URL."""
+        return self._service.portal_url()
+
+    def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
+        """The license's terminals."""
+        return self._service.list_terminals(email, code)
+
+    def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
+        """Remove a terminal."""
+        self._service.remove_terminal(machine_id, email, code)
+
+    def deactivate(self) -> LicenseStatus:
+        """Deactivate this PC."""
+        return self._service.deactivate()
+
+    def diagnostics(self) -> Diagnostics:
+        """Diagnostics from the service."""
+        return self._service.diagnostics()
