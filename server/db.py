@@ -1,0 +1,142 @@
+"""Database engine and transactions: SQLite (WAL, busy timeout, immediate writes) or PostgreSQL.
+
+`Database` owns one engine and one session factory. Every unit of work runs in `db.transaction()`,
+which commits on success and rolls back on any exception, so a request never half-applies.
+
+SQLite notes: Python's sqlite3 driver starts transactions lazily and lets SELECTs run outside them, and
+in WAL mode a read transaction that later writes fails at once (SQLITE_BUSY_SNAPSHOT) if another
+process wrote in between. So we take over transaction control and open every transaction with
+`BEGIN IMMEDIATE`: writers queue on the busy timeout instead of failing. Readers never block in WAL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def is_sqlite(url: str) -> bool:
+    """Return True when the URL points at SQLite."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+    """Create an engine tuned for this service: WAL + busy timeout on SQLite, a pool on PostgreSQL."""
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Disable the driver's own BEGIN handling; `_on_begin` emits BEGIN IMMEDIATE instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # NORMAL is durable across application crashes in WAL mode; only an OS crash can lose the
+        # last commits, and a lost nonce or last_seen update is harmless.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One engine plus its session factory; the only way server code reaches the database."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size, echo=echo)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when this database is SQLite."""
+        return is_sqlite(self.url)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session inside one transaction: commit on success, roll back on any exception."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection (tests and shutdown)."""
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    """Return the Alembic config for this package's migrations, pointed at `url`."""
+    from importlib.resources import files
+
+    from alembic.config import Config
+
+    ini = files("server").joinpath("alembic.ini")
+    config = Config(str(ini))
+    config.set_main_option("script_location", str(files("server").joinpath("migrations")))
+    # ConfigParser treats % as interpolation; URLs may contain %-escapes.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Run the Alembic migrations up to `revision` on this database (what `pospal-server migrate` does)."""
+    from alembic import command
+
+    config = alembic_config(database.url)
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def schema_diff(database: Database) -> list[Any]:
+    """Return Alembic's differences between the models and the live schema (empty when they agree)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from server.models import Base
+
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def current_revision(database: Database) -> str | None:
+    """Return the schema's Alembic revision, or None for an empty database."""
+    from alembic.migration import MigrationContext
+
+    with database.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """Return the newest migration revision shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
