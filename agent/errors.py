@@ -1,0 +1,88 @@
+"""Every error the agent raises, rooted in one `Error`.
+
+Each error carries a `message` a person can read (the UI shows it as is)::
+
+    Error
+     ├── ConfigError                  a setting is missing or malformed (names the variable)
+     ├── TokenError
+     │    ├── KeyInvalid              a JWK / public key is malformed
+     │    └── TokenInvalid            signature, alg, kid, claims, nbf or exp rejected (`reason` says which)
+     │         ├── MachineMismatch    the token is bound to another machine (fingerprint / machine id)
+     │         └── KeySetRejected     a key-set update not signed by an already trusted key
+     ├── RequestSignatureInvalid      a machine-signed request does not verify
+     ├── StoreError                   the data directory or cache cannot be written
+     │    └── KeyStoreError           the machine key cannot be stored or read
+     └── TransportError               talking to the cloud failed
+          ├── Offline                 no answer (network down, DNS, timeout, 5xx)
+          └── ServerRefused           the server answered with an error body (`code`, `extra`)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class Error(Exception):
+    """Root of all agent errors; `message` is a sentence fit for a person."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(Error):
+    """A setting from the environment is missing or malformed."""
+
+
+class TokenError(Error):
+    """Something about tokens or keys is wrong."""
+
+
+class KeyInvalid(TokenError):
+    """A JWK or raw public key is malformed or not Ed25519."""
+
+
+class TokenInvalid(TokenError):
+    """A token (or key-set document) was rejected; `reason` is a short machine-readable cause."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"License token rejected ({reason}).")
+        self.reason = reason
+
+
+class MachineMismatch(TokenInvalid):
+    """The token verifies but is bound to a different machine."""
+
+
+class KeySetRejected(TokenInvalid):
+    """A key-set update was not signed by a key the agent already trusts, or is malformed."""
+
+
+class RequestSignatureInvalid(Error):
+    """A machine-signed request is missing headers or its signature does not verify."""
+
+
+class StoreError(Error):
+    """The data directory or the cache cannot be written."""
+
+
+class KeyStoreError(StoreError):
+    """The machine key cannot be stored or read (keyring and file both failed)."""
+
+
+class TransportError(Error):
+    """Talking to the cloud server failed."""
+
+
+class Offline(TransportError):
+    """The server could not be reached (network down, DNS, timeout or a 5xx answer)."""
+
+
+class ServerRefused(TransportError):
+    """The server answered with an error body: `code` (e.g. `seats_full`), `message` and `extra` fields."""
+
+    def __init__(self, code: str, message: str, extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.extra = dict(extra or {})
