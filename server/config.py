@@ -1,0 +1,189 @@
+"""Server settings: one typed, frozen object read from the environment at start-up.
+
+`Settings.from_env()` is the only place that reads environment variables. Secrets are wrapped in
+`Secret`, whose repr and str hide the value, so a settings object can be logged safely. A missing or
+malformed required setting raises `ConfigError` naming the variable, before anything is served.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from sqlalchemy.engine import make_url
+
+from server.errors import ConfigError
+
+BILLING_CHOICES = ("stripe", "sandbox")
+EMAIL_CHOICES = ("console", "smtp", "resend")
+
+
+class Secret:
+    """A secret string: `repr()` and `str()` show stars; call `reveal()` where the value is needed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value. Never log or format the result."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    value = env.get(name, "").strip()
+    return Secret(value) if value else None
+
+
+def _require(value: Any, name: str, why: str) -> None:
+    if not value:
+        raise ConfigError(f"{name} is required {why}")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know, typed; build it with `Settings.from_env()`."""
+
+    database_url: str
+    data_dir: Path
+    signing_key_dir: Path
+    public_url: str = "http://127.0.0.1:8000"
+    billing: str = "sandbox"
+    stripe_secret_key: Secret | None = None
+    stripe_webhook_secret: Secret | None = None
+    stripe_price_id: str | None = None
+    stripe_api_base: str | None = None
+    stripe_automatic_tax: bool = False
+    email: str = "console"
+    smtp_url: Secret | None = None
+    resend_api_key: Secret | None = None
+    resend_api_base: str = "https://api.resend.com"
+    from_email: str = "POSPal <no-reply@pospal.gr>"
+    system_admin_email: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    redis_url: Secret | None = None
+    server_secret: Secret | None = None
+    auto_migrate: bool = False
+    outbox_worker: bool = True
+    mail_dir: Path | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every setting; raise `ConfigError` naming the first bad variable."""
+        env = os.environ if env is None else env
+        data_dir = Path(
+            env.get("POSPAL_SERVER_DATA_DIR") or platformdirs.user_data_dir("POSPal Server", "POSPal")
+        )
+        database_url = env.get("POSPAL_DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'pospal.db'}"
+        try:
+            backend = make_url(database_url).get_backend_name()
+        except Exception as exc:
+            raise ConfigError(f"POSPAL_DATABASE_URL is not a database URL: {exc}") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ConfigError(f"POSPAL_DATABASE_URL must be sqlite or postgresql, not {backend!r}")
+        stripe_key = _secret(env, "STRIPE_SECRET_KEY")
+        billing = _choice(env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox")
+        settings = cls(
+            database_url=database_url,
+            data_dir=data_dir,
+            signing_key_dir=Path(env.get("POSPAL_SIGNING_KEY_DIR") or data_dir / "keys"),
+            public_url=(env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            billing=billing,
+            stripe_secret_key=stripe_key,
+            stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
+            stripe_price_id=env.get("STRIPE_PRICE_ID") or None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_automatic_tax=_flag(env, "STRIPE_AUTOMATIC_TAX", False),
+            email=_choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"),
+            smtp_url=_secret(env, "SMTP_URL"),
+            resend_api_key=_secret(env, "RESEND_API_KEY"),
+            resend_api_base=(env.get("RESEND_API_BASE") or "https://api.resend.com").rstrip("/"),
+            from_email=env.get("FROM_EMAIL") or "POSPal <no-reply@pospal.gr>",
+            system_admin_email=env.get("SYSTEM_ADMIN_EMAIL") or None,
+            allowed_origins=_origins(env.get("ALLOWED_ORIGINS", "")),
+            redis_url=_secret(env, "POSPAL_REDIS_URL"),
+            server_secret=_secret(env, "POSPAL_SERVER_SECRET"),
+            auto_migrate=_flag(env, "POSPAL_AUTO_MIGRATE", False),
+            outbox_worker=_flag(env, "POSPAL_OUTBOX_WORKER", True),
+            mail_dir=Path(env["POSPAL_MAIL_DIR"]) if env.get("POSPAL_MAIL_DIR") else None,
+            log_level=(env.get("POSPAL_LOG_LEVEL") or "INFO").upper(),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise `ConfigError` when settings that depend on each other are incomplete."""
+        if self.billing == "stripe":
+            why = "when POSPAL_BILLING is stripe"
+            _require(self.stripe_secret_key, "STRIPE_SECRET_KEY", why)
+            _require(self.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET", why)
+            _require(self.stripe_price_id, "STRIPE_PRICE_ID", why)
+        if self.email == "smtp":
+            _require(self.smtp_url, "SMTP_URL", "when POSPAL_EMAIL is smtp")
+        if self.email == "resend":
+            _require(self.resend_api_key, "RESEND_API_KEY", "when POSPAL_EMAIL is resend")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"POSPAL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
+            )
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """Return a copy with some fields replaced (tests, CLI flags), checked again."""
+        updated = replace(self, **changes)
+        updated.check()
+        return updated
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is SQLite."""
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for PostgreSQL or in-memory SQLite."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        return Path(database) if database and database != ":memory:" else None

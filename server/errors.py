@@ -1,0 +1,162 @@
+"""Server error tree. Every error the server raises on purpose is an `Error`.
+
+Error
+├── ConfigError            a setting is missing or malformed (names the variable)
+├── SigningError           signing keys missing, unreadable or inconsistent
+├── BillingError           the billing provider failed or answered nonsense
+│   └── WebhookSignatureInvalid  a webhook's signature is missing, wrong or too old
+├── MailError              an email could not be sent
+│   ├── MailTemporaryError the provider may accept it later (unreachable, timeout, 5xx, 429)
+│   └── MailRejected       the provider will never accept it (bad address, invalid payload)
+├── TemplateError          an unknown email template or a missing context key
+└── ApiError               answered to clients as {"error", "message", ...extra} with `status`
+    ├── InvalidRequest     422 invalid_request
+    ├── BadSignature       401 bad_signature
+    ├── UnknownMachine     401 unknown_machine
+    ├── Replay             409 replay
+    ├── BadCode            401 bad_code
+    ├── CodeExpired        401 code_expired
+    ├── TooManyAttempts    429 too_many_attempts
+    ├── RateLimited        429 rate_limited (+ retry_after)
+    ├── SeatsFull          409 seats_full (+ terminals)
+    ├── NotFound           404 not_found
+    └── NoSubscription     404 no_subscription
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Error(Exception):
+    """Root of every error the server raises on purpose."""
+
+
+class ConfigError(Error):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class SigningError(Error):
+    """Signing keys are missing, unreadable or do not match the database."""
+
+
+class BillingError(Error):
+    """The billing provider failed or answered something we cannot use."""
+
+
+class WebhookSignatureInvalid(BillingError):
+    """A billing webhook's signature header is missing, does not match, or is too old."""
+
+
+class MailError(Error):
+    """An email could not be handed to the provider."""
+
+
+class MailTemporaryError(MailError):
+    """Sending failed in a way that may work later; the outbox retries with backoff."""
+
+
+class MailRejected(MailError):
+    """The provider refused the message for good; the outbox marks it failed."""
+
+
+class TemplateError(Error):
+    """An email template is unknown, or its context lacks a key it needs."""
+
+
+class ApiError(Error):
+    """An error answered to the client as JSON: ``{"error": code, "message": message, **extra}``."""
+
+    status: int = 400
+    code: str = "bad_request"
+    default_message: str = "The request was refused."
+
+    def __init__(
+        self, message: str | None = None, *, status: int | None = None, code: str | None = None, **extra: Any
+    ) -> None:
+        self.message = message or self.default_message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        """Return the JSON body sent to the client."""
+        return {"error": self.code, "message": self.message, **self.extra}
+
+
+class InvalidRequest(ApiError):
+    """The request body or headers are malformed."""
+
+    status, code, default_message = 422, "invalid_request", "The request is not valid."
+
+
+class BadSignature(ApiError):
+    """A machine signature is missing or does not verify."""
+
+    status, code, default_message = 401, "bad_signature", "The request signature does not verify."
+
+
+class UnknownMachine(ApiError):
+    """The machine id in a signed request is not known."""
+
+    status, code, default_message = 401, "unknown_machine", "This machine is not known to the server."
+
+
+class Replay(ApiError):
+    """A signed request reused a nonce or carried a timestamp outside the window."""
+
+    status, code, default_message = 409, "replay", "This request was already used or is too old."
+
+
+class BadCode(ApiError):
+    """The emailed code is wrong, or there is no live code for this email."""
+
+    status, code, default_message = 401, "bad_code", "The code is not correct."
+
+
+class CodeExpired(ApiError):
+    """The emailed code has expired."""
+
+    status, code, default_message = 401, "code_expired", "The code has expired. Ask for a new one."
+
+
+class TooManyAttempts(ApiError):
+    """Too many wrong guesses for one code."""
+
+    status, code, default_message = 429, "too_many_attempts", "Too many wrong codes. Ask for a new one."
+
+
+class RateLimited(ApiError):
+    """Too many requests; `retry_after` says how many seconds to wait."""
+
+    status, code, default_message = 429, "rate_limited", "Too many requests. Try again later."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, retry_after=int(retry_after))
+        self.headers = {"Retry-After": str(int(retry_after))}
+
+
+class SeatsFull(ApiError):
+    """Every seat of the subscription is taken; `terminals` lists the active ones."""
+
+    status, code = 409, "seats_full"
+    default_message = "All terminals of this subscription are in use. Remove one or add a terminal."
+
+    def __init__(self, terminals: list[dict[str, Any]], message: str | None = None) -> None:
+        super().__init__(message, terminals=terminals)
+
+
+class NotFound(ApiError):
+    """The thing asked for does not exist."""
+
+    status, code, default_message = 404, "not_found", "Not found."
+
+
+class NoSubscription(ApiError):
+    """The customer has no subscription to act on."""
+
+    status, code, default_message = 404, "no_subscription", "There is no subscription for this email."
