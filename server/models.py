@@ -262,3 +262,19 @@ class SigningKey(Base):
     public_key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     retired_at: Mapped[datetime | None]
+
+
+class SandboxObject(Base):
+    """The sandbox billing provider's own records (customers, checkouts, subscriptions) as JSON.
+
+    Kept apart from the mirror tables on purpose: the sandbox plays the remote provider, and webhook
+    handling re-fetches from it exactly as it does from Stripe.
+    """
+
+    __tablename__ = "sandbox_objects"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

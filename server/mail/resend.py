@@ -1,0 +1,74 @@
+"""`ResendMailer`: delivery through Resend's HTTP API (``POST /emails``).
+
+Every request carries the outbox row's key as the `Idempotency-Key` header. Resend remembers a key for
+24 hours and answers a repeat with the first result instead of sending again, so a retry after a lost
+reply or a crashed worker never reaches the user twice. The base URL is configurable so tests can
+point it at a local stub.
+"""
+
+from __future__ import annotations
+
+import requests
+
+from server.errors import MailRejected, MailTemporaryError
+from server.mail.base import OutgoingEmail
+
+DEFAULT_BASE_URL = "https://api.resend.com"
+
+
+class ResendMailer:
+    """Send through Resend with an idempotency key per message."""
+
+    def __init__(
+        self,
+        api_key: str,
+        from_email: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._api_key = api_key
+        self.from_email = from_email
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"ResendMailer(base_url={self.base_url!r})"
+
+    def send(self, message: OutgoingEmail) -> None:
+        """POST the message; 429/5xx/409 (a concurrent request with the same key) are temporary."""
+        payload = {
+            "from": self.from_email,
+            "to": [message.to_email],
+            "subject": message.subject,
+            "text": message.text,
+            "html": message.html,
+        }
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Idempotency-Key": message.idempotency_key[:256],
+            "User-Agent": "pospal-server",
+        }
+        try:
+            response = self._http.post(
+                f"{self.base_url}/emails", json=payload, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise MailTemporaryError(f"Resend unreachable: {type(exc).__name__}") from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = _error_name(response)
+        if status in (409, 429) or status >= 500:
+            raise MailTemporaryError(f"Resend answered {status} {detail}")
+        raise MailRejected(f"Resend refused the message: {status} {detail}")
+
+
+def _error_name(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("name") or body.get("message") or "")[:200] if isinstance(body, dict) else ""
