@@ -12,9 +12,11 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      ├── RequestSignatureInvalid      a machine-signed request does not verify
      ├── StoreError                   the data directory or cache cannot be written
      │    └── KeyStoreError           the machine key cannot be stored or read
-     └── TransportError               talking to the cloud failed
-          ├── Offline                 no answer (network down, DNS, timeout, 5xx)
-          └── ServerRefused           the server answered with an error body (`code`, `extra`)
+     ├── TransportError               talking to the cloud failed
+     │    ├── Offline                 no answer (network down, DNS, timeout, 5xx)
+     │    └── ServerRefused           the server answered with an error body (`code`, `extra`)
+     └── LocalApiError                the local agent API (agent.client) failed (`status`, `code`, `extra`)
+          └── AgentUnavailable        no agent answers on the local port
 """
 
 from __future__ import annotations
@@ -86,3 +88,23 @@ class ServerRefused(TransportError):
         super().__init__(message)
         self.code = code
         self.extra = dict(extra or {})
+
+
+class LocalApiError(Error):
+    """The local agent API answered with an error (`status` HTTP code, `code`, `extra`), or none at all."""
+
+    def __init__(
+        self, message: str, *, status: int = 0, code: str = "local_api_error",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = dict(extra or {})
+
+
+class AgentUnavailable(LocalApiError):
+    """No agent answers on the local port (not running, or it did not answer in time)."""
+
+    def __init__(self, message: str = "The POSPal License Agent is not running.") -> None:
+        super().__init__(message, code="agent_unavailable")
