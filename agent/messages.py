@@ -1,0 +1,186 @@
+"""The one message catalogue (English and Greek) for agent status messages and the UI's words.
+
+Keys are dotted strings; every entry has an `en` and an `el` text with `str.format` placeholders.
+`text(key, lang, **kw)` formats one; `register(entries)` lets the UI add its own keys to the same
+catalogue, so the status line the agent computes and the window's words never disagree.
+
+Status messages: every reason `compute_status` can give has `status.<reason>` (what is the case) and
+`fix.<reason>` (what to do; may be empty). `agent.state` joins the two into `LicenseStatus.message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+LANGUAGES = ("en", "el")
+DEFAULT_LANGUAGE = "en"
+
+_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+_CATALOGUE: dict[str, dict[str, str]] = {
+    "days.one": {"en": "{n} day", "el": "{n} ημέρα"},
+    "days.other": {"en": "{n} days", "el": "{n} ημέρες"},
+    # trial_active
+    "status.trial": {"en": "Free trial: {days} left.", "el": "Δωρεάν δοκιμή: απομένουν {days}."},
+    "fix.trial": {
+        "en": "Buy a subscription to keep selling after the trial.",
+        "el": "Αγοράστε συνδρομή για να συνεχίσετε να πουλάτε μετά τη δοκιμή.",
+    },
+    "status.provisional_trial": {
+        "en": "Offline trial: {days} left.",
+        "el": "Δοκιμή χωρίς σύνδεση: απομένουν {days}.",
+    },
+    "fix.provisional_trial": {
+        "en": "Connect this computer to the internet so the trial can be confirmed.",
+        "el": "Συνδέστε τον υπολογιστή στο διαδίκτυο για να επιβεβαιωθεί η δοκιμή.",
+    },
+    # trial_expired
+    "status.trial_ended": {"en": "The free trial has ended.", "el": "Η δωρεάν δοκιμή έληξε."},
+    "fix.trial_ended": {
+        "en": "Buy a subscription to take orders again.",
+        "el": "Αγοράστε συνδρομή για να δέχεστε ξανά παραγγελίες.",
+    },
+    # licensed_active
+    "status.active": {"en": "Licensed. Renews on {date}.", "el": "Ενεργή άδεια. Ανανεώνεται στις {date}."},
+    "status.active_nodate": {"en": "Licensed.", "el": "Ενεργή άδεια."},
+    "fix.active": {"en": "", "el": ""},
+    "status.cancel_scheduled": {
+        "en": "Licensed until {date}; the subscription will not renew.",
+        "el": "Ενεργή άδεια έως {date}· η συνδρομή δεν θα ανανεωθεί.",
+    },
+    "fix.cancel_scheduled": {
+        "en": "To keep selling after that date, turn renewal back on in Manage billing.",
+        "el": "Για να συνεχίσετε μετά από αυτή την ημερομηνία, ενεργοποιήστε ξανά την ανανέωση από τη "
+        "Διαχείριση χρέωσης.",
+    },
+    # licensed_grace
+    "status.offline_grace": {
+        "en": "Licensed, but offline since {since}. Orders are allowed for {days} more.",
+        "el": "Ενεργή άδεια, αλλά χωρίς σύνδεση από {since}. Οι παραγγελίες επιτρέπονται για {days} ακόμη.",
+    },
+    "fix.offline_grace": {
+        "en": "Check the internet connection, then press Sync now.",
+        "el": "Ελέγξτε τη σύνδεση στο διαδίκτυο και πατήστε «Συγχρονισμός τώρα».",
+    },
+    # licensed_renewal_required
+    "status.payment_failed": {
+        "en": "The last payment failed. Orders are allowed for {days} more (until {date}).",
+        "el": "Η τελευταία πληρωμή απέτυχε. Οι παραγγελίες επιτρέπονται για {days} ακόμη (έως {date}).",
+    },
+    "fix.payment_failed": {
+        "en": "Update the card in Manage billing.",
+        "el": "Ενημερώστε την κάρτα από τη Διαχείριση χρέωσης.",
+    },
+    "status.payment_grace_ended": {
+        "en": "The payment is overdue and orders are paused.",
+        "el": "Η πληρωμή καθυστερεί και οι παραγγελίες έχουν σταματήσει.",
+    },
+    "fix.payment_grace_ended": {
+        "en": "Update the card in Manage billing; the terminal unlocks at the next sync.",
+        "el": "Ενημερώστε την κάρτα από τη Διαχείριση χρέωσης· το τερματικό ξεκλειδώνει στον επόμενο "
+        "συγχρονισμό.",
+    },
+    # licensed_cancelled
+    "status.subscription_ended": {"en": "The subscription has ended.", "el": "Η συνδρομή έχει λήξει."},
+    "fix.subscription_ended": {
+        "en": "Buy a subscription to take orders again.",
+        "el": "Αγοράστε συνδρομή για να δέχεστε ξανά παραγγελίες.",
+    },
+    # license_missing
+    "status.not_activated": {
+        "en": "This computer is not activated.",
+        "el": "Ο υπολογιστής δεν έχει ενεργοποιηθεί.",
+    },
+    "fix.not_activated": {
+        "en": "Start a free trial, buy a subscription, or activate with your email.",
+        "el": "Ξεκινήστε δωρεάν δοκιμή, αγοράστε συνδρομή ή ενεργοποιήστε με το email σας.",
+    },
+    # license_error
+    "status.offline_expired": {
+        "en": "This terminal has been offline for too long and orders are paused.",
+        "el": "Το τερματικό είναι πολύ καιρό χωρίς σύνδεση και οι παραγγελίες έχουν σταματήσει.",
+    },
+    "fix.offline_expired": {
+        "en": "Connect to the internet and press Sync now.",
+        "el": "Συνδεθείτε στο διαδίκτυο και πατήστε «Συγχρονισμός τώρα».",
+    },
+    "status.machine_changed": {
+        "en": "This computer's hardware no longer matches its license.",
+        "el": "Το υλικό του υπολογιστή δεν αντιστοιχεί πλέον στην άδεια.",
+    },
+    "fix.machine_changed": {
+        "en": "Activate this PC again with your email (Move the license frees the old one).",
+        "el": "Ενεργοποιήστε ξανά τον υπολογιστή με το email σας (η Μεταφορά άδειας ελευθερώνει τον παλιό).",
+    },
+    "status.clock_rollback": {
+        "en": "The computer's clock has been set back.",
+        "el": "Το ρολόι του υπολογιστή έχει γυρίσει πίσω.",
+    },
+    "fix.clock_rollback": {
+        "en": "Set the correct date and time, then press Sync now.",
+        "el": "Ρυθμίστε τη σωστή ημερομηνία και ώρα και πατήστε «Συγχρονισμός τώρα».",
+    },
+    "status.token_invalid": {
+        "en": "The stored license could not be verified.",
+        "el": "Η αποθηκευμένη άδεια δεν ήταν δυνατό να επαληθευτεί.",
+    },
+    "fix.token_invalid": {
+        "en": "Press Sync now; if it persists, activate this PC again.",
+        "el": "Πατήστε «Συγχρονισμός τώρα»· αν επιμένει, ενεργοποιήστε ξανά τον υπολογιστή.",
+    },
+    "status.revoked": {
+        "en": "This computer's license was removed or revoked.",
+        "el": "Η άδεια αυτού του υπολογιστή αφαιρέθηκε ή ανακλήθηκε.",
+    },
+    "fix.revoked": {
+        "en": "Activate this PC again with your email, or contact POSPal support.",
+        "el": "Ενεργοποιήστε ξανά τον υπολογιστή με το email σας ή επικοινωνήστε με την υποστήριξη POSPal.",
+    },
+}
+
+
+def register(entries: Mapping[str, Mapping[str, str]]) -> None:
+    """Add or replace catalogue entries; each must have a text for every language.
+
+    Raises ValueError naming the key when a language is missing, so a half-translated string is caught
+    at import time rather than shown to a Greek-speaking owner in English.
+    """
+    for key, texts in entries.items():
+        missing = [lang for lang in LANGUAGES if not isinstance(texts.get(lang), str)]
+        if missing:
+            raise ValueError(f"message {key!r} lacks {', '.join(missing)}")
+        _CATALOGUE[key] = {lang: texts[lang] for lang in LANGUAGES}
+
+
+def text(key: str, lang: str = DEFAULT_LANGUAGE, **kw: object) -> str:
+    """The text for `key` in `lang` (English when the language is unknown), formatted with `kw`.
+
+    An unknown key returns the key itself, so a missing string is visible but never crashes the agent.
+    """
+    entry = _CATALOGUE.get(key)
+    if entry is None:
+        return key
+    template = entry.get(lang) or entry[DEFAULT_LANGUAGE]
+    return template.format(**kw) if kw else template
+
+
+def has(key: str) -> bool:
+    """Whether the catalogue holds `key`."""
+    return key in _CATALOGUE
+
+
+def keys() -> list[str]:
+    """Every key in the catalogue."""
+    return list(_CATALOGUE)
+
+
+def days(n: int, lang: str = DEFAULT_LANGUAGE) -> str:
+    """"1 day" / "3 days" ("1 ημέρα" / "3 ημέρες")."""
+    return text("days.one" if n == 1 else "days.other", lang, n=n)
+
+
+def date(year: int, month: int, day: int, lang: str = DEFAULT_LANGUAGE) -> str:
+    """A date as people write it: "26 Nov 2026" in English, "26/11/2026" in Greek (no locale needed)."""
+    if lang == "el":
+        return f"{day:02d}/{month:02d}/{year}"
+    return f"{day} {_MONTHS_EN[month - 1]} {year}"
