@@ -1,0 +1,165 @@
+"""Time for the agent: the `Clock` protocol, its real and fake implementations, and the trusted clock.
+
+No logic in the agent reads the wall clock directly. It asks a `Clock` (SystemClock in production,
+FakeClock in tests, with wall and monotonic time moved independently), and license decisions use a
+`TrustedClock`, which never believes the wall clock more than it has to:
+
+- **Within a process, after a sync:** trusted now = the server's signed time at the last sync (the
+  token's `srv` claim) + the monotonic time elapsed since. Changing the computer's clock then has no
+  effect at all, so there is nothing to flag.
+- **Across a restart** there is no monotonic anchor any more (monotonic time restarts with the machine
+  and means nothing between processes). The trusted clock then uses the wall clock, checked against the
+  persisted *high-water mark*: the latest trusted time this agent has ever seen. A wall clock more than
+  `rollback_s` (24 h by default) behind that mark is a rollback (`clock_rollback`) until a sync anchors
+  the clock to the server again; a smaller skew is tolerated, but time is never allowed to run backwards
+  (trusted now = max(wall, mark)), so setting the clock back 23 h gains nothing either.
+- The mark only moves forward, except that a sync resets it to the server's time: a clock that had run
+  far ahead (and dragged the mark with it) is corrected by the server instead of locking the terminal
+  out forever.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+DEFAULT_ROLLBACK_S = 86400
+
+
+class Clock(Protocol):
+    """Source of wall time (tz-aware UTC) and monotonic time (seconds, only differences matter)."""
+
+    def now(self) -> datetime:
+        """Wall-clock time, tz-aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        """Wall-clock time, tz-aware UTC."""
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        """`time.monotonic()`."""
+        return time.monotonic()
+
+
+class FakeClock:
+    """A clock tests drive: `advance` moves both times; `set_wall` moves only the wall (rollbacks)."""
+
+    def __init__(self, start: datetime | None = None, monotonic: float = 1000.0) -> None:
+        self._wall = start or datetime(2026, 1, 1, tzinfo=UTC)
+        if self._wall.tzinfo is None:
+            raise ValueError("FakeClock needs a tz-aware start time")
+        self._mono = monotonic
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """The fake wall time."""
+        with self._lock:
+            return self._wall
+
+    def monotonic(self) -> float:
+        """The fake monotonic time."""
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass: wall and monotonic time both move forward."""
+        with self._lock:
+            self._wall += timedelta(seconds=seconds)
+            self._mono += seconds
+
+    def set_wall(self, when: datetime) -> None:
+        """Set the wall clock (forward or back) without touching monotonic time, as a user would."""
+        if when.tzinfo is None:
+            raise ValueError("wall time must be tz-aware")
+        with self._lock:
+            self._wall = when.astimezone(UTC)
+
+    def shift_wall(self, seconds: float) -> None:
+        """Move only the wall clock by `seconds` (negative = set back)."""
+        with self._lock:
+            self._wall += timedelta(seconds=seconds)
+
+    def restart(self, monotonic: float = 1000.0) -> None:
+        """Simulate a reboot: monotonic time starts over, the wall clock keeps going."""
+        with self._lock:
+            self._mono = monotonic
+
+
+@dataclass(frozen=True)
+class ClockVerdict:
+    """The trusted time and whether the wall clock looks set back."""
+
+    now: datetime
+    rollback: bool
+    anchored: bool
+    wall: datetime
+    high_water: datetime | None
+
+
+class TrustedClock:
+    """Time anchored to the server's signed time, guarded by a persisted high-water mark.
+
+    Persist `high_water` with the cache and pass it back in after a restart. Thread-safe.
+    """
+
+    def __init__(self, clock: Clock, high_water: datetime | None = None,
+                 rollback_s: int = DEFAULT_ROLLBACK_S) -> None:
+        self._clock = clock
+        self._hw = high_water
+        self.rollback_s = rollback_s
+        self._anchor: tuple[datetime, float] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def high_water(self) -> datetime | None:
+        """The latest trusted time seen (persist it)."""
+        with self._lock:
+            return self._hw
+
+    @property
+    def anchored(self) -> bool:
+        """Whether a sync in this process anchored the clock to the server."""
+        with self._lock:
+            return self._anchor is not None
+
+    def anchor(self, server_time: datetime) -> None:
+        """Anchor to the server's signed time after a successful sync; resets the high-water mark to it."""
+        if server_time.tzinfo is None:
+            raise ValueError("server time must be tz-aware")
+        with self._lock:
+            self._anchor = (server_time, self._clock.monotonic())
+            self._hw = server_time
+
+    def verdict(self) -> ClockVerdict:
+        """Trusted now and the rollback verdict; moves the high-water mark forward (never back)."""
+        with self._lock:
+            wall = self._clock.now()
+            if self._anchor is not None:
+                server_time, mono0 = self._anchor
+                # Monotonic time cannot run backwards; clamp anyway in case a fake or a bad VM does.
+                now = server_time + timedelta(seconds=max(0.0, self._clock.monotonic() - mono0))
+                rollback = False
+            else:
+                hw = self._hw
+                rollback = hw is not None and (hw - wall).total_seconds() > self.rollback_s
+                now = wall if hw is None or wall >= hw else hw
+            if not rollback and (self._hw is None or now > self._hw):
+                self._hw = now
+            return ClockVerdict(now=now, rollback=rollback, anchored=self._anchor is not None,
+                                wall=wall, high_water=self._hw)
+
+    def now(self) -> datetime:
+        """Trusted now (see the module docstring)."""
+        return self.verdict().now

@@ -1,0 +1,80 @@
+"""Agent settings: one typed, frozen object read from the environment at start-up.
+
+`AgentSettings.from_env()` is the only place the agent reads its environment variables. A malformed
+value raises `ConfigError` naming the variable, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import platformdirs
+
+from agent.errors import ConfigError
+
+APP_NAME = "POSPal License Agent"
+APP_AUTHOR = "POSPal"
+DEFAULT_SERVER_URL = "https://license.pospal.gr"
+DEFAULT_AGENT_PORT = 7421
+
+
+def default_data_dir() -> Path:
+    """The platformdirs user data dir for the agent (used when POSPAL_DATA_DIR is not set)."""
+    return Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+
+
+def _origin(value: str, var: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ConfigError(f"{var}: {value!r} is not an origin like https://pos.example.com")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything the agent is configured with."""
+
+    server_url: str = DEFAULT_SERVER_URL
+    agent_port: int = DEFAULT_AGENT_PORT
+    data_dir: Path = field(default_factory=default_data_dir)
+    allowed_origins: tuple[str, ...] = ()
+    trusted_keys_path: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
+        """Read POSPAL_SERVER_URL, POSPAL_AGENT_PORT, POSPAL_DATA_DIR, POSPAL_AGENT_ALLOWED_ORIGINS and
+        POSPAL_TRUSTED_KEYS; raises `ConfigError` naming the variable on a malformed value."""
+        env = os.environ if env is None else env
+
+        server_url = (env.get("POSPAL_SERVER_URL") or DEFAULT_SERVER_URL).strip().rstrip("/")
+        parts = urlsplit(server_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"POSPAL_SERVER_URL: {server_url!r} is not an http(s) URL")
+
+        raw_port = (env.get("POSPAL_AGENT_PORT") or "").strip()
+        try:
+            port = int(raw_port) if raw_port else DEFAULT_AGENT_PORT
+        except ValueError:
+            port = -1
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"POSPAL_AGENT_PORT: {raw_port!r} is not a TCP port (1-65535)")
+
+        raw_dir = (env.get("POSPAL_DATA_DIR") or "").strip()
+        data_dir = Path(raw_dir).expanduser() if raw_dir else default_data_dir()
+
+        raw_origins = env.get("POSPAL_AGENT_ALLOWED_ORIGINS") or ""
+        origins = tuple(_origin(o.strip(), "POSPAL_AGENT_ALLOWED_ORIGINS")
+                        for o in raw_origins.split(",") if o.strip())
+
+        raw_keys = (env.get("POSPAL_TRUSTED_KEYS") or "").strip()
+        keys_path = Path(raw_keys).expanduser() if raw_keys else None
+        if keys_path is not None and not keys_path.is_file():
+            raise ConfigError(f"POSPAL_TRUSTED_KEYS: {raw_keys!r} is not a readable JWKS file")
+
+        return cls(server_url=server_url, agent_port=port, data_dir=data_dir, allowed_origins=origins,
+                   trusted_keys_path=keys_path)
