@@ -1,0 +1,221 @@
+"""The license state machine: one pure function, `compute_status(StatusInputs) -> LicenseStatus`.
+
+No I/O and no clock: the trusted `now`, the verified claims, the fingerprint verdict and the clock verdict
+all come in through `StatusInputs`. Precedence (docs/ARCHITECTURE.md), first match wins:
+
+    clock_rollback > token_invalid > revoked > machine_changed > offline_expired >
+    licensed_cancelled / trial_expired > licensed_renewal_required > licensed_grace >
+    licensed_active / trial_active > license_missing
+
+Every state has a `reason` (for `license_error` one of offline_expired, machine_changed, clock_rollback,
+token_invalid, revoked; for the others a detail such as payment_failed) and a message in the chosen
+language from `agent.messages`. Policy values (grace, lease, payment grace, warn days, provisional trial)
+come from the token's `policy` claim, with PRODUCT.md defaults when there is no token.
+
+Meaning of the numbers:
+- `valid_until`: end of what was paid for or granted: the cancellation date or period end for a
+  license, the trial end for a trial.
+- `grace_until`: the moment orders stop if no sync succeeds from now on (offline lease end, or the end of
+  payment grace when that comes first).
+- `days_left`: whole days (rounded up) until the deadline that matters in this state: trial end (or the
+  lease end, if sooner), lease end in offline grace, payment-grace end when renewal is required, the
+  renewal/cancellation date when active; 0 once something has ended; None when nothing counts down.
+- Trials do not enter `licensed_grace`: an offline trial stays `trial_active` with `days_left` counting
+  to the lease end when that comes before the trial end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent import messages
+from agent.tokens import Claims, Policy
+
+LICENSE_STATES = (
+    "trial_active", "trial_expired", "licensed_active", "licensed_grace", "licensed_renewal_required",
+    "licensed_cancelled", "license_missing", "license_error",
+)
+ERROR_REASONS = ("offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked")
+# Reasons of the non-error states, each with its own message.
+DETAIL_REASONS = (
+    "trial", "provisional_trial", "trial_ended", "active", "cancel_scheduled", "offline_grace",
+    "payment_failed", "payment_grace_ended", "subscription_ended", "not_activated",
+)
+_DAY = 86400
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    """Everything `compute_status` looks at. `now` is the trusted time (tz-aware UTC)."""
+
+    now: datetime
+    claims: Claims | None = None
+    token_problem: str | None = None
+    provisional_trial_started: datetime | None = None
+    last_sync: datetime | None = None
+    fingerprint_match: bool | None = None
+    clock_rollback: bool = False
+    machine_id: str | None = None
+    terminal_name: str | None = None
+    next_sync: datetime | None = None
+    agent_version: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class LicenseStatus:
+    """What the agent tells the POS app and the UI; `to_dict()` is exactly the local API body."""
+
+    license_state: str
+    licensed: bool
+    reason: str | None
+    message: str
+    days_left: int | None = None
+    valid_until: datetime | None = None
+    grace_until: datetime | None = None
+    plan: str | None = None
+    features: tuple[str, ...] = ()
+    seats: int | None = None
+    customer_email: str | None = None
+    machine_id: str | None = None
+    terminal_name: str | None = None
+    last_sync: datetime | None = None
+    next_sync: datetime | None = None
+    agent_version: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `GET /v1/license` body: times as ISO 8601 UTC with `Z`, or null."""
+        return {
+            "license_state": self.license_state,
+            "licensed": self.licensed,
+            "reason": self.reason,
+            "message": self.message,
+            "days_left": self.days_left,
+            "valid_until": iso(self.valid_until),
+            "grace_until": iso(self.grace_until),
+            "plan": self.plan,
+            "features": list(self.features),
+            "seats": self.seats,
+            "customer_email": self.customer_email,
+            "machine_id": self.machine_id,
+            "terminal_name": self.terminal_name,
+            "last_sync": iso(self.last_sync),
+            "next_sync": iso(self.next_sync),
+            "agent_version": self.agent_version,
+        }
+
+
+def iso(when: datetime | None) -> str | None:
+    """ISO 8601 UTC with a `Z` suffix, whole seconds; None stays None."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+def _dt(ts: int | float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _days(seconds: float) -> int:
+    return max(0, math.ceil(seconds / _DAY))
+
+
+def _date(ts: float | None, lang: str) -> str:
+    d = datetime.fromtimestamp(ts or 0, UTC)
+    return messages.date(d.year, d.month, d.day, lang)
+
+
+def _message(reason: str, lang: str, **kw: object) -> str:
+    status = messages.text(f"status.{reason}", lang, **kw)
+    fix_key = f"fix.{reason}" if messages.has(f"fix.{reason}") else "fix.active"
+    fix = messages.text(fix_key, lang)
+    return f"{status} {fix}" if fix else status
+
+
+def compute_status(inputs: StatusInputs) -> LicenseStatus:
+    """The license status for these inputs (pure; see the module docstring for the rules)."""
+    lang = inputs.language if inputs.language in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+    now = inputs.now.timestamp()
+    c = inputs.claims
+    base: dict[str, Any] = {
+        "machine_id": inputs.machine_id,
+        "terminal_name": inputs.terminal_name,
+        "last_sync": inputs.last_sync,
+        "next_sync": inputs.next_sync,
+        "agent_version": inputs.agent_version,
+    }
+    if c is not None:
+        base.update(plan=c.plan, features=c.features, seats=c.seats, customer_email=c.email,
+                    machine_id=inputs.machine_id or c.mid, terminal_name=inputs.terminal_name or c.terminal)
+
+    def status(state: str, licensed: bool, reason: str, days_left: int | None = None,
+               valid_until: float | None = None, grace_until: float | None = None,
+               **kw: object) -> LicenseStatus:
+        if "days" not in kw and days_left is not None:
+            kw["days"] = messages.days(days_left, lang)
+        return LicenseStatus(state, licensed, reason, _message(reason, lang, **kw), days_left,
+                             _dt(valid_until), _dt(grace_until), **base)
+
+    def error(reason: str, days_left: int | None = None, valid_until: float | None = None) -> LicenseStatus:
+        return status("license_error", False, reason, days_left, valid_until)
+
+    if inputs.clock_rollback:
+        return error("clock_rollback")
+    if inputs.token_problem is not None:
+        return error("token_invalid")
+
+    if c is None:
+        started = inputs.provisional_trial_started
+        if started is None:
+            return status("license_missing", False, "not_activated")
+        end = started.timestamp() + Policy().provisional_trial_s
+        if now >= end:
+            # Three days without ever reaching the server: going online is the only fix.
+            return error("offline_expired", 0, end)
+        return status("trial_active", True, "provisional_trial", _days(end - now), end, end)
+
+    valid_until = c.trial_end if c.kind == "trial" else (c.cancel_at or c.period_end)
+    if c.status == "revoked":
+        return error("revoked", valid_until=valid_until)
+    if inputs.fingerprint_match is False:
+        return error("machine_changed", valid_until=valid_until)
+    if now >= c.exp:
+        return error("offline_expired", 0, valid_until)
+
+    p = c.policy
+    if c.kind == "trial":
+        end = c.trial_end if c.trial_end is not None else c.exp
+        if c.status == "canceled" or now >= end:
+            return status("trial_expired", False, "trial_ended", 0, end)
+        stop = min(end, c.exp)
+        return status("trial_active", True, "trial", _days(stop - now), end, stop)
+
+    if c.status == "canceled" or (c.cancel_at is not None and now >= c.cancel_at):
+        return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)
+    if c.status == "past_due":
+        pay_end = c.payment_grace_end if c.payment_grace_end is not None else c.iat + p.payment_grace_s
+        if now >= pay_end:
+            return status("licensed_renewal_required", False, "payment_grace_ended", 0, valid_until)
+        stop = min(pay_end, c.exp)
+        return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
+                      stop, date=_date(stop, lang))
+
+    last_sync = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
+    if now - last_sync >= p.grace_s:
+        since = _date(last_sync, lang)
+        return status("licensed_grace", True, "offline_grace", _days(c.exp - now), valid_until, c.exp,
+                      since=since)
+    days_left = _days(valid_until - now) if valid_until is not None else None
+    if c.cancel_at is not None:
+        return status("licensed_active", True, "cancel_scheduled", days_left, valid_until, c.exp,
+                      date=_date(c.cancel_at, lang))
+    if valid_until is None:
+        return LicenseStatus("licensed_active", True, "active", _message("active_nodate", lang), None, None,
+                             _dt(c.exp), **base)
+    return status("licensed_active", True, "active", days_left, valid_until, c.exp,
+                  date=_date(valid_until, lang))
