@@ -1,0 +1,196 @@
+"""Operator actions behind `pospal-server admin`: show, revoke, extend, resend email, remove a terminal.
+
+Each change is made in the caller's transaction with an audit row whose actor is `admin`, and machines
+learn about it at their next refresh through a signed token (never an unsigned message).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server import licensing
+from server.codes import normalize_email
+from server.models import AuditLog, Customer, License, LoginCode, Machine, Outbox, Subscription, Trial
+
+Printer = Callable[[Any], None]
+
+
+def row(obj: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A model row as a plain dict (for printing)."""
+    return {c.key: getattr(obj, c.key) for c in obj.__table__.columns if c.key not in hide}
+
+
+def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    """Dispatch one admin command; return the exit code (1 when the thing is not found)."""
+    handler = {"customer": _customer, "license": _license, "machine": _machine}[args.entity]
+    return handler(session, args, now, out)
+
+
+def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    customer = session.scalars(select(Customer).where(Customer.email == normalize_email(args.email))).first()
+    if customer is None:
+        out({"error": "not_found", "email": args.email})
+        return 1
+    if args.action == "show":
+        licenses = list(session.scalars(select(License).where(License.customer_id == customer.id)))
+        out(
+            {
+                "customer": row(customer),
+                "subscriptions": [
+                    row(s)
+                    for s in session.scalars(
+                        select(Subscription).where(Subscription.customer_id == customer.id)
+                    )
+                ],
+                "licenses": [
+                    {
+                        **row(lic),
+                        "machines": [
+                            row(m, hide=("fingerprint",))
+                            for m in session.scalars(select(Machine).where(Machine.license_id == lic.id))
+                        ],
+                    }
+                    for lic in licenses
+                ],
+                "emails": [
+                    row(o, hide=("context",))
+                    for o in session.scalars(
+                        select(Outbox)
+                        .where(Outbox.to_email == customer.email)
+                        .order_by(Outbox.id.desc())
+                        .limit(20)
+                    )
+                ],
+                "codes_last_hour": len(
+                    list(
+                        session.scalars(
+                            select(LoginCode.id).where(
+                                LoginCode.email == customer.email,
+                                LoginCode.created_at > now - timedelta(hours=1),
+                            )
+                        )
+                    )
+                ),
+            }
+        )
+        return 0
+    # resend: queue a copy of a previous message under a new idempotency key.
+    stmt = select(Outbox).where(Outbox.to_email == customer.email)
+    if args.outbox_id:
+        stmt = stmt.where(Outbox.id == args.outbox_id)
+    original = session.scalars(stmt.order_by(Outbox.id.desc()).limit(1)).first()
+    if original is None:
+        out({"error": "not_found", "detail": "no email to resend"})
+        return 1
+    from server import outbox
+
+    key = f"admin-resend:{original.id}:{int(now.timestamp())}"
+    outbox.enqueue(
+        session, customer.email, original.template, original.locale, original.context, key, now=now
+    )
+    licensing.record_audit(
+        session,
+        actor="admin",
+        action="email.resent",
+        detail={"outbox_id": original.id, "template": original.template},
+        at=now,
+    )
+    out({"queued": original.template, "to": customer.email, "idempotency_key": key})
+    return 0
+
+
+def _license(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    if args.action == "extend" and args.id.startswith("trial_"):
+        trial = session.get(Trial, args.id)
+        if trial is None:
+            out({"error": "not_found", "id": args.id})
+            return 1
+        trial.ends_at = max(trial.ends_at, now) + timedelta(days=args.days)
+        licensing.record_audit(
+            session,
+            actor="admin",
+            action="trial.extended",
+            detail={"trial_id": trial.id, "days": args.days, "reason": args.reason},
+            at=now,
+        )
+        out(row(trial))
+        return 0
+    license_ = session.get(License, args.id)
+    if license_ is None:
+        out({"error": "not_found", "id": args.id})
+        return 1
+    if args.action == "revoke":
+        license_.status = "revoked"
+        license_.revoked_at = now
+        licensing.record_audit(
+            session,
+            actor="admin",
+            action="license.revoked",
+            license_id=license_.id,
+            detail={"reason": args.reason},
+            at=now,
+        )
+    elif args.action == "extend":
+        base = license_.comp_until if license_.comp_until and license_.comp_until > now else now
+        license_.comp_until = base + timedelta(days=args.days)
+        licensing.record_audit(
+            session,
+            actor="admin",
+            action="license.extended",
+            license_id=license_.id,
+            detail={"days": args.days, "until": license_.comp_until.isoformat(), "reason": args.reason},
+            at=now,
+        )
+    subscription = session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
+    out(
+        {
+            "license": row(license_),
+            "state_now": licensing.subscription_state(license_, subscription, now),
+            "subscription": row(subscription) if subscription else None,
+            "machines": [
+                row(m, hide=("fingerprint",)) for m in licensing.active_machines(session, license_.id)
+            ],
+            "audit": [
+                row(a)
+                for a in session.scalars(
+                    select(AuditLog)
+                    .where(AuditLog.license_id == license_.id)
+                    .order_by(AuditLog.id.desc())
+                    .limit(20)
+                )
+            ],
+        }
+    )
+    return 0
+
+
+def _machine(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    machine = session.get(Machine, args.id)
+    if machine is None:
+        out({"error": "not_found", "id": args.id})
+        return 1
+    if args.action == "remove" and machine.deactivated_at is None:
+        license_ = session.get(License, machine.license_id) if machine.license_id else None
+        customer = session.get(Customer, license_.customer_id) if license_ else None
+        licensing.release_machine(session, machine, customer, now, actor="admin", action="machine.removed")
+    out(
+        {
+            "machine": row(machine),
+            "audit": [
+                row(a)
+                for a in session.scalars(
+                    select(AuditLog)
+                    .where(AuditLog.machine_id == machine.id)
+                    .order_by(AuditLog.id.desc())
+                    .limit(20)
+                )
+            ],
+        }
+    )
+    return 0

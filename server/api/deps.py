@@ -1,0 +1,88 @@
+"""What route handlers share: the app's services, the raw body, client address, machine signatures.
+
+`Services` is built once per app by `server.app.create_app` and stored on `app.state.services`.
+Handlers reach it through `services(request)`, so tests can build an app with a fake clock and sandbox
+billing and nothing reads global state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from agent.errors import KeyInvalid, RequestSignatureInvalid
+from agent.tokens import SignedRequest, decode_public_key, verify_request_signature
+from server import nonces
+from server.clock import Clock
+from server.config import Settings
+from server.db import Database
+from server.errors import BadSignature, InvalidRequest
+from server.ratelimit import RateLimiter
+from server.signing import SigningKeys
+
+
+@dataclass
+class Services:
+    """Everything a handler may use: settings, database, clock, keys, rate limiter, billing, metrics."""
+
+    settings: Settings
+    db: Database
+    clock: Clock
+    keys: SigningKeys
+    limiter: RateLimiter
+    secret: bytes
+    billing: Any = None
+    metrics: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def services(request: Request) -> Services:
+    """The services of the app serving this request."""
+    return request.app.state.services
+
+
+async def raw_body(request: Request) -> bytes:
+    """The exact request body bytes (what a machine signature covers)."""
+    return await request.body()
+
+
+def client_ip(request: Request) -> str:
+    """The client's address (uvicorn applies trusted proxy headers before we see it)."""
+    return request.client.host if request.client else "unknown"
+
+
+def verify_machine_signature(public_key: str, request: Request, body: bytes) -> SignedRequest:
+    """Check a request's `X-POSPal-*` signature against `public_key`; `BadSignature` if it fails."""
+    try:
+        return verify_request_signature(public_key, request.method, request.url.path, request.headers, body)
+    except (RequestSignatureInvalid, KeyInvalid):
+        raise BadSignature() from None
+
+
+def check_and_remember(session: Session, signed: SignedRequest, owner: str, svc: Services) -> None:
+    """Refuse a replayed nonce or a stale timestamp (409 `replay`), else store the nonce."""
+    nonces.remember(session, signed.nonce, owner, signed.timestamp, svc.clock.now())
+
+
+def public_key_owner(public_key: str) -> str:
+    """A stable short id for a not-yet-registered machine key (nonce bookkeeping)."""
+    return "pk_" + hashlib.sha256(public_key.encode()).hexdigest()[:24]
+
+
+def parse_public_key(value: str) -> str:
+    """Validate a base64url raw Ed25519 public key; return it unchanged or raise `InvalidRequest`."""
+    try:
+        decode_public_key(value)
+    except KeyInvalid:
+        raise InvalidRequest("machine_public_key is not an Ed25519 public key.") from None
+    return value
+
+
+def has_machine_headers(headers: Mapping[str, str]) -> bool:
+    """True when the request claims to be signed by a registered machine."""
+    return "x-pospal-machine" in headers

@@ -1,0 +1,87 @@
+"""`POST /v1/refresh` and `POST /v1/deactivate`: requests signed by a registered machine key.
+
+Refresh is the hot path (every terminal, every 6 hours): one joined read, one nonce insert, one
+`last_seen_at` update, then the token is signed outside the transaction so the SQLite write lock is
+held as briefly as possible.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
+
+from agent.tokens import encode_token
+from server import licensing, nonces
+from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
+from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer
+from server.errors import BadSignature, UnknownMachine
+from server.models import Customer, License, Machine, Subscription
+
+router = APIRouter(prefix="/v1", tags=["machines"])
+
+PURGE_EVERY = 1000
+_purge_counter = itertools.count(1)
+
+
+def signed_machine(
+    session: Session, request: Request, raw: bytes, svc: Services
+) -> tuple[Machine, License | None, Subscription | None, Customer | None]:
+    """Load the machine named in `X-POSPal-Machine`, check its signature and nonce; 401/409 otherwise."""
+    machine_id = request.headers.get("x-pospal-machine", "")
+    if not machine_id:
+        raise BadSignature("The request is not signed by a registered machine.")
+    bundle = licensing.load_machine(session, machine_id[:40])
+    if bundle is None:
+        raise UnknownMachine()
+    signed = verify_machine_signature(bundle[0].public_key, request, raw)
+    check_and_remember(session, signed, bundle[0].id, svc)
+    return bundle
+
+
+@router.post("/refresh", response_model=TokenAnswer)
+def refresh(
+    body: RefreshRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> TokenAnswer:
+    """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        machine, license_, subscription, customer = signed_machine(session, request, raw, svc)
+        presented = dict(body.fingerprint)
+        # One replaced part still matches the majority; re-binding to the new set heals the token.
+        if (
+            presented
+            and presented != machine.fingerprint
+            and licensing.fingerprint_matches(machine.fingerprint, presented)
+        ):
+            machine.fingerprint = presented
+        machine.last_seen_at = now
+        claims = licensing.claims_for_machine(session, machine, now, license_, subscription, customer)
+        kid = svc.keys.current_kid(session)
+        keyset = svc.keys.keyset_for(session, body.known_kids, now)
+    if next(_purge_counter) % PURGE_EVERY == 0:
+        with svc.db.transaction() as session:
+            nonces.purge_expired(session, now)
+    return TokenAnswer(token=encode_token(svc.keys.private_key(kid), kid, claims), keyset=keyset)
+
+
+@router.post("/deactivate", response_model=OkAnswer)
+def deactivate(
+    body: EmptyRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> OkAnswer:
+    """Free this machine's seat; its next refresh gets a signed `revoked` token."""
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        machine, _license, _sub, customer = signed_machine(session, request, raw, svc)
+        if machine.deactivated_at is None:
+            licensing.release_machine(
+                session, machine, customer, now, actor=f"machine:{machine.id}", action="machine.deactivated"
+            )
+    return OkAnswer()

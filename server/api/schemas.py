@@ -1,0 +1,155 @@
+"""Request and response bodies of the core API, as pydantic models (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        min_length=3,
+        max_length=320,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+    ),
+]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12)]
+PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64, pattern=r"^[A-Za-z0-9_\-+/=]+$")]
+TerminalName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+ComponentName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+ComponentHash = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[0-9a-fA-F]+$")]
+Fingerprint = Annotated[dict[ComponentName, ComponentHash], Field(max_length=16)]
+Kid = Annotated[str, StringConstraints(max_length=64)]
+Locale = Literal["en", "el"]
+MachineId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TrialRequest(_Body):
+    """Start (or resume) the trial of this machine."""
+
+    fingerprint: Fingerprint
+    machine_public_key: PublicKey
+    terminal_name: TerminalName | None = None
+    provisional_started_at: datetime | None = None
+    known_kids: Annotated[list[Kid], Field(max_length=32)] = []
+
+    @field_validator("provisional_started_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("provisional_started_at needs a time zone (use ...Z)")
+        return value
+
+
+class TokenAnswer(BaseModel):
+    """A signed token, and a key-set document when the agent needs new trusted keys."""
+
+    token: str
+    keyset: str | None = None
+
+
+class CodeRequest(_Body):
+    """Ask for a 6-digit code by email."""
+
+    email: Email
+    purpose: Literal["activate", "portal", "terminals"]
+    locale: Locale | None = None
+
+
+class CodeAnswer(BaseModel):
+    """Always the same answer, whether or not the email is a customer's."""
+
+    sent: bool = True
+
+
+class ActivationRequest(_Body):
+    """Bind this machine to the customer's license, proven by an emailed code or a finished checkout."""
+
+    email: Email
+    code: Code | None = None
+    checkout_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    fingerprint: Fingerprint
+    machine_public_key: PublicKey
+    terminal_name: TerminalName | None = None
+    known_kids: Annotated[list[Kid], Field(max_length=32)] = []
+
+
+class ActivationAnswer(TokenAnswer):
+    """The license token and the ids the agent stores."""
+
+    machine_id: str
+    license_id: str
+
+
+class RefreshRequest(_Body):
+    """A signed refresh: the machine's current fingerprint and the key ids it trusts."""
+
+    fingerprint: Fingerprint = {}
+    known_kids: Annotated[list[Kid], Field(max_length=32)] = []
+
+
+class OkAnswer(BaseModel):
+    """Done."""
+
+    ok: bool = True
+
+
+class EmptyRequest(_Body):
+    """No fields."""
+
+
+class ProofRequest(_Body):
+    """Email plus code, for callers that are not a signed machine."""
+
+    email: Email | None = None
+    code: Code | None = None
+
+
+class Terminal(BaseModel):
+    """One terminal of a license."""
+
+    machine_id: str
+    terminal_name: str | None
+    activated_at: datetime
+    last_seen: datetime | None
+    this_machine: bool
+
+
+class TerminalsAnswer(BaseModel):
+    """The license's active terminals."""
+
+    terminals: list[Terminal]
+
+
+class RemoveTerminalRequest(ProofRequest):
+    """Free the seat of one terminal."""
+
+    machine_id: MachineId
+
+
+class PortalRequest(ProofRequest):
+    """Open the billing portal; `return_url` must be on this server or an allowed origin."""
+
+    return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class PortalAnswer(BaseModel):
+    """A one-time portal URL."""
+
+    url: str
+
+
+class ErrorAnswer(BaseModel):
+    """Every error: a stable code, a sentence, and sometimes extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    message: str

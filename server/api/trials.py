@@ -1,0 +1,113 @@
+"""`POST /v1/trials`: start or resume the 30-day trial of a machine, keyed by its fingerprint."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from server import licensing
+from server.api.deps import (
+    Services,
+    check_and_remember,
+    client_ip,
+    parse_public_key,
+    public_key_owner,
+    raw_body,
+    services,
+    verify_machine_signature,
+)
+from server.api.schemas import TokenAnswer, TrialRequest
+from server.models import Machine, Trial, TrialComponent
+
+router = APIRouter(prefix="/v1", tags=["trials"])
+
+TRIALS_PER_HOUR_PER_IP = 30
+PROVISIONAL_MAX = timedelta(seconds=licensing.POLICY.provisional_trial_s)
+
+
+@router.post("/trials", response_model=TokenAnswer)
+def start_trial(
+    body: TrialRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> TokenAnswer:
+    """Start the trial (first seen wins: a reinstall or one changed part finds the same trial)."""
+    public_key = parse_public_key(body.machine_public_key)
+    signed = verify_machine_signature(public_key, request, raw)
+    now = svc.clock.now()
+    svc.limiter.hit(f"trials:ip:{client_ip(request)}", TRIALS_PER_HOUR_PER_IP, 3600, now.timestamp())
+    hashes = [licensing.trial_component_hash(svc.secret, n, v.lower()) for n, v in body.fingerprint.items()]
+    with svc.db.transaction() as session:
+        check_and_remember(session, signed, public_key_owner(public_key), svc)
+        machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
+        if machine is not None and machine.license_id and machine.deactivated_at is None:
+            # Already licensed: the trial would be a downgrade, so answer with the license.
+            claims = licensing.claims_for_machine(session, machine, now)
+            return TokenAnswer(
+                token=svc.keys.sign(session, claims),
+                keyset=svc.keys.keyset_for(session, body.known_kids, now),
+            )
+        trial = _find_trial(session, machine, hashes)
+        action = "trial.resumed"
+        if trial is None:
+            start = now
+            if body.provisional_started_at is not None:
+                start = min(now, max(now - PROVISIONAL_MAX, body.provisional_started_at))
+            trial = Trial(
+                first_seen_at=start, ends_at=start + licensing.TRIAL_LENGTH, machine_public_key=public_key
+            )
+            session.add(trial)
+            session.flush()
+            action = "trial.started"
+        _remember_components(session, trial.id, hashes)
+        if machine is None:
+            machine = Machine(public_key=public_key, activated_at=now)
+            session.add(machine)
+        machine.trial_id = trial.id
+        machine.license_id = None
+        machine.deactivated_at = None
+        machine.fingerprint = dict(body.fingerprint)
+        machine.terminal_name = body.terminal_name or machine.terminal_name
+        machine.last_seen_at = now
+        session.flush()
+        licensing.record_audit(
+            session,
+            actor=f"machine:{machine.id}",
+            action=action,
+            machine_id=machine.id,
+            detail={"trial_id": trial.id},
+            at=now,
+        )
+        token = svc.keys.sign(session, licensing.trial_claims(machine, trial, now))
+        return TokenAnswer(token=token, keyset=svc.keys.keyset_for(session, body.known_kids, now))
+
+
+def _find_trial(session, machine: Machine | None, hashes: list[str]) -> Trial | None:
+    """The earliest trial this machine key or any of these component hashes already started."""
+    ids: set[str] = set()
+    if machine is not None and machine.trial_id:
+        ids.add(machine.trial_id)
+    if hashes:
+        ids.update(
+            session.scalars(select(TrialComponent.trial_id).where(TrialComponent.component_hash.in_(hashes)))
+        )
+    if not ids:
+        return None
+    return session.scalars(
+        select(Trial).where(Trial.id.in_(ids)).order_by(Trial.first_seen_at).limit(1)
+    ).first()
+
+
+def _remember_components(session, trial_id: str, hashes: list[str]) -> None:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    for component_hash in hashes:
+        session.execute(
+            insert(TrialComponent)
+            .values(component_hash=component_hash, trial_id=trial_id)
+            .on_conflict_do_nothing(index_elements=["component_hash"])
+        )

@@ -1,0 +1,216 @@
+"""The FastAPI app factory: `create_app(settings)` wires settings, database, keys and routers.
+
+Errors always leave as JSON `{"error", "message", ...}`, never as a stack trace. The app refuses to
+start on a database whose schema is not at the newest migration (run `pospal-server migrate`), so
+instances never migrate on their own. For uvicorn with several workers, `app_from_env` is the factory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import __version__
+from server.api import activations, codes, health, keys, refresh, terminals, trials
+from server.api.deps import Services
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.db import Database, current_revision, head_revision
+from server.errors import ApiError, ConfigError
+from server.ratelimit import RateLimiter, make_rate_limiter
+from server.signing import SigningKeys, load_server_secret
+
+log = logging.getLogger("pospal.app")
+
+MAX_BODY_BYTES = 1024 * 1024
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def check_schema(db: Database) -> None:
+    """Raise `ConfigError` unless the database is migrated to this code's newest revision."""
+    current, head = current_revision(db), head_revision()
+    if current != head:
+        raise ConfigError(
+            f"database schema is at {current or 'nothing'}, this server needs {head}: "
+            "run `pospal-server migrate` (POSPAL_DATABASE_URL names the database)"
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    db: Database | None = None,
+    billing: Any = None,
+    mailer: Any = None,
+    limiter: RateLimiter | None = None,
+    start_worker: bool | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass a FakeClock, a database, sandbox billing and a console mailer."""
+    clock = clock or SystemClock()
+    db = db or Database(settings.database_url)
+    check_schema(db)
+    signing = SigningKeys(settings.signing_key_dir)
+    with db.transaction() as session:
+        signing.ensure_current(session, clock.now())
+    secret = load_server_secret(
+        settings.signing_key_dir, settings.server_secret.reveal() if settings.server_secret else None
+    )
+    if billing is None:
+        billing = _make_billing(settings, db, clock)
+    services = Services(
+        settings=settings,
+        db=db,
+        clock=clock,
+        keys=signing,
+        limiter=limiter or make_rate_limiter(settings.redis_url.reveal() if settings.redis_url else None),
+        secret=secret,
+        billing=billing,
+        metrics=health.Metrics(),
+    )
+    services.extra["mailer"] = mailer
+    run_worker = settings.outbox_worker if start_worker is None else start_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = _start_outbox_worker(services, stop) if run_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=10)
+
+    app = FastAPI(
+        title="POSPal license server",
+        version=__version__,
+        lifespan=lifespan,
+        responses={422: {"description": "invalid_request"}},
+    )
+    app.state.services = services
+    for module in (trials, codes, activations, refresh, terminals, keys, health):
+        app.include_router(module.router)
+    _include_billing(app)
+    _install_error_handlers(app)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Authorization"],
+        )
+    app.add_middleware(_BodyLimit)
+    app.add_middleware(_MetricsMiddleware, metrics=services.metrics)
+    return app
+
+
+def _make_billing(settings: Settings, db: Database, clock: Clock) -> Any:
+    try:
+        from server.billing import make_provider
+    except ImportError:  # the billing package has not landed in this tree
+        return None
+    return make_provider(settings, db, clock)
+
+
+def _include_billing(app: FastAPI) -> None:
+    try:
+        from server.api import billing as billing_api
+    except ImportError:  # the billing router has not landed in this tree
+        return
+    app.include_router(billing_api.router)
+
+
+def _start_outbox_worker(services: Services, stop: threading.Event) -> threading.Thread | None:
+    try:
+        from server.outbox import run_worker
+    except ImportError:
+        return None
+    thread = threading.Thread(
+        target=run_worker,
+        args=(services.settings, stop),
+        kwargs={"db": services.db, "mailer": services.extra.get("mailer"), "clock": services.clock},
+        name="outbox-worker",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())[1:]), "problem": err.get("msg", "")}
+            for err in exc.errors()[:20]
+        ]
+        return JSONResponse(
+            {"error": "invalid_request", "message": "The request is not valid.", "problems": problems},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "The request was refused."
+        return JSONResponse({"error": code, "message": message}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled_error",
+            exc_info=exc,
+            extra={"path": request.url.path, "method": request.method},
+        )
+        return JSONResponse(
+            {"error": "internal", "message": "Something went wrong on the server. Try again later."},
+            status_code=500,
+        )
+
+
+class _BodyLimit:
+    """Refuse bodies over `MAX_BODY_BYTES` by Content-Length before reading them (413)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                    response = JSONResponse(
+                        {"error": "too_large", "message": "The request body is too large."}, status_code=413
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+class _MetricsMiddleware:
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.handler = metrics.middleware(app)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.handler(scope, receive, send)
+
+
+def app_from_env() -> FastAPI:
+    """Uvicorn factory (`--factory server.app:app_from_env`): settings from the environment."""
+    from server.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_app(settings)

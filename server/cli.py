@@ -1,0 +1,254 @@
+"""`pospal-server`: run, migrate, keys, backup, worker and admin commands for the operator.
+
+    pospal-server run [--host H] [--port P] [--workers N]   serve (default 127.0.0.1:8000)
+    pospal-server migrate                                    bring the schema to the newest revision
+    pospal-server keys list | rotate [--out FILE]            signing keys
+    pospal-server backup PATH                                SQLite online backup (PostgreSQL: pg_dump)
+    pospal-server worker                                     deliver outbox email (no HTTP)
+    pospal-server admin customer show|resend EMAIL
+    pospal-server admin license show|revoke|extend ID
+    pospal-server admin machine show|remove ID
+
+Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused,
+2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.clock import SystemClock
+from server.config import Settings
+from server.db import Database, current_revision, head_revision, upgrade
+from server.errors import ConfigError, Error
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+def prepare(settings: Settings) -> Database:
+    """Check the schema (auto-creating a brand-new SQLite demo database if allowed) and the keys."""
+    from server.app import check_schema
+    from server.signing import SigningKeys, load_server_secret
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.sqlite_path
+    is_new_file = path is not None and not path.exists()
+    db = Database(settings.database_url, pool_size=2)
+    if settings.auto_migrate and is_new_file:
+        upgrade(db)
+    check_schema(db)
+    keys = SigningKeys(settings.signing_key_dir)
+    with db.transaction() as session:
+        keys.ensure_current(session, SystemClock().now())
+    load_server_secret(
+        settings.signing_key_dir, settings.server_secret.reveal() if settings.server_secret else None
+    )
+    return db
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the API with uvicorn (uvloop + httptools), `--workers` processes on one port."""
+    import uvicorn
+
+    prepare(settings).dispose()
+    uvicorn.run(
+        "server.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    """Apply every pending migration; safe to run again."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url, pool_size=1)
+    before = current_revision(db)
+    upgrade(db)
+    print(f"schema at {current_revision(db)} (was {before or 'empty'}; newest {head_revision()})")
+    db.dispose()
+    return 0
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the outbox worker until SIGINT or SIGTERM."""
+    from server.outbox import run_worker
+
+    db = prepare(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print("outbox worker running; Ctrl+C stops it", file=sys.stderr)
+    run_worker(settings, stop, db=db)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- keys
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """List or rotate the token signing keys."""
+    from server.signing import SigningKeys
+
+    db = Database(settings.database_url, pool_size=1)
+    keys = SigningKeys(settings.signing_key_dir)
+    now = SystemClock().now()
+    with db.transaction() as session:
+        if args.keys_command == "rotate":
+            kid, document = keys.rotate(session, now)
+            print(f"new signing key {kid}", file=sys.stderr)
+            if document is not None:
+                if args.out:
+                    Path(args.out).write_text(document + "\n")
+                    print(
+                        f"key-set document signed by the previous key written to {args.out}", file=sys.stderr
+                    )
+                else:
+                    print(document)
+            return 0
+        current = keys.current_row(session)
+        published = {r.kid for r in keys.published(session, now)}
+        _print(
+            [
+                {
+                    "kid": r.kid,
+                    "created_at": r.created_at,
+                    "retired_at": r.retired_at,
+                    "current": current is not None and r.kid == current.kid,
+                    "published": r.kid in published,
+                    "private_key_file": keys.has_private_key(r.kid),
+                }
+                for r in keys.rows(session)
+            ]
+        )
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ backup
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """Copy a live SQLite database with the online backup API; explain pg_dump for PostgreSQL."""
+    source = settings.sqlite_path
+    if not settings.is_sqlite:
+        print(
+            "PostgreSQL: back up with pg_dump, for example\n"
+            f'  pg_dump --format=custom --file "{args.path}" "$POSPAL_DATABASE_URL_WITHOUT_DRIVER"\n'
+            "(use postgresql://... without '+psycopg'), and restore with pg_restore --clean --dbname ...",
+            file=sys.stderr,
+        )
+        return 2
+    if source is None or not source.exists():
+        print(f"no SQLite database at {source}", file=sys.stderr)
+        return 1
+    target = Path(args.path)
+    if target.exists():
+        print(f"{target} exists; choose a new file", file=sys.stderr)
+        return 1
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    print(f"backed up {source} to {target}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- admin
+
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    """Look up and fix customers, licenses and machines; every change is audited as `admin`."""
+    from server import admin
+
+    db = Database(settings.database_url, pool_size=1)
+    now = SystemClock().now()
+    with db.transaction() as session:
+        return admin.run(session, args, now, _print)
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by tests to check the commands exist)."""
+    parser = argparse.ArgumentParser(prog="pospal-server", description="POSPal license server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve the API")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--workers", type=int, default=1)
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("worker", help="deliver outbox email").set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("list")
+    rotate = keys_sub.add_parser("rotate")
+    rotate.add_argument("--out", help="write the key-set document here instead of stdout")
+    keys.set_defaults(func=cmd_keys)
+
+    backup = sub.add_parser("backup", help="back up the database")
+    backup.add_argument("path")
+    backup.set_defaults(func=cmd_backup)
+
+    admin = sub.add_parser("admin", help="look up and fix customers, licenses, machines")
+    admin_sub = admin.add_subparsers(dest="entity", required=True)
+    customer = admin_sub.add_parser("customer")
+    customer.add_argument("action", choices=["show", "resend"])
+    customer.add_argument("email")
+    customer.add_argument("--outbox-id", type=int, help="resend this message (default: the newest)")
+    license_ = admin_sub.add_parser("license")
+    license_.add_argument("action", choices=["show", "revoke", "extend"])
+    license_.add_argument("id", help="lic_... (or trial_... for extend)")
+    license_.add_argument("--days", type=int, default=30, help="extend by this many days")
+    license_.add_argument("--reason", default="", help="why (kept in the audit log)")
+    machine = admin_sub.add_parser("machine")
+    machine.add_argument("action", choices=["show", "remove"])
+    machine.add_argument("id", help="m_...")
+    admin.set_defaults(func=cmd_admin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pospal-server`."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except Error as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

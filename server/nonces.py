@@ -1,0 +1,51 @@
+"""Replay protection for machine-signed requests: each nonce is stored once, in the database.
+
+The nonce is the table's primary key, so two instances that receive the same request at once cannot
+both accept it: one insert wins, the other is refused as a replay. Rows expire when the request's
+timestamp window has passed; `purge_expired` deletes them, run now and then by the refresh path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from server.errors import Replay
+from server.models import RequestNonce
+
+# The signed timestamp may be this far from the server's clock, either way.
+WINDOW_S = 300
+
+
+def check_timestamp(timestamp: int, now: datetime) -> None:
+    """Raise `Replay` when a signed timestamp is more than `WINDOW_S` from `now`."""
+    if abs(int(now.timestamp()) - int(timestamp)) > WINDOW_S:
+        raise Replay("The request timestamp is too far from the server's clock. Check the PC's clock.")
+
+
+def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now: datetime) -> None:
+    """Store `nonce` until its window has passed, or raise `Replay` if it was seen before.
+
+    Uses INSERT ... ON CONFLICT DO NOTHING, so a duplicate neither raises a database error nor spoils
+    the caller's transaction.
+    """
+    check_timestamp(timestamp, now)
+    expires = max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(RequestNonce)
+        .values(nonce=nonce, machine_id=machine_id[:40], expires_at=expires)
+        .on_conflict_do_nothing(index_elements=["nonce"])
+    )
+    if session.execute(stmt).rowcount != 1:
+        raise Replay()
+
+
+def purge_expired(session: Session, now: datetime) -> int:
+    """Delete nonces whose window has passed; return how many."""
+    return session.execute(delete(RequestNonce).where(RequestNonce.expires_at < now)).rowcount or 0

@@ -1,0 +1,252 @@
+"""Token signing keys: Ed25519 private keys as 0600 files, public halves in `signing_keys`, rotation.
+
+The private key for kid K lives in `POSPAL_SIGNING_KEY_DIR/K.pem` (mode 0600, directory 0700); the
+database row says which keys exist and which is current (the newest one not retired). Several server
+instances share keys by sharing that directory (a volume or a copied secret) and the database.
+
+On first run, when no key exists, `SigningKeys.ensure_current` makes one. Rotation makes a new key,
+retires the old one (its tokens stay valid until they expire, so it stays in the JWKS for one offline
+lease) and returns a key-set document signed by the old key, which agents that trust the old key accept.
+
+The same directory also holds `server-secret`, the HMAC key for login codes and trial component hashes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.tokens import (
+    Policy,
+    encode_public_key,
+    encode_token,
+    jwk_from_public_key,
+    kid_for,
+    make_keyset_document,
+)
+from server.errors import SigningError
+from server.models import SigningKey
+
+SERVER_SECRET_FILE = "server-secret"  # noqa: S105 (a file name)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically with mode 0600 (temp file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_server_secret(key_dir: Path, configured: str | None = None) -> bytes:
+    """Return the server's HMAC secret: `POSPAL_SERVER_SECRET` if set, else the key dir's file.
+
+    The file is created (32 random bytes, hex, 0600) on first use. Every instance must see the same
+    value, so several instances share the key directory or set the variable.
+    """
+    if configured:
+        return configured.encode()
+    path = key_dir / SERVER_SECRET_FILE
+    if not path.exists():
+        try:
+            _write_private_exclusive(path, secrets.token_hex(32).encode())
+        except FileExistsError:
+            pass  # another process made it first; use theirs
+    return path.read_bytes().strip()
+
+
+def _write_private_exclusive(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)  # fails if it exists: first writer wins, atomically
+    finally:
+        tmp.unlink()
+
+
+class SigningKeys:
+    """The server's signing keys: sign tokens with the current key, publish the JWKS, rotate."""
+
+    def __init__(self, key_dir: Path, policy: Policy | None = None) -> None:
+        self.key_dir = Path(key_dir)
+        self.policy = policy or Policy()
+        self._private: dict[str, Ed25519PrivateKey] = {}
+        self._lock = threading.Lock()
+        self._current_kid: str | None = None
+
+    # ------------------------------------------------------------------------------------ key files
+
+    def _path(self, kid: str) -> Path:
+        if not kid.isalnum():
+            raise SigningError(f"bad key id {kid!r}")
+        return self.key_dir / f"{kid}.pem"
+
+    def private_key(self, kid: str) -> Ed25519PrivateKey:
+        """Return the private key for `kid`, read from its file once and then cached."""
+        with self._lock:
+            key = self._private.get(kid)
+        if key is not None:
+            return key
+        path = self._path(kid)
+        try:
+            loaded = load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError:
+            raise SigningError(f"private key file for {kid} is missing from {self.key_dir}") from None
+        except ValueError as exc:
+            raise SigningError(f"private key file for {kid} is unreadable: {type(exc).__name__}") from None
+        if not isinstance(loaded, Ed25519PrivateKey) or kid_for(loaded.public_key()) != kid:
+            raise SigningError(f"private key file for {kid} does not hold that key")
+        with self._lock:
+            self._private[kid] = loaded
+        return loaded
+
+    def has_private_key(self, kid: str) -> bool:
+        """True when this instance can sign with `kid`."""
+        try:
+            self.private_key(kid)
+        except SigningError:
+            return False
+        return True
+
+    def _new_key(self, session: Session, now: datetime) -> SigningKey:
+        private = Ed25519PrivateKey.generate()
+        kid = kid_for(private.public_key())
+        pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        _write_private(self._path(kid), pem)
+        row = SigningKey(kid=kid, public_key=encode_public_key(private.public_key()), created_at=now)
+        session.add(row)
+        session.flush()
+        with self._lock:
+            self._private[kid] = private
+        return row
+
+    # ------------------------------------------------------------------------------------ database
+
+    def rows(self, session: Session) -> list[SigningKey]:
+        """Every key row, newest first."""
+        return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+
+    def current_row(self, session: Session) -> SigningKey | None:
+        """The newest key that is not retired, or None before the first key exists."""
+        return session.scalars(
+            select(SigningKey)
+            .where(SigningKey.retired_at.is_(None))
+            .order_by(SigningKey.created_at.desc(), SigningKey.kid)
+            .limit(1)
+        ).first()
+
+    def ensure_current(self, session: Session, now: datetime) -> str:
+        """Return the current kid, generating the first key on first run; check we hold its file."""
+        row = self.current_row(session)
+        if row is None:
+            row = self._new_key(session, now)
+        self.private_key(row.kid)
+        self._current_kid = row.kid
+        return row.kid
+
+    def current_kid(self, session: Session) -> str:
+        """The kid tokens are signed with now (read from the database, so rotation reaches all instances)."""
+        row = self.current_row(session)
+        if row is None:
+            raise SigningError("no signing key: run `pospal-server keys rotate` or start the server once")
+        return row.kid
+
+    def rotate(self, session: Session, now: datetime) -> tuple[str, str | None]:
+        """Make a new current key and retire the old one.
+
+        Returns `(new_kid, keyset_document)`. The document lists the published keys and is signed by
+        the previous key, so agents that trust it learn the new one; None when there was no previous key.
+        """
+        previous = self.current_row(session)
+        new = self._new_key(session, now)
+        document = None
+        if previous is not None:
+            previous.retired_at = now
+            session.flush()
+            document = self.keyset_document(session, previous.kid, now)
+        self._current_kid = new.kid
+        return new.kid, document
+
+    # ------------------------------------------------------------------------------------ publishing
+
+    def published(self, session: Session, now: datetime) -> list[SigningKey]:
+        """Keys whose tokens may still be valid: the current ones, plus keys retired within one lease."""
+        horizon = now - timedelta(seconds=self.policy.lease_s)
+        return [r for r in self.rows(session) if r.retired_at is None or r.retired_at > horizon]
+
+    def jwks(self, session: Session, now: datetime) -> dict[str, Any]:
+        """The JWKS served at `GET /v1/keys` (public keys only, current first)."""
+        from agent.tokens import decode_public_key
+
+        return {
+            "keys": [
+                jwk_from_public_key(decode_public_key(r.public_key)) for r in self.published(session, now)
+            ]
+        }
+
+    def keyset_document(self, session: Session, signer_kid: str, now: datetime) -> str:
+        """A key-set document listing the published keys, signed by `signer_kid`."""
+        return make_keyset_document(
+            self.private_key(signer_kid), signer_kid, self.jwks(session, now), int(now.timestamp())
+        )
+
+    def keyset_for(self, session: Session, known_kids: Iterable[str], now: datetime) -> str | None:
+        """A key-set document an agent that trusts `known_kids` can verify, or None if it needs none.
+
+        Signed by the newest key the agent already trusts that we can still sign with. An agent that
+        says nothing about its keys gets one signed by the most recently retired key.
+        """
+        current = self.current_kid(session)
+        known = [k for k in known_kids if isinstance(k, str)]
+        if current in known:
+            return None
+        rows = self.rows(session)
+        if known:
+            candidates = [r.kid for r in rows if r.kid in known]
+        else:
+            candidates = [r.kid for r in rows if r.retired_at is not None]
+        for kid in candidates:
+            if kid != current and self.has_private_key(kid):
+                return self.keyset_document(session, kid, now)
+        return None
+
+    def sign(self, session: Session, claims: Mapping[str, Any]) -> str:
+        """Sign token claims with the current key."""
+        kid = self.current_kid(session)
+        return encode_token(self.private_key(kid), kid, claims)
