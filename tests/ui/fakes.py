@@ -1,0 +1,216 @@
+"""FakeControl: an in-memory AgentControl for UI tests, and BlockingControl, whose calls never return.
+
+FakeControl behaves like the agent as the window sees it: a trial starts, a wrong code is refused with
+``bad_code``, a full license refuses with ``seats_full`` and its terminals, a checkout completes when the
+test "pays". A conformance test runs the same checks against the real InProcessControl so this fake
+cannot drift from the contract.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
+from agent.errors import Offline, ServerRefused
+from agent.state import LicenseStatus
+
+NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+RIGHT_CODE = "424242"
+
+_LICENSED = {
+    "licensed_active": True,
+    "trial_active": True,
+    "licensed_grace": True,
+    "licensed_renewal_required": True,
+}
+_REASON = {
+    "licensed_active": "active",
+    "trial_active": "trial",
+    "licensed_grace": "offline_grace",
+    "licensed_renewal_required": "payment_failed",
+    "licensed_cancelled": "subscription_ended",
+    "trial_expired": "trial_ended",
+    "license_missing": "not_activated",
+    "license_error": "offline_expired",
+}
+_DAYS = {"trial_active": 12, "licensed_grace": 9, "licensed_renewal_required": 4, "licensed_active": 27}
+
+
+def make_status(state: str, **overrides) -> LicenseStatus:
+    """A plausible LicenseStatus for ``state`` (any field can be overridden)."""
+    licensed = _LICENSED.get(state, False)
+    fields = {
+        "license_state": state,
+        "licensed": licensed,
+        "reason": _REASON[state],
+        "message": f"agent message for {state}",
+        "days_left": _DAYS.get(state, 0 if state != "license_missing" else None),
+        "valid_until": NOW + timedelta(days=_DAYS.get(state, 0)) if state != "license_missing" else None,
+        "grace_until": NOW + timedelta(days=_DAYS.get(state, 0)) if licensed else None,
+        "plan": None if state == "license_missing" else ("trial" if "trial" in state else "pospal-monthly"),
+        "seats": None if state == "license_missing" else (1 if "trial" in state else 2),
+        "customer_email": None if state == "license_missing" else "owner@taverna.gr",
+        "machine_id": None if state == "license_missing" else "m_front",
+        "terminal_name": "Front counter",
+        "last_sync": None if state == "license_missing" else NOW - timedelta(hours=2),
+        "next_sync": None,
+        "agent_version": "1.0.0",
+    }
+    fields.update(overrides)
+    return LicenseStatus(**fields)
+
+
+class FakeControl:
+    """An AgentControl in memory. Set ``fail_next[method] = exc`` to make one call raise."""
+
+    def __init__(self, state: str = "license_missing", seats_full: bool = False) -> None:
+        self._status = make_status(state)
+        self._callbacks: list = []
+        self._lock = threading.Lock()
+        self.calls: list[tuple[str, tuple]] = []
+        self.fail_next: dict[str, BaseException] = {}
+        self.codes_sent: list[tuple[str, str]] = []
+        self.paid = threading.Event()
+        self.seats_full = seats_full
+        self.terminals = [
+            Terminal("m_front", "Front counter", NOW.isoformat(), NOW.isoformat(), True),
+            Terminal("m_bar", "Beach bar", NOW.isoformat(), (NOW - timedelta(days=40)).isoformat(), False),
+        ]
+
+    # --- helpers for tests ---
+    def set_status(self, status: LicenseStatus) -> None:
+        """Change the status and push it to subscribers, as the agent's sync thread would."""
+        with self._lock:
+            self._status = status
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb(status)
+
+    def _call(self, name: str, *args) -> None:
+        self.calls.append((name, args))
+        exc = self.fail_next.pop(name, None)
+        if exc is not None:
+            raise exc
+
+    def called(self, name: str) -> int:
+        """How many times ``name`` was called."""
+        return sum(1 for n, _ in self.calls if n == name)
+
+    # --- AgentControl ---
+    def status(self) -> LicenseStatus:
+        """Current status."""
+        return self._status
+
+    def subscribe(self, callback):
+        """Register a status callback."""
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def sync_now(self) -> LicenseStatus:
+        """A sync that changes nothing."""
+        self._call("sync_now")
+        return self._status
+
+    def start_trial(self) -> LicenseStatus:
+        """Start the 30-day trial."""
+        self._call("start_trial")
+        self.set_status(make_status("trial_active", days_left=30))
+        return self._status
+
+    def request_code(self, email: str, purpose: str) -> None:
+        """Pretend to email a code."""
+        self._call("request_code", email, purpose)
+        self.codes_sent.append((email, purpose))
+
+    def activate(self, email: str, code: str) -> LicenseStatus:
+        """Activate with the right code; refuse a wrong one or a full license like the server does."""
+        self._call("activate", email, code)
+        if code != RIGHT_CODE:
+            raise ServerRefused("bad_code", "The code is not right.")
+        others = [t for t in self.terminals if not t.this_machine]
+        if self.seats_full and len(others) >= 1:
+            raise ServerRefused("seats_full", "All seats are taken.", {"terminals": [
+                {"machine_id": t.machine_id, "terminal_name": t.terminal_name, "last_seen": t.last_seen}
+                for t in others]})
+        self.set_status(make_status("licensed_active", customer_email=email))
+        return self._status
+
+    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+        """A checkout session."""
+        self._call("start_checkout", email, restaurant_name, quantity)
+        return Checkout("co_test", "http://127.0.0.1:9/sandbox/checkout/co_test")
+
+    def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
+        """Wait for ``paid`` (the test pays) or ``cancel``; bounded so a broken test cannot hang."""
+        self._call("wait_checkout", checkout_id)
+        for _ in range(600):
+            if cancel.is_set():
+                return self._status
+            if self.paid.wait(0.05):
+                self.set_status(make_status("licensed_active"))
+                return self._status
+        raise Offline("checkout wait timed out")
+
+    def portal_url(self) -> str:
+        """Billing portal URL."""
+        self._call("portal_url")
+        return "https://billing.example/portal/session"
+
+    def list_terminals(self, email=None, code=None) -> list[Terminal]:
+        """The terminals."""
+        self._call("list_terminals", email, code)
+        return list(self.terminals)
+
+    def remove_terminal(self, machine_id: str, email=None, code=None) -> None:
+        """Remove a terminal."""
+        self._call("remove_terminal", machine_id, email, code)
+        before = len(self.terminals)
+        self.terminals = [t for t in self.terminals if t.machine_id != machine_id]
+        if len(self.terminals) == before:
+            raise ServerRefused("not_found", "No such terminal.")
+        self.seats_full = False
+
+    def deactivate(self) -> LicenseStatus:
+        """Deactivate: the status goes to license_missing."""
+        self._call("deactivate")
+        self.set_status(make_status("license_missing"))
+        return self._status
+
+    def diagnostics(self) -> Diagnostics:
+        """Diagnostics with one failing fingerprint source."""
+        self._call("diagnostics")
+        return Diagnostics(
+            components=(
+                FingerprintSource("machine_id", True, "a1" * 32),
+                FingerprintSource("product_uuid", True, "b2" * 32),
+                FingerprintSource("board_serial", False, None),
+                FingerprintSource("disk_serial", True, "c3" * 32),
+                FingerprintSource("mac", True, "d4" * 32),
+            ),
+            last_sync_result="ok at 2026-11-26T07:30:00Z",
+            data_dir="/var/lib/pospal",
+            server_url="https://license.pospal.gr",
+            version="1.0.0",
+        )
+
+
+class BlockingControl(FakeControl):
+    """Every call except status/subscribe blocks until ``release`` is set: a hung agent or network."""
+
+    def __init__(self, state: str = "licensed_active") -> None:
+        super().__init__(state)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def _call(self, name: str, *args) -> None:
+        self.entered.set()
+        self.release.wait(60)  # bounded; the fixture sets it at teardown
+        super()._call(name, *args)

@@ -1,0 +1,172 @@
+"""Buying from the window: email and restaurant name, Checkout in the browser, then a waiting view.
+
+The waiting view polls through the agent (``wait_checkout``) on a worker thread and finishes by itself
+when the payment completes: the owner pays in the browser and never has to come back and click. Cancel
+sets the call's cancel event, so the background poll ends cleanly instead of being abandoned.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar
+
+from ui.errortext import describe
+from ui.page import Host, Page, button, wrapped_label
+from ui.strings import t
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def valid_email(text: str) -> bool:
+    """A cheap sanity check; the server does the real validation."""
+    return bool(EMAIL.match(text.strip()))
+
+
+class BuyPage(Page):
+    """Email + restaurant name, then "Continue to payment"."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, "ui.buy.title")
+        self.intro = wrapped_label("intro")
+        self.email = QLineEdit()
+        self.email.setObjectName("buy_email")
+        self.restaurant = QLineEdit()
+        self.restaurant.setObjectName("buy_restaurant")
+        self.form = QFormLayout()
+        self.form.setVerticalSpacing(8)
+        self.email_label, self.restaurant_label = QLabel(), QLabel()
+        self.form.addRow(self.email_label, self.email)
+        self.form.addRow(self.restaurant_label, self.restaurant)
+        self.submit = button("buy_submit", primary=True)
+        self.back = button("buy_back")
+        self.submit.clicked.connect(self.start)
+        self.back.clicked.connect(lambda: host.show_page("overview"))
+        self.restaurant.returnPressed.connect(self.start)
+        row = QHBoxLayout()
+        row.addWidget(self.back)
+        row.addStretch(1)
+        row.addWidget(self.submit)
+        self.layout_.addWidget(self.intro)
+        self.layout_.addLayout(self.form)
+        self.layout_.addLayout(row)
+        self.layout_.addStretch(1)
+
+    def retranslate(self) -> None:
+        """Texts in the current language."""
+        super().retranslate()
+        self.intro.setText(t("ui.buy.intro"))
+        self.email_label.setText(t("ui.field.email"))
+        self.restaurant_label.setText(t("ui.field.restaurant"))
+        self.email.setPlaceholderText("owner@example.com")
+        self.submit.setText(t("ui.buy.continue"))
+        self.back.setText(t("ui.back"))
+
+    def start(self) -> None:
+        """Validate, then create the Checkout session in the background."""
+        email, name = self.email.text().strip(), self.restaurant.text().strip()
+        if not valid_email(email):
+            self.host.show_error(lambda: t("ui.error.email"))
+            return
+        if not name:
+            self.host.show_error(lambda: t("ui.error.restaurant"))
+            return
+        self.host.clear_message()
+        self.submit.setEnabled(False)
+        self.host.worker.call("checkout", "start_checkout", email, name, 1)
+
+    def finished(self, tag: str, result) -> None:
+        """Checkout created: open it in the browser and wait."""
+        if tag != "checkout":
+            return
+        self.submit.setEnabled(True)
+        self.host.begin_waiting(result)
+
+    def failed(self, tag: str, error) -> None:
+        """Checkout could not be created."""
+        if tag != "checkout":
+            return
+        self.submit.setEnabled(True)
+        self.host.show_error(lambda: describe(error))
+
+
+class WaitPage(Page):
+    """"Waiting for payment…" with a busy bar, "Open payment page again" and Cancel."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, "ui.wait.title")
+        self.text = wrapped_label("intro")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)
+        self.bar.setTextVisible(False)
+        self.bar.setFixedHeight(6)
+        self.reopen = button("wait_reopen")
+        self.cancel_button = button("wait_cancel")
+        self.reopen.clicked.connect(self._reopen)
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addWidget(self.cancel_button)
+        row.addStretch(1)
+        row.addWidget(self.reopen)
+        self.layout_.addWidget(self.text)
+        self.layout_.addWidget(self.bar)
+        self.layout_.addLayout(row)
+        self.layout_.addStretch(1)
+        self.checkout = None
+        self._cancel: threading.Event | None = None
+
+    def retranslate(self) -> None:
+        """Texts in the current language."""
+        super().retranslate()
+        self.text.setText(t("ui.wait.text"))
+        self.reopen.setText(t("ui.wait.reopen"))
+        self.cancel_button.setText(t("ui.cancel"))
+
+    def wait_for(self, checkout) -> None:
+        """Open ``checkout.url`` in the browser and start waiting for it in the background."""
+        self.cancel_pending()
+        self.checkout = checkout
+        self._cancel = threading.Event()
+        self.host.open_url(checkout.url)
+        self.host.worker.call(self._tag(), "wait_checkout", checkout.checkout_id, self._cancel)
+
+    def _tag(self) -> str:
+        return f"wait_checkout:{self.checkout.checkout_id}"
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a payment is being waited for."""
+        return self._cancel is not None and not self._cancel.is_set()
+
+    def _reopen(self) -> None:
+        if self.checkout is not None:
+            self.host.open_url(self.checkout.url)
+
+    def cancel_pending(self) -> None:
+        """Stop the background wait, if any (its result will be ignored)."""
+        if self._cancel is not None:
+            self._cancel.set()
+        self._cancel = None
+
+    def cancel(self) -> None:
+        """The owner gave up waiting: stop polling and go back."""
+        self.cancel_pending()
+        self.host.show_page("overview")
+        self.host.show_info(lambda: t("ui.wait.cancelled"))
+
+    def finished(self, tag: str, result) -> None:
+        """Paid and activated: back to the overview, which now shows the new state."""
+        if self.checkout is None or tag != self._tag() or not self.waiting:
+            return
+        self._cancel = None
+        self.host.show_page("overview")
+        self.host.show_info(lambda: t("ui.buy.done"))
+
+    def failed(self, tag: str, error) -> None:
+        """The wait failed (expired checkout, offline...): say so and let the owner retry."""
+        if self.checkout is None or tag != self._tag() or not self.waiting:
+            return
+        self._cancel = None
+        self.host.show_page("buy")
+        self.host.show_error(lambda: describe(error))

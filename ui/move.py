@@ -1,0 +1,93 @@
+"""Moving the license to another PC: deactivate this one, or list the terminals and remove one.
+
+Both stop a till from taking orders, so both ask first; declining changes nothing.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QHBoxLayout
+
+from ui.errortext import describe
+from ui.page import Host, Page, button, wrapped_label
+from ui.strings import t
+from ui.terminals import TerminalList
+
+
+class MovePage(Page):
+    """"Deactivate this PC" and "Show terminals" with Remove buttons."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, "ui.move.title")
+        self.intro = wrapped_label("intro")
+        self.deactivate_button = button("move_deactivate")
+        self.list_button = button("move_list")
+        self.back = button("move_back")
+        self.terminals = TerminalList()
+        row = QHBoxLayout()
+        row.addWidget(self.back)
+        row.addStretch(1)
+        row.addWidget(self.list_button)
+        row.addWidget(self.deactivate_button)
+        self.layout_.addWidget(self.intro)
+        self.layout_.addLayout(row)
+        self.layout_.addWidget(self.terminals)
+        self.layout_.addStretch(1)
+        self.deactivate_button.clicked.connect(self.deactivate)
+        self.list_button.clicked.connect(self.list_terminals)
+        self.back.clicked.connect(lambda: host.show_page("overview"))
+        self.terminals.remove_requested.connect(self.remove)
+
+    def retranslate(self) -> None:
+        """Texts in the current language."""
+        super().retranslate()
+        self.intro.setText(t("ui.move.intro"))
+        self.deactivate_button.setText(t("ui.move.deactivate"))
+        self.list_button.setText(t("ui.move.list"))
+        self.back.setText(t("ui.back"))
+        self.terminals.retranslate()
+
+    def on_shown(self) -> None:
+        """Fetch the terminal list straight away; it is what the owner came for."""
+        self.terminals.set_terminals([])
+        self.list_terminals()
+
+    def deactivate(self) -> None:
+        """Deactivate this PC, after the owner confirms."""
+        if not self.host.confirm(t("ui.deactivate.title"), t("ui.deactivate.text"), t("ui.deactivate.yes")):
+            return
+        self.deactivate_button.setEnabled(False)
+        self.host.worker.call("deactivate", "deactivate")
+
+    def list_terminals(self) -> None:
+        """Load the license's terminals in the background."""
+        self.list_button.setEnabled(False)
+        self.host.worker.call("terminals", "list_terminals")
+
+    def remove(self, machine_id: str, name: str) -> None:
+        """Remove another terminal, after the owner confirms."""
+        if not self.host.confirm(t("ui.remove.title", name=name), t("ui.remove.text"), t("ui.move.remove")):
+            return
+        self.host.worker.call(f"remove:{machine_id}", "remove_terminal", machine_id)
+
+    def finished(self, tag: str, result) -> None:
+        """Show the list, drop a removed row, or leave after deactivating."""
+        if tag == "terminals":
+            self.list_button.setEnabled(True)
+            self.terminals.set_terminals(result or [])
+        elif tag == "deactivate":
+            self.deactivate_button.setEnabled(True)
+            self.host.show_page("overview")
+            self.host.show_info(lambda: t("ui.move.deactivated"))
+        elif tag.startswith("remove:"):
+            self.terminals.drop(tag.split(":", 1)[1])
+            self.host.show_info(lambda: t("ui.move.removed"))
+
+    def failed(self, tag: str, error) -> None:
+        """Explain why listing, removing or deactivating failed."""
+        if tag == "terminals":
+            self.list_button.setEnabled(True)
+        elif tag == "deactivate":
+            self.deactivate_button.setEnabled(True)
+        elif not tag.startswith("remove:"):
+            return
+        self.host.show_error(lambda: describe(error))

@@ -1,0 +1,127 @@
+"""The window's main page: the actions that fit the current state, the most useful one first.
+
+Only actions that make sense are shown (``ui.present.actions_for``); the first is the primary button. The
+page also runs the one-click actions (sync, trial, billing portal) and reports how they went.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QGridLayout, QPushButton
+
+from ui.errortext import describe
+from ui.page import Host, Page, button
+from ui.present import Action, actions_for
+from ui.strings import t
+
+_LABELS = {
+    Action.SYNC: "ui.action.sync",
+    Action.TRIAL: "ui.action.trial",
+    Action.BUY: "ui.action.buy",
+    Action.ACTIVATE: "ui.action.activate",
+    Action.BILLING: "ui.action.billing",
+    Action.MOVE: "ui.action.move",
+}
+_TAGS = {Action.SYNC: "sync", Action.TRIAL: "trial", Action.BILLING: "portal"}
+_DONE = {"sync": "ui.sync.done", "trial": "ui.trial.done"}
+
+
+class OverviewPage(Page):
+    """Action buttons for the current state."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host)
+        self._state = None
+        self._reason = None
+        self.buttons: dict[Action, QPushButton] = {}
+        for action in Action:
+            b = button(f"action_{action.value}")
+            b.clicked.connect(lambda _=False, a=action: self.trigger(a))
+            self.buttons[action] = b
+        self.grid = QGridLayout()
+        self.grid.setHorizontalSpacing(10)
+        self.grid.setVerticalSpacing(10)
+        self.layout_.addLayout(self.grid)
+        self.layout_.addStretch(1)
+        host.worker.action_started.connect(self._started)
+        self._arrange(())
+
+    def visible_actions(self) -> tuple[Action, ...]:
+        """The actions offered right now, primary first."""
+        return actions_for(self._state, self._reason) if self._state else ()
+
+    def on_status(self, status) -> None:
+        """Re-arrange the buttons for the new state."""
+        self._state, self._reason = status.license_state, status.reason
+        self._arrange(self.visible_actions())
+        self.retranslate()
+
+    def _arrange(self, actions: tuple[Action, ...]) -> None:
+        for b in self.buttons.values():
+            self.grid.removeWidget(b)
+            b.hide()
+        for i, action in enumerate(actions):
+            b = self.buttons[action]
+            b.setProperty("primary", i == 0)
+            b.style().unpolish(b)
+            b.style().polish(b)
+            if i == 0:
+                self.grid.addWidget(b, 0, 0, 1, 2)
+            else:
+                self.grid.addWidget(b, 1 + (i - 1) // 2, (i - 1) % 2)
+            b.show()
+        self._refresh_enabled()
+
+    def retranslate(self) -> None:
+        """Button texts in the current language."""
+        super().retranslate()
+        for action, b in self.buttons.items():
+            key = _LABELS[action]
+            if action is Action.BILLING and self._state == "licensed_renewal_required":
+                key = "ui.action.fix_card"
+            if action is Action.SYNC and self.host.worker.is_pending("sync"):
+                key = "ui.action.syncing"
+            b.setText(t(key))
+
+    def trigger(self, action: Action) -> None:
+        """Do ``action``: run it in the background, or open its page."""
+        self.host.clear_message()
+        if action is Action.SYNC:
+            self.host.worker.call("sync", "sync_now")
+        elif action is Action.TRIAL:
+            self.host.worker.call("trial", "start_trial")
+        elif action is Action.BILLING:
+            self.host.worker.call("portal", "portal_url")
+        elif action is Action.BUY:
+            self.host.show_page("buy")
+        elif action is Action.ACTIVATE:
+            self.host.show_page("activate")
+        elif action is Action.MOVE:
+            self.host.show_page("move")
+
+    def _started(self, tag: str) -> None:
+        if tag in _TAGS.values():
+            self._refresh_enabled()
+            self.retranslate()
+
+    def _refresh_enabled(self) -> None:
+        for action, tag in _TAGS.items():
+            self.buttons[action].setEnabled(not self.host.worker.is_pending(tag))
+
+    def finished(self, tag: str, result) -> None:
+        """Report a one-click action's success; open the billing portal in the browser."""
+        if tag not in _TAGS.values():
+            return
+        self._refresh_enabled()
+        self.retranslate()
+        if tag == "portal":
+            self.host.open_url(str(result))
+        else:
+            self.host.show_info(lambda key=_DONE[tag]: t(key))
+
+    def failed(self, tag: str, error) -> None:
+        """Explain a one-click action's failure."""
+        if tag not in _TAGS.values():
+            return
+        self._refresh_enabled()
+        self.retranslate()
+        self.host.show_error(lambda: describe(error))

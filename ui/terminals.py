@@ -1,0 +1,83 @@
+"""A list of a license's terminals, each with a Remove button (used by Move and by "seats full").
+
+Rows come from ``agent.control.Terminal`` objects or from the plain dicts a ``seats_full`` refusal
+carries; both have ``machine_id``, ``terminal_name`` and ``last_seen``.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from ui.page import button
+from ui.present import format_datetime
+from ui.strings import t
+
+
+def _get(row, name: str):
+    return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+
+class TerminalList(QFrame):
+    """Rows of terminals; ``remove_requested(machine_id, name)`` when a Remove button is pressed."""
+
+    remove_requested = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("terminalList")
+        self._rows: list = []
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 4, 0, 4)
+        self._layout.setSpacing(6)
+        self.remove_buttons: dict[str, object] = {}
+        self.hide()
+
+    def set_terminals(self, rows: list) -> None:
+        """Show ``rows`` (an empty list hides the list)."""
+        self._rows = list(rows)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        while self._layout.count():
+            item = self._layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.remove_buttons = {}
+        for row in self._rows:
+            self._layout.addWidget(self._row_widget(row))
+        self.setVisible(bool(self._rows))
+
+    def _row_widget(self, row) -> QWidget:
+        machine_id = str(_get(row, "machine_id"))
+        name = _get(row, "terminal_name") or machine_id
+        this_pc = bool(_get(row, "this_machine"))
+        box = QFrame()
+        box.setObjectName("terminalRow")
+        line = QHBoxLayout(box)
+        line.setContentsMargins(12, 8, 8, 8)
+        words = QVBoxLayout()
+        words.setSpacing(1)
+        title = QLabel(f"{name}  ·  {t('ui.move.this_pc')}" if this_pc else name)
+        title.setObjectName("terminalName")
+        seen = QLabel(t("ui.move.last_seen", when=format_datetime(_get(row, "last_seen"))))
+        seen.setObjectName("factLabel")
+        words.addWidget(title)
+        words.addWidget(seen)
+        line.addLayout(words, 1)
+        if not this_pc:
+            remove = button(f"remove_{machine_id}")
+            remove.setText(t("ui.move.remove"))
+            remove.clicked.connect(lambda _=False, m=machine_id, n=name: self.remove_requested.emit(m, n))
+            line.addWidget(remove)
+            self.remove_buttons[machine_id] = remove
+        return box
+
+    def drop(self, machine_id: str) -> None:
+        """Remove a row after the server confirmed the removal."""
+        self._rows = [r for r in self._rows if str(_get(r, "machine_id")) != machine_id]
+        self._rebuild()
+
+    def retranslate(self) -> None:
+        """Rebuild the rows in the current language."""
+        self._rebuild()

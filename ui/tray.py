@@ -1,0 +1,131 @@
+"""The tray icon: what staff see during service.
+
+A coloured shield (the state), a one-line tooltip, and a short menu: the status line, Open, Sync now,
+Buy or Manage subscription, Quit. Quit asks first, because the POS depends on the agent. A notification
+pops when the state gets worse or the days left cross 5, 3 or 1; otherwise the tray stays quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction, QFont
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from ui import dialogs
+from ui.icons import icon_for_kind, icon_for_state
+from ui.notify import Notice, notice_for
+from ui.present import Action, present
+from ui.strings import language, t
+from ui.window import AgentWindow
+
+
+class Tray(QObject):
+    """The system-tray icon and its menu, driven by the worker's status updates."""
+
+    notified = Signal(object)  # the Notice just shown (tests and logs observe it)
+
+    def __init__(self, window: AgentWindow, *, quit_app: Callable[[], None]) -> None:
+        super().__init__(window)
+        self.window = window
+        self.worker = window.worker
+        self._quit_app = quit_app
+        self.status = None
+        self.icon = QSystemTrayIcon(self)
+        self.icon.setIcon(icon_for_state("license_missing"))
+        self.menu = QMenu()
+        self.status_action = QAction(self.menu)
+        self.status_action.setEnabled(False)
+        bold = QFont()
+        bold.setBold(True)
+        self.status_action.setFont(bold)
+        self.open_action = QAction(self.menu)
+        self.sync_action = QAction(self.menu)
+        self.subscription_action = QAction(self.menu)
+        self.quit_action = QAction(self.menu)
+        self.menu.addAction(self.status_action)
+        self.menu.addSeparator()
+        self.menu.addAction(self.open_action)
+        self.menu.addAction(self.sync_action)
+        self.menu.addAction(self.subscription_action)
+        self.menu.addSeparator()
+        self.menu.addAction(self.quit_action)
+        self.icon.setContextMenu(self.menu)
+
+        self.open_action.triggered.connect(window.bring_up)
+        self.sync_action.triggered.connect(lambda: self.worker.call("sync", "sync_now"))
+        self.subscription_action.triggered.connect(self._subscription)
+        self.quit_action.triggered.connect(self.ask_quit)
+        self.icon.activated.connect(self._activated)
+        self.worker.status_changed.connect(self.on_status)
+        self.worker.action_started.connect(lambda _tag: self._refresh())
+        self.worker.action_finished.connect(lambda _tag, _r: self._refresh())
+        self.worker.action_failed.connect(lambda _tag, _e: self._refresh())
+        language.language_changed.connect(lambda _code: self._refresh())
+        self._refresh()
+
+    def show(self) -> None:
+        """Put the icon in the system tray."""
+        self.icon.show()
+
+    def on_status(self, status) -> None:
+        """A new status: icon, tooltip, menu, and a notification when things got worse."""
+        previous, self.status = self.status, status
+        self._refresh()
+        notice = notice_for(previous, status)
+        if notice is not None:
+            self._notify(notice)
+
+    def _notify(self, notice: Notice) -> None:
+        icons = QSystemTrayIcon.MessageIcon
+        kind = icons.Critical if notice.critical else icons.Warning
+        if QSystemTrayIcon.supportsMessages() and self.icon.isVisible():
+            self.icon.showMessage(notice.title, notice.body, kind, 15000)
+        self.notified.emit(notice)
+
+    def subscription_label(self) -> tuple[str, bool]:
+        """("Buy subscription" or "Manage subscription", enabled) for the current state."""
+        if self.status is None:
+            return t("ui.action.buy"), False
+        view = present(self.status)
+        manage = view.manage or (Action.BILLING in view.actions and Action.BUY not in view.actions)
+        if manage:
+            return t("ui.action.manage"), Action.BILLING in view.actions
+        return t("ui.action.buy"), Action.BUY in view.actions
+
+    def _refresh(self) -> None:
+        self.open_action.setText(t("ui.action.open"))
+        self.quit_action.setText(t("ui.action.quit"))
+        label, enabled = self.subscription_label()
+        self.subscription_action.setText(label)
+        self.subscription_action.setEnabled(enabled)
+        syncing = self.worker.is_pending("sync")
+        self.sync_action.setText(t("ui.action.syncing" if syncing else "ui.action.sync"))
+        if self.status is None:
+            self.status_action.setText(t("ui.busy"))
+            self.icon.setToolTip(t("ui.app_name"))
+            self.sync_action.setEnabled(False)
+            return
+        view = present(self.status)
+        self.status_action.setText(view.headline)
+        self.status_action.setIcon(icon_for_kind(view.kind))
+        self.icon.setIcon(icon_for_kind(view.kind))
+        self.icon.setToolTip(view.tooltip)
+        self.sync_action.setEnabled(Action.SYNC in view.actions and not syncing)
+
+    def _subscription(self) -> None:
+        label, _ = self.subscription_label()
+        self.window.trigger(Action.BILLING if label == t("ui.action.manage") else Action.BUY)
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):
+            self.window.bring_up()
+
+    def ask_quit(self) -> bool:
+        """Quit only after the person confirms; returns whether the app is quitting."""
+        if not dialogs.confirm(None, t("ui.quit.title"), t("ui.quit.text"), t("ui.quit.yes"),
+                               t("ui.quit.no")):
+            return False
+        self._quit_app()
+        return True

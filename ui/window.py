@@ -1,0 +1,223 @@
+"""The agent window: status card, message banner, a page for each task, and a settings footer.
+
+The window observes the agent through the worker's ``status_changed``; it never keeps license state of
+its own. Closing it only hides it: the tray (and the agent) keep running for the POS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLayout,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ui import dialogs
+from ui.activate import ActivatePage
+from ui.banner import Banner
+from ui.buy import BuyPage, WaitPage
+from ui.card import StatusCard
+from ui.diagnostics import DiagnosticsPage
+from ui.icons import icon_for_status
+from ui.move import MovePage
+from ui.overview import OverviewPage
+from ui.page import Page, button
+from ui.present import Action
+from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
+from ui.style import STYLESHEET
+from ui.worker import ControlWorker
+
+# Platforms without window stacking (headless rendering): raise() would only log a warning there.
+_NO_STACKING = ("offscreen", "minimal")
+
+
+def open_in_browser(url: str) -> None:
+    """Open ``url`` in the default browser (the real opener; tests inject their own)."""
+    QDesktopServices.openUrl(QUrl(url))
+
+
+class AgentWindow(QWidget):
+    """The owner's window. ``opener`` opens URLs; ``autostart`` backs the "Start at login" box."""
+
+    def __init__(
+        self,
+        worker: ControlWorker,
+        *,
+        opener: Callable[[str], None] = open_in_browser,
+        autostart=None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("agentWindow")
+        self.setStyleSheet(STYLESHEET)
+        self.worker = worker
+        self.opener = opener
+        self.autostart = autostart
+        self.status = None
+        self.hide_on_close = True
+
+        self.card = StatusCard()
+        self.banner = Banner()
+        self.pages: dict[str, Page] = {
+            "overview": OverviewPage(self),
+            "buy": BuyPage(self),
+            "wait": WaitPage(self),
+            "activate": ActivatePage(self),
+            "move": MovePage(self),
+            "diagnostics": DiagnosticsPage(self),
+        }
+        self.stack = QStackedWidget()
+        for page in self.pages.values():
+            self.stack.addWidget(page)
+        panel = QFrame()
+        panel.setObjectName("panel")
+        panel_layout = QVBoxLayout(panel)
+        panel_layout.setContentsMargins(18, 16, 18, 16)
+        panel_layout.addWidget(self.stack)
+
+        self.autostart_box = QCheckBox()
+        self.autostart_box.setObjectName("autostart")
+        self.autostart_box.setVisible(autostart is not None)
+        if autostart is not None:
+            self.autostart_box.setChecked(autostart.is_enabled())
+        self.autostart_box.toggled.connect(self._toggle_autostart)
+        self.diagnostics_button = button("link")
+        self.diagnostics_button.clicked.connect(lambda: self.show_page("diagnostics"))
+        self.language_box = QComboBox()
+        self.language_box.setObjectName("language")
+        for code in LANGUAGES:
+            self.language_box.addItem(LANGUAGE_NAMES[code], code)
+        self.language_box.setCurrentIndex(LANGUAGES.index(language.code))
+        self.language_box.currentIndexChanged.connect(
+            lambda i: language.set(self.language_box.itemData(i))
+        )
+        footer = QHBoxLayout()
+        footer.addWidget(self.autostart_box)
+        footer.addStretch(1)
+        footer.addWidget(self.diagnostics_button)
+        footer.addWidget(self.language_box)
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(20, 20, 20, 16)
+        root.setSpacing(14)
+        root.addWidget(self.card)
+        root.addWidget(self.banner)
+        root.addWidget(panel, 1)
+        root.addLayout(footer)
+        # A fixed minimum rather than the layout's: the pages swap in and out, and a window that
+        # resizes itself with every page (and every status text) jumps around under the cursor.
+        root.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
+        self.setMinimumSize(560, 600)
+        self.resize(600, 640)
+
+        worker.status_changed.connect(self.on_status)
+        language.language_changed.connect(self.retranslate)
+        self.retranslate()
+
+    # --- Host interface for the pages -------------------------------------------------------------------
+    def show_page(self, name: str) -> None:
+        """Switch to a page and clear any message from the previous one."""
+        if name != "wait" and self.stack.currentWidget() is self.pages["wait"]:
+            self.pages["wait"].cancel_pending()
+        self.clear_message()
+        page = self.pages[name]
+        self.stack.setCurrentWidget(page)
+        page.on_shown()
+
+    @property
+    def page(self) -> str:
+        """The name of the page on screen."""
+        current = self.stack.currentWidget()
+        return next(name for name, page in self.pages.items() if page is current)
+
+    def show_error(self, render: Callable[[], str] | str) -> None:
+        """Show a failure under the status card."""
+        self.banner.show_message("error", render if callable(render) else (lambda: render))
+
+    def show_info(self, render: Callable[[], str] | str) -> None:
+        """Show a success under the status card."""
+        self.banner.show_message("info", render if callable(render) else (lambda: render))
+
+    def clear_message(self) -> None:
+        """Hide the banner."""
+        self.banner.clear()
+
+    def open_url(self, url: str) -> None:
+        """Open a URL with the injected opener."""
+        self.opener(url)
+
+    def confirm(self, title: str, text: str, yes_text: str) -> bool:
+        """Ask before something that stops a till."""
+        return dialogs.confirm(self, title, text, yes_text)
+
+    def begin_waiting(self, checkout) -> None:
+        """Checkout created: show the waiting view and open the payment page."""
+        self.show_page("wait")
+        self.pages["wait"].wait_for(checkout)
+
+    # --- Reactions -------------------------------------------------------------------------------------
+    def on_status(self, status) -> None:
+        """A new status from the agent: update the card, the pages and the window icon."""
+        self.status = status
+        self.card.show_status(status)
+        for page in self.pages.values():
+            page.on_status(status)
+        self.setWindowIcon(icon_for_status(status))
+
+    def trigger(self, action: Action) -> None:
+        """Bring the window up and start ``action`` (used by the tray's menu)."""
+        self.bring_up()
+        if self.page != "overview":
+            self.show_page("overview")
+        self.pages["overview"].trigger(action)
+
+    def bring_up(self) -> None:
+        """Show, un-minimise and raise the window."""
+        self.show()
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        if QGuiApplication.platformName() not in _NO_STACKING:
+            self.raise_()
+            self.activateWindow()
+
+    def retranslate(self, *_: object) -> None:
+        """Re-read every text in the current language (wired to ``language_changed``)."""
+        self.setWindowTitle(t("ui.app_name"))
+        self.card.retranslate()
+        self.banner.retranslate()
+        for page in self.pages.values():
+            page.retranslate()
+        self.autostart_box.setText(t("ui.settings.autostart"))
+        self.diagnostics_button.setText(t("ui.action.diagnostics"))
+        self.language_box.setToolTip(t("ui.settings.language"))
+        index = LANGUAGES.index(language.code)
+        if self.language_box.currentIndex() != index:
+            self.language_box.setCurrentIndex(index)
+
+    def _toggle_autostart(self, on: bool) -> None:
+        if self.autostart is None:
+            return
+        try:
+            self.autostart.set_enabled(on)
+        except OSError as exc:
+            detail = str(exc)
+            self.autostart_box.blockSignals(True)
+            self.autostart_box.setChecked(not on)
+            self.autostart_box.blockSignals(False)
+            self.show_error(lambda: t("ui.error.generic", detail=detail))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+        """Closing hides the window; the agent keeps running for the POS (and a payment wait goes on)."""
+        if self.hide_on_close:
+            event.ignore()
+            self.hide()
+        else:
+            event.accept()
