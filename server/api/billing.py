@@ -1,0 +1,324 @@
+"""Billing routes: checkout create and status, the Stripe webhook, sandbox pages, success/cancel pages.
+
+`POST /v1/checkout` records the buyer's machine (so a paid checkout can activate it without a code),
+reuses a returning customer's provider customer, and opens a provider checkout whose success and cancel
+pages are served here. `POST /v1/webhooks/stripe` verifies the signature over the raw body before
+anything else and answers 400 without touching the database when it fails; processing errors answer
+500 so the provider delivers the event again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import timedelta
+from typing import Annotated, Literal
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import select
+
+from server.api import billing_pages as pages
+from server.api.deps import (
+    Services,
+    check_and_remember,
+    client_ip,
+    parse_public_key,
+    public_key_owner,
+    raw_body,
+    services,
+    verify_machine_signature,
+)
+from server.api.schemas import Email, Fingerprint, Locale, PublicKey, TerminalName
+from server.billing.base import CheckoutRequest
+from server.billing.sandbox import CHECKOUT_ACTIONS, SUBSCRIPTION_ACTIONS, SandboxBilling
+from server.errors import ApiError, BillingError, NotFound, WebhookSignatureInvalid
+from server.models import Checkout, Customer
+from server.webhooks import MANAGE_PATH, WebhookContext, mark_checkout_expired, process_event
+
+log = logging.getLogger("pospal.billing")
+router = APIRouter(tags=["billing"])
+
+CHECKOUTS_PER_HOUR_PER_IP = 20
+CHECKOUTS_PER_HOUR_PER_EMAIL = 10
+# Stripe expires an unpaid Checkout Session after 24 hours; so do we.
+CHECKOUT_LIFETIME = timedelta(hours=24)
+MAX_TERMINALS = 100
+
+
+class BillingUnavailable(ApiError):
+    """The payment provider could not be reached or refused the request."""
+
+    status, code = 503, "billing_unavailable"
+    default_message = "The payment provider is not reachable. Try again in a minute."
+
+
+class CheckoutCreate(BaseModel):
+    """Start buying POSPal for `quantity` terminals from this machine."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: Email
+    restaurant_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    quantity: Annotated[int, Field(ge=1, le=MAX_TERMINALS)] = 1
+    fingerprint: Fingerprint
+    machine_public_key: PublicKey
+    terminal_name: TerminalName | None = None
+    locale: Locale | None = None
+
+
+class CheckoutAnswer(BaseModel):
+    """Open `url` in a browser, then poll `GET /v1/checkout/{checkout_id}`."""
+
+    checkout_id: str
+    url: str
+
+
+class CheckoutStatus(BaseModel):
+    """Where a checkout stands: activate with `checkout_id` once it is "complete"."""
+
+    status: Literal["open", "complete", "expired"]
+
+
+def _context(svc: Services) -> WebhookContext:
+    return WebhookContext(
+        clock=svc.clock,
+        public_url=svc.settings.public_url,
+        system_admin_email=svc.settings.system_admin_email,
+    )
+
+
+@router.post("/v1/checkout", response_model=CheckoutAnswer)
+def create_checkout(
+    body: CheckoutCreate,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> CheckoutAnswer:
+    """Open a subscription checkout for this machine (signed by its key when signature headers are sent)."""
+    public_key = parse_public_key(body.machine_public_key)
+    signed = (
+        verify_machine_signature(public_key, request, raw)
+        if "x-pospal-signature" in request.headers
+        else None
+    )
+    now = svc.clock.now()
+    svc.limiter.hit(f"checkout:ip:{client_ip(request)}", CHECKOUTS_PER_HOUR_PER_IP, 3600, now.timestamp())
+    svc.limiter.hit(f"checkout:email:{body.email}", CHECKOUTS_PER_HOUR_PER_EMAIL, 3600, now.timestamp())
+    checkout_id = f"chk_{secrets.token_urlsafe(24)}"
+    with svc.db.transaction() as session:
+        if signed is not None:
+            check_and_remember(session, signed, public_key_owner(public_key), svc)
+        customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
+        if customer is None:
+            customer = Customer(email=body.email, created_at=now, locale=body.locale or "en")
+            session.add(customer)
+        customer.name = body.restaurant_name
+        if body.locale:
+            customer.locale = body.locale
+        session.flush()
+        customer_id, known_provider_id = customer.id, customer.stripe_customer_id
+        session.add(
+            Checkout(
+                id=checkout_id,
+                customer_id=customer_id,
+                status="open",
+                quantity=body.quantity,
+                machine_public_key=public_key,
+                fingerprint=dict(body.fingerprint),
+                terminal_name=body.terminal_name,
+                created_at=now,
+            )
+        )
+    public = svc.settings.public_url
+    try:
+        provider_customer = svc.billing.find_or_create_customer(
+            body.email, body.restaurant_name, known_provider_id
+        )
+        if provider_customer != known_provider_id:
+            with svc.db.transaction() as session:
+                customer = session.get(Customer, customer_id, with_for_update=True)
+                assert customer is not None
+                if customer.stripe_customer_id is None:
+                    customer.stripe_customer_id = provider_customer
+                # A concurrent checkout may have stored one first: use that, so one customer stays one.
+                provider_customer = customer.stripe_customer_id
+        opened = svc.billing.create_checkout(
+            CheckoutRequest(
+                customer_id=provider_customer,
+                email=body.email,
+                quantity=body.quantity,
+                client_reference_id=checkout_id,
+                success_url=f"{public}/billing/success?checkout_id={checkout_id}",
+                cancel_url=f"{public}/billing/cancel?checkout_id={checkout_id}",
+                metadata={"pospal_checkout_id": checkout_id, "pospal_customer_id": customer_id},
+                locale=body.locale or "en",
+            )
+        )
+    except BillingError as exc:
+        log.error("checkout_provider_failed", extra={"checkout_id": checkout_id, "error": str(exc)})
+        raise BillingUnavailable() from None
+    with svc.db.transaction() as session:
+        row = session.get(Checkout, checkout_id)
+        assert row is not None
+        row.provider_session_id = opened.id
+    return CheckoutAnswer(checkout_id=checkout_id, url=opened.url)
+
+
+@router.get("/v1/checkout/{checkout_id}", response_model=CheckoutStatus)
+def checkout_status(checkout_id: str, svc: Services = Depends(services)) -> CheckoutStatus:
+    """Report whether a checkout is still open, complete (activate now) or expired."""
+    with svc.db.transaction() as session:
+        row = session.get(Checkout, checkout_id[:64])
+        if row is None:
+            raise NotFound("No such checkout.")
+        status = row.status
+        if status == "open" and row.created_at + CHECKOUT_LIFETIME < svc.clock.now():
+            status = "expired"
+    return CheckoutStatus(status=status if status in ("open", "complete") else "expired")
+
+
+@router.post("/v1/webhooks/stripe", responses={400: {"description": "signature rejected"}})
+def stripe_webhook(
+    raw: bytes = Depends(raw_body), request: Request = None, svc: Services = Depends(services)
+):  # type: ignore[assignment]
+    """Receive a provider event: verify the raw-body signature, then process it in one transaction."""
+    try:
+        event = svc.billing.verify_webhook(raw, request.headers.get("stripe-signature"))
+    except WebhookSignatureInvalid as exc:
+        log.warning("webhook_rejected", extra={"reason": str(exc)[:200]})
+        return JSONResponse(
+            {"error": "bad_signature", "message": "Webhook signature rejected."}, status_code=400
+        )
+    try:
+        outcome = process_event(svc.db, event, svc.billing, _context(svc))
+    except Exception:
+        return JSONResponse(
+            {"error": "processing_failed", "message": "The event was not processed; deliver it again."},
+            status_code=500,
+        )
+    return JSONResponse({"received": True, "outcome": outcome})
+
+
+# -- pages served to the buyer's browser --------------------------------------------------------------
+
+
+def _locale(request: Request) -> str:
+    return "el" if request.headers.get("accept-language", "").lower().startswith("el") else "en"
+
+
+@router.get("/billing/success", response_class=HTMLResponse, include_in_schema=False)
+def checkout_success(request: Request) -> HTMLResponse:
+    """Where the provider sends the buyer after paying."""
+    if _locale(request) == "el":
+        return HTMLResponse(
+            pages.message(
+                "Η πληρωμή ολοκληρώθηκε",
+                "Ευχαριστούμε! Μπορείτε να κλείσετε αυτό το παράθυρο: το POSPal License Agent ενεργοποιεί "
+                "αυτόν τον υπολογιστή μόνο του.",
+            )
+        )
+    return HTMLResponse(
+        pages.message(
+            "Payment complete",
+            "Thank you! You can close this window: the POSPal License Agent activates this PC by itself.",
+        )
+    )
+
+
+@router.get("/billing/cancel", response_class=HTMLResponse, include_in_schema=False)
+def checkout_cancel(
+    request: Request, checkout_id: str = "", svc: Services = Depends(services)
+) -> HTMLResponse:
+    """Where the provider sends a buyer who went back: the agent stops waiting on that checkout."""
+    if checkout_id:
+        with svc.db.transaction() as session:
+            mark_checkout_expired(session, checkout_id[:64])
+    if _locale(request) == "el":
+        return HTMLResponse(pages.message("Η αγορά ακυρώθηκε", "Δεν έγινε καμία χρέωση."))
+    return HTMLResponse(pages.message("Checkout cancelled", "Nothing was charged."))
+
+
+@router.get(MANAGE_PATH, response_class=HTMLResponse, include_in_schema=False)
+def manage_billing(request: Request) -> HTMLResponse:
+    """The page billing emails link to: prove the email with a code, then open the Customer Portal."""
+    return HTMLResponse(pages.manage(_locale(request)))
+
+
+def _sandbox(svc: Services) -> SandboxBilling:
+    if not isinstance(svc.billing, SandboxBilling):
+        raise NotFound("Sandbox billing is not enabled on this server.")
+    return svc.billing
+
+
+def _form(raw: bytes) -> dict[str, str]:
+    parsed = parse_qs(raw.decode("utf-8", "replace")[:4096])
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
+def _run_sandbox_action(svc: Services, sandbox: SandboxBilling, object_id: str, action: str) -> None:
+    # The events go through the same processing as a verified Stripe webhook.
+    for event in sandbox.apply_action(object_id, action):
+        process_event(svc.db, event, sandbox, _context(svc))
+
+
+@router.get("/sandbox/checkout/{checkout_id}", response_class=HTMLResponse)
+def sandbox_checkout_page(checkout_id: str, svc: Services = Depends(services)) -> HTMLResponse:
+    """The sandbox checkout page: "Pay", "Fail payment", "Cancel"; after paying, subscription controls."""
+    sandbox = _sandbox(svc)
+    data = sandbox.get(checkout_id[:64], "checkout")
+    sub = sandbox.get(data["subscription"], "subscription") if data.get("subscription") else None
+    return HTMLResponse(pages.sandbox_checkout(checkout_id, data, sub))
+
+
+@router.post("/sandbox/checkout/{checkout_id}", include_in_schema=False)
+def sandbox_checkout_action(
+    checkout_id: str, raw: bytes = Depends(raw_body), svc: Services = Depends(services)
+) -> RedirectResponse:
+    """Apply a button of the sandbox checkout page, then go where Stripe would send the buyer."""
+    sandbox = _sandbox(svc)
+    form = _form(raw)
+    action = form.get("action", "")
+    data = sandbox.get(checkout_id[:64], "checkout")
+    if action in CHECKOUT_ACTIONS:
+        _run_sandbox_action(svc, sandbox, checkout_id, action)
+        if action == "pay" and data["status"] == "open":
+            return RedirectResponse(data["success_url"], status_code=303)
+        if action == "cancel" and data["status"] == "open":
+            return RedirectResponse(data["cancel_url"], status_code=303)
+    elif action in SUBSCRIPTION_ACTIONS and form.get("subscription_id") == data.get("subscription"):
+        _run_sandbox_action(svc, sandbox, str(data["subscription"]), action)
+    else:
+        raise NotFound("Unknown sandbox action.")
+    return RedirectResponse(f"/sandbox/checkout/{checkout_id}", status_code=303)
+
+
+@router.get("/sandbox/portal/{portal_id}", response_class=HTMLResponse, include_in_schema=False)
+def sandbox_portal_page(portal_id: str, svc: Services = Depends(services)) -> HTMLResponse:
+    """The sandbox Customer Portal page."""
+    sandbox = _sandbox(svc)
+    portal = sandbox.get(portal_id[:64], "portal")
+    customer = sandbox.get(portal["customer"], "customer")
+    subs = sandbox.subscriptions_of(portal["customer"])
+    return HTMLResponse(
+        pages.sandbox_portal(
+            portal_id, str(customer.get("email") or ""), subs, portal.get("return_url") or ""
+        )
+    )
+
+
+@router.post("/sandbox/portal/{portal_id}", include_in_schema=False)
+def sandbox_portal_action(
+    portal_id: str, raw: bytes = Depends(raw_body), svc: Services = Depends(services)
+) -> RedirectResponse:
+    """Apply a subscription button of the sandbox portal (only to this customer's subscriptions)."""
+    sandbox = _sandbox(svc)
+    portal = sandbox.get(portal_id[:64], "portal")
+    form = _form(raw)
+    owned = {sid for sid, _ in sandbox.subscriptions_of(portal["customer"])}
+    if form.get("action") not in SUBSCRIPTION_ACTIONS or form.get("subscription_id") not in owned:
+        raise NotFound("Unknown sandbox action.")
+    _run_sandbox_action(svc, sandbox, form["subscription_id"], form["action"])
+    return RedirectResponse(f"/sandbox/portal/{portal_id}", status_code=303)

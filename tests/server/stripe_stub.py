@@ -1,0 +1,138 @@
+"""A local HTTP server answering Stripe-shaped JSON, recording every request it gets.
+
+localstripe has no Checkout Sessions, Billing Portal or Prices, so tests of those point
+`STRIPE_API_BASE` here. Objects it returns follow the Stripe API's current shapes (trimmed to the
+fields we read). Tests may set `stub.subscriptions[id]` / `stub.customers[id]` to control what
+`fetch_subscription` and `fetch_customer_email` see, and `stub.fail_next` to answer 500s.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+
+@dataclass
+class Recorded:
+    """One request: method, path, the form or query fields (Stripe's flattened keys), and headers."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    headers: dict[str, str]
+
+
+@dataclass
+class StripeStub:
+    """State and recordings of a running stub; `url` is its base address."""
+
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fail_next: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def calls(self, method: str, path: str) -> list[Recorded]:
+        """The recorded requests to one endpoint, oldest first."""
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+    def answer(self, method: str, path: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Compute the JSON reply for one request."""
+        with self.lock:
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                return 500, {"error": {"type": "api_error", "message": "stub failure"}}
+            parts = [p for p in path.split("/") if p]
+            if method == "GET" and path == "/v1/customers":
+                email = params.get("email")
+                found = [c for c in self.customers.values() if email is None or c["email"] == email]
+                return 200, {"object": "list", "data": found[:1], "has_more": False, "url": "/v1/customers"}
+            if method == "POST" and path == "/v1/customers":
+                cid = "cus_" + secrets.token_hex(7)
+                self.customers[cid] = {"id": cid, "object": "customer", "email": params.get("email")}
+                return 200, self.customers[cid]
+            if method == "GET" and parts[:2] == ["v1", "customers"] and len(parts) == 3:
+                return self._get(self.customers, parts[2])
+            if method == "POST" and path == "/v1/checkout/sessions":
+                sid = "cs_test_" + secrets.token_hex(12)
+                self.sessions[sid] = {
+                    "id": sid,
+                    "object": "checkout.session",
+                    "mode": params.get("mode"),
+                    "status": "open",
+                    "url": f"https://checkout.stripe.test/c/pay/{sid}",
+                    "customer": params.get("customer"),
+                    "client_reference_id": params.get("client_reference_id"),
+                    "subscription": None,
+                    "success_url": params.get("success_url"),
+                    "cancel_url": params.get("cancel_url"),
+                }
+                return 200, self.sessions[sid]
+            if method == "GET" and parts[:3] == ["v1", "checkout", "sessions"] and len(parts) == 4:
+                return self._get(self.sessions, parts[3])
+            if method == "POST" and path == "/v1/billing_portal/sessions":
+                pid = "bps_" + secrets.token_hex(8)
+                return 200, {
+                    "id": pid,
+                    "object": "billing_portal.session",
+                    "customer": params.get("customer"),
+                    "return_url": params.get("return_url"),
+                    "url": f"https://billing.stripe.test/p/session/{pid}",
+                }
+            if method == "GET" and parts[:2] == ["v1", "prices"] and len(parts) == 3:
+                return 200, {
+                    "id": parts[2],
+                    "object": "price",
+                    "unit_amount": 2000,
+                    "currency": "eur",
+                    "recurring": {"interval": "month"},
+                }
+            if method == "GET" and parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
+                return self._get(self.subscriptions, parts[2])
+            return 404, {"error": {"type": "invalid_request_error", "message": f"no route {method} {path}"}}
+
+    @staticmethod
+    def _get(table: dict[str, dict[str, Any]], key: str) -> tuple[int, dict[str, Any]]:
+        if key in table:
+            return 200, table[key]
+        return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing", "message": key}}
+
+
+def start_stripe_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
+    """Start the stub on 127.0.0.1 and a free port; the caller must `shutdown()` the server."""
+    stub = StripeStub()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            split = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            params = dict(parse_qsl(body if self.command == "POST" else split.query, keep_blank_values=True))
+            stub.requests.append(
+                Recorded(self.command, split.path, params, {k.lower(): v for k, v in self.headers.items()})
+            )
+            status, payload = stub.answer(self.command, split.path, params)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    threading.Thread(target=server.serve_forever, name="stripe-stub", daemon=True).start()
+    return stub, server
