@@ -1,0 +1,332 @@
+"""Token verification, trusted keys, key-set updates and machine-signed requests (agent/tokens.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent import tokens
+from agent.errors import (
+    ConfigError,
+    KeyInvalid,
+    KeySetRejected,
+    MachineMismatch,
+    RequestSignatureInvalid,
+    TokenInvalid,
+)
+from tests.agent.tokenkit import DAY, DELETE, FP, NOW, NOW_TS, Signer, payload
+
+SERVER = Signer()
+TRUSTED = SERVER.trusted()
+
+
+def b64(data: bytes) -> str:
+    return tokens.b64url_encode(data)
+
+
+def forge(header: dict, claims: dict, sign) -> str:
+    """A compact JWS with any header, signed by `sign(signing_input) -> bytes`."""
+    h = b64(json.dumps(header, separators=(",", ":")).encode())
+    p = b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{h}.{p}.{b64(sign(f'{h}.{p}'.encode()))}"
+
+
+# ------------------------------------------------------------------------------------------ happy paths
+
+
+def test_valid_token_verifies_and_exposes_claims():
+    claims = tokens.verify_token(SERVER.sign(), TRUSTED, NOW, check_exp=True, expected_fp=FP,
+                                 expected_mid="m_0001")
+    assert claims.sub == "lic_0001" and claims.kind == "license" and claims.status == "active"
+    assert claims.kid == SERVER.kid and claims.fp == FP and claims.features == ("pos",)
+    assert claims.policy == tokens.Policy()
+
+
+def test_header_is_eddsa_jwt_with_kid():
+    header = json.loads(tokens.b64url_decode(SERVER.sign().split(".")[0]))
+    assert header == {"alg": "EdDSA", "typ": "JWT", "kid": SERVER.kid}
+
+
+def test_kid_is_first_16_hex_of_sha256_of_raw_public_key():
+    raw = SERVER.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    assert SERVER.kid == hashlib.sha256(raw).hexdigest()[:16]
+
+
+def test_nbf_leeway_is_60_seconds():
+    ahead = SERVER.sign(iat=NOW_TS + 60)
+    assert tokens.verify_token(ahead, TRUSTED, NOW).nbf == NOW_TS + 60
+    with pytest.raises(TokenInvalid) as exc:
+        tokens.verify_token(SERVER.sign(iat=NOW_TS + 61), TRUSTED, NOW)
+    assert exc.value.reason == "nbf"
+
+
+def test_expired_token_is_only_rejected_when_asked():
+    old = SERVER.sign(iat=NOW_TS - 15 * DAY)
+    assert tokens.verify_token(old, TRUSTED, NOW).exp < NOW_TS  # the state function decides
+    with pytest.raises(TokenInvalid) as exc:
+        tokens.verify_token(old, TRUSTED, NOW, check_exp=True)
+    assert exc.value.reason == "expired"
+
+
+def test_fingerprint_majority_decides_machine_binding():
+    three_of_five = dict(FP, mac="other", disk_serial="other")
+    assert tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_fp=three_of_five)
+    two_of_five = dict(three_of_five, board_serial="other")
+    with pytest.raises(MachineMismatch):
+        tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_fp=two_of_five)
+    with pytest.raises(MachineMismatch):
+        tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_mid="m_other")
+
+
+@pytest.mark.parametrize("claim", tokens.REQUIRED_CLAIMS)
+def test_every_required_claim_is_required(claim):
+    with pytest.raises(TokenInvalid) as exc:
+        tokens.verify_token(SERVER.sign(**{claim: DELETE}), TRUSTED, NOW)
+    assert exc.value.reason == "claims"
+
+
+@pytest.mark.parametrize("overrides", [
+    {"iss": "evil"}, {"aud": "someone-else"}, {"kind": "gift"}, {"status": "free"}, {"fp": ["x"]},
+    {"fp": {"mac": 1}}, {"iat": "1"}, {"exp": True}, {"sub": ""}, {"features": "pos"}, {"policy": []},
+    {"policy": {"lease_s": "14d"}}, {"seats": 1.5}, {"exp": NOW_TS - 1},
+])
+def test_malformed_claims_are_rejected(overrides):
+    with pytest.raises(TokenInvalid):
+        tokens.verify_token(SERVER.sign(**overrides), TRUSTED, NOW)
+
+
+def test_policy_claim_overrides_defaults_and_ignores_unknown_keys():
+    claims = tokens.verify_token(SERVER.sign(policy={"lease_s": 7 * DAY, "future_knob": 1}), TRUSTED, NOW)
+    assert claims.policy.lease_s == 7 * DAY and claims.policy.grace_s == tokens.Policy().grace_s
+
+
+def test_extra_header_members_are_refused():
+    token = forge({"alg": "EdDSA", "typ": "JWT", "kid": SERVER.kid, "jku": "https://evil"}, payload(),
+                  SERVER.key.sign)
+    with pytest.raises(TokenInvalid) as exc:
+        tokens.verify_token(token, TRUSTED, NOW)
+    assert exc.value.reason == "header"
+
+
+def test_keyset_document_is_not_a_token():
+    doc = tokens.make_keyset_document(SERVER.key, SERVER.kid, [Signer().jwk()], NOW_TS)
+    with pytest.raises(TokenInvalid):
+        tokens.verify_token(doc, TRUSTED, NOW)
+    with pytest.raises(KeySetRejected):
+        TRUSTED.apply_keyset_update(SERVER.sign())
+
+
+# --------------------------------------------------------------------------------- adversarial property
+
+
+MUTATIONS = ("flip_decoded", "flip_text", "alg_none", "hs256_public_key", "unknown_kid", "untrusted_signer",
+             "expired", "nbf_future", "other_machine", "keyset_untrusted")
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(MUTATIONS), data=st.data(),
+       sub=st.text(min_size=1, max_size=20), seats=st.integers(1, 50),
+       features=st.lists(st.sampled_from(["pos", "kds", "loyalty", "ελληνικά"]), max_size=3))
+def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
+    base = {"sub": sub, "seats": seats, "features": features}
+    attacker = Ed25519PrivateKey.generate()
+    trusted = SERVER.trusted()
+
+    def verify(token, **kw):
+        kw.setdefault("check_exp", True)
+        kw.setdefault("expected_fp", FP)
+        return tokens.verify_token(token, trusted, NOW, **kw)
+
+    good = SERVER.sign(**base)
+    verify(good)  # the unmutated token is fine: every failure below comes from the mutation
+
+    if kind == "flip_decoded":
+        segments = good.split(".")
+        seg = data.draw(st.integers(0, 2), label="segment")
+        raw = bytearray(tokens.b64url_decode(segments[seg]))
+        i = data.draw(st.integers(0, len(raw) - 1), label="byte")
+        raw[i] ^= 1 << data.draw(st.integers(0, 7), label="bit")
+        segments[seg] = b64(bytes(raw))
+        mutated = ".".join(segments)
+    elif kind == "flip_text":
+        i = data.draw(st.integers(0, len(good) - 1), label="char")
+        flipped = chr(ord(good[i]) ^ (1 << data.draw(st.integers(0, 6), label="bit")))
+        mutated = good[:i] + flipped + good[i + 1:]
+    elif kind == "alg_none":
+        mutated = forge({"alg": data.draw(st.sampled_from(["none", "None", "NONE", ""])), "typ": "JWT",
+                         "kid": SERVER.kid}, payload(**base), lambda _: b"")
+    elif kind == "hs256_public_key":
+        pub = SERVER.key.public_key()
+        secret = data.draw(st.sampled_from([
+            pub.public_bytes(Encoding.Raw, PublicFormat.Raw),
+            pub.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+            SERVER.jwk()["x"].encode(),
+            json.dumps(SERVER.jwk()).encode(),
+        ]))
+        mutated = forge({"alg": "HS256", "typ": "JWT", "kid": SERVER.kid}, payload(**base),
+                        lambda msg: hmac.new(secret, msg, hashlib.sha256).digest())
+    elif kind == "unknown_kid":
+        kid = data.draw(st.one_of(st.just(tokens.kid_for(attacker.public_key())),
+                                  st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)))
+        signer = data.draw(st.sampled_from([attacker, SERVER.key]))
+        mutated = tokens.encode_token(signer, kid, payload(**base))
+    elif kind == "untrusted_signer":
+        mutated = tokens.encode_token(attacker, SERVER.kid, payload(**base))
+    elif kind == "expired":
+        age = data.draw(st.integers(14 * DAY, 400 * DAY), label="age")
+        mutated = SERVER.sign(**base, iat=NOW_TS - age)
+    elif kind == "nbf_future":
+        ahead = data.draw(st.integers(61, 30 * DAY), label="ahead")
+        mutated = SERVER.sign(**base, iat=NOW_TS + ahead)
+    elif kind == "other_machine":
+        names = sorted(FP)
+        keep = data.draw(st.integers(0, 2), label="still_matching")  # at most 2 of 5: not a majority
+        other = {n: (FP[n] if i < keep else hashlib.sha256(n.encode() + sub.encode()).hexdigest())
+                 for i, n in enumerate(names)}
+        with pytest.raises(MachineMismatch):
+            verify(good, expected_fp=other)
+        return
+    else:  # keyset_untrusted
+        new_key = Signer()
+        signing_kid = data.draw(st.sampled_from([SERVER.kid, tokens.kid_for(attacker.public_key())]))
+        doc = tokens.make_keyset_document(attacker, signing_kid, [new_key.jwk()], NOW_TS)
+        with pytest.raises(KeySetRejected):
+            trusted.apply_keyset_update(doc)
+        assert new_key.kid not in trusted and trusted.kids() == [SERVER.kid]
+        with pytest.raises(TokenInvalid):
+            verify(new_key.sign(**base))
+        return
+
+    assert mutated != good
+    with pytest.raises(TokenInvalid):
+        verify(mutated)
+
+
+# ------------------------------------------------------------------------------------- key-set updates
+
+
+def test_keyset_update_signed_by_trusted_key_adds_the_new_key():
+    trusted = SERVER.trusted()
+    new = Signer()
+    doc = tokens.make_keyset_document(SERVER.key, SERVER.kid, {"keys": [new.jwk(), SERVER.jwk()]}, NOW_TS)
+    assert trusted.apply_keyset_update(doc) == [new.kid]
+    assert tokens.verify_token(new.sign(), trusted, NOW).kid == new.kid
+    assert tokens.verify_token(SERVER.sign(), trusted, NOW).kid == SERVER.kid  # old tokens stay valid
+    assert trusted.accepted_updates == [doc]
+    assert trusted.apply_keyset_update(doc) == []  # replaying changes nothing
+
+
+def test_unsigned_jwks_is_never_an_update():
+    with pytest.raises(KeySetRejected):
+        SERVER.trusted().apply_keyset_update(json.dumps({"keys": [Signer().jwk()]}))
+
+
+def test_keyset_with_mismatched_kid_is_rejected():
+    bad = dict(Signer().jwk(), kid="0123456789abcdef")
+    with pytest.raises(KeyInvalid):
+        tokens.make_keyset_document(SERVER.key, SERVER.kid, [bad], NOW_TS)
+    with pytest.raises(KeyInvalid):
+        tokens.public_key_from_jwk(bad)
+
+
+def test_private_jwk_is_refused():
+    with pytest.raises(KeyInvalid):
+        tokens.public_key_from_jwk(dict(SERVER.jwk(), d="c2VjcmV0"))
+
+
+def test_persisted_updates_are_reverified_in_any_order(tmp_path):
+    k2, k3 = Signer(), Signer()
+    doc2 = tokens.make_keyset_document(SERVER.key, SERVER.kid, [k2.jwk()], NOW_TS)
+    doc3 = tokens.make_keyset_document(k2.key, k2.kid, [k3.jwk()], NOW_TS + 1)
+    roots = tmp_path / "jwks.json"
+    roots.write_text(json.dumps({"keys": [SERVER.jwk()]}))
+    forged = tokens.make_keyset_document(Signer().key, SERVER.kid, [Signer().jwk()], NOW_TS)
+    trusted = tokens.load_trusted_keys(roots, [doc3, forged, doc2])
+    assert set(trusted.kids()) == {SERVER.kid, k2.kid, k3.kid}
+    assert forged not in trusted.accepted_updates
+    assert tokens.load_trusted_keys(None, [doc2, doc3]).kids() == []  # no root: nothing chains
+
+
+def test_bundled_keys_are_public_only():
+    doc = tokens.bundled_jwks()
+    assert isinstance(doc["keys"], list)
+    assert all("d" not in jwk for jwk in doc["keys"])
+
+
+@pytest.mark.parametrize("content", ["not json", '{"keys": [{"kty": "RSA"}]}', '{"nokeys": 1}'])
+def test_bad_trusted_keys_file_is_a_config_error(tmp_path, content):
+    path = tmp_path / "jwks.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="POSPAL_TRUSTED_KEYS"):
+        tokens.load_trusted_keys(path)
+
+
+def test_jwk_round_trip():
+    jwk = SERVER.jwk()
+    assert (jwk["kty"], jwk["crv"], jwk["use"], jwk["kid"]) == ("OKP", "Ed25519", "sig", SERVER.kid)
+    assert tokens.kid_for(tokens.public_key_from_jwk(jwk)) == SERVER.kid
+    assert tokens.TrustedKeys.from_jwks(SERVER.trusted().to_jwks()).kids() == [SERVER.kid]
+
+
+# -------------------------------------------------------------------------------- machine-signed requests
+
+
+MACHINE = Ed25519PrivateKey.generate()
+BODY = b'{"fingerprint": {}}'
+
+
+def signed(**kw):
+    args = {"method": "POST", "path": "/v1/refresh", "body_bytes": BODY, "ts": NOW_TS,
+            "nonce": "0123456789abcdef0123456789abcdef"}
+    args.update(kw)
+    return tokens.sign_request(MACHINE, args["method"], args["path"], args["body_bytes"], args["ts"],
+                               args["nonce"], machine_id="m_0001")
+
+
+def test_signed_request_verifies_with_lowercase_headers():
+    headers = {k.lower(): v for k, v in signed().items()}
+    result = tokens.verify_request_signature(MACHINE.public_key(), "post", "/v1/refresh", headers, BODY)
+    assert result == tokens.SignedRequest(NOW_TS, "0123456789abcdef0123456789abcdef", "m_0001")
+    raw = tokens.encode_public_key(MACHINE.public_key())
+    assert tokens.verify_request_signature(raw, "POST", "/v1/refresh", headers, BODY).machine_id == "m_0001"
+
+
+def test_signature_string_is_the_documented_one():
+    headers = signed()
+    msg = f"POST\n/v1/refresh\n{NOW_TS}\n{headers['X-POSPal-Nonce']}\n{hashlib.sha256(BODY).hexdigest()}"
+    MACHINE.public_key().verify(tokens.b64url_decode(headers["X-POSPal-Signature"]), msg.encode())
+
+
+@pytest.mark.parametrize("tamper", ["method", "path", "body", "timestamp", "nonce", "key", "missing"])
+def test_tampered_request_is_rejected(tamper):
+    headers = signed()
+    method, path, body, key = "POST", "/v1/refresh", BODY, MACHINE.public_key()
+    if tamper == "method":
+        method = "PUT"
+    elif tamper == "path":
+        path = "/v1/deactivate"
+    elif tamper == "body":
+        body = BODY + b" "
+    elif tamper == "timestamp":
+        headers["X-POSPal-Timestamp"] = str(NOW_TS + 1)
+    elif tamper == "nonce":
+        headers["X-POSPal-Nonce"] = "f" * 32
+    elif tamper == "key":
+        key = Ed25519PrivateKey.generate().public_key()
+    else:
+        del headers["X-POSPal-Signature"]
+    with pytest.raises(RequestSignatureInvalid):
+        tokens.verify_request_signature(key, method, path, headers, body)
+
+
+def test_new_nonce_is_32_hex():
+    nonce = tokens.new_nonce()
+    assert len(nonce) == 32 and int(nonce, 16) >= 0 and nonce != tokens.new_nonce()
+
