@@ -1,0 +1,486 @@
+"""AgentService: THE owner of license state on a POS computer. Everything else observes it.
+
+It loads the durable cache, verifies the cached token against the trusted keys, computes the status with
+the pure `agent.state.compute_status` on the `TrustedClock`, and publishes every change to subscribers
+(the local API's pre-serialised answer, the tray). It runs the flows against the server through a
+`CloudTransport`:
+
+- trial (offline first run: a 3-day provisional trial; the server's first-seen date wins at first sync),
+- buy (create Checkout, open it with the injectable `opener`, poll, activate with the `checkout_id`),
+- activate with an emailed code, refresh (the scheduled sync, with key-set updates), deactivate,
+- revocation (a signed `revoked` token from refresh), billing portal, terminals.
+
+Network calls never run under the state lock, so `status()` always answers from memory at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import webbrowser
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import __version__, fingerprint, messages, store
+from agent.clock import Clock, SystemClock, TrustedClock
+from agent.config import AgentSettings
+from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
+from agent.errors import Error, KeySetRejected, ServerRefused, TokenInvalid
+from agent.state import LicenseStatus, StatusInputs, compute_status
+from agent.sync import SyncEngine, SyncResult
+from agent.tokens import Claims, Policy, TrustedKeys, encode_public_key, load_trusted_keys, verify_token
+from agent.transport import CloudTransport, HttpTransport, MachineIdentity
+
+log = logging.getLogger(__name__)
+
+# A token just received from the server is "now" by definition; its nbf says nothing about our clock.
+_FRESH = datetime(9999, 1, 1, tzinfo=UTC)
+# Persist the high-water mark when it has moved this far since it was last saved.
+_HW_SAVE_S = 600
+
+
+def _ts(when: datetime | None) -> int | None:
+    return None if when is None else int(when.timestamp())
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if isinstance(value, int | float) else None
+
+
+class AgentService:
+    """The agent: state owner, sync schedule and flows. Create, `start()`, then observe with
+    `status()`/`subscribe()`; `stop()` at exit."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        clock: Clock | None = None,
+        transport: CloudTransport | None = None,
+        fingerprinter: Callable[[], fingerprint.Fingerprint] = fingerprint.current,
+        key_store: store.MachineKeyStore | None = None,
+        opener: Callable[[str], Any] = webbrowser.open,
+        terminal_name: str | None = None,
+        rng: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.transport = transport or HttpTransport(settings.server_url, self.clock)
+        self._fingerprinter = fingerprinter
+        self.opener = opener
+        self.state_store = store.StateStore(settings.data_dir)
+        self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
+        self._lock = threading.RLock()
+        self._subscribers: list[Callable[[LicenseStatus], None]] = []
+        self._generation = 0  # bumped by every local state change; a sync started before one is dropped
+        self._data: dict[str, Any] = {}
+        self._claims: Claims | None = None
+        self._token_problem: str | None = None
+        self._trusted = TrustedKeys()
+        self.trusted_clock = TrustedClock(self.clock)
+        self._fingerprint: fingerprint.Fingerprint | None = None
+        self._status: LicenseStatus | None = None
+        self._hw_saved: datetime | None = None
+        self.load_status = store.LoadStatus.MISSING
+        self._default_terminal = terminal_name or socket.gethostname() or "POS"
+        self.engine = SyncEngine(self.clock, self._sync_once, policy=self._policy, rng=rng,
+                                 on_tick=self.refresh_status, on_result=self._on_sync_result)
+        self.load()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)read the cache and trusted keys and recompute the status. A damaged cache means "re-sync"."""
+        loaded = self.state_store.load()
+        self.load_status = loaded.status
+        if loaded.resync_needed:
+            log.warning("state cache was damaged (%s); it will be refreshed at the next sync",
+                        loaded.status.value)
+        with self._lock:
+            self._data = dict(loaded.data)
+            self._trusted = load_trusted_keys(self.settings.trusted_keys_path,
+                                              self._data.get("keyset_updates") or [])
+            hw = _dt(self._data.get("high_water"))
+            self._hw_saved = hw
+            self.trusted_clock = TrustedClock(self.clock, hw)
+            self._load_token()
+        self.refresh_status()
+
+    def start(self, scheduler: bool = True) -> AgentService:
+        """Start the sync schedule (the first sync runs at once in the background); returns self."""
+        if scheduler:
+            self.engine.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the schedule and persist the high-water mark."""
+        self.engine.stop()
+        try:
+            self._save()
+        except Error:
+            log.warning("could not save state at exit", exc_info=True)
+
+    # -- observing -------------------------------------------------------------------------------------
+
+    def status(self) -> LicenseStatus:
+        """The current status, from memory."""
+        status = self._status
+        assert status is not None
+        return status
+
+    def subscribe(self, callback: Callable[[LicenseStatus], None]) -> Callable[[], None]:
+        """Call `callback(status)` on every change; returns the unsubscribe function."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def refresh_status(self) -> LicenseStatus:
+        """Recompute the status (time moves: grace starts, days count down) and publish it if it changed."""
+        with self._lock:
+            verdict = self.trusted_clock.verdict()
+            claims = self._claims
+            fp_match = None
+            if claims is not None:
+                fp_match = fingerprint.match(claims.fp, self._hashes()).ok
+            inputs = StatusInputs(
+                now=verdict.now,
+                claims=claims,
+                token_problem=self._token_problem,
+                provisional_trial_started=_dt(self._data.get("provisional_trial_started")),
+                last_sync=_dt(self._data.get("last_sync")),
+                fingerprint_match=fp_match,
+                clock_rollback=verdict.rollback,
+                machine_id=self._data.get("machine_id"),
+                terminal_name=self.terminal_name,
+                next_sync=self.engine.next_sync,
+                agent_version=__version__,
+                language=self.language,
+            )
+            status = compute_status(inputs)
+            changed = status != self._status
+            self._status = status
+            subscribers = list(self._subscribers) if changed else []
+            hw = verdict.high_water
+            persist_hw = hw is not None and (self._hw_saved is None
+                                             or (hw - self._hw_saved).total_seconds() > _HW_SAVE_S)
+        if persist_hw:
+            try:
+                self._save()
+            except Error:
+                log.warning("could not persist the clock high-water mark", exc_info=True)
+        for callback in subscribers:
+            try:
+                callback(status)
+            except Exception:
+                log.exception("a status subscriber failed")
+        return status
+
+    @property
+    def terminal_name(self) -> str:
+        """This terminal's name (stored, else the host name)."""
+        return self._data.get("terminal_name") or self._default_terminal
+
+    @property
+    def language(self) -> str:
+        """The language of status messages ("en" or "el")."""
+        lang = self._data.get("language")
+        return lang if lang in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+
+    def set_language(self, lang: str) -> LicenseStatus:
+        """Switch the message language and persist it."""
+        with self._lock:
+            self._data["language"] = lang if lang in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+        self._save()
+        return self.refresh_status()
+
+    # -- flows -----------------------------------------------------------------------------------------
+
+    def sync_now(self) -> LicenseStatus:
+        """Sync now (coalesced); raises the sync's error (`Offline`, `ServerRefused`) if it failed."""
+        result = self.engine.sync_now()
+        if not result.ok and result.error is not None:
+            raise result.error
+        return self.status()
+
+    def start_trial(self) -> LicenseStatus:
+        """Start (or resume) the trial. Offline on a first run: a provisional trial of up to 3 days."""
+        with self._lock:
+            if self._claims is not None and self._claims.status != "revoked":
+                return self.status()
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        provisional = self._data.get("provisional_trial_started")
+        if provisional is not None:
+            body["provisional_started_at"] = provisional
+        gen = self._generation
+        try:
+            answer = self.transport.start_trial(MachineIdentity(key), body)
+        except ServerRefused:
+            raise
+        except Error as exc:
+            with self._lock:
+                if self._data.get("provisional_trial_started") is None:
+                    log.info("server unreachable (%s): starting a provisional trial", exc.message)
+                    self._data["provisional_trial_started"] = _ts(self.trusted_clock.now())
+                    self._changed()
+            self._save()
+            self.engine.schedule_in(self.engine.backoff_s(1))
+            return self.refresh_status()
+        self._accept(answer, gen)
+        return self.status()
+
+    def request_code(self, email: str, purpose: str) -> None:
+        """Ask the server to email a code for `purpose` ("activate", "portal", "terminals")."""
+        self.transport.request_code(email, purpose, self.language)
+
+    def activate(self, email: str, code: str) -> LicenseStatus:
+        """Activate this PC on the license of `email`, proven by the emailed 6-digit `code`."""
+        return self._activate({"email": email, "code": code})
+
+    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+        """Create a Checkout session bound to this machine (the caller opens its URL)."""
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(email=email, restaurant_name=restaurant_name, quantity=quantity, locale=self.language)
+        answer = self.transport.create_checkout(MachineIdentity(key), body)
+        checkout = Checkout(str(answer["checkout_id"]), str(answer["url"]))
+        with self._lock:
+            self._data["checkout"] = {"id": checkout.checkout_id, "email": email}
+        self._save()
+        return checkout
+
+    def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
+        """Poll the checkout until it completes, then activate with it; returns early when `cancel` is set.
+
+        Raises `ServerRefused("checkout_expired")` when the session expired unpaid. Offline moments while
+        polling are waited out.
+        """
+        while not cancel.is_set():
+            try:
+                state = self.transport.checkout_status(checkout_id)
+            except Error as exc:
+                if isinstance(exc, ServerRefused):
+                    raise
+                state = "open"
+            if state == "complete":
+                email = (self._data.get("checkout") or {}).get("email")
+                body: dict[str, Any] = {"checkout_id": checkout_id}
+                if email:
+                    body["email"] = email
+                status = self._activate(body)
+                with self._lock:
+                    self._data.pop("checkout", None)
+                self._save()
+                return status
+            if state == "expired":
+                raise ServerRefused("checkout_expired", messages_text("error.checkout_expired",
+                                                                      self.language))
+            cancel.wait(poll_s)
+        return self.status()
+
+    def buy(self, email: str, restaurant_name: str, cancel: threading.Event, quantity: int = 1,
+            poll_s: float = 2.0) -> LicenseStatus:
+        """The whole purchase: create Checkout, open it with `opener`, wait for payment, activate."""
+        checkout = self.start_checkout(email, restaurant_name, quantity)
+        try:
+            self.opener(checkout.url)
+        except Exception:
+            log.warning("could not open a browser; the Checkout URL is %s", checkout.url)
+        return self.wait_checkout(checkout.checkout_id, cancel, poll_s)
+
+    def portal_url(self) -> str:
+        """A billing-portal URL for this machine's license (machine-signed)."""
+        return self.transport.portal(self._identity(), {})
+
+    def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
+        """The license's terminals: machine-signed, or proven by `email` + `code`."""
+        identity, body = self._signed_or_code(email, code)
+        rows = self.transport.list_terminals(identity, body)
+        return [Terminal.from_dict(r) for r in rows]
+
+    def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
+        """Remove a terminal from the license (frees a seat)."""
+        identity, body = self._signed_or_code(email, code)
+        body["machine_id"] = machine_id
+        self.transport.remove_terminal(identity, body)
+        if machine_id == self._data.get("machine_id"):
+            self._forget_license()
+
+    def deactivate(self) -> LicenseStatus:
+        """Deactivate this PC on the server (freeing its seat), then forget the license locally."""
+        identity = self._identity()
+        self.transport.deactivate(identity)
+        self._forget_license()
+        return self.status()
+
+    def diagnostics(self) -> Diagnostics:
+        """What support needs (hashes only)."""
+        fp = self._get_fingerprint()
+        result = self.engine.last_result
+        return Diagnostics(
+            components=tuple(FingerprintSource(c.name, c.ok, c.hash) for c in fp.components),
+            last_sync_result=result.describe() if result else None,
+            data_dir=str(self.settings.data_dir),
+            server_url=self.settings.server_url,
+            version=__version__,
+            extra={
+                "machine_id": self._data.get("machine_id"),
+                "trusted_kids": ", ".join(self._trusted.kids()),
+                "cache": self.load_status.value,
+                "sync_attempts": self.engine.attempts,
+            },
+        )
+
+    # -- sync ------------------------------------------------------------------------------------------
+
+    def _sync_once(self) -> bool:
+        """One sync: refresh the token, or register a provisional trial; False when there is nothing to do."""
+        with self._lock:
+            gen = self._generation
+            has_license = bool(self._data.get("token") and self._data.get("machine_id"))
+            provisional = self._data.get("provisional_trial_started")
+        if has_license:
+            identity = self._identity()
+            body = {"fingerprint": self._hashes(), "known_kids": self._trusted.kids()}
+            self._accept(self.transport.refresh(identity, body), gen)
+            return True
+        if provisional is not None:
+            key = self.key_store.load_or_create()
+            body = self._machine_body(key)
+            body["provisional_started_at"] = provisional
+            self._accept(self.transport.start_trial(MachineIdentity(key), body), gen)
+            return True
+        return False
+
+    def _on_sync_result(self, result: SyncResult) -> None:
+        self.refresh_status()
+
+    def _policy(self) -> Policy:
+        claims = self._claims
+        return claims.policy if claims is not None else Policy()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _activate(self, extra: dict[str, Any]) -> LicenseStatus:
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(extra)
+        gen = self._generation
+        answer = self.transport.activate(MachineIdentity(key), body)
+        self._accept(answer, gen, force=True)
+        return self.status()
+
+    def _accept(self, answer: dict[str, Any], gen: int, force: bool = False) -> None:
+        """Take a token (and key-set update) from the server: verify, anchor the clock, persist, publish."""
+        keyset = answer.get("keyset")
+        with self._lock:
+            if keyset:
+                try:
+                    new = self._trusted.apply_keyset_update(keyset)
+                    if new:
+                        log.info("trusting new signing keys %s", ", ".join(new))
+                        self._data["keyset_updates"] = list(self._trusted.accepted_updates)
+                except KeySetRejected as exc:
+                    log.warning("ignored a key-set update: %s", exc.message)
+            token = answer.get("token")
+            if not isinstance(token, str):
+                raise TokenInvalid("format", "The server sent no license token.")
+            claims = verify_token(token, self._trusted, _FRESH)
+            if not force and gen != self._generation:
+                log.info("dropping a sync answer: the license changed while it was in flight")
+                return
+            self._claims = claims
+            self._token_problem = None
+            self.trusted_clock.anchor(datetime.fromtimestamp(claims.srv, UTC))
+            self._data.update(token=token, machine_id=answer.get("machine_id") or claims.mid,
+                              last_sync=claims.srv)
+            self._data.pop("provisional_trial_started", None)
+            if claims.terminal and not self._data.get("terminal_name"):
+                self._data["terminal_name"] = claims.terminal
+            self._changed()
+        self._save()
+        if force:
+            self.engine.schedule_in(self.engine.interval_s())
+        self.refresh_status()
+
+    def _load_token(self) -> None:
+        token = self._data.get("token")
+        self._claims, self._token_problem = None, None
+        if not token:
+            return
+        try:
+            self._claims = verify_token(token, self._trusted, self.trusted_clock.now())
+        except TokenInvalid as exc:
+            log.warning("cached license token rejected: %s", exc.reason)
+            self._token_problem = "token_invalid"  # noqa: S105 (a reason code, not a secret)
+
+    def _forget_license(self) -> None:
+        with self._lock:
+            for key in ("token", "machine_id", "last_sync", "provisional_trial_started", "checkout"):
+                self._data.pop(key, None)
+            self._claims, self._token_problem = None, None
+            self._changed()
+        self._save()
+        self.refresh_status()
+
+    def _changed(self) -> None:
+        self._generation += 1
+
+    def _save(self) -> None:
+        with self._lock:
+            hw = self.trusted_clock.high_water
+            if hw is not None:
+                self._data["high_water"] = _ts(hw)
+            data = dict(self._data)
+            self._hw_saved = hw
+        self.state_store.save(data)
+
+    def _get_fingerprint(self) -> fingerprint.Fingerprint:
+        if self._fingerprint is None:
+            self._fingerprint = self._fingerprinter()
+        return self._fingerprint
+
+    def _hashes(self) -> dict[str, str]:
+        return self._get_fingerprint().hashes()
+
+    def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
+        return {
+            "fingerprint": self._hashes(),
+            "machine_public_key": encode_public_key(key.public_key()),
+            "terminal_name": self.terminal_name,
+        }
+
+    def _identity(self) -> MachineIdentity:
+        machine_id = self._data.get("machine_id")
+        key = self.key_store.load()
+        if not machine_id or key is None:
+            raise ServerRefused("not_activated", messages_text("error.not_activated", self.language))
+        return MachineIdentity(key, machine_id)
+
+    def _signed_or_code(self, email: str | None, code: str | None) -> tuple[MachineIdentity | None, dict]:
+        if email and code:
+            return None, {"email": email, "code": code}
+        return self._identity(), {}
+
+
+_FALLBACK_TEXT = {
+    "error.checkout_expired": "The checkout expired before payment. Start the purchase again.",
+    "error.not_activated": "This PC is not activated. Start a trial or activate it first.",
+}
+
+
+def messages_text(key: str, lang: str) -> str:
+    """A message from the catalogue, or the built-in English text when the catalogue lacks it."""
+    if messages.has(key):
+        return messages.text(key, lang)
+    return _FALLBACK_TEXT[key]
