@@ -32,6 +32,7 @@ class StatusCard(QFrame):
         super().__init__(parent)
         self.setObjectName("statusCard")
         self._status = None
+        self._compact = False
         self.view: View | None = None
 
         self.band = QFrame()
@@ -53,7 +54,7 @@ class StatusCard(QFrame):
         band_layout.addWidget(self.icon, 0, Qt.AlignmentFlag.AlignTop)
         band_layout.addLayout(words, 1)
 
-        facts = QWidget()
+        self.facts = facts = QWidget()
         facts.setObjectName("facts")
         grid = QGridLayout(facts)
         grid.setContentsMargins(20, 12, 20, 14)
@@ -66,8 +67,8 @@ class StatusCard(QFrame):
             label.setObjectName("factLabel")
             value.setObjectName("factValue")
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            grid.addWidget(label, row, 0)
-            grid.addWidget(value, row, 1)
+            grid.addWidget(label, row, 0, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            grid.addWidget(value, row, 1, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             self.labels[name], self.values[name] = label, value
         grid.setColumnStretch(1, 1)
 
@@ -76,6 +77,23 @@ class StatusCard(QFrame):
         layout.setSpacing(0)
         layout.addWidget(self.band)
         layout.addWidget(facts)
+
+    def set_compact(self, compact: bool) -> None:
+        """Headline only (while a task page needs the room), or headline plus facts."""
+        self._compact = compact
+        self.facts.setVisible(not compact)
+        self._paint_band()
+
+    def _paint_band(self) -> None:
+        if self.view is None:
+            return
+        color = color_for(self.view.kind)
+        bottom = "10px" if self._compact else "0px"
+        self.band.setStyleSheet(
+            f"#band {{ background: {tint(color, 0.87)}; border-bottom: 1px solid {tint(color, 0.7)};"
+            f" border-top-left-radius: 10px; border-top-right-radius: 10px;"
+            f" border-bottom-left-radius: {bottom}; border-bottom-right-radius: {bottom}; }}"
+        )
 
     def show_status(self, status) -> None:
         """Show ``status`` (also re-used to re-translate: it re-reads every text)."""
@@ -95,10 +113,7 @@ class StatusCard(QFrame):
             return
         view = self.view = present(status)
         color = color_for(view.kind)
-        self.band.setStyleSheet(
-            f"#band {{ background: {tint(color, 0.88)}; border-left: 6px solid {color.name()};"
-            " border-top-left-radius: 10px; border-top-right-radius: 10px; }"
-        )
+        self._paint_band()
         self.headline.setStyleSheet(f"color: {color.darker(125).name()};")
         self.icon.setPixmap(icon_for_kind(view.kind).pixmap(56, 56))
         self.headline.setText(view.headline)

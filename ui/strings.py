@@ -279,9 +279,10 @@ _ENTRIES: dict[str, dict[str, str]] = {
 messages.register(_ENTRIES)
 
 
-def system_language() -> str:
+def system_language(locale: QLocale | None = None) -> str:
     """The UI language the system locale asks for: Greek for a Greek locale, English otherwise."""
-    return "el" if QLocale.system().language() == QLocale.Language.Greek else "en"
+    locale = locale if locale is not None else QLocale.system()
+    return "el" if locale.language() == QLocale.Language.Greek else "en"
 
 
 class Language(QObject):

@@ -36,7 +36,6 @@ class Tray(QObject):
         self.icon.setIcon(icon_for_state("license_missing"))
         self.menu = QMenu()
         self.status_action = QAction(self.menu)
-        self.status_action.setEnabled(False)
         bold = QFont()
         bold.setBold(True)
         self.status_action.setFont(bold)
@@ -53,6 +52,8 @@ class Tray(QObject):
         self.menu.addAction(self.quit_action)
         self.icon.setContextMenu(self.menu)
 
+        # The status line is also a way in: clicking what is wrong opens the window that fixes it.
+        self.status_action.triggered.connect(window.bring_up)
         self.open_action.triggered.connect(window.bring_up)
         self.sync_action.triggered.connect(lambda: self.worker.call("sync", "sync_now"))
         self.subscription_action.triggered.connect(self._subscription)
@@ -62,7 +63,10 @@ class Tray(QObject):
         self.worker.action_started.connect(lambda _tag: self._refresh())
         self.worker.action_finished.connect(lambda _tag, _r: self._refresh())
         self.worker.action_failed.connect(lambda _tag, _e: self._refresh())
-        language.language_changed.connect(lambda _code: self._refresh())
+        language.language_changed.connect(self._language_changed)
+        self._refresh()
+
+    def _language_changed(self, _code: str) -> None:
         self._refresh()
 
     def show(self) -> None:

@@ -116,8 +116,8 @@ class AgentWindow(QWidget):
         # A fixed minimum rather than the layout's: the pages swap in and out, and a window that
         # resizes itself with every page (and every status text) jumps around under the cursor.
         root.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
-        self.setMinimumSize(560, 600)
-        self.resize(600, 640)
+        self.setMinimumSize(560, 560)
+        self.resize(600, 580)
 
         worker.status_changed.connect(self.on_status)
         language.language_changed.connect(self.retranslate)
@@ -129,6 +129,7 @@ class AgentWindow(QWidget):
         if name != "wait" and self.stack.currentWidget() is self.pages["wait"]:
             self.pages["wait"].cancel_pending()
         self.clear_message()
+        self.card.set_compact(name != "overview")
         page = self.pages[name]
         self.stack.setCurrentWidget(page)
         page.on_shown()
