@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.billing.base import (
@@ -214,20 +215,14 @@ def sync_subscription(
         .execution_options(populate_existing=True)
     ).first()
     current = provider.fetch_subscription(subscription_id)
+    before: _Snapshot | None = None
     if row is None:
-        customer = _resolve_customer(session, provider, current, customer_hint, now)
-        row = Subscription(
-            customer_id=customer.id,
-            provider=provider.name,
-            provider_subscription_id=current.id,
-            status=current.status,
-            quantity=current.quantity,
-            cancel_at_period_end=False,
-            updated_at=now,
-            provider_updated=0,
-        )
-        session.add(row)
-        before: _Snapshot | None = None
+        row = _insert_subscription(session, provider, current, customer_hint, now)
+        if row.status != "":
+            # Another transaction created it first (PostgreSQL); we now hold its lock, so fetch again
+            # (theirs may have fetched after us) and treat this as an update.
+            before = _Snapshot.of(row)
+            current = provider.fetch_subscription(subscription_id)
     else:
         before = _Snapshot.of(row)
     _apply(row, current, event, now)
@@ -250,6 +245,42 @@ def sync_subscription(
             at=now,
         )
     _announce(session, customer, row, before, after, ctx, now)
+    return row
+
+
+def _insert_subscription(
+    session: Session,
+    provider: BillingProvider,
+    current: ProviderSubscription,
+    customer_hint: str | None,
+    now: datetime,
+) -> Subscription:
+    """Create our mirror row; if a concurrent event created it first, return that row, locked.
+
+    Our new row starts with an empty status, so the caller can tell "created here" from "found".
+    """
+    customer = _resolve_customer(session, provider, current, customer_hint, now)
+    row = Subscription(
+        customer_id=customer.id,
+        provider=provider.name,
+        provider_subscription_id=current.id,
+        status="",
+        quantity=current.quantity,
+        cancel_at_period_end=False,
+        updated_at=now,
+        provider_updated=0,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        existing = session.scalars(
+            select(Subscription)
+            .where(Subscription.provider_subscription_id == current.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).one()
+        return existing
     return row
 
 
@@ -280,10 +311,15 @@ def _resolve_customer(
     email = email.strip().lower()
     found = session.scalars(select(Customer).where(Customer.email == email)).first()
     if found is None:
-        found = Customer(email=email, stripe_customer_id=current.customer_id, locale="en", created_at=now)
-        session.add(found)
-        session.flush()
-    elif found.stripe_customer_id is None:
+        created = Customer(email=email, stripe_customer_id=current.customer_id, locale="en", created_at=now)
+        try:
+            with session.begin_nested():
+                session.add(created)
+            return created
+        except IntegrityError:
+            # A concurrent event adopted the same customer first.
+            found = session.scalars(select(Customer).where(Customer.email == email)).one()
+    if found.stripe_customer_id is None:
         found.stripe_customer_id = current.customer_id
     return found
 

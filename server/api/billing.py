@@ -241,6 +241,15 @@ def checkout_cancel(
     return HTMLResponse(pages.message("Checkout cancelled", "Nothing was charged."))
 
 
+@router.get("/portal/return", response_class=HTMLResponse, include_in_schema=False)
+def portal_return(request: Request) -> HTMLResponse:
+    """Where the Customer Portal sends the owner back to (the default `return_url`)."""
+    if _locale(request) == "el":
+        text = "Μπορείτε να κλείσετε αυτό το παράθυρο."
+        return HTMLResponse(pages.message("Οι αλλαγές αποθηκεύτηκαν", text))
+    return HTMLResponse(pages.message("Billing updated", "You can close this window."))
+
+
 @router.get(MANAGE_PATH, response_class=HTMLResponse, include_in_schema=False)
 def manage_billing(request: Request) -> HTMLResponse:
     """The page billing emails link to: prove the email with a code, then open the Customer Portal."""
