@@ -30,19 +30,21 @@ def check_timestamp(timestamp: int, now: datetime) -> None:
 def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now: datetime) -> None:
     """Store `nonce` until its window has passed, or raise `Replay` if it was seen before.
 
-    Uses INSERT ... ON CONFLICT DO NOTHING, so a duplicate neither raises a database error nor spoils
-    the caller's transaction.
+    Uses INSERT ... ON CONFLICT DO NOTHING RETURNING, so a duplicate neither raises a database error
+    nor spoils the caller's transaction (SQLite 3.35+ and PostgreSQL both support it).
     """
     check_timestamp(timestamp, now)
     expires = max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = (
-        insert(RequestNonce)
+        insert(RequestNonce.__table__)
         .values(nonce=nonce, machine_id=machine_id[:40], expires_at=expires)
         .on_conflict_do_nothing(index_elements=["nonce"])
+        .returning(RequestNonce.__table__.c.nonce)
     )
-    if session.execute(stmt).rowcount != 1:
+    # RETURNING gives a row only when the insert happened (rowcount is unreliable across drivers).
+    if session.execute(stmt).first() is None:
         raise Replay()
 
 

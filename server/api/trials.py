@@ -107,7 +107,7 @@ def _remember_components(session, trial_id: str, hashes: list[str]) -> None:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for component_hash in hashes:
         session.execute(
-            insert(TrialComponent)
+            insert(TrialComponent.__table__)
             .values(component_hash=component_hash, trial_id=trial_id)
             .on_conflict_do_nothing(index_elements=["component_hash"])
         )

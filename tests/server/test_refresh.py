@@ -1,0 +1,127 @@
+"""POST /v1/refresh and /v1/deactivate: signed by the machine key, replays refused, revocation signed."""
+
+from __future__ import annotations
+
+from agent.tokens import TrustedKeys, decode_public_key, verify_token
+from tests.server.conftest import token_claims
+
+
+def trusted(client) -> TrustedKeys:
+    keys = client.get("/v1/keys").json()["keys"]
+    return TrustedKeys([decode_public_key(k["x"]) for k in keys])
+
+
+def test_refresh_returns_a_token_the_agent_verifies(
+    client, make_machine, seed_subscription, login_code, clock
+):
+    seed_subscription(email="owner@cafe.gr", seats=2)
+    machine = make_machine()
+    assert machine.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr")).status_code == 200
+    clock.advance(hours=6)
+    response = machine.refresh(client)
+    assert response.status_code == 200, response.text
+    claims = verify_token(response.json()["token"], trusted(client), clock.now())
+    assert claims.status == "active"
+    assert claims.mid == machine.machine_id
+    assert claims.iat == int(clock.now().timestamp())
+    assert claims.exp - claims.iat == 14 * 86400
+
+
+def test_refresh_signed_by_another_machines_key_gets_401(client, make_machine):
+    victim, attacker = make_machine(), make_machine()
+    assert victim.start_trial(client).status_code == 200
+    # The attacker knows the victim's machine id but signs with its own key.
+    response = victim.refresh(client, key=attacker.key)
+    assert response.status_code == 401
+    assert response.json()["error"] == "bad_signature"
+
+
+def test_replayed_refresh_is_refused(client, make_machine):
+    machine = make_machine()
+    machine.start_trial(client)
+    raw, headers = machine.signed("/v1/refresh", {"fingerprint": machine.fp})
+    first = client.post("/v1/refresh", content=raw, headers=headers)
+    again = client.post("/v1/refresh", content=raw, headers=headers)
+    assert first.status_code == 200
+    assert again.status_code == 409
+    assert again.json()["error"] == "replay"
+
+
+def test_stale_timestamp_is_refused_as_replay(client, make_machine, clock):
+    machine = make_machine()
+    machine.start_trial(client)
+    old = int(clock.now().timestamp()) - 301
+    response = machine.refresh(client, ts=old)
+    assert response.status_code == 409
+    assert response.json()["error"] == "replay"
+
+
+def test_unknown_machine_and_unsigned_requests_get_401(client, make_machine):
+    machine = make_machine(machine_id="m_doesnotexist")
+    assert machine.refresh(client).json()["error"] == "unknown_machine"
+    unsigned = client.post("/v1/refresh", json={"fingerprint": {}})
+    assert unsigned.status_code == 401
+    assert unsigned.json()["error"] == "bad_signature"
+
+
+def test_tampered_body_fails_the_signature(client, make_machine):
+    machine = make_machine()
+    machine.start_trial(client)
+    raw, headers = machine.signed("/v1/refresh", {"fingerprint": machine.fp, "known_kids": []})
+    tampered = raw.replace(b'"known_kids": []', b'"known_kids": ["abc"]')
+    assert tampered != raw
+    response = client.post("/v1/refresh", content=tampered, headers=headers)
+    assert response.status_code == 401
+
+
+def test_deactivated_machine_gets_a_signed_revoked_token(
+    client, make_machine, seed_subscription, login_code, clock
+):
+    _, _, license_id = seed_subscription(email="owner@cafe.gr")
+    machine = make_machine()
+    machine.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr"))
+    assert machine.post(client, "/v1/deactivate", {}).json() == {"ok": True}
+    response = machine.refresh(client)
+    assert response.status_code == 200
+    claims = verify_token(response.json()["token"], trusted(client), clock.now())
+    assert claims.status == "revoked"
+    assert claims.sub == license_id
+
+
+def test_one_replaced_part_heals_the_binding(client, make_machine):
+    machine = make_machine()
+    machine.start_trial(client)
+    machine.fp = {**machine.fp, "disk_serial": "ff" * 32}
+    claims = token_claims(machine.refresh(client).json()["token"])
+    assert claims["fp"]["disk_serial"] == "ff" * 32
+
+
+def test_a_different_computer_does_not_rebind(client, make_machine):
+    machine = make_machine()
+    machine.start_trial(client)
+    original = dict(machine.fp)
+    machine.fp = {name: "00" * 32 for name in machine.fp}
+    claims = token_claims(machine.refresh(client).json()["token"])
+    assert claims["fp"] == original
+
+
+def test_refresh_sends_a_keyset_signed_by_a_key_the_agent_knows_after_rotation(
+    client, app, clock, make_machine
+):
+    machine = make_machine()
+    machine.start_trial(client)
+    old_kid = client.get("/v1/keys").json()["keys"][0]["kid"]
+    old_trust = trusted(client)
+    services = app.state.services
+    with services.db.transaction() as session:
+        new_kid, _doc = services.keys.rotate(session, clock.now())
+    response = machine.post(client, "/v1/refresh", {"fingerprint": machine.fp, "known_kids": [old_kid]})
+    body = response.json()
+    assert body["keyset"]
+    assert new_kid not in old_trust
+    assert old_trust.apply_keyset_update(body["keyset"]) == [new_kid]
+    # With the update applied, the agent verifies the token signed by the new key.
+    assert verify_token(body["token"], old_trust, clock.now()).mid == machine.machine_id
+    # An agent that already trusts the new key is not sent a document.
+    again = machine.post(client, "/v1/refresh", {"fingerprint": machine.fp, "known_kids": [new_kid]})
+    assert again.json()["keyset"] is None
