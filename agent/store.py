@@ -24,12 +24,13 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import KeyStoreError, StoreError
+
+# cryptography is imported inside the key functions: most users of this module only touch the cache.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 STATE_FILE = "state.json"
 MACHINE_KEY_FILE = "machine-key.pem"
@@ -219,6 +220,9 @@ class MachineKeyStore:
 
     def load(self) -> Ed25519PrivateKey | None:
         """The stored key, or None when there is none. Raises `KeyStoreError` if one exists but is broken."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         pem = self._keyring_get()
         if pem is None:
             try:
@@ -237,6 +241,8 @@ class MachineKeyStore:
 
     def save(self, key: Ed25519PrivateKey) -> str:
         """Store `key`; returns where ("keyring" or "file"). Raises `KeyStoreError`."""
+        from cryptography.hazmat.primitives import serialization
+
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode("ascii")
         if self._keyring_set(pem):
@@ -255,6 +261,8 @@ class MachineKeyStore:
 
     def load_or_create(self) -> Ed25519PrivateKey:
         """The stored key, or a new one (stored) when there is none."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         key = self.load()
         if key is None:
             key = Ed25519PrivateKey.generate()
