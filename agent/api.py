@@ -21,15 +21,12 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import socket
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-API_TOKEN_FILE = "api-token"  # noqa: S105 (a file name, not a secret)
 # A wait on a checkout is bounded so a forgotten request cannot pin a thread for ever.
 CHECKOUT_WAIT_DEFAULT_S = 900.0
 CHECKOUT_WAIT_MAX_S = 3600.0
@@ -79,41 +75,6 @@ class ApiError(Exception):
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def ensure_api_token(data_dir: str | os.PathLike[str]) -> str:
-    """Return the bearer token from `data_dir/api-token`, creating it (mode 0600, atomically) if missing."""
-    path = Path(data_dir) / API_TOKEN_FILE
-    try:
-        token = path.read_text(encoding="ascii").strip()
-        if token:
-            if os.name != "nt" and (path.stat().st_mode & 0o077):
-                os.chmod(path, 0o600)
-            return token
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd, tmp = tempfile.mkstemp(prefix=".api-token.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(token + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return token
-
-
-def read_api_token(data_dir: str | os.PathLike[str]) -> str | None:
-    """The bearer token of the agent using `data_dir`, or None when it has none yet."""
-    try:
-        return (Path(data_dir) / API_TOKEN_FILE).read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
 
 
 Handler = Callable[[dict[str, Any]], tuple[int, Any]]
@@ -280,9 +241,11 @@ class LocalApi:
         timer.start()
         try:
             status = self.control.wait_checkout(_req_str(body, "checkout_id"), cancel, max(poll, 0.05))
+            # The wait only returns before its timeout when the checkout completed and activated.
+            complete = not cancel.is_set()
         finally:
             timer.cancel()
-        return 200, status.to_dict()
+        return 200, {"complete": complete, "status": status.to_dict()}
 
     def _post_portal(self, _body: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"url": self.control.portal_url()}
