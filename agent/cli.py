@@ -1,18 +1,35 @@
 """`pospal-agent` command line: a thin dispatcher, one small function per subcommand.
 
 Each subcommand is registered by an `_add_<name>(subparsers)` function that sets `func` on its parser;
-`main` parses and calls it. The function returns the process exit code. Subcommands that need the running
-agent (run, status, trial, activate, buy, sync, deactivate) live next to `fingerprint` in the same shape.
+`main` parses and calls it. The function returns the process exit code.
+
+- `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
+  exists (`ui` is imported only then, so the agent never needs PySide6).
+- `status`, `trial`, `activate`, `buy`, `sync`, `deactivate` talk to the running agent over the local API
+  (with the api-token from the data directory); when none answers they run the agent's service in this
+  process for the one command, on the same data directory.
+
+Settings come from POSPAL_SERVER_URL, POSPAL_AGENT_PORT and POSPAL_DATA_DIR. Exit codes: 0 done (for
+`status`: licensed), 1 failed or (for `status`) not licensed, 2 usage, 130 interrupted. Errors are one
+line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from agent import __version__
+from agent.errors import Error
+
+log = logging.getLogger("agent.cli")
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
@@ -37,7 +54,195 @@ def _add_fingerprint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fingerprint)
 
 
-SUBCOMMANDS = [_add_fingerprint]
+# -------------------------------------------------------------------------------------------------- run
+
+
+def _setup_logging(data_dir: Any) -> None:
+    from logging.handlers import RotatingFileHandler
+
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(fmt)
+    root.addHandler(stderr)
+    # apscheduler logs every wake-up at INFO; the agent log must stay small.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        file = RotatingFileHandler(data_dir / "agent.log", maxBytes=1_000_000, backupCount=3,
+                                   encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot write agent.log: %s", exc)
+        return
+    file.setFormatter(fmt)
+    root.addHandler(file)
+
+
+def _has_display() -> bool:
+    return os.name == "nt" or sys.platform == "darwin" or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM, Ctrl+C or (with the tray) Quit."""
+    from agent import store
+    from agent.api import LocalApi
+    from agent.config import AgentSettings
+    from agent.control import InProcessControl
+    from agent.service import AgentService
+
+    settings = AgentSettings.from_env()
+    store.ensure_dir(settings.data_dir)
+    _setup_logging(settings.data_dir)
+    service = AgentService(settings)
+    try:
+        api = LocalApi(InProcessControl(service), api_token=store.ensure_api_token(settings.data_dir),
+                       port=settings.agent_port, allowed_origins=settings.allowed_origins).start()
+    except OSError as exc:
+        raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port} ({exc.strerror or exc}); "
+                    "is another agent running?") from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        service.start()
+        log.info("agent %s listening on 127.0.0.1:%d, server %s, data %s", __version__, api.port,
+                 settings.server_url, settings.data_dir)
+        if not args.headless and _has_display() and _run_tray(service):
+            return 0
+        while not stop.wait(1.0 if os.name == "nt" else 3600):
+            pass
+        return 0
+    finally:
+        api.stop()
+        service.stop()
+        log.info("agent stopped")
+
+
+def _run_tray(service: Any) -> bool:
+    """Run the tray until Quit; False (after a log line) when the UI cannot start here."""
+    try:
+        import ui.app
+    except Exception as exc:  # PySide6 missing or broken: the agent still serves headless
+        log.warning("tray unavailable (%s); running headless", exc)
+        return False
+    try:
+        ui.app.run_tray(service)
+    except Exception:
+        log.exception("tray failed; running headless")
+        return False
+    return True
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the agent (local API, sync, and the tray when a display exists)")
+    p.add_argument("--headless", action="store_true", help="never start the tray")
+    p.set_defaults(func=cmd_run)
+
+
+# ------------------------------------------------------------------------------------- agent commands
+
+
+def _control() -> Any:
+    """The running agent over its local API, or else this process's own service on the same data dir."""
+    from agent import store
+    from agent.client import AgentClient
+    from agent.config import AgentSettings
+    from agent.control import HttpControl, InProcessControl
+    from agent.errors import AgentUnavailable
+
+    settings = AgentSettings.from_env()
+    try:
+        AgentClient(settings.agent_port, timeout=1.0).health()
+    except AgentUnavailable:
+        from agent.service import AgentService
+
+        return InProcessControl(AgentService(settings))
+    return HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
+
+
+def _line(status: Any) -> str:
+    days = f" ({status.days_left} days left)" if status.days_left is not None else ""
+    return f"{status.license_state}{days}: {status.message}"
+
+
+def _report(status: Any) -> int:
+    print(_line(status))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the status; exit 0 when licensed, 1 when not."""
+    status = _control().status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(_line(status))
+    return 0 if status.licensed else 1
+
+
+def cmd_trial(_args: argparse.Namespace) -> int:
+    """Start (or resume) this machine's trial."""
+    return _report(_control().start_trial())
+
+
+def cmd_activate(args: argparse.Namespace) -> int:
+    """Email a code to EMAIL, read it from stdin, activate this PC."""
+    control = _control()
+    control.request_code(args.email, "activate")
+    print(f"A 6-digit code was sent to {args.email}.", file=sys.stderr)
+    print("Code: ", end="", file=sys.stderr, flush=True)
+    code = sys.stdin.readline().strip()
+    if not code:
+        raise Error("no code entered")
+    return _report(control.activate(args.email, code))
+
+
+def cmd_buy(args: argparse.Namespace) -> int:
+    """Open Checkout for EMAIL, then wait until it is paid and this PC is activated."""
+    import webbrowser
+
+    control = _control()
+    checkout = control.start_checkout(args.email, args.restaurant or "", args.quantity)
+    print(checkout.url, flush=True)
+    try:
+        webbrowser.open(checkout.url)
+    except Exception:  # no browser here: the URL is printed above
+        log.debug("could not open a browser", exc_info=True)
+    print("Waiting for the payment to complete (Ctrl+C to stop)...", file=sys.stderr, flush=True)
+    status = control.wait_checkout(checkout.checkout_id, threading.Event(), args.poll)
+    return _report(status)
+
+
+def cmd_sync(_args: argparse.Namespace) -> int:
+    """Sync with the server now."""
+    return _report(_control().sync_now())
+
+
+def cmd_deactivate(_args: argparse.Namespace) -> int:
+    """Deactivate this PC (frees its seat)."""
+    return _report(_control().deactivate())
+
+
+def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="show the license status (exit 0 when licensed)")
+    p.add_argument("--json", action="store_true", help="the local API's JSON body")
+    p.set_defaults(func=cmd_status)
+    sub.add_parser("trial", help="start the 30-day trial").set_defaults(func=cmd_trial)
+    p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_activate)
+    p = sub.add_parser("buy", help="buy a subscription: open Checkout, then wait for the payment")
+    p.add_argument("email")
+    p.add_argument("--restaurant", default="", help="restaurant name for the invoice")
+    p.add_argument("--quantity", type=int, default=1, help="number of terminals")
+    p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_buy)
+    sub.add_parser("sync", help="sync with the license server now").set_defaults(func=cmd_sync)
+    p = sub.add_parser("deactivate", help="deactivate this PC and free its seat")
+    p.set_defaults(func=cmd_deactivate)
+
+
+SUBCOMMANDS = [_add_fingerprint, _add_run, _add_agent_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +262,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+    except Error as exc:
+        code = getattr(exc, "code", None)
+        print(f"pospal-agent: {exc.message}" + (f" [{code}]" if code else ""), file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line for the user, the details in the log
+        log.debug("unexpected error", exc_info=True)
+        print(f"pospal-agent: unexpected error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ class SyncEngine:
             log.warning("sync refused: %s (%s)", exc.message, exc.code)
         except Offline as exc:
             result, delay = self._failed(started, exc)
-            log.info("sync failed: %s; next try in %.0f s", exc.message, delay)
+            log.info("sync failed (%s); next try in %.0f s", exc.message, delay)
         except Exception as exc:  # a bug or a broken answer must not stop the schedule
             log.exception("sync failed unexpectedly")
             result, delay = self._failed(started, exc)
