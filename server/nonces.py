@@ -24,7 +24,11 @@ WINDOW_S = 300
 def check_timestamp(timestamp: int, now: datetime) -> None:
     """Raise `Replay` when a signed timestamp is more than `WINDOW_S` from `now`."""
     if abs(int(now.timestamp()) - int(timestamp)) > WINDOW_S:
-        raise Replay("The request timestamp is too far from the server's clock. Check the PC's clock.")
+        # `server_time` lets an agent whose clock is off re-sign with the server's time and retry once.
+        raise Replay(
+            "The request timestamp is too far from the server's clock. Check the PC's clock.",
+            server_time=int(now.timestamp()),
+        )
 
 
 def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now: datetime) -> None:
