@@ -81,15 +81,16 @@ class Policy:
         """
         if value is None:
             return cls()
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             raise TokenInvalid("claims", "License token has a malformed policy.")
         kw: dict[str, Any] = {}
-        for name in cls.__dataclass_fields__:
-            if name not in value:
+        for name in _POLICY_FIELDS:
+            v = value.get(name)
+            if v is None:
                 continue
-            v = value[name]
-            ok = isinstance(v, int | float) if name == "jitter" else isinstance(v, int)
-            if not ok or isinstance(v, bool) or v < 0:
+            # type() rather than isinstance(): bool is an int subclass and must not pass.
+            ok = type(v) in (int, float) if name == "jitter" else type(v) is int
+            if not ok or v < 0:
                 raise TokenInvalid("claims", f"License token policy value {name!r} is malformed.")
             kw[name] = v
         return cls(**kw)
@@ -98,6 +99,8 @@ class Policy:
         """The `policy` claim as the server puts it in a token."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
+
+_POLICY_FIELDS = tuple(Policy.__dataclass_fields__)
 
 # ---------------------------------------------------------------------------------------------- claims
 
@@ -141,9 +144,7 @@ class Claims:
         if payload["kind"] not in KINDS or payload["status"] not in STATUSES:
             raise TokenInvalid("claims", "License token has an unknown kind or status.")
         fp = payload["fp"]
-        if not isinstance(fp, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in fp.items()
-        ):
+        if type(fp) is not dict or not all(type(k) is str and type(v) is str for k, v in fp.items()):
             raise TokenInvalid("claims", "License token has a malformed fingerprint.")
         features = payload.get("features") or []
         if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
@@ -194,7 +195,7 @@ def _opt_str(p: Mapping[str, Any], name: str) -> str | None:
 
 def _int(p: Mapping[str, Any], name: str) -> int:
     v = p[name]
-    if not isinstance(v, int) or isinstance(v, bool):
+    if type(v) is not int:  # bool is an int subclass; a JSON true is not a time
         raise TokenInvalid("claims", f"License token claim {name!r} is malformed.")
     return v
 
