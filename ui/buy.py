@@ -115,6 +115,7 @@ class WaitPage(Page):
         self.layout_.addStretch(1)
         self.checkout = None
         self._cancel: threading.Event | None = None
+        self.poll_s = 2.0  # how often the agent asks the server whether the payment went through
 
     def retranslate(self) -> None:
         """Texts in the current language."""
@@ -129,7 +130,7 @@ class WaitPage(Page):
         self.checkout = checkout
         self._cancel = threading.Event()
         self.host.open_url(checkout.url)
-        self.host.worker.call(self._tag(), "wait_checkout", checkout.checkout_id, self._cancel)
+        self.host.worker.call(self._tag(), "wait_checkout", checkout.checkout_id, self._cancel, self.poll_s)
 
     def _tag(self) -> str:
         return f"wait_checkout:{self.checkout.checkout_id}"

@@ -63,18 +63,17 @@ class SingleInstance(QObject):
     def _on_connection(self) -> None:
         while self.server is not None and self.server.hasPendingConnections():
             conn = self.server.nextPendingConnection()
-            conn.readyRead.connect(lambda c=conn: self._read(c))
-            conn.disconnected.connect(conn.deleteLater)
-            if conn.bytesAvailable():
-                self._read(conn)
-
-    def _read(self, conn: QLocalSocket) -> None:
-        data = bytes(conn.readAll().data())
-        if b"show" in data:
-            self.show_requested.emit()
+            # The message is one short line: wait briefly for it here rather than keeping per-connection
+            # state and callbacks alive across the event loop.
+            if conn.bytesAvailable() or conn.waitForReadyRead(_CONNECT_MS):
+                if b"show" in bytes(conn.readAll().data()):
+                    self.show_requested.emit()
+            conn.abort()
+            conn.deleteLater()
 
     def release(self) -> None:
         """Stop listening (at quit)."""
         if self.server is not None:
             self.server.close()
+            self.server.deleteLater()
             self.server = None

@@ -102,7 +102,8 @@ def test_move_lists_terminals_and_removes_one_after_confirming(qtbot, ui, contro
 @pytest.mark.parametrize(("error", "text"), [
     (Offline("connection refused"),
      "Cannot reach the POSPal cloud. Check the internet connection and try again."),
-    (ServerRefused("rate_limited", "slow down", {"retry_after": 130}), "Too many tries. Wait 3 min and try again."),
+    (ServerRefused("rate_limited", "slow down", {"retry_after": 130}),
+     "Too many tries. Wait 3 min and try again."),
     (ServerRefused("rate_limited", "slow down"), "Too many tries. Wait a few minutes and try again."),
     (ServerRefused("no_subscription", "none"), "No subscription was found for this email."),
     (ServerRefused("weird_new_code", "The server said no."), "The server said no."),
