@@ -42,6 +42,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from agent.tokens import encode_public_key, new_nonce, sign_request
 from server.clock import FakeClock
@@ -96,18 +97,28 @@ def pg_module_url() -> Iterator[str]:
     try:
         yield url
     finally:
+        stale = _engines.pop(url, None)
+        if stale is not None:
+            stale.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
+_engines: dict[str, Any] = {}
+
+
 def truncate_all(url: str) -> None:
-    """Empty every table of the models (PostgreSQL), keeping the schema."""
-    engine = create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    """Empty every table of the models (PostgreSQL), keeping the schema.
+
+    DELETE in reverse dependency order is much faster than TRUNCATE on tables this small.
+    """
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = create_engine(url, poolclass=NullPool)
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,0 +1,81 @@
+"""POST /v1/trials: 30 days from first seen; a reinstall or one changed part cannot restart it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.server.conftest import token_claims
+
+
+def trial_end(response) -> int:
+    assert response.status_code == 200, response.text
+    return token_claims(response.json()["token"])["trial_end"]
+
+
+def test_trial_lasts_30_days_from_first_seen(client, make_machine, clock):
+    machine = make_machine()
+    response = machine.start_trial(client)
+    claims = token_claims(response.json()["token"])
+    assert (claims["kind"], claims["status"], claims["plan"]) == ("trial", "trialing", "trial")
+    assert claims["trial_end"] == int((clock.now() + timedelta(days=30)).timestamp())
+    assert claims["sub"].startswith("trial_")
+    assert claims["mid"] == machine.machine_id
+
+
+def test_reinstall_with_a_new_machine_key_finds_the_same_trial(client, make_machine, clock):
+    first = make_machine()
+    end = trial_end(first.start_trial(client))
+    clock.advance(days=10)
+    reinstalled = make_machine(fp=dict(first.fp))
+    assert trial_end(reinstalled.start_trial(client)) == end
+
+
+def test_one_changed_component_still_finds_the_trial(client, make_machine, clock):
+    first = make_machine()
+    end = trial_end(first.start_trial(client))
+    clock.advance(days=29)
+    changed = make_machine(fp={**first.fp, "disk_serial": "ab" * 32})
+    assert trial_end(changed.start_trial(client)) == end
+
+
+def test_a_different_computer_gets_its_own_trial(client, make_machine, clock):
+    end = trial_end(make_machine().start_trial(client))
+    clock.advance(days=3)
+    assert trial_end(make_machine().start_trial(client)) == end + 3 * 86400
+
+
+def test_provisional_offline_start_counts_but_at_most_three_days_back(client, make_machine, clock):
+    now = clock.now()
+    two_days_ago = (now - timedelta(days=2)).isoformat()
+    assert trial_end(make_machine().start_trial(client, provisional_started_at=two_days_ago)) == int(
+        (now + timedelta(days=28)).timestamp()
+    )
+    a_year_ago = (now - timedelta(days=365)).isoformat()
+    assert trial_end(make_machine().start_trial(client, provisional_started_at=a_year_ago)) == int(
+        (now + timedelta(days=27)).timestamp()
+    )
+
+
+def test_expired_trial_refresh_still_says_when_it_ended(client, make_machine, clock):
+    machine = make_machine()
+    end = trial_end(machine.start_trial(client))
+    clock.advance(days=31)
+    claims = token_claims(machine.refresh(client).json()["token"])
+    assert claims["trial_end"] == end < claims["iat"]
+
+
+def test_trial_request_must_be_signed_by_the_key_in_the_body(client, make_machine):
+    machine, other = make_machine(), make_machine()
+    response = machine.post(
+        client, "/v1/trials", {**machine.identity(), "machine_public_key": other.public_key}, machine_id=None
+    )
+    assert response.status_code == 401
+
+
+def test_bad_public_key_is_invalid_request(client, make_machine):
+    machine = make_machine()
+    response = machine.post(
+        client, "/v1/trials", {**machine.identity(), "machine_public_key": "A" * 43}, machine_id=None
+    )
+    assert response.status_code in (401, 422)
+    assert response.json()["error"] in ("invalid_request", "bad_signature")
