@@ -136,3 +136,93 @@ def start_stripe_stub() -> tuple[StripeStub, ThreadingHTTPServer]:
     stub.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, name="stripe-stub", daemon=True).start()
     return stub, server
+
+
+WEBHOOK_SECRET = "whsec_test_0123456789"
+PRICE_ID = "price_test_pospal"
+
+
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    """A `Stripe-Signature` header for `payload`, as Stripe computes it (HMAC-SHA256 of "t.body")."""
+    import hashlib
+    import hmac
+    import time
+
+    ts = int(time.time()) if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={digest}"
+
+
+def subscription(
+    sub_id: str,
+    customer: str,
+    status: str = "active",
+    quantity: int = 1,
+    period_end: int = 1_800_000_000,
+    cancel_at_period_end: bool = False,
+    cancel_at: int | None = None,
+) -> dict[str, Any]:
+    """A subscription in the current API shape (period end and quantity on the item)."""
+    return {
+        "id": sub_id,
+        "object": "subscription",
+        "customer": customer,
+        "status": status,
+        "cancel_at_period_end": cancel_at_period_end,
+        "cancel_at": cancel_at,
+        "metadata": {},
+        "items": {
+            "object": "list",
+            "data": [
+                {
+                    "id": "si_" + sub_id,
+                    "object": "subscription_item",
+                    "quantity": quantity,
+                    "current_period_end": period_end,
+                    "price": {"id": PRICE_ID},
+                }
+            ],
+        },
+    }
+
+
+def event(
+    event_type: str, obj: dict[str, Any], event_id: str | None = None, created: int = 1_768_478_400
+) -> dict:
+    """A Stripe event envelope around `obj`."""
+    return {
+        "id": event_id or "evt_" + secrets.token_hex(12),
+        "object": "event",
+        "type": event_type,
+        "created": created,
+        "api_version": "2026-10-28.endive",
+        "livemode": False,
+        "data": {"object": obj},
+    }
+
+
+def stripe_settings(settings: Any, stub_url: str, **changes: Any) -> Any:
+    """`settings` switched to Stripe billing against the stub."""
+    from server.config import Secret
+
+    return settings.with_changes(
+        billing="stripe",
+        stripe_secret_key=Secret("sk_test_stub"),
+        stripe_webhook_secret=Secret(WEBHOOK_SECRET),
+        stripe_price_id=PRICE_ID,
+        stripe_api_base=stub_url,
+        system_admin_email="ops@pospal.gr",
+        **changes,
+    )
+
+
+def stripe_env(stub_url: str) -> dict[str, str]:
+    """Environment for a real server process billing through the stub."""
+    return {
+        "POSPAL_BILLING": "stripe",
+        "STRIPE_SECRET_KEY": "sk_test_stub",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_PRICE_ID": PRICE_ID,
+        "STRIPE_API_BASE": stub_url,
+        "SYSTEM_ADMIN_EMAIL": "ops@pospal.gr",
+    }
