@@ -234,7 +234,8 @@ def test_tray_endpoints_reach_the_control(api, control):
     assert call(api, "POST", "/v1/activate", {"email": "a@b.c", "code": "123456"}, AUTH)[0] == 200
     assert call(api, "POST", "/v1/checkout", {"email": "a@b.c", "restaurant_name": "Cafe"}, AUTH)[2] == {
         "checkout_id": "cs_1", "url": "http://127.0.0.1:1/sandbox/checkout/cs_1"}
-    assert call(api, "POST", "/v1/checkout/wait", {"checkout_id": "cs_1", "timeout_s": 5}, AUTH)[2]["complete"]
+    waited = call(api, "POST", "/v1/checkout/wait", {"checkout_id": "cs_1", "timeout_s": 5}, AUTH)[2]
+    assert waited["complete"] and waited["status"]["license_state"] == "licensed_active"
     assert call(api, "POST", "/v1/portal", headers=AUTH)[2] == {"url": "http://portal.example/s/1"}
     assert call(api, "POST", "/v1/terminals", headers=AUTH)[2]["terminals"][0]["machine_id"] == "m_1"
     assert call(api, "POST", "/v1/terminals/remove", {"machine_id": "m_2"}, AUTH)[2] == {"ok": True}
