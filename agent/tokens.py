@@ -385,27 +385,37 @@ def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = (
 # ------------------------------------------------------------------------------------------------- JWS
 
 
+_TO_STD = bytes.maketrans(b"-_", b"+/")
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_PAD = (b"", b"", b"==", b"=")
+
+
 def _decode_segments(token: str) -> tuple[bytes, bytes, bytes, bytes]:
     """Split and decode a compact JWS; returns (header, payload, signature, signing_input)."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
         raise TokenInvalid("format", "License token is malformed.")
-    parts = token.split(".")
+    try:
+        data = token.encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise TokenInvalid("format", "License token is malformed.") from exc
+    parts = data.split(b".")
     if len(parts) != 3:
         raise TokenInvalid("format", "License token is malformed.")
     decoded = []
     for part in parts:
+        if len(part) % 4 == 1:
+            raise TokenInvalid("format", "License token is malformed.")
         try:
-            raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+            raw = binascii.a2b_base64(part.translate(_TO_STD) + _PAD[len(part) % 4])
         except (binascii.Error, ValueError) as exc:
             raise TokenInvalid("format", "License token is malformed.") from exc
         # Only canonical base64url is accepted: this refuses characters outside the alphabet (which the
         # decoder would silently skip) and non-zero unused low bits in the last character (otherwise a
         # flipped bit there gives a different token string that still verifies).
-        if b64url_encode(raw) != part:
+        if binascii.b2a_base64(raw, newline=False).translate(_TO_URL).rstrip(b"=") != part:
             raise TokenInvalid("format", "License token is malformed.")
         decoded.append(raw)
-    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    return decoded[0], decoded[1], decoded[2], signing_input
+    return decoded[0], decoded[1], decoded[2], parts[0] + b"." + parts[1]
 
 
 def _verify_jws(token: str, trusted: TrustedKeys, *, expected_typ: str) -> tuple[dict, dict]:
