@@ -159,8 +159,9 @@ class SigningKeys:
     # ------------------------------------------------------------------------------------ database
 
     def rows(self, session: Session) -> list[SigningKey]:
-        """Every key row, newest first."""
-        return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+        """Every key row: keys in use first, then retired ones, newest first within each."""
+        rows = session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc(), SigningKey.kid))
+        return sorted(rows, key=lambda r: r.retired_at is not None)
 
     def current_row(self, session: Session) -> SigningKey | None:
         """The newest key that is not retired, or None before the first key exists."""

@@ -1,0 +1,88 @@
+"""server.config: typed settings from the environment, hidden secrets, clear errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import Secret, Settings
+from server.errors import ConfigError
+
+
+def test_defaults_are_a_sqlite_demo_with_sandbox_billing(tmp_path):
+    settings = Settings.from_env({"POSPAL_SERVER_DATA_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'pospal.db'}"
+    assert (settings.billing, settings.email) == ("sandbox", "console")
+    assert settings.signing_key_dir == tmp_path / "keys"
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.allowed_origins == ()
+    assert settings.redis_url is None and not settings.auto_migrate
+
+
+def test_stripe_key_makes_stripe_the_default_and_requires_the_rest(tmp_path):
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+        Settings.from_env({"POSPAL_SERVER_DATA_DIR": str(tmp_path), "STRIPE_SECRET_KEY": "sk_test_x"})
+    settings = Settings.from_env(
+        {"STRIPE_SECRET_KEY": "sk_test_x", "STRIPE_WEBHOOK_SECRET": "whsec_y", "STRIPE_PRICE_ID": "price_1"}
+    )
+    assert settings.billing == "stripe"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"POSPAL_EMAIL": "smtp"}, "SMTP_URL"),
+        ({"POSPAL_EMAIL": "resend"}, "RESEND_API_KEY"),
+        ({"POSPAL_EMAIL": "pigeon"}, "POSPAL_EMAIL"),
+        ({"POSPAL_BILLING": "paypal"}, "POSPAL_BILLING"),
+        ({"POSPAL_DATABASE_URL": "mysql://x/y"}, "POSPAL_DATABASE_URL"),
+        ({"POSPAL_DATABASE_URL": "::not a url"}, "POSPAL_DATABASE_URL"),
+        ({"POSPAL_AUTO_MIGRATE": "maybe"}, "POSPAL_AUTO_MIGRATE"),
+        ({"POSPAL_LOG_LEVEL": "LOUD"}, "POSPAL_LOG_LEVEL"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_secrets_never_show_in_repr_or_str():
+    settings = Settings.from_env(
+        {
+            "STRIPE_SECRET_KEY": "sk_live_TOPSECRET",
+            "STRIPE_WEBHOOK_SECRET": "whsec_TOPSECRET",
+            "STRIPE_PRICE_ID": "price_1",
+            "POSPAL_EMAIL": "smtp",
+            "SMTP_URL": "smtp://user:TOPSECRET@mail:587",
+            "POSPAL_REDIS_URL": "redis://:TOPSECRET@r:6379/0",
+        }
+    )
+    assert "TOPSECRET" not in repr(settings)
+    assert "TOPSECRET" not in str(settings)
+    assert settings.stripe_secret_key.reveal() == "sk_live_TOPSECRET"
+    assert f"{Secret('x')}" == "Secret('**********')"
+
+
+def test_allowed_origins_are_a_trimmed_list():
+    settings = Settings.from_env({"ALLOWED_ORIGINS": "https://a.example/, https://b.example"})
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_logs_scrub_secret_fields():
+    import io
+    import json
+    import logging
+
+    from server.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", stream)
+    try:
+        logging.getLogger("pospal.test").info(
+            "code_sent", extra={"email": "a@b.gr", "code": "123456", "detail": {"api_key": "k", "n": 1}}
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    line = json.loads(stream.getvalue())
+    assert line["event"] == "code_sent" and line["email"] == "a@b.gr"
+    assert line["code"] == "[redacted]" and line["detail"] == {"api_key": "[redacted]", "n": 1}
+    assert "123456" not in stream.getvalue()

@@ -1,0 +1,80 @@
+"""/health, /metrics and the JSON error contract: no stack traces, stable error codes."""
+
+from __future__ import annotations
+
+
+def test_health_reports_ok_and_version(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "version": "1.0.0", "database": "ok"}
+
+
+def test_health_is_503_when_the_database_is_gone(client, app, settings):
+    from server.db import Database
+
+    app.state.services.db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["ok"] is False
+
+
+def test_metrics_count_requests_by_route(client, make_machine):
+    make_machine().start_trial(client)
+    client.get("/health")
+    text = client.get("/metrics").text
+    assert 'pospal_http_requests_total{method="POST",route="/v1/trials",status="200"} 1.0' in text
+    assert 'pospal_http_request_seconds_bucket{le="0.05",route="/health"}' in text
+
+
+def test_unknown_path_is_a_json_404(client):
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_crash_gives_json_500_without_a_stack_trace(client, app, monkeypatch):
+    from server import licensing
+
+    def boom(*_args, **_kwargs):
+        raise RuntimeError("secret internal detail at /srv/app.py line 12")
+
+    monkeypatch.setattr(licensing, "trial_claims", boom)
+    from tests.server.conftest import MachineKey
+
+    response = MachineKey(clock=app.state.services.clock).start_trial(client)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal",
+        "message": "Something went wrong on the server. Try again later.",
+    }
+    assert "Traceback" not in response.text and "secret internal" not in response.text
+
+
+def test_oversized_body_is_413(client):
+    response = client.post(
+        "/v1/codes", content=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+
+def test_no_cors_unless_configured(client):
+    response = client.get("/v1/keys", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_openapi_documents_the_v1_api(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/trials",
+        "/v1/codes",
+        "/v1/activations",
+        "/v1/refresh",
+        "/v1/deactivate",
+        "/v1/terminals",
+        "/v1/terminals/remove",
+        "/v1/portal",
+        "/v1/keys",
+        "/health",
+    ):
+        assert path in paths
