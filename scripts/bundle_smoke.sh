@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the POSPalLicenseAgent bundle from build.spec and prove it runs.
+#
+#   scripts/bundle_smoke.sh [--no-build]
+#
+# 1. builds dist/POSPalLicenseAgent with PyInstaller (skipped with --no-build);
+# 2. prints its size on disk and the biggest items in it;
+# 3. checks that no private key and no server-only package made it in;
+# 4. starts `POSPalLicenseAgent --headless` on a temporary data dir and a free port, and checks that
+#    GET /v1/license answers with a license_state;
+# 5. when a tray can run (a display, or Qt's offscreen platform), starts it again without --headless,
+#    so the Qt half of the bundle (plugins, the ICU stub) is exercised too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=""
+for candidate in .venv/bin/python .venv/Scripts/python.exe python3 python; do
+  if [ -x "$candidate" ] || command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
+done
+APP=dist/POSPalLicenseAgent
+EXE="$APP/POSPalLicenseAgent"
+[ -x "$EXE" ] || EXE="$APP/POSPalLicenseAgent.exe"
+
+if [ "${1:-}" != "--no-build" ]; then
+  echo "== building $APP from build.spec"
+  start=$(date +%s)
+  "$PY" -m PyInstaller --noconfirm --log-level WARN build.spec
+  echo "build took $(( $(date +%s) - start )) s"
+fi
+[ -d "$APP" ] || { echo "no bundle at $APP" >&2; exit 1; }
+[ -x "$APP/POSPalLicenseAgent" ] && EXE="$APP/POSPalLicenseAgent"
+
+echo "== bundle size"
+du -sh "$APP"
+echo "bytes (apparent): $(du -sb "$APP" | cut -f1)"
+echo "== biggest items"
+find "$APP" -type f -printf '%s\t%P\n' | sort -rn | head -15 | awk -F'\t' '{printf "%8.1f MB  %s\n", $1/1048576, $2}'
+
+echo "== content checks"
+if grep -rlaE -- "-----BEGIN ([A-Z]+ )?PRIVATE KEY-----" "$APP"; then
+  echo "FAIL: a private key is in the bundle" >&2; exit 1
+fi
+for pkg in server fastapi uvicorn sqlalchemy alembic stripe psycopg redis; do
+  if [ -e "$APP/_internal/$pkg" ]; then echo "FAIL: server-only package $pkg is in the bundle" >&2; exit 1; fi
+done
+echo "no private keys, no server-only packages"
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+DATA="$(mktemp -d)"
+PID=""
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill "$PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null || true
+  fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+# start_and_check LABEL ARGS...: start the bundle, wait (bounded) for GET /v1/license, print it, stop.
+start_and_check() {
+  local label="$1"; shift
+  local port; port="$(free_port)"
+  local log="$DATA/$label.log"
+  POSPAL_DATA_DIR="$DATA/$label" POSPAL_AGENT_PORT="$port" POSPAL_SERVER_URL="http://127.0.0.1:9" \
+    "$EXE" "$@" >"$log" 2>&1 &
+  PID=$!
+  local t0 body=""; t0=$(date +%s)
+  for _ in $(seq 300); do
+    body="$(curl -fsS --max-time 2 "http://127.0.0.1:$port/v1/license" 2>/dev/null)" && break
+    kill -0 "$PID" 2>/dev/null || { echo "FAIL: $label exited early:" >&2; cat "$log" >&2; exit 1; }
+    sleep 0.2
+  done
+  if ! grep -q '"license_state"' <<<"$body"; then
+    echo "FAIL: $label: GET /v1/license did not answer on port $port" >&2; cat "$log" >&2; exit 1
+  fi
+  echo "$label: GET http://127.0.0.1:$port/v1/license answered after $(( $(date +%s) - t0 )) s: $body"
+  kill "$PID"
+  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$PID" 2>/dev/null && { echo "FAIL: $label did not stop on SIGTERM" >&2; exit 1; }
+  PID=""
+}
+
+echo "== smoke: --headless"
+start_and_check headless --headless
+
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "${QT_QPA_PLATFORM:-}" = offscreen ]; then
+  echo "== smoke: tray (QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-native})"
+  start_and_check tray
+else
+  echo "== smoke: tray skipped (no display; set QT_QPA_PLATFORM=offscreen to run it)"
+fi
+echo "bundle smoke test passed"
