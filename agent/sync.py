@@ -218,8 +218,15 @@ class SyncEngine:
             self._scheduler = None
 
     def _scheduled_tick(self) -> None:
-        self.tick()
-        self._rearm()
+        # The work runs in a daemon thread, not in apscheduler's pool: the pool's threads are joined at
+        # exit, so a sync hanging on a silent server would hold up the agent's shutdown for its timeout.
+        threading.Thread(target=self._tick_and_rearm, name="pospal-sync", daemon=True).start()
+
+    def _tick_and_rearm(self) -> None:
+        try:
+            self.tick()
+        finally:
+            self._rearm()
 
     def _rearm(self) -> None:
         """Wake the scheduler exactly when the next sync is due, if that is before its next regular tick."""
