@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL advisory lock id held while migrating (any constant; "POSPALMG" as an integer).
+MIGRATION_LOCK_KEY = 0x504F5350414C4D47
 
 
 def is_sqlite(url: str) -> bool:
@@ -111,6 +113,10 @@ def upgrade(database: Database, revision: str = "head") -> None:
 
     config = alembic_config(database.url)
     with database.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Deploys often run `migrate` once per instance, at the same moment: the second waits here
+            # until the first commits, then finds the schema at head instead of creating tables twice.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 
