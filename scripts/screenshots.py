@@ -86,7 +86,7 @@ def main() -> int:
     worker = ControlWorker(control)
     opened: list[str] = []
     window = AgentWindow(worker, opener=opened.append)
-    tray = Tray(window, quit_app=app.quit)
+    tray = Tray(worker, window_factory=lambda: window, quit_app=app.quit)
     worker.start()
     window.show()
     settle(lambda: window.status is not None)

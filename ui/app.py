@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
 from ui.autostart import for_this_platform
 from ui.single_instance import SingleInstance
 from ui.strings import language, system_language
 from ui.tray import Tray
-from ui.window import AgentWindow, open_in_browser
 from ui.worker import ControlWorker
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,15 @@ def run_tray(
     service_or_control,
     *,
     argv: Sequence[str] | None = None,
-    opener: Callable[[str], None] = open_in_browser,
+    opener: Callable[[str], None] | None = None,
     lang: str | None = None,
     instance_name: str | None = None,
     on_ready: Callable[[Tray], None] | None = None,
 ) -> int:
     """Run the tray and window until Quit; returns the exit code (0 also when another instance runs)."""
     started = time.perf_counter()
-    app = QApplication.instance() or QApplication(list(argv or sys.argv[:1]))
+    # argv[0] names the X11 window class and the taskbar entry: "pospal-agent", not "cli.py".
+    app = QApplication.instance() or QApplication(list(argv or ["pospal-agent"]))
     app.setApplicationName("POSPal License Agent")
     app.setOrganizationName("POSPal")
     app.setQuitOnLastWindowClosed(False)
@@ -61,25 +64,54 @@ def run_tray(
 
     language.set(lang or system_language())
     worker = ControlWorker(as_control(service_or_control))
-    window = AgentWindow(worker, opener=opener, autostart=for_this_platform())
-    tray = Tray(window, quit_app=app.quit)
-    single.show_requested.connect(window.bring_up)
+
+    def make_window():
+        from ui.window import AgentWindow, open_in_browser  # the window's modules load on first open
+
+        return AgentWindow(worker, opener=opener or open_in_browser, autostart=for_this_platform())
+
+    tray = Tray(worker, window_factory=make_window, quit_app=app.quit)
+    single.show_requested.connect(tray.open_window)
     worker.start()
     if QSystemTrayIcon.isSystemTrayAvailable():
         tray.show()
     else:
         # No tray on this desktop: the window is the only way to see the state.
-        window.show()
+        tray.open_window()
     log.info("tray ready after %.0f ms", (time.perf_counter() - started) * 1000)
     if on_ready is not None:
         on_ready(tray)
+    previous = _quit_on_signals(app)
+    # Python runs its signal handlers only when it gets the CPU; an idle Qt loop never gives it, so a
+    # cheap timer lets SIGTERM (service stop, installer upgrade) end the loop promptly.
+    wake = QTimer()
+    wake.start(500)
+    wake.timeout.connect(lambda: None)
     try:
         return app.exec()
     finally:
-        window.pages["wait"].cancel_pending()
+        wake.stop()
+        _restore_signals(previous)
+        if tray.has_window:
+            tray.window.pages["wait"].cancel_pending()
         tray.icon.hide()
         worker.shutdown()
         single.release()
+
+
+def _quit_on_signals(app: QApplication) -> dict[int, object]:
+    """SIGTERM and SIGINT end the event loop cleanly (the agent's own shutdown then runs)."""
+    previous: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda *_: app.quit())
+    return previous
+
+
+def _restore_signals(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,10 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lang", choices=("en", "el"), help="UI language (default: the system's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from agent import store
     from agent.config import AgentSettings
     from agent.control import HttpControl
 
-    control = HttpControl.from_settings(AgentSettings.from_env())
+    settings = AgentSettings.from_env()
+    control = HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
     return run_tray(control, lang=args.lang)
 
 

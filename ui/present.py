@@ -132,7 +132,11 @@ def present(status) -> View:
     headline = t(f"ui.state.{state}") if state in _KIND else state
     detail = _detail(status)
     tooltip = f"{t('ui.tip_prefix')}: {headline}"
-    if status.days_left is not None and state in _COUNTDOWN and status.licensed is not False:
+    if state == "trial_active" and status.reason != "provisional_trial" and status.valid_until:
+        # A trial's days_left counts to the offline lease when that is sooner, so the honest short
+        # form is the trial's end date.
+        tooltip += f", {t('ui.tip.until', date=format_date(status.valid_until))}"
+    elif status.days_left is not None and state in _COUNTDOWN and status.licensed is not False:
         tooltip += f", {t('ui.tip.days_left', days=days(status.days_left))}"
     return View(
         state=state,
@@ -157,7 +161,9 @@ def _detail(status) -> str:
         return t("ui.detail.license_error")
     if reason in ("cancel_scheduled", "provisional_trial", "payment_grace_ended"):
         return t(f"ui.detail.{reason}", days=left)
-    if state in ("trial_active", "licensed_grace", "licensed_renewal_required"):
+    if state == "trial_active":
+        return t("ui.detail.trial_active", date=format_date(status.valid_until))
+    if state in ("licensed_grace", "licensed_renewal_required"):
         return t(f"ui.detail.{state}", days=left)
     if state in _KIND:
         return t(f"ui.detail.{state}")

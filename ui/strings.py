@@ -45,8 +45,8 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες. Η συνδρομή λήγει σε {days}.",
     },
     "ui.detail.trial_active": {
-        "en": "This terminal can take orders. The trial ends in {days}.",
-        "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες. Η δοκιμή λήγει σε {days}.",
+        "en": "This terminal can take orders. The free trial runs until {date}.",
+        "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες. Η δωρεάν δοκιμή διαρκεί έως {date}.",
     },
     "ui.detail.provisional_trial": {
         "en": "This terminal can take orders. Connect it to the internet within {days} to confirm the trial.",
@@ -88,6 +88,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "τον υπολογιστή.",
     },
     "ui.tip.days_left": {"en": "{days} left", "el": "απομένουν {days}"},
+    "ui.tip.until": {"en": "until {date}", "el": "έως {date}"},
     # Status card labels.
     "ui.card.plan": {"en": "Plan", "el": "Πρόγραμμα"},
     "ui.card.renews_on": {"en": "Renews on", "el": "Ανανέωση"},

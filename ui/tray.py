@@ -3,6 +3,9 @@
 A coloured shield (the state), a one-line tooltip, and a short menu: the status line, Open, Sync now,
 Buy or Manage subscription, Quit. Quit asks first, because the POS depends on the agent. A notification
 pops when the state gets worse or the days left cross 5, 3 or 1; otherwise the tray stays quiet.
+
+The window is built the first time it is needed (Open, Buy, Manage, a second launch): most days nobody
+opens it, and the icon shows sooner and the process stays smaller without it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ui.icons import icon_for_kind, icon_for_state
 from ui.notify import Notice, notice_for
 from ui.present import Action, present
 from ui.strings import language, t
-from ui.window import AgentWindow
+from ui.worker import ControlWorker
 
 
 class Tray(QObject):
@@ -26,10 +29,12 @@ class Tray(QObject):
 
     notified = Signal(object)  # the Notice just shown (tests and logs observe it)
 
-    def __init__(self, window: AgentWindow, *, quit_app: Callable[[], None]) -> None:
-        super().__init__(window)
-        self.window = window
-        self.worker = window.worker
+    def __init__(self, worker: ControlWorker, *, window_factory: Callable[[], object],
+                 quit_app: Callable[[], None]) -> None:
+        super().__init__(worker)
+        self.worker = worker
+        self._window_factory = window_factory
+        self._window = None
         self._quit_app = quit_app
         self.status = None
         self.icon = QSystemTrayIcon(self)
@@ -53,8 +58,8 @@ class Tray(QObject):
         self.icon.setContextMenu(self.menu)
 
         # The status line is also a way in: clicking what is wrong opens the window that fixes it.
-        self.status_action.triggered.connect(window.bring_up)
-        self.open_action.triggered.connect(window.bring_up)
+        self.status_action.triggered.connect(self.open_window)
+        self.open_action.triggered.connect(self.open_window)
         self.sync_action.triggered.connect(lambda: self.worker.call("sync", "sync_now"))
         self.subscription_action.triggered.connect(self._subscription)
         self.quit_action.triggered.connect(self.ask_quit)
@@ -65,6 +70,24 @@ class Tray(QObject):
         self.worker.action_failed.connect(lambda _tag, _e: self._refresh())
         language.language_changed.connect(self._language_changed)
         self._refresh()
+
+    @property
+    def window(self):
+        """The agent window, built (and given the current status) on first use."""
+        if self._window is None:
+            self._window = self._window_factory()
+            if self.status is not None and self._window.status is None:
+                self._window.on_status(self.status)
+        return self._window
+
+    @property
+    def has_window(self) -> bool:
+        """Whether the window was built yet."""
+        return self._window is not None
+
+    def open_window(self) -> None:
+        """Show the window (building it if needed)."""
+        self.window.bring_up()
 
     def _language_changed(self, _code: str) -> None:
         self._refresh()
@@ -124,7 +147,7 @@ class Tray(QObject):
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):
-            self.window.bring_up()
+            self.open_window()
 
     def ask_quit(self) -> bool:
         """Quit only after the person confirms; returns whether the app is quitting."""

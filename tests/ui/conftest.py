@@ -72,7 +72,7 @@ def build(qtbot, control, opener, autostart=None):
     window = AgentWindow(worker, opener=opener, autostart=autostart)
     qtbot.addWidget(window)
     quits: list[bool] = []
-    tray = Tray(window, quit_app=lambda: quits.append(True))
+    tray = Tray(worker, window_factory=lambda: window, quit_app=lambda: quits.append(True))
     tray.quits = quits
     with qtbot.waitSignal(worker.status_changed, timeout=2000):
         worker.start()

@@ -17,8 +17,8 @@ GREEN, BLUE, AMBER, RED, GREY = (COLORS[k] for k in (Kind.ACTIVE, Kind.TRIAL, Ki
 TABLE = [
     ("licensed_active", None, GREEN, "POSPal: Licensed", True, ("Manage subscription", True),
      [Action.BILLING, Action.MOVE, Action.SYNC]),
-    ("trial_active", None, BLUE, "POSPal: Free trial, 12 days left", True, ("Buy subscription", True),
-     [Action.BUY, Action.ACTIVATE, Action.SYNC]),
+    ("trial_active", None, BLUE, "POSPal: Free trial, until 8 December 2026", True,
+     ("Buy subscription", True), [Action.BUY, Action.ACTIVATE, Action.SYNC]),
     ("licensed_grace", None, AMBER, "POSPal: Licensed, offline, 9 days left", True,
      ("Manage subscription", True), [Action.SYNC, Action.BILLING, Action.MOVE]),
     ("licensed_renewal_required", None, AMBER, "POSPal: Payment failed, 4 days left", True,
