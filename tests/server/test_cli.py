@@ -1,0 +1,130 @@
+"""pospal-server: run as a real process, migrate, keys, backup, and admin show/revoke/extend/remove/resend."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from server import cli
+from server.clock import SystemClock
+from tests.server.conftest import REPO, MachineKey, outbox_rows, token_claims
+
+
+@pytest.fixture
+def env(server_env, monkeypatch):
+    for name, value in server_env.items():
+        monkeypatch.setenv(name, value)
+    return server_env
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_run_serves_trials_and_refreshes_as_a_real_process(live_server):
+    machine = MachineKey(clock=SystemClock())
+    with httpx.Client(base_url=live_server.url, timeout=10) as http:
+        assert machine.start_trial(http).status_code == 200
+        response = machine.refresh(http)
+        assert response.status_code == 200
+        assert token_claims(response.json()["token"])["kind"] == "trial"
+        assert http.get("/health").json()["ok"] is True
+
+
+def test_run_refuses_an_unmigrated_database(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "run", "--port", "1"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "POSPAL_SERVER_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "pospal-server migrate" in result.stderr
+
+
+def test_migrate_on_an_empty_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POSPAL_SERVER_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("POSPAL_DATABASE_URL", raising=False)
+    code, out, _ = run(capsys, "migrate")
+    assert code == 0 and "schema at" in out and "was empty" in out
+    code, out, _ = run(capsys, "migrate")
+    assert code == 0 and "was empty" not in out
+
+
+def test_keys_list_and_rotate(env, capsys, tmp_path):
+    code, out, _ = run(capsys, "keys", "rotate")
+    assert code == 0 and out == ""  # the first key has no predecessor to sign a document
+    code, out, _ = run(capsys, "keys", "rotate", "--out", str(tmp_path / "keyset.jwt"))
+    assert code == 0 and (tmp_path / "keyset.jwt").read_text().count(".") == 2
+    code, out, _ = run(capsys, "keys", "list")
+    keys = json.loads(out)
+    assert [k["current"] for k in keys] == [True, False]
+    assert all(k["private_key_file"] for k in keys)
+
+
+def test_backup_copies_a_live_sqlite_database(env, client, make_machine, capsys, tmp_path, db_backend):
+    make_machine().start_trial(client)
+    target = tmp_path / "backup.db"
+    code, _, err = run(capsys, "backup", str(target))
+    if db_backend == "postgres":
+        assert code == 2 and "pg_dump" in err
+        return
+    assert code == 0
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("select count(*) from machines").fetchone() == (1,)
+    assert run(capsys, "backup", str(target))[0] == 1  # never overwrites
+
+
+def test_admin_show_revoke_extend_remove_and_resend(
+    env, client, seed_subscription, login_code, make_machine, capsys, database
+):
+    _, _, license_id = seed_subscription(email="owner@cafe.gr", seats=2)
+    machine = make_machine()
+    machine.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr"))
+
+    code, out, _ = run(capsys, "admin", "customer", "show", "OWNER@cafe.gr")
+    shown = json.loads(out)
+    assert code == 0 and shown["licenses"][0]["machines"][0]["id"] == machine.machine_id
+    assert run(capsys, "admin", "customer", "show", "nobody@x.gr")[0] == 1
+
+    before = len(outbox_rows(database, to="owner@cafe.gr"))
+    assert run(capsys, "admin", "customer", "resend", "owner@cafe.gr")[0] == 0
+    assert len(outbox_rows(database, to="owner@cafe.gr")) == before + 1
+
+    code, out, _ = run(capsys, "admin", "license", "extend", license_id, "--days", "90")
+    assert code == 0 and json.loads(out)["license"]["comp_until"]
+
+    assert run(capsys, "admin", "machine", "remove", machine.machine_id)[0] == 0
+    assert token_claims(machine.refresh(client).json()["token"])["status"] == "revoked"
+
+    other = make_machine()
+    other.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr"))
+    code, out, _ = run(capsys, "admin", "license", "revoke", license_id, "--reason", "chargeback")
+    assert code == 0
+    assert token_claims(other.refresh(client).json()["token"])["status"] == "revoked"
+    audit = json.loads(run(capsys, "admin", "license", "show", license_id)[1])["audit"]
+    assert {"license.revoked", "license.extended", "machine.removed"} <= {a["action"] for a in audit}
+
+
+def test_admin_extends_a_trial(env, client, make_machine, capsys):
+    machine = make_machine()
+    end = token_claims(machine.start_trial(client).json()["token"])
+    code, out, _ = run(capsys, "admin", "license", "extend", end["sub"], "--days", "7")
+    assert code == 0
+    # The trial had not ended, so it now ends 7 days later than it would have (from now, at least).
+    assert token_claims(machine.refresh(client).json()["token"])["trial_end"] > end["trial_end"]
+
+
+def test_config_error_exits_2_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("POSPAL_BILLING", "paypal")
+    code, _, err = run(capsys, "migrate")
+    assert code == 2 and "POSPAL_BILLING" in err
