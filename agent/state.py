@@ -27,8 +27,7 @@ Meaning of the numbers:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +85,6 @@ class LicenseStatus:
     last_sync: datetime | None = None
     next_sync: datetime | None = None
     agent_version: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The `GET /v1/license` body: times as ISO 8601 UTC with `Z`, or null."""
