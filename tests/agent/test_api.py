@@ -307,3 +307,50 @@ def test_many_concurrent_clients(api):
     for t in threads:
         t.join(10)
     assert failures == []
+
+
+def test_license_answers_at_once_while_a_sync_hangs_on_a_silent_server(tmp_path):
+    """No blocking: the cloud accepts the connection and never answers; the POS still gets its answer."""
+    import statistics
+    import time
+
+    from agent.clock import SystemClock
+    from agent.control import InProcessControl
+    from agent.transport import HttpTransport
+    from tests.agent.test_e2e import BlackHole, license_latencies
+    from tests.agent.test_service import Rig
+
+    hole = BlackHole()
+    rig = Rig(tmp_path)
+    service = rig.service()
+    service.request_code("owner@cafe.example", "activate")
+    service.activate("owner@cafe.example", rig.cloud.codes["owner@cafe.example"])
+    service.transport = HttpTransport(f"http://127.0.0.1:{hole.port}", SystemClock(), read_timeout=30)
+    api = LocalApi(InProcessControl(service), api_token=TOKEN, port=0, poll_interval=0.02).start()
+    outcome = []
+
+    def sync():
+        try:
+            service.sync_now()
+        except errors.Error as exc:
+            outcome.append(exc)
+
+    syncing = threading.Thread(target=sync, daemon=True)
+    try:
+        syncing.start()
+        assert hole.accepted.wait(10), "the sync never reached the silent server"
+        times, bodies = license_latencies(api.port, 100)
+        assert syncing.is_alive()  # the sync was hanging the whole time
+        started = time.perf_counter()
+        status, _, data = call(api, "GET", "/v1/license")
+        fresh_connection_ms = (time.perf_counter() - started) * 1000
+    finally:
+        hole.close()  # the silent server goes away: the hanging sync ends as Offline
+        syncing.join(10)
+        api.stop()
+    print(f"sync hanging: median {statistics.median(times):.3f} ms, max {max(times):.3f} ms, "
+          f"new connection {fresh_connection_ms:.3f} ms")
+    assert all(b["license_state"] == "licensed_active" and b["licensed"] for b in bodies)
+    assert status == 200 and data["licensed"] is True
+    assert statistics.median(times) < 10
+    assert len(outcome) == 1 and isinstance(outcome[0], errors.Offline)
