@@ -21,15 +21,16 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
-
-import requests
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__
 from agent.errors import Offline, ServerRefused
 from agent.tokens import new_nonce, sign_request
+
+if TYPE_CHECKING:
+    import requests
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ class HttpTransport:
         self._prefix = urlsplit(self.server_url).path.rstrip("/")
         self.clock = clock
         self.timeouts = (connect_timeout, read_timeout)
-        self.session = session or requests.Session()
-        self.session.headers["User-Agent"] = f"pospal-agent/{__version__}"
+        self._session = session
         self.skew_s = 0
         self.requests_made: Counter[str] = Counter()
 
@@ -180,9 +180,21 @@ class HttpTransport:
         """`GET /v1/keys`."""
         return self._get("/v1/keys")
 
+    @property
+    def session(self) -> requests.Session:
+        """The pooled requests Session, made on first use (importing requests takes a noticeable part of a
+        second, which the agent spends after its local API already answers)."""
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers["User-Agent"] = f"pospal-agent/{__version__}"
+        return self._session
+
     def close(self) -> None:
         """Close pooled connections."""
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
 
     # -- plumbing --------------------------------------------------------------------------------------
 
@@ -220,6 +232,8 @@ class HttpTransport:
         return headers
 
     def _send(self, method: str, path: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        import requests
+
         self.requests_made["/v1/checkout/{id}" if path.startswith("/v1/checkout/") else path] += 1
         try:
             resp = self.session.request(
