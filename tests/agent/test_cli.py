@@ -1,0 +1,161 @@
+"""`pospal-agent` commands: output, exit codes, one-line errors, stdin for the code, the tray fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from agent import cli, store
+from agent.api import LocalApi
+from agent.control import HttpControl, InProcessControl
+from agent.errors import Offline
+from tests.agent.conftest import REPO
+from tests.agent.test_api import StubControl
+from tests.agent.test_service import Rig
+
+EMAIL = "owner@cafe.example"
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch):
+    rig = Rig(tmp_path)
+    service = rig.service()
+    monkeypatch.setattr(cli, "_control", lambda: InProcessControl(service))
+    rig.svc = service
+    return rig
+
+
+def test_status_exit_code_says_whether_licensed(rig, capsys):
+    assert cli.main(["status"]) == 1
+    assert capsys.readouterr().out.startswith("license_missing: ")
+    rig.svc.start_trial()
+    assert cli.main(["status", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["license_state"] == "trial_active" and set(body) >= {
+        "license_state", "licensed", "reason", "message", "days_left", "valid_until", "grace_until", "plan",
+        "features", "seats", "customer_email", "machine_id", "terminal_name", "last_sync", "next_sync",
+        "agent_version"}
+
+
+def test_trial(rig, capsys):
+    assert cli.main(["trial"]) == 0
+    assert capsys.readouterr().out.startswith("trial_active")
+
+
+def test_activate_asks_for_the_emailed_code(rig, capsys, monkeypatch):
+    def code_arrives(*_):
+        return rig.cloud.codes[EMAIL] + "\n"
+
+    monkeypatch.setattr(sys, "stdin", type("In", (), {"readline": code_arrives})())
+    assert cli.main(["activate", EMAIL]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("licensed_active") and f"sent to {EMAIL}" in out.err and "Code:" in out.err
+
+
+def test_activate_without_a_code_is_a_one_line_error(rig, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert cli.main(["activate", EMAIL]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].endswith("pospal-agent: no code entered")
+
+
+def test_a_wrong_code_names_the_server_refusal(rig, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("12345x\n"))  # never a code FakeCloud sends
+    assert cli.main(["activate", EMAIL]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.endswith("pospal-agent: That code is not right. [bad_code]")
+
+
+def test_buy_prints_the_checkout_url_then_waits_for_the_payment(rig, capsys, monkeypatch):
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda url: rig.cloud.pay(url.rsplit("/", 1)[1]))
+    assert cli.main(["buy", EMAIL, "--restaurant", "Cafe", "--poll", "0.01"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("http://sandbox.invalid/checkout/") and lines[1].startswith("licensed_active")
+
+
+def test_offline_sync_is_one_line_and_exit_1(rig, capsys):
+    rig.svc.start_trial()
+    rig.cloud.online = False
+    assert cli.main(["sync"]) == 1
+    err = capsys.readouterr().err
+    assert err == "pospal-agent: The license server cannot be reached.\n"
+
+
+def test_deactivate(rig, capsys, monkeypatch):
+    rig.svc.request_code(EMAIL, "activate")
+    rig.svc.activate(EMAIL, rig.cloud.codes[EMAIL])
+    assert cli.main(["deactivate"]) == 0
+    assert capsys.readouterr().out.startswith("license_missing")
+
+
+@pytest.mark.parametrize(("exc", "code", "text"), [
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (RuntimeError("boom"), 1, "pospal-agent: unexpected error: RuntimeError: boom"),
+    (Offline("Server unreachable."), 1, "pospal-agent: Server unreachable."),
+])
+def test_failures_never_print_a_traceback(monkeypatch, capsys, exc, code, text):
+    def broken():
+        raise exc
+
+    monkeypatch.setattr(cli, "_control", broken)
+    assert cli.main(["status"]) == code
+    out = capsys.readouterr()
+    assert out.err.strip() == text and "Traceback" not in out.err + out.out
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert cli.main([]) == 2
+
+
+def test_bad_settings_name_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("POSPAL_AGENT_PORT", "seventy")
+    assert cli.main(["status"]) == 1
+    assert "POSPAL_AGENT_PORT" in capsys.readouterr().err
+
+
+def test_commands_talk_to_a_running_agent_with_its_token(tmp_path, monkeypatch):
+    token = store.ensure_api_token(tmp_path)
+    control = StubControl()
+    api = LocalApi(control, api_token=token, port=0, poll_interval=0.02).start()
+    try:
+        monkeypatch.setenv("POSPAL_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("POSPAL_AGENT_PORT", str(api.port))
+        found = cli._control()
+        assert isinstance(found, HttpControl)
+        assert found.sync_now().license_state == "licensed_active"
+        assert control.calls == [("sync_now",)]
+    finally:
+        api.stop()
+
+
+def test_without_a_running_agent_commands_run_in_process(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("POSPAL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("POSPAL_AGENT_PORT", str(port))
+    assert isinstance(cli._control(), InProcessControl)
+
+
+def test_tray_falls_back_to_headless_when_ui_cannot_load(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "ui.app", None)  # makes `import ui.app` fail
+    assert cli._run_tray(object()) is False
+    assert "running headless" in caplog.text
+
+
+def test_run_on_a_busy_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "POSPAL_DATA_DIR": str(tmp_path),
+               "POSPAL_AGENT_PORT": str(busy.getsockname()[1]), "POSPAL_SERVER_URL": "http://127.0.0.1:9"}
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--headless"], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "is another agent running?" in out.stderr.splitlines()[-1] and "Traceback" not in out.stderr
