@@ -11,6 +11,7 @@ process wrote in between. So we take over transaction control and open every tra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,6 +92,17 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
+
+
+def lock_for(session: Session, name: str) -> None:
+    """Hold a lock on `name` until the session's transaction ends, so work on one key runs one at a time.
+
+    PostgreSQL: a transaction-scoped advisory lock, which instances sharing the database all see.
+    SQLite: nothing to do, every transaction already holds the write lock (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def alembic_config(url: str) -> Any:

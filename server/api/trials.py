@@ -21,6 +21,7 @@ from server.api.deps import (
     verify_machine_signature,
 )
 from server.api.schemas import TokenAnswer, TrialRequest
+from server.db import lock_for
 from server.models import Machine, Trial, TrialComponent
 
 router = APIRouter(prefix="/v1", tags=["trials"])
@@ -44,6 +45,9 @@ def start_trial(
     hashes = [licensing.trial_component_hash(svc.secret, n, v.lower()) for n, v in body.fingerprint.items()]
     with svc.db.transaction() as session:
         check_and_remember(session, signed, public_key_owner(public_key), svc)
+        # The same first request may reach two instances at once (a retry through the load balancer):
+        # the second waits here, then finds the machine and trial the first one made.
+        lock_for(session, f"trial-machine:{public_key}")
         machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
         if machine is not None and machine.license_id and machine.deactivated_at is None:
             # Already licensed: the trial would be a downgrade, so answer with the license.
