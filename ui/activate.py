@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from ui.buy import valid_email
 from ui.errortext import describe, seats_terminals
-from ui.page import Host, Page, button, wrapped_label
+from ui.page import Host, Page, button, form_label, wrapped_label
 from ui.strings import t
 from ui.terminals import TerminalList
 
@@ -40,7 +40,7 @@ class ActivatePage(Page):
         self.email = QLineEdit()
         self.email.setObjectName("activate_email")
         self.email.setPlaceholderText("owner@example.com")
-        self.email_label = QLabel()
+        self.email_label = form_label()
         form = QFormLayout()
         form.addRow(self.email_label, self.email)
         self.send = button("activate_send", primary=True)
@@ -54,7 +54,7 @@ class ActivatePage(Page):
         self.code.setObjectName("activate_code")
         self.code.setMaxLength(6)
         self.code.setPlaceholderText("123456")
-        self.code_label = QLabel()
+        self.code_label = form_label()
         code_form = QFormLayout()
         code_form.addRow(self.code_label, self.code)
         self.submit = button("activate_submit", primary=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import threading
 
-from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar
+from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QProgressBar
 
 from ui.errortext import describe
-from ui.page import Host, Page, button, wrapped_label
+from ui.page import Host, Page, button, form_label, wrapped_label
 from ui.strings import t
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -36,7 +36,7 @@ class BuyPage(Page):
         self.restaurant.setObjectName("buy_restaurant")
         self.form = QFormLayout()
         self.form.setVerticalSpacing(8)
-        self.email_label, self.restaurant_label = QLabel(), QLabel()
+        self.email_label, self.restaurant_label = form_label(), form_label()
         self.form.addRow(self.email_label, self.email)
         self.form.addRow(self.restaurant_label, self.restaurant)
         self.submit = button("buy_submit", primary=True)

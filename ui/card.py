@@ -11,7 +11,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ui.icons import color_for, icon_for_kind
-from ui.present import View, end_row, format_date, format_datetime, plan_name, present
+from ui.present import View, counts_down, end_row, format_date, format_datetime, plan_name, present
 from ui.strings import days, t
 
 _ROWS = ("plan", "end", "days_left", "last_sync", "terminal")
@@ -95,6 +95,10 @@ class StatusCard(QFrame):
             f" border-bottom-left-radius: {bottom}; border-bottom-right-radius: {bottom}; }}"
         )
 
+    def _show_row(self, name: str, visible: bool) -> None:
+        self.labels[name].setVisible(visible)
+        self.values[name].setVisible(visible)
+
     def show_status(self, status) -> None:
         """Show ``status`` (also re-used to re-translate: it re-reads every text)."""
         self._status = status
@@ -122,7 +126,10 @@ class StatusCard(QFrame):
         row = end_row(status)
         self.labels["end"].setText(t(row[0]) if row else t("ui.card.ends_on"))
         self.values["end"].setText(format_date(row[1]) if row else t("ui.none"))
+        self._show_row("end", row is not None)
         left = status.days_left
         self.values["days_left"].setText(days(left) if left is not None else t("ui.none"))
+        # Only a real countdown earns a row: a renewing subscription or a stopped till has none.
+        self._show_row("days_left", left is not None and counts_down(status))
         self.values["last_sync"].setText(format_datetime(status.last_sync))
         self.values["terminal"].setText(status.terminal_name or t("ui.none"))

@@ -19,7 +19,7 @@ class MovePage(Page):
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.move.title")
         self.intro = wrapped_label("intro")
-        self.deactivate_button = button("move_deactivate")
+        self.deactivate_button = button("danger")
         self.list_button = button("move_list")
         self.back = button("move_back")
         self.terminals = TerminalList()

@@ -93,6 +93,14 @@ def button(object_name: str = "", primary: bool = False) -> QPushButton:
     return b
 
 
+def form_label() -> QLabel:
+    """A form field's label, centred on the (taller, padded) input beside it."""
+    label = QLabel()
+    label.setMinimumHeight(34)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    return label
+
+
 def wrapped_label(object_name: str = "") -> QLabel:
     """A word-wrapped label for sentences."""
     label = QLabel()

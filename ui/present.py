@@ -170,6 +170,13 @@ def _detail(status) -> str:
     return status.message or ""
 
 
+def counts_down(status) -> bool:
+    """Whether ``days_left`` is a deadline people should watch (trial, grace, payment, cancellation)."""
+    if status.licensed is False:
+        return False
+    return status.license_state in _COUNTDOWN or status.reason == "cancel_scheduled"
+
+
 def parse_time(value) -> datetime | None:
     """A LicenseStatus time (ISO 8601 string ending in Z, a datetime, or None) as an aware datetime."""
     if value is None or value == "":

@@ -33,6 +33,8 @@ QPushButton:disabled { color: #9aa5b1; background: #f5f7fa; }
 QPushButton[primary="true"] { background: #2f6fde; border: 1px solid #2559b8; color: #ffffff; }
 QPushButton[primary="true"]:hover { background: #2a63c7; }
 QPushButton[primary="true"]:disabled { background: #9db8ea; border-color: #9db8ea; }
+QPushButton#danger { color: #b42318; border-color: #efb8b3; }
+QPushButton#danger:hover { background: #fdf0ef; }
 QPushButton#link { border: none; background: transparent; color: #2f6fde; padding: 4px 6px; }
 QLineEdit {
     padding: 7px 9px; border: 1px solid #cbd2d9; border-radius: 6px; background: #ffffff;

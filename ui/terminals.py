@@ -66,7 +66,7 @@ class TerminalList(QFrame):
         words.addWidget(seen)
         line.addLayout(words, 1)
         if not this_pc:
-            remove = button(f"remove_{machine_id}")
+            remove = button("danger")
             remove.setText(t("ui.move.remove"))
             remove.clicked.connect(lambda _=False, m=machine_id, n=name: self.remove_requested.emit(m, n))
             line.addWidget(remove)

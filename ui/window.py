@@ -116,8 +116,8 @@ class AgentWindow(QWidget):
         # A fixed minimum rather than the layout's: the pages swap in and out, and a window that
         # resizes itself with every page (and every status text) jumps around under the cursor.
         root.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
-        self.setMinimumSize(560, 560)
-        self.resize(600, 580)
+        self.setMinimumSize(560, 540)
+        self.resize(600, 560)
 
         worker.status_changed.connect(self.on_status)
         language.language_changed.connect(self.retranslate)

@@ -40,14 +40,15 @@ _DAYS = {"trial_active": 12, "licensed_grace": 9, "licensed_renewal_required": 4
 def make_status(state: str, **overrides) -> LicenseStatus:
     """A plausible LicenseStatus for ``state`` (any field can be overridden)."""
     licensed = _LICENSED.get(state, False)
+    n = overrides.get("days_left", _DAYS.get(state, 0))
     fields = {
         "license_state": state,
         "licensed": licensed,
         "reason": _REASON[state],
         "message": f"agent message for {state}",
         "days_left": _DAYS.get(state, 0 if state != "license_missing" else None),
-        "valid_until": NOW + timedelta(days=_DAYS.get(state, 0)) if state != "license_missing" else None,
-        "grace_until": NOW + timedelta(days=_DAYS.get(state, 0)) if licensed else None,
+        "valid_until": NOW + timedelta(days=n or 0) if state != "license_missing" else None,
+        "grace_until": NOW + timedelta(days=n or 0) if licensed else None,
         "plan": None if state == "license_missing" else ("trial" if "trial" in state else "pospal-monthly"),
         "seats": None if state == "license_missing" else (1 if "trial" in state else 2),
         "customer_email": None if state == "license_missing" else "owner@taverna.gr",

@@ -40,7 +40,7 @@ def test_switching_to_greek_re_translates_card_and_menu(qtbot, ui, control):
     assert window.card.headline.text() == "Ενεργή άδεια, εκτός σύνδεσης"
     assert "μέσα σε 3 ημέρες" in window.card.detail.text()
     assert window.card.labels["last_sync"].text() == "Τελευταίος συγχρονισμός"
-    assert window.card.values["end"].text() == "5 Δεκεμβρίου 2026"
+    assert window.card.values["end"].text() == "29 Νοεμβρίου 2026"
     assert window.pages["overview"].buttons[Action.SYNC].text() == "Συγχρονισμός τώρα"
     menu = [a.text() for a in tray.menu.actions() if not a.isSeparator()]
     assert menu == ["Ενεργή άδεια, εκτός σύνδεσης", "Άνοιγμα POSPal Agent", "Συγχρονισμός τώρα",

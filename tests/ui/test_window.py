@@ -25,7 +25,7 @@ def test_card_shows_state_plan_dates_sync_and_terminal(qtbot, ui, control):
     facts = {card.labels[k].text(): card.values[k].text() for k in card.labels}
     assert facts["Plan"] == "Monthly, 2 terminals"
     assert facts["Renews on"] == "23 December 2026"
-    assert facts["Days left"] == "27 days"
+    assert not card.values["days_left"].isVisibleTo(window)  # it renews by itself: no countdown shown
     assert facts["Last sync"].startswith("26 Nov 2026")
     assert facts["Terminal"] == "Front counter"
 
@@ -37,6 +37,7 @@ def test_card_says_when_orders_stop_after_a_failed_payment(qtbot, ui, control):
     assert card.headline.text() == "Payment failed"
     assert "Orders work for 4 days more" in card.detail.text()
     assert card.labels["end"].text() == "Orders stop on"
+    assert card.values["days_left"].isVisibleTo(window) and card.values["days_left"].text() == "4 days"
     assert window.pages["overview"].buttons[Action.BILLING].text() == "Update payment card"
 
 
@@ -45,6 +46,8 @@ def test_license_error_uses_the_agent_catalogue_sentence(qtbot, ui, control):
     set_status(qtbot, worker, control, make_status("license_error", reason="clock_rollback"))
     assert window.card.detail.text() == (
         "The computer's clock has been set back. Set the correct date and time, then press Sync now.")
+    assert not window.card.values["days_left"].isVisibleTo(window)
+    assert not window.card.values["end"].isVisibleTo(window)
 
 
 def test_start_trial_goes_to_trial_active(qtbot, ui, control):
