@@ -377,7 +377,7 @@ def test_both_outbox_workers_deliver_every_email_to_the_sink_exactly_once(cluste
 
     run = secrets.token_hex(3)
     with cluster.db.transaction() as session:
-        for i in range(60):
+        for i in range(80):
             enqueue(
                 session,
                 f"diner{i}-{run}@scale.gr",
