@@ -129,3 +129,26 @@ def test_a_simulated_month_makes_at_most_five_sync_requests_a_day(world):
     print(f"30-day month: {requests} requests, {per_day:.2f}/day")
     assert per_day <= 5
     assert svc.status().license_state == "licensed_active"
+
+
+def test_refresh_learns_a_rotated_server_key_and_keeps_trusting_it(world):
+    """Key-set updates: the operator rotates; the next refresh carries a document signed by the old key."""
+    from server.db import Database
+    from server.signing import SigningKeys
+
+    svc = world.bought()
+    db = Database(world.server.env["POSPAL_DATABASE_URL"], pool_size=1)
+    try:
+        with db.transaction() as session:
+            keys = SigningKeys(world.server.env["POSPAL_SIGNING_KEY_DIR"])
+            new_kid, _ = keys.rotate(session, world.clock.now())
+    finally:
+        db.dispose()
+    world.clock.advance(svc.engine.seconds_until_due())
+    assert svc.engine.run_due().ok
+    assert svc._claims.kid == new_kid and svc.status().license_state == "licensed_active"
+    svc.stop()
+    # After a restart the new key is trusted again only through the persisted, re-verified update.
+    restarted = world.service()
+    assert restarted.status().license_state == "licensed_active"
+    assert new_kid in restarted.diagnostics().extra["trusted_kids"]
