@@ -256,10 +256,11 @@ def linux_machine_id(etc: Path = Path("/etc"), var: Path = Path("/var/lib/dbus")
 
 
 def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/sys"),
-                           dev_root: Path = Path("/dev")) -> str | None:
+                           dev_root: Path = Path("/dev"), run_root: Path = Path("/run")) -> str | None:
     """Serial of the disk holding `/`: mountinfo -> major:minor -> whole disk -> its serial.
 
     Partitions go up to their disk; device-mapper (LVM, LUKS) follows `slaves/` down to a real disk.
+    SATA disks have no serial in sysfs, so udev's database (`ID_SERIAL_SHORT`) is the last resort.
     """
     devnum = None
     for line in (_read_text(proc / "self/mountinfo") or "").splitlines():
@@ -270,7 +271,7 @@ def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/s
             if devnum.startswith("0:") and " - " in line:
                 source = line.split(" - ", 1)[1].split()[1]
                 try:
-                    rdev = os.stat(dev_root / Path(source).name if source.startswith("/dev/") else source)
+                    rdev = os.stat(dev_root / source[5:] if source.startswith("/dev/") else source)
                     devnum = f"{os.major(rdev.st_rdev)}:{os.minor(rdev.st_rdev)}"
                 except OSError:
                     devnum = None
@@ -293,7 +294,10 @@ def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/s
         value = _read_text(candidate)
         if value:
             return value
-    return None
+    udev = _read_text(run_root / "udev/data" / f"b{_read_text(node / 'dev')}") or ""
+    found = dict(line[2:].split("=", 1) for line in udev.splitlines()
+                 if line.startswith("E:") and "=" in line)
+    return found.get("ID_SERIAL_SHORT") or found.get("ID_SERIAL")
 
 
 def linux_primary_mac(net: Path = Path("/sys/class/net")) -> str | None:
@@ -312,14 +316,14 @@ def linux_primary_mac(net: Path = Path("/sys/class/net")) -> str | None:
 
 
 def linux_probes(etc: Path = Path("/etc"), sys_root: Path = Path("/sys"), proc: Path = Path("/proc"),
-                 var: Path = Path("/var/lib/dbus")) -> list[Probe]:
+                 var: Path = Path("/var/lib/dbus"), run_root: Path = Path("/run")) -> list[Probe]:
     """machine_id, product_uuid, board_serial, disk_serial, mac (roots injectable for tests)."""
     dmi = sys_root / "class/dmi/id"
     return [
         FuncProbe("machine_id", lambda: linux_machine_id(etc, var)),
         FuncProbe("product_uuid", lambda: _read_text(dmi / "product_uuid")),
         FuncProbe("board_serial", lambda: _read_text(dmi / "board_serial")),
-        FuncProbe("disk_serial", lambda: linux_root_disk_serial(proc, sys_root)),
+        FuncProbe("disk_serial", lambda: linux_root_disk_serial(proc, sys_root, run_root=run_root)),
         FuncProbe("mac", lambda: linux_primary_mac(sys_root / "class/net")),
     ]
 
@@ -367,8 +371,14 @@ $nics = @(Get-CimInstance -ClassName Win32_NetworkAdapter -Filter "PhysicalAdapt
   disk_serial = $disk.SerialNumber; nics = $nics
 } | ConvertTo-Json -Compress -Depth 4
 """
-POWERSHELL_ARGV = ["powershell.exe", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-                   "-Command", CIM_SCRIPT]
+
+
+def powershell_argv() -> list[str]:
+    """The PowerShell command line: the full System32 path when known, so a hijacked PATH cannot swap it."""
+    root = os.environ.get("SystemRoot")
+    exe = (str(Path(root) / "System32/WindowsPowerShell/v1.0/powershell.exe") if root else "powershell.exe")
+    return [exe, "-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command",
+            CIM_SCRIPT]
 
 
 def parse_cim_output(text: str | None) -> dict[str, Any]:
@@ -404,7 +414,7 @@ def windows_probes(registry: Registry | None = None, runner: Runner = run_comman
     `registry` and `runner` are injectable so tests can drive the same code with fakes off Windows.
     """
     reg = registry or WinRegistry()
-    cim = _Once(lambda: parse_cim_output(runner(POWERSHELL_ARGV, timeout)))
+    cim = _Once(lambda: parse_cim_output(runner(powershell_argv(), timeout)))
 
     def field(name: str) -> Callable[[], str | None]:
         return lambda: (lambda v: str(v) if v is not None else None)(cim.get().get(name))

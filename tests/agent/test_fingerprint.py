@@ -177,6 +177,18 @@ def test_linux_root_disk_follows_device_mapper_to_the_disk(tmp_path):
     assert fpm.linux_root_disk_serial(proc, sys_root) == "S4EWNX0N123456"
 
 
+def test_linux_sata_disk_serial_comes_from_udev(tmp_path):
+    sys_root, proc, run = tmp_path / "sys", tmp_path / "proc", tmp_path / "run"
+    write(proc / "self/mountinfo", "27 1 8:1 / / rw - ext4 /dev/sda1 rw\n")
+    disk = sys_root / "devices/pci/ata1/host0/target0:0:0/0:0:0:0/block/sda"
+    write(disk / "dev", "8:0\n")
+    write(disk / "sda1/partition", "1\n")
+    link(sys_root / "dev/block/8:1", disk / "sda1")
+    write(run / "udev/data/b8:0", "S:disk/by-id/ata-Samsung_SSD\n"
+          "E:ID_SERIAL=Samsung_SSD_860_S3Z1NB0K123456X\nE:ID_SERIAL_SHORT=S3Z1NB0K123456X\n")
+    assert fpm.linux_root_disk_serial(proc, sys_root, run_root=run) == "S3Z1NB0K123456X"
+
+
 def test_linux_root_on_overlay_has_no_disk(tmp_path):
     write(tmp_path / "proc/self/mountinfo", "500 400 0:52 / / rw - overlay overlay rw\n")
     assert fpm.linux_root_disk_serial(tmp_path / "proc", tmp_path / "sys", tmp_path / "dev") is None
@@ -233,7 +245,8 @@ def test_windows_probes_use_registry_and_one_cim_call():
     assert all(c.ok for c in result.components)
     assert len(calls) == 1, "one PowerShell process for all CIM components"
     argv = " ".join(calls[0]).lower()
-    assert calls[0][0] == "powershell.exe" and "get-ciminstance" in argv and "convertto-json" in argv
+    assert calls[0][0].lower().endswith("powershell.exe") and "get-ciminstance" in argv
+    assert "convertto-json" in argv
     assert "wmic" not in argv
     assert result.hashes()["mac"] == fpm.hash_component("mac", "D8:BB:C1:AA:BB:CC")  # PCI NIC wins
     assert result.hashes()["disk_serial"] == fpm.hash_component("disk_serial", "S4EWNX0N123456")
