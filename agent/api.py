@@ -208,7 +208,13 @@ class LocalApi:
         return 200, self.control.diagnostics().to_dict()
 
     def _post_sync(self, _body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, self.control.sync_now().to_dict()
+        try:
+            return 200, self.control.sync_now().to_dict()
+        except errors.Error as exc:
+            # The POS app still gets the status it can keep working with, next to the reason.
+            err = error_for(exc)
+            err.extra["status"] = self.control.status().to_dict()
+            raise err from exc
 
     def _post_trial(self, _body: dict[str, Any]) -> tuple[int, Any]:
         return 200, self.control.start_trial().to_dict()
