@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from agent.tokens import AUDIENCE, ISSUER, Policy
@@ -280,24 +282,142 @@ def claims_for_machine(
     customer: Customer | None = None,
 ) -> dict[str, Any]:
     """The claims this machine should carry now: its license's, its trial's, or a revocation."""
-    if machine.license_id is not None:
-        if license_ is None:
-            license_ = session.get(License, machine.license_id)
-            subscription = (
-                session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
-            )
-            customer = session.get(Customer, license_.customer_id)
-        return license_claims(machine, license_, subscription, customer, now)
-    if machine.trial_id is not None:
+    trial = None
+    if machine.license_id is not None and license_ is None:
+        license_ = session.get(License, machine.license_id)
+        subscription = (
+            session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
+        )
+        customer = session.get(Customer, license_.customer_id)
+    elif machine.license_id is None and machine.trial_id is not None:
         trial = session.get(Trial, machine.trial_id)
-        if trial is not None:
-            return trial_claims(machine, trial, now)
+    return claims_from(machine, license_, subscription, customer, trial, now)
+
+
+def claims_from(
+    machine: Any, license_: Any, subscription: Any, customer: Any, trial: Any, now: datetime
+) -> dict[str, Any]:
+    """Claims from already loaded rows (ORM objects or anything with the same attributes)."""
+    if machine.license_id is not None and license_ is not None:
+        return license_claims(machine, license_, subscription, customer, now)
+    if trial is not None:
+        return trial_claims(machine, trial, now)
     # Neither license nor trial (should not happen): a signed revocation is the safe answer.
     claims = _base_claims(now, machine)
     claims.update(
         sub=machine.id, kind="license", status="revoked", plan=DEFAULT_PLAN, features=[], seats=0, email=None
     )
     return claims
+
+
+_M, _L, _S, _C, _T = (m.__table__ for m in (Machine, License, Subscription, Customer, Trial))
+# The refresh hot path reads everything it needs in one statement, built once.
+_MACHINE_STATE = (
+    select(
+        _M.c.id,
+        _M.c.public_key,
+        _M.c.fingerprint,
+        _M.c.terminal_name,
+        _M.c.deactivated_at,
+        _M.c.license_id,
+        _M.c.trial_id,
+        _L.c.status.label("l_status"),
+        _L.c.plan.label("l_plan"),
+        _L.c.features.label("l_features"),
+        _L.c.comp_until.label("l_comp_until"),
+        _S.c.status.label("s_status"),
+        _S.c.quantity.label("s_quantity"),
+        _S.c.current_period_end.label("s_current_period_end"),
+        _S.c.cancel_at.label("s_cancel_at"),
+        _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
+        _S.c.first_failed_at.label("s_first_failed_at"),
+        _S.c.updated_at.label("s_updated_at"),
+        _C.c.email.label("c_email"),
+        _T.c.id.label("t_id"),
+        _T.c.ends_at.label("t_ends_at"),
+    )
+    .select_from(
+        _M.outerjoin(_L, _L.c.id == _M.c.license_id)
+        .outerjoin(_S, _S.c.id == _L.c.subscription_id)
+        .outerjoin(_C, _C.c.id == _L.c.customer_id)
+        .outerjoin(_T, _T.c.id == _M.c.trial_id)
+    )
+    .where(_M.c.id == bindparam("p_machine"))
+)
+
+
+@dataclass
+class MachineState:
+    """A machine and what its token depends on, read in one query (plain objects, not ORM rows)."""
+
+    machine: SimpleNamespace
+    license: SimpleNamespace | None
+    subscription: SimpleNamespace | None
+    customer: SimpleNamespace | None
+    trial: SimpleNamespace | None
+
+    def claims(self, now: datetime) -> dict[str, Any]:
+        """The token claims for this state at `now`."""
+        return claims_from(self.machine, self.license, self.subscription, self.customer, self.trial, now)
+
+
+def load_machine_state(session: Session, machine_id: str) -> MachineState | None:
+    """Everything refresh needs about a machine, in one query; None for an unknown machine."""
+    row = session.connection().execute(_MACHINE_STATE, {"p_machine": machine_id}).first()
+    if row is None:
+        return None
+    machine = SimpleNamespace(
+        id=row.id,
+        public_key=row.public_key,
+        fingerprint=row.fingerprint or {},
+        terminal_name=row.terminal_name,
+        deactivated_at=row.deactivated_at,
+        license_id=row.license_id,
+        trial_id=row.trial_id,
+    )
+    license_ = subscription = customer = trial = None
+    if row.license_id is not None and row.l_status is not None:
+        license_ = SimpleNamespace(
+            id=row.license_id,
+            status=row.l_status,
+            plan=row.l_plan,
+            features=row.l_features,
+            comp_until=row.l_comp_until,
+        )
+        customer = SimpleNamespace(email=row.c_email) if row.c_email is not None else None
+        if row.s_status is not None:
+            subscription = SimpleNamespace(
+                status=row.s_status,
+                quantity=row.s_quantity,
+                current_period_end=row.s_current_period_end,
+                cancel_at=row.s_cancel_at,
+                cancel_at_period_end=row.s_cancel_at_period_end,
+                first_failed_at=row.s_first_failed_at,
+                updated_at=row.s_updated_at,
+            )
+    if row.t_id is not None:
+        trial = SimpleNamespace(id=row.t_id, ends_at=row.t_ends_at)
+    return MachineState(machine, license_, subscription, customer, trial)
+
+
+_TOUCH = update(_M).where(_M.c.id == bindparam("p_machine")).values(last_seen_at=bindparam("p_seen"))
+_TOUCH_AND_REBIND = (
+    update(_M)
+    .where(_M.c.id == bindparam("p_machine"))
+    .values(last_seen_at=bindparam("p_seen"), fingerprint=bindparam("p_fingerprint"))
+)
+
+
+def touch_machine(
+    session: Session, machine_id: str, now: datetime, fingerprint: dict[str, Any] | None = None
+) -> None:
+    """Record that a machine was seen (and re-bind its fingerprint when given): one UPDATE."""
+    if fingerprint is None:
+        session.connection().execute(_TOUCH, {"p_machine": machine_id, "p_seen": now})
+    else:
+        session.connection().execute(
+            _TOUCH_AND_REBIND, {"p_machine": machine_id, "p_seen": now, "p_fingerprint": fingerprint}
+        )
 
 
 def release_machine(

@@ -8,8 +8,9 @@ timestamp window has passed; `purge_expired` deletes them, run now and then by t
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -31,24 +32,36 @@ def check_timestamp(timestamp: int, now: datetime) -> None:
         )
 
 
+def _insert_statement(dialect: str) -> Any:
+    table = RequestNonce.__table__
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(table)
+        .values(
+            nonce=bindparam("p_nonce"), machine_id=bindparam("p_owner"), expires_at=bindparam("p_expires")
+        )
+        .on_conflict_do_nothing(index_elements=["nonce"])
+        .returning(table.c.nonce)
+    )
+
+
+# Built once per dialect: the refresh hot path should not rebuild statements on every request.
+_INSERTS = {dialect: _insert_statement(dialect) for dialect in ("sqlite", "postgresql")}
+
+
 def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now: datetime) -> None:
     """Store `nonce` until its window has passed, or raise `Replay` if it was seen before.
 
     Uses INSERT ... ON CONFLICT DO NOTHING RETURNING, so a duplicate neither raises a database error
-    nor spoils the caller's transaction (SQLite 3.35+ and PostgreSQL both support it).
+    nor spoils the caller's transaction (SQLite 3.35+ and PostgreSQL both support it); RETURNING gives
+    a row only when the insert happened (rowcount is unreliable across drivers).
     """
     check_timestamp(timestamp, now)
     expires = max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(RequestNonce.__table__)
-        .values(nonce=nonce, machine_id=machine_id[:40], expires_at=expires)
-        .on_conflict_do_nothing(index_elements=["nonce"])
-        .returning(RequestNonce.__table__.c.nonce)
-    )
-    # RETURNING gives a row only when the insert happened (rowcount is unreliable across drivers).
-    if session.execute(stmt).first() is None:
+    connection = session.connection()
+    statement = _INSERTS["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+    params = {"p_nonce": nonce, "p_owner": machine_id[:40], "p_expires": expires}
+    if connection.execute(statement, params).first() is None:
         raise Replay()
 
 

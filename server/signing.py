@@ -17,6 +17,7 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,8 @@ from server.errors import SigningError
 from server.models import SigningKey
 
 SERVER_SECRET_FILE = "server-secret"  # noqa: S105 (a file name)
+# How long an instance may keep using its view of which key is current (see `_key_snapshot`).
+CACHE_S = 10.0
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -109,6 +112,7 @@ class SigningKeys:
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._lock = threading.Lock()
         self._current_kid: str | None = None
+        self._snapshot: tuple[float, str, list[tuple[str, bool]]] | None = None
 
     # ------------------------------------------------------------------------------------ key files
 
@@ -179,14 +183,29 @@ class SigningKeys:
             row = self._new_key(session, now)
         self.private_key(row.kid)
         self._current_kid = row.kid
+        self._snapshot = None
         return row.kid
 
-    def current_kid(self, session: Session) -> str:
-        """The kid tokens are signed with now (read from the database, so rotation reaches all instances)."""
-        row = self.current_row(session)
-        if row is None:
+    def _key_snapshot(self, session: Session) -> tuple[str, list[tuple[str, bool]]]:
+        """(current kid, [(kid, retired)] in `rows` order), cached for `CACHE_S` seconds.
+
+        Refresh asks on every request; a rotation made by another instance (or the CLI) is seen within
+        `CACHE_S`, and a rotation made through this object at once. The cache is a performance detail,
+        so it runs on the monotonic clock rather than the injected business clock.
+        """
+        cached = self._snapshot
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1], cached[2]
+        current = self.current_row(session)
+        if current is None:
             raise SigningError("no signing key: run `pospal-server keys rotate` or start the server once")
-        return row.kid
+        listing = [(r.kid, r.retired_at is not None) for r in self.rows(session)]
+        self._snapshot = (time.monotonic() + CACHE_S, current.kid, listing)
+        return current.kid, listing
+
+    def current_kid(self, session: Session) -> str:
+        """The kid tokens are signed with now (from the database, cached briefly)."""
+        return self._key_snapshot(session)[0]
 
     def rotate(self, session: Session, now: datetime) -> tuple[str, str | None]:
         """Make a new current key and retire the old one.
@@ -202,6 +221,7 @@ class SigningKeys:
             session.flush()
             document = self.keyset_document(session, previous.kid, now)
         self._current_kid = new.kid
+        self._snapshot = None
         return new.kid, document
 
     # ------------------------------------------------------------------------------------ publishing
@@ -233,15 +253,14 @@ class SigningKeys:
         Signed by the newest key the agent already trusts that we can still sign with. An agent that
         says nothing about its keys gets one signed by the most recently retired key.
         """
-        current = self.current_kid(session)
+        current, listing = self._key_snapshot(session)
         known = [k for k in known_kids if isinstance(k, str)]
         if current in known:
             return None
-        rows = self.rows(session)
         if known:
-            candidates = [r.kid for r in rows if r.kid in known]
+            candidates = [kid for kid, _retired in listing if kid in known]
         else:
-            candidates = [r.kid for r in rows if r.retired_at is not None]
+            candidates = [kid for kid, retired in listing if retired]
         for kid in candidates:
             if kid != current and self.has_private_key(kid):
                 return self.keyset_document(session, kid, now)

@@ -41,8 +41,8 @@ class Services:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def services(request: Request) -> Services:
-    """The services of the app serving this request."""
+async def services(request: Request) -> Services:
+    """The services of the app serving this request (async: no thread hop just to read app state)."""
     return request.app.state.services
 
 

@@ -48,19 +48,28 @@ def refresh(
     svc: Services = Depends(services),
 ) -> TokenAnswer:
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
+    machine_id = request.headers.get("x-pospal-machine", "")
+    if not machine_id:
+        raise BadSignature("The request is not signed by a registered machine.")
     now = svc.clock.now()
     with svc.db.transaction() as session:
-        machine, license_, subscription, customer = signed_machine(session, request, raw, svc)
+        state = licensing.load_machine_state(session, machine_id[:40])
+        if state is None:
+            raise UnknownMachine()
+        machine = state.machine
+        signed = verify_machine_signature(machine.public_key, request, raw)
+        check_and_remember(session, signed, machine.id, svc)
         presented = dict(body.fingerprint)
+        rebind = None
         # One replaced part still matches the majority; re-binding to the new set heals the token.
         if (
             presented
             and presented != machine.fingerprint
             and licensing.fingerprint_matches(machine.fingerprint, presented)
         ):
-            machine.fingerprint = presented
-        machine.last_seen_at = now
-        claims = licensing.claims_for_machine(session, machine, now, license_, subscription, customer)
+            machine.fingerprint = rebind = presented
+        licensing.touch_machine(session, machine.id, now, rebind)
+        claims = state.claims(now)
         kid = svc.keys.current_kid(session)
         keyset = svc.keys.keyset_for(session, body.known_kids, now)
     if next(_purge_counter) % PURGE_EVERY == 0:

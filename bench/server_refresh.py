@@ -1,0 +1,378 @@
+"""Refresh throughput and latency of a real `pospal-server run` over loopback.
+
+For each database (SQLite file, and PostgreSQL when a URL is given) this migrates a fresh database,
+seeds one subscription with `--machines` activated machines, starts `pospal-server run --workers N` as
+a real process, and drives `POST /v1/refresh` from 1 and from 32 concurrent keep-alive connections.
+Every request is a valid, machine-signed refresh with its own nonce, so the server does the full work:
+signature check, nonce insert, last_seen update, claims, Ed25519 token signing.
+
+The load generator is one asyncio process speaking raw HTTP/1.1 over keep-alive connections, and the
+requests are signed before the clock starts, so it uses as little CPU as possible. It still shares the
+machine's cores with the server, which the report says.
+
+    python bench/server_refresh.py                      # SQLite, plus PostgreSQL if POSPAL_TEST_DATABASE_URL
+    python bench/server_refresh.py --db postgres --pg-url postgresql+psycopg://postgres@127.0.0.1/test
+    python bench/server_refresh.py --instances 2        # N servers behind bench/lb_proxy.py (issue 8)
+
+Output: one line per run (db, instances, workers, clients, requests, errors, req/s, p50, p90, p99, max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from agent.tokens import encode_public_key, new_nonce, sign_request  # noqa: E402
+from server.db import Database, upgrade  # noqa: E402
+from server.licensing import ensure_license_for_subscription  # noqa: E402
+from server.models import Customer, Machine, Subscription  # noqa: E402
+
+
+@dataclass
+class Result:
+    """One measured run."""
+
+    db: str
+    instances: int
+    workers: int
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    def row(self) -> dict[str, object]:
+        """The figures as a dict (also the JSON output)."""
+        lat = sorted(self.latencies_ms) or [0.0]
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 2)
+
+        return {
+            "db": self.db,
+            "instances": self.instances,
+            "workers": self.workers,
+            "clients": self.clients,
+            "requests": self.requests,
+            "errors": self.errors,
+            "req_per_s": round(self.requests / self.seconds, 1),
+            "p50_ms": pct(50),
+            "p90_ms": pct(90),
+            "p99_ms": pct(99),
+            "max_ms": round(lat[-1], 2),
+            "mean_ms": round(statistics.fmean(lat), 2),
+        }
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------- setup
+
+
+def fresh_database(kind: str, workdir: Path, pg_url: str | None) -> tuple[str, object]:
+    """Create and migrate an empty database; return its URL and a cleanup callable."""
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / 'bench.db'}"
+        db = Database(url, pool_size=1)
+        upgrade(db)
+        db.dispose()
+        return url, lambda: None
+    if not pg_url:
+        raise SystemExit("PostgreSQL needs --pg-url or POSPAL_TEST_DATABASE_URL")
+    name = f"pospal_bench_{secrets.token_hex(4)}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    db = Database(url, pool_size=1)
+    upgrade(db)
+    db.dispose()
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+def seed_machines(url: str, count: int) -> list[tuple[str, Ed25519PrivateKey, dict[str, str]]]:
+    """One customer with a `count`-seat subscription and `count` activated machines."""
+    now = datetime.now(UTC)
+    db = Database(url, pool_size=1)
+    machines = []
+    with db.transaction() as session:
+        customer = Customer(email="bench@cafe.gr", name="Bench", created_at=now)
+        session.add(customer)
+        session.flush()
+        sub = Subscription(
+            customer_id=customer.id,
+            provider="sandbox",
+            provider_subscription_id="sub_bench",
+            status="active",
+            quantity=count,
+            current_period_end=now + timedelta(days=30),
+            updated_at=now,
+        )
+        session.add(sub)
+        session.flush()
+        license_ = ensure_license_for_subscription(session, sub, now)
+        for n in range(count):
+            key = Ed25519PrivateKey.generate()
+            fp = {c: secrets.token_hex(32) for c in ("machine_id", "product_uuid", "board_serial", "mac")}
+            machine = Machine(
+                license_id=license_.id,
+                fingerprint=fp,
+                public_key=encode_public_key(key.public_key()),
+                terminal_name=f"Till {n}",
+                activated_at=now,
+                last_seen_at=now,
+            )
+            session.add(machine)
+            session.flush()
+            machines.append((machine.id, key, fp))
+    db.dispose()
+    return machines
+
+
+def start_server(env: dict[str, str], workers: int, log: Path) -> tuple[subprocess.Popen, int]:
+    """Start `pospal-server run` and wait for /health; return the process and its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "run", "--port", str(port), "--workers", str(workers)],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_ready("127.0.0.1", port, proc, log)
+    return proc, port
+
+
+def wait_ready(host: str, port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Poll GET /health until it answers 200 (bounded)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://{host}:{port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"server not ready:\n{log.read_text()[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process group this script started."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def start_proxy(upstreams: list[int], log: Path) -> tuple[subprocess.Popen, int]:
+    """Put bench/lb_proxy.py (round-robin per request) in front of several instances (issue 8)."""
+    script = REPO / "bench" / "lb_proxy.py"
+    if not script.exists():
+        raise SystemExit("--instances > 1 needs bench/lb_proxy.py")
+    args = [sys.executable, str(script), "--listen", "127.0.0.1:0"]
+    for port in upstreams:
+        args += ["--upstream", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=log.open("ab"), start_new_session=True, text=True
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "listening on" not in line:
+        stop(proc)
+        raise SystemExit(f"proxy did not start: {line!r}")
+    return proc, int(line.strip().rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------------------------------------- load
+
+
+def presign(machines: list, total: int) -> list[bytes]:
+    """`total` complete HTTP/1.1 refresh requests, signed now, each with a fresh nonce."""
+    requests = []
+    ts = int(time.time())
+    for n in range(total):
+        machine_id, key, fp = machines[n % len(machines)]
+        body = json.dumps({"fingerprint": fp, "known_kids": []}).encode()
+        headers = sign_request(key, "POST", "/v1/refresh", body, ts, new_nonce(), machine_id=machine_id)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        requests.append(
+            (
+                "POST /v1/refresh HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{head}\r\n"
+            ).encode()
+            + body
+        )
+    return requests
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def drive(
+    port: int, requests: list[bytes], clients: int, seconds: float
+) -> tuple[int, int, float, list[float]]:
+    """Send from `clients` keep-alive connections for `seconds`; return count, errors, time, latencies."""
+    queue = iter(requests)
+    latencies: list[float] = []
+    errors = 0
+    stop_at = 0.0
+
+    async def client() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                request = next(queue, None)
+                if request is None:
+                    return
+                started = time.perf_counter()
+                writer.write(request)
+                status = await _read_response(reader)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if status != 200:
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return len(latencies), errors, elapsed, latencies
+
+
+def measure(
+    port: int, machines: list, clients: int, seconds: float, max_rate: int
+) -> tuple[int, int, float, list[float]]:
+    """Warm up briefly, then run the timed load."""
+    warm = presign(machines, 200)
+    asyncio.run(drive(port, warm, min(clients, 8), 2.0))
+    requests = presign(machines, int(max_rate * seconds))
+    return asyncio.run(drive(port, requests, clients, seconds))
+
+
+def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
+    """All client counts for one database."""
+    url, cleanup = fresh_database(kind, workdir, args.pg_url)
+    servers: list[subprocess.Popen] = []
+    results = []
+    try:
+        machines = seed_machines(url, args.machines)
+        env = {
+            "POSPAL_DATABASE_URL": url,
+            "POSPAL_SERVER_DATA_DIR": str(workdir / "data"),
+            "POSPAL_SIGNING_KEY_DIR": str(workdir / "keys"),
+            "POSPAL_BILLING": "sandbox",
+            "POSPAL_EMAIL": "console",
+            "POSPAL_OUTBOX_WORKER": "0",
+            "POSPAL_LOG_LEVEL": "WARNING",
+        }
+        ports = []
+        for n in range(args.instances):
+            proc, port = start_server(env, args.workers, workdir / f"server-{kind}-{n}.log")
+            servers.append(proc)
+            ports.append(port)
+        port = ports[0]
+        if args.instances > 1:
+            proxy, port = start_proxy(ports, workdir / "proxy.log")
+            servers.append(proxy)
+        for clients in args.clients:
+            count, errors, elapsed, latencies = measure(port, machines, clients, args.seconds, args.max_rate)
+            results.append(
+                Result(kind, args.instances, args.workers, clients, count, errors, elapsed, latencies)
+            )
+            print(json.dumps(results[-1].row()), flush=True)
+    finally:
+        for proc in servers:
+            stop(proc)
+        cleanup()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--pg-url", default=os.environ.get("POSPAL_TEST_DATABASE_URL", ""))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--instances", type=int, default=1, help="servers behind bench/lb_proxy.py (issue 8)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--machines", type=int, default=64)
+    parser.add_argument("--max-rate", type=int, default=4000, help="requests pre-signed per second of run")
+    args = parser.parse_args(argv)
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    if args.db == "both" and not args.pg_url:
+        kinds = ["sqlite"]
+    print(
+        f"# {os.cpu_count()} CPUs shared by server workers and this load generator; loopback; "
+        f"{args.seconds:.0f} s per run",
+        flush=True,
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="pospal-bench-") as tmp:
+        for kind in kinds:
+            results += run_db(kind, args, Path(tmp))
+    print()
+    print(
+        f"{'db':9} {'inst':>4} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    )
+    for r in results:
+        row = r.row()
+        print(
+            f"{row['db']:9} {row['instances']:>4} {row['workers']:>3} {row['clients']:>7} {row['requests']:>8} "
+            f"{row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} {row['p90_ms']:>7} "
+            f"{row['p99_ms']:>7} {row['max_ms']:>7}"
+        )
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
