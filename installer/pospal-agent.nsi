@@ -38,6 +38,13 @@ RequestExecutionLevel admin
   !define V_PATCH "${V_PATCH_NUM}"
 !endif
 
+; Code signing (Windows build workflow): -DSIGN="<command that signs the file given as its last
+; argument>" signs the uninstaller as it is written and the installer once it is compiled.
+!ifdef SIGN
+  !uninstfinalize `${SIGN} "%1"` = 0
+  !finalize `${SIGN} "%1"` = 0
+!endif
+
 !define PRODUCT "POSPal License Agent"
 !define COMPANY "POSPal"
 !define APP_EXE "POSPalLicenseAgent.exe"

@@ -67,10 +67,14 @@ _QT_LIB_RE = re.compile(r"^(?:lib)?Qt6(?P<module>\w+?)(?:\.so\.6|\.dll|\.dylib)$
 # Linux libraries the host supplies wherever a display exists, following the AppImage "excludelist"
 # convention: bundling them saves nothing useful and breaks on other distributions (a bundled
 # fontconfig cannot read a newer host's fonts.conf; a bundled libX11 may not match the host's libxcb).
+# libstdc++ and libgcc_s are required base packages on every distribution, and the PySide6 wheels
+# (manylinux_2_28) need no newer libstdc++ than any glibc-2.28 system has.
 # Kept on purpose: the xcb-util family and xkbcommon-x11 (Qt needs them and minimal desktops lack
-# them), and everything Python itself links (zlib, bz2, lzma, ffi, ssl, crypto, libstdc++).
+# them), and the libraries Python itself links that distributions version differently (zlib, bz2,
+# lzma, ffi, ssl, crypto).
 LINUX_HOST_LIBS = re.compile(
-    r"^lib(X11|X11-xcb|Xau|Xdmcp|xcb|fontconfig|freetype|glib-2\.0|gthread-2\.0|gobject-2\.0|gio-2\.0|"
+    r"^lib(stdc\+\+|gcc_s|"
+    r"X11|X11-xcb|Xau|Xdmcp|xcb|fontconfig|freetype|glib-2\.0|gthread-2\.0|gobject-2\.0|gio-2\.0|"
     r"pcre2-8|dbus-1|systemd|gcrypt|gpg-error|krb5|krb5support|gssapi_krb5|k5crypto|com_err|keyutils|"
     r"expat|uuid|cap|lz4|zstd|bsd|md|png16|brotlicommon|brotlidec|GL|EGL|GLX|GLdispatch|OpenGL)\.so(\.\d+)*$"
 )

@@ -96,6 +96,7 @@ def test_server_only_packages_are_excluded():
         ("libfontconfig.so.1", False),
         ("libxcb-cursor.so.0", True),  # minimal desktops lack it, and Qt's xcb plugin needs it
         ("libssl.so.3", True),
+        ("libstdc++.so.6", False),
         ("libpython3.11.so.1.0", True),
         ("certifi/cacert.pem", True),
         ("agent/keys/trusted.json", True),
@@ -297,3 +298,22 @@ def test_tray_code_avoids_the_qt_features_the_icu_stub_removes():
     pattern = re.compile(r"QCollator|localeAwareCompare|QStringConverter|QStringEncoder|QStringDecoder")
     hits = [str(p.relative_to(ROOT)) for p in (ROOT / "ui").rglob("*.py") if pattern.search(p.read_text("utf-8"))]
     assert hits == []
+
+
+@pytest.mark.skipif(shutil.which("makensis") is None or os.name == "nt", reason="needs makensis and a POSIX shell")
+def test_installer_build_signs_uninstaller_and_installer(tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "POSPalLicenseAgent.exe").write_bytes(b"MZ stand-in")
+    signer = tmp_path / "sign.sh"
+    signer.write_text(f'#!/bin/sh\necho "$1" >> "{tmp_path}/signed.txt"\n')
+    out = tmp_path / "setup.exe"
+    run = subprocess.run(
+        ["makensis", "-V1", "-DVERSION=1.2.3", f"-DBUNDLE_DIR={bundle}", f"-DOUTFILE={out}",
+         f"-DSIGN=sh {signer}", str(ROOT / "installer" / "pospal-agent.nsi")],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    signed = (tmp_path / "signed.txt").read_text().split()
+    assert len(signed) == 2, signed  # the uninstaller while it is embedded, then the installer itself
+    assert signed[-1] == str(out)
