@@ -148,6 +148,7 @@ class InProcessServer:
     env: dict[str, str]
     server: Any
     thread: threading.Thread
+    app: Any
 
     def stop(self) -> None:
         """Stop serving (connections are refused afterwards)."""
@@ -181,7 +182,7 @@ def inproc_server(server_env: dict[str, str]) -> Iterator[Callable[[Any], InProc
         while not server.started:
             assert time.monotonic() < deadline and thread.is_alive(), "in-process server did not start"
             time.sleep(0.02)
-        running = InProcessServer(f"http://127.0.0.1:{port}", env, server, thread)
+        running = InProcessServer(f"http://127.0.0.1:{port}", env, server, thread, app)
         started.append(running)
         return running
 

@@ -133,17 +133,12 @@ def test_a_simulated_month_makes_at_most_five_sync_requests_a_day(world):
 
 def test_refresh_learns_a_rotated_server_key_and_keeps_trusting_it(world):
     """Key-set updates: the operator rotates; the next refresh carries a document signed by the old key."""
-    from server.db import Database
-    from server.signing import SigningKeys
-
     svc = world.bought()
-    db = Database(world.server.env["POSPAL_DATABASE_URL"], pool_size=1)
-    try:
-        with db.transaction() as session:
-            keys = SigningKeys(world.server.env["POSPAL_SIGNING_KEY_DIR"])
-            new_kid, _ = keys.rotate(session, world.clock.now())
-    finally:
-        db.dispose()
+    # Rotate through the running app's own key store (a rotation from another process, such as
+    # `pospal-server keys rotate`, reaches a running instance within its 10 s key cache).
+    services = world.server.app.state.services
+    with services.db.transaction() as session:
+        new_kid, _ = services.keys.rotate(session, world.clock.now())
     world.clock.advance(svc.engine.seconds_until_due())
     assert svc.engine.run_due().ok
     assert svc._claims.kid == new_kid and svc.status().license_state == "licensed_active"
