@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         row = r.row()
         print(
-            f"{row['db']:9} {row['instances']:>4} {row['workers']:>3} {row['clients']:>7} {row['requests']:>8} "
-            f"{row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} {row['p90_ms']:>7} "
-            f"{row['p99_ms']:>7} {row['max_ms']:>7}"
+            f"{row['db']:9} {row['instances']:>4} {row['workers']:>3} {row['clients']:>7} "
+            f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
+            f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}"
         )
     return 1 if any(r.errors for r in results) else 0
 

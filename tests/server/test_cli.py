@@ -51,6 +51,27 @@ def test_run_refuses_an_unmigrated_database(tmp_path):
     assert "pospal-server migrate" in result.stderr
 
 
+def test_demo_auto_migrate_only_creates_a_brand_new_sqlite_file(tmp_path):
+    from server.config import Settings
+    from server.db import current_revision, head_revision
+    from server.errors import ConfigError
+
+    env = {"POSPAL_SERVER_DATA_DIR": str(tmp_path), "POSPAL_OUTBOX_WORKER": "0"}
+    with pytest.raises(ConfigError):
+        cli.prepare(Settings.from_env(env))  # no flag: refuses, even for a new file
+    (tmp_path / "pospal.db").unlink()
+    db = cli.prepare(Settings.from_env({**env, "POSPAL_AUTO_MIGRATE": "1"}))
+    assert current_revision(db) == head_revision()
+    db.dispose()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pospal.db").write_bytes(b"")  # exists but is not migrated: never touched automatically
+    with pytest.raises(ConfigError):
+        cli.prepare(
+            Settings.from_env({**env, "POSPAL_SERVER_DATA_DIR": str(other), "POSPAL_AUTO_MIGRATE": "1"})
+        )
+
+
 def test_migrate_on_an_empty_database(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("POSPAL_SERVER_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("POSPAL_DATABASE_URL", raising=False)
