@@ -283,6 +283,30 @@ def test_protocol_errors_are_json(api):
     assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n", 400),
+        (b"GET /v1/license HTTP/1.1\r\nHost 127.0.0.1:{port}\r\n\r\n", 400),
+        (b"GET /v1/license HTTP/2.0\r\nHost: 127.0.0.1:{port}\r\n\r\n", 505),
+        (b"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+    ],
+    ids=["repeated-host", "header-without-colon", "http-2-line", "too-many-headers"],
+)
+def test_malformed_requests_are_refused_before_any_handler(api, control, raw, status):
+    import socket
+
+    ran = []
+    for key, route in api.routes.items():
+        route.handler = lambda _body, key=key: ran.append(key) or (200, {})
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(raw.replace(b"{port}", str(api.port).encode()))
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(4096)
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()) and ran == [] and control.calls == []
+
+
 def test_binds_loopback_only(api):
     assert api._httpd.server_address[0] == "127.0.0.1"
 
