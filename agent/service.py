@@ -75,6 +75,7 @@ class AgentService:
         self.state_store = store.StateStore(settings.data_dir)
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
         self._lock = threading.RLock()
+        self._publish_lock = threading.Lock()
         self._subscribers: list[Callable[[LicenseStatus], None]] = []
         self._generation = 0  # bumped by every local state change; a sync started before one is dropped
         self._data: dict[str, Any] = {}
@@ -168,7 +169,10 @@ class AgentService:
             )
             status = compute_status(inputs)
             changed = status != self._status
-            self._status = status
+            if changed:
+                self._status = status
+            else:
+                status = self._status  # keep the published object: the publish check below compares identity
             subscribers = list(self._subscribers) if changed else []
             hw = verdict.high_water
             persist_hw = hw is not None and (self._hw_saved is None
@@ -178,11 +182,15 @@ class AgentService:
                 self._save()
             except Error:
                 log.warning("could not persist the clock high-water mark", exc_info=True)
-        for callback in subscribers:
-            try:
-                callback(status)
-            except Exception:
-                log.exception("a status subscriber failed")
+        if subscribers:
+            with self._publish_lock:
+                # Two threads may recompute at once; never let the older answer be published last.
+                if status is self._status:
+                    for callback in subscribers:
+                        try:
+                            callback(status)
+                        except Exception:
+                            log.exception("a status subscriber failed")
         return status
 
     @property
