@@ -11,6 +11,7 @@ from typing import Protocol
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ui.strings import t
 from ui.worker import ControlWorker
 
 
@@ -59,8 +60,6 @@ class Page(QWidget):
 
     def retranslate(self) -> None:
         """Re-read every text in the current language (subclasses extend this)."""
-        from ui.strings import t
-
         if self._title_key:
             self.title.setText(t(self._title_key))
 

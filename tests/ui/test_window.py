@@ -109,6 +109,10 @@ def test_move_lists_terminals_and_removes_one_after_confirming(qtbot, ui, contro
      "Too many tries. Wait 3 min and try again."),
     (ServerRefused("rate_limited", "slow down"), "Too many tries. Wait a few minutes and try again."),
     (ServerRefused("no_subscription", "none"), "No subscription was found for this email."),
+    (ServerRefused("code_expired", "old"), "That code has expired. Ask for a new one."),
+    (ServerRefused("too_many_attempts", "stop"), "Too many wrong tries. Ask for a new code."),
+    (ServerRefused("checkout_expired", "late"), "The payment page expired. Start again."),
+    (ServerRefused("unknown_machine", "who"), "The POSPal cloud does not know this PC. Activate it again."),
     (ServerRefused("weird_new_code", "The server said no."), "The server said no."),
 ])
 def test_refusals_read_as_clear_sentences(qtbot, ui, control, error, text):
