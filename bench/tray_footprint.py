@@ -1,6 +1,6 @@
 """Footprint of `pospal-agent run` with the tray: time until the tray icon shows, and idle RSS.
 
-Needs an X server with a system tray (the figures in the UI report come from Xvfb + trayer):
+Needs an X server with a system tray and xwininfo (the UI report's figures: Xvfb + trayer, x11-utils):
 
     Xvfb :99 & DISPLAY=:99 trayer &
     DISPLAY=:99 POSPAL_SERVER_URL=... POSPAL_TRUSTED_KEYS=... .venv/bin/python bench/tray_footprint.py

@@ -3,6 +3,16 @@
     .venv/bin/python scripts/screenshots.py [OUT_DIR]     (default: docs/screenshots)
 
 The window is driven by the test FakeControl, so the pictures show exactly what the tests check.
+
+The real-tray picture (docs/screenshots/tray-xvfb.png) comes from a real `pospal-agent run` under Xvfb:
+
+    apt-get install -y xvfb trayer imagemagick xdotool x11-utils libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
+    Xvfb :99 -screen 0 1100x700x24 & export DISPLAY=:99
+    trayer --edge bottom --align right --widthtype percent --width 100 --height 36 --tint 0x1f2933 \
+        --transparent true --alpha 0 &
+    QT_QPA_PLATFORM=xcb pospal-agent run &        # pointed at a demo server, then bought via the sandbox
+    xdotool mousemove <icon x> <icon y> click 1   # opens the window; click 3 opens the menu
+    import -window root shot.png
 """
 
 from __future__ import annotations
