@@ -27,19 +27,23 @@ die() { printf '\033[1;31m[demo]\033[0m %s\n' "$*" >&2; exit 1; }
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || die "needs Python 3.11 or newer (set PYTHON=...)"
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
-  "$PY" -m venv .venv
+  "$PY" -m venv .venv || die "could not create .venv (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 VPY="$ROOT/.venv/bin/python"
 # Install once per pyproject.toml version: a second run starts in seconds.
 stamp=".venv/.pospal-demo-$(cksum pyproject.toml | cut -d' ' -f1)"
 if [ ! -e "$stamp" ] || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; then
   say "installing the project into .venv (first run only)"
-  "$VPY" -m pip install -q --disable-pip-version-check -e . || die "pip install failed"
+  # --no-compile: modules get their bytecode when first imported, and the first start comes sooner.
+  "$VPY" -m pip install -q --disable-pip-version-check --no-compile -e . || die "pip install failed"
   touch "$stamp"
 fi
 BIN="$ROOT/.venv/bin"
 
-port_free() { "$VPY" -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; }
+# SO_REUSEADDR as the servers use it: a port left in TIME_WAIT by an earlier run is free for them.
+port_free() {
+  "$VPY" -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
 port_free "$AGENT_PORT" || die "port $AGENT_PORT is in use (another agent running?). Stop it or set POSPAL_AGENT_PORT."
 SERVER_PORT="${DEMO_SERVER_PORT:-8000}"
 until port_free "$SERVER_PORT"; do SERVER_PORT=$((SERVER_PORT + 1)); done

@@ -1,0 +1,92 @@
+"""README: its first two commands are the demo and the test run, and what it documents exists.
+
+A newcomer copies the README's commands; these tests keep them true: the two scripts exist and parse,
+every environment variable the agent and server read is in the configuration tables, every
+`pospal-agent` / `pospal-server` subcommand it mentions exists, and the picture is there.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _code_blocks(text: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S)]
+
+
+def test_the_first_two_commands_are_the_demo_and_the_tests():
+    blocks = _code_blocks(README)
+    assert blocks[:2] == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+
+
+@pytest.mark.parametrize("script", ["scripts/demo.sh", "scripts/test.sh"])
+def test_the_scripts_the_readme_names_exist_and_parse(script):
+    path = ROOT / script
+    assert path.is_file()
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    run = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^bash scripts/test\.sh$", ci, re.M)
+
+
+def _env_vars(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8")
+    names = set(re.findall(r'env(?:\.get\(|\[)\s*"([A-Z][A-Z0-9_]+)"', text))
+    names |= set(re.findall(r'_(?:secret|flag|choice)\(\s*env,\s*"([A-Z][A-Z0-9_]+)"', text))
+    return names
+
+
+@pytest.mark.parametrize("config", ["agent/config.py", "server/config.py"])
+def test_every_setting_is_in_the_configuration_tables(config):
+    names = _env_vars(ROOT / config)
+    assert len(names) >= 5, f"found too few settings in {config}: the scan is broken"
+    tables = README[README.index("## Configuration") : README.index("## Building the Windows installer")]
+    missing = sorted(n for n in names if f"`{n}`" not in tables)
+    assert missing == []
+
+
+def _subcommands(parser) -> set[str]:
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def test_agent_commands_in_the_readme_exist():
+    from agent.cli import build_parser
+
+    mentioned = set(re.findall(r"pospal-agent (?:run \[--headless\] )?([a-z]+)\b", README))
+    mentioned |= set(re.findall(r"`(status|fingerprint|trial|activate|buy|sync|deactivate)\b", README))
+    assert {"trial", "buy", "status"} <= mentioned
+    assert sorted(mentioned - _subcommands(build_parser())) == []
+
+
+def test_server_commands_in_the_readme_exist():
+    from server.cli import build_parser
+
+    mentioned = set(re.findall(r"pospal-server ([a-z]+)\b", README))
+    assert {"migrate", "run", "keys", "backup", "admin"} <= mentioned
+    assert sorted(mentioned - _subcommands(build_parser())) == []
+
+
+def test_the_readme_picture_exists():
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert pictures, "the README has no picture"
+    for picture in pictures:
+        assert (ROOT / picture).is_file(), picture
