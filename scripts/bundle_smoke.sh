@@ -13,7 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=""
-for candidate in .venv/bin/python .venv/Scripts/python.exe python3 python; do
+interpreters=".venv/bin/python .venv/Scripts/python.exe python3 python"
+# On Windows "python3" may be the Microsoft Store stub; the real interpreter is "python".
+[ "${OS:-}" = Windows_NT ] && interpreters=".venv/Scripts/python.exe python"
+for candidate in $interpreters; do
   if [ -x "$candidate" ] || command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
 done
 APP=dist/POSPalLicenseAgent
