@@ -70,7 +70,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        loop="uvloop",
+        loop="asyncio" if sys.platform == "win32" else "uvloop",  # uvloop has no Windows build
         http="httptools",
         log_config=None,
         access_log=False,
