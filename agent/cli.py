@@ -201,8 +201,13 @@ def cmd_buy(args: argparse.Namespace) -> int:
     """Open Checkout for EMAIL, then wait until it is paid and this PC is activated."""
     import webbrowser
 
+    restaurant = args.restaurant.strip()
+    if not restaurant and sys.stdin.isatty():
+        print("Restaurant name (for the invoice): ", end="", file=sys.stderr, flush=True)
+        restaurant = sys.stdin.readline().strip()
     control = _control()
-    checkout = control.start_checkout(args.email, args.restaurant or "", args.quantity)
+    # The invoice needs a name; the email stands in when none was given (the portal can change it).
+    checkout = control.start_checkout(args.email, restaurant or args.email, args.quantity)
     print(checkout.url, flush=True)
     try:
         webbrowser.open(checkout.url)

@@ -259,7 +259,8 @@ class AgentService:
         """Create a Checkout session bound to this machine (the caller opens its URL)."""
         key = self.key_store.load_or_create()
         body = self._machine_body(key)
-        body.update(email=email, restaurant_name=restaurant_name, quantity=quantity, locale=self.language)
+        body.update(email=email, restaurant_name=restaurant_name.strip() or email, quantity=quantity,
+                    locale=self.language)
         answer = self.transport.create_checkout(MachineIdentity(key), body)
         checkout = Checkout(str(answer["checkout_id"]), str(answer["url"]))
         with self._lock:

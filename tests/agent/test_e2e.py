@@ -11,12 +11,14 @@ import http.client
 import json
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from tests.agent.conftest import admin, pay, restart_server, write_trusted_keys
+from tests.agent.conftest import REPO, admin, pay, restart_server, write_trusted_keys
 
 pytestmark = pytest.mark.slow
 EMAIL = "owner@cafe-e2e.example"
@@ -141,3 +143,62 @@ def test_cli_without_a_running_agent_works_on_its_own(real_server, agents, tmp_p
     assert out.returncode == 0 and json.loads(out.stdout)["license_state"] == "trial_active"
     agent.start()  # the agent picks up what the CLI did
     assert agent.license()["license_state"] == "trial_active"
+
+
+def wait_for_prompt(proc, text: str, timeout: float = 30) -> str:
+    """Read the process's stderr until `text` shows up (the prompt ends without a newline)."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline and proc.poll() is None, seen
+        seen += proc.stderr.read(1)
+    return seen
+
+
+def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
+    """Seats full on the new PC -> list terminals with an emailed code -> remove the old one -> activate."""
+    from agent.control import HttpControl
+    from agent.errors import ServerRefused
+    from agent.store import read_api_token
+    from tests.agent.conftest import emailed_code
+
+    db_url = real_server.env["POSPAL_DATABASE_URL"]
+    keys = write_trusted_keys(real_server.url, tmp_path / "trusted.json")
+    old_pc = agents(real_server.url, keys).start()
+    buyer = old_pc.popen_cli("buy", EMAIL, "--poll", "0.2")
+    url = buyer.stdout.readline().strip()
+    assert url, buyer.communicate(timeout=30)[1]
+    pay(url)
+    assert buyer.wait(60) == 0
+    old_machine = old_pc.license()["machine_id"]
+
+    new_pc = agents(real_server.url, keys).start()
+
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "activate", EMAIL], cwd=REPO, env=new_pc.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_prompt(proc, "Code: ")
+    out, err = proc.communicate(emailed_code(db_url, EMAIL) + "\n", timeout=60)
+    assert proc.returncode == 1 and "[seats_full]" in err, err
+
+    control = HttpControl(new_pc.port, read_api_token(new_pc.data_dir))
+    try:
+        control.request_code(EMAIL, "terminals")
+        code = emailed_code(db_url, EMAIL)
+        terminals = control.list_terminals(EMAIL, code)
+        assert [t.machine_id for t in terminals] == [old_machine]
+        try:
+            control.remove_terminal(old_machine, EMAIL, code)
+        except ServerRefused:  # the server may allow a code once: ask for another
+            control.request_code(EMAIL, "terminals")
+            control.remove_terminal(old_machine, EMAIL, emailed_code(db_url, EMAIL))
+        control.request_code(EMAIL, "activate")
+        status = control.activate(EMAIL, emailed_code(db_url, EMAIL))
+    finally:
+        control.close()
+    assert (status.license_state, status.customer_email) == ("licensed_active", EMAIL)
+    assert new_pc.license()["license_state"] == "licensed_active"
+
+    out = old_pc.cli("sync")
+    assert out.returncode == 0, out.stderr
+    moved = old_pc.license()
+    assert (moved["license_state"], moved["reason"], moved["licensed"]) == ("license_error", "revoked", False)
