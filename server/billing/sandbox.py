@@ -83,8 +83,11 @@ class SandboxBilling:
         return self._checkout(session_id, self.get(session_id, "checkout"))
 
     def fetch_subscription(self, subscription_id: str) -> ProviderSubscription:
-        """Return a sandbox subscription's current state."""
-        data = self.get(subscription_id, "subscription")
+        """Return a sandbox subscription's current state; `BillingError` if there is none."""
+        try:
+            data = self.get(subscription_id, "subscription")
+        except NotFound as exc:
+            raise BillingError(f"no sandbox subscription {subscription_id}") from exc
         return ProviderSubscription(
             id=subscription_id,
             customer_id=data["customer"],
@@ -97,8 +100,11 @@ class SandboxBilling:
         )
 
     def fetch_customer_email(self, customer_id: str) -> str | None:
-        """Return a sandbox customer's email."""
-        return self.get(customer_id, "customer").get("email")
+        """Return a sandbox customer's email (None for an unknown customer)."""
+        try:
+            return self.get(customer_id, "customer").get("email")
+        except NotFound:
+            return None
 
     def create_portal_session(self, customer_id: str, return_url: str) -> str:
         """Create a sandbox portal session (unguessable id) and return its page URL."""
