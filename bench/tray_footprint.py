@@ -46,8 +46,14 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def run_once(idle_s: float) -> tuple[float, int, int]:
-    """One agent start: (seconds to tray icon, idle RSS KiB, peak RSS KiB)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_once(idle_s: float) -> tuple[float, int, int, float]:
+    """One agent start: (seconds to tray icon, idle RSS KiB, peak RSS KiB, idle CPU %)."""
     with tempfile.TemporaryDirectory() as data:
         env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "POSPAL_DATA_DIR": data,
                "POSPAL_AGENT_PORT": str(free_port()),
@@ -65,9 +71,12 @@ def run_once(idle_s: float) -> tuple[float, int, int]:
                 time.sleep(0.02)
             if shown is None:
                 raise RuntimeError("the tray icon never showed")
+            time.sleep(2)  # let start-up work (first status, icon drawing) finish before measuring idle
+            before = cpu_seconds(proc.pid)
             time.sleep(idle_s)
+            idle_cpu = (cpu_seconds(proc.pid) - before) / idle_s * 100
             rss, peak = rss_kib(proc.pid)
-            return shown, rss, peak
+            return shown, rss, peak, idle_cpu
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -85,12 +94,13 @@ def main() -> int:
     runs = int(os.environ.get("RUNS", "3"))
     idle_s = float(os.environ.get("IDLE_S", "20"))
     results = [run_once(idle_s) for _ in range(runs)]
-    for i, (shown, rss, peak) in enumerate(results, 1):
+    for i, (shown, rss, peak, cpu) in enumerate(results, 1):
         print(f"run {i}: tray icon after {shown * 1000:.0f} ms; idle RSS {rss / 1024:.1f} MiB "
-              f"(peak {peak / 1024:.1f} MiB) after {idle_s:.0f} s")
+              f"(peak {peak / 1024:.1f} MiB), idle CPU {cpu:.2f} % over {idle_s:.0f} s")
     times = sorted(r[0] for r in results)
     print(f"tray icon shown: median {times[len(times) // 2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms")
-    print(f"idle RSS: max {max(r[1] for r in results) / 1024:.1f} MiB")
+    print(f"idle RSS: max {max(r[1] for r in results) / 1024:.1f} MiB; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
