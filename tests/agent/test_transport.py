@@ -176,3 +176,42 @@ def test_requests_are_counted_by_endpoint(server, clock, identity):
     t.checkout_status("chk_a")
     t.checkout_status("chk_b")
     assert t.requests_made == {"/v1/refresh": 1, "/v1/checkout/{id}": 2}
+
+
+@pytest.fixture(params=["fake-cloud", "real-server"])
+def terminal(request, tmp_path):
+    """(service, pay(checkout), code_for(email)) on FakeCloud or on the real server app over HTTP."""
+    if request.param == "fake-cloud":
+        from tests.agent.test_service import Rig
+
+        rig = Rig(tmp_path)
+        return rig.service(), lambda co: rig.cloud.pay(co.checkout_id), lambda email: rig.cloud.codes[email]
+    from tests.agent.conftest import emailed_code, pay
+    from tests.agent.test_time_rules import World
+
+    world = World(request.getfixturevalue("inproc_server"), tmp_path)
+    return (world.service(), lambda co: pay(co.url),
+            lambda email: emailed_code(world.server.env["POSPAL_DATABASE_URL"], email))
+
+
+def test_fake_cloud_behaves_like_the_real_server(terminal):
+    """The same flow gives the same states on FakeCloud and on the real server (keeps the fake honest)."""
+    import threading as th
+
+    service, pay_checkout, code_for = terminal
+    email = "conformance@cafe.example"
+    assert service.start_trial().license_state == "trial_active"
+    checkout = service.start_checkout(email, "Cafe", 1)
+    pay_checkout(checkout)
+    assert service.wait_checkout(checkout.checkout_id, th.Event(), 0.05).license_state == "licensed_active"
+    assert service.sync_now().license_state == "licensed_active"
+    [me] = service.list_terminals()
+    assert me.this_machine and me.machine_id == service.status().machine_id
+    service.request_code(email, "activate")
+    wrong = f"{(int(code_for(email)) + 1) % 10**6:06d}"
+    with pytest.raises(ServerRefused) as info:
+        service.activate(email, wrong)
+    assert info.value.code == "bad_code"
+    assert service.deactivate().license_state == "license_missing"
+    with pytest.raises(ServerRefused):
+        service.deactivate()
