@@ -13,6 +13,25 @@ tailscale's `localapi.ServeHTTP`):
 `GET /v1/license` answers from a pre-serialised response swapped in on every status change, so it never
 touches the network or takes a lock. A listed origin gets CORS on that endpoint only. Every answer is
 JSON and carries `X-Content-Type-Options: nosniff`.
+
+Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` need the bearer token):
+
+    GET  /v1/license            LicenseStatus.to_dict()
+    GET  /v1/health             {"ok": true, "version"}
+    GET  /v1/diagnostics        Diagnostics.to_dict()
+    POST /v1/sync               {} -> status; on failure the error body also carries "status"
+    POST /v1/trial              {} -> status
+    POST /v1/codes              {email, purpose} -> 202 {"sent": true}
+    POST /v1/activate           {email, code} -> status
+    POST /v1/checkout           {email, restaurant_name, quantity?} -> {checkout_id, url}
+    POST /v1/checkout/wait      {checkout_id, poll_s?, timeout_s?} -> {"complete": bool, "status": status}
+    POST /v1/portal             {} -> {url}
+    POST /v1/terminals          {email?, code?} -> {"terminals": [Terminal.to_dict()]}
+    POST /v1/terminals/remove   {machine_id, email?, code?} -> {"ok": true}
+    POST /v1/deactivate         {} -> status
+
+Errors are `{"error": code, "message": text, ...}`: the guards' own codes, `offline` (503), or the
+server's refusal passed on with its code (e.g. `seats_full`, 409, with `terminals`).
 """
 
 from __future__ import annotations
