@@ -12,7 +12,7 @@ machine's cores with the server, which the report says.
 
     python bench/server_refresh.py                      # SQLite, plus PostgreSQL if POSPAL_TEST_DATABASE_URL
     python bench/server_refresh.py --db postgres --pg-url postgresql+psycopg://postgres@127.0.0.1/test
-    python bench/server_refresh.py --instances 2        # N servers behind bench/lb_proxy.py (issue 8)
+    python bench/server_refresh.py --instances 2        # PostgreSQL: 1 server, then 1 and 2 behind lb_proxy
 
 Output: one line per run (db, instances, workers, clients, requests, errors, req/s, p50, p90, p99, max).
 """
@@ -60,6 +60,7 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    proxy: bool = False
 
     def row(self) -> dict[str, object]:
         """The figures as a dict (also the JSON output)."""
@@ -71,6 +72,7 @@ class Result:
         return {
             "db": self.db,
             "instances": self.instances,
+            "proxy": self.proxy,
             "workers": self.workers,
             "clients": self.clients,
             "requests": self.requests,
@@ -297,8 +299,12 @@ def measure(
     return asyncio.run(drive(port, requests, clients, seconds))
 
 
-def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
-    """All client counts for one database."""
+def run_db(
+    kind: str, args: argparse.Namespace, workdir: Path, instances: int = 1, proxy: bool = False
+) -> list[Result]:
+    """All client counts for one database, served by `instances` servers (behind the proxy if `proxy`)."""
+    workdir = workdir / f"{kind}-{instances}{'-lb' if proxy else ''}"
+    workdir.mkdir()
     url, cleanup = fresh_database(kind, workdir, args.pg_url)
     servers: list[subprocess.Popen] = []
     results = []
@@ -314,23 +320,25 @@ def run_db(kind: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
             "POSPAL_LOG_LEVEL": "WARNING",
         }
         ports = []
-        for n in range(args.instances):
+        for n in range(instances):
             proc, port = start_server(env, args.workers, workdir / f"server-{kind}-{n}.log")
             servers.append(proc)
             ports.append(port)
         port = ports[0]
-        if args.instances > 1:
-            proxy, port = start_proxy(ports, workdir / "proxy.log")
-            servers.append(proxy)
+        if proxy:
+            proxy_proc, port = start_proxy(ports, workdir / "proxy.log")
+            servers.append(proxy_proc)
         for clients in args.clients:
             count, errors, elapsed, latencies = measure(port, machines, clients, args.seconds, args.max_rate)
             results.append(
-                Result(kind, args.instances, args.workers, clients, count, errors, elapsed, latencies)
+                Result(kind, instances, args.workers, clients, count, errors, elapsed, latencies, proxy)
             )
             print(json.dumps(results[-1].row()), flush=True)
     finally:
         for proc in servers:
             stop(proc)
+        if proxy and servers[-1].stdout is not None:
+            print(f"# proxy requests per instance: {servers[-1].stdout.read().strip()}", flush=True)
         cleanup()
     return results
 
@@ -341,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--pg-url", default=os.environ.get("POSPAL_TEST_DATABASE_URL", ""))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--instances", type=int, default=1, help="servers behind bench/lb_proxy.py (issue 8)")
+    parser.add_argument(
+        "--instances", type=int, default=1, help="N > 1: PostgreSQL, 1 server, then 1 and N behind the proxy"
+    )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--machines", type=int, default=64)
@@ -350,24 +360,34 @@ def main(argv: list[str] | None = None) -> int:
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if args.db == "both" and not args.pg_url:
         kinds = ["sqlite"]
+    setups = [(1, False)]
+    if args.instances > 1:
+        # Several instances need PostgreSQL. One server direct, one behind the proxy (its cost alone)
+        # and N behind it, all in this run, so the figures share the machine's load of the moment.
+        if not args.pg_url:
+            raise SystemExit("--instances needs PostgreSQL: --pg-url or POSPAL_TEST_DATABASE_URL")
+        kinds, setups = ["postgres"], [(1, False), (1, True), (args.instances, True)]
     print(
-        f"# {os.cpu_count()} CPUs shared by server workers and this load generator; loopback; "
+        f"# {os.cpu_count()} CPUs shared by server workers, PostgreSQL, the proxy (+lb rows) and this "
+        "load generator; loopback; "
         f"{args.seconds:.0f} s per run",
         flush=True,
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="pospal-bench-") as tmp:
         for kind in kinds:
-            results += run_db(kind, args, Path(tmp))
+            for instances, proxy in setups:
+                results += run_db(kind, args, Path(tmp), instances, proxy)
     print()
     print(
-        f"{'db':9} {'inst':>4} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
+        f"{'db':9} {'inst':>6} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
         f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
     )
     for r in results:
         row = r.row()
+        served_by = f"{row['instances']}{'+lb' if r.proxy else ''}"
         print(
-            f"{row['db']:9} {row['instances']:>4} {row['workers']:>3} {row['clients']:>7} "
+            f"{row['db']:9} {served_by:>6} {row['workers']:>3} {row['clients']:>7} "
             f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
             f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}"
         )
