@@ -33,7 +33,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.state.licensed_renewal_required": {"en": "Payment failed", "el": "Η πληρωμή απέτυχε"},
     "ui.state.licensed_cancelled": {"en": "Subscription ended", "el": "Η συνδρομή έληξε"},
     "ui.state.trial_expired": {"en": "Trial ended", "el": "Η δοκιμή έληξε"},
-    "ui.state.license_missing": {"en": "Not activated", "el": "Χωρίς ενεργοποίηση"},
+    "ui.state.license_missing": {"en": "Not activated", "el": "Μη ενεργοποιημένο"},
     "ui.state.license_error": {"en": "License problem", "el": "Πρόβλημα άδειας"},
     # One sentence per state: what is wrong and what to do.
     "ui.detail.licensed_active": {
@@ -57,7 +57,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "en": "Orders are stopped: the payment is overdue. The owner should update the card in "
         "Manage billing.",
         "el": "Οι παραγγελίες έχουν σταματήσει: η πληρωμή καθυστερεί. Ο ιδιοκτήτης πρέπει να ενημερώσει "
-        "την κάρτα από τη Διαχείριση χρεώσεων.",
+        "την κάρτα από τη Διαχείριση χρέωσης.",
     },
     "ui.detail.licensed_grace": {
         "en": "Orders work, but this PC has not reached the POSPal cloud lately. "
@@ -108,7 +108,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.action.trial": {"en": "Start free trial", "el": "Έναρξη δωρεάν δοκιμής"},
     "ui.action.buy": {"en": "Buy subscription", "el": "Αγορά συνδρομής"},
     "ui.action.manage": {"en": "Manage subscription", "el": "Διαχείριση συνδρομής"},
-    "ui.action.billing": {"en": "Manage billing", "el": "Διαχείριση χρεώσεων"},
+    "ui.action.billing": {"en": "Manage billing", "el": "Διαχείριση χρέωσης"},
     "ui.action.fix_card": {"en": "Update payment card", "el": "Ενημέρωση κάρτας"},
     "ui.action.activate": {"en": "Activate this PC", "el": "Ενεργοποίηση υπολογιστή"},
     "ui.action.move": {"en": "Move license", "el": "Μεταφορά άδειας"},
@@ -193,7 +193,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "en": "All terminals on this subscription are in use. Remove one below, or add a terminal "
         "in Manage billing.",
         "el": "Όλα τα τερματικά της συνδρομής είναι σε χρήση. Αφαιρέστε ένα παρακάτω ή προσθέστε "
-        "τερματικό από τη Διαχείριση χρεώσεων.",
+        "τερματικό από τη Διαχείριση χρέωσης.",
     },
     "ui.error.bad_code": {
         "en": "That code is not right. Check the latest email and try again.",
