@@ -111,7 +111,9 @@ def _check(
         if rows:
             raise CodeExpired()
         raise BadCode()
-    given = code_hash(secret, email, code.strip()) if code else ""
+    # People type "123 456" or "123-456"; only the digits count.
+    digits = "".join(ch for ch in code if ch.isdigit()) if code else ""
+    given = code_hash(secret, email, digits) if digits else ""
     for row in usable:
         if given and hmac.compare_digest(row.code_hash, given):
             return row.id

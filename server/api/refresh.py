@@ -8,6 +8,7 @@ held as briefly as possible.
 from __future__ import annotations
 
 import itertools
+import re
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
@@ -25,14 +26,25 @@ PURGE_EVERY = 1000
 _purge_counter = itertools.count(1)
 
 
+_MACHINE_ID = re.compile(r"[A-Za-z0-9_]{1,40}")
+
+
+def machine_id_header(request: Request) -> str:
+    """The `X-POSPal-Machine` header, checked for shape; `BadSignature` if absent, 401 if malformed."""
+    machine_id = request.headers.get("x-pospal-machine", "")
+    if not machine_id:
+        raise BadSignature("The request is not signed by a registered machine.")
+    if not _MACHINE_ID.fullmatch(machine_id):
+        raise UnknownMachine()
+    return machine_id
+
+
 def signed_machine(
     session: Session, request: Request, raw: bytes, svc: Services
 ) -> tuple[Machine, License | None, Subscription | None, Customer | None]:
     """Load the machine named in `X-POSPal-Machine`, check its signature and nonce; 401/409 otherwise."""
-    machine_id = request.headers.get("x-pospal-machine", "")
-    if not machine_id:
-        raise BadSignature("The request is not signed by a registered machine.")
-    bundle = licensing.load_machine(session, machine_id[:40])
+    machine_id = machine_id_header(request)
+    bundle = licensing.load_machine(session, machine_id)
     if bundle is None:
         raise UnknownMachine()
     signed = verify_machine_signature(bundle[0].public_key, request, raw)
@@ -48,12 +60,10 @@ def refresh(
     svc: Services = Depends(services),
 ) -> TokenAnswer:
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
-    machine_id = request.headers.get("x-pospal-machine", "")
-    if not machine_id:
-        raise BadSignature("The request is not signed by a registered machine.")
+    machine_id = machine_id_header(request)
     now = svc.clock.now()
     with svc.db.transaction() as session:
-        state = licensing.load_machine_state(session, machine_id[:40])
+        state = licensing.load_machine_state(session, machine_id)
         if state is None:
             raise UnknownMachine()
         machine = state.machine

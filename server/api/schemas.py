@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+# No control characters anywhere: PostgreSQL text cannot hold NUL, and nothing legitimate needs them.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Email = Annotated[
     str,
     StringConstraints(
@@ -14,18 +16,20 @@ Email = Annotated[
         to_lower=True,
         min_length=3,
         max_length=320,
-        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
     ),
 ]
-Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12)]
+Code = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, pattern=r"^[0-9 -]+$")
+]
 PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64, pattern=r"^[A-Za-z0-9_\-+/=]+$")]
-TerminalName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+TerminalName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100, pattern=_PRINTABLE)]
 ComponentName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 ComponentHash = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[0-9a-fA-F]+$")]
 Fingerprint = Annotated[dict[ComponentName, ComponentHash], Field(max_length=16)]
-Kid = Annotated[str, StringConstraints(max_length=64)]
+Kid = Annotated[str, StringConstraints(max_length=64, pattern=_PRINTABLE)]
 Locale = Literal["en", "el"]
-MachineId = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+MachineId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=_PRINTABLE)]
 
 
 class _Body(BaseModel):
@@ -75,7 +79,9 @@ class ActivationRequest(_Body):
 
     email: Email
     code: Code | None = None
-    checkout_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    checkout_id: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=_PRINTABLE)] | None = (
+        None
+    )
     fingerprint: Fingerprint
     machine_public_key: PublicKey
     terminal_name: TerminalName | None = None
@@ -138,7 +144,7 @@ class RemoveTerminalRequest(ProofRequest):
 class PortalRequest(ProofRequest):
     """Open the billing portal; `return_url` must be on this server or an allowed origin."""
 
-    return_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    return_url: Annotated[str, StringConstraints(max_length=2000, pattern=_PRINTABLE)] | None = None
 
 
 class PortalAnswer(BaseModel):
