@@ -30,10 +30,10 @@ MAX_HEAD = 64 * 1024
 NOT_FORWARDED = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"x-forwarded-for"}
 )
+_BAD_GATEWAY_BODY = b'{"error": "bad_gateway", "message": "No server instance is reachable."}'
 BAD_GATEWAY = (
-    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: 70\r\n"
-    b"Connection: close\r\n\r\n"
-    b'{"error": "bad_gateway", "message": "No server instance is reachable."}'
+    b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BAD_GATEWAY_BODY), _BAD_GATEWAY_BODY)
 )
 
 
@@ -176,6 +176,8 @@ class LbProxy:
                     break
         except (ProxyError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            pass  # shutting down: end this connection quietly, the loop is closing
         finally:
             writer.close()
             with contextlib.suppress(Exception):
