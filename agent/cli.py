@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = AgentSettings.from_env()
     store.ensure_dir(settings.data_dir)
     _setup_logging(settings.data_dir)
-    service = AgentService(settings)
+    service = AgentService(settings, probe_in_background=True)
     try:
         api = LocalApi(InProcessControl(service), api_token=store.ensure_api_token(settings.data_dir),
                        port=settings.agent_port, allowed_origins=settings.allowed_origins).start()

@@ -66,11 +66,16 @@ class AgentService:
         opener: Callable[[str], Any] = webbrowser.open,
         terminal_name: str | None = None,
         rng: Any = None,
+        probe_in_background: bool = False,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.transport = transport or HttpTransport(settings.server_url, self.clock)
         self._fingerprinter = fingerprinter
+        # The probes can take seconds (PowerShell/CIM on Windows). In the background, the first status
+        # uses the hashes cached at the last run, so the POS gets its answer at once.
+        self._probe_in_background = probe_in_background
+        self._fp_lock = threading.Lock()
         self.opener = opener
         self.state_store = store.StateStore(settings.data_dir)
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
@@ -109,6 +114,8 @@ class AgentService:
             self._hw_saved = hw
             self.trusted_clock = TrustedClock(self.clock, hw)
             self._load_token()
+        if self._probe_in_background and self._fingerprint is None:
+            threading.Thread(target=self._probe, name="pospal-fingerprint", daemon=True).start()
         self.refresh_status()
 
     def start(self, scheduler: bool = True) -> AgentService:
@@ -152,7 +159,7 @@ class AgentService:
             claims = self._claims
             fp_match = None
             if claims is not None:
-                fp_match = fingerprint.match(claims.fp, self._hashes()).ok
+                fp_match = fingerprint.match(claims.fp, self._status_hashes()).ok
             inputs = StatusInputs(
                 now=verdict.now,
                 claims=claims,
@@ -455,12 +462,40 @@ class AgentService:
         self.state_store.save(data)
 
     def _get_fingerprint(self) -> fingerprint.Fingerprint:
-        if self._fingerprint is None:
-            self._fingerprint = self._fingerprinter()
-        return self._fingerprint
+        """The probed fingerprint (probing now if nobody has yet; what goes to the server)."""
+        with self._fp_lock:
+            if self._fingerprint is None:
+                self._fingerprint = self._fingerprinter()
+            fp = self._fingerprint
+        hashes = fp.hashes()
+        if self._data.get("fingerprint") != hashes:
+            with self._lock:
+                self._data["fingerprint"] = hashes  # hashes only: the cache for the next start
+        return fp
 
     def _hashes(self) -> dict[str, str]:
         return self._get_fingerprint().hashes()
+
+    def _status_hashes(self) -> dict[str, str]:
+        """Hashes for the status: the last run's cached ones while a background probe is still running."""
+        cached = self._data.get("fingerprint")
+        if self._fingerprint is None and self._probe_in_background and isinstance(cached, dict):
+            return cached
+        return self._hashes()
+
+    def _probe(self) -> None:
+        before = self._data.get("fingerprint")
+        try:
+            self._get_fingerprint()
+        except Exception:  # the probes skip failing sources themselves; this is a last resort
+            log.exception("fingerprint probe failed")
+            return
+        if self._data.get("fingerprint") != before:
+            try:
+                self._save()
+            except Error:
+                log.warning("could not cache the fingerprint hashes", exc_info=True)
+        self.refresh_status()
 
     def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
         return {

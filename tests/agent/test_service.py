@@ -36,13 +36,14 @@ class Rig:
         self.fp = FP
         self.opened: list[str] = []
 
-    def service(self, opener=None) -> AgentService:
+    def service(self, opener=None, **kw) -> AgentService:
         settings = AgentSettings(server_url="http://fake.invalid", agent_port=7421,
                                  data_dir=self.tmp / "data", trusted_keys_path=self.jwks)
         return AgentService(
-            settings, clock=self.clock, transport=self.cloud, fingerprinter=lambda: self.fp,
+            settings, clock=self.clock, transport=self.cloud,
+            fingerprinter=kw.pop("fingerprinter", lambda: self.fp),
             key_store=MachineKeyStore(self.tmp / "data", backend=fail.Keyring()),
-            opener=opener or self.opened.append, terminal_name="Bar 1",
+            opener=opener or self.opened.append, terminal_name="Bar 1", **kw,
         )
 
 
@@ -262,3 +263,24 @@ def test_diagnostics_show_hashes_and_the_last_sync(rig):
     diag = svc.diagnostics()
     assert [c.name for c in diag.components] == ["machine_id", "disk_serial", "mac"]
     assert diag.last_sync_result.endswith(": ok") and "Bar 1" not in diag.support_report()
+
+
+def test_a_slow_fingerprint_probe_does_not_delay_the_first_answer(rig):
+    """Probing in the background: the first status uses the hashes cached at the last run, and a
+    changed machine shows up as soon as the probe finishes."""
+    activated(rig)
+    release = threading.Event()
+    changed = Fingerprint((Component("machine_id", True, "d" * 64), Component("disk_serial", True, "e" * 64),
+                           Component("mac", True, "f" * 64)))
+
+    def slow_probe():
+        assert release.wait(10)
+        return changed
+
+    svc = rig.service(probe_in_background=True, fingerprinter=slow_probe)
+    assert svc.status().license_state == "licensed_active"  # answered from the cached hashes
+    seen = threading.Event()
+    svc.subscribe(lambda st: st.reason == "machine_changed" and seen.set())
+    release.set()
+    assert seen.wait(10)
+    assert svc.status().reason == "machine_changed"
