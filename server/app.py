@@ -209,8 +209,11 @@ class _MetricsMiddleware:
 
 def app_from_env() -> FastAPI:
     """Uvicorn factory (`--factory server.app:app_from_env`): settings from the environment."""
+    from server import testhooks
     from server.logs import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings, clock=testhooks.clock_for(settings))
+    testhooks.install(app, settings)
+    return app

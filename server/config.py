@@ -108,6 +108,9 @@ class Settings:
     outbox_worker: bool = True
     mail_dir: Path | None = None
     log_level: str = "INFO"
+    # Simulation-only hooks (server/testhooks.py); never set in production.
+    test_hooks: bool = False
+    test_clock_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +152,8 @@ class Settings:
             outbox_worker=_flag(env, "POSPAL_OUTBOX_WORKER", True),
             mail_dir=Path(env["POSPAL_MAIL_DIR"]) if env.get("POSPAL_MAIL_DIR") else None,
             log_level=(env.get("POSPAL_LOG_LEVEL") or "INFO").upper(),
+            test_hooks=_flag(env, "POSPAL_ENABLE_TEST_HOOKS", False),
+            test_clock_file=Path(clock_file) if (clock_file := env.get("POSPAL_TEST_CLOCK_FILE")) else None,
         )
         settings.check()
         return settings

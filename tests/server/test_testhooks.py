@@ -1,0 +1,52 @@
+"""The simulation-only hooks (server/testhooks.py) stay off unless explicitly enabled."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from server.clock import SystemClock
+from server.config import Settings
+from server.testhooks import FileClock, clock_for, install
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.from_env({"POSPAL_SERVER_DATA_DIR": str(tmp_path), **env})
+
+
+def test_file_clock_follows_the_file_and_keeps_the_last_good_value(tmp_path: Path) -> None:
+    """The simulated time moves when the file changes; a half-written file never moves it."""
+    path = tmp_path / "clock"
+    path.write_text("1800000000\n")
+    clock = FileClock(path)
+    assert clock.now() == datetime.fromtimestamp(1800000000, UTC)
+    path.write_text("1800003600.5\n")
+    assert clock.now() == datetime.fromtimestamp(1800003600.5, UTC)
+    path.write_text("")
+    assert clock.now() == datetime.fromtimestamp(1800003600.5, UTC)
+
+
+def test_hooks_are_off_by_default(tmp_path: Path) -> None:
+    """Without POSPAL_ENABLE_TEST_HOOKS=1 the clock is real and /_test/webhook does not exist."""
+    clock_file = tmp_path / "clock"
+    clock_file.write_text("1800000000")
+    settings = _settings(tmp_path, POSPAL_TEST_CLOCK_FILE=str(clock_file))
+    assert isinstance(clock_for(settings), SystemClock)
+    app = FastAPI()
+    install(app, settings)
+    assert TestClient(app).post("/_test/webhook", json={"id": "evt"}).status_code == 404
+
+
+def test_hooks_on_when_enabled(tmp_path: Path) -> None:
+    """With the flag, the clock file drives the server's time and the webhook route is mounted."""
+    clock_file = tmp_path / "clock"
+    clock_file.write_text("1800000000")
+    settings = _settings(tmp_path, POSPAL_ENABLE_TEST_HOOKS="1", POSPAL_TEST_CLOCK_FILE=str(clock_file))
+    assert clock_for(settings).now() == datetime.fromtimestamp(1800000000, UTC)
+    app = FastAPI()
+    install(app, settings)
+    # Mounted: it answers (here without the server's services, so not 200), where it was 404 before.
+    assert TestClient(app, raise_server_exceptions=False).post("/_test/webhook", json={}).status_code != 404
