@@ -1,0 +1,358 @@
+"""The fleet checker: an independent oracle for every agent's final state, and the server-side checks.
+
+The oracle is written from PRODUCT.md's rules (trial 30 days keyed by the fingerprint; offline grace
+after 48 h without sync; offline lease 14 days; payment grace 7 days from the first failure; a
+cancellation runs to the period end; strict-majority fingerprint match, healed at the next sync; a clock
+set back more than 24 h is a rollback until a sync succeeds; a first run offline gets a 3-day
+provisional trial and the server's first-seen date wins) applied to the agent's own history: what the
+script did to it, when, and which of its requests the server answered. It never calls `agent.state`.
+
+The server checks read the database: every webhook event processed, every outbox row sent once and
+received by the SMTP sink exactly once, the emails each customer's history calls for, and an audit row
+for every license and machine change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+DAY = 86400.0
+TRIAL_S = 30 * DAY
+LEASE_S = 14 * DAY
+GRACE_S = 2 * DAY
+PAYMENT_GRACE_S = 7 * DAY
+ROLLBACK_S = DAY
+PROVISIONAL_S = 3 * DAY
+SYNC_ROUTES = ("/v1/refresh", "/v1/trials", "/v1/activations")
+# Emails whose count follows from the history alone (codes depend on retries; reminders on timing).
+COUNTED_TEMPLATES = (
+    "welcome",
+    "payment_failed",
+    "payment_recovered",
+    "subscription_ending",
+    "subscription_cancelled",
+    "terminal_added",
+    "terminal_removed",
+)
+
+
+def majority(bound: dict[str, str], current: dict[str, str]) -> bool:
+    """PRODUCT.md: a strict majority of the bound components must match."""
+    return bool(bound) and 2 * sum(1 for k, v in bound.items() if current.get(k) == v) > len(bound)
+
+
+@dataclass
+class Billing:
+    """A customer's subscription as the provider holds it, replayed from the history."""
+
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+    def at(self, t: float) -> tuple[str, float | None]:
+        """(status, first_failed_at) after every billing event up to and including `t`."""
+        status, failed = "none", None
+        for when, action in sorted(self.events):
+            if when > t:
+                break
+            if action == "purchase":
+                status, failed = "active", None
+            elif action == "fail_renewal" and status != "canceled":
+                if status != "past_due":
+                    failed = when
+                status = "past_due"
+            elif action == "pay_now" and status != "canceled":
+                status, failed = "active", None
+            elif action == "cancel_now":
+                status, failed = "canceled", None
+        return status, failed
+
+
+def billing_by_customer(
+    results: list[dict[str, Any]], provider_log: list[dict[str, Any]]
+) -> dict[int, Billing]:
+    """Each customer's billing events: the buyer's purchases and page actions, and the provider's own."""
+    billing: dict[int, Billing] = {}
+    index_to_customer = {r["index"]: r["customer"] for r in results}
+    for r in results:
+        for h in r["history"]:
+            if h["kind"] == "purchase":
+                billing.setdefault(r["customer"], Billing()).events.append((h["t"], "purchase"))
+            elif h["kind"] == "billing":
+                billing.setdefault(r["customer"], Billing()).events.append((h["t"], h["action"]))
+    for p in provider_log:
+        action = {"reorder_fail": "fail_renewal", "reorder_recover": "pay_now"}.get(p["name"])
+        if action:
+            billing.setdefault(index_to_customer[p["plan"]], Billing()).events.append((p["t"], action))
+    return billing
+
+
+def expected_state(r: dict[str, Any], billing: Billing | None, end: float) -> tuple[str, bool, str]:
+    """(license_state, licensed, why) that PRODUCT.md calls for, from this agent's history alone."""
+    timeline: list[tuple[float, int, str, dict[str, Any]]] = []
+    for h in r["history"]:
+        timeline.append((h["t"], 0, h["kind"], h))
+    for t, route, status in r["log"]:
+        if route in SYNC_ROUTES and 200 <= status < 300:
+            timeline.append((t, 1, "sync:" + route, {}))
+    timeline.sort(key=lambda e: (e[0], e[1]))
+    kind: str | None = None
+    hw = dict(r["hw0"])  # the hardware the PC started with
+    bound: dict[str, str] = {}
+    trial_first_seen: float | None = None
+    provisional: float | None = None
+    last_sync: float | None = None
+    rollback = False
+    wall_shift = 0.0
+    for t, _order, what, h in timeline:
+        if what == "hw":
+            hw = dict(h["values"])
+        elif what == "reboot":
+            wall_shift += h["wall_shift"]
+            # The persisted high-water mark is the trusted time at shutdown (anchored: the server's).
+            rollback = rollback or -h["wall_shift"] > ROLLBACK_S
+        elif what == "provisional" and kind is None and provisional is None:
+            provisional = t
+        elif what in ("deactivated",):
+            kind, bound, last_sync = None, {}, None
+        elif what == "reinstall":
+            kind, bound, last_sync, provisional = None, {}, None, None
+        elif what == "sync:/v1/trials":
+            if kind != "license":
+                if trial_first_seen is None:
+                    start = provisional if provisional is not None else t
+                    trial_first_seen = min(t, max(t - PROVISIONAL_S, start))
+                kind = "trial"
+                provisional = None
+            bound, last_sync, rollback = dict(hw), t, False
+        elif what == "sync:/v1/activations":
+            kind, bound, last_sync, rollback = "license", dict(hw), t, False
+        elif what == "sync:/v1/refresh":
+            if majority(bound, hw):
+                bound = dict(hw)
+            last_sync, rollback = t, False
+    if rollback:
+        return "license_error", False, "clock_rollback"
+    if kind is None:
+        if provisional is not None:
+            if end - provisional >= PROVISIONAL_S:
+                return "license_error", False, "offline_expired"
+            return "trial_active", True, "provisional_trial"
+        return "license_missing", False, "not_activated"
+    assert last_sync is not None
+    if not majority(bound, hw):
+        return "license_error", False, "machine_changed"
+    if end - last_sync >= LEASE_S:
+        return "license_error", False, "offline_expired"
+    if kind == "trial":
+        assert trial_first_seen is not None
+        if end >= trial_first_seen + TRIAL_S:
+            return "trial_expired", False, "trial_ended"
+        return "trial_active", True, "trial"
+    status, failed = billing.at(last_sync) if billing else ("none", None)
+    if status in ("canceled", "none"):
+        return "licensed_cancelled", False, "subscription_ended"
+    if status == "past_due":
+        assert failed is not None
+        if end >= failed + PAYMENT_GRACE_S:
+            return "licensed_renewal_required", False, "payment_grace_ended"
+        return "licensed_renewal_required", True, "payment_failed"
+    if end - last_sync >= GRACE_S:
+        return "licensed_grace", True, "offline_grace"
+    return "licensed_active", True, "active"
+
+
+def check_states(
+    results: list[dict[str, Any]], provider_log: list[dict[str, Any]], end: float
+) -> dict[str, Any]:
+    """Compare every agent's final state with the oracle's."""
+    billing = billing_by_customer(results, provider_log)
+    wrong = []
+    for r in results:
+        state, licensed, why = expected_state(r, billing.get(r["customer"]), end)
+        if (state, licensed) != (r["license_state"], r["licensed"]):
+            wrong.append(
+                {
+                    "index": r["index"],
+                    "role": r["role"],
+                    "expected": [state, licensed, why],
+                    "got": [r["license_state"], r["licensed"], r["reason"]],
+                }
+            )
+    return {"wrong": wrong, "final_states": Counter(r["license_state"] for r in results)}
+
+
+def check_errors(results: list[dict[str, Any]], windows: list[tuple[float, float, str]]) -> dict[str, Any]:
+    """Server errors seen by agents (5xx, or no answer from a server that should be up): each inside an
+    injected fault window, and each followed by a success of the same request later."""
+    total = outside = unrecovered = 0
+    by_fault: Counter[str] = Counter()
+    samples: list[str] = []
+    for r in results:
+        log = r["log"]
+        for i, (t, route, status) in enumerate(log):
+            if not (status == 0 or status >= 500):
+                continue
+            total += 1
+            fault = next((name for a, b, name in windows if a <= t <= b), None)
+            if fault is None:
+                outside += 1
+            else:
+                by_fault[fault] += 1
+            if fault is None or not any(r2 == route and 200 <= s2 < 400 for _t2, r2, s2 in log[i + 1 :]):
+                unrecovered += fault is not None
+                samples.append(
+                    f"agent {r['index']} ({r['role']}): {route} -> {status} at day {t / DAY:.3f}"
+                    f"{'' if fault else ' outside faults'}, later: {log[i + 1 : i + 4]}"
+                )
+    return {
+        "total": total,
+        "outside_faults": outside,
+        "not_retried_ok": unrecovered,
+        "by_fault": dict(by_fault),
+        "samples": samples[:20],
+    }
+
+
+def message_id(idempotency_key: str, domain: str = "pospal.gr") -> str:
+    """The Message-ID the SMTP mailer derives from an outbox idempotency key."""
+    return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def expected_emails(
+    results: list[dict[str, Any]], provider_log: list[dict[str, Any]]
+) -> Counter[tuple[str, str]]:
+    """(email, template) -> how many messages the histories call for."""
+    want: Counter[tuple[str, str]] = Counter()
+    email_of = {r["index"]: r["email"] for r in results}
+    billing = billing_by_customer(results, provider_log)
+    customer_email = {r["customer"]: r["email"] for r in results if r["email"]}
+    for customer, b in billing.items():
+        email = customer_email[customer]
+        status = "none"
+        for _t, action in sorted(b.events):
+            if action == "purchase" and status == "none":
+                want[(email, "welcome")] += 1
+            elif action == "fail_renewal" and status == "active":
+                want[(email, "payment_failed")] += 1
+            elif action == "pay_now" and status == "past_due":
+                want[(email, "payment_recovered")] += 1
+            elif action == "cancel_at_period_end" and status in ("active", "past_due"):
+                want[(email, "subscription_ending")] += 1
+            elif action == "cancel_now" and status in ("active", "past_due"):
+                want[(email, "subscription_cancelled")] += 1
+            status = {
+                "purchase": "active",
+                "fail_renewal": "past_due",
+                "pay_now": "active",
+                "cancel_now": "canceled",
+            }.get(action, status)
+    for p in provider_log:
+        if p["name"] == "reorder_cancel_flip":
+            want[(email_of[p["plan"]], "subscription_ending")] += 1
+    for r in results:
+        for h in r["history"]:
+            if h["kind"] == "activated":
+                want[(r["email"], "terminal_added")] += 1
+            elif h["kind"] == "deactivated" and r["email"]:
+                want[(r["email"], "terminal_removed")] += 1
+    return want
+
+
+def check_server(
+    db_url: str,
+    results: list[dict[str, Any]],
+    provider_log: list[dict[str, Any]],
+    sink_messages: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Events processed, emails neither lost nor duplicated, audit rows present, bindings healed."""
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from agent import fingerprint
+    from server.models import AuditLog, License, Machine, Outbox, StripeEvent, Subscription
+
+    engine = create_engine(db_url)
+    out: dict[str, Any] = {}
+    with Session(engine) as s:
+        out["events_total"] = s.scalar(select(func.count()).select_from(StripeEvent))
+        out["events_not_processed"] = s.scalar(
+            select(func.count()).select_from(StripeEvent).where(StripeEvent.processed_at.is_(None))
+        )
+        rows = s.execute(
+            select(Outbox.to_email, Outbox.template, Outbox.idempotency_key, Outbox.status, Outbox.attempts)
+        ).all()
+        audit = s.execute(select(AuditLog.action, AuditLog.machine_id, AuditLog.license_id)).all()
+        machines = {m.id: m for m in s.scalars(select(Machine))}
+        n_subs = s.scalar(select(func.count()).select_from(Subscription))
+        license_ids = set(s.scalars(select(License.id)))
+    engine.dispose()
+    received = Counter(m["message_id"] for m in sink_messages)
+    out["outbox_total"] = len(rows)
+    out["outbox_by_status"] = dict(Counter(r.status for r in rows))
+    out["outbox_retried"] = sum(1 for r in rows if r.attempts > 1)
+    not_sent = [r.idempotency_key for r in rows if r.status != "sent"]
+    missing_at_sink = [
+        r.idempotency_key for r in rows if r.status == "sent" and not received[message_id(r.idempotency_key)]
+    ]
+    dup_at_sink = sum(n - 1 for n in received.values() if n > 1)
+    have = Counter((r.to_email, r.template) for r in rows)
+    want = expected_emails(results, provider_log)
+    short = {f"{e} {t}": [want[(e, t)], have[(e, t)]] for (e, t) in want if have[(e, t)] < want[(e, t)]}
+    extra = {
+        f"{e} {t}": [want[(e, t)], have[(e, t)]]
+        for (e, t) in have
+        if t in COUNTED_TEMPLATES and have[(e, t)] > want[(e, t)]
+    }
+    out["emails_lost"] = len(not_sent) + len(missing_at_sink) + sum(w - h for w, h in short.values())
+    out["emails_duplicated"] = dup_at_sink + sum(h - w for w, h in extra.values())
+    out["email_problems"] = {
+        "not_sent": not_sent[:10],
+        "missing_at_sink": missing_at_sink[:10],
+        "short": dict(list(short.items())[:10]),
+        "extra": dict(list(extra.items())[:10]),
+    }
+    out["emails_received"] = sum(received.values())
+    out["emails_by_template"] = dict(Counter(r.template for r in rows))
+    # Audit: every activation, trial, deactivation and subscription change has its row.
+    by_action: dict[str, set[Any]] = {}
+    for action, machine_id, license_id in audit:
+        by_action.setdefault(action, set()).add(machine_id or license_id)
+    gaps = []
+    for r in results:
+        for h in r["history"]:
+            if h["kind"] == "activated" and h.get("machine_id") not in by_action.get(
+                "machine.activated", set()
+            ):
+                gaps.append(f"agent {r['index']}: no machine.activated for {h.get('machine_id')}")
+        if r["role"] == "deactivate" and not by_action.get("machine.deactivated"):
+            gaps.append(f"agent {r['index']}: no machine.deactivated")
+    trial_machines = by_action.get("trial.started", set()) | by_action.get("trial.resumed", set())
+    for r in results:
+        if (
+            r["license_state"].startswith("trial")
+            and r["machine_id"]
+            and r["machine_id"] not in trial_machines
+        ):
+            gaps.append(f"agent {r['index']}: no trial audit for {r['machine_id']}")
+    missing_licenses = (
+        license_ids - by_action.get("license.created", set()) - by_action.get("license.rebound", set())
+    )
+    gaps += [f"license {lic}: no license.created" for lic in sorted(missing_licenses)]
+    synced = audit and sum(1 for a in audit if a[0] == "subscription.synced")
+    if n_subs and synced < n_subs:
+        gaps.append(f"{n_subs} subscriptions but {synced} subscription.synced rows")
+    out["audit_rows"] = len(audit)
+    out["audit_gaps"] = gaps
+    # One replaced part heals the binding at the next sync: the server holds the new hashes.
+    unhealed = []
+    for r in results:
+        if r["role"] == "hw1" and r["machine_id"] in machines:
+            now = {
+                n: fingerprint.hash_component(n, fingerprint.normalize(v) or v) for n, v in r["hw"].items()
+            }
+            if machines[r["machine_id"]].fingerprint != now:
+                unhealed.append(r["index"])
+    out["hw1_not_healed"] = unhealed
+    return out

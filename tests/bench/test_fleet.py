@@ -1,0 +1,118 @@
+"""The fleet simulation, small: 100 agents over 3 simulated days against one real server, with faults.
+
+The server is SIGKILLed and restarted 3 times, the email provider refuses for a minute of server time,
+webhooks are delivered duplicated and out of order. The same zeros as the 1,000-agent bench run
+(bench/fleet.py) must hold: no agent in a state PRODUCT.md does not call for, no email lost or sent twice,
+no webhook event left unprocessed, no audit gap, and every server error an agent saw came during an
+injected fault and was followed by a successful retry. The oracle itself is checked on hand-made
+histories, so it cannot pass by agreeing with everything.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import fleet_check
+from bench.fleet import Fleet
+
+DAY = 86400.0
+HW = {n: f"{n}-1-gen0" for n in ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")}
+
+
+def _agent(history: list[dict], log: list[tuple[float, str, int]], hw: dict | None = None) -> dict:
+    return {
+        "history": history,
+        "log": log,
+        "hw": hw or dict(HW),
+        "hw0": dict(HW),
+        "customer": 1,
+        "index": 1,
+        "role": "t",
+        "email": "a@b.c",
+    }
+
+
+def test_oracle_follows_product_rules_on_hand_made_histories() -> None:
+    """The oracle is independent of agent.state, so check it against PRODUCT.md by hand."""
+    bought = fleet_check.Billing([(1 * DAY, "purchase")])
+    synced = [(0.5 * DAY, "/v1/trials", 200), (1 * DAY, "/v1/activations", 200)]
+    expect = fleet_check.expected_state
+    # Synced an hour ago: active. Offline 3 days: grace. Offline 15 days: the lease ran out.
+    assert expect(_agent([], [*synced, (10 * DAY, "/v1/refresh", 200)]), bought, 10 * DAY + 3600)[:2] == (
+        "licensed_active",
+        True,
+    )
+    assert expect(_agent([], [*synced, (10 * DAY, "/v1/refresh", 200)]), bought, 13 * DAY)[:2] == (
+        "licensed_grace",
+        True,
+    )
+    assert expect(_agent([], synced), bought, 16 * DAY)[2] == "offline_expired"
+    # Payment failed at day 5: orders allowed until day 12, then not.
+    failed = fleet_check.Billing([(1 * DAY, "purchase"), (5 * DAY, "fail_renewal")])
+    log = [*synced, (11 * DAY, "/v1/refresh", 200)]
+    assert expect(_agent([], log), failed, 11.5 * DAY)[:2] == ("licensed_renewal_required", True)
+    assert expect(_agent([], [*log, (12.5 * DAY, "/v1/refresh", 200)]), failed, 12.6 * DAY)[:2] == (
+        "licensed_renewal_required",
+        False,
+    )
+    # A trial started at day 0.5 has ended at day 30.5.
+    trial = [synced[0], (30 * DAY, "/v1/refresh", 200)]
+    assert expect(_agent([], trial), None, 30.6 * DAY)[0] == "trial_expired"
+    assert expect(_agent([], trial), None, 30.4 * DAY)[0] == "trial_active"
+    # One part replaced: still licensed; three of five: machine_changed.
+    one = dict(HW, mac="mac-1-gen1")
+    three = dict(HW, mac="mac-1-gen1", disk_serial="x-gen1", board_serial="y-gen1")
+    hw1 = _agent([{"t": 2 * DAY, "kind": "hw", "values": one}], [*synced, (2 * DAY, "/v1/refresh", 200)], one)
+    assert expect(hw1, bought, 2.1 * DAY)[0] == "licensed_active"
+    hw3 = _agent(
+        [{"t": 2 * DAY, "kind": "hw", "values": three}], [*synced, (2 * DAY, "/v1/refresh", 200)], three
+    )
+    assert expect(hw3, bought, 2.1 * DAY)[2] == "machine_changed"
+    # A clock set back 2 days at a reboot: rollback until the next successful sync.
+    back = [{"t": 3 * DAY, "kind": "reboot", "wall_shift": -2 * DAY}]
+    assert expect(_agent(back, synced), bought, 3.1 * DAY)[2] == "clock_rollback"
+    assert expect(_agent(back, [*synced, (3.2 * DAY, "/v1/refresh", 200)]), bought, 3.3 * DAY)[0] == (
+        "licensed_active"
+    )
+    # Never activated; a first run offline: a 3-day provisional trial.
+    assert expect(_agent([], []), None, DAY)[0] == "license_missing"
+    prov = [{"t": DAY, "kind": "provisional"}]
+    assert expect(_agent(prov, []), None, 3 * DAY)[0] == "trial_active"
+    assert expect(_agent(prov, []), None, 4.5 * DAY)[2] == "offline_expired"
+
+
+@pytest.mark.timeout(300)
+def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> None:
+    """100 agents, 3 simulated days, SIGKILLs, an email outage, duplicated and reordered webhooks."""
+    report = Fleet(
+        agents=100,
+        days=3,
+        workers=2,
+        database_url=None,
+        pg_stop=False,
+        email_outage_s=60,
+        outage_speed=10,
+        seed=11,
+        max_wall_s=240,
+    ).run()
+    server = report["server_checks"]
+    assert report["states"]["wrong"] == []
+    assert server["emails_lost"] == 0, server["email_problems"]
+    assert server["emails_duplicated"] == 0, server["email_problems"]
+    assert server["events_not_processed"] == 0 and report["deliveries_failed"] == 0
+    assert server["audit_gaps"] == []
+    assert server["hw1_not_healed"] == []
+    assert report["errors"]["outside_faults"] == 0, report["errors"]["samples"]
+    assert report["errors"]["not_retried_ok"] == 0, report["errors"]["samples"]
+    assert report["agent_exceptions"] == 0, report["exception_samples"]
+    # The faults really happened and were felt: 3 restarts, refused emails, duplicates answered as such.
+    assert report["server_starts"] == 4
+    assert report["errors"]["by_fault"].get("server SIGKILL", 0) > 0
+    assert report["sink_refused"] > 0 and server["outbox_retried"] > 0
+    assert report["duplicates_delivered"] > 0 and report["reordered"] > 0
+    # The fleet covered the states that matter.
+    finals = report["states"]["final_states"]
+    for state in ("trial_active", "licensed_active", "licensed_renewal_required", "license_error"):
+        assert finals.get(state, 0) > 0, finals
+    # PRODUCT.md: about 4 syncs a day per terminal, not thousands.
+    assert report["by_route"]["/v1/refresh"] / 100 / 3 < 6
