@@ -49,6 +49,8 @@ RequestExecutionLevel admin
 !define COMPANY "POSPal"
 !define APP_EXE "POSPalLicenseAgent.exe"
 !define PROCESS "POSPalLicenseAgent.exe"
+; The console twin for the command line (pospal-agent.exe status, trial, ...), built by build.spec.
+!define CLI_EXE "pospal-agent.exe"
 !define RUN_VALUE "POSPalLicenseAgent"
 !define REG_APP "Software\POSPal\License Agent"
 !define REG_UNINSTALL "Software\Microsoft\Windows\CurrentVersion\Uninstall\POSPalLicenseAgent"
@@ -114,6 +116,8 @@ LangString Uninstall ${LANG_GREEK} "Απεγκατάσταση ${PRODUCT}"
   Pop $0
   Sleep 2000
   nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${PROCESS} /T'
+  Pop $0
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${CLI_EXE} /T'
   Pop $0
   Sleep 500
 !macroend
@@ -192,6 +196,7 @@ Section "-un.$(SecProgram)" UnSecMain
   RMDir "$SMPROGRAMS\${PRODUCT}"
   RMDir /r "$INSTDIR\_internal"
   Delete "$INSTDIR\${APP_EXE}"
+  Delete "$INSTDIR\${CLI_EXE}"
   Delete "$INSTDIR\EULA.txt"
   Delete "$INSTDIR\Uninstall.exe"
   RMDir "$INSTDIR"

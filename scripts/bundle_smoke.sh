@@ -31,6 +31,9 @@ if [ "${1:-}" != "--no-build" ]; then
 fi
 [ -d "$APP" ] || { echo "no bundle at $APP" >&2; exit 1; }
 [ -x "$APP/POSPalLicenseAgent" ] && EXE="$APP/POSPalLicenseAgent"
+# The command line: the same executable, or on Windows its console twin (the main one has no console).
+CLI="$EXE"
+[ -x "$APP/pospal-agent.exe" ] && CLI="$APP/pospal-agent.exe"
 
 echo "== bundle size"
 du -sh "$APP"
@@ -99,6 +102,14 @@ start_and_check() {
     echo "FAIL: $label: GET /v1/license did not answer on port $port" >&2; cat "$log" >&2; exit 1
   fi
   echo "$label: GET http://127.0.0.1:$port/v1/license answered after $(( $(date +%s) - t0 )) s: $body"
+  if [ "$label" = headless ]; then
+    # The same executable is the command line: `status` reaches the running agent over the local API.
+    local status
+    status="$(POSPAL_DATA_DIR="$DATA/$label" POSPAL_AGENT_PORT="$port" POSPAL_SERVER_URL="http://127.0.0.1:9" \
+      "$CLI" status --json 2>&1)" || true
+    grep -q '"license_state"' <<<"$status" || { echo "FAIL: '$CLI status --json' said: $status" >&2; exit 1; }
+    echo "$label: '$(basename "$CLI") status --json' answered through the local API"
+  fi
   if [ "$label" = tray ]; then
     # The agent falls back to headless when the tray cannot start; here that is a failure.
     for _ in $(seq 150); do
@@ -116,6 +127,11 @@ start_and_check() {
   kill -0 "$PID" 2>/dev/null && { echo "FAIL: $label did not stop on SIGTERM" >&2; exit 1; }
   PID=""
 }
+
+echo "== smoke: command line"
+"$CLI" --version
+"$CLI" fingerprint --json >"$DATA/fingerprint.json" 2>&1 || { cat "$DATA/fingerprint.json" >&2; echo "FAIL: fingerprint" >&2; exit 1; }
+echo "fingerprint: $(grep -c '"name"' "$DATA/fingerprint.json") components probed"
 
 echo "== smoke: --headless"
 start_and_check headless --headless
