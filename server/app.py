@@ -17,11 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
 from server.api import activations, codes, health, keys, refresh, terminals, trials
+from server.api import billing as billing_api
 from server.api.deps import Services
+from server.billing import make_provider
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.db import Database, current_revision, head_revision
@@ -66,7 +69,7 @@ def create_app(
         settings.signing_key_dir, settings.server_secret.reveal() if settings.server_secret else None
     )
     if billing is None:
-        billing = _make_billing(settings, db, clock)
+        billing = make_provider(settings, db, clock)
     services = Services(
         settings=settings,
         db=db,
@@ -100,7 +103,7 @@ def create_app(
     app.state.services = services
     for module in (trials, codes, activations, refresh, terminals, keys, health):
         app.include_router(module.router)
-    _include_billing(app)
+    app.include_router(billing_api.router)
     _install_error_handlers(app)
     if settings.allowed_origins:
         app.add_middleware(
@@ -114,27 +117,9 @@ def create_app(
     return app
 
 
-def _make_billing(settings: Settings, db: Database, clock: Clock) -> Any:
-    try:
-        from server.billing import make_provider
-    except ImportError:  # the billing package has not landed in this tree
-        return None
-    return make_provider(settings, db, clock)
+def _start_outbox_worker(services: Services, stop: threading.Event) -> threading.Thread:
+    from server.outbox import run_worker
 
-
-def _include_billing(app: FastAPI) -> None:
-    try:
-        from server.api import billing as billing_api
-    except ImportError:  # the billing router has not landed in this tree
-        return
-    app.include_router(billing_api.router)
-
-
-def _start_outbox_worker(services: Services, stop: threading.Event) -> threading.Thread | None:
-    try:
-        from server.outbox import run_worker
-    except ImportError:
-        return None
     thread = threading.Thread(
         target=run_worker,
         args=(services.settings, stop),
@@ -167,6 +152,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "The request was refused."
         return JSONResponse({"error": code, "message": message}, status_code=exc.status_code)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
+        # A value the database cannot store (too long, bad encoding) is the client's input, not a crash.
+        return JSONResponse(
+            {"error": "invalid_request", "message": "The request holds a value that cannot be stored."},
+            status_code=422,
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
