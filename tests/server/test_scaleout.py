@@ -506,11 +506,16 @@ def test_the_code_rate_limit_is_shared_between_instances(cluster: Cluster) -> No
         assert answers[-1].json()["error"] == "rate_limited"
         assert answers[-1].json()["retry_after"] > 0
         assert client_a.post("/v1/codes", json=body).status_code == 429
-        other = client_a.post("/v1/codes", json={**body, "email": f"other-{email}"})
+        # Behind a load balancer the per-address limits count the client it names (from a trusted
+        # proxy address: loopback here, FORWARDED_ALLOW_IPS in production), not the balancer.
+        other = client_b.post(
+            "/v1/codes", json={**body, "email": f"other-{email}"}, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
         assert other.status_code == 202
     client = redis.Redis.from_url(cluster.redis_url)
     try:
         assert client.zcard(f"{RATE_LIMIT_PREFIX}codes:{email}") == 5
+        assert client.zcard(f"{RATE_LIMIT_PREFIX}codes:ip:203.0.113.9") == 1
     finally:
         client.close()
 
