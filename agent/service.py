@@ -81,6 +81,7 @@ class AgentService:
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._subscribers: list[Callable[[LicenseStatus], None]] = []
         self._generation = 0  # bumped by every local state change; a sync started before one is dropped
         self._data: dict[str, Any] = {}
@@ -129,8 +130,8 @@ class AgentService:
         self.engine.stop()
         try:
             self._save()
-        except Error:
-            log.warning("could not save state at exit", exc_info=True)
+        except Error as exc:
+            log.warning("could not save state at exit: %s", exc.message)
 
     # -- observing -------------------------------------------------------------------------------------
 
@@ -187,8 +188,8 @@ class AgentService:
         if persist_hw:
             try:
                 self._save()
-            except Error:
-                log.warning("could not persist the clock high-water mark", exc_info=True)
+            except Error as exc:
+                log.warning("could not persist the clock high-water mark: %s", exc.message)
         if subscribers:
             with self._publish_lock:
                 # Two threads may recompute at once; never let the older answer be published last.
@@ -453,13 +454,15 @@ class AgentService:
         self._generation += 1
 
     def _save(self) -> None:
-        with self._lock:
-            hw = self.trusted_clock.high_water
-            if hw is not None:
-                self._data["high_water"] = _ts(hw)
-            data = dict(self._data)
-            self._hw_saved = hw
-        self.state_store.save(data)
+        # One writer at a time: two interleaved atomic writes would race on the .bak rename.
+        with self._save_lock:
+            with self._lock:
+                hw = self.trusted_clock.high_water
+                if hw is not None:
+                    self._data["high_water"] = _ts(hw)
+                data = dict(self._data)
+                self._hw_saved = hw
+            self.state_store.save(data)
 
     def _get_fingerprint(self) -> fingerprint.Fingerprint:
         """The probed fingerprint (probing now if nobody has yet; what goes to the server)."""
@@ -493,8 +496,8 @@ class AgentService:
         if self._data.get("fingerprint") != before:
             try:
                 self._save()
-            except Error:
-                log.warning("could not cache the fingerprint hashes", exc_info=True)
+            except Error as exc:
+                log.warning("could not cache the fingerprint hashes: %s", exc.message)
         self.refresh_status()
 
     def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
