@@ -237,3 +237,64 @@ def test_trial_ending_reminder_is_sent_once_three_days_before(database, clock):
     assert [(r.to_email, r.template, r.locale, r.idempotency_key) for r in rows] == [
         ("owner@cafe.gr", "trial_ending", "el", "trial-ending:trial_soon")
     ]
+
+
+def _wait_for_mail(sink: SmtpSink, count: int, timeout_s: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(sink.messages) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_server_process_delivers_through_its_in_process_worker(start_server, seed_subscription):
+    seed_subscription(email="owner@cafe.gr")  # codes go only to addresses with a license
+    sink = SmtpSink()
+    sink.start()
+    try:
+        server = start_server(env={"POSPAL_EMAIL": "smtp", "SMTP_URL": sink.url, "POSPAL_OUTBOX_WORKER": "1"})
+        import httpx
+
+        response = httpx.post(
+            f"{server.url}/v1/codes", json={"email": "owner@cafe.gr", "purpose": "activate"}
+        )
+        assert response.status_code == 202
+        _wait_for_mail(sink, 1)
+    finally:
+        sink.stop()
+    assert [rcpts for _, rcpts in sink.envelopes] == [["owner@cafe.gr"]]
+    assert "POSPal" in sink.subjects()[0]
+
+
+def test_pospal_server_worker_command_delivers_and_stops_on_sigterm(server_env, database, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from server.clock import SystemClock
+    from tests.server.conftest import REPO
+
+    with database.transaction() as session:
+        enqueue(session, "owner@cafe.gr", "activation_code", "el", CODE, "cli:1", now=SystemClock().now())
+    sink = SmtpSink()
+    sink.start()
+    env = {**os.environ, **server_env, "POSPAL_EMAIL": "smtp", "SMTP_URL": sink.url, "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "worker.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "worker"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_mail(sink, 1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+        log.close()
+        sink.stop()
+    assert code == 0, (tmp_path / "worker.log").read_text()
+    assert [rcpts for _, rcpts in sink.envelopes] == [["owner@cafe.gr"]]
+    assert {r.status for r in _rows(database)} == {"sent"}
