@@ -9,6 +9,7 @@ timestamp tolerance.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,9 +66,11 @@ class StripeBilling:
             params: dict[str, Any] = {"email": email, "metadata": {"source": "pospal"}}
             if name:
                 params["name"] = name
+            # Stripe refuses a reused key with other parameters, so the key covers all of them.
+            key = hashlib.sha256(f"{email}\n{name or ''}".encode()).hexdigest()[:32]
             created = self.client.v1.customers.create(
                 params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": f"pospal-customer-{email}"},
+                options={"idempotency_key": f"pospal-customer-{key}"},
             )
             return str(created.id)
 
