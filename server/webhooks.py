@@ -143,7 +143,7 @@ def _apply_subscription_event(
     if subscription_id is None:
         # A one-off invoice or a checkout without a subscription: nothing to mirror.
         return
-    row = sync_subscription(
+    row, current = sync_subscription(
         session,
         provider,
         subscription_id,
@@ -152,6 +152,9 @@ def _apply_subscription_event(
         event=event,
         customer_hint=checkout.customer_id if checkout else None,
     )
+    if checkout is None and current.metadata.get("pospal_checkout_id"):
+        # A payment that completed later (e.g. after 3-D Secure) still finishes the agent's checkout.
+        checkout = session.get(Checkout, current.metadata["pospal_checkout_id"], with_for_update=True)
     if checkout is not None and checkout.status != "complete" and row.status in LIVE_STATUSES:
         checkout.status = "complete"
         checkout.completed_at = now

@@ -52,8 +52,11 @@ def sync_subscription(
     *,
     event: Mapping[str, Any] | None = None,
     customer_hint: str | None = None,
-) -> Subscription:
-    """Bring our mirror of one subscription to the provider's current state; announce transitions."""
+) -> tuple[Subscription, ProviderSubscription]:
+    """Bring our mirror of one subscription to the provider's current state; announce transitions.
+
+    Returns our row and the provider state it now mirrors.
+    """
     # Lock our row first, then fetch: two concurrent events for one subscription are serialised, and
     # the one that commits last also fetched last.
     row = session.scalars(
@@ -93,7 +96,7 @@ def sync_subscription(
             at=now,
         )
     _announce(session, customer, row, before, after, ctx, now)
-    return row
+    return row, current
 
 
 def _insert_subscription(

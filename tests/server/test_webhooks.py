@@ -373,3 +373,36 @@ def test_same_event_delivered_8_times_concurrently_is_processed_once_and_sends_o
     assert worker.drain().sent == 1
     lines = (tmp_path / "mail" / "mail.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["to"] for line in lines] == ["owner@cafe.gr"]
+
+
+def test_checkout_paid_later_still_completes_the_agents_checkout(stripe_client, stub, database, clock):
+    customer_id = _customer(database, clock)
+    with database.transaction() as session:
+        session.add(
+            Checkout(
+                id="chk_3ds",
+                customer_id=customer_id,
+                provider_session_id="cs_3ds",
+                machine_public_key="pk",
+                created_at=clock.now(),
+            )
+        )
+    pending = subscription("sub_4", "cus_known", status="incomplete")
+    pending["metadata"] = {"pospal_checkout_id": "chk_3ds"}
+    stub.subscriptions["sub_4"] = pending
+    session_obj = {
+        "object": "checkout.session",
+        "id": "cs_3ds",
+        "client_reference_id": "chk_3ds",
+        "customer": "cus_known",
+        "subscription": "sub_4",
+    }
+    _deliver(stripe_client, event("checkout.session.completed", session_obj))
+    # The card still needs 3-D Secure: the agent keeps waiting.
+    assert stripe_client.get("/v1/checkout/chk_3ds").json() == {"status": "open"}
+    stub.subscriptions["sub_4"] = {**pending, "status": "active"}
+    _deliver(
+        stripe_client,
+        event("invoice.paid", {"object": "invoice", "customer": "cus_known", "subscription": "sub_4"}),
+    )
+    assert stripe_client.get("/v1/checkout/chk_3ds").json() == {"status": "complete"}
