@@ -61,6 +61,8 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     proxy: bool = False
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     def row(self) -> dict[str, object]:
         """The figures as a dict (also the JSON output)."""
@@ -83,6 +85,10 @@ class Result:
             "p99_ms": pct(99),
             "max_ms": round(lat[-1], 2),
             "mean_ms": round(statistics.fmean(lat), 2),
+            # CPU spent per request, independent of what else the machine is doing.
+            "server_cpu_ms_per_req": round(self.server_cpu_s * 1000 / max(1, self.requests), 3),
+            "client_cpu_ms_per_req": round(self.client_cpu_s * 1000 / max(1, self.requests), 3),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
         }
 
 
@@ -91,6 +97,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def group_cpu_seconds(pgids: list[int]) -> float:
+    """User+system CPU seconds of every live process in these process groups (server and workers)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
+        if int(fields[2]) in pgids:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -290,13 +312,16 @@ async def drive(
 
 
 def measure(
-    port: int, machines: list, clients: int, seconds: float, max_rate: int
-) -> tuple[int, int, float, list[float]]:
-    """Warm up briefly, then run the timed load."""
+    port: int, machines: list, clients: int, seconds: float, max_rate: int, pgids: list[int]
+) -> tuple[int, int, float, list[float], float, float]:
+    """Warm up briefly, then run the timed load; also return server and client CPU seconds used."""
     warm = presign(machines, 200)
     asyncio.run(drive(port, warm, min(clients, 8), 2.0))
     requests = presign(machines, int(max_rate * seconds))
-    return asyncio.run(drive(port, requests, clients, seconds))
+    server_before, client_before = group_cpu_seconds(pgids), time.process_time()
+    count, errors, elapsed, latencies = asyncio.run(drive(port, requests, clients, seconds))
+    server_cpu = group_cpu_seconds(pgids) - server_before
+    return count, errors, elapsed, latencies, server_cpu, time.process_time() - client_before
 
 
 def run_db(
@@ -328,10 +353,25 @@ def run_db(
         if proxy:
             proxy_proc, port = start_proxy(ports, workdir / "proxy.log")
             servers.append(proxy_proc)
+        pgids = [proc.pid for proc in servers]  # each was started in its own process group
         for clients in args.clients:
-            count, errors, elapsed, latencies = measure(port, machines, clients, args.seconds, args.max_rate)
+            count, errors, elapsed, latencies, server_cpu, client_cpu = measure(
+                port, machines, clients, args.seconds, args.max_rate, pgids
+            )
             results.append(
-                Result(kind, instances, args.workers, clients, count, errors, elapsed, latencies, proxy)
+                Result(
+                    kind,
+                    instances,
+                    args.workers,
+                    clients,
+                    count,
+                    errors,
+                    elapsed,
+                    latencies,
+                    proxy,
+                    server_cpu_s=server_cpu,
+                    client_cpu_s=client_cpu,
+                )
             )
             print(json.dumps(results[-1].row()), flush=True)
     finally:
@@ -379,9 +419,10 @@ def main(argv: list[str] | None = None) -> int:
             for instances, proxy in setups:
                 results += run_db(kind, args, Path(tmp), instances, proxy)
     print()
+    print(f"# load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'db':9} {'inst':>6} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
-        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9}"
     )
     for r in results:
         row = r.row()
@@ -389,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['db']:9} {served_by:>6} {row['workers']:>3} {row['clients']:>7} "
             f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
-            f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7}"
+            f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7} {row['server_cpu_ms_per_req']:>9}"
         )
     return 1 if any(r.errors for r in results) else 0
 
