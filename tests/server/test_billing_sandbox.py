@@ -189,3 +189,16 @@ def test_providers_keep_one_contract(provider):
         provider.fetch_subscription("sub_does_not_exist")
     with pytest.raises(WebhookSignatureInvalid):
         provider.verify_webhook(b"{}", None)
+
+
+def test_billing_emails_link_to_a_page_that_proves_the_email_first(client):
+    english = client.get("/billing/manage")
+    assert english.status_code == 200 and "Email me a code" in english.text
+    # The page only uses the code-protected API: an email address alone opens nothing.
+    assert (
+        '"/v1/codes"' in english.text
+        and '"/v1/portal"' in english.text
+        and 'purpose: "portal"' in english.text
+    )
+    greek = client.get("/billing/manage", headers={"Accept-Language": "el-GR,el;q=0.9"})
+    assert "Στείλτε μου κωδικό" in greek.text
