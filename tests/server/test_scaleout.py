@@ -9,7 +9,9 @@ directory, one server secret, one Redis), each running its in-process outbox wor
 - the same signed webhook, posted to A and B at the same moment, is processed once, for 20 events;
 - both outbox workers deliver, and every email reaches the sink exactly once;
 - a refresh request replayed to the other instance is refused with 409 `replay`;
-- the code rate limit is shared: 3 requests on A and 3 on B for one email give the 6th a 429.
+- the code rate limit is shared: 3 requests on A and 3 on B for one email give the 6th a 429;
+- and the races an operator or a load balancer adds: two `migrate` runs at once, one webhook per
+  instance for one new subscription, a trial start reaching both, a code from A used on B, a key rotation.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -222,6 +225,7 @@ class Cluster:
     sink: SlowSink
     redis_url: str
     migrations: list[tuple[int, str]]
+    key_dir: Path
 
     def clients(self) -> tuple[httpx.Client, httpx.Client]:
         """A keep-alive client for each instance (close them after use)."""
@@ -274,7 +278,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                     errors.append(str(exc))
             assert not errors, errors
         db = Database(url, pool_size=2)
-        yield Cluster(servers[0], servers[1], db, stub, sink, redis_url, migrations)
+        yield Cluster(servers[0], servers[1], db, stub, sink, redis_url, migrations, workdir / "keys")
     finally:
         for server in servers:
             server.stop()
@@ -531,3 +535,26 @@ def test_the_round_robin_proxy_spreads_one_machine_over_both_instances(cluster: 
     finally:
         proxy.stop()
     assert proxy.proxy.counts == [5, 5]
+
+
+def test_a_key_rotation_reaches_both_instances(cluster: Cluster) -> None:
+    import jwt
+
+    from server.signing import SigningKeys
+
+    machine = MachineKey(clock=None)
+    client_a, client_b = cluster.clients()
+    with client_a, client_b:
+        assert machine.start_trial(client_a).status_code == 200
+        # What `pospal-server keys rotate` does, on the shared database and key directory.
+        with cluster.db.transaction() as session:
+            new_kid, _ = SigningKeys(cluster.key_dir).rotate(session, datetime.now(UTC))
+        kids: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            answers = [machine.refresh(client) for client in (client_a, client_b)]
+            kids = [jwt.get_unverified_header(r.json()["token"])["kid"] for r in answers]
+            if kids == [new_kid, new_kid]:
+                break
+            time.sleep(0.5)
+        assert kids == [new_kid, new_kid]
