@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,6 +118,12 @@ class Database:
         with self._write_lock or nullcontext(), self.sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Yield a Core connection inside one transaction (the hot path: no ORM unit of work)."""
+        with self._write_lock or nullcontext(), self.engine.begin() as connection:
+            yield connection
+
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
@@ -132,6 +138,21 @@ def lock_for(session: Session, name: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def connection_of(target: Session | Connection) -> Connection:
+    """The Core connection behind a session (or the connection itself)."""
+    return target.connection() if isinstance(target, Session) else target
+
+
+@contextmanager
+def session_of(target: Session | Connection) -> Iterator[Session]:
+    """A session for ORM reads: the session itself, or one joined to the connection's transaction."""
+    if isinstance(target, Session):
+        yield target
+        return
+    with Session(bind=target) as session:
+        yield session
 
 
 def alembic_config(url: str) -> Any:

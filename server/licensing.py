@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from agent.tokens import AUDIENCE, ISSUER, Policy
 from server.clock import SystemClock
+from server.db import connection_of
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial
 
 POLICY = Policy()
@@ -361,9 +362,9 @@ class MachineState:
         return claims_from(self.machine, self.license, self.subscription, self.customer, self.trial, now)
 
 
-def load_machine_state(session: Session, machine_id: str) -> MachineState | None:
+def load_machine_state(session: Session | Connection, machine_id: str) -> MachineState | None:
     """Everything refresh needs about a machine, in one query; None for an unknown machine."""
-    row = session.connection().execute(_MACHINE_STATE, {"p_machine": machine_id}).first()
+    row = connection_of(session).execute(_MACHINE_STATE, {"p_machine": machine_id}).first()
     if row is None:
         return None
     machine = SimpleNamespace(
@@ -409,13 +410,13 @@ _TOUCH_AND_REBIND = (
 
 
 def touch_machine(
-    session: Session, machine_id: str, now: datetime, fingerprint: dict[str, Any] | None = None
+    session: Session | Connection, machine_id: str, now: datetime, fingerprint: dict[str, Any] | None = None
 ) -> None:
     """Record that a machine was seen (and re-bind its fingerprint when given): one UPDATE."""
     if fingerprint is None:
-        session.connection().execute(_TOUCH, {"p_machine": machine_id, "p_seen": now})
+        connection_of(session).execute(_TOUCH, {"p_machine": machine_id, "p_seen": now})
     else:
-        session.connection().execute(
+        connection_of(session).execute(
             _TOUCH_AND_REBIND, {"p_machine": machine_id, "p_seen": now, "p_fingerprint": fingerprint}
         )
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import Connection, bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from server.db import connection_of
 from server.errors import Replay
 from server.models import RequestNonce
 
@@ -49,7 +50,9 @@ def _insert_statement(dialect: str) -> Any:
 _INSERTS = {dialect: _insert_statement(dialect) for dialect in ("sqlite", "postgresql")}
 
 
-def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now: datetime) -> None:
+def remember(
+    session: Session | Connection, nonce: str, machine_id: str, timestamp: int, now: datetime
+) -> None:
     """Store `nonce` until its window has passed, or raise `Replay` if it was seen before.
 
     Uses INSERT ... ON CONFLICT DO NOTHING RETURNING, so a duplicate neither raises a database error
@@ -58,7 +61,7 @@ def remember(session: Session, nonce: str, machine_id: str, timestamp: int, now:
     """
     check_timestamp(timestamp, now)
     expires = max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
-    connection = session.connection()
+    connection = connection_of(session)
     statement = _INSERTS["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
     params = {"p_nonce": nonce, "p_owner": machine_id[:40], "p_expires": expires}
     if connection.execute(statement, params).first() is None:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     load_pem_private_key,
 )
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from agent.tokens import (
@@ -41,6 +41,7 @@ from agent.tokens import (
     kid_for,
     make_keyset_document,
 )
+from server.db import session_of
 from server.errors import SigningError
 from server.models import SigningKey
 
@@ -186,7 +187,7 @@ class SigningKeys:
         self._snapshot = None
         return row.kid
 
-    def _key_snapshot(self, session: Session) -> tuple[str, list[tuple[str, bool]]]:
+    def _key_snapshot(self, target: Session | Connection) -> tuple[str, list[tuple[str, bool]]]:
         """(current kid, [(kid, retired)] in `rows` order), cached for `CACHE_S` seconds.
 
         Refresh asks on every request; a rotation made by another instance (or the CLI) is seen within
@@ -196,14 +197,15 @@ class SigningKeys:
         cached = self._snapshot
         if cached is not None and time.monotonic() < cached[0]:
             return cached[1], cached[2]
-        current = self.current_row(session)
-        if current is None:
-            raise SigningError("no signing key: run `pospal-server keys rotate` or start the server once")
-        listing = [(r.kid, r.retired_at is not None) for r in self.rows(session)]
+        with session_of(target) as session:
+            current = self.current_row(session)
+            if current is None:
+                raise SigningError("no signing key: run `pospal-server keys rotate` or start the server once")
+            listing = [(r.kid, r.retired_at is not None) for r in self.rows(session)]
         self._snapshot = (time.monotonic() + CACHE_S, current.kid, listing)
         return current.kid, listing
 
-    def current_kid(self, session: Session) -> str:
+    def current_kid(self, session: Session | Connection) -> str:
         """The kid tokens are signed with now (from the database, cached briefly)."""
         return self._key_snapshot(session)[0]
 
@@ -247,7 +249,9 @@ class SigningKeys:
             self.private_key(signer_kid), signer_kid, self.jwks(session, now), int(now.timestamp())
         )
 
-    def keyset_for(self, session: Session, known_kids: Iterable[str], now: datetime) -> str | None:
+    def keyset_for(
+        self, session: Session | Connection, known_kids: Iterable[str], now: datetime
+    ) -> str | None:
         """A key-set document an agent that trusts `known_kids` can verify, or None if it needs none.
 
         Signed by the newest key the agent already trusts that we can still sign with. An agent that
@@ -263,7 +267,8 @@ class SigningKeys:
             candidates = [kid for kid, retired in listing if retired]
         for kid in candidates:
             if kid != current and self.has_private_key(kid):
-                return self.keyset_document(session, kid, now)
+                with session_of(session) as orm_session:
+                    return self.keyset_document(orm_session, kid, now)
         return None
 
     def sign(self, session: Session, claims: Mapping[str, Any]) -> str:

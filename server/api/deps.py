@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
@@ -64,7 +65,9 @@ def verify_machine_signature(public_key: str, request: Request, body: bytes) -> 
         raise BadSignature() from None
 
 
-def check_and_remember(session: Session, signed: SignedRequest, owner: str, svc: Services) -> None:
+def check_and_remember(
+    session: Session | Connection, signed: SignedRequest, owner: str, svc: Services
+) -> None:
     """Refuse a replayed nonce or a stale timestamp (409 `replay`), else store the nonce."""
     nonces.remember(session, signed.nonce, owner, signed.timestamp, svc.clock.now())
 

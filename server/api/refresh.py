@@ -62,7 +62,7 @@ def refresh(
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
     machine_id = machine_id_header(request)
     now = svc.clock.now()
-    with svc.db.transaction() as session:
+    with svc.db.begin() as session:
         state = licensing.load_machine_state(session, machine_id)
         if state is None:
             raise UnknownMachine()
