@@ -1,0 +1,60 @@
+"""server.db: concurrent writers on SQLite queue instead of failing; every transaction is all or nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from server.db import Database
+from server.models import AuditLog
+
+
+def test_many_writers_from_two_engines_all_commit(db_url, clock):
+    # Two Database objects stand for two server processes: they only share the database file/server.
+    engines = [Database(db_url, pool_size=4), Database(db_url, pool_size=4)]
+    errors: list[BaseException] = []
+
+    def writer(db: Database, n: int) -> None:
+        try:
+            for i in range(40):
+                with db.transaction() as session:
+                    count = session.scalar(select(func.count()).select_from(AuditLog))
+                    session.add(
+                        AuditLog(
+                            at=clock.now(), actor="system", action="t", detail={"n": n, "i": i, "seen": count}
+                        )
+                    )
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(engines[n % 2], n)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert errors == []
+        with engines[0].transaction() as session:
+            assert session.scalar(select(func.count()).select_from(AuditLog)) == 8 * 40
+    finally:
+        for db in engines:
+            db.dispose()
+
+
+def test_a_failed_transaction_leaves_nothing_behind(database, clock):
+    with pytest.raises(RuntimeError), database.transaction() as session:
+        session.add(AuditLog(at=clock.now(), actor="system", action="half", detail={}))
+        session.flush()
+        raise RuntimeError("boom")
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(AuditLog)) == 0
+
+
+def test_naive_datetimes_are_refused(database):
+    from datetime import datetime
+
+    with pytest.raises(Exception, match="naive"), database.transaction() as session:  # noqa: B017
+        session.add(AuditLog(at=datetime(2026, 1, 1), actor="system", action="x", detail={}))  # noqa: DTZ001
+        session.flush()
