@@ -32,7 +32,8 @@ fi
 VPY="$ROOT/.venv/bin/python"
 # Install once per pyproject.toml version: a second run starts in seconds.
 stamp=".venv/.pospal-demo-$(cksum pyproject.toml | cut -d' ' -f1)"
-if [ ! -e "$stamp" ] || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; then
+if [ ! -e "$stamp" ] || [ ! -x .venv/bin/pospal-agent ] || [ ! -x .venv/bin/pospal-server ] \
+   || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; then
   say "installing the project into .venv (first run only)"
   # --no-compile: modules get their bytecode when first imported, and the first start comes sooner.
   "$VPY" -m pip install -q --disable-pip-version-check --no-compile -e . || die "pip install failed"
