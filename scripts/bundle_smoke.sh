@@ -69,6 +69,23 @@ PYEOF
 for pkg in server fastapi uvicorn sqlalchemy alembic stripe psycopg redis; do
   if [ -e "$APP/_internal/$pkg" ]; then echo "FAIL: server-only package $pkg is in the bundle" >&2; exit 1; fi
 done
+# Python modules live inside the executable's archive (PYZ): check there too.
+"$PY" - "$EXE" <<'PYEOF' || { echo "FAIL: server-only modules in the bundle's Python archive" >&2; exit 1; }
+import sys
+try:
+    from PyInstaller.archive.readers import CArchiveReader
+except ImportError:
+    print("(PyInstaller not importable here: Python archive not inspected)")
+    sys.exit(0)
+pyz = CArchiveReader(sys.argv[1]).open_embedded_archive("PYZ.pyz")
+tops = {name.split(".")[0] for name in pyz.toc}
+banned = {"server", "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "stripe", "psycopg",
+          "redis", "pydantic", "numpy", "pytest"}
+print(f"Python archive: {len(pyz.toc)} modules in {len(tops)} top-level packages")
+if tops & banned:
+    print("found:", sorted(tops & banned))
+    sys.exit(1)
+PYEOF
 echo "no private keys, no server-only packages"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
