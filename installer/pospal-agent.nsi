@@ -110,10 +110,15 @@ LangString Uninstall ${LANG_GREEK} "Απεγκατάσταση ${PRODUCT}"
 ; Stop every running agent (all users' sessions) before files are replaced or removed. taskkill
 ; without /F asks politely first; the agent writes its cache atomically (temp file + rename), so
 ; the forced kill that may follow cannot corrupt license data.
+Var AgentWasRunning
 !macro StopAgent
   DetailPrint "Stopping ${PRODUCT}..."
   nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${PROCESS} /T'
   Pop $0
+  ; taskkill exits 0 when it found the process (128 when none ran).
+  ${If} $0 == 0
+    StrCpy $AgentWasRunning 1
+  ${EndIf}
   Sleep 2000
   nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${PROCESS} /T'
   Pop $0
@@ -174,10 +179,12 @@ Section "-Program" SecMain
   WriteRegDWORD HKLM "${REG_UNINSTALL}" "EstimatedSize" "$0"
 SectionEnd
 
-; A silent upgrade (an update pushed by the shop's IT) has no finish page: start the agent again so
-; the POS keeps its license answer without waiting for the next login.
+; A silent upgrade (an update pushed by the shop's IT) has no finish page: start the agent again if
+; it was running, so the POS keeps its license answer without waiting for the next login. (A silent
+; first install, e.g. by a deployment tool running as SYSTEM, leaves the start to the next login.)
 Function .onInstSuccess
   ${If} ${Silent}
+  ${AndIf} $AgentWasRunning == 1
     Call StartAgentAsUser
   ${EndIf}
 FunctionEnd
