@@ -58,9 +58,12 @@ def run_once(idle_s: float) -> tuple[float, int, int, float]:
         env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "POSPAL_DATA_DIR": data,
                "POSPAL_AGENT_PORT": str(free_port()),
                "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", "PYTHONPATH": str(REPO)}
+        # NICE=-10 (root only) approximates a dedicated till on a machine shared with other work.
+        nice = int(os.environ.get("NICE", "0"))
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
         try:
             shown = None
             deadline = started + 30
