@@ -230,7 +230,7 @@ def ensure_license_for_subscription(
 
 
 def record_audit(
-    session: Session,
+    session: Session | Connection,
     *,
     actor: str,
     action: str,
@@ -238,18 +238,20 @@ def record_audit(
     machine_id: str | None = None,
     detail: Mapping[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditLog:
+) -> None:
     """Add an audit row in the caller's transaction (actor: system, admin, machine:<id>, webhook:<id>)."""
-    row = AuditLog(
-        at=at or SystemClock().now(),
-        actor=actor[:120],
-        action=action[:64],
-        license_id=license_id,
-        machine_id=machine_id,
-        detail=dict(detail or {}),
-    )
-    session.add(row)
-    return row
+    values = {
+        "at": at or SystemClock().now(),
+        "actor": actor[:120],
+        "action": action[:64],
+        "license_id": license_id,
+        "machine_id": machine_id,
+        "detail": dict(detail or {}),
+    }
+    if isinstance(session, Session):
+        session.add(AuditLog(**values))
+    else:
+        session.execute(AuditLog.__table__.insert().values(**values))
 
 
 def count_audit(session: Session, **filters: Any) -> int:

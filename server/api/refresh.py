@@ -77,7 +77,20 @@ def refresh(
             and presented != machine.fingerprint
             and licensing.fingerprint_matches(machine.fingerprint, presented)
         ):
+            bound = machine.fingerprint
+            changed = sorted(
+                name for name in set(bound) | set(presented) if bound.get(name) != presented.get(name)
+            )
             machine.fingerprint = rebind = presented
+            licensing.record_audit(
+                session,
+                actor=f"machine:{machine.id}",
+                action="machine.fingerprint_rebound",
+                license_id=machine.license_id,
+                machine_id=machine.id,
+                detail={"components": changed},
+                at=now,
+            )
         licensing.touch_machine(session, machine.id, now, rebind)
         claims = state.claims(now)
         kid = svc.keys.current_kid(session)

@@ -88,12 +88,17 @@ def test_deactivated_machine_gets_a_signed_revoked_token(
     assert claims.sub == license_id
 
 
-def test_one_replaced_part_heals_the_binding(client, make_machine):
+def test_one_replaced_part_heals_the_binding_and_is_audited(client, make_machine, database):
+    from server.models import AuditLog
+
     machine = make_machine()
     machine.start_trial(client)
     machine.fp = {**machine.fp, "disk_serial": "ff" * 32}
     claims = token_claims(machine.refresh(client).json()["token"])
     assert claims["fp"]["disk_serial"] == "ff" * 32
+    with database.transaction() as session:
+        audit = session.query(AuditLog).filter_by(action="machine.fingerprint_rebound").one()
+    assert (audit.machine_id, audit.detail) == (machine.machine_id, {"components": ["disk_serial"]})
 
 
 def test_a_different_computer_does_not_rebind(client, make_machine):
