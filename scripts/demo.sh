@@ -146,7 +146,8 @@ cat <<EOF
     source $DEMO/env.sh
     curl -s $AGENT_URL/v1/license          # license_missing to start with
     pospal-agent trial                      # 30-day trial  -> trial_active
-    pospal-agent buy you@example.com        # prints a sandbox Checkout URL: open it, press "Pay"
+    pospal-agent buy you@example.com --restaurant "Demo Cafe"
+                                            # prints a sandbox Checkout URL: open it, press "Pay"
                                             # (no card, no account, no money) -> licensed_active
     pospal-agent status
   Or use the tray icon's window: Start trial, Buy, Manage billing.
