@@ -11,7 +11,8 @@
 # Everything lives in demo-data/ (delete it to start over). Ctrl+C stops both.
 #
 # Environment: PYTHON (default python3), DEMO_DIR (default demo-data), DEMO_SERVER_PORT (default
-# 8000), POSPAL_AGENT_PORT (default 7421), DEMO_HEADLESS=1 to skip the tray.
+# 8000), POSPAL_AGENT_PORT (default 7421), DEMO_HEADLESS=1 to skip the tray, DEMO_SKIP_INSTALL=1 to
+# use .venv as it is (tests, offline machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -32,8 +33,8 @@ fi
 VPY="$ROOT/.venv/bin/python"
 # Install once per pyproject.toml version: a second run starts in seconds.
 stamp=".venv/.pospal-demo-$(cksum pyproject.toml | cut -d' ' -f1)"
-if [ ! -e "$stamp" ] || [ ! -x .venv/bin/pospal-agent ] || [ ! -x .venv/bin/pospal-server ] \
-   || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; then
+if [ "${DEMO_SKIP_INSTALL:-0}" != 1 ] && { [ ! -e "$stamp" ] || [ ! -x .venv/bin/pospal-agent ] \
+   || [ ! -x .venv/bin/pospal-server ] || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; }; then
   say "installing the project into .venv (first run only)"
   # --no-compile: modules get their bytecode when first imported, and the first start comes sooner.
   "$VPY" -m pip install -q --disable-pip-version-check --no-compile -e . || die "pip install failed"

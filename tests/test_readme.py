@@ -7,6 +7,7 @@ every environment variable the agent and server read is in the configuration tab
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -90,3 +91,73 @@ def test_the_readme_picture_exists():
     assert pictures, "the README has no picture"
     for picture in pictures:
         assert (ROOT / picture).is_file(), picture
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict | None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback only
+            return json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name == "nt", reason="the demo is a bash script")
+def test_readme_command_1_runs_the_system_and_ctrl_c_stops_it(tmp_path):
+    """`bash scripts/demo.sh` (with .venv already installed): the agent answers, a trial starts, and a
+    SIGTERM (what the trap does for Ctrl+C) stops the server and the agent."""
+    import signal
+    import time
+
+    venv_bin = ROOT / ".venv" / "bin"
+    if not (venv_bin / "pospal-agent").exists() or not (venv_bin / "pospal-server").exists():
+        pytest.skip("needs the project installed in .venv (scripts/test.sh does that)")
+    if shutil.which("curl") is None:
+        pytest.skip("the demo script uses curl")
+    agent_port, server_port = _free_port(), _free_port()
+    demo_dir = tmp_path / "demo"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "STRIPE_", "DISPLAY", "WAYLAND"))
+    }
+    env.update(DEMO_DIR=str(demo_dir), DEMO_SERVER_PORT=str(server_port), POSPAL_AGENT_PORT=str(agent_port),
+               DEMO_HEADLESS="1", DEMO_SKIP_INSTALL="1")
+    log = (tmp_path / "demo.out").open("w")
+    demo = subprocess.Popen(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        status = None
+        deadline = time.monotonic() + 90
+        while status is None and time.monotonic() < deadline and demo.poll() is None:
+            status = _get_json(f"http://127.0.0.1:{agent_port}/v1/license")
+            time.sleep(0.3)
+        assert status is not None, (tmp_path / "demo.out").read_text()
+        assert status["license_state"] == "license_missing"
+        assert (demo_dir / "trusted-keys.json").is_file()
+
+        trial = subprocess.run(["bash", "-c", f". '{demo_dir}/env.sh' && pospal-agent trial"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert trial.returncode == 0, trial.stdout + trial.stderr
+        assert _get_json(f"http://127.0.0.1:{agent_port}/v1/license")["license_state"] == "trial_active"
+
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=30) != 0
+        assert _get_json(f"http://127.0.0.1:{agent_port}/v1/health") is None
+        assert _get_json(f"http://127.0.0.1:{server_port}/health") is None
+        assert "stopped." in (tmp_path / "demo.out").read_text()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait(timeout=10)
+        log.close()
