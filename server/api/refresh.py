@@ -11,6 +11,7 @@ import itertools
 import re
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from agent.tokens import encode_token
@@ -58,7 +59,7 @@ def refresh(
     request: Request,
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
-) -> TokenAnswer:
+) -> JSONResponse:
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
     machine_id = machine_id_header(request)
     now = svc.clock.now()
@@ -98,7 +99,8 @@ def refresh(
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:
             nonces.purge_expired(session, now)
-    return TokenAnswer(token=encode_token(svc.keys.private_key(kid), kid, claims), keyset=keyset)
+    # A plain JSONResponse skips re-validating the answer against TokenAnswer (still its documented shape).
+    return JSONResponse({"token": encode_token(svc.keys.private_key(kid), kid, claims), "keyset": keyset})
 
 
 @router.post("/deactivate", response_model=OkAnswer)
