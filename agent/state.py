@@ -18,10 +18,11 @@ Meaning of the numbers:
 - `grace_until`: the moment orders stop if no sync succeeds from now on (offline lease end, or the end of
   payment grace when that comes first).
 - `days_left`: whole days (rounded up) until the deadline that matters in this state: trial end (or the
-  lease end, if sooner), lease end in offline grace, payment-grace end when renewal is required, the
+  lease end, if sooner and offline), lease end in offline grace, payment-grace end when renewal is required, the
   renewal/cancellation date when active; 0 once something has ended; None when nothing counts down.
-- Trials do not enter `licensed_grace`: an offline trial stays `trial_active` with `days_left` counting
-  to the lease end when that comes before the trial end.
+- Trials do not enter `licensed_grace`: a trial offline for the sync grace (48 h) or longer stays
+  `trial_active` with `days_left` counting to the lease end when that comes before the trial end; a trial
+  that syncs counts down to its own end.
 """
 
 from __future__ import annotations
@@ -190,8 +191,12 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         end = c.trial_end if c.trial_end is not None else c.exp
         if c.status == "canceled" or now >= end:
             return status("trial_expired", False, "trial_ended", 0, end)
-        stop = min(end, c.exp)
-        return status("trial_active", True, "trial", _days(stop - now), end, stop)
+        # A trial that syncs counts down to its end; only an offline one (past the sync grace) counts
+        # down to the lease end when that comes first, so staff are not warned about a healthy trial.
+        synced = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
+        offline = now - synced >= c.policy.grace_s
+        stop = min(end, c.exp) if offline else end
+        return status("trial_active", True, "trial", _days(stop - now), end, min(end, c.exp))
 
     if c.status == "canceled" or (c.cancel_at is not None and now >= c.cancel_at):
         return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)

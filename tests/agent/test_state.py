@@ -96,6 +96,8 @@ ROWS = [
         claims=dict(TRIAL, status="canceled")),
     Row("trial offline: days count to the lease", T + 3 * DAY, "trial_active", True, "trial", 11,
         claims=dict(TRIAL, trial_end=T + 29 * DAY)),
+    Row("trial synced: days count to the trial end, not the lease", T + HOUR, "trial_active", True, "trial",
+        29, claims=dict(TRIAL, trial_end=T + 29 * DAY), inputs={"last_sync": at(T + HOUR)}),
     # clock set back, via the trusted clock
     Row("clock back 23 h tolerated", T + HOUR, "licensed_active", True, "active", 20,
         inputs={"clock_rollback": rolled_back(23)}),
