@@ -57,7 +57,10 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every request. After a database restart the first use of
+        # a dead connection fails and SQLAlchemy then discards the whole pool, so one request per
+        # process sees the outage, and agents retry.
+        pool_recycle=3600,
     )
 
 
@@ -119,9 +122,17 @@ class Database:
             yield session
 
     @contextmanager
-    def begin(self) -> Iterator[Connection]:
-        """Yield a Core connection inside one transaction (the hot path: no ORM unit of work)."""
+    def begin(self, *, durable: bool = True) -> Iterator[Connection]:
+        """Yield a Core connection inside one transaction (the hot path: no ORM unit of work).
+
+        `durable=False` lets PostgreSQL acknowledge the commit before its WAL reaches the disk
+        (`synchronous_commit = off` for this transaction only). Only for writes whose loss in a database
+        crash is harmless, such as a refresh's nonce and last-seen time; SQLite already runs that way
+        (WAL with synchronous=NORMAL).
+        """
         with self._write_lock or nullcontext(), self.engine.begin() as connection:
+            if not durable and connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield connection
 
     def dispose(self) -> None:

@@ -63,7 +63,9 @@ def refresh(
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
     machine_id = machine_id_header(request)
     now = svc.clock.now()
-    with svc.db.begin() as session:
+    # Not durable: losing the last moments of nonces and last-seen times in a database crash is harmless
+    # (a replay inside that window would still need a valid signature and get the same token).
+    with svc.db.begin(durable=False) as session:
         state = licensing.load_machine_state(session, machine_id)
         if state is None:
             raise UnknownMachine()
