@@ -115,12 +115,21 @@ class TrustedClock:
     """
 
     def __init__(self, clock: Clock, high_water: datetime | None = None,
-                 rollback_s: int = DEFAULT_ROLLBACK_S) -> None:
+                 rollback_s: int = DEFAULT_ROLLBACK_S, rolled_back: bool = False) -> None:
         self._clock = clock
         self._hw = high_water
         self.rollback_s = rollback_s
         self._anchor: tuple[datetime, float] | None = None
+        # A rollback, once seen, holds until a sync (anchor): the wall clock creeping back to within
+        # rollback_s of the mark must not clear it, or time would stand still at the mark meanwhile.
+        self._rolled_back = rolled_back
         self._lock = threading.Lock()
+
+    @property
+    def rolled_back(self) -> bool:
+        """Whether a rollback was seen and no sync has anchored the clock since (persist it)."""
+        with self._lock:
+            return self._rolled_back
 
     @property
     def high_water(self) -> datetime | None:
@@ -141,6 +150,7 @@ class TrustedClock:
         with self._lock:
             self._anchor = (server_time, self._clock.monotonic())
             self._hw = server_time
+            self._rolled_back = False
 
     def verdict(self) -> ClockVerdict:
         """Trusted now and the rollback verdict; moves the high-water mark forward (never back)."""
@@ -153,7 +163,9 @@ class TrustedClock:
                 rollback = False
             else:
                 hw = self._hw
-                rollback = hw is not None and (hw - wall).total_seconds() > self.rollback_s
+                behind = hw is not None and (hw - wall).total_seconds() > self.rollback_s
+                rollback = self._rolled_back or behind
+                self._rolled_back = rollback
                 now = wall if hw is None or wall >= hw else hw
             if not rollback and (self._hw is None or now > self._hw):
                 self._hw = now

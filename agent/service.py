@@ -113,7 +113,8 @@ class AgentService:
                                               self._data.get("keyset_updates") or [])
             hw = _dt(self._data.get("high_water"))
             self._hw_saved = hw
-            self.trusted_clock = TrustedClock(self.clock, hw)
+            self.trusted_clock = TrustedClock(self.clock, hw,
+                                              rolled_back=bool(self._data.get("clock_rolled_back")))
             self._load_token()
         if self._probe_in_background and self._fingerprint is None:
             threading.Thread(target=self._probe, name="pospal-fingerprint", daemon=True).start()
@@ -460,6 +461,7 @@ class AgentService:
                 hw = self.trusted_clock.high_water
                 if hw is not None:
                     self._data["high_water"] = _ts(hw)
+                self._data["clock_rolled_back"] = self.trusted_clock.rolled_back
                 data = dict(self._data)
                 self._hw_saved = hw
             self.state_store.save(data)
