@@ -58,6 +58,7 @@ from bench.fleet_server import (
 STEP_S = 900.0
 OUTAGE_STEP_S = 10.0
 KILL_DOWN_STEPS = 2
+PG_STEP_S = 60.0
 MAX_DELIVERY_TRIES = 60
 
 
@@ -282,13 +283,13 @@ class Fleet:
         self.faults.append((start, self.now + STEP_S, "server SIGKILL"))
 
     def _pg_outage(self, conns: list[Any]) -> None:
-        start = self.now + STEP_S
+        start = self.now + PG_STEP_S
         with postgres_stopped():
             until = time.monotonic() + self.pg_stop_s
             for _ in range(10_000):
                 if time.monotonic() >= until:
                     break
-                self._step(conns, 60.0, False)
+                self._step(conns, PG_STEP_S, False)
                 time.sleep(0.2)
         for _ in range(600):
             if self.server.healthy():

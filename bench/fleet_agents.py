@@ -220,21 +220,25 @@ class SimAgent:
                 return
 
     def do_trial(self) -> bool:
+        """Start the trial (offline: a provisional one)."""
         status = self.svc.start_trial()
         self.note("provisional" if status.reason == "provisional_trial" else "trial")
         return True
 
     def do_offline(self) -> bool:
+        """Pull the cable: no request leaves this PC."""
         self.session.offline = True
         self.note("offline")
         return True
 
     def do_online(self) -> bool:
+        """Plug the cable back in."""
         self.session.offline = False
         self.note("online")
         return True
 
     def do_buy(self, quantity: int, decline_first: bool) -> bool:
+        """Buy through the sandbox Checkout page (optionally declined first), then wait and activate."""
         base = self.cfg["server_url"]
         if "checkout" not in self.work:
             checkout = self.svc.start_checkout(self.plan["email"], f"Taverna {self.index}", quantity)
@@ -265,6 +269,7 @@ class SimAgent:
         return True
 
     def do_sub_action(self, action: str) -> bool:
+        """Press a subscription button on the sandbox page (fail renewal, pay now, cancel...)."""
         base = self.cfg["server_url"]
         page, sub = self.work.get("page"), self.work.get("sub")
         if not page or not sub:
@@ -279,6 +284,7 @@ class SimAgent:
         return True
 
     def do_activate_code(self) -> bool:
+        """Activate this PC on the owner's license with a code read from the emailed message."""
         email = self.plan["email"]
         if not self.work.get("asked"):
             self.svc.request_code(email, "activate")
@@ -312,6 +318,7 @@ class SimAgent:
         return True
 
     def do_hw(self, changed: int) -> bool:
+        """Replace the last `changed` hardware components, then reboot."""
         for name in COMPONENTS[-changed:]:
             self.hw[name] = self.hw[name].replace("gen0", "gen1")
         self.reboot()
@@ -319,12 +326,14 @@ class SimAgent:
         return True
 
     def do_reboot(self, wall_shift: float) -> bool:
+        """Set the wall clock by `wall_shift` seconds, then reboot."""
         self.clock.shift_wall(wall_shift)
         self.reboot()
         self.note("reboot", wall_shift=wall_shift)
         return True
 
     def do_reinstall(self) -> bool:
+        """Wipe the data directory and the machine key, then start the trial again."""
         self.svc.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.keyring = MemoryKeyring()
@@ -334,6 +343,7 @@ class SimAgent:
         return self.do_trial()
 
     def do_deactivate(self) -> bool:
+        """Deactivate this PC (frees its seat)."""
         self.svc.deactivate()
         self.note("deactivated")
         return True

@@ -81,7 +81,7 @@ def test_oracle_follows_product_rules_on_hand_made_histories() -> None:
     assert expect(_agent(prov, []), None, 4.5 * DAY)[2] == "offline_expired"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> None:
     """100 agents, 3 simulated days, SIGKILLs, an email outage, duplicated and reordered webhooks."""
     report = Fleet(
@@ -93,7 +93,7 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
         email_outage_s=60,
         outage_speed=10,
         seed=11,
-        max_wall_s=240,
+        max_wall_s=540,
     ).run()
     server = report["server_checks"]
     assert report["states"]["wrong"] == []
