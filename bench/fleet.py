@@ -48,6 +48,7 @@ from bench.fleet_agents import worker_main
 from bench.fleet_schedule import DAY, HOUR, Schedule, build
 from bench.fleet_server import (
     ServerProcess,
+    ServerStartFailed,
     SimClockFile,
     SmtpSink,
     create_pg_database,
@@ -98,6 +99,7 @@ class Fleet:
         self.kills: list[float] = []
         self.pg_db_name: str | None = None
         self.timing: Counter[str] = Counter()
+        self.start_failures: list[str] = []
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -288,7 +290,14 @@ class Fleet:
         for _ in range(KILL_DOWN_STEPS):
             self._step(conns, STEP_S, False)
         began = time.monotonic()
-        self.server.start()
+        for attempt in range(3):  # a supervisor would start it again; each failure is reported
+            try:
+                self.server.start()
+                break
+            except ServerStartFailed as exc:
+                self.start_failures.append(str(exc)[-1500:])
+                if attempt == 2:
+                    raise
         self.timing["restarts"] += time.monotonic() - began
         self.faults.append((start, self.now + STEP_S, "server SIGKILL"))
 
@@ -490,6 +499,7 @@ class Fleet:
             "rss_peak_mib": max(self.rss, default=0) / 1024,
             "rss_end_mib": (self.rss[-1] if self.rss else 0) / 1024,
             "server_starts": self.server.starts,
+            "start_failures": self.start_failures,
             "deliveries": self.deliveries,
             "duplicates_delivered": self.dup_delivered,
             "reordered": self.reordered,

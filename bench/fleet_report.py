@@ -94,6 +94,8 @@ def text(r: dict[str, Any]) -> str:
         lines += ["", "## Audit gaps (first 20)"] + srv["audit_gaps"][:20]
     if srv["emails_lost"] or srv["emails_duplicated"]:
         lines += ["", "## Email problems", str(srv["email_problems"])]
+    if r.get("start_failures"):
+        lines += ["", "## Server restarts that failed (then started again)"] + r["start_failures"]
     if r["exception_samples"]:
         lines += ["", "## Agent-side exceptions (first 5)"] + r["exception_samples"][:5]
     return "\n".join(lines) + "\n"

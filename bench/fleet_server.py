@@ -53,6 +53,10 @@ class SimClockFile:
         os.replace(tmp, self.path)
 
 
+class ServerStartFailed(RuntimeError):
+    """The server process exited during start-up (the message holds its log's tail)."""
+
+
 class ServerProcess:
     """One real server process; `start()` waits for `/health`, `kill()` SIGKILLs it."""
 
@@ -99,9 +103,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.proc.returncode}; see {self.run_dir}/server.log"
-                )
+                tail = (self.run_dir / "server.log").read_text(errors="replace")[-2000:]
+                raise ServerStartFailed(f"server exited with {self.proc.returncode}: {tail}")
             with contextlib.suppress(requests.RequestException):
                 if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return
