@@ -105,6 +105,9 @@ def create_app(
         app.include_router(module.router)
     app.include_router(billing_api.router)
     _install_error_handlers(app)
+    # Innermost, so CORS, the body limit and the metrics still see every refresh it answers.
+    refresh_route = next(r for r in refresh.router.routes if getattr(r, "path", None) == "/v1/refresh")
+    app.add_middleware(refresh.RefreshFastPath, services=services, route=refresh_route)
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -156,10 +159,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
         # A value the database cannot store (too long, bad encoding) is the client's input, not a crash.
-        return JSONResponse(
-            {"error": "invalid_request", "message": "The request holds a value that cannot be stored."},
-            status_code=422,
-        )
+        return JSONResponse(refresh.UNSTORABLE, status_code=422)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
