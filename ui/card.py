@@ -44,9 +44,18 @@ class StatusCard(QFrame):
         self.detail = QLabel()
         self.detail.setObjectName("detail")
         self.detail.setWordWrap(True)
+        # "Syncing…" beside the headline while a sync runs: small, so the state stays what people read.
+        self.sync_hint = QLabel()
+        self.sync_hint.setObjectName("syncHint")
+        self.sync_hint.hide()
+        top = QHBoxLayout()
+        top.setSpacing(10)
+        top.addWidget(self.headline)
+        top.addStretch(1)
+        top.addWidget(self.sync_hint, 0, Qt.AlignmentFlag.AlignTop)
         words = QVBoxLayout()
         words.setSpacing(4)
-        words.addWidget(self.headline)
+        words.addLayout(top)
         words.addWidget(self.detail)
         band_layout = QHBoxLayout(self.band)
         band_layout.setContentsMargins(18, 16, 18, 16)
@@ -95,6 +104,10 @@ class StatusCard(QFrame):
             f" border-bottom-left-radius: {bottom}; border-bottom-right-radius: {bottom}; }}"
         )
 
+    def set_syncing(self, syncing: bool) -> None:
+        """Show or hide the small "Syncing…" hint (the headline and facts stay as they are)."""
+        self.sync_hint.setVisible(syncing)
+
     def _show_row(self, name: str, visible: bool) -> None:
         self.labels[name].setVisible(visible)
         self.values[name].setVisible(visible)
@@ -111,6 +124,7 @@ class StatusCard(QFrame):
         self.labels["days_left"].setText(t("ui.card.days_left"))
         self.labels["last_sync"].setText(t("ui.card.last_sync"))
         self.labels["terminal"].setText(t("ui.card.terminal"))
+        self.sync_hint.setText(t("ui.action.syncing"))
         if status is None:
             self.headline.setText(t("ui.busy"))
             self.labels["end"].setText(t("ui.card.ends_on"))

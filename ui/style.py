@@ -13,6 +13,7 @@ QFrame#statusCard, QFrame#panel {
 QLabel#headline { font-size: 24px; font-weight: 700; }
 QLabel#detail { font-size: 14px; color: #323f4b; }
 QLabel#factLabel { color: #616e7c; }
+QLabel#syncHint { font-size: 12px; color: #616e7c; }
 QLabel#factValue { color: #1f2933; font-weight: 600; }
 QLabel#pageTitle { font-size: 16px; font-weight: 700; color: #1f2933; }
 QLabel#sectionTitle { font-weight: 700; margin-top: 6px; }

@@ -27,6 +27,7 @@ from ui.banner import Banner
 from ui.buy import BuyPage, WaitPage
 from ui.card import StatusCard
 from ui.diagnostics import DiagnosticsPage
+from ui.errortext import describe
 from ui.icons import icon_for_status
 from ui.move import MovePage
 from ui.overview import OverviewPage
@@ -120,8 +121,19 @@ class AgentWindow(QWidget):
         self.resize(600, 560)
 
         worker.status_changed.connect(self.on_status)
+        worker.action_started.connect(self._activity)
+        worker.action_finished.connect(self._call_finished)
+        worker.action_failed.connect(self._call_failed)
         language.language_changed.connect(self.retranslate)
         self.retranslate()
+        # The window is built on first open, usually after the first status was signalled: that signal
+        # never reached it. Start from what the worker already has (connected above, so nothing newer
+        # is lost). If the worker has none and is not fetching one (its first call failed), ask again:
+        # the agent answers from memory.
+        if worker.last_status is not None:
+            self.on_status(worker.last_status)
+        elif worker.started and not worker.is_pending("status"):
+            worker.refresh()
 
     # --- Host interface for the pages -------------------------------------------------------------------
     def show_page(self, name: str) -> None:
@@ -173,6 +185,19 @@ class AgentWindow(QWidget):
         for page in self.pages.values():
             page.on_status(status)
         self.setWindowIcon(icon_for_status(status))
+
+    def _activity(self, _tag: str) -> None:
+        # A sync in the background only earns a small hint on the card; the state stays on screen.
+        self.card.set_syncing(self.worker.is_pending("sync"))
+
+    def _call_finished(self, tag: str, _result) -> None:
+        self._activity(tag)
+
+    def _call_failed(self, tag: str, error) -> None:
+        self._activity(tag)
+        if tag == "status" and self.status is None:
+            # No status to show at all (the agent is unreachable): say so rather than "Working…".
+            self.show_error(lambda: describe(error))
 
     def trigger(self, action: Action) -> None:
         """Bring the window up and start ``action`` (used by the tray's menu)."""

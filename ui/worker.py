@@ -4,6 +4,10 @@ A call is submitted with a tag (``"sync"``, ``"activate"``...). It runs on a QTh
 or exception comes back on the UI thread through ``action_finished`` / ``action_failed``, which are queued
 across threads by Qt. Status pushes from the agent's own threads arrive as ``status_changed``. So the
 window stays responsive even when the network, or the agent, hangs.
+
+The worker also remembers the last status it signalled (``last_status``). Queued signals only reach the
+receivers connected when they were emitted, so a widget built later (the window, created on first open)
+starts from ``last_status`` instead of waiting for the next change, which may not come for a long time.
 """
 
 from __future__ import annotations
@@ -65,18 +69,37 @@ class ControlWorker(QObject):
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
+        self._last_status = None
+        self.started = False
+
+    @property
+    def last_status(self):
+        """The most recent LicenseStatus signalled (pushed or returned by a call), or None before any."""
+        with self._lock:
+            return self._last_status
+
+    def refresh(self) -> None:
+        """Ask the agent for its current status (memory only, never the network); signalled when it comes."""
+        self.call("status", "status")
+
+    def _signal_status(self, status) -> None:
+        # Recorded before the emit: a receiver that connects and then reads last_status misses nothing.
+        with self._lock:
+            self._last_status = status
+        self.status_changed.emit(status)
 
     def start(self) -> None:
         """Subscribe to status pushes and fetch the current status, both off the UI thread."""
+        self.started = True
         self.submit("subscribe", self._subscribe)
-        self.call("status", "status")
+        self.refresh()
 
     def _subscribe(self) -> None:
         self._unsubscribe = self.control.subscribe(self._pushed)
 
     def _pushed(self, status) -> None:
         if not self._closed:
-            self.status_changed.emit(status)
+            self._signal_status(status)
 
     def call(self, tag: str, method: str, *args: Any, **kwargs: Any) -> None:
         """Run ``control.<method>(*args, **kwargs)`` in the pool; the outcome is signalled with ``tag``."""
@@ -113,7 +136,7 @@ class ControlWorker(QObject):
             self.action_failed.emit(tag, error)
         else:
             if returns_status and result is not None:
-                self.status_changed.emit(result)
+                self._signal_status(result)
             self.action_finished.emit(tag, result)
         if idle:
             self.busy_changed.emit(False)
