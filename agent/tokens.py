@@ -485,8 +485,19 @@ def verify_token(
 
 
 def encode_token(private_key: Ed25519PrivateKey, kid: str, claims: Mapping[str, Any]) -> str:
-    """Sign `claims` as a compact JWS with the header `{"alg":"EdDSA","typ":"JWT","kid":kid}`."""
-    return jwt.encode(dict(claims), private_key, algorithm=ALG, headers={"kid": kid, "typ": TOKEN_TYP})
+    """Sign `claims` as a compact JWS with the header `{"alg":"EdDSA","typ":"JWT","kid":kid}`.
+
+    Builds exactly the bytes PyJWT would (sorted compact header, compact payload) without its per-call
+    checks, since the server signs one token per refresh; claims JSON cannot hold as-is (a datetime)
+    go through PyJWT, which converts them.
+    """
+    try:
+        payload = json.dumps(dict(claims), separators=(",", ":"))
+    except TypeError:
+        return jwt.encode(dict(claims), private_key, algorithm=ALG, headers={"kid": kid, "typ": TOKEN_TYP})
+    header = json.dumps({"alg": ALG, "kid": kid, "typ": TOKEN_TYP}, separators=(",", ":"), sort_keys=True)
+    signing_input = f"{b64url_encode(header.encode())}.{b64url_encode(payload.encode())}"
+    return f"{signing_input}.{b64url_encode(private_key.sign(signing_input.encode()))}"
 
 
 def make_keyset_document(
