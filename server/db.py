@@ -135,6 +135,24 @@ class Database:
                 connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
             yield connection
 
+    @contextmanager
+    def writes_free(self) -> Iterator[bool]:
+        """Take this process's SQLite write turn if no other thread has it; yield whether it was free.
+
+        Lets event-loop code write inline when it will not wait on another thread (a webhook holds the
+        turn while it re-fetches from the provider). Always True on PostgreSQL, which has no such turn.
+        """
+        lock = self._write_lock
+        if lock is None:
+            yield True
+        elif lock.acquire(blocking=False):
+            try:
+                yield True
+            finally:
+                lock.release()
+        else:
+            yield False
+
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
@@ -131,7 +132,8 @@ class RefreshFastPath:
     Refresh is most of the server's traffic. Routing, dependency solving, the hop to a worker thread
     and back, and the exception middleware cost several times the refresh's own work, so this answers
     it directly with `refresh_answer`, on the event loop: the database work is a few short statements,
-    and on SQLite each process runs one write transaction at a time anyway (`Database.begin`).
+    and on SQLite each process runs one write transaction at a time anyway (`Database.begin`). When
+    another thread of the process holds that turn, the refresh waits for it in a worker thread instead.
     Anything it does not fully understand (another content type, a body that fails validation) is
     replayed to the app unchanged, so FastAPI gives its usual answer; `ApiError`s and unstorable
     values get the same JSON answers as the app's exception handlers.
@@ -170,7 +172,14 @@ class RefreshFastPath:
         headers = Headers(scope=scope)
         status, extra = 200, ()
         try:
-            answer = refresh_answer(self.services, body, "POST", _REFRESH_PATH, headers, raw)
+            with self.services.db.writes_free() as free:
+                if free:
+                    answer = refresh_answer(self.services, body, "POST", _REFRESH_PATH, headers, raw)
+            if not free:
+                # Another thread of this process is writing: wait for it in a worker thread, not here.
+                answer = await run_in_threadpool(
+                    refresh_answer, self.services, body, "POST", _REFRESH_PATH, headers, raw
+                )
         except ApiError as exc:
             status, answer = exc.status, exc.body()
             extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
