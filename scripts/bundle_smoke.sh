@@ -39,7 +39,9 @@ echo "== bundle size"
 du -sh "$APP"
 echo "bytes (apparent): $(du -sb "$APP" | cut -f1)"
 echo "== biggest items"
-find "$APP" -type f -printf '%s\t%P\n' | sort -rn | head -15 | awk -F'\t' '{printf "%8.1f MB  %s\n", $1/1048576, $2}'
+# awk reads everything (no `head`): under pipefail, sort killed by SIGPIPE would fail the script.
+find "$APP" -type f -printf '%s\t%P\n' | sort -rn \
+  | awk -F'\t' 'NR <= 15 {printf "%8.1f MB  %s\n", $1/1048576, $2}'
 
 echo "== content checks"
 # A PEM private key block with a body, or a JWK with its private member "d", anywhere in the bundle.
@@ -137,7 +139,7 @@ start_and_check() {
     if ! grep -rqs "tray ready" "$DATA/$label" "$log"; then
       echo "FAIL: the tray did not start:" >&2; cat "$log" "$DATA/$label"/*.log >&2; exit 1
     fi
-    echo "$label: Qt tray/window started ($(grep -rhos 'tray ready after [0-9]* ms' "$DATA/$label" "$log" | head -1))"
+    echo "$label: Qt tray/window started ($(grep -rhos 'tray ready after [0-9]* ms' "$DATA/$label" "$log" | awk 'NR == 1'))"
   fi
   kill "$PID"
   for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
