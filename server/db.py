@@ -64,6 +64,20 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
     )
 
 
+def _non_durable_engine(url: str, *, echo: bool = False) -> Engine:
+    """A PostgreSQL engine whose sessions commit without waiting for the WAL flush (see `begin`)."""
+    return create_engine(
+        url,
+        echo=echo,
+        # Refresh runs one transaction at a time per process (on the event loop); the rest is headroom
+        # for the FastAPI route's fallback, so this pool stays small next to the main one.
+        pool_size=2,
+        max_overflow=8,
+        pool_recycle=3600,
+        connect_args={"options": "-c synchronous_commit=off"},
+    )
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -107,6 +121,9 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size, echo=echo)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL: non-durable transactions get their own small pool whose connections already run
+        # with `synchronous_commit = off`, which saves a `SET LOCAL` round trip on every refresh.
+        self._non_durable = None if is_sqlite(url) else _non_durable_engine(url, echo=echo)
         # One writer per process at a time on SQLite (see the module docstring).
         self._write_lock = threading.RLock() if is_sqlite(url) else None
 
@@ -126,13 +143,12 @@ class Database:
         """Yield a Core connection inside one transaction (the hot path: no ORM unit of work).
 
         `durable=False` lets PostgreSQL acknowledge the commit before its WAL reaches the disk
-        (`synchronous_commit = off` for this transaction only). Only for writes whose loss in a database
-        crash is harmless, such as a refresh's nonce and last-seen time; SQLite already runs that way
-        (WAL with synchronous=NORMAL).
+        (`synchronous_commit = off`, on a pool kept for such transactions). Only for writes whose loss
+        in a database crash is harmless, such as a refresh's nonce and last-seen time; SQLite already
+        runs that way (WAL with synchronous=NORMAL).
         """
-        with self._write_lock or nullcontext(), self.engine.begin() as connection:
-            if not durable and connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        engine = self.engine if durable or self._non_durable is None else self._non_durable
+        with self._write_lock or nullcontext(), engine.begin() as connection:
             yield connection
 
     @contextmanager
@@ -156,6 +172,8 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
+        if self._non_durable is not None:
+            self._non_durable.dispose()
 
 
 def lock_for(session: Session, name: str) -> None:
