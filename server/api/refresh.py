@@ -2,7 +2,8 @@
 
 Refresh is the hot path (every terminal, every 6 hours): one joined read, one nonce insert, one
 `last_seen_at` update, then the token is signed outside the transaction so the SQLite write lock is
-held as briefly as possible.
+held as briefly as possible. `RefreshFastPath` answers well-formed refreshes before FastAPI's routing;
+the route stays for the OpenAPI schema and for requests the fast path hands back.
 """
 
 from __future__ import annotations
