@@ -1,9 +1,12 @@
-"""Start at login: the HKCU Run key on Windows, an XDG autostart desktop file on Linux.
+"""Start at login: the Run keys on Windows, an XDG autostart desktop file on Linux.
 
-Both sit behind one small interface (``is_enabled`` / ``set_enabled``). The Windows side talks to the
-registry through a ``Registry`` object, so the same code is tested with ``MemoryRegistry`` on any OS and
-runs with ``WinregRegistry`` for real. The installer also sets the Run key; the toggle reads it back, so
-both agree.
+Both sit behind one small interface (``is_enabled`` / ``set_enabled`` / ``all_users``). The Windows side
+talks to the registry through ``Registry`` objects, so the same code is tested with ``MemoryRegistry`` on
+any OS and runs with ``WinregRegistry`` for real.
+
+The installer writes the all-users Run value (HKLM); the toggle writes only the per-user one (HKCU). The
+toggle shows the effective state, on when either is set, and never writes HKLM: that needs an
+administrator, so turning off an all-users entry raises ``AllUsersEntry`` for the window to explain.
 """
 
 from __future__ import annotations
@@ -19,18 +22,26 @@ VALUE_NAME = "POSPalLicenseAgent"
 DESKTOP_NAME = "pospal-license-agent.desktop"
 
 
+class AllUsersEntry(PermissionError):
+    """Start at login is set for all users of the PC (by the installer); only an administrator can undo it."""
+
+
 class Autostart(Protocol):
     """Whether the agent starts at login, and switching it."""
 
     def is_enabled(self) -> bool:
-        """True when the agent is set to start at login."""
+        """True when the agent starts at login for this user, whatever set it."""
+
+    @property
+    def all_users(self) -> bool:
+        """True when an all-users entry (which this user cannot remove) starts the agent."""
 
     def set_enabled(self, on: bool) -> None:
-        """Turn start-at-login on or off (raises OSError when the OS refuses)."""
+        """Turn start-at-login on or off (raises OSError when the OS refuses, AllUsersEntry when it can't)."""
 
 
 class Registry(Protocol):
-    """The few HKEY_CURRENT_USER string-value operations the Run key needs."""
+    """The few string-value operations the Run key needs, in one hive (HKCU, or HKLM read-only)."""
 
     def get(self, key: str, name: str) -> str | None:
         """The value, or None when it is absent."""
@@ -43,37 +54,49 @@ class Registry(Protocol):
 
 
 class WinregRegistry:
-    """``Registry`` over the real HKEY_CURRENT_USER (Windows only)."""
+    """``Registry`` over the real HKEY_CURRENT_USER, or HKEY_LOCAL_MACHINE read-only (Windows only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, machine: bool = False) -> None:
         import winreg  # only exists on Windows; importing here keeps the module importable elsewhere
 
         self._w = winreg
+        self._machine = machine
+        self._hive = winreg.HKEY_LOCAL_MACHINE if machine else winreg.HKEY_CURRENT_USER
+        # HKLM\Software is split into 64- and 32-bit views; the installer may have written either one.
+        self._views = (winreg.KEY_WOW64_64KEY, winreg.KEY_WOW64_32KEY) if machine else (0,)
 
     def get(self, key: str, name: str) -> str | None:
-        """Read a string value under HKCU."""
+        """Read a string value (in any registry view, for HKLM)."""
         w = self._w
-        try:
-            with w.OpenKey(w.HKEY_CURRENT_USER, key, 0, w.KEY_READ) as handle:
-                value, _kind = w.QueryValueEx(handle, name)
-        except FileNotFoundError:
-            return None
-        return str(value)
+        for view in self._views:
+            try:
+                with w.OpenKey(self._hive, key, 0, w.KEY_READ | view) as handle:
+                    value, _kind = w.QueryValueEx(handle, name)
+            except FileNotFoundError:
+                continue
+            return str(value)
+        return None
 
     def set(self, key: str, name: str, value: str) -> None:
-        """Write a REG_SZ value under HKCU."""
+        """Write a REG_SZ value under HKCU (never HKLM: the tray does not run as administrator)."""
+        self._user_only()
         w = self._w
-        with w.CreateKeyEx(w.HKEY_CURRENT_USER, key, 0, w.KEY_SET_VALUE) as handle:
+        with w.CreateKeyEx(self._hive, key, 0, w.KEY_SET_VALUE) as handle:
             w.SetValueEx(handle, name, 0, w.REG_SZ, value)
 
     def delete(self, key: str, name: str) -> None:
         """Delete a value under HKCU; a missing value is not an error."""
+        self._user_only()
         w = self._w
         try:
-            with w.OpenKey(w.HKEY_CURRENT_USER, key, 0, w.KEY_SET_VALUE) as handle:
+            with w.OpenKey(self._hive, key, 0, w.KEY_SET_VALUE) as handle:
                 w.DeleteValue(handle, name)
         except FileNotFoundError:
             return
+
+    def _user_only(self) -> None:
+        if self._machine:
+            raise PermissionError("the all-users registry is read-only here")
 
 
 class MemoryRegistry:
@@ -103,22 +126,49 @@ def launch_command() -> str:
 
 
 class WindowsRunKey:
-    """Start at login through HKCU\\...\\Run\\POSPalLicenseAgent."""
+    """Start at login through ...\\Run\\POSPalLicenseAgent: HKCU (the toggle's) or HKLM (the installer's).
 
-    def __init__(self, registry: Registry | None = None, command: str | None = None) -> None:
+    ``machine`` reads the all-users (HKLM) value; it is never written. With a ``registry`` given and no
+    ``machine``, there is no all-users entry to consider (tests of the per-user value alone).
+    """
+
+    def __init__(self, registry: Registry | None = None, command: str | None = None,
+                 machine: Registry | None = None) -> None:
+        real = registry is None
         self.registry = registry if registry is not None else WinregRegistry()
+        self.machine = machine if machine is not None or not real else WinregRegistry(machine=True)
         self.command = command or launch_command()
 
-    def is_enabled(self) -> bool:
-        """True when the Run value exists."""
+    @property
+    def user_enabled(self) -> bool:
+        """True when this user's (HKCU) Run value exists."""
         return bool(self.registry.get(RUN_KEY, VALUE_NAME))
 
+    @property
+    def all_users(self) -> bool:
+        """True when the installer's all-users (HKLM) Run value exists."""
+        if self.machine is None:
+            return False
+        try:
+            return bool(self.machine.get(RUN_KEY, VALUE_NAME))
+        except OSError:  # unreadable HKLM (locked-down PC): only the per-user value can count
+            return False
+
+    def is_enabled(self) -> bool:
+        """The effective state: True when either Run value exists."""
+        return self.user_enabled or self.all_users
+
     def set_enabled(self, on: bool) -> None:
-        """Write or delete the Run value."""
+        """Write or delete the per-user value; raise AllUsersEntry when an all-users one still starts it."""
         if on:
-            self.registry.set(RUN_KEY, VALUE_NAME, self.command)
-        else:
-            self.registry.delete(RUN_KEY, VALUE_NAME)
+            # With the installer's all-users entry the agent starts already; a second entry would only
+            # launch a second copy at login for the single-instance guard to turn away.
+            if not self.all_users:
+                self.registry.set(RUN_KEY, VALUE_NAME, self.command)
+            return
+        self.registry.delete(RUN_KEY, VALUE_NAME)
+        if self.all_users:
+            raise AllUsersEntry("start at login is set for all users by the installer")
 
 
 class XdgAutostart:
@@ -140,6 +190,11 @@ class XdgAutostart:
             "Terminal=false\n"
             "X-GNOME-Autostart-enabled=true\n"
         )
+
+    @property
+    def all_users(self) -> bool:
+        """Always False: the desktop file is this user's own (system-wide entries are not ours)."""
+        return False
 
     def is_enabled(self) -> bool:
         """True when the desktop file exists and is not marked hidden."""

@@ -269,6 +269,16 @@ _ENTRIES: dict[str, dict[str, str]] = {
     # Settings row.
     "ui.settings.autostart": {"en": "Start at login", "el": "Εκκίνηση κατά τη σύνδεση"},
     "ui.settings.language": {"en": "Language", "el": "Γλώσσα"},
+    "ui.autostart.all_users_tip": {
+        "en": "Set for all users of this PC by the installer.",
+        "el": "Ορίστηκε για όλους τους χρήστες αυτού του υπολογιστή από το πρόγραμμα εγκατάστασης.",
+    },
+    "ui.autostart.all_users_off": {
+        "en": "It still starts: the installer set it for all users of this PC. Only an administrator can "
+              "turn that off (Task Manager, Startup apps).",
+        "el": "Εξακολουθεί να ξεκινά: ορίστηκε για όλους τους χρήστες κατά την εγκατάσταση. Μόνο ένας "
+              "διαχειριστής μπορεί να το απενεργοποιήσει (Διαχείριση εργασιών, Εφαρμογές εκκίνησης).",
+    },
     # Notifications.
     "ui.notify.title": {"en": "POSPal license: {headline}", "el": "Άδεια POSPal: {headline}"},
     "ui.single.already": {

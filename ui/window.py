@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from ui import dialogs
 from ui.activate import ActivatePage
+from ui.autostart import AllUsersEntry
 from ui.banner import Banner
 from ui.buy import BuyPage, WaitPage
 from ui.card import StatusCard
@@ -88,8 +89,7 @@ class AgentWindow(QWidget):
         self.autostart_box = QCheckBox()
         self.autostart_box.setObjectName("autostart")
         self.autostart_box.setVisible(autostart is not None)
-        if autostart is not None:
-            self.autostart_box.setChecked(autostart.is_enabled())
+        self._show_autostart()
         self.autostart_box.toggled.connect(self._toggle_autostart)
         self.diagnostics_button = button("link")
         self.diagnostics_button.clicked.connect(lambda: self.show_page("diagnostics"))
@@ -222,6 +222,7 @@ class AgentWindow(QWidget):
         for page in self.pages.values():
             page.retranslate()
         self.autostart_box.setText(t("ui.settings.autostart"))
+        self._autostart_tooltip()
         self.diagnostics_button.setText(t("ui.action.diagnostics"))
         self.language_box.setToolTip(t("ui.settings.language"))
         index = LANGUAGES.index(language.code)
@@ -233,12 +234,34 @@ class AgentWindow(QWidget):
             return
         try:
             self.autostart.set_enabled(on)
+        except AllUsersEntry:
+            # The installer's all-users entry still starts the agent: the box stays on, and says why.
+            self._show_autostart()
+            self.show_error(lambda: t("ui.autostart.all_users_off"))
         except OSError as exc:
             detail = str(exc)
-            self.autostart_box.blockSignals(True)
-            self.autostart_box.setChecked(not on)
-            self.autostart_box.blockSignals(False)
+            self._show_autostart(not on)
             self.show_error(lambda: t("ui.error.generic", detail=detail))
+        else:
+            self._show_autostart()
+
+    def _show_autostart(self, checked: bool | None = None) -> None:
+        """Show start-at-login as it really is (or ``checked``), with a tooltip for an all-users entry."""
+        if self.autostart is None:
+            return
+        if checked is None:
+            try:
+                checked = self.autostart.is_enabled()
+            except OSError:
+                checked = self.autostart_box.isChecked()
+        self.autostart_box.blockSignals(True)
+        self.autostart_box.setChecked(checked)
+        self.autostart_box.blockSignals(False)
+        self._autostart_tooltip()
+
+    def _autostart_tooltip(self) -> None:
+        all_users = self.autostart is not None and bool(getattr(self.autostart, "all_users", False))
+        self.autostart_box.setToolTip(t("ui.autostart.all_users_tip") if all_users else "")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
         """Closing hides the window; the agent keeps running for the POS (and a payment wait goes on)."""

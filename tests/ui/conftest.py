@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import pytest
 from PySide6.QtWidgets import QMessageBox
+from pytestqt import wait_signal
 
 from tests.ui.fakes import FakeControl
 from ui.strings import language
 from ui.tray import Tray
 from ui.window import AgentWindow
 from ui.worker import ControlWorker
+
+# The worker emits from pool threads, so a signal a qtbot.waitSignal blocker listened to can already be
+# queued for it when the blocker returns and is freed. PySide6 then calls the freed blocker's bound method
+# ("'View' object has no attribute 'check_params_callback'", or a segfault). Blockers are small: keeping
+# each alive for the session turns such a late call into a harmless no-op on a finished blocker.
+_BLOCKERS: list[object] = []
+_blocker_init = wait_signal._AbstractSignalBlocker.__init__
+
+
+def _kept_blocker_init(self, *args, **kwargs) -> None:
+    _blocker_init(self, *args, **kwargs)
+    _BLOCKERS.append(self)
+
+
+wait_signal._AbstractSignalBlocker.__init__ = _kept_blocker_init
 
 
 @pytest.fixture(autouse=True)
