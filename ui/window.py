@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLayout,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -38,8 +39,10 @@ from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
 from ui.style import STYLESHEET
 from ui.worker import ControlWorker
 
-# Platforms without window stacking (headless rendering): raise() would only log a warning there.
+# Platforms without window stacking (headless rendering): raise() or new size hints would only log a
+# warning there.
 _NO_STACKING = ("offscreen", "minimal")
+_MIN_HEIGHT = 540
 
 
 def open_in_browser(url: str) -> None:
@@ -68,6 +71,8 @@ class AgentWindow(QWidget):
         self.hide_on_close = True
 
         self.card = StatusCard()
+        # The card always gets its natural height (the facts legible); the task panel takes what is left.
+        self.card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.banner = Banner()
         self.pages: dict[str, Page] = {
             "overview": OverviewPage(self),
@@ -117,7 +122,7 @@ class AgentWindow(QWidget):
         # A fixed minimum rather than the layout's: the pages swap in and out, and a window that
         # resizes itself with every page (and every status text) jumps around under the cursor.
         root.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
-        self.setMinimumSize(560, 540)
+        self.setMinimumSize(560, _MIN_HEIGHT)
         self.resize(600, 560)
 
         worker.status_changed.connect(self.on_status)
@@ -155,14 +160,32 @@ class AgentWindow(QWidget):
     def show_error(self, render: Callable[[], str] | str) -> None:
         """Show a failure under the status card."""
         self.banner.show_message("error", render if callable(render) else (lambda: render))
+        self._fit()
 
     def show_info(self, render: Callable[[], str] | str) -> None:
         """Show a success under the status card."""
         self.banner.show_message("info", render if callable(render) else (lambda: render))
+        self._fit()
 
     def clear_message(self) -> None:
         """Hide the banner."""
         self.banner.clear()
+        self._fit()
+
+    def _fit(self) -> None:
+        # The window keeps its size as texts change (no jumping), but never gets shorter than what the
+        # card, a long message and the pages need: below that, Qt squeezed the card's facts into each other.
+        layout = self.layout()
+        needed = layout.totalMinimumSize().height()
+        if layout.hasHeightForWidth():  # the wrapped sentences need more height than their minimum says
+            needed = max(needed, layout.totalHeightForWidth(max(self.width(), self.minimumWidth())))
+        needed = max(_MIN_HEIGHT, needed)
+        if QGuiApplication.platformName() in _NO_STACKING:
+            # Headless rendering has no window manager for size hints (it warns): just grow the window.
+            if self.height() < needed:
+                self.resize(self.width(), needed)
+        elif needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
 
     def open_url(self, url: str) -> None:
         """Open a URL with the injected opener."""
@@ -185,6 +208,7 @@ class AgentWindow(QWidget):
         for page in self.pages.values():
             page.on_status(status)
         self.setWindowIcon(icon_for_status(status))
+        self._fit()
 
     def _activity(self, _tag: str) -> None:
         # A sync in the background only earns a small hint on the card; the state stays on screen.
@@ -228,6 +252,7 @@ class AgentWindow(QWidget):
         index = LANGUAGES.index(language.code)
         if self.language_box.currentIndex() != index:
             self.language_box.setCurrentIndex(index)
+        self._fit()
 
     def _toggle_autostart(self, on: bool) -> None:
         if self.autostart is None:

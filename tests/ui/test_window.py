@@ -187,3 +187,14 @@ def test_closing_the_window_only_hides_it(qtbot, ui):
     window.close()
     assert not window.isVisible()
     assert isinstance(window, AgentWindow)
+
+
+def test_a_long_message_never_squeezes_the_card_facts(qtbot, ui, control):
+    worker, window, _ = ui
+    set_status(qtbot, worker, control, make_status("trial_active"))  # two-line detail sentence
+    window.bring_up()
+    qtbot.waitExposed(window)
+    window.show_error("Cannot reach the POSPal cloud. Check the internet connection and try again. " * 2)
+    facts = [v for v in window.card.values.values() if v.isVisibleTo(window)]
+    qtbot.waitUntil(lambda: all(v.height() >= v.sizeHint().height() for v in facts), timeout=2000)
+    assert window.height() >= window.layout().totalMinimumSize().height()
