@@ -17,9 +17,10 @@ Meaning of the numbers:
   license, the trial end for a trial.
 - `grace_until`: the moment orders stop if no sync succeeds from now on (offline lease end, or the end of
   payment grace when that comes first).
-- `days_left`: whole days (rounded up) until the deadline that matters in this state: trial end (or the
-  lease end, if sooner and offline), lease end in offline grace, payment-grace end when renewal is required, the
-  renewal/cancellation date when active; 0 once something has ended; None when nothing counts down.
+- `days_left`: whole days (rounded up) until the deadline that matters in this state: trial end (or
+  the lease end, if sooner and offline), lease end in offline grace, payment-grace end when renewal is
+  required, the renewal/cancellation date when active; 0 once something has ended; None when nothing
+  counts down.
 - Trials do not enter `licensed_grace`: a trial offline for the sync grace (48 h) or longer stays
   `trial_active` with `days_left` counting to the lease end when that comes before the trial end; a trial
   that syncs counts down to its own end.

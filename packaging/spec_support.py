@@ -49,16 +49,66 @@ _QT_BINDINGS_ALL = (
 
 EXCLUDED_MODULES = (
     # The cloud service and everything only it needs. The agent never imports server/.
-    "server", "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "mako", "stripe", "psycopg",
-    "psycopg_binary", "psycopg_pool", "redis", "prometheus_client", "pydantic", "pydantic_core",
-    "anyio", "sniffio", "httpx", "httpcore", "h11", "httptools", "websockets", "watchfiles", "uvloop",
-    "dotenv", "email_validator", "jinja2", "markupsafe", "yaml", "sqlite3",
+    "server",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "mako",
+    "stripe",
+    "psycopg",
+    "psycopg_binary",
+    "psycopg_pool",
+    "redis",
+    "prometheus_client",
+    "pydantic",
+    "pydantic_core",
+    "anyio",
+    "sniffio",
+    "httpx",
+    "httpcore",
+    "h11",
+    "httptools",
+    "websockets",
+    "watchfiles",
+    "uvloop",
+    "dotenv",
+    "email_validator",
+    "jinja2",
+    "markupsafe",
+    "yaml",
+    "sqlite3",
     # Development and test tools.
-    "pytest", "_pytest", "pytestqt", "hypothesis", "localstripe", "aiosmtpd", "schemathesis",
-    "matplotlib", "numpy", "PIL", "IPython", "PyInstaller", "setuptools", "pkg_resources", "pip",
-    "tkinter", "_tkinter", "lib2to3", "pydoc_data", "curses", "xmlrpc",
+    "pytest",
+    "_pytest",
+    "pytestqt",
+    "hypothesis",
+    "localstripe",
+    "aiosmtpd",
+    "schemathesis",
+    "matplotlib",
+    "numpy",
+    "PIL",
+    "IPython",
+    "PyInstaller",
+    "setuptools",
+    "pkg_resources",
+    "pip",
+    "tkinter",
+    "_tkinter",
+    "lib2to3",
+    "pydoc_data",
+    "curses",
+    "xmlrpc",
     # East Asian codecs (about 1 MB): a POS in Greece or Cyprus reads UTF-8, Latin and Greek code pages.
-    "_codecs_cn", "_codecs_hk", "_codecs_iso2022", "_codecs_jp", "_codecs_kr", "_codecs_tw", "_multibytecodec",
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    "_multibytecodec",
     # Qt bindings the app does not use.
     *(f"PySide6.{name}" for name in _QT_BINDINGS_ALL),
 )
@@ -146,6 +196,7 @@ def prune_orphans(binaries: list[tuple], imports_of: Callable[[str], Iterable[st
     whole GTK tree is still listed. Roots are the Python extensions, the Python runtime and the Qt
     plugins; ``imports_of(src)`` names the libraries a file links to (basenames).
     """
+
     def base(path: str) -> str:
         # Windows import tables spell DLL names in any case; ELF names never collide on case alone.
         return PurePosixPath(path.replace("\\", "/")).name.lower()
@@ -278,7 +329,9 @@ def read_version(root: Path) -> str:
 
 def version_tuple(version: str) -> tuple[int, int, int, int]:
     """Map ``1.2.3`` (or ``1.2.3rc1``) to the four numbers Windows version resources need."""
-    numbers = [int(re.match(r"\d+", part).group()) for part in version.split(".")[:4] if re.match(r"\d+", part)]
+    numbers = [
+        int(re.match(r"\d+", part).group()) for part in version.split(".")[:4] if re.match(r"\d+", part)
+    ]
     return tuple((numbers + [0, 0, 0, 0])[:4])  # type: ignore[return-value]
 
 

@@ -169,7 +169,10 @@ def test_the_shipped_trusted_keys_hold_no_private_key():
 @pytest.mark.parametrize(
     ("dest", "blob"),
     [
-        ("agent/keys/trusted.json", json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "a", "d": "b"}]})),
+        (
+            "agent/keys/trusted.json",
+            json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "a", "d": "b"}]}),
+        ),
         ("ui/assets/key.json", json.dumps({"kty": "OKP", "crv": "Ed25519", "x": "a", "d": "b"})),
         ("agent/keys/signing.pem", "-----BEGIN PRIVATE KEY-----\nMC4CAQ\n-----END PRIVATE KEY-----\n"),
         ("agent/keys/notes.txt", "public keys only"),
@@ -188,7 +191,10 @@ def test_version_resource_comes_from_the_agent_version():
 
     assert version == agent.__version__
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert re.search(rf'^version\s*=\s*"{re.escape(version)}"', pyproject, re.M), "pyproject and agent disagree"
+    assert re.search(rf'^version\s*=\s*"{re.escape(version)}"', pyproject, re.M), (
+        "pyproject and agent disagree"
+    )
+
     # Evaluate the resource the way PyInstaller does, with recording stand-ins for its classes
     # (PyInstaller's own module needs pefile, a Windows-only dependency).
     def record(kind):
@@ -203,7 +209,9 @@ def test_version_resource_comes_from_the_agent_version():
     assert strings["OriginalFilename"] == "POSPalLicenseAgent.exe"
 
 
-@pytest.mark.parametrize(("text", "quad"), [("1.0.0", (1, 0, 0, 0)), ("2.13.4rc1", (2, 13, 4, 0)), ("3", (3, 0, 0, 0))])
+@pytest.mark.parametrize(
+    ("text", "quad"), [("1.0.0", (1, 0, 0, 0)), ("2.13.4rc1", (2, 13, 4, 0)), ("3", (3, 0, 0, 0))]
+)
 def test_version_tuple(text, quad):
     assert support.version_tuple(text) == quad
 
@@ -242,7 +250,9 @@ def test_icu_stub_changes_nothing_the_tray_shows(tmp_path):
 
     def probe(extra_env):
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TZ": "Europe/Athens", **extra_env}
-        run = subprocess.run([sys.executable, "-c", _ICU_PROBE], env=env, capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-c", _ICU_PROBE], env=env, capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0, run.stderr
         return run.stdout.strip(), run.stderr
 
@@ -255,7 +265,9 @@ def test_icu_stub_changes_nothing_the_tray_shows(tmp_path):
 
 def test_installer_script_keeps_data_unless_asked_and_starts_for_every_user():
     nsi = (ROOT / "installer" / "pospal-agent.nsi").read_text(encoding="utf-8")
-    assert re.search(r'^Section /o "un\.\$\(SecData\)"', nsi, re.M), "data removal must be unticked by default"
+    assert re.search(r'^Section /o "un\.\$\(SecData\)"', nsi, re.M), (
+        "data removal must be unticked by default"
+    )
     assert re.search(r'WriteRegStr HKLM "\$\{REG_RUN\}"', nsi), "start at login must be per machine (HKLM)"
     assert "SetCompressor /SOLID lzma" in nsi
     assert "MUI_PAGE_LICENSE" in nsi and (ROOT / "installer" / "EULA.txt").is_file()
@@ -271,9 +283,17 @@ def test_installer_compiles_around_a_bundle(tmp_path):
     out = tmp_path / "POSPalLicenseAgent-Setup.exe"
     version = support.read_version(ROOT)
     run = subprocess.run(
-        ["makensis", "-V2", f"-DVERSION={version}", f"-DBUNDLE_DIR={bundle}", f"-DOUTFILE={out}",
-         str(ROOT / "installer" / "pospal-agent.nsi")],
-        capture_output=True, text=True, timeout=240,
+        [
+            "makensis",
+            "-V2",
+            f"-DVERSION={version}",
+            f"-DBUNDLE_DIR={bundle}",
+            f"-DOUTFILE={out}",
+            str(ROOT / "installer" / "pospal-agent.nsi"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     blob = out.read_bytes()
@@ -287,7 +307,9 @@ def test_installer_compiles_around_a_bundle(tmp_path):
 def test_installer_refuses_to_compile_without_a_version(tmp_path):
     run = subprocess.run(
         ["makensis", "-V1", f"-DBUNDLE_DIR={tmp_path}", str(ROOT / "installer" / "pospal-agent.nsi")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode != 0
     assert "VERSION" in run.stdout + run.stderr
@@ -296,11 +318,15 @@ def test_installer_refuses_to_compile_without_a_version(tmp_path):
 def test_tray_code_avoids_the_qt_features_the_icu_stub_removes():
     # With the stub, QCollator and ICU codecs fall back and log a warning; nothing in ui/ may need them.
     pattern = re.compile(r"QCollator|localeAwareCompare|QStringConverter|QStringEncoder|QStringDecoder")
-    hits = [str(p.relative_to(ROOT)) for p in (ROOT / "ui").rglob("*.py") if pattern.search(p.read_text("utf-8"))]
+    hits = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "ui").rglob("*.py") if pattern.search(p.read_text("utf-8"))
+    ]
     assert hits == []
 
 
-@pytest.mark.skipif(shutil.which("makensis") is None or os.name == "nt", reason="needs makensis and a POSIX shell")
+@pytest.mark.skipif(
+    shutil.which("makensis") is None or os.name == "nt", reason="needs makensis and a POSIX shell"
+)
 def test_installer_build_signs_uninstaller_and_installer(tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
@@ -309,9 +335,18 @@ def test_installer_build_signs_uninstaller_and_installer(tmp_path):
     signer.write_text(f'#!/bin/sh\necho "$1" >> "{tmp_path}/signed.txt"\n')
     out = tmp_path / "setup.exe"
     run = subprocess.run(
-        ["makensis", "-V1", "-DVERSION=1.2.3", f"-DBUNDLE_DIR={bundle}", f"-DOUTFILE={out}",
-         f"-DSIGN=sh {signer}", str(ROOT / "installer" / "pospal-agent.nsi")],
-        capture_output=True, text=True, timeout=240,
+        [
+            "makensis",
+            "-V1",
+            "-DVERSION=1.2.3",
+            f"-DBUNDLE_DIR={bundle}",
+            f"-DOUTFILE={out}",
+            f"-DSIGN=sh {signer}",
+            str(ROOT / "installer" / "pospal-agent.nsi"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     signed = (tmp_path / "signed.txt").read_text().split()
