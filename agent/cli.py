@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent import __version__
@@ -118,15 +118,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("agent stopped")
 
 
+# The tray is a frontend found through this entry-point group (pyproject registers ui.app:run_tray), so
+# agent/ never names the UI package (STYLE.md) and an agent-only install simply runs headless. A frozen
+# bundle, which has no package metadata, registers it with `register_tray` instead.
+TRAY_ENTRY_POINTS = "pospal_agent.frontends"
+_tray_loader: Callable[[], Callable[[Any], Any]] | None = None
+
+
+def register_tray(loader: Callable[[], Callable[[Any], Any]]) -> None:
+    """Use `loader()` (which returns `run_tray(service)`) for the tray instead of the entry point."""
+    global _tray_loader
+    _tray_loader = loader
+
+
+def _load_tray() -> Callable[[Any], Any]:
+    """The registered tray, or the `tray` entry point; raises LookupError when neither exists."""
+    if _tray_loader is not None:
+        return _tray_loader()
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=TRAY_ENTRY_POINTS, name="tray"):
+        return entry.load()
+    raise LookupError("no tray frontend is installed")
+
+
 def _run_tray(service: Any) -> bool:
     """Run the tray until Quit; False (after a log line) when the UI cannot start here."""
     try:
-        import ui.app
-    except Exception as exc:  # PySide6 missing or broken: the agent still serves headless
+        run_tray = _load_tray()
+    except Exception as exc:  # no UI installed, or PySide6 missing or broken: the agent serves headless
         log.warning("tray unavailable (%s); running headless", exc)
         return False
     try:
-        ui.app.run_tray(service)
+        run_tray(service)
     except Exception:
         log.exception("tray failed; running headless")
         return False

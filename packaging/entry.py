@@ -28,6 +28,12 @@ if __name__ == "__main__":
     multiprocessing.freeze_support()
     _ensure_std_streams()
     sys.argv[1:] = _argv(sys.argv[1:])
-    from agent.cli import main
+    from agent.cli import main, register_tray
 
+    def _tray():  # imported here so PyInstaller bundles ui/, and only when a tray is really wanted
+        from ui.app import run_tray
+
+        return run_tray
+
+    register_tray(_tray)
     sys.exit(main())

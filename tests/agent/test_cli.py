@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -147,6 +148,25 @@ def test_tray_falls_back_to_headless_when_ui_cannot_load(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "ui.app", None)  # makes `import ui.app` fail
     assert cli._run_tray(object()) is False
     assert "running headless" in caplog.text
+
+
+def test_tray_is_the_installed_entry_point_not_an_import_of_ui():
+    from importlib.metadata import entry_points
+
+    found = [e.value for e in entry_points(group=cli.TRAY_ENTRY_POINTS, name="tray")]
+    if not found:
+        pytest.skip("project not pip-installed here (no entry-point metadata)")
+    assert found == ["ui.app:run_tray"]
+    assert "import ui" not in Path(cli.__file__).read_text(encoding="utf-8")
+
+
+def test_a_registered_tray_runs_with_the_service(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "_tray_loader", None)
+    cli.register_tray(lambda: seen.append)
+    service = object()
+    assert cli._run_tray(service) is True
+    assert seen == [service]
 
 
 def test_run_on_a_busy_port_says_so_in_one_line(tmp_path):
