@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
-from server.api import activations, codes, health, keys, refresh, terminals, trials
+from server.api import activations, codes, health, keys, refresh, refresh_fast, terminals, trials
 from server.api import billing as billing_api
 from server.api.deps import Services
 from server.billing import make_provider
@@ -107,7 +107,7 @@ def create_app(
     _install_error_handlers(app)
     # Innermost, so CORS, the body limit and the metrics still see every refresh it answers.
     refresh_route = next(r for r in refresh.router.routes if getattr(r, "path", None) == "/v1/refresh")
-    app.add_middleware(refresh.RefreshFastPath, services=services, route=refresh_route)
+    app.add_middleware(refresh_fast.RefreshFastPath, services=services, route=refresh_route)
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -31,6 +31,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Execution option: open the transaction only if the write lock is free now (see `try_begin`).
+NO_WAIT_OPTION = "pospal_no_wait"
 # PostgreSQL advisory lock id held while migrating (any constant; "POSPALMG" as an integer).
 MIGRATION_LOCK_KEY = 0x504F5350414C4D47
 
@@ -61,6 +63,23 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         # a dead connection fails and SQLAlchemy then discards the whole pool, so one request per
         # process sees the outage, and agents retry.
         pool_recycle=3600,
+    )
+
+
+def _reader_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for reads outside write transactions (see `Database.read`)."""
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            pool_size=2,
+            max_overflow=8,
+        )
+        _configure_sqlite_reader(engine)
+        return engine
+    return create_engine(
+        url, echo=echo, pool_size=2, max_overflow=8, pool_recycle=3600, isolation_level="AUTOCOMMIT"
     )
 
 
@@ -95,11 +114,35 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        _begin_immediate(connection.connection.driver_connection)
+        no_wait = connection.get_execution_options().get(NO_WAIT_OPTION, False)
+        _begin_immediate(connection.connection.driver_connection, wait=not no_wait)
 
 
-def _begin_immediate(raw: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE, retrying while another connection holds the write lock (bounded in time)."""
+def _configure_sqlite_reader(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Autocommit: each SELECT is its own short read transaction, and no BEGIN ever takes a lock.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA query_only=ON")
+        # A WAL reader waits only while another connection recovers the WAL (rare and short).
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+class WriteBusy(Exception):  # noqa: N818 - a state, not a failure
+    """`Database.try_begin` found the write lock taken (by another thread or process)."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _begin_immediate(raw: sqlite3.Connection, *, wait: bool = True) -> None:
+    """BEGIN IMMEDIATE, retrying while another connection holds the write lock (bounded in time).
+
+    With `wait=False`, one attempt: `WriteBusy` if the lock is taken.
+    """
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
     pause = 0.0002
     while True:
@@ -107,7 +150,9 @@ def _begin_immediate(raw: sqlite3.Connection) -> None:
             raw.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if not wait and _is_busy(exc):
+                raise WriteBusy() from None
+            if not _is_busy(exc) or time.monotonic() > deadline:
                 raise
         # Jitter keeps two processes from retrying in lockstep; the pause grows to at most 2 ms.
         time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - not security relevant
@@ -124,6 +169,8 @@ class Database:
         # PostgreSQL: non-durable transactions get their own small pool whose connections already run
         # with `synchronous_commit = off`, which saves a `SET LOCAL` round trip on every refresh.
         self._non_durable = None if is_sqlite(url) else _non_durable_engine(url, echo=echo)
+        self._reader: Engine | None = None  # made on first `read()`
+        self._echo = echo
         # One writer per process at a time on SQLite (see the module docstring).
         self._write_lock = threading.RLock() if is_sqlite(url) else None
 
@@ -152,26 +199,52 @@ class Database:
             yield connection
 
     @contextmanager
-    def writes_free(self) -> Iterator[bool]:
-        """Take this process's SQLite write turn if no other thread has it; yield whether it was free.
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads that takes no write lock and opens no transaction.
 
-        Lets event-loop code write inline when it will not wait on another thread (a webhook holds the
-        turn while it re-fetches from the provider). Always True on PostgreSQL, which has no such turn.
+        SQLite: a `query_only` connection in autocommit, so each SELECT sees the last commit and never
+        waits for a writer (WAL). PostgreSQL: an autocommit connection, one round trip per statement.
+        For the refresh hot path, which reads first and writes (nonce, last seen) afterwards.
+        """
+        if self._reader is None:
+            self._reader = _reader_engine(self.url, echo=self._echo)
+        with self._reader.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def try_begin(self, *, durable: bool = True) -> Iterator[Connection | None]:
+        """Like `begin`, but never waits for the write lock: yields None when it is taken.
+
+        Event-loop code uses it to write only when it would not block; PostgreSQL has no such lock,
+        so there it always yields a connection.
         """
         lock = self._write_lock
-        if lock is None:
-            yield True
-        elif lock.acquire(blocking=False):
-            try:
-                yield True
-            finally:
+        if lock is not None and not lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            engine = self.engine if durable or self._non_durable is None else self._non_durable
+            with engine.connect() as connection:
+                if lock is not None:
+                    connection.execution_options(**{NO_WAIT_OPTION: True})
+                try:
+                    transaction = connection.begin()
+                except WriteBusy:
+                    transaction = None  # no BEGIN happened; closing hands the connection back clean
+                if transaction is None:
+                    yield None
+                    return
+                with transaction:
+                    yield connection
+        finally:
+            if lock is not None:
                 lock.release()
-        else:
-            yield False
 
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
+        if self._reader is not None:
+            self._reader.dispose()
         if self._non_durable is not None:
             self._non_durable.dispose()
 

@@ -20,7 +20,8 @@ Error
     ├── RateLimited        429 rate_limited (+ retry_after)
     ├── SeatsFull          409 seats_full (+ terminals)
     ├── NotFound           404 not_found
-    └── NoSubscription     404 no_subscription
+    ├── NoSubscription     404 no_subscription
+    └── ServerBusy         503 busy (+ retry_after)
 """
 
 from __future__ import annotations
@@ -160,3 +161,13 @@ class NoSubscription(ApiError):
     """The customer has no subscription to act on."""
 
     status, code, default_message = 404, "no_subscription", "There is no subscription for this email."
+
+
+class ServerBusy(ApiError):
+    """The database stayed locked for longer than the busy timeout; the client should retry shortly."""
+
+    status, code, default_message = 503, "busy", "The server is busy. Try again in a moment."
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=int(retry_after))
+        self.headers = {"Retry-After": str(int(retry_after))}

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from agent.tokens import AUDIENCE, ISSUER, Policy
@@ -409,6 +409,33 @@ _TOUCH_AND_REBIND = (
     .where(_M.c.id == bindparam("p_machine"))
     .values(last_seen_at=bindparam("p_seen"), fingerprint=bindparam("p_fingerprint"))
 )
+
+
+def _touch_many_statement() -> Any:
+    # FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite has no row locks and renders nothing): a machine row
+    # locked by another transaction (an admin change, a deactivation) is skipped rather than waited
+    # for, since last-seen times are best effort. Never moves a last-seen time backwards.
+    unlocked = (
+        select(_M.c.id)
+        .where(_M.c.id.in_(bindparam("p_machines", expanding=True)))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(_M)
+        .where(_M.c.id.in_(unlocked.scalar_subquery()))
+        .where(or_(_M.c.last_seen_at.is_(None), _M.c.last_seen_at < bindparam("p_seen")))
+        .values(last_seen_at=bindparam("p_seen"))
+    )
+
+
+_TOUCH_MANY = _touch_many_statement()
+
+
+def touch_machines(connection: Connection, machine_ids: Iterable[str], now: datetime) -> None:
+    """Record that several machines were seen at `now`: one UPDATE (the batched refresh writes)."""
+    ids = sorted(set(machine_ids))
+    if ids:
+        connection.execute(_TOUCH_MANY, {"p_machines": ids, "p_seen": now})
 
 
 def touch_machine(

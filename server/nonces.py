@@ -7,6 +7,7 @@ timestamp window has passed; `purge_expired` deletes them, run now and then by t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,7 +61,7 @@ def remember(
     a row only when the insert happened (rowcount is unreliable across drivers).
     """
     check_timestamp(timestamp, now)
-    expires = max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
+    expires = expiry(timestamp, now)
     connection = connection_of(session)
     statement = _INSERTS["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
     params = {"p_nonce": nonce, "p_owner": machine_id[:40], "p_expires": expires}
@@ -68,6 +69,31 @@ def remember(
         raise Replay()
 
 
-def purge_expired(session: Session, now: datetime) -> int:
+def expiry(timestamp: int, now: datetime) -> datetime:
+    """When a nonce signed at `timestamp` and received at `now` may be forgotten."""
+    return max(now, datetime.fromtimestamp(int(timestamp), now.tzinfo)) + timedelta(seconds=WINDOW_S)
+
+
+def remember_many(connection: Connection, entries: Iterable[tuple[str, str, datetime]]) -> set[str]:
+    """Store several `(nonce, machine_id, expires)` in one statement; return the nonces that were new.
+
+    Nonces already stored are left alone and missing from the answer (replays). The rows go in sorted
+    by nonce, so two transactions inserting overlapping nonces take their locks in the same order
+    (PostgreSQL) and cannot deadlock. Callers pass distinct nonces.
+    """
+    rows = [
+        {"p_nonce": nonce, "p_owner": owner[:40], "p_expires": expires}
+        for nonce, owner, expires in sorted(entries)
+    ]
+    if not rows:
+        return set()
+    statement = _INSERTS["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
+    return set(connection.execute(statement, rows).scalars())
+
+
+_PURGE = delete(RequestNonce.__table__).where(RequestNonce.__table__.c.expires_at < bindparam("p_now"))
+
+
+def purge_expired(session: Session | Connection, now: datetime) -> int:
     """Delete nonces whose window has passed; return how many."""
-    return session.execute(delete(RequestNonce).where(RequestNonce.expires_at < now)).rowcount or 0
+    return connection_of(session).execute(_PURGE, {"p_now": now}).rowcount or 0

@@ -1,40 +1,44 @@
 """`POST /v1/refresh` and `POST /v1/deactivate`: requests signed by a registered machine key.
 
-Refresh is the hot path (every terminal, every 6 hours): one joined read, one nonce insert, one
-`last_seen_at` update, then the token is signed outside the transaction so the SQLite write lock is
-held as briefly as possible. `RefreshFastPath` answers well-formed refreshes before FastAPI's routing;
-the route stays for the OpenAPI schema and for requests the fast path hands back.
+Refresh is the hot path (every terminal, every 6 hours): one joined read, the signature check, one
+nonce insert and one `last_seen_at` update, then the token is signed outside the transaction.
+`server.api.refresh_fast.RefreshFastPath` answers well-formed refreshes before FastAPI's routing, with
+the same `check_refresh` / `token_parts` / `signed_answer` steps and the writes batched; the route
+here stays for the OpenAPI schema, for requests the fast path hands back, and for the rare refresh
+that re-binds a fingerprint (it writes an audit row).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.tokens import encode_token, verify_request_signature
+from agent.tokens import SignedRequest, encode_token, verify_request_signature
 from server import licensing, nonces
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer
-from server.errors import ApiError, BadSignature, UnknownMachine
+from server.errors import BadSignature, UnknownMachine
 from server.models import Customer, License, Machine, Subscription
+from server.refresh_writes import SeenWrite
 
 router = APIRouter(prefix="/v1", tags=["machines"])
 
 PURGE_EVERY = 1000
 _purge_counter = itertools.count(1)
 
+
+# The app's answer to a value the database cannot store (server.app's DataError handler says the same).
+UNSTORABLE = {"error": "invalid_request", "message": "The request holds a value that cannot be stored."}
 
 _MACHINE_ID = re.compile(r"[A-Za-z0-9_]{1,40}")
 
@@ -62,40 +66,93 @@ def signed_machine(
     return bundle
 
 
+@dataclass
+class CheckedRefresh:
+    """A refresh whose machine, signature and timestamp check out; nothing written yet."""
+
+    state: licensing.MachineState
+    signed: SignedRequest
+    now: datetime
+    # The presented fingerprint when it should replace the bound one (one part replaced), else None.
+    rebind: dict[str, Any] | None
+
+    def write(self) -> SeenWrite:
+        """The refresh's nonce and last-seen write (batched by the fast path)."""
+        nonce, timestamp = self.signed.nonce, self.signed.timestamp
+        return SeenWrite(nonce, self.state.machine.id, nonces.expiry(timestamp, self.now), self.now)
+
+
+def check_refresh(
+    svc: Services,
+    connection: Session | Connection,
+    body: RefreshRequest,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+    now: datetime,
+) -> CheckedRefresh:
+    """Load the machine, check its signature and timestamp, see whether its binding needs healing.
+
+    Reads only; the nonce is not stored yet. Raises `ApiError`s for the caller to answer.
+    """
+    machine_id = machine_id_header(headers)
+    state = licensing.load_machine_state(connection, machine_id)
+    if state is None:
+        raise UnknownMachine()
+    machine = state.machine
+    try:
+        signed = verify_request_signature(machine.public_key, method, path, headers, raw)
+    except (RequestSignatureInvalid, KeyInvalid):
+        raise BadSignature() from None
+    nonces.check_timestamp(signed.timestamp, now)
+    presented = dict(body.fingerprint)
+    rebind = None
+    # One replaced part still matches the majority; re-binding to the new set heals the token.
+    if (
+        presented
+        and presented != machine.fingerprint
+        and licensing.fingerprint_matches(machine.fingerprint, presented)
+    ):
+        rebind = presented
+    return CheckedRefresh(state, signed, now, rebind)
+
+
+def token_parts(
+    svc: Services, connection: Session | Connection, checked: CheckedRefresh, body: RefreshRequest
+) -> tuple[str, dict[str, Any], str | None]:
+    """(kid, claims, key-set document) of the token answering `checked`; reads only, signs nothing."""
+    claims = checked.state.claims(checked.now)
+    kid = svc.keys.current_kid(connection)
+    return kid, claims, svc.keys.keyset_for(connection, body.known_kids, checked.now)
+
+
+def signed_answer(svc: Services, parts: tuple[str, dict[str, Any], str | None]) -> dict[str, Any]:
+    """The refresh answer: the token signed with key `kid`, and the key-set document if any."""
+    kid, claims, keyset = parts
+    return {"token": encode_token(svc.keys.private_key(kid), kid, claims), "keyset": keyset}
+
+
 def refresh_answer(
     svc: Services, body: RefreshRequest, method: str, path: str, headers: Mapping[str, str], raw: bytes
 ) -> dict[str, Any]:
-    """The whole refresh: check the machine's signature and nonce, heal its binding, sign its token.
+    """The whole refresh in one transaction: check, store the nonce, heal the binding, then sign.
 
-    Shared by the FastAPI route and `RefreshFastPath`; raises `ApiError`s for the caller to answer.
+    The FastAPI route's way, and the fast path's for the rare refresh that re-binds a fingerprint.
     """
-    machine_id = machine_id_header(headers)
     now = svc.clock.now()
     # Not durable: losing the last moments of nonces and last-seen times in a database crash is harmless
     # (a replay inside that window would still need a valid signature and get the same token).
     with svc.db.begin(durable=False) as session:
-        state = licensing.load_machine_state(session, machine_id)
-        if state is None:
-            raise UnknownMachine()
-        machine = state.machine
-        try:
-            signed = verify_request_signature(machine.public_key, method, path, headers, raw)
-        except (RequestSignatureInvalid, KeyInvalid):
-            raise BadSignature() from None
-        check_and_remember(session, signed, machine.id, svc)
-        presented = dict(body.fingerprint)
-        rebind = None
-        # One replaced part still matches the majority; re-binding to the new set heals the token.
-        if (
-            presented
-            and presented != machine.fingerprint
-            and licensing.fingerprint_matches(machine.fingerprint, presented)
-        ):
-            bound = machine.fingerprint
+        checked = check_refresh(svc, session, body, method, path, headers, raw, now)
+        machine = checked.state.machine
+        nonces.remember(session, checked.signed.nonce, machine.id, checked.signed.timestamp, now)
+        if checked.rebind is not None:
+            bound, presented = machine.fingerprint, checked.rebind
             changed = sorted(
                 name for name in set(bound) | set(presented) if bound.get(name) != presented.get(name)
             )
-            machine.fingerprint = rebind = presented
+            machine.fingerprint = presented
             licensing.record_audit(
                 session,
                 actor=f"machine:{machine.id}",
@@ -105,14 +162,12 @@ def refresh_answer(
                 detail={"components": changed},
                 at=now,
             )
-        licensing.touch_machine(session, machine.id, now, rebind)
-        claims = state.claims(now)
-        kid = svc.keys.current_kid(session)
-        keyset = svc.keys.keyset_for(session, body.known_kids, now)
+        licensing.touch_machine(session, machine.id, now, checked.rebind)
+        parts = token_parts(svc, session, checked, body)
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:
             nonces.purge_expired(session, now)
-    return {"token": encode_token(svc.keys.private_key(kid), kid, claims), "keyset": keyset}
+    return signed_answer(svc, parts)
 
 
 @router.post("/refresh", response_model=TokenAnswer)
@@ -125,106 +180,6 @@ def refresh(
     """Return a fresh token for this machine (a signed revocation if it was deactivated or removed)."""
     # A plain JSONResponse skips re-validating the answer against TokenAnswer (still its documented shape).
     return JSONResponse(refresh_answer(svc, body, request.method, request.url.path, request.headers, raw))
-
-
-class RefreshFastPath:
-    """ASGI middleware answering well-formed `POST /v1/refresh` requests without FastAPI's routing.
-
-    Refresh is most of the server's traffic. Routing, dependency solving, the hop to a worker thread
-    and back, and the exception middleware cost several times the refresh's own work, so this answers
-    it directly with `refresh_answer`, on the event loop: the database work is a few short statements,
-    and on SQLite each process runs one write transaction at a time anyway (`Database.begin`). When
-    another thread of the process holds that turn, the refresh waits for it in a worker thread instead.
-    Anything it does not fully understand (another content type, a body that fails validation) is
-    replayed to the app unchanged, so FastAPI gives its usual answer; `ApiError`s and unstorable
-    values get the same JSON answers as the app's exception handlers.
-    """
-
-    def __init__(self, app: Any, services: Services, route: Any) -> None:
-        self.app = app
-        self.services = services
-        self.route = route
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """Answer a refresh here, pass everything else on."""
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] != _REFRESH_PATH
-            or not _is_json(scope["headers"])
-        ):
-            await self.app(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        raw = b"".join(chunks)
-        try:
-            body = RefreshRequest.model_validate_json(raw)
-        except ValidationError:
-            await self.app(scope, _replay(raw, receive), send)
-            return
-        scope["route"] = self.route  # what the metrics middleware labels requests by
-        headers = Headers(scope=scope)
-        status, extra = 200, ()
-        try:
-            with self.services.db.writes_free() as free:
-                if free:
-                    answer = refresh_answer(self.services, body, "POST", _REFRESH_PATH, headers, raw)
-            if not free:
-                # Another thread of this process is writing: wait for it in a worker thread, not here.
-                answer = await run_in_threadpool(
-                    refresh_answer, self.services, body, "POST", _REFRESH_PATH, headers, raw
-                )
-        except ApiError as exc:
-            status, answer = exc.status, exc.body()
-            extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
-        except DataError:
-            status, answer = 422, UNSTORABLE
-        content = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-length", str(len(content)).encode()),
-                    (b"content-type", b"application/json"),
-                    *extra,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
-
-
-_REFRESH_PATH = "/v1/refresh"
-# The app's answer to a value the database cannot store (server.app's DataError handler says the same).
-UNSTORABLE = {"error": "invalid_request", "message": "The request holds a value that cannot be stored."}
-
-
-def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
-
-
-def _replay(raw: bytes, receive: Any) -> Any:
-    """A `receive` that hands the already-read body over once, then defers to the real one."""
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 @router.post("/deactivate", response_model=OkAnswer)

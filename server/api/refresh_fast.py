@@ -1,0 +1,145 @@
+"""`RefreshFastPath`: the ASGI middleware that answers `POST /v1/refresh` without FastAPI's routing.
+
+Refresh is most of the server's traffic. Routing, dependency solving, the hop to a worker thread and
+back, and the exception middleware cost several times the refresh's own work, so this answers it
+directly on the event loop, in three steps:
+
+1. read: the machine's state in one SELECT on a connection that takes no write lock
+   (`Database.read`), then the signature and timestamp checks and the token's claims;
+2. write: the nonce and last-seen time go to `RefreshWrites`, which commits the writes of all the
+   refreshes in flight in one transaction and never blocks the loop on a lock;
+3. sign the token once the nonce is known to be new.
+
+A refresh that re-binds a fingerprint (rare; it writes an audit row) runs the route's one-transaction
+`refresh_answer` in a worker thread instead. Anything the fast path does not fully understand (another
+content type, a body that fails validation) is replayed to the app unchanged, so FastAPI gives its
+usual answer; `ApiError`s and unstorable values get the same JSON answers as the app's handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+
+from server.api.deps import Services
+from server.api.refresh import (
+    UNSTORABLE,
+    check_refresh,
+    refresh_answer,
+    signed_answer,
+    token_parts,
+)
+from server.api.schemas import RefreshRequest
+from server.errors import ApiError, Replay
+from server.refresh_writes import RefreshWrites
+
+REFRESH_PATH = "/v1/refresh"
+
+
+class RefreshFastPath:
+    """ASGI middleware answering well-formed refreshes itself (see the module docstring)."""
+
+    def __init__(self, app: Any, services: Services, route: Any) -> None:
+        self.app = app
+        self.services = services
+        self.route = route
+        # One write queue per event loop (a server process has one; tests may start several).
+        self._writes: weakref.WeakKeyDictionary[Any, RefreshWrites] = weakref.WeakKeyDictionary()
+
+    def writes(self) -> RefreshWrites:
+        """The running event loop's write queue."""
+        loop = asyncio.get_running_loop()
+        queue = self._writes.get(loop)
+        if queue is None:
+            queue = self._writes[loop] = RefreshWrites(self.services.db)
+        return queue
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Answer a refresh here, pass everything else on."""
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != REFRESH_PATH
+            or not _is_json(scope["headers"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        try:
+            body = RefreshRequest.model_validate_json(raw)
+        except ValidationError:
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        scope["route"] = self.route  # what the metrics middleware labels requests by
+        status, extra = 200, ()
+        try:
+            answer = await self.answer(body, Headers(scope=scope), raw)
+        except ApiError as exc:
+            status, answer = exc.status, exc.body()
+            extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+        except DataError:
+            status, answer = 422, UNSTORABLE
+        content = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-length", str(len(content)).encode()),
+                    (b"content-type", b"application/json"),
+                    *extra,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": content})
+
+    async def answer(self, body: RefreshRequest, headers: Mapping[str, str], raw: bytes) -> dict[str, Any]:
+        """Read and check, queue the writes, sign; raises `ApiError`s for `__call__` to answer."""
+        svc: Services = self.services
+        now = svc.clock.now()
+        with svc.db.read() as connection:
+            checked = check_refresh(svc, connection, body, "POST", REFRESH_PATH, headers, raw, now)
+            if checked.rebind is None:
+                parts = token_parts(svc, connection, checked, body)
+        if checked.rebind is not None:
+            return await run_in_threadpool(refresh_answer, svc, body, "POST", REFRESH_PATH, headers, raw)
+        if not await self.writes().submit(checked.write()):
+            raise Replay()
+        return signed_answer(svc, parts)
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def _replay(raw: bytes, receive: Any) -> Any:
+    """A `receive` that hands the already-read body over once, then defers to the real one."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
