@@ -13,6 +13,10 @@ process wrote in between. So we take over transaction control and open every tra
 - between processes, SQLite's own busy handler would sleep 1, 2, 5 ... up to 100 ms between tries,
   which turns a 0.3 ms wait into a 100 ms one. Instead `BEGIN IMMEDIATE` is retried after sub-millisecond
   pauses until `SQLITE_BUSY_TIMEOUT_MS`.
+
+Event-loop code (the refresh fast path) must not wait for that lock at all: it reads on `read()`, a
+connection that takes no write lock, and writes through `try_begin()`, which yields None instead of
+waiting when the lock is taken, so the caller can try again later (`server.refresh_writes`).
 """
 
 from __future__ import annotations
