@@ -97,20 +97,19 @@ def create_checkout(
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
 ) -> CheckoutAnswer:
-    """Open a subscription checkout for this machine (signed by its key when signature headers are sent)."""
+    """Open a subscription checkout for this machine, signed by the key in `machine_public_key`.
+
+    The signature proves the caller holds the key the paid license will be bound to, and its nonce
+    makes a replayed request fail instead of opening a second checkout.
+    """
     public_key = parse_public_key(body.machine_public_key)
-    signed = (
-        verify_machine_signature(public_key, request, raw)
-        if "x-pospal-signature" in request.headers
-        else None
-    )
+    signed = verify_machine_signature(public_key, request, raw)
     now = svc.clock.now()
     svc.limiter.hit(f"checkout:ip:{client_ip(request)}", CHECKOUTS_PER_HOUR_PER_IP, 3600, now.timestamp())
     svc.limiter.hit(f"checkout:email:{body.email}", CHECKOUTS_PER_HOUR_PER_EMAIL, 3600, now.timestamp())
     checkout_id = f"chk_{secrets.token_urlsafe(24)}"
     with svc.db.transaction() as session:
-        if signed is not None:
-            check_and_remember(session, signed, public_key_owner(public_key), svc)
+        check_and_remember(session, signed, public_key_owner(public_key), svc)
         customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
         if customer is None:
             customer = Customer(email=body.email, created_at=now, locale=body.locale or "en")

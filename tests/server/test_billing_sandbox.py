@@ -46,6 +46,26 @@ def _subscription(database) -> Subscription:
         return session.scalars(select(Subscription)).one()
 
 
+def test_checkout_must_be_signed_by_the_key_it_binds_and_cannot_be_replayed(client, make_machine, database):
+    from server.models import Checkout, Customer
+
+    machine, other = make_machine(), make_machine()
+    body = {**machine.identity(), "email": EMAIL, "restaurant_name": "Taverna", "quantity": 1}
+    unsigned = client.post("/v1/checkout", json=body)
+    wrong_key = machine.post(client, "/v1/checkout", body, machine_id=None, key=other.key)
+    assert (unsigned.status_code, unsigned.json()["error"]) == (401, "bad_signature")
+    assert (wrong_key.status_code, wrong_key.json()["error"]) == (401, "bad_signature")
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Checkout)) == 0
+        assert session.scalar(select(func.count()).select_from(Customer)) == 0
+    raw, headers = machine.signed("/v1/checkout", body, machine_id=None)
+    assert client.post("/v1/checkout", content=raw, headers=headers).status_code == 200
+    replayed = client.post("/v1/checkout", content=raw, headers=headers)
+    assert (replayed.status_code, replayed.json()["error"]) == (409, "replay")
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Checkout)) == 1
+
+
 def test_buy_fail_then_pay_then_activate(client, make_machine, database):
     machine = make_machine()
     checkout_id, page = _buy(client, machine)
