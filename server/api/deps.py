@@ -17,7 +17,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.tokens import SignedRequest, decode_public_key, verify_request_signature
+from agent.signatures import SignedRequest, verify_request_signature
+from agent.tokens import decode_public_key
 from server import nonces
 from server.clock import Clock
 from server.config import Settings

@@ -23,7 +23,8 @@ from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.tokens import SignedRequest, encode_token, verify_request_signature
+from agent.signatures import SignedRequest, verify_request_signature
+from agent.tokens import encode_token
 from server import licensing, nonces
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer

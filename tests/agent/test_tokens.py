@@ -18,7 +18,6 @@ from agent.errors import (
     KeyInvalid,
     KeySetRejected,
     MachineMismatch,
-    RequestSignatureInvalid,
     TokenInvalid,
 )
 from tests.agent.tokenkit import DAY, DELETE, FP, NOW, NOW_TS, Signer, payload
@@ -273,60 +272,3 @@ def test_jwk_round_trip():
     assert (jwk["kty"], jwk["crv"], jwk["use"], jwk["kid"]) == ("OKP", "Ed25519", "sig", SERVER.kid)
     assert tokens.kid_for(tokens.public_key_from_jwk(jwk)) == SERVER.kid
     assert tokens.TrustedKeys.from_jwks(SERVER.trusted().to_jwks()).kids() == [SERVER.kid]
-
-
-# -------------------------------------------------------------------------------- machine-signed requests
-
-
-MACHINE = Ed25519PrivateKey.generate()
-BODY = b'{"fingerprint": {}}'
-
-
-def signed(**kw):
-    args = {"method": "POST", "path": "/v1/refresh", "body_bytes": BODY, "ts": NOW_TS,
-            "nonce": "0123456789abcdef0123456789abcdef"}
-    args.update(kw)
-    return tokens.sign_request(MACHINE, args["method"], args["path"], args["body_bytes"], args["ts"],
-                               args["nonce"], machine_id="m_0001")
-
-
-def test_signed_request_verifies_with_lowercase_headers():
-    headers = {k.lower(): v for k, v in signed().items()}
-    result = tokens.verify_request_signature(MACHINE.public_key(), "post", "/v1/refresh", headers, BODY)
-    assert result == tokens.SignedRequest(NOW_TS, "0123456789abcdef0123456789abcdef", "m_0001")
-    raw = tokens.encode_public_key(MACHINE.public_key())
-    assert tokens.verify_request_signature(raw, "POST", "/v1/refresh", headers, BODY).machine_id == "m_0001"
-
-
-def test_signature_string_is_the_documented_one():
-    headers = signed()
-    msg = f"POST\n/v1/refresh\n{NOW_TS}\n{headers['X-POSPal-Nonce']}\n{hashlib.sha256(BODY).hexdigest()}"
-    MACHINE.public_key().verify(tokens.b64url_decode(headers["X-POSPal-Signature"]), msg.encode())
-
-
-@pytest.mark.parametrize("tamper", ["method", "path", "body", "timestamp", "nonce", "key", "missing"])
-def test_tampered_request_is_rejected(tamper):
-    headers = signed()
-    method, path, body, key = "POST", "/v1/refresh", BODY, MACHINE.public_key()
-    if tamper == "method":
-        method = "PUT"
-    elif tamper == "path":
-        path = "/v1/deactivate"
-    elif tamper == "body":
-        body = BODY + b" "
-    elif tamper == "timestamp":
-        headers["X-POSPal-Timestamp"] = str(NOW_TS + 1)
-    elif tamper == "nonce":
-        headers["X-POSPal-Nonce"] = "f" * 32
-    elif tamper == "key":
-        key = Ed25519PrivateKey.generate().public_key()
-    else:
-        del headers["X-POSPal-Signature"]
-    with pytest.raises(RequestSignatureInvalid):
-        tokens.verify_request_signature(key, method, path, headers, body)
-
-
-def test_new_nonce_is_32_hex():
-    nonce = tokens.new_nonce()
-    assert len(nonce) == 32 and int(nonce, 16) >= 0 and nonce != tokens.new_nonce()
-

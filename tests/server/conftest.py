@@ -44,7 +44,8 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from agent.tokens import encode_public_key, new_nonce, sign_request
+from agent.signatures import new_nonce, sign_request
+from agent.tokens import encode_public_key
 from server.clock import FakeClock
 from server.config import Settings
 from server.db import Database, upgrade
