@@ -20,7 +20,7 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     GET  /v1/health             {"ok": true, "version"}
     GET  /v1/diagnostics        Diagnostics.to_dict()
     POST /v1/sync               {} -> status; on failure the error body also carries "status"
-    POST /v1/trial              {} -> status
+    POST /v1/trial              {email?} -> status (email: the trial-ending reminder goes there)
     POST /v1/codes              {email, purpose} -> 202 {"sent": true}
     POST /v1/activate           {email, code} -> status
     POST /v1/checkout           {email, restaurant_name, quantity?} -> {checkout_id, url}
@@ -235,8 +235,8 @@ class LocalApi:
             err.extra["status"] = self.control.status().to_dict()
             raise err from exc
 
-    def _post_trial(self, _body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, self.control.start_trial().to_dict()
+    def _post_trial(self, body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self.control.start_trial(_opt_str(body, "email")).to_dict()
 
     def _post_codes(self, body: dict[str, Any]) -> tuple[int, Any]:
         purpose = _opt_str(body, "purpose") or "activate"
@@ -320,6 +320,8 @@ def error_for(exc: BaseException) -> ApiError:
         return ApiError(_REFUSED_STATUS.get(exc.code, 400), exc.code, exc.message, exc.extra)
     if isinstance(exc, errors.Offline):
         return ApiError(503, "offline", exc.message)
+    if isinstance(exc, errors.InvalidInput):
+        return ApiError(422, "invalid_request", exc.message)
     if isinstance(exc, errors.TokenInvalid):
         return ApiError(502, "token_invalid", exc.message)
     if isinstance(exc, errors.Error):

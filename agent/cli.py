@@ -204,9 +204,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if status.licensed else 1
 
 
-def cmd_trial(_args: argparse.Namespace) -> int:
-    """Start (or resume) this machine's trial."""
-    return _report(_control().start_trial())
+def cmd_trial(args: argparse.Namespace) -> int:
+    """Start (or resume) this machine's trial (with `--email`, the server sends a reminder before it ends)."""
+    return _report(_control().start_trial(args.email))
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
@@ -256,7 +256,9 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the license status (exit 0 when licensed)")
     p.add_argument("--json", action="store_true", help="the local API's JSON body")
     p.set_defaults(func=cmd_status)
-    sub.add_parser("trial", help="start the 30-day trial").set_defaults(func=cmd_trial)
+    trial = sub.add_parser("trial", help="start the 30-day trial")
+    trial.add_argument("--email", help="where to send a reminder 3 days before the trial ends (optional)")
+    trial.set_defaults(func=cmd_trial)
     p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL")
     p.add_argument("email")
     p.set_defaults(func=cmd_activate)

@@ -13,6 +13,7 @@ the UI can show as is.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
     from agent.state import LicenseStatus
 
 log = logging.getLogger(__name__)
+
+# What the server accepts as an email address (server.api.schemas.Email), after strip() and lower().
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
+
+
+def is_email(value: str) -> bool:
+    """True when `value` (stripped) looks like an address the server will accept."""
+    value = value.strip()
+    return 3 <= len(value) <= 320 and EMAIL.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,8 @@ class AgentControl(Protocol):
         """Sync with the server now (coalesced with one already running) and return the new status."""
         ...
 
-    def start_trial(self) -> LicenseStatus:
-        """Start (or resume) this machine's 30-day trial."""
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
+        """Start (or resume) the 30-day trial; `email` (optional) gets a reminder before it ends."""
         ...
 
     def request_code(self, email: str, purpose: str) -> None:
@@ -201,9 +211,9 @@ class InProcessControl:
         """Sync now through the service's coalescing sync engine."""
         return self._service.sync_now()
 
-    def start_trial(self) -> LicenseStatus:
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
         """Start the trial."""
-        return self._service.start_trial()
+        return self._service.start_trial(email)
 
     def request_code(self, email: str, purpose: str) -> None:
         """Ask for an emailed code."""
@@ -352,9 +362,10 @@ class HttpControl:
         """`POST /v1/sync`."""
         return status_from_dict(self._call("POST", "/v1/sync", {}, timeout=60))
 
-    def start_trial(self) -> LicenseStatus:
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
         """`POST /v1/trial`."""
-        return status_from_dict(self._call("POST", "/v1/trial", {}, timeout=60))
+        body = {"email": email} if email else {}
+        return status_from_dict(self._call("POST", "/v1/trial", body, timeout=60))
 
     def request_code(self, email: str, purpose: str) -> None:
         """`POST /v1/codes`."""

@@ -4,6 +4,7 @@ Each error carries a `message` a person can read (the UI shows it as is)::
 
     Error
      ├── ConfigError                  a setting is missing or malformed (names the variable)
+     ├── InvalidInput                 a value given to the agent is malformed (names the field)
      ├── TokenError
      │    ├── KeyInvalid              a JWK / public key is malformed
      │    └── TokenInvalid            signature, alg, kid, claims, nbf or exp rejected (`reason` says which)
@@ -35,6 +36,10 @@ class Error(Exception):
 
 class ConfigError(Error):
     """A setting from the environment is missing or malformed."""
+
+
+class InvalidInput(Error):
+    """A value given to the agent (an email address, say) is malformed; the message names it."""
 
 
 class TokenError(Error):

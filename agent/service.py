@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import __version__, fingerprint, messages, store
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
-from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
-from agent.errors import Error, KeySetRejected, ServerRefused, TokenInvalid
+from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is_email
+from agent.errors import Error, InvalidInput, KeySetRejected, ServerRefused, TokenInvalid
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
 from agent.tokens import Claims, Policy, TrustedKeys, encode_public_key, load_trusted_keys, verify_token
@@ -229,16 +229,24 @@ class AgentService:
             raise result.error
         return self.status()
 
-    def start_trial(self) -> LicenseStatus:
-        """Start (or resume) the trial. Offline on a first run: a provisional trial of up to 3 days."""
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
+        """Start (or resume) the trial. Offline on a first run: a provisional trial of up to 3 days.
+
+        `email` (optional) is where the server sends a reminder 3 days before the trial ends; given
+        offline, it is kept and sent when the provisional trial is confirmed.
+        """
+        if email is not None:
+            email = email.strip().lower() or None
+        if email is not None and not is_email(email):
+            raise InvalidInput(f"'{email}' is not an email address.")
         with self._lock:
             if self._claims is not None and self._claims.status != "revoked":
                 return self.status()
+            if email is not None:
+                self._data["trial_email"] = email
+                self._changed()
         key = self.key_store.load_or_create()
-        body = self._machine_body(key)
-        provisional = self._data.get("provisional_trial_started")
-        if provisional is not None:
-            body["provisional_started_at"] = provisional
+        body = self._trial_body(key)
         gen = self._generation
         try:
             answer = self.transport.start_trial(MachineIdentity(key), body)
@@ -374,9 +382,7 @@ class AgentService:
             return True
         if provisional is not None:
             key = self.key_store.load_or_create()
-            body = self._machine_body(key)
-            body["provisional_started_at"] = provisional
-            self._accept(self.transport.start_trial(MachineIdentity(key), body), gen)
+            self._accept(self.transport.start_trial(MachineIdentity(key), self._trial_body(key)), gen)
             return True
         return False
 
@@ -501,6 +507,17 @@ class AgentService:
             except Error as exc:
                 log.warning("could not cache the fingerprint hashes: %s", exc.message)
         self.refresh_status()
+
+    def _trial_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
+        body = self._machine_body(key)
+        with self._lock:
+            provisional = self._data.get("provisional_trial_started")
+            email = self._data.get("trial_email")
+        if provisional is not None:
+            body["provisional_started_at"] = provisional
+        if email:
+            body.update(email=email, locale=self.language)
+        return body
 
     def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
         return {

@@ -149,6 +149,9 @@ class Trial(Base):
     first_seen_at: Mapped[datetime]
     ends_at: Mapped[datetime]
     machine_public_key: Mapped[str] = mapped_column(String(64))
+    # Where the trial-ending reminder goes: optional, given by the owner when starting (or resuming).
+    email: Mapped[str | None] = mapped_column(String(320))
+    locale: Mapped[str | None] = mapped_column(String(8))
 
 
 class TrialComponent(Base):

@@ -44,6 +44,9 @@ class TrialRequest(_Body):
     terminal_name: TerminalName | None = None
     provisional_started_at: datetime | None = None
     known_kids: Annotated[list[Kid], Field(max_length=32)] = []
+    # Optional: where to send the reminder 3 days before the trial ends (the latest one given wins).
+    email: Email | None = None
+    locale: Locale | None = None
 
     @field_validator("provisional_started_at")
     @classmethod

@@ -68,6 +68,8 @@ def start_trial(
             session.add(trial)
             session.flush()
             action = "trial.started"
+        if body.email is not None:
+            trial.email, trial.locale = body.email, body.locale or trial.locale
         _remember_components(session, trial.id, hashes)
         if machine is None:
             machine = Machine(public_key=public_key, activated_at=now)

@@ -32,6 +32,7 @@ class FakeCloud:
         self.kid = kid_for(self.key.public_key())
         self.online = True
         self.calls: Counter[str] = Counter()
+        self.trial_bodies: list[dict[str, Any]] = []  # every POST /v1/trials body, in order
         self.codes: dict[str, str] = {}
         self.trials: dict[str, dict[str, Any]] = {}  # by fingerprint hash
         self.machines: dict[str, dict[str, Any]] = {}
@@ -75,6 +76,7 @@ class FakeCloud:
 
     def start_trial(self, identity, body):
         self._call("trials")
+        self.trial_bodies.append(dict(body))
         fp = body["fingerprint"]
         trial = next((self.trials[h] for h in fp.values() if h in self.trials), None)
         if trial is None:

@@ -52,8 +52,8 @@ class StubControl:
             raise self.raise_on_sync
         return StubStatus("licensed_active")
 
-    def start_trial(self):
-        self.calls.append(("start_trial",))
+    def start_trial(self, email=None):
+        self.calls.append(("start_trial",) if email is None else ("start_trial", email))
         return StubStatus("trial_active")
 
     def request_code(self, email, purpose):
@@ -246,6 +246,13 @@ def test_tray_endpoints_reach_the_control(api, control):
         "list_terminals", "remove_terminal", "deactivate", "diagnostics"]
 
 
+def test_trial_passes_its_optional_email_to_the_control(api, control):
+    assert call(api, "POST", "/v1/trial", {"email": "owner@cafe.gr"}, AUTH)[0] == 200
+    status, _, data = call(api, "POST", "/v1/trial", {"email": 42}, AUTH)
+    assert (status, data["error"]) == (422, "invalid_request")
+    assert control.calls == [("start_trial", "owner@cafe.gr")]
+
+
 def test_missing_fields_are_422_and_never_reach_the_control(api, control):
     status, _, data = call(api, "POST", "/v1/activate", {"email": "a@b.c"}, AUTH)
     assert (status, data["error"]) == (422, "invalid_request")
@@ -258,6 +265,7 @@ def test_missing_fields_are_422_and_never_reach_the_control(api, control):
     ("exc", "status", "code"),
     [
         (errors.Offline("The server cannot be reached."), 503, "offline"),
+        (errors.InvalidInput("'x' is not an email address."), 422, "invalid_request"),
         (errors.ServerRefused("seats_full", "All seats are in use.", {"terminals": []}), 409, "seats_full"),
         (RuntimeError("boom with secret detail"), 500, "internal"),
     ],

@@ -12,7 +12,7 @@ from keyring.backends import fail
 
 from agent.clock import FakeClock
 from agent.config import AgentSettings
-from agent.errors import Offline, ServerRefused
+from agent.errors import InvalidInput, Offline, ServerRefused
 from agent.fingerprint import Component, Fingerprint
 from agent.service import AgentService
 from agent.store import MachineKeyStore
@@ -92,6 +92,34 @@ def test_offline_first_run_gets_a_provisional_trial_then_the_server_decides(rig)
     # The server's first-seen date (here: the provisional start it was told) sets the trial end.
     assert status.valid_until == datetime(2026, 3, 31, 12, tzinfo=UTC)
     assert rig.cloud.calls["trials"] == 2  # the offline attempt, then the one at the first sync
+
+
+def test_a_trial_email_reaches_the_server_with_the_language(rig):
+    svc = rig.service()
+    assert svc.start_trial(" Owner@Cafe.GR ").license_state == "trial_active"
+    assert rig.cloud.trial_bodies[-1]["email"] == "owner@cafe.gr"
+    assert rig.cloud.trial_bodies[-1]["locale"] == svc.language
+
+
+def test_a_trial_email_given_offline_is_sent_when_the_provisional_trial_is_confirmed(rig):
+    rig.cloud.online = False
+    svc = rig.service()
+    assert svc.start_trial("owner@cafe.gr").reason == "provisional_trial"
+    rig.cloud.online = True
+    restarted = rig.service()  # the address survives a restart with the provisional trial
+    rig.clock.advance(restarted.engine.seconds_until_due())
+    assert restarted.engine.run_due().ok
+    assert rig.cloud.calls["trials"] == 2  # the offline attempt, then the one at the first sync
+    assert [b.get("email") for b in rig.cloud.trial_bodies] == ["owner@cafe.gr"]
+
+
+@pytest.mark.parametrize("email", ["not an email", "owner@cafe", "@cafe.gr", "a b@cafe.gr"])
+def test_a_malformed_trial_email_is_refused_before_anything_happens(rig, email):
+    svc = rig.service()
+    with pytest.raises(InvalidInput, match="not an email address"):
+        svc.start_trial(email)
+    assert rig.cloud.calls["trials"] == 0
+    assert svc.status().license_state == "license_missing"
 
 
 def test_provisional_trial_ends_after_three_days_offline(rig):

@@ -79,3 +79,47 @@ def test_bad_public_key_is_invalid_request(client, make_machine):
     )
     assert response.status_code in (401, 422)
     assert response.json()["error"] in ("invalid_request", "bad_signature")
+
+
+def test_an_email_given_at_trial_start_gets_the_reminder_three_days_before_the_end(
+    client, make_machine, clock, database
+):
+    from server.reminders import enqueue_trial_reminders
+    from tests.server.conftest import outbox_rows
+
+    machine = make_machine()
+    assert machine.start_trial(client, email=" Owner@Beach-Bar.GR ", locale="el").status_code == 200
+    assert enqueue_trial_reminders(database, clock) == 0  # 30 days left
+    clock.advance(days=26)
+    assert enqueue_trial_reminders(database, clock) == 0  # 4 days left
+    clock.advance(days=1, seconds=1)
+    assert enqueue_trial_reminders(database, clock) == 1
+    assert enqueue_trial_reminders(database, clock) == 0
+    (row,) = outbox_rows(database, template="trial_ending")
+    assert (row.to_email, row.locale) == ("owner@beach-bar.gr", "el")
+
+
+def test_a_bad_trial_email_is_refused_and_starts_nothing(client, make_machine, database):
+    from sqlalchemy import func, select
+
+    from server.models import Trial
+
+    response = make_machine().start_trial(client, email="not an email")
+    assert response.status_code == 422
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Trial)) == 0
+
+
+def test_one_address_on_many_trials_gets_one_reminder_and_subscribers_get_none(
+    client, make_machine, clock, database, seed_subscription
+):
+    from server.reminders import enqueue_trial_reminders
+    from tests.server.conftest import outbox_rows
+
+    for _ in range(3):
+        assert make_machine().start_trial(client, email="someone@cafe.gr").status_code == 200
+    seed_subscription(email="payer@cafe.gr")
+    assert make_machine().start_trial(client, email="payer@cafe.gr").status_code == 200
+    clock.advance(days=28)
+    assert enqueue_trial_reminders(database, clock) == 1
+    assert [r.to_email for r in outbox_rows(database, template="trial_ending")] == ["someone@cafe.gr"]
