@@ -119,6 +119,9 @@ def main() -> int:
 
     control.set_status(STATES["missing"])
     settle(lambda: window.status is STATES["missing"])
+    window.show_page("trial")
+    window.pages["trial"].email.setText("maria@taverna-kyma.gr")
+    shoot(window, out / "window-trial.png")
     window.show_page("buy")
     window.pages["buy"].email.setText("maria@taverna-kyma.gr")
     window.pages["buy"].restaurant.setText("Taverna Kyma")

@@ -88,7 +88,7 @@ class OverviewPage(Page):
         if action is Action.SYNC:
             self.host.worker.call("sync", "sync_now")
         elif action is Action.TRIAL:
-            self.host.worker.call("trial", "start_trial")
+            self.host.show_page("trial")
         elif action is Action.BILLING:
             self.host.worker.call("portal", "portal_url")
         elif action is Action.BUY:

@@ -21,7 +21,7 @@ class Host(Protocol):
     worker: ControlWorker
 
     def show_page(self, name: str) -> None:
-        """Switch to the named page ("overview", "buy", "wait", "activate", "move", "diagnostics")."""
+        """Switch to the named page (overview, trial, buy, wait, activate, move, diagnostics)."""
 
     def show_error(self, text: str) -> None:
         """Show a failure in the banner."""

@@ -162,6 +162,16 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.activate.resend": {"en": "Send a new code", "el": "Νέος κωδικός"},
     "ui.activate.done": {"en": "This PC is activated.", "el": "Ο υπολογιστής ενεργοποιήθηκε."},
     "ui.trial.done": {"en": "Your free trial has started.", "el": "Η δωρεάν δοκιμή ξεκίνησε."},
+    # Trial flow.
+    "ui.trial.title": {"en": "Start the 30-day free trial", "el": "Δωρεάν δοκιμή 30 ημερών"},
+    "ui.trial.intro": {
+        "en": "The trial starts on this PC now. Leave an email if you would like a reminder 3 days "
+        "before it ends.",
+        "el": "Η δοκιμή ξεκινά τώρα σε αυτόν τον υπολογιστή. Αφήστε ένα email αν θέλετε υπενθύμιση "
+        "3 ημέρες πριν λήξει.",
+    },
+    "ui.trial.start": {"en": "Start trial", "el": "Έναρξη δοκιμής"},
+    "ui.field.email_optional": {"en": "Email (optional)", "el": "Email (προαιρετικό)"},
     "ui.sync.done": {"en": "Synced with the POSPal cloud.", "el": "Ο συγχρονισμός ολοκληρώθηκε."},
     # Move the license.
     "ui.move.title": {"en": "Move the license", "el": "Μεταφορά άδειας"},

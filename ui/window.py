@@ -37,6 +37,7 @@ from ui.page import Page, button
 from ui.present import Action
 from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
 from ui.style import STYLESHEET
+from ui.trial import TrialPage
 from ui.worker import ControlWorker
 
 # Platforms without window stacking (headless rendering): raise() or new size hints would only log a
@@ -76,6 +77,7 @@ class AgentWindow(QWidget):
         self.banner = Banner()
         self.pages: dict[str, Page] = {
             "overview": OverviewPage(self),
+            "trial": TrialPage(self),
             "buy": BuyPage(self),
             "wait": WaitPage(self),
             "activate": ActivatePage(self),

@@ -120,9 +120,9 @@ class FakeControl:
         self._call("sync_now")
         return self._status
 
-    def start_trial(self) -> LicenseStatus:
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
         """Start the 30-day trial."""
-        self._call("start_trial")
+        self._call("start_trial", email)
         self.set_status(make_status("trial_active", days_left=30))
         return self._status
 

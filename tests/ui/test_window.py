@@ -8,6 +8,7 @@ from PySide6.QtGui import QGuiApplication
 from agent.errors import Offline, ServerRefused
 from tests.ui.fakes import make_status
 from ui.present import Action
+from ui.strings import t
 from ui.window import AgentWindow
 
 
@@ -52,11 +53,41 @@ def test_license_error_uses_the_agent_catalogue_sentence(qtbot, ui, control):
 
 def test_start_trial_goes_to_trial_active(qtbot, ui, control):
     worker, window, _ = ui
+    window.pages["overview"].buttons[Action.TRIAL].click()
+    assert window.page == "trial"  # the optional reminder email is asked for; empty is fine
     with qtbot.waitSignal(worker.action_finished, check_params_cb=lambda tag, _r: tag == "trial"):
-        window.pages["overview"].buttons[Action.TRIAL].click()
+        window.pages["trial"].submit.click()
+    assert control.calls[-1] == ("start_trial", (None,))
+    assert window.page == "overview"
     assert window.card.headline.text() == "Free trial"
     assert window.banner.text() == "Your free trial has started."
     assert window.pages["overview"].visible_actions()[0] is Action.BUY
+
+
+def test_a_trial_email_is_checked_then_passed_to_the_agent(qtbot, ui, control):
+    worker, window, _ = ui
+    window.show_page("trial")
+    page = window.pages["trial"]
+    page.email.setText("not an email")
+    page.submit.click()
+    assert window.banner.text() == t("ui.error.email")
+    assert control.called("start_trial") == 0
+    page.email.setText("  owner@cafe.gr ")
+    with qtbot.waitSignal(worker.action_finished, check_params_cb=lambda tag, _r: tag == "trial"):
+        page.email.returnPressed.emit()
+    assert control.calls[-1] == ("start_trial", ("owner@cafe.gr",))
+    assert window.page == "overview"
+
+
+def test_a_failed_trial_start_stays_on_the_trial_page_and_explains(qtbot, ui, control):
+    worker, window, _ = ui
+    window.show_page("trial")
+    control.fail_next["start_trial"] = Offline("The license server cannot be reached.")
+    with qtbot.waitSignal(worker.action_failed, check_params_cb=lambda tag, _e: tag == "trial"):
+        window.pages["trial"].submit.click()
+    assert window.page == "trial"
+    assert window.banner.text() != ""
+    assert window.pages["trial"].submit.isEnabled()
 
 
 def test_deactivate_asks_and_declining_changes_nothing(qtbot, ui, control, questions):
