@@ -102,13 +102,13 @@ say "starting the server on $SERVER_URL (log: $DEMO/server.log; e-mails are prin
 SERVER_PID=$!
 wait_http "$SERVER_URL/health" 60 "$SERVER_PID" || { tail -20 "$DEMO/server.log" >&2; die "the server did not start"; }
 
-# The demo server made its own signing key on first run. The agent trusts no key it is sent, so we
-# export the server's public JWKS once into a file and name it in POSPAL_TRUSTED_KEYS. Fetching it
-# over plain HTTP is safe here only because the operator is trusting their own server on loopback;
-# a real deployment ships its public keys inside the agent (agent/keys/trusted.json).
+# The demo server made its own signing key on first run. The agent trusts no key it is sent, so the
+# operator exports the server's public JWKS from the server's own key store (not over the network)
+# and names the file in POSPAL_TRUSTED_KEYS; a real deployment ships the same file inside the agent
+# (agent/keys/trusted.json).
 TRUSTED="$DEMO/trusted-keys.json"
-curl -fsS --max-time 5 "$SERVER_URL/v1/keys" -o "$TRUSTED.tmp" && mv "$TRUSTED.tmp" "$TRUSTED" \
-  || die "could not read $SERVER_URL/v1/keys"
+"$BIN/pospal-server" keys export --out "$TRUSTED" 2>>"$DEMO/server.log" \
+  || { tail -5 "$DEMO/server.log" >&2; die "pospal-server keys export failed"; }
 
 # --- 4. agent ----------------------------------------------------------------------------------
 export POSPAL_SERVER_URL="$SERVER_URL"

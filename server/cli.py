@@ -3,6 +3,7 @@
     pospal-server run [--host H] [--port P] [--workers N]   serve (default 127.0.0.1:8000)
     pospal-server migrate                                    bring the schema to the newest revision
     pospal-server keys list | rotate [--out FILE]            signing keys
+    pospal-server keys export [--out FILE]                   public JWKS for agents (trusted keys)
     pospal-server backup PATH                                SQLite online backup (PostgreSQL: pg_dump)
     pospal-server worker                                     deliver outbox email (no HTTP)
     pospal-server admin customer show|resend EMAIL
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -115,6 +117,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     keys = SigningKeys(settings.signing_key_dir)
     now = SystemClock().now()
     with db.transaction() as session:
+        if args.keys_command == "export":
+            return _export_jwks(keys.jwks(session, now), args.out)
         if args.keys_command == "rotate":
             kid, document = keys.rotate(session, now)
             print(f"new signing key {kid}", file=sys.stderr)
@@ -142,6 +146,28 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 for r in keys.rows(session)
             ]
         )
+    return 0
+
+
+def _export_jwks(jwks: dict, out: str | None) -> int:
+    """Print or write the public JWKS (what agents trust: agent/keys/trusted.json, POSPAL_TRUSTED_KEYS)."""
+    if not jwks["keys"]:
+        print(
+            "error: there is no signing key yet; `pospal-server run` makes the first one "
+            "(or `pospal-server keys rotate`)",
+            file=sys.stderr,
+        )
+        return 1
+    text = json.dumps(jwks, indent=2) + "\n"
+    if not out:
+        sys.stdout.write(text)
+        return 0
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, target)  # a reader never sees half a file
+    kids = ", ".join(k["kid"] for k in jwks["keys"])
+    print(f"public keys {kids} written to {target}", file=sys.stderr)
     return 0
 
 
@@ -210,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_sub.add_parser("list")
+    export = keys_sub.add_parser("export", help="the public JWKS agents trust (stdout, or --out FILE)")
+    export.add_argument("--out", help="write it to this file instead of printing it")
     rotate = keys_sub.add_parser("rotate")
     rotate.add_argument("--out", help="write the key-set document here instead of stdout")
     keys.set_defaults(func=cmd_keys)

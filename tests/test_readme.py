@@ -146,7 +146,8 @@ def test_readme_command_1_runs_the_system_and_ctrl_c_stops_it(tmp_path):
         assert status["license_state"] == "license_missing"
         assert (demo_dir / "trusted-keys.json").is_file()
 
-        trial = subprocess.run(["bash", "-c", f". '{demo_dir}/env.sh' && pospal-agent trial"], env=env,
+        command = f". '{demo_dir}/env.sh' && pospal-agent trial --email owner@example.com"
+        trial = subprocess.run(["bash", "-c", command], env=env,
                                capture_output=True, text=True, timeout=60)
         assert trial.returncode == 0, trial.stdout + trial.stderr
         assert _get_json(f"http://127.0.0.1:{agent_port}/v1/license")["license_state"] == "trial_active"

@@ -92,6 +92,26 @@ def test_keys_list_and_rotate(env, capsys, tmp_path):
     assert all(k["private_key_file"] for k in keys)
 
 
+def test_keys_export_writes_the_jwks_agents_trust(env, capsys, tmp_path):
+    from agent.tokens import load_trusted_keys
+
+    code, _, err = run(capsys, "keys", "export")
+    assert code == 1 and "no signing key yet" in err
+    run(capsys, "keys", "rotate")
+    run(capsys, "keys", "rotate")
+    code, out, _ = run(capsys, "keys", "export")
+    printed = json.loads(out)
+    listed = json.loads(run(capsys, "keys", "list")[1])
+    assert [k["kid"] for k in printed["keys"]] == [k["kid"] for k in listed]  # current + recently retired
+    assert all(set(k) == {"kty", "crv", "x", "kid", "use"} for k in printed["keys"])  # no private part
+    target = tmp_path / "trusted.json"
+    code, _, err = run(capsys, "keys", "export", "--out", str(target))
+    assert code == 0 and str(target) in err
+    assert json.loads(target.read_text()) == printed
+    # What an agent loads as POSPAL_TRUSTED_KEYS.
+    assert set(load_trusted_keys(target).kids()) >= {k["kid"] for k in printed["keys"]}
+
+
 def test_backup_copies_a_live_sqlite_database(env, client, make_machine, capsys, tmp_path, db_backend):
     make_machine().start_trial(client)
     target = tmp_path / "backup.db"
