@@ -9,8 +9,9 @@ import threading
 import pytest
 
 from agent import errors
-from agent.api import MAX_BODY, LocalApi
+from agent.api import LocalApi
 from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
+from agent.httpd import MAX_BODY
 
 TOKEN = "t0k3n-for-tests"
 ALLOWED = "http://pos.example"
