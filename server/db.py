@@ -35,6 +35,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL: give up connecting after this long. The refresh fast path connects on the event loop, so
+# an unreachable database host must fail fast (agents retry) rather than freeze the worker for minutes.
+PG_CONNECT_TIMEOUT_S = 5
 # Execution option: open the transaction only if the write lock is free now (see `try_begin`).
 NO_WAIT_OPTION = "pospal_no_wait"
 # PostgreSQL advisory lock id held while migrating (any constant; "POSPALMG" as an integer).
@@ -67,6 +70,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         # a dead connection fails and SQLAlchemy then discards the whole pool, so one request per
         # process sees the outage, and agents retry.
         pool_recycle=3600,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
 
 
@@ -83,7 +87,13 @@ def _reader_engine(url: str, *, echo: bool = False) -> Engine:
         _configure_sqlite_reader(engine)
         return engine
     return create_engine(
-        url, echo=echo, pool_size=2, max_overflow=8, pool_recycle=3600, isolation_level="AUTOCOMMIT"
+        url,
+        echo=echo,
+        pool_size=2,
+        max_overflow=8,
+        pool_recycle=3600,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
 
 
@@ -97,7 +107,7 @@ def _non_durable_engine(url: str, *, echo: bool = False) -> Engine:
         pool_size=2,
         max_overflow=8,
         pool_recycle=3600,
-        connect_args={"options": "-c synchronous_commit=off"},
+        connect_args={"options": "-c synchronous_commit=off", "connect_timeout": PG_CONNECT_TIMEOUT_S},
     )
 
 

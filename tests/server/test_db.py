@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from server.db import Database
 from server.models import AuditLog
@@ -58,3 +58,30 @@ def test_naive_datetimes_are_refused(database):
     with pytest.raises(Exception, match="naive"), database.transaction() as session:  # noqa: B017
         session.add(AuditLog(at=datetime(2026, 1, 1), actor="system", action="x", detail={}))  # noqa: DTZ001
         session.flush()
+
+
+@pytest.mark.timeout(60)
+def test_an_unresponsive_postgresql_host_fails_fast_instead_of_freezing_a_worker():
+    """A host that takes the TCP connection but never answers (a hung database, a black hole behind a
+    proxy): every engine gives up after PG_CONNECT_TIMEOUT_S, so the event loop is not frozen."""
+    import socket
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from server.db import PG_CONNECT_TIMEOUT_S
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+        try:
+            for use in (db.read, lambda: db.begin(durable=False), db.transaction):
+                started = time.monotonic()
+                with pytest.raises(OperationalError):
+                    with use() as connection:
+                        connection.execute(text("SELECT 1"))
+                assert time.monotonic() - started < PG_CONNECT_TIMEOUT_S + 5
+        finally:
+            db.dispose()
