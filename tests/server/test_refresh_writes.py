@@ -105,9 +105,8 @@ def test_the_same_request_sent_five_times_at_once_is_accepted_once(app, client, 
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # the database-wide write lock is SQLite's
 def test_a_held_write_lock_does_not_stall_the_event_loop(app, client, make_machine, db_backend, database):
-    if db_backend != "sqlite":
-        pytest.skip("the database-wide write lock is SQLite's")
     machines = trial_machines(client, make_machine, 2)
     holder = sqlite3.connect(sqlite_path(database), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process's writer, as far as the server can tell
@@ -133,11 +132,10 @@ def test_a_held_write_lock_does_not_stall_the_event_loop(app, client, make_machi
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)
 def test_a_lock_held_past_the_busy_timeout_answers_503_then_recovers(
     app, client, make_machine, db_backend, database, monkeypatch
 ):
-    if db_backend != "sqlite":
-        pytest.skip("the database-wide write lock is SQLite's")
     monkeypatch.setattr("server.refresh_writes.SQLITE_BUSY_TIMEOUT_MS", 200)
     (machine,) = trial_machines(client, make_machine, 1)
     holder = sqlite3.connect(sqlite_path(database), isolation_level=None)
@@ -178,11 +176,10 @@ def test_a_write_lock_taken_by_another_thread_is_waited_for_without_blocking(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("db_backend", ["postgres"], indirect=True)  # row locks are PostgreSQL's
 def test_a_locked_machine_row_is_skipped_not_waited_for(
     app, client, make_machine, db_backend, database, clock
 ):
-    if db_backend != "postgres":
-        pytest.skip("row locks are PostgreSQL's")
     locked, free = trial_machines(client, make_machine, 2)
     before = clock.now()
     clock.advance(minutes=5)
