@@ -84,7 +84,6 @@ class CheckedRefresh:
 
 
 def check_refresh(
-    svc: Services,
     connection: Session | Connection,
     body: RefreshRequest,
     method: str,
@@ -145,7 +144,7 @@ def refresh_answer(
     # Not durable: losing the last moments of nonces and last-seen times in a database crash is harmless
     # (a replay inside that window would still need a valid signature and get the same token).
     with svc.db.begin(durable=False) as session:
-        checked = check_refresh(svc, session, body, method, path, headers, raw, now)
+        checked = check_refresh(session, body, method, path, headers, raw, now)
         machine = checked.state.machine
         nonces.remember(session, checked.signed.nonce, machine.id, checked.signed.timestamp, now)
         if checked.rebind is not None:

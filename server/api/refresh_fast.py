@@ -114,7 +114,7 @@ class RefreshFastPath:
         svc: Services = self.services
         now = svc.clock.now()
         with svc.db.read() as connection:
-            checked = check_refresh(svc, connection, body, "POST", REFRESH_PATH, headers, raw, now)
+            checked = check_refresh(connection, body, "POST", REFRESH_PATH, headers, raw, now)
             if checked.rebind is None:
                 parts = token_parts(svc, connection, checked, body)
         if checked.rebind is not None:
