@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
@@ -28,11 +28,13 @@ from server.billing import make_provider
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.db import Database, current_revision, head_revision
-from server.errors import ApiError, ConfigError
+from server.errors import ApiError, ConfigError, DatabaseUnavailable
+from server.logs import DatabaseOutageLog
 from server.ratelimit import RateLimiter, make_rate_limiter
 from server.signing import SigningKeys, load_server_secret
 
 log = logging.getLogger("pospal.app")
+_OUTAGE_LOG = DatabaseOutageLog(log)
 
 MAX_BODY_BYTES = 1024 * 1024
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
@@ -160,6 +162,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unstorable(_request: Request, _exc: DataError) -> JSONResponse:
         # A value the database cannot store (too long, bad encoding) is the client's input, not a crash.
         return JSONResponse(refresh.UNSTORABLE, status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # The database is down or unreachable: a retryable 503 and one log line, not a traceback each.
+        _OUTAGE_LOG.failed(request.url.path, exc)
+        error = DatabaseUnavailable()
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

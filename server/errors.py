@@ -21,7 +21,8 @@ Error
     ├── SeatsFull          409 seats_full (+ terminals)
     ├── NotFound           404 not_found
     ├── NoSubscription     404 no_subscription
-    └── ServerBusy         503 busy (+ retry_after)
+    ├── ServerBusy         503 busy (+ retry_after)
+    └── DatabaseUnavailable 503 unavailable (+ retry_after)
 """
 
 from __future__ import annotations
@@ -169,5 +170,16 @@ class ServerBusy(ApiError):
     status, code, default_message = 503, "busy", "The server is busy. Try again in a moment."
 
     def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=int(retry_after))
+        self.headers = {"Retry-After": str(int(retry_after))}
+
+
+class DatabaseUnavailable(ApiError):
+    """The database did not answer (down, restarting, unreachable); agents retry after `retry_after`."""
+
+    status, code = 503, "unavailable"
+    default_message = "The license server cannot reach its database. Try again in a moment."
+
+    def __init__(self, message: str | None = None, retry_after: int = 5) -> None:
         super().__init__(message, retry_after=int(retry_after))
         self.headers = {"Retry-After": str(int(retry_after))}

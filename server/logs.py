@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,3 +70,34 @@ def configure_logging(level: str = "INFO", stream: Any = None) -> None:
         logging.getLogger(name).propagate = True
     # Per-request access lines are noise at 1,000 req/s; our own request log is off by default too.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class DatabaseOutageLog:
+    """One warning line per `every_s` while the database is down, not a traceback per request.
+
+    During an outage every request fails the same way; the first failure is logged (with the error's
+    first line, never its parameters) and the rest are counted into the next line.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 5.0) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._last = float("-inf")
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def failed(self, path: str, exc: BaseException) -> None:
+        """Record one request that failed because the database did not answer."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.every_s:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        # SQLAlchemy puts the statement and its parameters after the first line: leave them out.
+        text = str(getattr(exc, "orig", None) or exc)
+        reason = text.splitlines()[0][:300] if text else type(exc).__name__
+        self.logger.warning(
+            "database_unavailable",
+            extra={"path": path, "reason": reason, "similar_failures_not_logged": suppressed},
+        )

@@ -13,19 +13,21 @@ directly on the event loop, in three steps:
 A refresh that re-binds a fingerprint (rare; it writes an audit row) runs the route's one-transaction
 `refresh_answer` in a worker thread instead. Anything the fast path does not fully understand (another
 content type, a body that fails validation) is replayed to the app unchanged, so FastAPI gives its
-usual answer; `ApiError`s and unstorable values get the same JSON answers as the app's handlers.
+usual answer; `ApiError`s, unstorable values and an unreachable database get the same JSON answers
+as the app's handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
@@ -38,10 +40,12 @@ from server.api.refresh import (
     token_parts,
 )
 from server.api.schemas import RefreshRequest
-from server.errors import ApiError, Replay
+from server.errors import ApiError, DatabaseUnavailable, Replay
+from server.logs import DatabaseOutageLog
 from server.refresh_writes import RefreshWrites
 
 REFRESH_PATH = "/v1/refresh"
+_OUTAGE_LOG = DatabaseOutageLog(logging.getLogger("pospal.refresh"))
 
 
 class RefreshFastPath:
@@ -89,7 +93,11 @@ class RefreshFastPath:
         scope["route"] = self.route  # what the metrics middleware labels requests by
         status, extra = 200, ()
         try:
-            answer = await self.answer(body, Headers(scope=scope), raw)
+            try:
+                answer = await self.answer(body, Headers(scope=scope), raw)
+            except OperationalError as exc:  # the database is down: retryable, and one log line per few s
+                _OUTAGE_LOG.failed(REFRESH_PATH, exc)
+                raise DatabaseUnavailable() from None
         except ApiError as exc:
             status, answer = exc.status, exc.body()
             extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())

@@ -78,3 +78,51 @@ def test_openapi_documents_the_v1_api(client):
         "/health",
     ):
         assert path in paths
+
+
+def test_a_database_outage_is_a_retryable_503_and_a_log_line_not_a_traceback(
+    client, app, make_machine, caplog, monkeypatch
+):
+    import logging
+
+    from server.db import Database
+    from server.logs import DatabaseOutageLog
+
+    machine = make_machine()
+    assert machine.start_trial(client).status_code == 200
+    for module in ("server.app", "server.api.refresh_fast"):  # fresh rate limits for this test
+        monkeypatch.setattr(f"{module}._OUTAGE_LOG", DatabaseOutageLog(logging.getLogger(module)))
+    app.state.services.db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with caplog.at_level(logging.WARNING):
+        answers = []
+        for _ in range(3):
+            answers.append(machine.refresh(client))  # the fast path
+            answers.append(client.post("/v1/codes", json={"email": "a@cafe.gr", "purpose": "activate"}))
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "unavailable"
+        assert answer.headers["Retry-After"] == "5"
+    outage_lines = [r for r in caplog.records if r.getMessage() == "database_unavailable"]
+    assert len(outage_lines) == 2  # one per path's limiter, not one per request
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_the_outage_log_counts_what_it_does_not_log_and_never_logs_parameters(caplog):
+    import logging
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from server.logs import DatabaseOutageLog
+
+    outage = DatabaseOutageLog(logging.getLogger("test.outage"), every_s=0.2)
+    error = OperationalError("SELECT * FROM login_codes WHERE code = %s", ("493021",), Exception("gone"))
+    with caplog.at_level(logging.WARNING, logger="test.outage"):
+        for _ in range(10):
+            outage.failed("/v1/codes", error)
+        time.sleep(0.25)
+        outage.failed("/v1/codes", error)
+    first, second = caplog.records
+    assert first.reason == "gone" and first.similar_failures_not_logged == 0
+    assert second.similar_failures_not_logged == 9
+    assert "493021" not in caplog.text and "login_codes" not in caplog.text
