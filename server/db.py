@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -167,7 +168,9 @@ def _begin_immediate(raw: sqlite3.Connection, *, wait: bool = True) -> None:
             if not wait and _is_busy(exc):
                 raise WriteBusy() from None
             if not _is_busy(exc) or time.monotonic() > deadline:
-                raise
+                # As SQLAlchemy's own error, so the app answers 503 `unavailable` (retry) like any
+                # database that does not answer. (This runs in a `begin` event, outside its wrapping.)
+                raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
         # Jitter keeps two processes from retrying in lockstep; the pause grows to at most 2 ms.
         time.sleep(pause * (0.5 + random.random()))  # noqa: S311 - not security relevant
         pause = min(pause * 1.5, 0.002)

@@ -85,3 +85,23 @@ def test_an_unresponsive_postgresql_host_fails_fast_instead_of_freezing_a_worker
                 assert time.monotonic() - started < PG_CONNECT_TIMEOUT_S + 5
         finally:
             db.dispose()
+
+
+@pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)  # the database-wide write lock is SQLite's
+def test_a_sqlite_write_lock_held_past_the_busy_timeout_is_a_503_unavailable(
+    client, make_machine, db_backend, database, monkeypatch
+):
+    """A route (not the refresh fast path) that cannot get SQLite's write lock answers a retryable 503."""
+    import sqlite3
+    from pathlib import Path
+
+    monkeypatch.setattr("server.db.SQLITE_BUSY_TIMEOUT_MS", 300)
+    holder = sqlite3.connect(Path(database.engine.url.database), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        response = make_machine().start_trial(client)
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert (response.status_code, response.json()["error"]) == (503, "unavailable")
+    assert make_machine().start_trial(client).status_code == 200
