@@ -32,8 +32,9 @@ from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is
 from agent.errors import Error, InvalidInput, KeySetRejected, ServerRefused, TokenInvalid
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
-from agent.tokens import Claims, Policy, TrustedKeys, encode_public_key, load_trusted_keys, verify_token
+from agent.tokens import Claims, Policy, verify_token
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
+from agent.trust import TrustedKeys, encode_public_key, load_trusted_keys
 
 log = logging.getLogger(__name__)
 

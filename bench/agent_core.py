@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from agent import tokens  # noqa: E402
+from agent import tokens, trust  # noqa: E402
 from agent.fingerprint import hash_component  # noqa: E402
 from agent.state import StatusInputs, compute_status  # noqa: E402
 
@@ -49,7 +49,7 @@ def per_op(fn, n: int, repeats: int = 5) -> float:
 def main() -> None:
     """Run the three measurements and print them."""
     key = Ed25519PrivateKey.generate()
-    kid = tokens.kid_for(key.public_key())
+    kid = trust.kid_for(key.public_key())
     now = datetime.now(UTC)
     iat = int(now.timestamp())
     names = ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")
@@ -63,14 +63,14 @@ def main() -> None:
         "exp": iat + 14 * 86400, "srv": iat, "policy": tokens.Policy().to_claim(),
     }
     token = tokens.encode_token(key, kid, claims)
-    trusted = tokens.TrustedKeys([key.public_key()])
+    trusted = trust.TrustedKeys([key.public_key()])
 
     def verify():
         return tokens.verify_token(token, trusted, now, check_exp=True, expected_fp=fp, expected_mid=mid)
 
     verified = verify()
     pub, msg = key.public_key(), token.rsplit(".", 1)[0].encode()
-    sig = tokens.b64url_decode(token.rsplit(".", 1)[1])
+    sig = trust.b64url_decode(token.rsplit(".", 1)[1])
     raw_us = per_op(lambda: pub.verify(sig, msg), 2000) * 1e6
     verify_us = per_op(verify, 2000) * 1e6
 

@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from agent.signatures import new_nonce, sign_request  # noqa: E402
-from agent.tokens import encode_public_key  # noqa: E402
+from agent.trust import encode_public_key  # noqa: E402
 from server.db import Database, upgrade  # noqa: E402
 from server.licensing import ensure_license_for_subscription  # noqa: E402
 from server.models import Customer, Machine, Subscription  # noqa: E402

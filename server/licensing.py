@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from agent.tokens import AUDIENCE, ISSUER, Policy
+from agent.tokens import AUDIENCE, Policy
+from agent.trust import ISSUER
 from server.clock import SystemClock
 from server.db import connection_of
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from agent.errors import KeyInvalid, RequestSignatureInvalid
 from agent.signatures import SignedRequest, verify_request_signature
-from agent.tokens import decode_public_key
+from agent.trust import decode_public_key
 from server import nonces
 from server.clock import Clock
 from server.config import Settings

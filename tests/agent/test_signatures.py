@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import signatures, tokens
+from agent import signatures, trust
 from agent.errors import RequestSignatureInvalid
 from tests.agent.tokenkit import NOW_TS
 
@@ -28,7 +28,7 @@ def test_signed_request_verifies_with_lowercase_headers():
     headers = {k.lower(): v for k, v in signed().items()}
     result = signatures.verify_request_signature(MACHINE.public_key(), "post", "/v1/refresh", headers, BODY)
     assert result == signatures.SignedRequest(NOW_TS, "0123456789abcdef0123456789abcdef", "m_0001")
-    raw = tokens.encode_public_key(MACHINE.public_key())
+    raw = trust.encode_public_key(MACHINE.public_key())
     again = signatures.verify_request_signature(raw, "POST", "/v1/refresh", headers, BODY)
     assert again.machine_id == "m_0001"
 
@@ -36,7 +36,7 @@ def test_signed_request_verifies_with_lowercase_headers():
 def test_signature_string_is_the_documented_one():
     headers = signed()
     msg = f"POST\n/v1/refresh\n{NOW_TS}\n{headers['X-POSPal-Nonce']}\n{hashlib.sha256(BODY).hexdigest()}"
-    MACHINE.public_key().verify(tokens.b64url_decode(headers["X-POSPal-Signature"]), msg.encode())
+    MACHINE.public_key().verify(trust.b64url_decode(headers["X-POSPal-Signature"]), msg.encode())
 
 
 @pytest.mark.parametrize("tamper", ["method", "path", "body", "timestamp", "nonce", "key", "missing"])

@@ -8,7 +8,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import tokens
+from agent import tokens, trust
 from agent.fingerprint import hash_component
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -28,13 +28,13 @@ class Signer:
 
     @property
     def kid(self) -> str:
-        return tokens.kid_for(self.key.public_key())
+        return trust.kid_for(self.key.public_key())
 
     def jwk(self) -> dict[str, str]:
-        return tokens.jwk_from_public_key(self.key.public_key())
+        return trust.jwk_from_public_key(self.key.public_key())
 
-    def trusted(self) -> tokens.TrustedKeys:
-        return tokens.TrustedKeys([self.key.public_key()])
+    def trusted(self) -> trust.TrustedKeys:
+        return trust.TrustedKeys([self.key.public_key()])
 
     def sign(self, **overrides: Any) -> str:
         return tokens.encode_token(self.key, self.kid, payload(**overrides))

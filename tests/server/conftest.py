@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from agent.signatures import new_nonce, sign_request
-from agent.tokens import encode_public_key
+from agent.trust import encode_public_key
 from server.clock import FakeClock
 from server.config import Settings
 from server.db import Database, upgrade

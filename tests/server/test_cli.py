@@ -93,7 +93,7 @@ def test_keys_list_and_rotate(env, capsys, tmp_path):
 
 
 def test_keys_export_writes_the_jwks_agents_trust(env, capsys, tmp_path):
-    from agent.tokens import load_trusted_keys
+    from agent.trust import load_trusted_keys
 
     code, _, err = run(capsys, "keys", "export")
     assert code == 1 and "no signing key yet" in err

@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from agent.tokens import TrustedKeys, decode_public_key, verify_token
+from agent.tokens import verify_token
+from agent.trust import TrustedKeys, decode_public_key
 from server import nonces
 from server.licensing import touch_machines
 from server.models import Machine, RequestNonce
