@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from agent.tokens import AUDIENCE, Policy
 from agent.trust import ISSUER
 from server.clock import SystemClock
-from server.db import connection_of
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial
 
 POLICY = Policy()
@@ -312,143 +309,6 @@ def claims_from(
         sub=machine.id, kind="license", status="revoked", plan=DEFAULT_PLAN, features=[], seats=0, email=None
     )
     return claims
-
-
-_M, _L, _S, _C, _T = (m.__table__ for m in (Machine, License, Subscription, Customer, Trial))
-# The refresh hot path reads everything it needs in one statement, built once.
-_MACHINE_STATE = (
-    select(
-        _M.c.id,
-        _M.c.public_key,
-        _M.c.fingerprint,
-        _M.c.terminal_name,
-        _M.c.deactivated_at,
-        _M.c.license_id,
-        _M.c.trial_id,
-        _L.c.status.label("l_status"),
-        _L.c.plan.label("l_plan"),
-        _L.c.features.label("l_features"),
-        _L.c.comp_until.label("l_comp_until"),
-        _S.c.status.label("s_status"),
-        _S.c.quantity.label("s_quantity"),
-        _S.c.current_period_end.label("s_current_period_end"),
-        _S.c.cancel_at.label("s_cancel_at"),
-        _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
-        _S.c.first_failed_at.label("s_first_failed_at"),
-        _S.c.updated_at.label("s_updated_at"),
-        _C.c.email.label("c_email"),
-        _T.c.id.label("t_id"),
-        _T.c.ends_at.label("t_ends_at"),
-    )
-    .select_from(
-        _M.outerjoin(_L, _L.c.id == _M.c.license_id)
-        .outerjoin(_S, _S.c.id == _L.c.subscription_id)
-        .outerjoin(_C, _C.c.id == _L.c.customer_id)
-        .outerjoin(_T, _T.c.id == _M.c.trial_id)
-    )
-    .where(_M.c.id == bindparam("p_machine"))
-)
-
-
-@dataclass
-class MachineState:
-    """A machine and what its token depends on, read in one query (plain objects, not ORM rows)."""
-
-    machine: SimpleNamespace
-    license: SimpleNamespace | None
-    subscription: SimpleNamespace | None
-    customer: SimpleNamespace | None
-    trial: SimpleNamespace | None
-
-    def claims(self, now: datetime) -> dict[str, Any]:
-        """The token claims for this state at `now`."""
-        return claims_from(self.machine, self.license, self.subscription, self.customer, self.trial, now)
-
-
-def load_machine_state(session: Session | Connection, machine_id: str) -> MachineState | None:
-    """Everything refresh needs about a machine, in one query; None for an unknown machine."""
-    row = connection_of(session).execute(_MACHINE_STATE, {"p_machine": machine_id}).first()
-    if row is None:
-        return None
-    machine = SimpleNamespace(
-        id=row.id,
-        public_key=row.public_key,
-        fingerprint=row.fingerprint or {},
-        terminal_name=row.terminal_name,
-        deactivated_at=row.deactivated_at,
-        license_id=row.license_id,
-        trial_id=row.trial_id,
-    )
-    license_ = subscription = customer = trial = None
-    if row.license_id is not None and row.l_status is not None:
-        license_ = SimpleNamespace(
-            id=row.license_id,
-            status=row.l_status,
-            plan=row.l_plan,
-            features=row.l_features,
-            comp_until=row.l_comp_until,
-        )
-        customer = SimpleNamespace(email=row.c_email) if row.c_email is not None else None
-        if row.s_status is not None:
-            subscription = SimpleNamespace(
-                status=row.s_status,
-                quantity=row.s_quantity,
-                current_period_end=row.s_current_period_end,
-                cancel_at=row.s_cancel_at,
-                cancel_at_period_end=row.s_cancel_at_period_end,
-                first_failed_at=row.s_first_failed_at,
-                updated_at=row.s_updated_at,
-            )
-    if row.t_id is not None:
-        trial = SimpleNamespace(id=row.t_id, ends_at=row.t_ends_at)
-    return MachineState(machine, license_, subscription, customer, trial)
-
-
-_TOUCH = update(_M).where(_M.c.id == bindparam("p_machine")).values(last_seen_at=bindparam("p_seen"))
-_TOUCH_AND_REBIND = (
-    update(_M)
-    .where(_M.c.id == bindparam("p_machine"))
-    .values(last_seen_at=bindparam("p_seen"), fingerprint=bindparam("p_fingerprint"))
-)
-
-
-def _touch_many_statement() -> Any:
-    # FOR UPDATE SKIP LOCKED (PostgreSQL; SQLite has no row locks and renders nothing): a machine row
-    # locked by another transaction (an admin change, a deactivation) is skipped rather than waited
-    # for, since last-seen times are best effort. Never moves a last-seen time backwards.
-    unlocked = (
-        select(_M.c.id)
-        .where(_M.c.id.in_(bindparam("p_machines", expanding=True)))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(_M)
-        .where(_M.c.id.in_(unlocked.scalar_subquery()))
-        .where(or_(_M.c.last_seen_at.is_(None), _M.c.last_seen_at < bindparam("p_seen")))
-        .values(last_seen_at=bindparam("p_seen"))
-    )
-
-
-_TOUCH_MANY = _touch_many_statement()
-
-
-def touch_machines(connection: Connection, machine_ids: Iterable[str], now: datetime) -> None:
-    """Record that several machines were seen at `now`: one UPDATE (the batched refresh writes)."""
-    ids = sorted(set(machine_ids))
-    if ids:
-        connection.execute(_TOUCH_MANY, {"p_machines": ids, "p_seen": now})
-
-
-def touch_machine(
-    session: Session | Connection, machine_id: str, now: datetime, fingerprint: dict[str, Any] | None = None
-) -> None:
-    """Record that a machine was seen (and re-bind its fingerprint when given): one UPDATE."""
-    if fingerprint is None:
-        connection_of(session).execute(_TOUCH, {"p_machine": machine_id, "p_seen": now})
-    else:
-        connection_of(session).execute(
-            _TOUCH_AND_REBIND, {"p_machine": machine_id, "p_seen": now, "p_fingerprint": fingerprint}
-        )
 
 
 def release_machine(

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import DataError, IntegrityError
 
-from server import licensing, nonces
+from server import machines, nonces
 from server.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from server.errors import ServerBusy
 
@@ -107,7 +107,7 @@ class RefreshWrites:
                 new = nonces.remember_many(
                     connection, [(w.nonce, w.machine_id, w.expires) for w in unique.values()]
                 )
-                licensing.touch_machines(
+                machines.touch_machines(
                     connection, [w.machine_id for w in unique.values()], max(w.seen for w in unique.values())
                 )
                 if purge:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from agent.errors import KeyInvalid, RequestSignatureInvalid
 from agent.signatures import SignedRequest, verify_request_signature
 from agent.tokens import encode_token
-from server import licensing, nonces
+from server import licensing, machines, nonces
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer
 from server.errors import BadSignature, UnknownMachine
@@ -71,7 +71,7 @@ def signed_machine(
 class CheckedRefresh:
     """A refresh whose machine, signature and timestamp check out; nothing written yet."""
 
-    state: licensing.MachineState
+    state: machines.MachineState
     signed: SignedRequest
     now: datetime
     # The presented fingerprint when it should replace the bound one (one part replaced), else None.
@@ -97,7 +97,7 @@ def check_refresh(
     Reads only; the nonce is not stored yet. Raises `ApiError`s for the caller to answer.
     """
     machine_id = machine_id_header(headers)
-    state = licensing.load_machine_state(connection, machine_id)
+    state = machines.load_machine_state(connection, machine_id)
     if state is None:
         raise UnknownMachine()
     machine = state.machine
@@ -162,7 +162,7 @@ def refresh_answer(
                 detail={"components": changed},
                 at=now,
             )
-        licensing.touch_machine(session, machine.id, now, checked.rebind)
+        machines.touch_machine(session, machine.id, now, checked.rebind)
         parts = token_parts(svc, session, checked, body)
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:

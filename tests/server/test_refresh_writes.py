@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from agent.tokens import verify_token
 from agent.trust import TrustedKeys, decode_public_key
 from server import nonces
-from server.licensing import touch_machines
+from server.machines import touch_machines
 from server.models import Machine, RequestNonce
 from server.refresh_writes import RefreshWrites, SeenWrite
 
