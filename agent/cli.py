@@ -171,8 +171,9 @@ def _control() -> Any:
     from agent import store
     from agent.client import AgentClient
     from agent.config import AgentSettings
-    from agent.control import HttpControl, InProcessControl
+    from agent.control import InProcessControl
     from agent.errors import AgentUnavailable
+    from agent.remote import HttpControl
 
     settings = AgentSettings.from_env()
     try:

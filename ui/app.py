@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from agent import store
     from agent.config import AgentSettings
-    from agent.control import HttpControl
+    from agent.remote import HttpControl
 
     settings = AgentSettings.from_env()
     control = HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))

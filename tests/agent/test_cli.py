@@ -13,8 +13,9 @@ import pytest
 
 from agent import cli, store
 from agent.api import LocalApi
-from agent.control import HttpControl, InProcessControl
+from agent.control import InProcessControl
 from agent.errors import Offline
+from agent.remote import HttpControl
 from tests.agent.conftest import REPO
 from tests.agent.test_api import StubControl
 from tests.agent.test_service import Rig

@@ -7,8 +7,9 @@ import threading
 import pytest
 
 from agent.api import LocalApi
-from agent.control import AgentControl, Checkout, HttpControl, InProcessControl, status_from_dict
+from agent.control import AgentControl, Checkout, InProcessControl
 from agent.errors import LocalApiError, Offline, ServerRefused
+from agent.remote import HttpControl, status_from_dict
 from tests.agent.test_service import Rig
 
 TOKEN = "control-test-token-0123456789abcdef"

@@ -157,8 +157,8 @@ def wait_for_prompt(proc, text: str, timeout: float = 30) -> str:
 
 def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
     """Seats full on the new PC -> list terminals with an emailed code -> remove the old one -> activate."""
-    from agent.control import HttpControl
     from agent.errors import ServerRefused
+    from agent.remote import HttpControl
     from agent.store import read_api_token
     from tests.agent.conftest import emailed_code
 
