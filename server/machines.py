@@ -24,7 +24,7 @@ from server.models import Customer, License, Machine, Subscription, Trial
 
 _M, _L, _S, _C, _T = (m.__table__ for m in (Machine, License, Subscription, Customer, Trial))
 # The refresh hot path reads everything it needs in one statement, built once.
-_MACHINE_STATE = (
+_STATE_COLUMNS = (
     select(
         _M.c.id,
         _M.c.public_key,
@@ -54,8 +54,9 @@ _MACHINE_STATE = (
         .outerjoin(_C, _C.c.id == _L.c.customer_id)
         .outerjoin(_T, _T.c.id == _M.c.trial_id)
     )
-    .where(_M.c.id == bindparam("p_machine"))
 )
+_MACHINE_STATE = _STATE_COLUMNS.where(_M.c.id == bindparam("p_machine"))
+_MACHINE_STATES = _STATE_COLUMNS.where(_M.c.id.in_(bindparam("p_machines", expanding=True)))
 
 
 @dataclass
@@ -76,8 +77,19 @@ class MachineState:
 def load_machine_state(session: Session | Connection, machine_id: str) -> MachineState | None:
     """Everything refresh needs about a machine, in one query; None for an unknown machine."""
     row = connection_of(session).execute(_MACHINE_STATE, {"p_machine": machine_id}).first()
-    if row is None:
-        return None
+    return None if row is None else _state_from_row(row)
+
+
+def load_machine_states(connection: Connection, machine_ids: Iterable[str]) -> dict[str, MachineState]:
+    """The states of several machines in one query, by machine id (unknown ids are simply absent)."""
+    ids = sorted(set(machine_ids))
+    if not ids:
+        return {}
+    rows = connection.execute(_MACHINE_STATES, {"p_machines": ids})
+    return {row.id: _state_from_row(row) for row in rows}
+
+
+def _state_from_row(row: Any) -> MachineState:
     machine = SimpleNamespace(
         id=row.id,
         public_key=row.public_key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -92,14 +92,26 @@ def check_refresh(
     raw: bytes,
     now: datetime,
 ) -> CheckedRefresh:
-    """Load the machine, check its signature and timestamp, see whether its binding needs healing.
-
-    Reads only; the nonce is not stored yet. Raises `ApiError`s for the caller to answer.
-    """
-    machine_id = machine_id_header(headers)
-    state = machines.load_machine_state(connection, machine_id)
+    """Load the machine, then `check_state`. Reads only; raises `ApiError`s for the caller to answer."""
+    state = machines.load_machine_state(connection, machine_id_header(headers))
     if state is None:
         raise UnknownMachine()
+    return check_state(state, body, method, path, headers, raw, now)
+
+
+def check_state(
+    state: machines.MachineState,
+    body: RefreshRequest,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+    now: datetime,
+) -> CheckedRefresh:
+    """Check a loaded machine's signature and timestamp, and see whether its binding needs healing.
+
+    The nonce is not stored yet. Raises `ApiError`s for the caller to answer.
+    """
     machine = state.machine
     try:
         signed = verify_request_signature(machine.public_key, method, path, headers, raw)
@@ -119,12 +131,16 @@ def check_refresh(
 
 
 def token_parts(
-    svc: Services, connection: Session | Connection, checked: CheckedRefresh, body: RefreshRequest
+    svc: Services,
+    connection: Session | Connection,
+    state: machines.MachineState,
+    now: datetime,
+    known_kids: Iterable[str],
 ) -> tuple[str, dict[str, Any], str | None]:
-    """(kid, claims, key-set document) of the token answering `checked`; reads only, signs nothing."""
-    claims = checked.state.claims(checked.now)
+    """(kid, claims, key-set document) of the token answering for `state`; reads only, signs nothing."""
+    claims = state.claims(now)
     kid = svc.keys.current_kid(connection)
-    return kid, claims, svc.keys.keyset_for(connection, body.known_kids, checked.now)
+    return kid, claims, svc.keys.keyset_for(connection, known_kids, now)
 
 
 def signed_answer(svc: Services, parts: tuple[str, dict[str, Any], str | None]) -> dict[str, Any]:
@@ -163,7 +179,7 @@ def refresh_answer(
                 at=now,
             )
         machines.touch_machine(session, machine.id, now, checked.rebind)
-        parts = token_parts(svc, session, checked, body)
+        parts = token_parts(svc, session, checked.state, now, body.known_kids)
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:
             nonces.purge_expired(session, now)

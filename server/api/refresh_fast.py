@@ -4,8 +4,8 @@ Refresh is most of the server's traffic. Routing, dependency solving, the hop to
 back, and the exception middleware cost several times the refresh's own work, so this answers it
 directly on the event loop, in three steps:
 
-1. read: the machine's state in one SELECT on a connection that takes no write lock
-   (`Database.read`), then the signature and timestamp checks and the token's claims;
+1. read: the machine's state, batched with the other refreshes in flight (`RefreshReads`: one SELECT
+   on a connection that takes no write lock), then the signature and timestamp checks;
 2. write: the nonce and last-seen time go to `RefreshWrites`, which commits the writes of all the
    refreshes in flight in one transaction and never blocks the loop on a lock;
 3. sign the token once the nonce is known to be new.
@@ -34,14 +34,16 @@ from starlette.datastructures import Headers
 from server.api.deps import Services
 from server.api.refresh import (
     UNSTORABLE,
-    check_refresh,
+    check_state,
+    machine_id_header,
     refresh_answer,
     signed_answer,
     token_parts,
 )
 from server.api.schemas import RefreshRequest
-from server.errors import ApiError, DatabaseUnavailable, Replay
+from server.errors import ApiError, DatabaseUnavailable, Replay, UnknownMachine
 from server.logs import DatabaseOutageLog
+from server.refresh_reads import RefreshReads
 from server.refresh_writes import RefreshWrites
 
 REFRESH_PATH = "/v1/refresh"
@@ -55,16 +57,27 @@ class RefreshFastPath:
         self.app = app
         self.services = services
         self.route = route
-        # One write queue per event loop (a server process has one; tests may start several).
-        self._writes: weakref.WeakKeyDictionary[Any, RefreshWrites] = weakref.WeakKeyDictionary()
+        # One read and one write queue per event loop (a server process has one; tests may start several).
+        self._queues: weakref.WeakKeyDictionary[Any, tuple[RefreshReads, RefreshWrites]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def queues(self) -> tuple[RefreshReads, RefreshWrites]:
+        """The running event loop's read and write queues."""
+        loop = asyncio.get_running_loop()
+        queues = self._queues.get(loop)
+        if queues is None:
+            svc = self.services
+
+            def parts(connection: Any, state: Any, now: Any, known_kids: Any) -> Any:
+                return token_parts(svc, connection, state, now, known_kids)
+
+            queues = self._queues[loop] = (RefreshReads(svc.db, parts), RefreshWrites(svc.db))
+        return queues
 
     def writes(self) -> RefreshWrites:
         """The running event loop's write queue."""
-        loop = asyncio.get_running_loop()
-        queue = self._writes.get(loop)
-        if queue is None:
-            queue = self._writes[loop] = RefreshWrites(self.services.db)
-        return queue
+        return self.queues()[1]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Answer a refresh here, pass everything else on."""
@@ -121,15 +134,16 @@ class RefreshFastPath:
         """Read and check, queue the writes, sign; raises `ApiError`s for `__call__` to answer."""
         svc: Services = self.services
         now = svc.clock.now()
-        with svc.db.read() as connection:
-            checked = check_refresh(connection, body, "POST", REFRESH_PATH, headers, raw, now)
-            if checked.rebind is None:
-                parts = token_parts(svc, connection, checked, body)
+        reads, writes = self.queues()
+        read = await reads.submit(machine_id_header(headers), now, body.known_kids)
+        if read is None:
+            raise UnknownMachine()
+        checked = check_state(read.state, body, "POST", REFRESH_PATH, headers, raw, now)
         if checked.rebind is not None:
             return await run_in_threadpool(refresh_answer, svc, body, "POST", REFRESH_PATH, headers, raw)
-        if not await self.writes().submit(checked.write()):
+        if not await writes.submit(checked.write()):
             raise Replay()
-        return signed_answer(svc, parts)
+        return signed_answer(svc, read.parts)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
