@@ -186,8 +186,8 @@ class Database:
         # PostgreSQL: non-durable transactions get their own small pool whose connections already run
         # with `synchronous_commit = off`, which saves a `SET LOCAL` round trip on every refresh.
         self._non_durable = None if is_sqlite(url) else _non_durable_engine(url, echo=echo)
-        self._reader: Engine | None = None  # made on first `read()`
-        self._echo = echo
+        # Engines connect lazily, so this costs nothing until the first `read()`.
+        self._reader = _reader_engine(url, echo=echo)
         # One writer per process at a time on SQLite (see the module docstring).
         self._write_lock = threading.RLock() if is_sqlite(url) else None
 
@@ -223,8 +223,6 @@ class Database:
         waits for a writer (WAL). PostgreSQL: an autocommit connection, one round trip per statement.
         For the refresh hot path, which reads first and writes (nonce, last seen) afterwards.
         """
-        if self._reader is None:
-            self._reader = _reader_engine(self.url, echo=self._echo)
         with self._reader.connect() as connection:
             yield connection
 
@@ -260,8 +258,7 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
-        if self._reader is not None:
-            self._reader.dispose()
+        self._reader.dispose()
         if self._non_durable is not None:
             self._non_durable.dispose()
 

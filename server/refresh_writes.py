@@ -66,11 +66,6 @@ class RefreshWrites:
         self._busy_since: float | None = None
         self._isolate = 0  # how many of the next writes to commit one per transaction
         self._since_purge = 0
-        # Figures for tests and the benchmark: flushes committed, writes in them, tries that found the
-        # lock taken.
-        self.flushes = 0
-        self.written = 0
-        self.busy_tries = 0
 
     def submit(self, write: SeenWrite) -> asyncio.Future[bool]:
         """Queue `write`; the future says whether its nonce was new (False: a replay)."""
@@ -121,8 +116,6 @@ class RefreshWrites:
         except Exception as exc:  # the database is down or refused: every refresh of the flush fails
             self._settle(batch, error=exc)
         else:
-            self.flushes += 1
-            self.written += len(unique)
             self._since_purge = 0 if purge else self._since_purge + len(batch)
             self._settle(batch, accepted={w.nonce for w in unique.values()} & new, firsts=unique)
         if single:
@@ -156,7 +149,6 @@ class RefreshWrites:
 
     def _retry_later(self) -> None:
         """The write lock is taken: try again shortly, or give up after the busy timeout."""
-        self.busy_tries += 1
         now = time.monotonic()
         if self._busy_since is None:
             self._busy_since = now

@@ -7,21 +7,19 @@ sets the call's cancel event, so the background poll ends cleanly instead of bei
 
 from __future__ import annotations
 
-import re
 import threading
 
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QProgressBar
 
+from agent.control import is_email
 from ui.errortext import describe
 from ui.page import Host, Page, button, form_label, wrapped_label
 from ui.strings import t
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
 
 def valid_email(text: str) -> bool:
-    """A cheap sanity check; the server does the real validation."""
-    return bool(EMAIL.match(text.strip()))
+    """Whether the server will take this as an email address (the agent's own check, `is_email`)."""
+    return is_email(text)
 
 
 class BuyPage(Page):

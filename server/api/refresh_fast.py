@@ -75,10 +75,6 @@ class RefreshFastPath:
             queues = self._queues[loop] = (RefreshReads(svc.db, parts), RefreshWrites(svc.db))
         return queues
 
-    def writes(self) -> RefreshWrites:
-        """The running event loop's write queue."""
-        return self.queues()[1]
-
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         """Answer a refresh here, pass everything else on."""
         if (
