@@ -1,8 +1,7 @@
-"""Time for the agent: the `Clock` protocol, its real and fake implementations, and the trusted clock.
+"""The agent's trusted clock. (`Clock`, `SystemClock` and `FakeClock` live in `protocol.clock` and are
+re-exported here.)
 
-No logic in the agent reads the wall clock directly. It asks a `Clock` (SystemClock in production,
-FakeClock in tests, with wall and monotonic time moved independently), and license decisions use a
-`TrustedClock`, which never believes the wall clock more than it has to:
+License decisions use a `TrustedClock`, which never believes the wall clock more than it has to:
 
 - **Within a process, after a sync:** trusted now = the server's signed time at the last sync (the
   token's `srv` claim) + the monotonic time elapsed since. Changing the computer's clock then has no
@@ -21,80 +20,14 @@ FakeClock in tests, with wall and monotonic time moved independently), and licen
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+
+from protocol.clock import Clock, FakeClock, SystemClock
+
+__all__ = ["Clock", "ClockVerdict", "DEFAULT_ROLLBACK_S", "FakeClock", "SystemClock", "TrustedClock"]
 
 DEFAULT_ROLLBACK_S = 86400
-
-
-class Clock(Protocol):
-    """Source of wall time (tz-aware UTC) and monotonic time (seconds, only differences matter)."""
-
-    def now(self) -> datetime:
-        """Wall-clock time, tz-aware UTC."""
-        ...
-
-    def monotonic(self) -> float:
-        """Monotonic seconds."""
-        ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> datetime:
-        """Wall-clock time, tz-aware UTC."""
-        return datetime.now(UTC)
-
-    def monotonic(self) -> float:
-        """`time.monotonic()`."""
-        return time.monotonic()
-
-
-class FakeClock:
-    """A clock tests drive: `advance` moves both times; `set_wall` moves only the wall (rollbacks)."""
-
-    def __init__(self, start: datetime | None = None, monotonic: float = 1000.0) -> None:
-        self._wall = start or datetime(2026, 1, 1, tzinfo=UTC)
-        if self._wall.tzinfo is None:
-            raise ValueError("FakeClock needs a tz-aware start time")
-        self._mono = monotonic
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        """The fake wall time."""
-        with self._lock:
-            return self._wall
-
-    def monotonic(self) -> float:
-        """The fake monotonic time."""
-        with self._lock:
-            return self._mono
-
-    def advance(self, seconds: float) -> None:
-        """Let `seconds` pass: wall and monotonic time both move forward."""
-        with self._lock:
-            self._wall += timedelta(seconds=seconds)
-            self._mono += seconds
-
-    def set_wall(self, when: datetime) -> None:
-        """Set the wall clock (forward or back) without touching monotonic time, as a user would."""
-        if when.tzinfo is None:
-            raise ValueError("wall time must be tz-aware")
-        with self._lock:
-            self._wall = when.astimezone(UTC)
-
-    def shift_wall(self, seconds: float) -> None:
-        """Move only the wall clock by `seconds` (negative = set back)."""
-        with self._lock:
-            self._wall += timedelta(seconds=seconds)
-
-    def restart(self, monotonic: float = 1000.0) -> None:
-        """Simulate a reboot: monotonic time starts over, the wall clock keeps going."""
-        with self._lock:
-            self._mono = monotonic
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,18 @@ the UI can show as is.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from protocol.emails import is_email  # noqa: F401  (re-exported for ui/ and the CLI)
 
 if TYPE_CHECKING:
     from agent.service import AgentService
     from agent.state import LicenseStatus
 
 log = logging.getLogger(__name__)
-
-# What the server accepts as an email address (server.api.schemas.Email), after strip() and lower().
-EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+")
-
-
-def is_email(value: str) -> bool:
-    """True when `value` (stripped) looks like an address the server will accept."""
-    value = value.strip()
-    return 3 <= len(value) <= 320 and EMAIL.fullmatch(value) is not None
-
 
 @dataclass(frozen=True)
 class Checkout:

@@ -1,4 +1,4 @@
-"""Every error the agent raises, rooted in one `Error`.
+"""Every error the agent raises, rooted in one `Error` (the protocol kernel's, `protocol.errors`).
 
 Each error carries a `message` a person can read (the UI shows it as is)::
 
@@ -25,49 +25,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-
-class Error(Exception):
-    """Root of all agent errors; `message` is a sentence fit for a person."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ConfigError(Error):
-    """A setting from the environment is missing or malformed."""
-
-
-class InvalidInput(Error):
-    """A value given to the agent (an email address, say) is malformed; the message names it."""
-
-
-class TokenError(Error):
-    """Something about tokens or keys is wrong."""
-
-
-class KeyInvalid(TokenError):
-    """A JWK or raw public key is malformed or not Ed25519."""
-
-
-class TokenInvalid(TokenError):
-    """A token (or key-set document) was rejected; `reason` is a short machine-readable cause."""
-
-    def __init__(self, reason: str, message: str | None = None) -> None:
-        super().__init__(message or f"License token rejected ({reason}).")
-        self.reason = reason
-
-
-class MachineMismatch(TokenInvalid):
-    """The token verifies but is bound to a different machine."""
-
-
-class KeySetRejected(TokenInvalid):
-    """A key-set update was not signed by a key the agent already trusts, or is malformed."""
-
-
-class RequestSignatureInvalid(Error):
-    """A machine-signed request is missing headers or its signature does not verify."""
+from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
+    ConfigError,
+    Error,
+    InvalidInput,
+    KeyInvalid,
+    KeySetRejected,
+    MachineMismatch,
+    RequestSignatureInvalid,
+    TokenError,
+    TokenInvalid,
+)
 
 
 class StoreError(Error):

@@ -26,15 +26,16 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__, fingerprint, messages, store
+from agent.anchors import load_trusted_keys
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
 from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is_email
 from agent.errors import Error, InvalidInput, KeySetRejected, ServerRefused, TokenInvalid
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
-from agent.tokens import Claims, Policy, verify_token
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
-from agent.trust import TrustedKeys, encode_public_key, load_trusted_keys
+from protocol.tokens import Claims, Policy, verify_token
+from protocol.trust import TrustedKeys, encode_public_key
 
 log = logging.getLogger(__name__)
 

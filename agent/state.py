@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent import messages
-from agent.tokens import Claims, Policy
+from protocol.tokens import Claims, Policy
 
 LICENSE_STATES = (
     "trial_active", "trial_expired", "licensed_active", "licensed_grace", "licensed_renewal_required",

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent.errors import Offline, ServerRefused
-from agent.tokens import Policy
+from protocol.tokens import Policy
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from agent import __version__
 from agent.errors import Offline, ServerRefused
-from agent.signatures import new_nonce, sign_request
+from protocol.signatures import new_nonce, sign_request
 
 if TYPE_CHECKING:
     import requests

@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from agent import tokens, trust  # noqa: E402
-from agent.fingerprint import hash_component  # noqa: E402
+from agent.fingerprint import hash_component, match  # noqa: E402
 from agent.state import StatusInputs, compute_status  # noqa: E402
+from protocol import tokens, trust  # noqa: E402
 
 COLD_FP = """
 import json, time
@@ -66,7 +66,8 @@ def main() -> None:
     trusted = trust.TrustedKeys([key.public_key()])
 
     def verify():
-        return tokens.verify_token(token, trusted, now, check_exp=True, expected_fp=fp, expected_mid=mid)
+        return tokens.verify_token(token, trusted, now, check_exp=True, expected_mid=mid,
+                                   fp_matches=lambda bound: match(bound, fp).ok)
 
     verified = verify()
     pub, msg = key.public_key(), token.rsplit(".", 1)[0].encode()

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from agent.signatures import new_nonce, sign_request  # noqa: E402
-from agent.trust import encode_public_key  # noqa: E402
+from protocol.signatures import new_nonce, sign_request  # noqa: E402
+from protocol.trust import encode_public_key  # noqa: E402
 from server.db import Database, upgrade  # noqa: E402
 from server.licensing import ensure_license_for_subscription  # noqa: E402
 from server.models import Customer, Machine, Subscription  # noqa: E402

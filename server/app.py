@@ -20,12 +20,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from protocol.clock import Clock, SystemClock
 from server import __version__
 from server.api import activations, codes, health, keys, refresh, refresh_fast, terminals, trials
 from server.api import billing as billing_api
 from server.api.deps import Services
 from server.billing import make_provider
-from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.db import Database, current_revision, head_revision
 from server.errors import ApiError, ConfigError, DatabaseUnavailable

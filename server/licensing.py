@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from agent.tokens import AUDIENCE, Policy
-from agent.trust import ISSUER
-from server.clock import SystemClock
+from protocol.clock import SystemClock
+from protocol.tokens import AUDIENCE, Policy
+from protocol.trust import ISSUER
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial
 
 POLICY = Policy()

@@ -37,7 +37,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.clock import Clock, SystemClock
+from protocol.clock import Clock, SystemClock
 from server.db import Database
 from server.errors import MailRejected, TemplateError
 from server.mail.base import Mailer, OutgoingEmail

@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol.clock import Clock
 from server.billing.base import LIVE_STATUSES
-from server.clock import Clock
 from server.db import Database
 from server.models import Checkout, Customer, Outbox, Subscription, Trial
 from server.outbox import enqueue

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from agent.tokens import Policy, encode_token, make_keyset_document
-from agent.trust import encode_public_key, jwk_from_public_key, kid_for
+from protocol.tokens import Policy, encode_token, make_keyset_document
+from protocol.trust import encode_public_key, jwk_from_public_key, kid_for
 from server.db import session_of
 from server.errors import SigningError
 from server.models import SigningKey
@@ -229,7 +229,7 @@ class SigningKeys:
 
     def jwks(self, session: Session, now: datetime) -> dict[str, Any]:
         """The JWKS served at `GET /v1/keys` (public keys only, current first)."""
-        from agent.trust import decode_public_key
+        from protocol.trust import decode_public_key
 
         return {
             "keys": [

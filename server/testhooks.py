@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from protocol.clock import Clock, SystemClock
 from server.api.deps import Services, services
-from server.clock import Clock, SystemClock
 from server.config import Settings
 
 

@@ -16,11 +16,11 @@ from fastapi import Request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.signatures import SignedRequest, verify_request_signature
-from agent.trust import decode_public_key
+from protocol.clock import Clock
+from protocol.errors import KeyInvalid, RequestSignatureInvalid
+from protocol.signatures import SignedRequest, verify_request_signature
+from protocol.trust import decode_public_key
 from server import nonces
-from server.clock import Clock
 from server.config import Settings
 from server.db import Database
 from server.errors import BadSignature, InvalidRequest

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.signatures import SignedRequest, verify_request_signature
-from agent.tokens import encode_token
+from protocol.errors import KeyInvalid, RequestSignatureInvalid
+from protocol.signatures import SignedRequest, verify_request_signature
+from protocol.tokens import encode_token
 from server import licensing, machines, nonces
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from protocol.emails import EMAIL_PATTERN, MAX_LENGTH
+
 # No control characters anywhere: PostgreSQL text cannot hold NUL, and nothing legitimate needs them.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 Email = Annotated[
@@ -15,8 +17,8 @@ Email = Annotated[
         strip_whitespace=True,
         to_lower=True,
         min_length=3,
-        max_length=320,
-        pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$",
+        max_length=MAX_LENGTH,
+        pattern=EMAIL_PATTERN,
     ),
 ]
 Code = Annotated[

@@ -14,7 +14,7 @@ from server.billing.sandbox import SandboxBilling
 from server.billing.stripe import StripeBilling
 
 if TYPE_CHECKING:
-    from server.clock import Clock
+    from protocol.clock import Clock
     from server.config import Settings
     from server.db import Database
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from protocol.clock import Clock
 from server.billing.base import CheckoutRequest, CheckoutSession, ProviderSubscription
-from server.clock import Clock
 from server.db import Database
 from server.errors import BillingError, NotFound, WebhookSignatureInvalid
 from server.models import SandboxObject

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from protocol.clock import Clock
 from server.billing.base import FAILED_PAYMENT_STATUSES, LIVE_STATUSES, BillingProvider, ProviderSubscription
-from server.clock import Clock
 from server.errors import BillingError
 from server.licensing import PAYMENT_GRACE, ensure_license_for_subscription, record_audit
 from server.models import Customer, Subscription

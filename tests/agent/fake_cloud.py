@@ -17,8 +17,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import Offline, ServerRefused
-from agent.tokens import Policy, encode_token, make_keyset_document
-from agent.trust import jwk_from_public_key, kid_for
+from protocol.tokens import Policy, encode_token, make_keyset_document
+from protocol.trust import jwk_from_public_key, kid_for
 
 DAY = 86400
 

@@ -26,6 +26,6 @@ def test_every_agent_module_imports_without_pyside6_ui_or_server():
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"agent.tokens", "agent.state", "agent.store", "agent.fingerprint", "agent.cli"} <= \
+    assert {"agent.anchors", "agent.state", "agent.store", "agent.fingerprint", "agent.cli"} <= \
         set(result["modules"])
     assert result["leaked"] == []

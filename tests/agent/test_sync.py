@@ -10,7 +10,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.errors import Offline, ServerRefused
 from agent.sync import BACKOFF_CAP_S, SyncEngine
-from agent.tokens import Policy
+from protocol.tokens import Policy
 
 DAY = 86400
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import FakeClock
 from agent.errors import Offline, ServerRefused
-from agent.signatures import verify_request_signature
 from agent.transport import HttpTransport, MachineIdentity
+from protocol.signatures import verify_request_signature
 
 
 class Scripted:

@@ -272,7 +272,7 @@ def test_pospal_server_worker_command_delivers_and_stops_on_sigterm(server_env, 
     import subprocess
     import sys
 
-    from server.clock import SystemClock
+    from protocol.clock import SystemClock
     from tests.server.conftest import REPO
 
     with database.transaction() as session:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.tokens import verify_token
-from agent.trust import TrustedKeys, decode_public_key
+from protocol.tokens import verify_token
+from protocol.trust import TrustedKeys, decode_public_key
 from tests.server.conftest import token_claims
 
 

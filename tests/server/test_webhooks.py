@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from protocol.clock import SystemClock
 from server.billing.stripe import StripeBilling
-from server.clock import SystemClock
 from server.models import AuditLog, Checkout, Customer, License, Outbox, StripeEvent, Subscription
 from server.outbox import OutboxWorker
 from tests.server.conftest import outbox_rows

@@ -3,22 +3,22 @@
 Owns both sides of the token format in docs/ARCHITECTURE.md so the server and the tests mint exactly
 what the agent verifies:
 
-- verify: `verify_token(token, trusted, now)` -> `Claims` (the JWS checks of `agent.trust.verify_jws`,
+- verify: `verify_token(token, trusted, now)` -> `Claims` (the JWS checks of `protocol.trust.verify_jws`,
   then required claims, `nbf` with 60 s leeway, optional `exp` / fingerprint / machine id checks);
 - sign: `encode_token`, `make_keyset_document`.
 
-Which keys are trusted (encodings, JWKs, `TrustedKeys`) is `agent.trust`; machine-signed requests (the
-`X-POSPal-*` headers) are `agent.signatures`.
+Which keys are trusted (encodings, JWKs, `TrustedKeys`) is `protocol.trust`; machine-signed requests (the
+`X-POSPal-*` headers) are `protocol.signatures`.
 
 PyJWT checks the signature; everything around it (header whitelist, canonical base64url, claim types,
-times against the injected trusted clock) is checked here and in `agent.trust`, because PyJWT's own time
+times against the injected trusted clock) is checked here and in `protocol.trust`, because PyJWT's own time
 checks read the wall clock, which the agent never trusts.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,8 +26,16 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.errors import MachineMismatch, TokenInvalid
-from agent.trust import ALG, ISSUER, KEYSET_TYP, TrustedKeys, b64url_encode, public_key_from_jwk, verify_jws
+from protocol.errors import MachineMismatch, TokenInvalid
+from protocol.trust import (
+    ALG,
+    ISSUER,
+    KEYSET_TYP,
+    TrustedKeys,
+    b64url_encode,
+    public_key_from_jwk,
+    verify_jws,
+)
 
 AUDIENCE = "pospal-agent"
 TOKEN_TYP = "JWT"  # noqa: S105 (a JOSE header value, not a secret)
@@ -190,15 +198,16 @@ def verify_token(
     now: datetime,
     *,
     check_exp: bool = False,
-    expected_fp: Mapping[str, str] | None = None,
+    fp_matches: Callable[[Mapping[str, str]], bool] | None = None,
     expected_mid: str | None = None,
 ) -> Claims:
     """Verify a license/trial token and return its `Claims`.
 
     `now` is the trusted time (tz-aware). `nbf` may be at most 60 s ahead of it. `exp` is only checked
     when `check_exp` is set (the state function turns an old token into `offline_expired`, which is not
-    "invalid"). With `expected_fp`, the token's bound fingerprint must match it by strict majority, and
-    with `expected_mid` its machine id must be equal; either failure raises `MachineMismatch`.
+    "invalid"). With `fp_matches`, the token's bound fingerprint must satisfy it (the agent passes its
+    majority match against this machine), and with `expected_mid` its machine id must be equal; either
+    failure raises `MachineMismatch`.
     Every other rejection raises `TokenInvalid` with a `reason`.
     """
     header, payload = verify_jws(token, trusted, expected_typ=TOKEN_TYP)
@@ -210,10 +219,8 @@ def verify_token(
         raise TokenInvalid("expired", "License token has expired.")
     if expected_mid is not None and claims.mid != expected_mid:
         raise MachineMismatch("machine", "License token belongs to another machine.")
-    if expected_fp is not None:
-        from agent.fingerprint import match
-
-        if not match(claims.fp, expected_fp).ok:
+    if fp_matches is not None:
+        if not fp_matches(claims.fp):
             raise MachineMismatch("fingerprint", "License token is bound to a different computer.")
     return claims
 

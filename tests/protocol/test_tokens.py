@@ -12,16 +12,22 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import tokens, trust
+from agent import fingerprint
 from agent.errors import (
     KeySetRejected,
     MachineMismatch,
     TokenInvalid,
 )
+from protocol import tokens, trust
 from tests.agent.tokenkit import DAY, DELETE, FP, NOW, NOW_TS, Signer, payload
 
 SERVER = Signer()
 TRUSTED = SERVER.trusted()
+
+
+def matches(expected):
+    """The agent's majority match against `expected`, as verify_token's fp_matches."""
+    return lambda bound: fingerprint.match(bound, expected).ok
 
 
 def b64(data: bytes) -> str:
@@ -39,7 +45,7 @@ def forge(header: dict, claims: dict, sign) -> str:
 
 
 def test_valid_token_verifies_and_exposes_claims():
-    claims = tokens.verify_token(SERVER.sign(), TRUSTED, NOW, check_exp=True, expected_fp=FP,
+    claims = tokens.verify_token(SERVER.sign(), TRUSTED, NOW, check_exp=True, fp_matches=matches(FP),
                                  expected_mid="m_0001")
     assert claims.sub == "lic_0001" and claims.kind == "license" and claims.status == "active"
     assert claims.kid == SERVER.kid and claims.fp == FP and claims.features == ("pos",)
@@ -74,10 +80,10 @@ def test_expired_token_is_only_rejected_when_asked():
 
 def test_fingerprint_majority_decides_machine_binding():
     three_of_five = dict(FP, mac="other", disk_serial="other")
-    assert tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_fp=three_of_five)
+    assert tokens.verify_token(SERVER.sign(), TRUSTED, NOW, fp_matches=matches(three_of_five))
     two_of_five = dict(three_of_five, board_serial="other")
     with pytest.raises(MachineMismatch):
-        tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_fp=two_of_five)
+        tokens.verify_token(SERVER.sign(), TRUSTED, NOW, fp_matches=matches(two_of_five))
     with pytest.raises(MachineMismatch):
         tokens.verify_token(SERVER.sign(), TRUSTED, NOW, expected_mid="m_other")
 
@@ -138,7 +144,7 @@ def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
 
     def verify(token, **kw):
         kw.setdefault("check_exp", True)
-        kw.setdefault("expected_fp", FP)
+        kw.setdefault("fp_matches", matches(FP))
         return tokens.verify_token(token, trusted, NOW, **kw)
 
     good = SERVER.sign(**base)
@@ -188,7 +194,7 @@ def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
         other = {n: (FP[n] if i < keep else hashlib.sha256(n.encode() + sub.encode()).hexdigest())
                  for i, n in enumerate(names)}
         with pytest.raises(MachineMismatch):
-            verify(good, expected_fp=other)
+            verify(good, fp_matches=matches(other))
         return
     else:  # keyset_untrusted
         new_key = Signer()

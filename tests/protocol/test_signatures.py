@@ -1,4 +1,4 @@
-"""Machine-signed requests (`agent.signatures`): the documented signing string, any header case,
+"""Machine-signed requests (`protocol.signatures`): the documented signing string, any header case,
 and every kind of tampering refused."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import signatures, trust
 from agent.errors import RequestSignatureInvalid
+from protocol import signatures, trust
 from tests.agent.tokenkit import NOW_TS
 
 MACHINE = Ed25519PrivateKey.generate()

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.errors import KeyInvalid, RequestSignatureInvalid
-from agent.trust import b64url_decode, b64url_encode, decode_public_key
+from protocol.errors import KeyInvalid, RequestSignatureInvalid
+from protocol.trust import b64url_decode, b64url_encode, decode_public_key
 
 H_MACHINE = "X-POSPal-Machine"
 H_TIMESTAMP = "X-POSPal-Timestamp"

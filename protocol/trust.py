@@ -4,7 +4,7 @@ The agent accepts a token only if it is signed (EdDSA) by a key in its `TrustedK
 (`agent/keys/trusted.json`), plus `POSPAL_TRUSTED_KEYS`, plus keys added by key-set updates that an
 already trusted key signed. `verify_jws` is the one place a compact JWS is checked against that set:
 canonical base64url only, a header of just `alg`/`typ`/`kid`, EdDSA only, a trusted `kid`. What the
-payload means (license claims, key-set documents) is `agent.tokens`' business.
+payload means (license claims, key-set documents) is `protocol.tokens`' business.
 """
 
 from __future__ import annotations
@@ -14,15 +14,13 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.errors import ConfigError, KeyInvalid, KeySetRejected, TokenInvalid
+from protocol.errors import KeyInvalid, KeySetRejected, TokenInvalid
 
 ALG = "EdDSA"
 ISSUER = "pospal"
@@ -175,41 +173,6 @@ class TrustedKeys:
         if new:
             self.accepted_updates.append(doc)
         return new
-
-
-def bundled_jwks() -> dict[str, Any]:
-    """The JWKS shipped in agent/keys/trusted.json."""
-    text = resources.files("agent").joinpath("keys/trusted.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = ()) -> TrustedKeys:
-    """Trusted keys = bundled JWKS ∪ `extra_jwks` (POSPAL_TRUSTED_KEYS) ∪ re-verified key-set `updates`.
-
-    An unreadable or malformed `extra_jwks` raises `ConfigError` naming POSPAL_TRUSTED_KEYS. A persisted
-    update that no longer verifies (for example the cache was tampered with) is dropped.
-    """
-    trusted = TrustedKeys.from_jwks(bundled_jwks())
-    if extra_jwks is not None:
-        try:
-            trusted.add_jwks(json.loads(Path(extra_jwks).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyInvalid) as exc:
-            raise ConfigError(f"POSPAL_TRUSTED_KEYS: cannot load a JWKS from {extra_jwks}: {exc}") from exc
-    pending = [u for u in updates if isinstance(u, str)]
-    # Updates may chain (K1 signs K2, K2 signs K3) and arrive in any order: retry until nothing changes.
-    progress = True
-    while pending and progress:
-        progress = False
-        for doc in list(pending):
-            try:
-                trusted.apply_keyset_update(doc)
-            except KeySetRejected:
-                continue
-            pending.remove(doc)
-            if doc not in trusted.accepted_updates:
-                trusted.accepted_updates.append(doc)
-            progress = True
-    return trusted
 
 
 # ------------------------------------------------------------------------------------------------- JWS

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from agent import tokens, trust
+from agent import anchors
 from agent.errors import ConfigError, KeyInvalid, KeySetRejected
+from protocol import tokens, trust
 from tests.agent.tokenkit import NOW, NOW_TS, Signer
 
 SERVER = Signer()
@@ -50,14 +51,14 @@ def test_persisted_updates_are_reverified_in_any_order(tmp_path):
     roots = tmp_path / "jwks.json"
     roots.write_text(json.dumps({"keys": [SERVER.jwk()]}))
     forged = tokens.make_keyset_document(Signer().key, SERVER.kid, [Signer().jwk()], NOW_TS)
-    trusted = trust.load_trusted_keys(roots, [doc3, forged, doc2])
+    trusted = anchors.load_trusted_keys(roots, [doc3, forged, doc2])
     assert set(trusted.kids()) == {SERVER.kid, k2.kid, k3.kid}
     assert forged not in trusted.accepted_updates
-    assert trust.load_trusted_keys(None, [doc2, doc3]).kids() == []  # no root: nothing chains
+    assert anchors.load_trusted_keys(None, [doc2, doc3]).kids() == []  # no root: nothing chains
 
 
 def test_bundled_keys_are_public_only():
-    doc = trust.bundled_jwks()
+    doc = anchors.bundled_jwks()
     assert isinstance(doc["keys"], list)
     assert all("d" not in jwk for jwk in doc["keys"])
 
@@ -67,7 +68,7 @@ def test_bad_trusted_keys_file_is_a_config_error(tmp_path, content):
     path = tmp_path / "jwks.json"
     path.write_text(content)
     with pytest.raises(ConfigError, match="POSPAL_TRUSTED_KEYS"):
-        trust.load_trusted_keys(path)
+        anchors.load_trusted_keys(path)
 
 
 def test_jwk_round_trip():

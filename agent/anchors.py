@@ -1,0 +1,51 @@
+"""The agent's trust anchors: the public keys it ships with, plus the key-set updates they signed.
+
+The kernel (`protocol.trust`) knows how to check keys; this module decides which keys the agent starts
+from. The shipped set is `agent/keys/trusted.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import ConfigError, KeyInvalid, KeySetRejected
+from protocol.trust import TrustedKeys
+
+
+def bundled_jwks() -> dict[str, Any]:
+    """The JWKS shipped in agent/keys/trusted.json."""
+    text = resources.files("agent").joinpath("keys/trusted.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = ()) -> TrustedKeys:
+    """Trusted keys = bundled JWKS ∪ `extra_jwks` (POSPAL_TRUSTED_KEYS) ∪ re-verified key-set `updates`.
+
+    An unreadable or malformed `extra_jwks` raises `ConfigError` naming POSPAL_TRUSTED_KEYS. A persisted
+    update that no longer verifies (for example the cache was tampered with) is dropped.
+    """
+    trusted = TrustedKeys.from_jwks(bundled_jwks())
+    if extra_jwks is not None:
+        try:
+            trusted.add_jwks(json.loads(Path(extra_jwks).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyInvalid) as exc:
+            raise ConfigError(f"POSPAL_TRUSTED_KEYS: cannot load a JWKS from {extra_jwks}: {exc}") from exc
+    pending = [u for u in updates if isinstance(u, str)]
+    # Updates may chain (K1 signs K2, K2 signs K3) and arrive in any order: retry until nothing changes.
+    progress = True
+    while pending and progress:
+        progress = False
+        for doc in list(pending):
+            try:
+                trusted.apply_keyset_update(doc)
+            except KeySetRejected:
+                continue
+            pending.remove(doc)
+            if doc not in trusted.accepted_updates:
+                trusted.accepted_updates.append(doc)
+            progress = True
+    return trusted

@@ -1,0 +1,7 @@
+"""The license protocol kernel, shared by the agent and the server.
+
+It holds the wire format and nothing else: token claims and their JWS encoding (`tokens`), trusted keys
+and key-set updates (`trust`), machine-signed requests (`signatures`), their errors (`errors`), the
+`Clock` protocol with its real and fake clocks (`clock`), and the e-mail address rule (`emails`).
+`agent/` and `server/` both import it; it imports neither.
+"""

@@ -1,0 +1,47 @@
+"""The import rules docs/ARCHITECTURE.md states, checked on the source (every `import` and `from`).
+
+- `protocol/` (the wire format) imports none of `agent`, `server`, `ui`.
+- `server/` imports nothing from `agent/` or `ui/`.
+- `agent/` imports nothing from `server/`, `ui/` or PySide6.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN = {
+    "protocol": {"agent", "server", "ui", "PySide6", "shiboken6"},
+    "server": {"agent", "ui", "PySide6", "shiboken6"},
+    "agent": {"server", "ui", "PySide6", "shiboken6"},
+}
+
+
+def imported_roots(path: Path) -> set[tuple[int, str]]:
+    """(line, top-level package) for every absolute import in `path`, including ones inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {(node.lineno, alias.name.split(".")[0]) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add((node.lineno, node.module.split(".")[0]))
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_respect_the_layout(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"no sources under {package}/"
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {root}"
+           for path in files for line, root in sorted(imported_roots(path)) if root in FORBIDDEN[package]]
+    assert bad == []
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from agent.tokens import x\n    import server.app\n")
+    assert {root for _, root in imported_roots(probe)} == {"agent", "server"}
