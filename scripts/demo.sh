@@ -31,14 +31,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv || die "could not create .venv (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 VPY="$ROOT/.venv/bin/python"
-# Install once per pyproject.toml version: a second run starts in seconds.
-stamp=".venv/.pospal-demo-$(cksum pyproject.toml | cut -d' ' -f1)"
-if [ "${DEMO_SKIP_INSTALL:-0}" != 1 ] && { [ ! -e "$stamp" ] || [ ! -x .venv/bin/pospal-agent ] \
-   || [ ! -x .venv/bin/pospal-server ] || ! "$VPY" -c 'import agent, server, ui' 2>/dev/null; }; then
-  say "installing the project into .venv (first run only)"
-  # --no-compile: modules get their bytecode when first imported, and the first start comes sooner.
-  "$VPY" -m pip install -q --disable-pip-version-check --no-compile -e . || die "pip install failed"
-  touch "$stamp"
+# The locked dependencies (hashes checked), as the tests use them; install.sh does nothing on a second run.
+if [ "${DEMO_SKIP_INSTALL:-0}" != 1 ]; then
+  say "checking .venv against the lock (installs only on the first run)"
+  bash scripts/install.sh || die "installing the dependencies failed (see above)"
 fi
 BIN="$ROOT/.venv/bin"
 

@@ -157,6 +157,7 @@ def server_env(db_url: str, tmp_path: Path) -> dict[str, str]:
         "POSPAL_MAIL_DIR": str(tmp_path / "mail"),
         "POSPAL_OUTBOX_WORKER": "0",
         "POSPAL_PUBLIC_URL": "http://testserver",
+        "POSPAL_ENV": "development",
         "POSPAL_SERVER_SECRET": "test-server-secret",
         "POSPAL_LOG_LEVEL": "WARNING",
     }
@@ -482,9 +483,14 @@ def live_server(start_server: Callable[..., RunningServer]) -> RunningServer:
 
 @pytest.fixture(scope="session")
 def _redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """POSPAL_TEST_REDIS_URL when set (CI's Redis), else a private redis-server on a free port."""
+    configured = os.environ.get("POSPAL_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        pytest.skip("redis: POSPAL_TEST_REDIS_URL is not set and redis-server is not installed")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     process = subprocess.Popen(
