@@ -1,4 +1,4 @@
-"""tests/conftest.py's skip policy: under CI=true a skip for a missing service fails; another OS's may skip."""
+"""tests/conftest.py skip policy: under CI=true a missing service fails the test; another OS may skip."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from agent.remote import HttpControl
 from tests.agent.conftest import REPO
 from tests.agent.test_api import StubControl
 from tests.agent.test_service import Rig
+from tests.test_layout import imported_roots
 
 EMAIL = "owner@cafe.example"
 
@@ -158,7 +159,8 @@ def test_tray_is_the_installed_entry_point_not_an_import_of_ui():
     if not found:
         pytest.skip("project not pip-installed here (no entry-point metadata)")
     assert found == ["ui.app:run_tray"]
-    assert "import ui" not in Path(cli.__file__).read_text(encoding="utf-8")
+    # Any form of import (`import ui`, `from ui.app import ...`, inside a function): none of them.
+    assert "ui" not in {root for _, root in imported_roots(Path(cli.__file__))}
 
 
 def test_a_registered_tray_runs_with_the_service(monkeypatch):

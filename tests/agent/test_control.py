@@ -105,8 +105,11 @@ def test_http_control_without_the_token_is_refused(setup):
 
 
 def test_status_round_trips_through_the_local_api_body(setup):
-    rig, service, _ = setup
+    rig, service, control = setup
     service.start_trial()
     original = service.status()
+    assert original.license_state == "trial_active"
     rebuilt = status_from_dict(original.to_dict())
     assert rebuilt.to_dict() == original.to_dict()
+    # What the control reports (over the wire, for HttpControl) is the service's status, field for field.
+    assert control.status().to_dict() == original.to_dict()

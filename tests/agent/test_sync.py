@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -131,9 +132,14 @@ def test_next_sync_is_wall_time_and_ignores_wall_clock_changes():
     engine, clock = engine_for(server)
     engine.run_due()
     before = engine.seconds_until_due()
+    assert 0.9 * 6 * 3600 <= before <= 1.1 * 6 * 3600  # 6 h with ±10 % jitter
+    assert engine.next_sync == clock.now() + timedelta(seconds=before)
     clock.shift_wall(-2 * DAY)  # someone sets the clock back: the schedule does not move
     assert engine.seconds_until_due() == before
-    assert engine.next_sync == clock.now() + (engine.next_sync - clock.now())
+    # The POS reads next_sync as wall time: it follows the (new) wall clock, still `before` away.
+    assert engine.next_sync == clock.now() + timedelta(seconds=before)
+    clock.advance(3600)
+    assert engine.next_sync == clock.now() + timedelta(seconds=before - 3600)
 
 
 def test_a_month_of_steady_state_is_about_four_requests_a_day():
@@ -172,6 +178,13 @@ def test_real_scheduler_runs_the_first_sync_and_stops():
     engine.start()
     try:
         assert synced.wait(10)
+        assert engine.seconds_until_due() > 5 * 3600
+        synced.clear()
+        engine.schedule_in(0)  # while it runs, a sync made due now happens at once
+        assert synced.wait(10)
     finally:
         engine.stop()
-    assert engine.seconds_until_due() > 5 * 3600
+    synced.clear()
+    engine.schedule_in(0)  # once stopped, nothing runs it any more
+    assert not synced.wait(2)
+    assert engine.attempts == 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -215,4 +215,6 @@ def test_model_provider_is_honest_about_stale_payloads(database, clock):
     assert model.emitted[2]["data"]["object"]["status"] == "past_due"
     assert model.sub.quantity == 3 and model.emitted[2]["data"]["object"]["quantity"] == 3
     assert first["data"]["object"]["status"] == "active"
-    assert datetime.fromtimestamp(model.sub.current_period_end, UTC).year >= 2027
+    # The earlier snapshot stays as it was sent: stale now that the subscription moved on.
+    assert first["data"]["object"]["status"] != model.sub.status == "past_due"
+    assert first["data"]["object"]["quantity"] == 1 != model.sub.quantity

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+
+import pytest
 
 from ui.single_instance import SingleInstance
 
@@ -39,17 +42,40 @@ def test_second_launch_asks_the_first_to_show_and_exits(qtbot):
         first.release()
 
 
+CLAIM_AND_HANG = """
+import sys
+from PySide6.QtCore import QCoreApplication
+from ui.single_instance import SingleInstance
+app = QCoreApplication([])
+instance = SingleInstance(sys.argv[1])
+print("claimed" if instance.claim() else "deferred", instance.server.fullServerName(), flush=True)
+sys.stdin.read()  # hold the claim until killed
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and socket files are POSIX")
 def test_a_stale_socket_from_a_crash_does_not_block_a_new_instance(qtbot):
     name = f"pospal-test-{uuid.uuid4().hex[:8]}"
-    crashed = SingleInstance(name)
-    assert crashed.claim()
-    crashed.server.close()  # what a crash leaves: nobody answering on the name
-    crashed.server = None
-    fresh = SingleInstance(name)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
+    crashed = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, name], env=env, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
     try:
-        assert fresh.claim()
+        verdict, socket_path = crashed.stdout.readline().split()
+        assert verdict == "claimed"
+        os.kill(crashed.pid, signal.SIGKILL)  # a crash: no clean-up runs
+        crashed.wait(timeout=30)
+        assert Path(socket_path).exists()  # what the crash left behind: a socket file nobody answers on
+        fresh = SingleInstance(name)
+        try:
+            assert fresh.claim()
+        finally:
+            fresh.release()
     finally:
-        fresh.release()
+        if crashed.poll() is None:
+            crashed.kill()
+            crashed.wait(timeout=30)
+        crashed.stdin.close()
+        crashed.stdout.close()
 
 
 def test_after_quit_the_next_launch_becomes_the_instance():

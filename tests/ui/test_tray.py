@@ -39,6 +39,21 @@ TABLE = [
      [Action.ACTIVATE, Action.BUY]),
 ]
 
+# The one-line status: the tray menu's first item and the window card's headline.
+HEADLINES = {
+    ("licensed_active", None): "Licensed",
+    ("trial_active", None): "Free trial",
+    ("licensed_grace", None): "Licensed, offline",
+    ("licensed_renewal_required", None): "Payment failed",
+    ("licensed_cancelled", None): "Subscription ended",
+    ("trial_expired", None): "Trial ended",
+    ("license_missing", None): "Not activated",
+    ("license_error", "offline_expired"): "License problem",
+    ("license_error", "clock_rollback"): "License problem",
+    ("license_error", "machine_changed"): "License problem",
+    ("license_error", "revoked"): "License problem",
+}
+
 
 def hue_matches(pixel: QColor, expected: str) -> bool:
     """Same colour family: hue within 15 degrees, or both unsaturated greys."""
@@ -63,8 +78,7 @@ def test_every_state_shows_its_icon_tooltip_and_actions(qtbot, ui, control, stat
         assert hue_matches(image.pixelColor(size // 5, size * 2 // 5), colour), (size, state)
     assert tray.icon.toolTip() == tooltip
     assert "\n" not in tray.icon.toolTip()
-    assert tray.status_action.text() == tooltip.removeprefix("POSPal: ").split(",")[0] or \
-        tooltip.startswith("POSPal: " + tray.status_action.text())
+    assert tray.status_action.text() == HEADLINES[(state, reason)]
     assert tray.sync_action.isEnabled() is sync
     assert (tray.subscription_action.text(), tray.subscription_action.isEnabled()) == subscription
     assert tray.open_action.isEnabled() and tray.quit_action.isEnabled()
@@ -75,8 +89,7 @@ def test_every_state_shows_its_icon_tooltip_and_actions(qtbot, ui, control, stat
     assert overview.buttons[buttons[0]].property("primary") is True
     hidden = set(Action) - set(buttons)
     assert not any(overview.buttons[a].isVisibleTo(window) for a in hidden)
-    assert window.card.headline.text() == tooltip.removeprefix("POSPal: ").split(",")[0] or \
-        tooltip.startswith("POSPal: " + window.card.headline.text())
+    assert window.card.headline.text() == HEADLINES[(state, reason)]
 
 
 def test_payment_grace_over_turns_the_icon_red(qtbot, ui, control):
