@@ -1,17 +1,16 @@
 """Fingerprint sources, one set per OS: each a `Probe` with a stable name and a raw `read()`.
 
-Windows reads MachineGuid from the registry and the SMBIOS/board/BIOS/system-disk serials and the
-primary NIC through CIM in one PowerShell call (`Get-CimInstance ... | ConvertTo-Json`; never `wmic`,
-which is deprecated and was the old system's source of drift). Linux reads /etc/machine-id, DMI, the
-root disk's serial and the primary physical NIC's MAC from /proc and /sys. macOS reads ioreg.
+Windows reads everything through Win32 calls (`agent.winprobes`: the registry's 64-bit view, the SMBIOS
+firmware table, GetAdaptersAddresses, the storage IOCTL); no PowerShell, WMI or `wmic` (deprecated,
+and the old system's source of drift). Linux reads /etc/machine-id, DMI, the root disk's serial and the
+primary physical NIC's MAC from /proc and /sys. macOS reads ioreg.
 
-Windows-only pieces (the registry, PowerShell) sit behind small interfaces (`Registry`, a `Runner`) so
-tests drive them with fakes on any OS. Raw values never leave `agent.fingerprint` unhashed.
+The Windows reads sit behind `WinSources` so tests drive the same code with recorded bytes on any OS.
+Raw values never leave `agent.fingerprint` unhashed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 DEFAULT_DEADLINE_S = 2.0
-# PowerShell alone can take over a second to start on a cold Windows machine.
-WINDOWS_DEADLINE_S = 6.0
+# Every Windows read is one system call of a few milliseconds; a slow one is retried in the background
+# (agent.fingerprint.Reprobe) rather than delaying the start.
+WINDOWS_DEADLINE_S = 0.3
 
 Runner = Callable[[Sequence[str], float], "str | None"]
 
@@ -197,101 +197,41 @@ def linux_probes(etc: Path = Path("/etc"), sys_root: Path = Path("/sys"), proc: 
 # -------------------------------------------------------------------------------------------- Windows
 
 
-class Registry(Protocol):
-    """Reads one string value from HKEY_LOCAL_MACHINE (real: winreg; tests: a dict)."""
+@dataclass(frozen=True)
+class WinSources:
+    """The raw Windows reads (`agent.winprobes`), injectable so tests drive the probes with recorded bytes."""
 
-    def read_hklm(self, key: str, value: str) -> str | None:
-        """The value, or None."""
-        ...
+    smbios: Callable[[], bytes | None]
+    adapters: Callable[[], Sequence[Any]]
+    disk_serial: Callable[[], str | None]
+    machine_guid: Callable[[], str | None]
 
+    @classmethod
+    def win32(cls) -> WinSources:
+        """The real Win32 calls (ctypes and winreg)."""
+        from agent import winprobes  # noqa: PLC0415 - its ctypes glue only runs on Windows
 
-class WinRegistry:
-    """`Registry` over winreg, reading the 64-bit view even from a 32-bit process."""
-
-    def read_hklm(self, key: str, value: str) -> str | None:
-        """The string value at HKLM\\key\\value, or None."""
-        import winreg  # noqa: PLC0415 - Windows only
-
-        access = winreg.KEY_READ | winreg.KEY_WOW64_64KEY
-        try:
-            with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, key, 0, access) as handle:
-                data, _kind = winreg.QueryValueEx(handle, value)
-        except OSError:
-            return None
-        return str(data) if data else None
+        return cls(winprobes.read_smbios, winprobes.read_adapters, winprobes.read_system_disk_serial,
+                   winprobes.read_machine_guid)
 
 
-# One PowerShell process for every CIM component: each start costs hundreds of milliseconds.
-CIM_SCRIPT = r"""
-$ErrorActionPreference = 'SilentlyContinue'
-$p = Get-CimInstance -ClassName Win32_ComputerSystemProduct | Select-Object -First 1
-$b = Get-CimInstance -ClassName Win32_BaseBoard | Select-Object -First 1
-$s = Get-CimInstance -ClassName Win32_BIOS | Select-Object -First 1
-$ld = Get-CimInstance -ClassName Win32_LogicalDisk -Filter "DeviceID='$($env:SystemDrive)'"
-$disk = $ld | Get-CimAssociatedInstance -ResultClassName Win32_DiskPartition |
-  Get-CimAssociatedInstance -ResultClassName Win32_DiskDrive | Select-Object -First 1
-$nics = @(Get-CimInstance -ClassName Win32_NetworkAdapter -Filter "PhysicalAdapter=True" |
-  Where-Object { $_.MACAddress } | ForEach-Object { @{ mac = $_.MACAddress; pnp = $_.PNPDeviceID } })
-[pscustomobject]@{
-  smbios_uuid = $p.UUID; baseboard_serial = $b.SerialNumber; bios_serial = $s.SerialNumber
-  disk_serial = $disk.SerialNumber; nics = $nics
-} | ConvertTo-Json -Compress -Depth 4
-"""
-
-
-def powershell_argv() -> list[str]:
-    """The PowerShell command line: the full System32 path when known, so a hijacked PATH cannot swap it."""
-    root = os.environ.get("SystemRoot")
-    exe = (str(Path(root) / "System32/WindowsPowerShell/v1.0/powershell.exe") if root else "powershell.exe")
-    return [exe, "-NoLogo", "-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-Command",
-            CIM_SCRIPT]
-
-
-def parse_cim_output(text: str | None) -> dict[str, Any]:
-    """Parse the CIM script's JSON; `{}` for anything unusable."""
-    try:
-        data = json.loads(text or "")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def pick_windows_mac(nics: Any) -> str | None:
-    """The primary physical NIC: PCI devices first (USB next), never software (`ROOT\\`) adapters."""
-    if isinstance(nics, dict):
-        nics = [nics]
-    if not isinstance(nics, list):
-        return None
-    ranked = []
-    for nic in nics:
-        if not isinstance(nic, dict):
-            continue
-        mac, pnp = nic.get("mac"), str(nic.get("pnp") or "").upper()
-        if not _is_usable_mac(mac) or pnp.startswith(("ROOT\\", "SWD\\")):
-            continue
-        ranked.append((0 if pnp.startswith("PCI\\") else 1, pnp, mac))
-    return sorted(ranked)[0][2] if ranked else None
-
-
-def windows_probes(registry: Registry | None = None, runner: Runner = run_command,
-                   timeout: float = WINDOWS_DEADLINE_S - 0.5) -> list[Probe]:
+def windows_probes(sources: WinSources | None = None) -> list[Probe]:
     """machine_guid, smbios_uuid, baseboard_serial, bios_serial, disk_serial, mac.
 
-    `registry` and `runner` are injectable so tests can drive the same code with fakes off Windows.
+    One `GetSystemFirmwareTable` read serves the three SMBIOS components. Nothing here starts a process,
+    so no execution policy, Constrained Language Mode or console code page can change a value.
     """
-    reg = registry or WinRegistry()
-    cim = _Once(lambda: parse_cim_output(runner(powershell_argv(), timeout)))
+    from agent import smbios, winprobes  # noqa: PLC0415 - pure parsers; cheap
 
-    def field(name: str) -> Callable[[], str | None]:
-        return lambda: (lambda v: str(v) if v is not None else None)(cim.get().get(name))
-
+    src = sources or WinSources.win32()
+    table = _Once(lambda: smbios.parse(src.smbios() or b""))
     return [
-        FuncProbe("machine_guid", lambda: reg.read_hklm(r"SOFTWARE\Microsoft\Cryptography", "MachineGuid")),
-        FuncProbe("smbios_uuid", field("smbios_uuid")),
-        FuncProbe("baseboard_serial", field("baseboard_serial")),
-        FuncProbe("bios_serial", field("bios_serial")),
-        FuncProbe("disk_serial", field("disk_serial")),
-        FuncProbe("mac", lambda: pick_windows_mac(cim.get().get("nics"))),
+        FuncProbe("machine_guid", src.machine_guid),
+        FuncProbe("smbios_uuid", lambda: table.get().system_uuid),
+        FuncProbe("baseboard_serial", lambda: table.get().baseboard_serial),
+        FuncProbe("bios_serial", lambda: table.get().system_serial),
+        FuncProbe("disk_serial", src.disk_serial),
+        FuncProbe("mac", lambda: winprobes.pick_adapter_mac(src.adapters())),
     ]
 
 

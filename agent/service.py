@@ -78,6 +78,9 @@ class AgentService:
         # uses the hashes cached at the last run, so the POS gets its answer at once.
         self._probe_in_background = probe_in_background
         self._fp_lock = threading.Lock()
+        # A probe that failed is unknown: the license is kept and the probes run again, with backoff.
+        self._reprobe = fingerprint.Reprobe(self._reprobe_once)
+        self._clone_suspected = False
         self.opener = opener
         self.state_store = store.StateStore(settings.data_dir)
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
@@ -131,6 +134,7 @@ class AgentService:
     def stop(self) -> None:
         """Stop the schedule and persist the high-water mark."""
         self.engine.stop()
+        self._reprobe.stop()
         try:
             self._save()
         except Error as exc:
@@ -366,6 +370,9 @@ class AgentService:
                 "trusted_kids": ", ".join(self._trusted.kids()),
                 "cache": self.load_status.value,
                 "sync_attempts": self.engine.attempts,
+                **self._identity_diagnostics(fp),
+                **(self.transport.describe_network() if hasattr(self.transport, "describe_network")
+                   else {}),
             },
         )
 
@@ -476,15 +483,82 @@ class AgentService:
 
     def _get_fingerprint(self) -> fingerprint.Fingerprint:
         """The probed fingerprint (probing now if nobody has yet; what goes to the server)."""
+        probed = False
         with self._fp_lock:
             if self._fingerprint is None:
                 self._fingerprint = self._fingerprinter()
+                probed = True
             fp = self._fingerprint
         hashes = fp.hashes()
         if self._data.get("fingerprint") != hashes:
             with self._lock:
                 self._data["fingerprint"] = hashes  # hashes only: the cache for the next start
+        if probed:
+            self._after_probe(fp)
         return fp
+
+    def _after_probe(self, fp: fingerprint.Fingerprint) -> None:
+        """Log what could not be read, probe again in the background if needed, and check for a clone."""
+        claims = self._claims
+        bound = claims.fp if claims is not None else {}
+        result = fingerprint.match(bound, fp.hashes())
+        if fp.problems():
+            log.info("fingerprint: %d of %d sources read; unavailable: %s", fp.working_count(),
+                     len(fp.components), ", ".join(f"{k} ({v})" for k, v in fp.problems().items()))
+        if bound and not result.decided:
+            log.warning("fingerprint: only %d of the %d bound components could be read; the license is "
+                        "kept and the sources are probed again in the background", result.compared,
+                        len(bound))
+        if fingerprint.needs_reprobe(fp, bound):
+            self._reprobe.start()
+        self._check_clone(fp)
+
+    def _reprobe_once(self) -> bool:
+        """One background re-probe; True when nothing is left to retry."""
+        with self._fp_lock:
+            self._fingerprint = None
+        fp = self._get_fingerprint()
+        try:
+            self._save()
+        except Error as exc:
+            log.warning("could not cache the fingerprint hashes: %s", exc.message)
+        self.refresh_status()
+        claims = self._claims
+        return not fingerprint.needs_reprobe(fp, claims.fp if claims is not None else None)
+
+    def _check_clone(self, fp: fingerprint.Fingerprint) -> None:
+        """A changed OS id (MachineGuid, machine-id) under the same machine key: a cloned disk image, or
+        state and key copied to another installation. Reported (log, Diagnostics), never acted on here."""
+        anchor = fp.components[0] if fp.components else None
+        with self._lock:
+            mid = self._data.get("machine_id")
+            if anchor is None or not anchor.ok or not mid:
+                return
+            seen = self._data.get("key_anchor")
+            if not isinstance(seen, dict) or seen.get("mid") != mid:
+                self._data["key_anchor"] = {"mid": mid, "name": anchor.name, "hash": anchor.hash}
+                return
+            changed = seen.get("name") == anchor.name and seen.get("hash") != anchor.hash
+        if changed and not self._clone_suspected:
+            log.warning("%s changed since this PC's machine key was made (same key, same machine id): "
+                        "a cloned disk image or copied agent data?", anchor.name)
+        self._clone_suspected = changed
+
+    def _identity_diagnostics(self, fp: fingerprint.Fingerprint) -> dict[str, Any]:
+        claims = self._claims
+        out: dict[str, Any] = {}
+        if fp.problems():
+            out["fingerprint_unavailable"] = ", ".join(f"{k} ({v})" for k, v in fp.problems().items())
+        if claims is not None:
+            r = fingerprint.match(claims.fp, fp.hashes())
+            verdict = ("same machine" if r.ok else "machine changed") if r.decided else \
+                "undecided: too few components readable, license kept"
+            out["fingerprint_match"] = f"{r.compared} compared, {r.differ} differ of {r.total} bound: {verdict}"
+        if self._reprobe.running:
+            out["fingerprint_reprobe"] = f"running (attempt {self._reprobe.attempts})"
+        if self._clone_suspected:
+            out["clone_suspected"] = "the OS machine id changed under the same machine key"
+        return out
 
     def _hashes(self) -> dict[str, str]:
         return self._get_fingerprint().hashes()

@@ -185,11 +185,18 @@ class HttpTransport:
         """The pooled requests Session, made on first use (importing requests takes a noticeable part of a
         second, which the agent spends after its local API already answers)."""
         if self._session is None:
-            import requests
+            from agent import netconfig
 
-            self._session = requests.Session()
+            # The OS trust store (TLS-inspecting antivirus and proxies) and the system/env proxy.
+            self._session = netconfig.new_session()
             self._session.headers["User-Agent"] = f"pospal-agent/{__version__}"
         return self._session
+
+    def describe_network(self) -> dict[str, str]:
+        """Which proxy and trust store reach the server (for Diagnostics; no password shown)."""
+        from agent import netconfig
+
+        return netconfig.describe(self.server_url, self._session)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -1,9 +1,8 @@
-"""Fingerprint sources per OS (agent/probes.py): Linux on a faked /sys and /proc, Windows through a fake
-registry and PowerShell runner, macOS from ioreg output, and the real probes where they can run."""
+"""Fingerprint sources per OS (agent/probes.py): Linux on a faked /sys and /proc, Windows on recorded
+SMBIOS bytes and adapter records, macOS from ioreg output, and the real probes where they can run."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent import fingerprint as fpm
-from agent import probes
+from agent import probes, smbios, winprobes
+from agent.winprobes import AdapterRecord
 
 # ------------------------------------------------------------------------------------- Linux, faked /sys
 
@@ -118,68 +118,85 @@ def test_this_linux_machine_has_machine_id_and_disk_serial():
 # ------------------------------------------------------------------------------- Windows, through fakes
 
 
-class FakeRegistry:
-    def __init__(self, values):
-        self.values = values
-        self.asked = []
+# ------------------------------------------------------------------------------ Windows, recorded bytes
 
-    def read_hklm(self, key, value):
-        self.asked.append((key, value))
-        return self.values.get((key, value))
+GUID = "8f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8"
 
 
-CIM_JSON = json.dumps({
-    "smbios_uuid": "4C4C4544-0042-3510-8052-B4C04F564433",
-    "baseboard_serial": "/7XYZ123/CNFCW0012345/",
-    "bios_serial": "7XYZ123",
-    "disk_serial": "  S4EWNX0N123456 ",
-    "nics": [
-        {"mac": "00:15:5D:01:02:03", "pnp": "ROOT\\VMS_MP\\0000"},
-        {"mac": "F8:E4:3B:11:22:33", "pnp": "USB\\VID_0BDA&PID_8153\\000001"},
-        {"mac": "D8:BB:C1:AA:BB:CC", "pnp": "PCI\\VEN_8086&DEV_15F3\\3&11583659&0&E8"},
-        {"mac": "0A:00:27:00:00:05", "pnp": "PCI\\VEN_1AF4"},
-    ],
-})
+def recorded_smbios() -> bytes:
+    """A Dell-like table: type 1 with UUID and serial, type 2 with the board serial (DSP0134 layout)."""
+    uuid_le = bytes.fromhex("44454c4c42001035 8052b4c04f564433".replace(" ", ""))
+    system = smbios.build_structure(1, 0x100, bytes([1, 2, 0, 3]) + uuid_le + b"\x06",
+                                    [b"Dell Inc.", b"OptiPlex 7090", b"7XYZ123"])
+    board = smbios.build_structure(2, 0x200, bytes([1, 2, 0, 3]), [b"Dell Inc.", b"0K240Y",
+                                                                    b"/7XYZ123/CNFCW0012345/"])
+    return smbios.build_raw([system, board])
 
 
-def test_windows_probes_use_registry_and_one_cim_call():
-    calls = []
+ADAPTERS = [
+    AdapterRecord(winprobes.IF_TYPE_ETHERNET, bytes.fromhex("00155d010203"), "Hyper-V Virtual Ethernet Adapter"),
+    AdapterRecord(winprobes.IF_TYPE_ETHERNET, bytes.fromhex("d8bbc1aabbcc"), "Intel(R) Ethernet I219-V"),
+]
 
-    def runner(argv, timeout):
-        calls.append(list(argv))
-        return CIM_JSON
 
-    registry = FakeRegistry({(r"SOFTWARE\Microsoft\Cryptography", "MachineGuid"):
-                             "8f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8"})
-    result = fpm.collect(probes.windows_probes(registry=registry, runner=runner))
+def sources(calls=None, **overrides) -> probes.WinSources:
+    calls = {"smbios": 0} if calls is None else calls
+
+    def read_smbios():
+        calls["smbios"] += 1
+        return recorded_smbios()
+
+    values = {"smbios": read_smbios, "adapters": lambda: ADAPTERS,
+              "disk_serial": lambda: "  S4EWNX0N123456 ", "machine_guid": lambda: GUID}
+    values.update(overrides)
+    return probes.WinSources(**values)
+
+
+def test_windows_probes_read_win32_sources_with_one_firmware_table_read():
+    calls = {"smbios": 0}
+    result = fpm.collect(probes.windows_probes(sources(calls)))
     assert [c.name for c in result.components] == ["machine_guid", "smbios_uuid", "baseboard_serial",
                                                    "bios_serial", "disk_serial", "mac"]
     assert all(c.ok for c in result.components)
-    assert len(calls) == 1, "one PowerShell process for all CIM components"
-    argv = " ".join(calls[0]).lower()
-    assert calls[0][0].lower().endswith("powershell.exe") and "get-ciminstance" in argv
-    assert "convertto-json" in argv
-    assert "wmic" not in argv
-    assert result.hashes()["mac"] == fpm.hash_component("mac", "D8:BB:C1:AA:BB:CC")  # PCI NIC wins
-    assert result.hashes()["disk_serial"] == fpm.hash_component("disk_serial", "S4EWNX0N123456")
+    assert calls["smbios"] == 1, "one GetSystemFirmwareTable read serves three components"
+    hashes = result.hashes()
+    # The same normalised strings Windows' CIM gave, so licenses bound before keep matching.
+    assert hashes["smbios_uuid"] == fpm.hash_component("smbios_uuid", "4C4C4544-0042-3510-8052-B4C04F564433")
+    assert hashes["bios_serial"] == fpm.hash_component("bios_serial", "7XYZ123")
+    assert hashes["baseboard_serial"] == fpm.hash_component("baseboard_serial", "/7XYZ123/CNFCW0012345/")
+    assert hashes["mac"] == fpm.hash_component("mac", "D8:BB:C1:AA:BB:CC")
+    assert hashes["disk_serial"] == fpm.hash_component("disk_serial", "S4EWNX0N123456")
+    assert hashes["machine_guid"] == fpm.hash_component("machine_guid", GUID.upper())
 
 
-def test_windows_without_powershell_keeps_machine_guid():
-    registry = FakeRegistry({(r"SOFTWARE\Microsoft\Cryptography", "MachineGuid"): "8f1a2b3c"})
-    result = fpm.collect(probes.windows_probes(registry=registry, runner=lambda argv, timeout: None))
+def test_windows_probes_start_no_process(monkeypatch):
+    import subprocess
+
+    def no_process(*a, **k):
+        raise AssertionError("a Windows probe started a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert fpm.collect(probes.windows_probes(sources())).working_count() == 6
+
+
+def test_an_empty_smbios_table_leaves_the_other_sources():
+    result = fpm.collect(probes.windows_probes(sources(smbios=lambda: b"")))
+    assert {c.name for c in result.components if c.ok} == {"machine_guid", "disk_serial", "mac"}
+
+
+def test_failing_windows_sources_are_skipped():
+    def boom():
+        raise OSError(5, "Access is denied")
+
+    result = fpm.collect(probes.windows_probes(sources(smbios=boom, adapters=boom, disk_serial=boom)))
     assert {c.name for c in result.components if c.ok} == {"machine_guid"}
-
-
-@pytest.mark.parametrize("output", ["", "not json", "[]", '{"nics": "x"}', '{"smbios_uuid": null}'])
-def test_windows_bad_cim_output_is_skipped(output):
-    result = fpm.collect(probes.windows_probes(registry=FakeRegistry({}), runner=lambda a, t: output))
-    assert result.working_count() == 0
+    assert result.problems()["smbios_uuid"] == "error"
 
 
 @pytest.mark.windows
-@pytest.mark.skipif(sys.platform != "win32", reason="real Windows registry and CIM")
+@pytest.mark.skipif(sys.platform != "win32", reason="real Windows registry and Win32 APIs")
 def test_real_windows_probes():
-    result = fpm.collect(probes.windows_probes(), deadline_s=probes.WINDOWS_DEADLINE_S)
+    result = fpm.collect(probes.windows_probes(), deadline_s=5.0)
     assert {c.name: c.ok for c in result.components}["machine_guid"]
     assert result.working_count() >= 3
 
