@@ -1,4 +1,5 @@
-"""Operator actions behind `pospal-server admin`: show, revoke, extend, resend email, remove a terminal.
+"""Operator actions behind `pospal-server admin`: show, revoke, extend, resend email, remove a terminal,
+and list e-mail that is stuck (`admin outbox`).
 
 Each change is made in the caller's transaction with an audit row whose actor is `admin`, and machines
 learn about it at their next refresh through a signed token (never an unsigned message).
@@ -28,8 +29,8 @@ def row(obj: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
     """Dispatch one admin command; return the exit code (1 when the thing is not found)."""
-    handler = {"customer": _customer, "license": _license, "machine": _machine}[args.entity]
-    return handler(session, args, now, out)
+    handlers = {"customer": _customer, "license": _license, "machine": _machine, "outbox": _outbox}
+    return handlers[args.entity](session, args, now, out)
 
 
 def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
@@ -193,4 +194,16 @@ def _machine(session: Session, args: argparse.Namespace, now: datetime, out: Pri
             ],
         }
     )
+    return 0
+
+
+def _outbox(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    """List e-mail that did not go out, and why (`config` means: fix the mail settings, it then goes)."""
+    from server.outbox import stuck
+
+    listed = stuck(session, now, include_failed=bool(getattr(args, "all", False)))
+    reasons: dict[str, int] = {}
+    for item in listed:
+        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+    out({"stuck": len(listed), "by_reason": reasons, "messages": listed})
     return 0

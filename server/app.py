@@ -128,7 +128,12 @@ def _start_outbox_worker(services: Services, stop: threading.Event) -> threading
     thread = threading.Thread(
         target=run_worker,
         args=(services.settings, stop),
-        kwargs={"db": services.db, "mailer": services.extra.get("mailer"), "clock": services.clock},
+        kwargs={
+            "db": services.db,
+            "mailer": services.extra.get("mailer"),
+            "clock": services.clock,
+            "registry": services.metrics.registry,
+        },
         name="outbox-worker",
         daemon=True,
     )

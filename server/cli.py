@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     machine = admin_sub.add_parser("machine")
     machine.add_argument("action", choices=["show", "remove"])
     machine.add_argument("id", help="m_...")
+    outbox = admin_sub.add_parser("outbox", help="e-mail that did not go out, and why")
+    outbox.add_argument("--all", action="store_true", help="also list messages that failed for good")
     admin.set_defaults(func=cmd_admin)
     return parser
 

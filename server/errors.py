@@ -7,6 +7,7 @@ Error
 │   └── WebhookSignatureInvalid  a webhook's signature is missing, wrong or too old
 ├── MailError              an email could not be sent
 │   ├── MailTemporaryError the provider may accept it later (unreachable, timeout, 5xx, 429)
+│   ├── MailConfigError    our mail settings are wrong (credentials, sender); waits for the operator
 │   └── MailRejected       the provider will never accept it (bad address, invalid payload)
 ├── TemplateError          an unknown email template or a missing context key
 └── ApiError               answered to clients as {"error", "message", ...extra} with `status`
@@ -55,7 +56,21 @@ class MailError(Error):
 
 
 class MailTemporaryError(MailError):
-    """Sending failed in a way that may work later; the outbox retries with backoff."""
+    """Sending failed in a way that may work later; the outbox retries with backoff.
+
+    `retry_after` (seconds) is the provider's own `Retry-After`, which the outbox waits at least.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MailConfigError(MailError):
+    """The provider refused our configuration (credentials, sender, TLS): no message can go out.
+
+    The outbox keeps the message pending and alerts the operator; it goes out once the setting is fixed.
+    """
 
 
 class MailRejected(MailError):

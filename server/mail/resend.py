@@ -4,16 +4,22 @@ Every request carries the outbox row's key as the `Idempotency-Key` header. Rese
 24 hours and answers a repeat with the first result instead of sending again, so a retry after a lost
 reply or a crashed worker never reaches the user twice. The base URL is configurable so tests can
 point it at a local stub.
+
+Answers are sorted for the outbox: 401, 403 and 422 say our key, domain or sender is wrong
+(`MailConfigError`: the message waits for the operator); 429 and 5xx are temporary, and 429's
+`Retry-After` travels with the error so the outbox waits at least that long; other 4xx are `MailRejected`.
 """
 
 from __future__ import annotations
 
 import requests
 
-from server.errors import MailRejected, MailTemporaryError
+from server.errors import MailConfigError, MailRejected, MailTemporaryError
 from server.mail.base import OutgoingEmail
 
 DEFAULT_BASE_URL = "https://api.resend.com"
+# Answers that mean our API key, domain or sender is wrong, for every message alike.
+CONFIG_STATUSES = frozenset({401, 403, 422})
 
 
 class ResendMailer:
@@ -61,9 +67,21 @@ class ResendMailer:
         if 200 <= status < 300:
             return
         detail = _error_name(response)
+        if status in CONFIG_STATUSES:
+            raise MailConfigError(f"Resend refused our configuration: {status} {detail}")
         if status in (409, 429) or status >= 500:
-            raise MailTemporaryError(f"Resend answered {status} {detail}")
+            wait = retry_after(response.headers.get("retry-after"))
+            raise MailTemporaryError(f"Resend answered {status} {detail}", retry_after=wait)
         raise MailRejected(f"Resend refused the message: {status} {detail}")
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a `Retry-After` header given in seconds (Resend's form); None when absent or odd."""
+    try:
+        seconds = float(value) if value else None
+    except ValueError:
+        return None
+    return None if seconds is None or seconds < 0 else min(seconds, 3600.0)
 
 
 def _error_name(response: requests.Response) -> str:

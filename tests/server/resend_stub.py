@@ -2,7 +2,8 @@
 
 A repeated `Idempotency-Key` is answered with the first result and is not delivered again, as Resend
 does. `lose_replies` makes the stub deliver a message and then answer 500 (a reply lost on the way
-back), which is exactly the case idempotency keys exist for.
+back), which is exactly the case idempotency keys exist for. `script` holds answers to give, in order,
+before any delivery (status, body, headers): a 401 for a revoked key, a 429 with `retry-after`.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ class ResendStub:
     by_key: dict[str, str] = field(default_factory=dict)
     lose_replies: int = 0
     fail_next: int = 0
+    script: list[tuple[int, dict[str, Any], dict[str, str]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def handle(self, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, headers: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]] | tuple[int, dict[str, Any], dict[str, str]]:
         """Deliver (once per key) and answer like Resend."""
         with self.lock:
             self.requests.append((headers, body))
+            if self.script:
+                return self.script.pop(0)
             if headers.get("authorization", "") != "Bearer re_test_key":
                 return 401, {"name": "missing_api_key", "message": "bad key"}
             if self.fail_next > 0:
@@ -57,12 +63,17 @@ def start_resend_stub() -> tuple[ResendStub, ThreadingHTTPServer]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            extra: dict[str, str] = {}
             if self.path != "/emails":
                 status, answer = 404, {"name": "not_found"}
             else:
-                status, answer = stub.handle({k.lower(): v for k, v in self.headers.items()}, body)
+                reply = stub.handle({k.lower(): v for k, v in self.headers.items()}, body)
+                status, answer = reply[0], reply[1]
+                extra = reply[2] if len(reply) > 2 else {}  # type: ignore[misc]
             data = json.dumps(answer).encode()
             self.send_response(status)
+            for name, value in extra.items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

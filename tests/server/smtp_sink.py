@@ -36,8 +36,8 @@ class SmtpSink:
 
     @property
     def url(self) -> str:
-        """The SMTP_URL that reaches this sink."""
-        return f"smtp://127.0.0.1:{self.port}"
+        """The SMTP_URL that reaches this sink (plain text, allowed because it is loopback)."""
+        return f"smtp://127.0.0.1:{self.port}?tls=none"
 
     def start(self) -> None:
         """Listen on 127.0.0.1:`port`."""

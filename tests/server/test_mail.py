@@ -8,7 +8,7 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from server.errors import ConfigError, MailRejected, MailTemporaryError, TemplateError
+from server.errors import ConfigError, MailConfigError, MailRejected, MailTemporaryError, TemplateError
 from server.mail import ConsoleMailer, OutgoingEmail, ResendMailer, SmtpMailer
 from server.mail.templates import CATALOGUE, LOCALES, placeholders, render
 from tests.server.resend_stub import start_resend_stub
@@ -127,8 +127,20 @@ def test_resend_lost_reply_retried_with_same_key_delivers_once(resend):
 
 
 def test_resend_errors_are_classified(resend):
-    with pytest.raises(MailRejected):
+    # A wrong key, a forbidden domain or an invalid sender is our configuration, never the message's.
+    for status in (401, 403, 422):
+        with pytest.raises(MailConfigError):
+            resend.script.append((status, {"name": "validation_error"}, {}))
+            ResendMailer("re_test_key", "no-reply@pospal.gr", base_url=resend.url).send(_message())
+    with pytest.raises(MailConfigError):
         ResendMailer("wrong", "no-reply@pospal.gr", base_url=resend.url).send(_message())
+    resend.script.append((400, {"name": "invalid_to"}, {}))
+    with pytest.raises(MailRejected):
+        ResendMailer("re_test_key", "no-reply@pospal.gr", base_url=resend.url).send(_message())
+    resend.script.append((429, {"name": "rate_limit_exceeded"}, {"retry-after": "7"}))
+    with pytest.raises(MailTemporaryError) as limited:
+        ResendMailer("re_test_key", "no-reply@pospal.gr", base_url=resend.url).send(_message())
+    assert limited.value.retry_after == 7
     resend.fail_next = 1
     with pytest.raises(MailTemporaryError):
         ResendMailer("re_test_key", "no-reply@pospal.gr", base_url=resend.url).send(_message())
