@@ -14,10 +14,18 @@ tailscale's `localapi.ServeHTTP`):
 touches the network or takes a lock. A listed origin gets CORS on that endpoint only. Every answer is
 JSON and carries `X-Content-Type-Options: nosniff`.
 
+`GET /v1/license?challenge=<16-64 random bytes, base64url>` answers the same fields plus `token` (the
+current server-signed JWS), `machine_key` (the machine's public key, which the token's `cnf.jkt` names)
+and `proof`, the machine key's signature over the challenge and the answer's hash (`protocol.proof`).
+The hash is computed when the status changes, so a challenge costs one Ed25519 signature. Until the
+machine key is loaded (a background thread at start) it answers 503 `starting`, and `/v1/health` says
+`"ready": false`. A POS verifies it with `agent.client.AgentClient.verified_license()`.
+
 Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` need the bearer token):
 
     GET  /v1/license            LicenseStatus.to_dict()
-    GET  /v1/health             {"ok": true, "version"}
+    GET  /v1/license?challenge= LicenseStatus.to_dict() + {token, machine_key, proof}
+    GET  /v1/health             {"ok": true, "version", "ready"}
     GET  /v1/diagnostics        Diagnostics.to_dict()
     POST /v1/sync               {} -> status; on failure the error body also carries "status"
     POST /v1/trial              {email?} -> status (email: the trial-ending reminder goes there)
@@ -29,6 +37,12 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/terminals          {email?, code?} -> {"terminals": [Terminal.to_dict()]}
     POST /v1/terminals/remove   {machine_id, email?, code?} -> {"ok": true}
     POST /v1/deactivate         {} -> status
+    GET  /v1/language           {"language"}: the agent's language
+    POST /v1/language           {language} -> {"language", "status"} (the window's choice, persisted)
+    POST /v1/offline/request    {} -> {"file", "file_name"}: the activation request file (activation by file)
+    POST /v1/offline/license    {file} -> status: import a license file (422 with nothing changed if refused)
+
+`GET /v1/license?lang=el|en` (or `Accept-Language`) answers in that language, not changing the agent's.
 
 `LocalApi` holds the routes and what they answer; the wire (request parsing, the guards, bodies, JSON
 errors) is `agent.httpd`.
@@ -39,14 +53,21 @@ server's refusal passed on with its code (e.g. `seats_full`, 409, with `terminal
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import __version__, errors
-from agent.httpd import ApiError, RequestHandler, Server, dumps, error_for, response
+from agent.httpd import ApiError, Request, Server, dumps, error_for, response
+from protocol.proof import canonical_json, parse_challenge, sign_answer
+from protocol.trust import encode_public_key
 
 if TYPE_CHECKING:
     from agent.control import AgentControl
@@ -56,14 +77,29 @@ CHECKOUT_WAIT_DEFAULT_S = 900.0
 CHECKOUT_WAIT_MAX_S = 3600.0
 
 Handler = Callable[[dict[str, Any]], tuple[int, Any]]
+# What signs local answers: () -> (current token or None, machine key or None). `AgentService.proof_material`.
+Prover = Callable[[], tuple[str | None, Ed25519PrivateKey | None]]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Route:
-    """One endpoint: `handler(body) -> (status, json_obj)`; `auth` says whether it needs the bearer token."""
+    """One endpoint: `handler(body) -> (status, json_obj)`; `auth` says whether it needs the bearer token;
+    `blocking` routes (they may wait on the network) run on the worker pool, the others on the loop."""
 
     handler: Handler
     auth: bool
+    blocking: bool = True
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """The challenge answer of one status: its JSON without the closing brace, and its digest."""
+
+    prefix: bytes
+    digest: str
+    key: Ed25519PrivateKey | None
 
 
 class LocalApi:
@@ -81,24 +117,29 @@ class LocalApi:
         allowed_origins: Iterable[str] = (),
         version: str = __version__,
         poll_interval: float = 0.5,
+        prover: Prover | None = None,
     ) -> None:
         self.control = control
+        self._prover = prover
+        # Set once the machine key is loaded (in the background: a keyring may be slow to answer).
+        self.ready = threading.Event()
+        self._signed: _Signed | None = None
+        self._status_dict: dict[str, Any] = {}
         self._poll_interval = poll_interval
         self._api_token = api_token.encode("ascii")
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins if o)
         self.version = version
-        self._httpd = Server(("127.0.0.1", port), RequestHandler)
-        self._httpd.api = self
+        self._httpd = Server(("127.0.0.1", port), self, blocking=self._is_blocking)
         self.port = int(self._httpd.server_address[1])
         self.valid_hosts = frozenset({f"127.0.0.1:{self.port}", f"localhost:{self.port}"})
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._license_body = b"{}"
+        self._license_by_lang: dict[str, bytes] = {}
         self._license_response = b""
-        self._health_response = response(200, dumps({"ok": True, "version": version}))
         self.routes: dict[tuple[str, str], Route] = {
-            ("GET", "/v1/license"): Route(self._get_license, auth=False),
-            ("GET", "/v1/health"): Route(self._get_health, auth=False),
+            ("GET", "/v1/license"): Route(self._get_license, auth=False, blocking=False),
+            ("GET", "/v1/health"): Route(self._get_health, auth=False, blocking=False),
             ("GET", "/v1/diagnostics"): Route(self._get_diagnostics, auth=True),
             ("POST", "/v1/sync"): Route(self._post_sync, auth=True),
             ("POST", "/v1/trial"): Route(self._post_trial, auth=True),
@@ -110,6 +151,10 @@ class LocalApi:
             ("POST", "/v1/terminals"): Route(self._post_terminals, auth=True),
             ("POST", "/v1/terminals/remove"): Route(self._post_terminals_remove, auth=True),
             ("POST", "/v1/deactivate"): Route(self._post_deactivate, auth=True),
+            ("GET", "/v1/language"): Route(self._get_language, auth=True),
+            ("POST", "/v1/language"): Route(self._post_language, auth=True),
+            ("POST", "/v1/offline/request"): Route(self._post_offline_request, auth=True),
+            ("POST", "/v1/offline/license"): Route(self._post_offline_license, auth=True),
         }
         self.publish(control.status())
 
@@ -119,6 +164,7 @@ class LocalApi:
         """Serve in a daemon thread and follow the agent's status changes; returns self."""
         self._unsubscribe = self.control.subscribe(self.publish)
         self.publish(self.control.status())
+        threading.Thread(target=self._load_prover, name="pospal-api-key", daemon=True).start()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(self._poll_interval,), name="pospal-local-api",
             daemon=True,
@@ -140,9 +186,70 @@ class LocalApi:
     def publish(self, status: Any) -> None:
         """Swap in the pre-serialised `GET /v1/license` answer for `status` (called on every change)."""
         body = dumps(status.to_dict())
+        # The same answer in each language a POS may ask for (`?lang=`, Accept-Language), made now so
+        # asking costs nothing either.
+        by_lang = {lang: dumps(status.to_dict(lang)) for lang, _text in getattr(status, "translations", ())}
         # One reference assignment each: readers see the old or the new answer, never a mix.
+        self._license_by_lang = by_lang
         self._license_body = body
         self._license_response = response(200, body)
+        as_dict = status.to_dict()
+        self._status_dict = as_dict
+        if self.ready.is_set():
+            self._signed = self._sign_base(as_dict)
+
+    # -- signed answers --------------------------------------------------------------------------------
+
+    def _load_prover(self) -> None:
+        try:
+            self._signed = self._sign_base(self._status_dict)
+        finally:
+            self.ready.set()
+
+    def _sign_base(self, status: dict[str, Any]) -> _Signed:
+        """Everything of a challenge answer that does not depend on the challenge."""
+        token: str | None = None
+        key: Ed25519PrivateKey | None = None
+        if self._prover is not None:
+            try:
+                token, key = self._prover()
+            except Exception:  # a keyring that fails: answers stay unproven, never crash the API
+                log.exception("cannot load the machine key for signed answers")
+        if token is None or key is None:
+            token, key = None, None
+        answer = {**status, "token": token,
+                  "machine_key": encode_public_key(key.public_key()) if key is not None else None}
+        digest = hashlib.sha256(canonical_json(answer)).hexdigest()
+        return _Signed(dumps(answer)[:-1], digest, key)
+
+    def challenge_response(self, query: str, cors: str = "") -> bytes:
+        """The answer to `GET /v1/license?challenge=...`: the status, token, machine key and proof."""
+        values = parse_qs(query, keep_blank_values=True).get("challenge")
+        if not values or len(values) != 1:
+            raise ApiError(400, "bad_challenge", "Send one challenge: 16 to 64 random bytes, base64url.")
+        challenge = values[0]
+        try:
+            parse_challenge(challenge)
+        except ValueError as exc:
+            raise ApiError(400, "bad_challenge",
+                           "The challenge must be 16 to 64 random bytes, base64url without padding.") from exc
+        signed = self._signed
+        if signed is None or not self.ready.is_set():
+            raise ApiError(503, "starting", "The agent is starting; ask again in a moment.",
+                           {"retry_after": 1})
+        proof = sign_answer(signed.key, challenge, signed.digest) if signed.key is not None else None
+        return response(200, signed.prefix + b',"proof":' + dumps(proof) + b"}", cors)
+
+    def _is_blocking(self, req: Request) -> bool:
+        route = self.routes.get((req.method, req.path))
+        return route is not None and route.blocking
+
+    def license_answer(self, lang: str | None, cors: str = "") -> bytes:
+        """The whole `GET /v1/license` answer with `message` in `lang` (None: the agent's language)."""
+        body = self._license_by_lang.get(lang or "") or self._license_body
+        if body is self._license_body and not cors:
+            return self._license_response
+        return response(200, body, cors)
 
     # -- helpers used by the request handler -----------------------------------------------------------
 
@@ -158,7 +265,7 @@ class LocalApi:
         return 200, self._license_body
 
     def _get_health(self, _body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, {"ok": True, "version": self.version}
+        return 200, {"ok": True, "version": self.version, "ready": self.ready.is_set()}
 
     def _get_diagnostics(self, _body: dict[str, Any]) -> tuple[int, Any]:
         return 200, self.control.diagnostics().to_dict()
@@ -224,6 +331,21 @@ class LocalApi:
 
     def _post_deactivate(self, _body: dict[str, Any]) -> tuple[int, Any]:
         return 200, self.control.deactivate().to_dict()
+
+    def _get_language(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, {"language": self.control.language()}
+
+    def _post_language(self, body: dict[str, Any]) -> tuple[int, Any]:
+        status = self.control.set_language(_req_str(body, "language"))
+        return 200, {"language": self.control.language(), "status": status.to_dict()}
+
+    def _post_offline_request(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        from protocol.offline import REQUEST_FILE_NAME
+
+        return 200, {"file": self.control.offline_request().decode("utf-8"), "file_name": REQUEST_FILE_NAME}
+
+    def _post_offline_license(self, body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self.control.import_offline_license(_req_str(body, "file").encode("utf-8")).to_dict()
 
 
 def _req_str(body: Mapping[str, Any], key: str) -> str:

@@ -1,9 +1,26 @@
-"""The local API's HTTP/1.1 server: a lean request parser, the guards, routing and JSON errors.
+"""The local API's HTTP/1.1 wire: one selector loop, a small worker pool, the guards and JSON errors.
 
-`agent.api.LocalApi` owns the routes and what they answer; this module owns the wire: parsing the
-request line and headers (refusing repeated Host/Content-Length and over-long lines), the guard chain
-run before routing (see `agent.api`), bodies (Content-Length, size, JSON object), keep-alive with
-TCP_NODELAY, and turning every failure into a JSON error answer instead of a traceback.
+`agent.api.LocalApi` owns the routes and what they answer; this module owns the wire. It is built so that
+a flood of connections cannot drown the POS's own requests:
+
+- **Bounded connections and threads.** One thread runs a `selectors` loop over every connection; it
+  parses requests and answers the quick routes (`GET /v1/license`, `/v1/health`) itself. Routes that may
+  block (every POST, diagnostics) run on a fixed pool of `WORKERS` threads. At most `MAX_CONNECTIONS`
+  connections are open: at the cap, a connection silent for `PRESSURE_IDLE_S` is dropped to make room,
+  else the new one is refused (`503 busy`, then closed).
+- **A whole-request deadline.** From a connection's accept, or the first byte of a request on a kept-alive
+  one, the request line, headers and body must all arrive within `REQUEST_DEADLINE_S`; dripping one byte
+  at a time does not extend it. An idle kept-alive connection is closed after `IDLE_TIMEOUT_S`.
+- **Bytes bounded before buffering.** Never more than `MAX_HEAD` bytes of request line and headers, and
+  `MAX_BODY` of body, are read for one request; past that the answer is 431 / 413 and the connection is
+  closed (after a short, bounded drain, so the client reads the answer instead of a reset).
+- **Framing.** Content-Length must be plain ASCII digits; Transfer-Encoding is refused (411); repeated
+  Host/Content-Length/... headers are refused (400). Every body, whatever the method, is read before the
+  request is handled, so a GET's body is never parsed as the next request.
+- **Backlog.** `BACKLOG` pending connections: the POS and the tray plus headroom for a burst.
+
+The guards (see `agent.api`) run before routing; every failure becomes a JSON error answer, never a
+traceback. Answers carry `X-Content-Type-Options: nosniff` and TCP_NODELAY is set on every connection.
 """
 
 from __future__ import annotations
@@ -11,12 +28,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import re
+import selectors
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from agent import errors
 
@@ -26,6 +48,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.api")
 
 MAX_BODY = 64 * 1024
+MAX_HEAD = 16 * 1024
+MAX_CONNECTIONS = 256  # below the 512 sockets select() handles on Windows
+WORKERS = 8
+BACKLOG = 128
+REQUEST_DEADLINE_S = 10.0
+IDLE_TIMEOUT_S = 60.0
+PRESSURE_IDLE_S = 1.0
+# A refused body is drained for at most this long (and this many bytes) before the socket closes.
+_DRAIN_S = 1.0
+_DRAIN_BYTES = 1024 * 1024
+_MAX_HEADERS = 100
+_RECV = 65536
 
 # The server's error codes keep their HTTP meaning when the local API passes them on.
 _REFUSED_STATUS = {
@@ -104,22 +138,8 @@ def error_for(exc: BaseException) -> ApiError:
     return ApiError(500, "internal", "The agent hit an unexpected error; see agent.log.")
 
 
-class Server(ThreadingHTTPServer):
-    """The listening socket: one thread per connection, exclusive port use on Windows."""
-
-    daemon_threads = True
-    # On Windows SO_REUSEADDR lets another process bind the same port; ask for exclusive use instead.
-    allow_reuse_address = os.name != "nt"
-    api: LocalApi  # set by LocalApi
-
-    def server_bind(self) -> None:
-        if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
-        super().server_bind()
-
-
 class _Headers(dict):
-    """Request headers by lower-cased name; `get` is case-insensitive like `email.message.Message`'s."""
+    """Request headers by lower-cased name; `get` is case-insensitive."""
 
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         return super().get(name.lower(), default)
@@ -128,199 +148,523 @@ class _Headers(dict):
 # A repeated one of these is refused outright: two Hosts or two lengths are how requests get smuggled.
 _SINGLE_HEADERS = frozenset({"host", "content-length", "authorization", "origin", "referer",
                              "transfer-encoding", "content-type"})
-_MAX_HEADERS = 100
-_MAX_LINE = 65536
+_METHODS = frozenset({"GET", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
-class RequestHandler(BaseHTTPRequestHandler):
-    """One connection: lean header parsing, the guards, routing to `server.api.routes`, JSON errors."""
+@dataclass
+class Request:
+    """One parsed request: method, target (path and query), headers, body bytes, keep-alive wish."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    # Idle keep-alive connections are dropped after this, so their threads end.
-    timeout = 60
-    server: Server
+    method: str
+    target: str
+    version: str
+    headers: _Headers
+    body: bytes = b""
+    keep_alive: bool = True
 
-    def parse_request(self) -> bool:
-        """Parse the request line and headers (a lean replacement of the base class's email-parser path,
-        which costs more than the whole answer on the hot path). Returns False after sending an error."""
-        self.command = ""
-        self.request_version = "HTTP/0.9"
-        self.close_connection = True
-        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = line
-        parts = line.split(" ")
-        if len(parts) != 3 or not parts[1].startswith("/"):
-            self.send_error(400, "Malformed request line.")
+    @property
+    def path(self) -> str:
+        """The target without its query."""
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        """The raw query string ('' when none)."""
+        _, _, query = self.target.partition("?")
+        return query
+
+
+class _Refuse(Exception):
+    """A request that cannot be framed: answer `status` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _parse_head(head: bytes) -> tuple[Request, int]:
+    """Parse a request head (without the final blank line); returns the request and its body length."""
+    lines = head.decode("iso-8859-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[1].startswith("/"):
+        raise _Refuse(400, "Malformed request line.")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _Refuse(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
+    if len(lines) - 1 > _MAX_HEADERS:
+        raise _Refuse(431, "Too many headers.")
+    headers = _Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip() or " " in name:
+            raise _Refuse(400, "Malformed header.")
+        key = name.lower()
+        value = value.strip()
+        if key in headers:
+            if key in _SINGLE_HEADERS:
+                raise _Refuse(400, f"Repeated {name} header.")
+            value = f"{headers[key]}, {value}"
+        headers[key] = value
+    if method not in _METHODS:
+        raise _Refuse(501, f"Method {method} is not supported.")
+    if "transfer-encoding" in headers:
+        raise _Refuse(411, "Send the body with a Content-Length.")
+    raw_len = headers.get("content-length")
+    length = 0
+    if raw_len is not None:
+        if not _DIGITS.fullmatch(raw_len):
+            raise _Refuse(400, "Content-Length must be plain digits.")
+        length = int(raw_len)
+        if length > MAX_BODY:
+            raise _Refuse(413, f"Bodies are limited to {MAX_BODY} bytes.")
+    connection = headers.get("connection", "").lower()
+    keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
+    return Request(method, target, version, headers, keep_alive=keep_alive), length
+
+
+# ------------------------------------------------------------------------------------ request handling
+
+
+def handle(api: LocalApi, req: Request) -> bytes:
+    """Run the guards, route the request and return the whole answer (errors as JSON)."""
+    method = req.method
+    try:
+        origin = _guard(api, req)
+        path = req.path
+        cors = ""
+        if origin is not None and path == "/v1/license":
+            cors = f"Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
+            if method == "OPTIONS":
+                return response(204, b"", cors + "Access-Control-Allow-Methods: GET\r\n"
+                                                  "Access-Control-Max-Age: 600\r\n")
+        route = api.routes.get((method, path))
+        if route is None:
+            if any(p == path for (_m, p) in api.routes):
+                raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
+            raise ApiError(404, "not_found", f"No endpoint {path}.")
+        if route.auth and method != "POST" and not api.token_ok(req.headers.get("Authorization")):
+            raise ApiError(401, "unauthorized", "This endpoint needs the agent's bearer token.")
+        if route.handler == api._get_license:
+            query = req.query
+            if not query and not cors and "accept-language" not in req.headers:
+                return api._license_response  # the hot path: the whole answer is already bytes
+            params = parse_qs(query, keep_blank_values=True) if query else {}
+            if "challenge" in params:
+                return api.challenge_response(query, cors)
+            lang = (params.get("lang") or [None])[0] or _accept_language(req.headers.get("accept-language"))
+            return api.license_answer(lang, cors)
+        body = _json_body(req) if method == "POST" else {}
+        status, result = route.handler(body)
+        payload = result if isinstance(result, bytes) else dumps(result)
+        return response(status, payload, cors)
+    except Exception as exc:  # every failure becomes a JSON error, never a traceback
+        err = error_for(exc)
+        if err.code == "internal":
+            log.exception("local API handler failed")
+        extra = f"Retry-After: {err.extra['retry_after']}\r\n" if "retry_after" in err.extra else ""
+        return response(err.status, err.body(), extra)
+
+
+def _accept_language(header: str | None) -> str | None:
+    """The primary subtag of an Accept-Language header's first range (`el-GR;q=0.9, en` -> `el`)."""
+    if not header:
+        return None
+    first = header.split(",", 1)[0].split(";", 1)[0].strip()
+    return first.split("-", 1)[0].lower() or None
+
+
+def _guard(api: LocalApi, req: Request) -> str | None:
+    """Run the guards that come before routing; returns the allowed Origin, if any."""
+    headers = req.headers
+    if headers.get("Host") not in api.valid_hosts:
+        raise ApiError(403, "forbidden_host", "Requests must be addressed to 127.0.0.1 or localhost.")
+    origin = headers.get("Origin")
+    if origin is not None and origin.rstrip("/") not in api.allowed_origins:
+        raise ApiError(403, "forbidden_origin", "Browser requests from this origin are not allowed.")
+    referer = headers.get("Referer")
+    if referer is not None and (origin is None or origin_of(referer) != origin.rstrip("/")):
+        raise ApiError(403, "forbidden_referer", "Requests from web pages are not allowed.")
+    if req.method not in ("GET", "OPTIONS") and not api.token_ok(headers.get("Authorization")):
+        raise ApiError(401, "unauthorized", "This request needs the agent's bearer token.")
+    return origin
+
+
+def _json_body(req: Request) -> dict[str, Any]:
+    if not req.body:
+        return {}
+    ctype = (req.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Bodies must be application/json.")
+    try:
+        body = json.loads(req.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", "The body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "The body must be a JSON object.")
+    return body
+
+
+_REFUSAL_CODES = {411: "length_required", 413: "payload_too_large", 431: "headers_too_large",
+                  501: "not_implemented", 505: "version_not_supported"}
+
+
+def _refusal(status: int, message: str) -> bytes:
+    status = status if status in HTTPStatus._value2member_map_ else 400
+    code = _REFUSAL_CODES.get(status, "bad_request")
+    return response(status, ApiError(status, code, message).body(), close=True)
+
+
+_BUSY = response(503, ApiError(503, "busy", "The agent has too many connections; try again.").body(),
+                 "Retry-After: 1\r\n", close=True)
+
+# ------------------------------------------------------------------------------------------- the loop
+
+_READING, _WORKING, _WRITING, _DRAINING = range(4)
+
+
+class _Conn:
+    """One client connection's state in the selector loop."""
+
+    __slots__ = ("sock", "inbuf", "outbuf", "state", "deadline", "last_active", "close_after", "drained",
+                 "registered", "head_len", "body_len", "pending")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.inbuf = bytearray()
+        self.outbuf = b""
+        self.state = _READING
+        self.deadline = now + REQUEST_DEADLINE_S
+        self.last_active = now
+        self.close_after = False
+        self.drained = 0
+        self.registered = 0
+        self.head_len = -1  # bytes of the current request's head, once its blank line arrived
+        self.body_len = 0
+        self.pending: Request | None = None
+
+
+class Server:
+    """The listening socket on 127.0.0.1, its selector loop and worker pool (see the module docstring).
+
+    `api` (a `LocalApi`) provides the routes; `blocking(req)` says which requests go to a worker.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        api: LocalApi,
+        *,
+        blocking: Callable[[Request], bool],
+        max_connections: int = MAX_CONNECTIONS,
+        workers: int = WORKERS,
+        backlog: int = BACKLOG,
+    ) -> None:
+        self.api = api
+        self._blocking = blocking
+        self.max_connections = max_connections
+        self._workers_n = workers
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if os.name == "nt" and hasattr(socket, "SO_EXCLUSIVEADDRUSE"):
+                # On Windows SO_REUSEADDR lets another process bind the same port; ask for exclusive use.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
+        self.server_address = sock.getsockname()[:2]
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._jobs: queue.SimpleQueue[tuple[_Conn, Request] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[_Conn, bytes, bool]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """Open client connections (for tests and the benchmark)."""
+        return len(self._conns)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until `shutdown()`; starts the worker threads."""
+        self._stop.clear()
+        self._stopped.clear()
+        for i in range(self._workers_n):
+            t = threading.Thread(target=self._work, name=f"pospal-api-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        try:
+            self._sel.register(self.socket, selectors.EVENT_READ, None)
+            self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            next_sweep = time.monotonic() + 0.25
+            while not self._stop.is_set():
+                events = self._sel.select(min(poll_interval, 0.25))
+                now = time.monotonic()
+                for key, mask in events:
+                    data = key.data
+                    if data is None:
+                        self._accept(now)
+                    elif data == "wake":
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except OSError:
+                            pass
+                    else:
+                        self._on_event(data, mask, now)
+                self._finish_jobs(now)
+                if now >= next_sweep:
+                    next_sweep = now + 0.25
+                    self._sweep(now)
+        finally:
+            for conn in list(self._conns.values()):
+                self._close(conn)
+            for key in list(self._sel.get_map().values()):
+                self._sel.unregister(key.fileobj)
+            for _ in self._threads:
+                self._jobs.put(None)
+            self._threads.clear()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop the loop and wait for it to end."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait(10)
+
+    def server_close(self) -> None:
+        """Close the listening socket."""
+        self.socket.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._sel.close()
+
+    # -- workers ---------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            conn, req = job
+            answer = handle(self.api, req)
+            self._done.put((conn, answer, not req.keep_alive))
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # the pipe is full (the loop wakes anyway) or closed at shutdown
+            pass
+
+    def _finish_jobs(self, now: float) -> None:
+        while True:
+            try:
+                conn, answer, close = self._done.get_nowait()
+            except queue.Empty:
+                return
+            if conn.sock in self._conns:
+                self._respond(conn, answer, close, now)
+
+    # -- connections -----------------------------------------------------------------------------------
+
+    def _accept(self, now: float) -> None:
+        for _ in range(64):
+            try:
+                sock, _addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors: leave the rest in the backlog for now
+                log.warning("local API cannot accept a connection: %s", exc)
+                return
+            if len(self._conns) >= self.max_connections and not self._evict_one(now):
+                try:
+                    sock.setblocking(False)
+                    sock.send(_BUSY)
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            conn = _Conn(sock, now)
+            self._conns[sock] = conn
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _evict_one(self, now: float) -> bool:
+        """At the cap: drop the connection silent longest (and at least PRESSURE_IDLE_S), if any."""
+        victim = None
+        for conn in self._conns.values():
+            if conn.state == _READING and now - conn.last_active >= PRESSURE_IDLE_S and (
+                    victim is None or conn.last_active < victim.last_active):
+                victim = conn
+        if victim is None:
             return False
-        self.command, self.path, self.request_version = parts
-        if self.request_version not in ("HTTP/1.1", "HTTP/1.0"):
-            self.send_error(505, "Only HTTP/1.0 and HTTP/1.1 are supported.")
-            return False
-        headers = _Headers()
-        for _ in range(_MAX_HEADERS + 1):
-            raw = self.rfile.readline(_MAX_LINE + 1)
-            if len(raw) > _MAX_LINE:
-                self.send_error(431, "A header line is too long.")
-                return False
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, sep, value = raw.decode("iso-8859-1").partition(":")
-            if not sep or not name or name != name.strip() or " " in name:
-                self.send_error(400, "Malformed header.")
-                return False
-            key = name.lower()
-            value = value.strip()
-            if key in headers:
-                if key in _SINGLE_HEADERS:
-                    self.send_error(400, f"Repeated {name} header.")
-                    return False
-                value = f"{headers[key]}, {value}"
-            headers[key] = value
-        else:
-            self.send_error(431, "Too many headers.")
-            return False
-        self.headers = headers  # type: ignore[assignment]
-        connection = headers.get("connection", "").lower()
-        if "close" in connection:
-            self.close_connection = True
-        elif self.request_version == "HTTP/1.1" or "keep-alive" in connection:
-            self.close_connection = False
-        if headers.get("expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._close(victim)
         return True
 
-    def do_GET(self) -> None:  # noqa: N802 (BaseHTTPRequestHandler's naming)
-        self._handle("GET")
+    def _watch(self, conn: _Conn, events: int) -> None:
+        if conn.registered == events:
+            return
+        if conn.registered and events:
+            self._sel.modify(conn.sock, events, conn)
+        elif events:
+            self._sel.register(conn.sock, events, conn)
+        else:
+            self._sel.unregister(conn.sock)
+        conn.registered = events
 
-    def do_POST(self) -> None:  # noqa: N802
-        self._handle("POST")
-
-    def do_OPTIONS(self) -> None:  # noqa: N802
-        self._handle("OPTIONS")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._handle("PATCH")
-
-    def _handle(self, method: str) -> None:
-        api = self.server.api
-        self._body_read = False
-        headers = self.headers
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.sock, None) is None:
+            return
+        if conn.registered:
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            conn.registered = 0
         try:
-            origin = self._guard(api, method)
-            path = self.path.split("?", 1)[0]
-            cors = ""
-            if origin is not None and path == "/v1/license":
-                cors = f"Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
-                if method == "OPTIONS":
-                    self._write(
-                        response(204, b"", cors + "Access-Control-Allow-Methods: GET\r\n"
-                                      "Access-Control-Max-Age: 600\r\n")
-                    )
-                    return
-            route = api.routes.get((method, path))
-            if route is None:
-                if any(p == path for (_m, p) in api.routes):
-                    raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
-                raise ApiError(404, "not_found", f"No endpoint {path}.")
-            if route.auth and method != "POST" and not api.token_ok(headers.get("Authorization")):
-                raise ApiError(401, "unauthorized", "This endpoint needs the agent's bearer token.")
-            if route.handler == api._get_license and not cors:
-                # The hot path: the whole answer is already bytes.
-                self._write(api._license_response)
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _sweep(self, now: float) -> None:
+        for conn in list(self._conns.values()):
+            if conn.state != _WORKING and now >= conn.deadline:
+                self._close(conn)
+
+    def _on_event(self, conn: _Conn, mask: int, now: float) -> None:
+        if conn.sock not in self._conns:
+            return
+        try:
+            if mask & selectors.EVENT_WRITE:
+                self._flush(conn, now)
+            if mask & selectors.EVENT_READ and conn.sock in self._conns:
+                if conn.state == _DRAINING:
+                    self._drain(conn)
+                elif conn.state == _READING:
+                    self._read(conn, now)
+        except OSError:
+            self._close(conn)
+
+    def _read(self, conn: _Conn, now: float) -> None:
+        # Read no more than this request may still need: the head's cap, or the rest of the body.
+        if conn.head_len < 0:
+            room = MAX_HEAD + 4 - len(conn.inbuf)
+        else:
+            room = conn.head_len + conn.body_len - len(conn.inbuf)
+        data = conn.sock.recv(max(1, min(_RECV, room)))
+        if not data:
+            self._close(conn)
+            return
+        if not conn.inbuf:
+            # The first byte of a request on a kept-alive connection starts its whole-request deadline;
+            # later bytes never extend it (a fresh connection's deadline runs from its accept).
+            conn.deadline = min(conn.deadline, now + REQUEST_DEADLINE_S)
+        conn.inbuf += data
+        conn.last_active = now
+        self._advance(conn, now)
+
+    def _advance(self, conn: _Conn, now: float) -> None:
+        """Handle the request in `inbuf` once it is complete (head, then body)."""
+        if conn.head_len < 0:
+            end = conn.inbuf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(conn.inbuf) > MAX_HEAD:
+                    self._refuse(conn, 431, "The request head is too long.", now)
                 return
-            body = self._read_json() if method == "POST" else {}
-            status, result = route.handler(body)
-            payload = result if isinstance(result, bytes) else dumps(result)
-            self._write(response(status, payload, cors))
-        except Exception as exc:  # every failure becomes a JSON error, never a traceback
-            err = error_for(exc)
-            if err.code == "internal":
-                log.exception("local API handler failed")
-            close = not self._body_read and method == "POST"
-            self._write(response(err.status, err.body(), close=close))
-            if close:
-                self.close_connection = True
-                self._linger()
+            if end > MAX_HEAD:
+                self._refuse(conn, 431, "The request head is too long.", now)
+                return
+            try:
+                req, length = _parse_head(bytes(conn.inbuf[:end]))
+            except _Refuse as exc:
+                self._refuse(conn, exc.status, exc.message, now)
+                return
+            conn.head_len = end + 4
+            conn.body_len = length
+            conn.pending = req
+            if length and req.headers.get("expect", "").lower() == "100-continue" \
+                    and req.version == "HTTP/1.1" and len(conn.inbuf) < end + 4 + length:
+                conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        total = conn.head_len + conn.body_len
+        if len(conn.inbuf) < total:
+            return
+        req = conn.pending
+        assert req is not None
+        conn.pending = None
+        req.body = bytes(conn.inbuf[conn.head_len:total])
+        del conn.inbuf[:total]
+        conn.head_len, conn.body_len = -1, 0
+        if self._blocking(req):
+            conn.state = _WORKING
+            self._watch(conn, 0)
+            self._jobs.put((conn, req))
+            return
+        self._respond(conn, handle(self.api, req), not req.keep_alive, now)
 
-    def _guard(self, api: LocalApi, method: str) -> str | None:
-        """Run the guards that come before routing; returns the allowed Origin, if any."""
-        headers = self.headers
-        if headers.get("Host") not in api.valid_hosts:
-            raise ApiError(403, "forbidden_host", "Requests must be addressed to 127.0.0.1 or localhost.")
-        origin = headers.get("Origin")
-        if origin is not None and origin.rstrip("/") not in api.allowed_origins:
-            raise ApiError(403, "forbidden_origin", "Browser requests from this origin are not allowed.")
-        referer = headers.get("Referer")
-        if referer is not None and (origin is None or origin_of(referer) != origin.rstrip("/")):
-            raise ApiError(403, "forbidden_referer", "Requests from web pages are not allowed.")
-        if method not in ("GET", "OPTIONS") and not api.token_ok(headers.get("Authorization")):
-            raise ApiError(401, "unauthorized", "This request needs the agent's bearer token.")
-        return origin
-
-    def _read_json(self) -> dict[str, Any]:
-        headers = self.headers
-        if headers.get("Transfer-Encoding"):
-            raise ApiError(411, "length_required", "Send the body with a Content-Length.")
-        raw_len = headers.get("Content-Length", "0")
+    def _respond(self, conn: _Conn, answer: bytes, close: bool, now: float) -> None:
+        conn.state = _WRITING
+        conn.close_after = close
+        conn.outbuf = answer
+        conn.deadline = now + REQUEST_DEADLINE_S
         try:
-            length = int(raw_len)
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", "Content-Length is not a number.") from exc
-        if length < 0:
-            raise ApiError(400, "bad_request", "Content-Length is negative.")
-        if length > MAX_BODY:
-            raise ApiError(413, "payload_too_large", f"Bodies are limited to {MAX_BODY} bytes.")
-        if length == 0:
-            self._body_read = True
-            return {}
-        ctype = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        if ctype != "application/json":
-            raise ApiError(415, "unsupported_media_type", "Bodies must be application/json.")
-        raw = self.rfile.read(length)
-        self._body_read = True
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_json", "The body is not valid JSON.") from exc
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_json", "The body must be a JSON object.")
-        return body
-
-    def _write(self, data: bytes) -> None:
-        self.wfile.write(data)
-
-    def _linger(self) -> None:
-        """Drain (briefly, boundedly) a body we refused, so closing does not reset the connection before
-        the client has read our answer."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(1.0)
-            for _ in range(64):
-                if not self.connection.recv(65536):
-                    break
+            self._flush(conn, now)
         except OSError:
-            pass
+            self._close(conn)
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Protocol-level errors (bad request line, unknown method) as JSON too, then close."""
-        status = code if code in HTTPStatus._value2member_map_ else 400
-        err = ApiError(status, "bad_request", message or HTTPStatus(status).phrase)
-        self.close_connection = True
+    def _flush(self, conn: _Conn, now: float) -> None:
+        if conn.outbuf:
+            sent = conn.sock.send(conn.outbuf)
+            conn.outbuf = conn.outbuf[sent:]
+            if conn.outbuf:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+        if conn.state == _DRAINING:
+            # Answer sent: stop writing, and read (and drop) what the client still sends for a moment.
+            conn.sock.shutdown(socket.SHUT_WR)
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        if conn.close_after:
+            self._close(conn)
+            return
+        conn.state = _READING
+        conn.last_active = now
+        conn.deadline = now + (REQUEST_DEADLINE_S if conn.inbuf else IDLE_TIMEOUT_S)
+        self._watch(conn, selectors.EVENT_READ)
+        if conn.inbuf:  # a pipelined request is already here
+            self._advance(conn, now)
+
+    def _refuse(self, conn: _Conn, status: int, message: str, now: float) -> None:
+        """Answer an unframeable request, stop reading requests, drain briefly, then close."""
+        conn.inbuf.clear()
+        conn.state = _DRAINING
+        conn.outbuf = _refusal(status, message)
+        conn.deadline = now + _DRAIN_S
         try:
-            self._write(response(status, err.body(), close=True))
+            self._flush(conn, now)
         except OSError:
-            pass
+            self._close(conn)
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Successful requests are not logged: the POS polls often and the log must stay small."""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class signature)
-        """Route the base class's messages (timeouts, parse errors) to logging at debug level."""
-        log.debug("local API: " + format, *args)
+    def _drain(self, conn: _Conn) -> None:
+        data = conn.sock.recv(_RECV)
+        conn.drained += len(data)
+        if not data or conn.drained > _DRAIN_BYTES:
+            self._close(conn)

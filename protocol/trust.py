@@ -85,6 +85,17 @@ def jwk_from_public_key(public_key: Ed25519PublicKey) -> dict[str, str]:
     }
 
 
+def jwk_thumbprint(public_key: Ed25519PublicKey | str | bytes) -> str:
+    """RFC 7638 JWK SHA-256 thumbprint of an Ed25519 public key, base64url (RFC 7800 `cnf.jkt`).
+
+    It hashes exactly `{"crv":"Ed25519","kty":"OKP","x":"<base64url raw key>"}` (the required members,
+    sorted, no whitespace). Takes a key, its raw 32 bytes, or its base64url encoding.
+    """
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else decode_public_key(public_key)
+    canonical = '{"crv":"Ed25519","kty":"OKP","x":"' + encode_public_key(key) + '"}'
+    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
+
+
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
     """Parse a public Ed25519 JWK; a `kid` that is not `kid_for(key)` or any private part is refused."""
     if not isinstance(jwk, Mapping) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":

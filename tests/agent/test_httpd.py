@@ -1,0 +1,228 @@
+"""The local API's wire under attack: each test is named after the attack it holds off (issue 12, item 5).
+
+Each runs a real `LocalApi` (stub agent behind it) on a free port and attacks it over real sockets: a flood
+of idle connections, a header dripped one byte at a time, fat heads, a GET whose body hides a second
+request, Content-Length tricks. The deadlines are shortened through the module's settings so the tests
+stay quick; the figures under a 2,000-connection flood are in bench/local_api.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from agent import httpd
+from agent.api import LocalApi
+from tests.agent.test_api import AUTH, TOKEN, StubControl
+
+
+@pytest.fixture
+def api():
+    server = LocalApi(StubControl(), api_token=TOKEN, port=0, poll_interval=0.02).start()
+    yield server
+    server.stop()
+
+
+def _host(api) -> bytes:
+    return f"Host: 127.0.0.1:{api.port}\r\n".encode()
+
+
+_leftover: dict[int, bytes] = {}
+
+
+def _read_answer(sock: socket.socket, timeout: float = 5) -> tuple[int, dict]:
+    """One Content-Length framed answer: (status, JSON body); bytes of the next answer are kept."""
+    sock.settimeout(timeout)
+    buf = _leftover.pop(id(sock), b"")
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    _leftover[id(sock)] = rest[length:]
+    return int(head.split(b" ")[1]), (json.loads(rest[:length]) if length else {})
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the peer closes `sock` within `seconds` (reading and dropping whatever it sends)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+    return False
+
+
+def _license(conn: http.client.HTTPConnection, port: int) -> int:
+    conn.request("GET", "/v1/license", headers={"Host": f"127.0.0.1:{port}"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def test_idle_connection_flood_bounded_threads(api, monkeypatch):
+    """300 idle connections: the threads stay bounded, the ones past the cap are refused, the POS's own
+    keep-alive connection keeps its answers, and a POS reconnecting takes the slot of an idle one."""
+    monkeypatch.setattr(httpd, "PRESSURE_IDLE_S", 0.2)
+    api._httpd.max_connections = 200
+    pos = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+    assert _license(pos, api.port) == 200
+    threads_before = threading.active_count()
+    flood = []
+    try:
+        for _ in range(300):
+            flood.append(socket.create_connection(("127.0.0.1", api.port), timeout=5))
+        answers = [_license(pos, api.port) for _ in range(20)]
+        assert answers == [200] * 20
+        # Connections past the cap were told "busy" and closed, not given a thread each.
+        refused = sum(1 for s in flood[-50:] if _closed_within(s, 2))
+        assert refused == 50
+        assert api._httpd.connections <= 200
+        assert threading.active_count() <= threads_before + httpd.WORKERS
+        time.sleep(0.3)  # past PRESSURE_IDLE_S: the idle flood connections may now be dropped for a newcomer
+        fresh = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        assert _license(fresh, api.port) == 200
+        fresh.close()
+    finally:
+        pos.close()
+        for s in flood:
+            s.close()
+
+
+def test_slow_header_drip_hits_request_deadline(api, monkeypatch):
+    """A header dripped a byte at a time is cut at the whole-request deadline, however steady the drip."""
+    monkeypatch.setattr(httpd, "REQUEST_DEADLINE_S", 0.6)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api))
+        started = time.monotonic()
+        closed = False
+        for _ in range(60):  # 60 bytes at 50 ms: 3 s of drip, each byte well inside any per-read timeout
+            try:
+                s.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            if _closed_within(s, 0.05):
+                closed = True
+                break
+        assert closed, "the dripping connection outlived the whole-request deadline"
+        assert time.monotonic() - started < 2.5
+
+
+def test_idle_fresh_connection_hits_request_deadline(api, monkeypatch):
+    """A connection that sends nothing at all is closed at the request deadline too."""
+    monkeypatch.setattr(httpd, "REQUEST_DEADLINE_S", 0.3)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        assert _closed_within(s, 3)
+
+
+def test_get_with_body_is_not_parsed_as_next_request(api):
+    """A GET's body that looks like a request is read as body, not served as the next request."""
+    hidden = b"GET /v1/diagnostics HTTP/1.1\r\n" + _host(api) + b"\r\n"
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api)
+                  + f"Content-Length: {len(hidden)}\r\n\r\n".encode() + hidden
+                  + b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n")
+        status, first = _read_answer(s)
+        assert status == 200 and first["license_state"] == "trial_active"
+        status, second = _read_answer(s)
+        assert status == 200 and second["ok"] is True  # the health request, not the hidden one
+        s.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            s.recv(1)  # and nothing more: the hidden request was never answered
+
+
+@pytest.mark.parametrize("value", ["+2", "-1", " 2x", "0x2", "2 2", "\u0662", "1e3", "99999999999"])
+def test_plus_content_length_refused(api, value):
+    """Content-Length must be plain ASCII digits (and within the body cap): `+2` and friends get 400/413."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"Authorization: Bearer {TOKEN}\r\n".encode()
+                  + b"Content-Type: application/json\r\nContent-Length: " + value.encode("utf-8")
+                  + b"\r\n\r\n{}")
+        status, body = _read_answer(s)
+        assert status in (400, 413) and body["error"] in ("bad_request", "payload_too_large")
+        assert _closed_within(s, 3)
+
+
+def test_chunked_body_refused(api):
+    """Transfer-Encoding cannot frame a request here: 411 and the connection closes."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + b"Transfer-Encoding: chunked\r\n\r\n"
+                  b"2\r\n{}\r\n0\r\n\r\n")
+        status, body = _read_answer(s)
+        assert (status, body["error"]) == (411, "length_required")
+        assert _closed_within(s, 3)
+
+
+def test_fat_header_flood_is_refused_before_buffering(api):
+    """Twenty unfinished requests with fat headers: each is cut at the head cap with 431, nothing kept."""
+    socks = [socket.create_connection(("127.0.0.1", api.port), timeout=5) for _ in range(20)]
+    try:
+        for s in socks:
+            s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"X-Fat: " + b"a" * (httpd.MAX_HEAD + 10))
+        for s in socks:
+            status, body = _read_answer(s)
+            assert (status, body["error"]) == (431, "headers_too_large")
+            assert _closed_within(s, 3)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_oversized_body_is_refused_without_reading_it(api):
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"Authorization: Bearer {TOKEN}\r\n".encode()
+                  + f"Content-Type: application/json\r\nContent-Length: {httpd.MAX_BODY + 1}\r\n\r\n".encode())
+        status, body = _read_answer(s)
+        assert (status, body["error"]) == (413, "payload_too_large")
+
+
+def test_blocked_handlers_never_stall_the_license_answer(api):
+    """POSTs that hang (a sync on a dead network) fill the worker pool, never the POS's answer."""
+    release = threading.Event()
+    api.routes[("POST", "/v1/sync")].handler = lambda _body: (release.wait(10), (200, {"ok": True}))[1]
+    pos = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+    assert _license(pos, api.port) == 200  # the server is up, its worker pool started
+    threads_before = threading.active_count()
+    posts = []
+    try:
+        for _ in range(httpd.WORKERS + 4):
+            s = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+            s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api)
+                      + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n".encode())
+            posts.append(s)
+        assert [_license(pos, api.port) for _ in range(10)] == [200] * 10
+        pos.close()
+        assert threading.active_count() <= threads_before
+        release.set()
+        assert all(_read_answer(s)[0] == 200 for s in posts)
+    finally:
+        release.set()
+        for s in posts:
+            s.close()
+
+
+def test_pipelined_requests_are_answered_in_order(api):
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall((b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n") * 3
+                  + b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"{list(AUTH)[0]}: {AUTH['Authorization']}\r\n"
+                    .encode() + b"\r\n" + b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n")
+        answers = [_read_answer(s) for _ in range(5)]
+    assert [a[1].get("ok") for a in answers[:3]] == [True] * 3
+    assert answers[3][1]["license_state"] == "licensed_active"
+    assert answers[4][1]["license_state"] == "trial_active"
