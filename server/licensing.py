@@ -12,14 +12,16 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from protocol.clock import SystemClock
+from protocol.errors import KeyInvalid
 from protocol.tokens import AUDIENCE, Policy
-from protocol.trust import ISSUER
+from protocol.trust import ISSUER, jwk_thumbprint
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial
 
 POLICY = Policy()
@@ -36,9 +38,25 @@ def _ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
+@lru_cache(maxsize=4096)
+def _thumbprint(public_key: str) -> str | None:
+    try:
+        return jwk_thumbprint(public_key)
+    except KeyInvalid:  # rows are validated on the way in; a malformed one simply gets no binding
+        return None
+
+
+def _confirmation(machine: Any) -> dict[str, Any]:
+    """RFC 7800 `cnf`: the machine key's RFC 7638 thumbprint, so a token names the key that may prove it."""
+    public_key = getattr(machine, "public_key", None)
+    jkt = _thumbprint(public_key) if isinstance(public_key, str) else None
+    return {"cnf": {"jkt": jkt}} if jkt else {}
+
+
 def _base_claims(now: datetime, machine: Machine) -> dict[str, Any]:
     iat = int(now.timestamp())
     return {
+        **_confirmation(machine),
         "iss": ISSUER,
         "aud": AUDIENCE,
         "mid": machine.id,
