@@ -3,8 +3,10 @@
 ; What it does:
 ;   - installs per machine into Program Files, with Start menu shortcuts;
 ;   - starts the agent at login for every user (HKLM Run key);
-;   - upgrades in place: stops a running agent, replaces the program files, keeps the license data;
-;   - uninstalls cleanly, keeping the license data unless "Remove my license data" is ticked;
+;   - upgrades in place: stops a running agent, replaces the program files, keeps the license data, and
+;     starts the agent again in each logged-in user's session (never as the installer's own account);
+;   - uninstalls cleanly, keeping the license data unless "Remove my license data" is ticked, which
+;     removes the per-machine data (%ProgramData%\POSPal, with the sealed machine key) too;
 ;   - carries version info and shows the EULA.
 ;
 ; Compile (Linux or Windows; makensis runs from this directory, so pass absolute paths):
@@ -12,7 +14,9 @@
 ;            installer/pospal-agent.nsi
 ; scripts/build_installer.sh does this with the version read from agent/__init__.py.
 
-Unicode true
+; 64-bit installer: a 64-bit-only Wine (CI) cannot start NSIS's default 32-bit stub, and the agent is
+; 64-bit only anyway. Implies Unicode.
+Target amd64-unicode
 ManifestDPIAware true
 SetCompressor /SOLID lzma
 SetCompressorDictSize 32
@@ -55,8 +59,14 @@ RequestExecutionLevel admin
 !define REG_APP "Software\POSPal\License Agent"
 !define REG_UNINSTALL "Software\Microsoft\Windows\CurrentVersion\Uninstall\POSPalLicenseAgent"
 !define REG_RUN "Software\Microsoft\Windows\CurrentVersion\Run"
-; platformdirs.user_data_dir("POSPal License Agent", "POSPal") on Windows.
+; Per-machine data (license state, sealed machine key): %ProgramData%\POSPal.
+!define MACHINE_DATA "POSPal"
+; Older versions kept it per user: platformdirs.user_data_dir("POSPal License Agent", "POSPal").
 !define DATA_SUBDIR "POSPal\POSPal License Agent"
+; Older versions kept the machine key in the user's Credential Manager under this target.
+!define KEYRING_TARGET "POSPal License Agent"
+; The scheduled task that starts the agent in every logged-in session after an upgrade.
+!define START_TASK "POSPal License Agent start"
 
 Name "${PRODUCT}"
 OutFile "${OUTFILE}"
@@ -77,6 +87,7 @@ VIAddVersionKey /LANG=0 "LegalCopyright" "Copyright (c) ${COMPANY}"
 !include "LogicLib.nsh"
 !include "x64.nsh"
 !include "FileFunc.nsh"
+!include "Sections.nsh"
 
 !define MUI_ICON "..\packaging\pospal.ico"
 !define MUI_UNICON "..\packaging\pospal.ico"
@@ -141,10 +152,27 @@ Function .onInit
   ${EndIf}
 FunctionEnd
 
-; The installer runs elevated; starting the agent from it would run the tray as Administrator.
-; Asking Explorer to open it starts it as the signed-in user instead.
+; The installer runs elevated, maybe as SYSTEM (a deployment tool) with nobody's Explorer to borrow:
+; starting the agent from it would run it as the wrong account. Instead a scheduled task whose principal
+; is the Users group (S-1-5-32-545), "run only when the user is logged on", starts it in each logged-in
+; user's session as that user, with a limited token. With nobody logged in it starts nothing, and the
+; HKLM Run value starts the agent at the next login. The task is registered once and removed at uninstall.
 Function StartAgentAsUser
-  Exec '"$WINDIR\explorer.exe" "$INSTDIR\${APP_EXE}"'
+  InitPluginsDir
+  FileOpen $0 "$PLUGINSDIR\start-task.xml" w
+  FileWrite $0 '<?xml version="1.0" encoding="UTF-8"?>$\r$\n'
+  FileWrite $0 '<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">$\r$\n'
+  FileWrite $0 '<RegistrationInfo><Description>Starts ${PRODUCT} for each logged-in user after an upgrade.</Description></RegistrationInfo>$\r$\n'
+  FileWrite $0 '<Principals><Principal id="Users"><GroupId>S-1-5-32-545</GroupId><RunLevel>LeastPrivilege</RunLevel></Principal></Principals>$\r$\n'
+  FileWrite $0 '<Settings><MultipleInstancesPolicy>Parallel</MultipleInstancesPolicy><DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries><StopIfGoingOnBatteries>false</StopIfGoingOnBatteries><ExecutionTimeLimit>PT0S</ExecutionTimeLimit><AllowStartOnDemand>true</AllowStartOnDemand><Enabled>true</Enabled></Settings>$\r$\n'
+  FileWrite $0 '<Actions Context="Users"><Exec><Command>"$INSTDIR\${APP_EXE}"</Command></Exec></Actions>$\r$\n'
+  FileWrite $0 '</Task>$\r$\n'
+  FileClose $0
+  nsExec::ExecToLog '"$SYSDIR\schtasks.exe" /Create /F /TN "${START_TASK}" /XML "$PLUGINSDIR\start-task.xml"'
+  Pop $0
+  nsExec::ExecToLog '"$SYSDIR\schtasks.exe" /Run /TN "${START_TASK}"'
+  Pop $1
+  DetailPrint "start task: create $0, run $1"
 FunctionEnd
 
 Section "-Program" SecMain
@@ -189,11 +217,6 @@ Function .onInstSuccess
   ${EndIf}
 FunctionEnd
 
-Function un.onInit
-  SetRegView 64
-  SetShellVarContext all
-FunctionEnd
-
 Section "-un.$(SecProgram)" UnSecMain
   !insertmacro StopAgent
   DeleteRegValue HKLM "${REG_RUN}" "${RUN_VALUE}"
@@ -207,16 +230,39 @@ Section "-un.$(SecProgram)" UnSecMain
   Delete "$INSTDIR\EULA.txt"
   Delete "$INSTDIR\Uninstall.exe"
   RMDir "$INSTDIR"
+  nsExec::Exec '"$SYSDIR\schtasks.exe" /Delete /F /TN "${START_TASK}"'
+  Pop $0
   DeleteRegKey HKLM "${REG_UNINSTALL}"
   DeleteRegKey HKLM "${REG_APP}"
   DeleteRegKey /ifempty HKLM "Software\POSPal"
 SectionEnd
 
 ; Off by default: the license cache lets a reinstall keep selling offline, and the trial and
-; subscription live on the server anyway. Ticking it removes this user's agent data directory.
+; subscription live on the server anyway. Ticking it (or /REMOVEDATA on a silent uninstall's command
+; line) removes the per-machine data with the sealed machine key, and what older per-user versions left
+; for the user running the uninstaller: the data directory and the Credential Manager key.
 Section /o "un.$(SecData)" UnSecData
+  SetShellVarContext all
+  RMDir /r "$APPDATA\${MACHINE_DATA}"
   SetShellVarContext current
   RMDir /r "$LOCALAPPDATA\${DATA_SUBDIR}"
   RMDir "$LOCALAPPDATA\POSPal"
+  nsExec::Exec '"$SYSDIR\cmdkey.exe" /delete:"${KEYRING_TARGET}"'
+  Pop $0
   SetShellVarContext all
 SectionEnd
+
+; After the sections: it names UnSecData.
+Function un.onInit
+  SetRegView 64
+  SetShellVarContext all
+  ; Uninstall.exe /S /REMOVEDATA: the silent form of ticking "Remove my license data".
+  ${GetParameters} $0
+  ClearErrors
+  ${GetOptions} $0 "/REMOVEDATA" $1
+  ${IfNot} ${Errors}
+    SectionGetFlags ${UnSecData} $1
+    IntOp $1 $1 | ${SF_SELECTED}
+    SectionSetFlags ${UnSecData} $1
+  ${EndIf}
+FunctionEnd
