@@ -97,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = AgentService(settings, probe_in_background=True)
     try:
         api = LocalApi(InProcessControl(service), api_token=store.ensure_api_token(settings.data_dir),
-                       port=settings.agent_port, allowed_origins=settings.allowed_origins).start()
+                       port=settings.agent_port, allowed_origins=settings.allowed_origins,
+                       prover=service.proof_material).start()
     except OSError as exc:
         raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port} ({exc.strerror or exc}); "
                     "is another agent running?") from exc

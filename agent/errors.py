@@ -17,7 +17,12 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      │    ├── Offline                 no answer (network down, DNS, timeout, 5xx)
      │    └── ServerRefused           the server answered with an error body (`code`, `extra`)
      └── LocalApiError                the local agent API (agent.client) failed (`status`, `code`, `extra`)
-          └── AgentUnavailable        no agent answers on the local port
+          ├── AgentUnavailable        no agent answers on the local port
+          │    └── AgentStarting      an agent answers but is still starting: wait a moment
+          └── AnswerRefused           an answer that fails verified_license()'s checks (`reason`)
+               ├── BadProof           not proven by this machine's key for this challenge (forged, replayed)
+               ├── OtherMachine       the token is bound to another PC (a proxy to another machine)
+               └── LicenseExpired     the token's lease (or its trial, subscription) has run out
 """
 
 from __future__ import annotations
@@ -81,3 +86,39 @@ class AgentUnavailable(LocalApiError):
 
     def __init__(self, message: str = "The POSPal License Agent is not running.") -> None:
         super().__init__(message, code="agent_unavailable")
+
+
+class AgentStarting(AgentUnavailable):
+    """An agent answers on the port but is not ready to prove its answer yet (it is starting)."""
+
+    def __init__(self, message: str = "The POSPal License Agent is starting.") -> None:
+        super().__init__(message)
+        self.code = "agent_starting"
+
+
+class AnswerRefused(LocalApiError):
+    """The local answer failed a check of `AgentClient.verified_license()`; `reason` says which."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, code=self.default_code)
+        self.reason = reason
+
+    default_code = "answer_refused"
+
+
+class BadProof(AnswerRefused):
+    """Not proven by this machine's key for this challenge: a forged or replayed answer, or no token."""
+
+    default_code = "bad_proof"
+
+
+class OtherMachine(AnswerRefused):
+    """The answer's token is bound to another computer (for example, a proxy to another PC's agent)."""
+
+    default_code = "other_machine"
+
+
+class LicenseExpired(AnswerRefused):
+    """The token's offline lease, trial or paid period has run out by the POS's own clock."""
+
+    default_code = "license_expired"

@@ -148,6 +148,19 @@ class AgentService:
         assert status is not None
         return status
 
+    def proof_material(self) -> tuple[str | None, Ed25519PrivateKey | None]:
+        """The current token and the machine key, which sign the local API's challenge answers.
+
+        The key is read from its store once per token (a keyring may be slow); (None, None) without one.
+        """
+        token = self._data.get("token")
+        if not isinstance(token, str):
+            return None, None
+        cached = getattr(self, "_proof_key", None)
+        if cached is None or cached[0] != token:
+            cached = self._proof_key = (token, self.key_store.load())
+        return token, cached[1]
+
     def subscribe(self, callback: Callable[[LicenseStatus], None]) -> Callable[[], None]:
         """Call `callback(status)` on every change; returns the unsubscribe function."""
         with self._lock:

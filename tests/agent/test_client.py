@@ -108,3 +108,181 @@ def test_port_comes_from_the_environment(monkeypatch):
     assert AgentClient().port == 7999
     monkeypatch.setenv("POSPAL_AGENT_PORT", "junk")
     assert AgentClient().port == 7421
+
+
+# ------------------------------------------------------------------------------ verified_license (unit)
+
+from datetime import timedelta  # noqa: E402
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from agent.errors import AgentStarting, BadProof, LicenseExpired, OtherMachine  # noqa: E402
+from protocol.clock import FakeClock  # noqa: E402
+from protocol.trust import encode_public_key, jwk_thumbprint  # noqa: E402
+from tests.agent import tokenkit  # noqa: E402
+
+
+class Machine:
+    """A machine key and a server signer minting tokens bound to it (cnf.jkt)."""
+
+    def __init__(self) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.signer = tokenkit.Signer()
+
+    def token(self, **overrides) -> str:
+        overrides.setdefault("cnf", {"jkt": jwk_thumbprint(self.key.public_key())})
+        return self.signer.sign(**overrides)
+
+
+def _proving_api(control, prover):
+    return LocalApi(control, api_token=TOKEN, port=0, poll_interval=0.02, prover=prover).start()
+
+
+def _client(api, machine, clock=None, **kw):
+    c = AgentClient(api.port, trusted_keys=machine.signer.trusted(), clock=clock or FakeClock(tokenkit.NOW),
+                    fingerprinter=lambda: tokenkit.FP, **kw)
+    c.wait_ready(5)
+    return c
+
+
+@pytest.fixture
+def machine():
+    return Machine()
+
+
+def test_verified_license_accepts_the_genuine_agent_and_caches_it(control, machine):
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    asked = []
+    original = api.challenge_response
+    api.challenge_response = lambda q, cors="": asked.append(q) or original(q, cors)
+    clock = FakeClock(tokenkit.NOW)
+    try:
+        c = _client(api, machine, clock, recheck_s=60)
+        first = c.verified_license()
+        assert first["license_state"] == "trial_active" and first["licensed"] is True
+        assert "proof" not in first and "token" not in first
+        assert c.verified_license() == first and len(asked) == 1  # cached: no new challenge
+        clock.advance(61)
+        assert c.verified_license()["licensed"] is True and len(asked) == 2  # re-challenged
+        assert asked[0] != asked[1]
+    finally:
+        api.stop()
+
+
+def test_a_plain_answer_without_proof_is_refused(control, machine):
+    api = _proving_api(control, lambda: (None, None))
+    try:
+        with pytest.raises(BadProof) as info:
+            _client(api, machine).verified_license()
+        assert info.value.reason == "no_token"
+    finally:
+        api.stop()
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "reason"),
+    [
+        (lambda m: (tokenkit.Signer().sign(cnf={"jkt": jwk_thumbprint(m.key.public_key())}), m.key), BadProof,
+         "token"),
+        (lambda m: (m.signer.sign(), m.key), BadProof, "unbound"),
+        (lambda m: (m.token(), Ed25519PrivateKey.generate()), BadProof, "key"),
+        (lambda m: (m.token(fp={k: "0" * 64 for k in tokenkit.FP}), m.key), OtherMachine, "fingerprint"),
+        (lambda m: (m.token(iat=tokenkit.NOW_TS - 15 * tokenkit.DAY), m.key), LicenseExpired, "offline_expired"),
+        (lambda m: (m.token(status="canceled", cancel_at=tokenkit.NOW_TS - 60,
+                            period_end=tokenkit.NOW_TS - 60), m.key), LicenseExpired, "licensed_cancelled"),
+        (lambda m: (m.token(status="revoked"), m.key), BadProof, "contradicts"),
+    ],
+    ids=["untrusted-signer", "token-without-cnf", "key-not-the-tokens", "other-machine", "lease-expired",
+         "cancelled-but-says-licensed", "revoked-but-says-licensed"],
+)
+def test_verified_license_refuses_with_a_reason(control, machine, make, error, reason):
+    token, key = make(machine)
+    api = _proving_api(control, lambda: (token, key))
+    try:
+        with pytest.raises(error) as info:
+            _client(api, machine).verified_license()
+        assert info.value.reason == reason and info.value.message
+    finally:
+        api.stop()
+
+
+def test_expired_by_the_clients_own_clock(control, machine):
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    try:
+        late = FakeClock(tokenkit.NOW + timedelta(days=15))
+        with pytest.raises(LicenseExpired):
+            _client(api, machine, late).verified_license()
+    finally:
+        api.stop()
+
+
+def test_a_body_changed_after_signing_is_refused(control, machine):
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    original = api.challenge_response
+
+    def tamper(query, cors=""):
+        return original(query, cors).replace(b'"reason":null', b'"reason":"xx"')
+
+    api.challenge_response = tamper
+    try:
+        with pytest.raises(BadProof) as info:
+            _client(api, machine).verified_license()
+        assert info.value.reason == "proof"
+    finally:
+        api.stop()
+
+
+def test_agent_starting_is_told_apart_from_no_agent(control, machine):
+    loaded = threading.Event()
+    token = machine.token()
+
+    def slow_prover():
+        loaded.wait(10)
+        return token, machine.key
+
+    api = _proving_api(control, slow_prover)
+    try:
+        c = AgentClient(api.port, trusted_keys=machine.signer.trusted(), clock=FakeClock(tokenkit.NOW),
+                        fingerprinter=lambda: tokenkit.FP)
+        with pytest.raises(AgentStarting):
+            c.verified_license()
+        with pytest.raises(AgentStarting):
+            c.wait_ready(0.3)
+        assert c.health()["ready"] is False
+        loaded.set()
+        assert c.wait_ready(5)["ready"] is True
+        assert c.verified_license()["licensed"] is True
+    finally:
+        loaded.set()
+        api.stop()
+    with pytest.raises(AgentUnavailable) as info:
+        AgentClient(_dead_port(), timeout=0.5).verified_license()
+    assert not isinstance(info.value, AgentStarting)
+
+
+@pytest.mark.parametrize("challenge", ["", "short", "A" * 100, "a+b/" * 8, "%00" * 20])
+def test_a_malformed_challenge_is_refused(control, machine, challenge):
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    try:
+        with pytest.raises(LocalApiError) as info:
+            AgentClient(api.port).request("GET", f"/v1/license?challenge={challenge}")
+        assert (info.value.status, info.value.code) == (400, "bad_challenge")
+    finally:
+        api.stop()
+
+
+def test_the_answer_names_the_machine_key(control, machine):
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    try:
+        c = _client(api, machine)
+        answer = c.request("GET", "/v1/license?challenge=" + "A" * 43)
+        assert answer["token"] == token
+        assert answer["machine_key"] == encode_public_key(machine.key.public_key())
+        assert isinstance(answer["proof"], str)
+    finally:
+        api.stop()
