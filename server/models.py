@@ -138,6 +138,9 @@ class Machine(Base):
     activated_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
     deactivated_at: Mapped[datetime | None]
+    # Whether it holds one of its license's seats (server/seats.py): None = holds one; "exceeded" = over
+    # the subscription's quantity; "idle" = released after POSPAL_SEAT_IDLE_DAYS unseen.
+    seat_state: Mapped[str | None] = mapped_column(String(16))
 
 
 class Trial(Base):
@@ -177,6 +180,21 @@ class LoginCode(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     used_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+
+
+class OwnerProof(Base):
+    """The owner proved their email with a code on this machine: owner actions allowed until `expires_at`.
+
+    Keyed by the machine public key, so a PC not yet activated (buying, adding itself) can hold one too.
+    """
+
+    __tablename__ = "owner_proofs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_key: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), index=True)
+    proven_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
 
 
 class Checkout(Base):
