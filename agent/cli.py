@@ -4,7 +4,8 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
 `main` parses and calls it. The function returns the process exit code.
 
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
-  exists (`ui` is imported only then, so the agent never needs PySide6).
+  exists, as a supervised child process (`run --tray-only`, which loads the UI through the
+  `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
 - `status`, `trial`, `activate`, `buy`, `sync`, `deactivate` talk to the running agent over the local API
   (with the api-token from the data directory); when none answers they run the agent's service in this
   process for the one command, on the same data directory.
@@ -84,39 +85,126 @@ def _has_display() -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the agent until SIGTERM, Ctrl+C or (with the tray) Quit."""
-    from agent import store
-    from agent.api import LocalApi
+    """Run the agent until SIGTERM, Ctrl+C or Quit in the tray; with `--tray-only`, only the tray.
+
+    The tray is a child process (agent.supervisor) talking to the agent over the local API, restarted
+    with backoff when it dies, so a Qt abort never stops the license answer. When another agent already
+    serves this PC (a second Windows session), this one runs only its session's tray, attached to it,
+    and takes over the service if that agent goes away.
+    """
+    from agent import store, winprobes, winsupport
     from agent.config import AgentSettings
+
+    settings = AgentSettings.from_env()
+    if args.tray_only:
+        return _run_tray_only(settings)
+    store.ensure_dir(settings.data_dir)
+    _setup_logging(settings.data_dir)
+    _migrate(settings)
+    supported = winsupport.check_and_tell(winprobes.windows_version())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tray = _tray_supervisor(settings) if supported and not args.headless and _has_display() else None
+    try:
+        while not stop.is_set():
+            if _serve(settings, tray, stop, headless=tray is None):
+                return 0
+            # Another agent serves this PC: keep our session's tray attached until it goes away.
+            assert tray is not None
+            tray.start()
+            while not stop.wait(5.0) and not tray.quit.is_set() and _port_taken(settings.agent_port):
+                pass
+            if tray.quit.is_set():
+                return 0
+            log.info("the other agent is gone; taking over the service")
+        return 0
+    finally:
+        if tray is not None:
+            tray.stop()
+
+
+def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -> bool:
+    """Serve the local API and the license until stopped or the tray quits; False when another agent
+    already serves the port (and this one has a tray to attach). Raises `Error` for any other bind failure."""
+    from agent import portcheck, store
+    from agent.api import LocalApi
     from agent.control import InProcessControl
     from agent.service import AgentService
 
-    settings = AgentSettings.from_env()
-    store.ensure_dir(settings.data_dir)
-    _setup_logging(settings.data_dir)
     service = AgentService(settings, probe_in_background=True)
     try:
         api = LocalApi(InProcessControl(service), api_token=store.ensure_api_token(settings.data_dir),
                        port=settings.agent_port, allowed_origins=settings.allowed_origins,
                        prover=service.proof_material).start()
     except OSError as exc:
-        raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port} ({exc.strerror or exc}); "
-                    "is another agent running?") from exc
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        service.stop()
+        failure = portcheck.explain(settings.agent_port, exc)
+        log.warning("cannot listen on 127.0.0.1:%d: %s", settings.agent_port, failure.message)
+        if failure.kind == portcheck.AGENT and not headless:
+            return False
+        raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port}: {failure.message}") from exc
     try:
         service.start()
         log.info("agent %s listening on 127.0.0.1:%d, server %s, data %s", __version__, api.port,
                  settings.server_url, settings.data_dir)
-        if not args.headless and _has_display() and _run_tray(service):
-            return 0
-        while not stop.wait(1.0 if os.name == "nt" else 3600):
-            pass
-        return 0
+        if tray is not None:
+            tray.start()
+        while not stop.wait(1.0 if os.name == "nt" else 60.0):
+            if tray is not None and tray.quit.is_set():
+                break
+        return True
     finally:
         api.stop()
         service.stop()
         log.info("agent stopped")
+
+
+def _port_taken(port: int) -> bool:
+    from agent.client import health
+    from agent.errors import LocalApiError
+
+    try:
+        health(port, timeout=2.0)
+    except LocalApiError:
+        return False
+    return True
+
+
+def _tray_supervisor(settings: Any) -> Any:
+    from agent.supervisor import ChildSupervisor, child_env, tray_command
+
+    return ChildSupervisor(tray_command(), env=child_env(), log_path=settings.data_dir / "tray.log")
+
+
+def _migrate(settings: Any) -> None:
+    """Move a per-user install's data to the per-machine directory (first start of this version)."""
+    from agent import config, migrate
+
+    if os.environ.get("POSPAL_DATA_DIR"):
+        return  # an explicit directory is the operator's choice: nothing to move
+    try:
+        moved = migrate.from_user_dir(config.legacy_user_data_dir(), settings.data_dir)
+    except Error as exc:
+        log.warning("could not move this user's license data: %s", exc.message)
+        return
+    if moved:
+        log.info("moved this user's license data to %s: %s", settings.data_dir, ", ".join(moved))
+
+
+def _run_tray_only(settings: Any) -> int:
+    """The tray alone, attached to the running agent over the local API (the agent's supervised child)."""
+    from agent import store
+    from agent.remote import HttpControl
+    from agent.supervisor import EXIT_NO_UI
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_tray = _load_tray()
+    except Exception as exc:  # no UI installed, or PySide6 missing or broken: nothing to restart
+        log.warning("tray unavailable (%s)", exc)
+        return EXIT_NO_UI
+    run_tray(HttpControl(settings.agent_port, store.read_api_token(settings.data_dir)))
+    return 0
 
 
 # The tray is a frontend found through this entry-point group (pyproject registers ui.app:run_tray), so
@@ -144,7 +232,8 @@ def _load_tray() -> Callable[[Any], Any]:
 
 
 def _run_tray(service: Any) -> bool:
-    """Run the tray until Quit; False (after a log line) when the UI cannot start here."""
+    """Run the tray (on a service or an AgentControl) until Quit; False (after a log line) when the UI
+    cannot start here."""
     try:
         run_tray = _load_tray()
     except Exception as exc:  # no UI installed, or PySide6 missing or broken: the agent serves headless
@@ -161,6 +250,8 @@ def _run_tray(service: Any) -> bool:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (local API, sync, and the tray when a display exists)")
     p.add_argument("--headless", action="store_true", help="never start the tray")
+    p.add_argument("--tray-only", action="store_true",
+                   help="only the tray, attached to the running agent (the agent starts it this way)")
     p.set_defaults(func=cmd_run)
 
 

@@ -6,7 +6,9 @@ value raises `ConfigError` naming the variable, before anything starts.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +23,37 @@ APP_AUTHOR = "POSPal"
 DEFAULT_SERVER_URL = "https://license.pospal.gr"
 DEFAULT_AGENT_PORT = 7421
 
+log = logging.getLogger(__name__)
+
+
+def legacy_user_data_dir() -> Path:
+    """The per-user data dir earlier versions used (platformdirs user data dir); migrated from at start."""
+    return Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process can write `path`, or create it (its nearest existing parent is writable)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
 
 def default_data_dir() -> Path:
-    """The platformdirs user data dir for the agent (used when POSPAL_DATA_DIR is not set)."""
-    return Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+    """The per-machine data dir (used when POSPAL_DATA_DIR is not set): one identity for every user.
+
+    Windows: `%ProgramData%\\POSPal\\License Agent` (the installer creates it with its ACL; see
+    docs/ARCHITECTURE.md). Elsewhere `/var/lib/pospal` (macOS: the site data dir) when this account can
+    write there, else the user data dir (a developer's machine, an agent run without privileges).
+    """
+    if sys.platform == "win32":
+        base = os.environ.get("ProgramData") or os.environ.get("ALLUSERSPROFILE") or r"C:\ProgramData"
+        return Path(base) / "POSPal" / "License Agent"
+    machine = Path(platformdirs.site_data_dir(APP_NAME, APP_AUTHOR)) if sys.platform == "darwin" \
+        else Path("/var/lib/pospal")
+    return machine if _writable(machine) else legacy_user_data_dir()
 
 
 def _origin(value: str, var: str) -> str:

@@ -566,7 +566,7 @@ class AgentService:
             r = fingerprint.match(claims.fp, fp.hashes())
             verdict = ("same machine" if r.ok else "machine changed") if r.decided else \
                 "undecided: too few components readable, license kept"
-            out["fingerprint_match"] = f"{r.compared} compared, {r.differ} differ of {r.total} bound: {verdict}"
+            out["fingerprint_match"] = f"{r.compared} compared, {r.differ} differ, {r.total} bound: {verdict}"
         if self._reprobe.running:
             out["fingerprint_reprobe"] = f"running (attempt {self._reprobe.attempts})"
         if self._clone_suspected:

@@ -8,9 +8,9 @@ lose the machine id, the provisional trial start and key-set updates; recovering
 keeps the terminal selling while the next sync refreshes everything. A corrupt, truncated, empty or
 garbage file never raises: `load` reports `RESYNC_NEEDED` (or `RECOVERED` from the `.bak`).
 
-**Machine key.** The machine's Ed25519 private key lives in the OS keyring (service
-"POSPal License Agent"). When no keyring works (headless Linux has only keyring's `fail` backend) it is a
-0600 PEM file `machine-key.pem` in the data directory.
+**Machine key.** One per PC: the machine's Ed25519 private key, sealed with DPAPI machine scope on
+Windows (`machine-key.dpapi`), else a 0600 PEM file `machine-key.pem`, in the per-machine data directory.
+A key an earlier version kept in the user's keyring is moved here on first use.
 
 **API token.** `api-token` (0600) holds the bearer token for the local API's POST endpoints.
 """
@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 MACHINE_KEY_FILE = "machine-key.pem"
+SEALED_KEY_FILE = "machine-key.dpapi"
 API_TOKEN_FILE = "api-token"  # noqa: S105 - a file name, not a secret
 KEYRING_SERVICE = "POSPal License Agent"
 CACHE_FORMAT = 1
@@ -195,34 +197,68 @@ def _usable_keyring(backend: Any) -> bool:
         getattr(backend, "priority", 1) > 0
 
 
-class MachineKeyStore:
-    """The machine's Ed25519 private key: OS keyring first, else a 0600 PEM file in the data dir.
+def default_sealer() -> Any:
+    """DPAPI machine scope on Windows; None elsewhere (the key is then a 0600 file)."""
+    if sys.platform != "win32":
+        return None
+    from agent.dpapi import MachineSealer
 
-    The keyring entry's user name includes a hash of the data directory, so two agents with different
-    POSPAL_DATA_DIRs (a demo next to production) never share a machine key.
+    return MachineSealer()
+
+
+class MachineKeyStore:
+    """The machine's Ed25519 private key, one per PC, shared by every user of it.
+
+    On Windows it is sealed with DPAPI machine scope in `machine-key.dpapi` (any account on this PC
+    opens it, no other PC does); elsewhere it is a 0600 PEM file `machine-key.pem`. Earlier versions
+    kept it in the user's OS keyring (Windows Credential Manager): a key found there is moved into the
+    machine store and removed from the keyring. The keyring entry's user name includes a hash of the
+    data directory it belonged to.
     """
 
-    def __init__(self, data_dir: Path, backend: Any | None = None) -> None:
+    def __init__(self, data_dir: Path, backend: Any | None = None, sealer: Any | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.file = self.data_dir / MACHINE_KEY_FILE
-        if backend is None:
-            import keyring
-
-            backend = keyring.get_keyring()
-        self.backend = backend
+        self.sealed_file = self.data_dir / SEALED_KEY_FILE
+        self._backend = backend
+        self.sealer = sealer if sealer is not None else default_sealer()
         digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
         self.keyring_user = f"machine-key:{digest}"
 
     @property
+    def backend(self) -> Any:
+        """The legacy keyring backend (looked up only when needed)."""
+        if self._backend is None:
+            import keyring
+
+            self._backend = keyring.get_keyring()
+        return self._backend
+
+    @property
     def keyring_usable(self) -> bool:
-        """Whether the configured keyring backend can be used at all."""
+        """Whether the legacy keyring backend can be used at all."""
         return _usable_keyring(self.backend)
+
+    @property
+    def where(self) -> str:
+        """Where a saved key goes: "dpapi-machine" or "file"."""
+        return self.sealer.name if self.sealer is not None else "file"
 
     def load(self) -> Ed25519PrivateKey | None:
         """The stored key, or None when there is none. Raises `KeyStoreError` if one exists but is broken."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        pem = self._read_machine_store()
+        if pem is None:
+            pem = self._keyring_get()
+            if pem is not None:
+                key = _parse_pem(pem)
+                self._store(pem)  # moved out of the user's keyring into the per-machine store
+                self._keyring_delete()
+                return key
+            return None
+        return _parse_pem(pem)
 
+    def read_legacy(self) -> Ed25519PrivateKey | None:
+        """A key as earlier versions stored it (keyring entry, else PEM file), without moving it."""
         pem = self._keyring_get()
         if pem is None:
             try:
@@ -231,33 +267,15 @@ class MachineKeyStore:
                 return None
             except (OSError, UnicodeDecodeError) as exc:
                 raise KeyStoreError(f"Cannot read the machine key: {exc}") from exc
-        try:
-            key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
-        except (ValueError, TypeError) as exc:
-            raise KeyStoreError("The stored machine key is damaged.") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise KeyStoreError("The stored machine key is not an Ed25519 key.")
-        return key
+        return _parse_pem(pem)
 
     def save(self, key: Ed25519PrivateKey) -> str:
-        """Store `key`; returns where ("keyring" or "file"). Raises `KeyStoreError`."""
+        """Store `key`; returns where ("dpapi-machine" or "file"). Raises `KeyStoreError`."""
         from cryptography.hazmat.primitives import serialization
 
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode("ascii")
-        if self._keyring_set(pem):
-            try:
-                self.file.unlink()
-            except OSError:
-                pass
-            return "keyring"
-        try:
-            ensure_dir(self.data_dir)
-            atomic_write(self.file, pem.encode("ascii"), mode=0o600)
-            os.chmod(self.file, 0o600)
-        except (StoreError, OSError) as exc:
-            raise KeyStoreError(f"Cannot store the machine key: {exc}") from exc
-        return "file"
+        return self._store(pem)
 
     def load_or_create(self) -> Ed25519PrivateKey:
         """The stored key, or a new one (stored) when there is none."""
@@ -271,35 +289,78 @@ class MachineKeyStore:
 
     def delete(self) -> None:
         """Forget the key everywhere (after a deactivation)."""
-        if self.keyring_usable:
+        self._keyring_delete()
+        for path in (self.sealed_file, self.file):
             try:
-                self.backend.delete_password(KEYRING_SERVICE, self.keyring_user)
-            except Exception:  # noqa: BLE001, S110 - keyring backends raise many types; nothing to delete is fine
+                path.unlink()
+            except FileNotFoundError:
                 pass
+            except OSError as exc:
+                raise KeyStoreError(f"Cannot delete the machine key file: {exc}") from exc
+
+    def _read_machine_store(self) -> str | None:
+        if self.sealer is not None:
+            try:
+                blob = self.sealed_file.read_bytes()
+            except FileNotFoundError:
+                blob = None
+            except OSError as exc:
+                raise KeyStoreError(f"Cannot read the machine key: {exc}") from exc
+            if blob is not None:
+                try:
+                    return self.sealer.unseal(blob).decode("ascii")
+                except UnicodeDecodeError as exc:
+                    raise KeyStoreError("The stored machine key is damaged.") from exc
         try:
-            self.file.unlink()
+            return self.file.read_text(encoding="ascii")
         except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise KeyStoreError(f"Cannot delete the machine key file: {exc}") from exc
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyStoreError(f"Cannot read the machine key: {exc}") from exc
+
+    def _store(self, pem: str) -> str:
+        try:
+            ensure_dir(self.data_dir)
+            if self.sealer is not None:
+                atomic_write(self.sealed_file, self.sealer.seal(pem.encode("ascii")), mode=0o600)
+                try:
+                    self.file.unlink()  # a plain copy left by an earlier version or another OS
+                except OSError:
+                    pass
+                return self.sealer.name
+            atomic_write(self.file, pem.encode("ascii"), mode=0o600)
+            os.chmod(self.file, 0o600)
+        except (StoreError, OSError) as exc:
+            raise KeyStoreError(f"Cannot store the machine key: {exc}") from exc
+        return "file"
 
     def _keyring_get(self) -> str | None:
-        if not self.keyring_usable:
-            return None
         try:
+            if not self.keyring_usable:
+                return None
             return self.backend.get_password(KEYRING_SERVICE, self.keyring_user)
-        except Exception:  # noqa: BLE001 - a broken keyring means "use the file", whatever it raises
+        except Exception:  # noqa: BLE001 - a broken keyring holds nothing we can use, whatever it raises
             return None
 
-    def _keyring_set(self, pem: str) -> bool:
-        if not self.keyring_usable:
-            return False
+    def _keyring_delete(self) -> None:
         try:
-            self.backend.set_password(KEYRING_SERVICE, self.keyring_user, pem)
-            # Some backends (keyring's null backend, half-configured Secret Service) accept and drop it.
-            return self.backend.get_password(KEYRING_SERVICE, self.keyring_user) == pem
-        except Exception:  # noqa: BLE001 - see _keyring_get
-            return False
+            if self.keyring_usable:
+                self.backend.delete_password(KEYRING_SERVICE, self.keyring_user)
+        except Exception:  # noqa: BLE001, S110 - keyring backends raise many types; nothing to delete is fine
+            pass
+
+
+def _parse_pem(pem: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise KeyStoreError("The stored machine key is damaged.") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyStoreError("The stored machine key is not an Ed25519 key.")
+    return key
 
 
 # -------------------------------------------------------------------------------------------- API token

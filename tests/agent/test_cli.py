@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from agent.api import LocalApi
 from agent.control import InProcessControl
 from agent.errors import Offline
 from agent.remote import HttpControl
-from tests.agent.conftest import REPO
 from tests.agent.test_api import StubControl
 from tests.agent.test_service import Rig
 from tests.test_layout import imported_roots
@@ -170,15 +168,3 @@ def test_a_registered_tray_runs_with_the_service(monkeypatch):
     service = object()
     assert cli._run_tray(service) is True
     assert seen == [service]
-
-
-def test_run_on_a_busy_port_says_so_in_one_line(tmp_path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "POSPAL_DATA_DIR": str(tmp_path),
-               "POSPAL_AGENT_PORT": str(busy.getsockname()[1]), "POSPAL_SERVER_URL": "http://127.0.0.1:9"}
-        out = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--headless"], env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1
-    assert "is another agent running?" in out.stderr.splitlines()[-1] and "Traceback" not in out.stderr

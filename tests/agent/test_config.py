@@ -14,7 +14,33 @@ def test_defaults():
     s = AgentSettings.from_env({})
     assert (s.server_url, s.agent_port, s.allowed_origins, s.trusted_keys_path) == \
         (DEFAULT_SERVER_URL, DEFAULT_AGENT_PORT, (), None)
-    assert s.data_dir == default_data_dir() and "POSPal" in str(s.data_dir)
+    assert s.data_dir == default_data_dir() and "pospal" in str(s.data_dir).lower()
+
+
+def test_windows_keeps_one_identity_per_machine_in_programdata(monkeypatch):
+    from agent import config
+
+    monkeypatch.setattr(config.sys, "platform", "win32")
+    monkeypatch.setenv("ProgramData", r"C:\ProgramData")
+    assert str(config.default_data_dir()).replace("/", "\\").endswith(r"C:\ProgramData\POSPal\License Agent")
+
+
+def test_elsewhere_the_machine_dir_is_used_only_when_writable(monkeypatch, tmp_path):
+    from agent import config
+
+    monkeypatch.setattr(config.sys, "platform", "linux")
+    monkeypatch.setattr(config, "_writable", lambda path: True)
+    assert config.default_data_dir() == Path("/var/lib/pospal")
+    monkeypatch.setattr(config, "_writable", lambda path: False)
+    assert config.default_data_dir() == config.legacy_user_data_dir()
+
+
+def test_writable_looks_at_the_nearest_existing_parent(tmp_path):
+    from agent import config
+
+    assert config._writable(tmp_path / "not" / "yet")
+    (tmp_path / "file").write_text("x")
+    assert not config._writable(tmp_path / "file" / "below")
 
 
 def test_values_from_env(tmp_path):

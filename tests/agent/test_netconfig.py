@@ -157,7 +157,7 @@ def test_certifi_alone_would_have_read_offline(intercepted):
         plain.close()
 
 
-def test_a_forged_certificate_the_os_store_does_not_trust_is_still_refused(intercepted, monkeypatch, tmp_path):
+def test_a_forged_root_the_os_store_does_not_trust_is_still_refused(intercepted, monkeypatch, tmp_path):
     (tmp_path / "other").mkdir()
     other_ca, _leaf, _key = make_pki(tmp_path / "other")
     monkeypatch.setenv("SSL_CERT_FILE", str(other_ca))

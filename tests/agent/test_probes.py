@@ -134,7 +134,7 @@ def recorded_smbios() -> bytes:
 
 
 ADAPTERS = [
-    AdapterRecord(winprobes.IF_TYPE_ETHERNET, bytes.fromhex("00155d010203"), "Hyper-V Virtual Ethernet Adapter"),
+    AdapterRecord(winprobes.IF_TYPE_ETHERNET, bytes.fromhex("00155d010203"), "Hyper-V Virtual Ethernet"),
     AdapterRecord(winprobes.IF_TYPE_ETHERNET, bytes.fromhex("d8bbc1aabbcc"), "Intel(R) Ethernet I219-V"),
 ]
 

@@ -162,24 +162,78 @@ class DroppingKeyring(MemoryKeyring):
         pass
 
 
-def test_machine_key_goes_to_a_working_keyring(tmp_path):
+class FakeSealer:
+    """Stands in for DPAPI machine scope: opens only blobs it sealed (one "machine")."""
+
+    name = "dpapi-machine"
+
+    def __init__(self) -> None:
+        self.secret = os.urandom(16)
+
+    def seal(self, data):
+        return self.secret + bytes(b ^ 0x5A for b in data)
+
+    def unseal(self, blob):
+        if not blob.startswith(self.secret):
+            raise KeyStoreError("DPAPI could not open the machine key (error 13).")
+        return bytes(b ^ 0x5A for b in blob[len(self.secret):])
+
+
+def test_the_machine_key_never_goes_to_the_users_keyring(tmp_path):
     ring = MemoryKeyring()
-    keys = MachineKeyStore(tmp_path, backend=ring)
+    keys = MachineKeyStore(tmp_path, backend=ring, sealer=FakeSealer())
     key = keys.load_or_create()
-    assert [svc for svc, _ in ring.items] == ["POSPal License Agent"]
+    assert not ring.items, "a per-user keyring would give each Windows user its own identity"
+    assert keys.sealed_file.exists() and b"PRIVATE KEY" not in keys.sealed_file.read_bytes()
     assert not keys.file.exists()
     assert keys.load().public_key() == key.public_key()
     keys.delete()
-    assert keys.load() is None and not ring.items
+    assert keys.load() is None and not keys.sealed_file.exists()
+
+
+def test_every_user_of_the_pc_opens_the_same_sealed_key_and_another_pc_does_not(tmp_path):
+    machine = FakeSealer()
+    first_user = MachineKeyStore(tmp_path, backend=MemoryKeyring(), sealer=machine)
+    key = first_user.load_or_create()
+    second_user = MachineKeyStore(tmp_path, backend=MemoryKeyring(), sealer=machine)
+    assert second_user.load_or_create().public_key() == key.public_key()
+    with pytest.raises(KeyStoreError):  # the data copied to another PC: an error, never a silent new identity
+        MachineKeyStore(tmp_path, backend=MemoryKeyring(), sealer=FakeSealer()).load_or_create()
+
+
+def test_a_key_an_earlier_version_kept_in_the_keyring_moves_to_the_machine_store(tmp_path):
+    ring = MemoryKeyring()
+    old = MachineKeyStore(tmp_path, backend=ring, sealer=FakeSealer())
+    key = Ed25519PrivateKey.generate()
+    from cryptography.hazmat.primitives import serialization
+
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    ring.set_password("POSPal License Agent", old.keyring_user, pem)
+    assert old.load().public_key() == key.public_key()
+    assert not ring.items and old.sealed_file.exists()
+    assert old.load().public_key() == key.public_key()
+
+
+@pytest.mark.windows
+@pytest.mark.skipif(sys.platform != "win32", reason="DPAPI")
+def test_real_dpapi_machine_scope_round_trip(tmp_path):
+    from agent.dpapi import MachineSealer
+
+    keys = MachineKeyStore(tmp_path, backend=keyring.backends.fail.Keyring())
+    assert isinstance(keys.sealer, MachineSealer)
+    key = keys.load_or_create()
+    assert b"PRIVATE KEY" not in keys.sealed_file.read_bytes()
+    assert MachineKeyStore(tmp_path, backend=keyring.backends.fail.Keyring()).load().public_key() == \
+        key.public_key()
 
 
 @pytest.mark.parametrize("backend", ["default", "fail", "dropping"])
-def test_machine_key_falls_back_to_a_0600_file(tmp_path, backend):
-    # "default" is whatever keyring finds here: on headless Linux its fail backend.
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows seals the key with DPAPI instead")
+def test_without_dpapi_the_machine_key_is_a_0600_file(tmp_path, backend):
+    # "default" is whatever keyring finds here; none of them is used for a new key.
     ring = {"default": None, "fail": keyring.backends.fail.Keyring(), "dropping": DroppingKeyring()}[backend]
     keys = MachineKeyStore(tmp_path / "data", backend=ring)
-    if ring is None and keys.keyring_usable:
-        pytest.skip("this machine has a working keyring")
     key = keys.load_or_create()
     assert keys.file.exists() and b"PRIVATE KEY" in keys.file.read_bytes()
     if POSIX:
@@ -198,11 +252,11 @@ def test_damaged_key_file_is_an_error_not_a_new_identity(tmp_path):
         keys.load_or_create()
 
 
-def test_keyring_entries_are_per_data_dir(tmp_path):
+def test_machine_keys_are_per_data_dir(tmp_path):
     ring = MemoryKeyring()
-    a = MachineKeyStore(tmp_path / "a", backend=ring).load_or_create()
-    b = MachineKeyStore(tmp_path / "b", backend=ring).load_or_create()
-    assert a.public_key() != b.public_key() and len(ring.items) == 2
+    a = MachineKeyStore(tmp_path / "a", backend=ring, sealer=FakeSealer()).load_or_create()
+    b = MachineKeyStore(tmp_path / "b", backend=ring, sealer=FakeSealer()).load_or_create()
+    assert a.public_key() != b.public_key() and not ring.items
 
 
 # ------------------------------------------------------------------------------------------ API token

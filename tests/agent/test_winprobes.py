@@ -21,7 +21,7 @@ ADAPTERS = [
     AdapterRecord(ETH, bytes.fromhex("00155d010203"), "Hyper-V Virtual Ethernet Adapter", "vEthernet (WSL)"),
     AdapterRecord(ETH, bytes.fromhex("00ff1a2b3c4d"), "TAP-Windows Adapter V9", "OpenVPN"),
     AdapterRecord(winprobes.IF_TYPE_TUNNEL, bytes.fromhex("000000000000"), "Teredo Tunneling", "Teredo"),
-    AdapterRecord(ETH, bytes.fromhex("0a0027000005"), "Realtek USB GbE", "Ethernet 3"),  # locally administered
+    AdapterRecord(ETH, bytes.fromhex("0a0027000005"), "Realtek USB GbE", "Eth 3"),  # locally administered
     AdapterRecord(ETH, bytes.fromhex("e4b97a001122"), "Bluetooth Device (Personal Area Network)", "BT"),
     AdapterRecord(WIFI, bytes.fromhex("a0a4c5112233"), "Intel(R) Wi-Fi 6 AX201 160MHz", "Wi-Fi"),
     AdapterRecord(ETH, bytes.fromhex("d8bbc1aabbcc"), "Intel(R) Ethernet Connection (14) I219-V", "Ethernet"),
@@ -57,7 +57,7 @@ def test_not_a_physical_adapter(record):
 
 
 def descriptor(serial: bytes | None, vendor: bytes = b"", product: bytes = b"Samsung SSD 980") -> bytes:
-    """A STORAGE_DEVICE_DESCRIPTOR as IOCTL_STORAGE_QUERY_PROPERTY returns it (strings after the fixed part)."""
+    """A STORAGE_DEVICE_DESCRIPTOR as IOCTL_STORAGE_QUERY_PROPERTY returns it (strings after the header)."""
     fixed = 40  # Version..RawPropertiesLength, then RawDeviceProperties[1] padded
     strings, offsets = b"", []
     for text in (vendor, product, b"1B2QGXA7", serial):
