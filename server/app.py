@@ -26,6 +26,7 @@ from server.api import activations, codes, health, keys, refresh, refresh_fast, 
 from server.api import billing as billing_api
 from server.api.deps import Services
 from server.billing import make_provider
+from server.bodylimit import BodyLimit
 from server.config import Settings
 from server.db import Database, current_revision, head_revision
 from server.errors import ApiError, ConfigError, DatabaseUnavailable
@@ -36,7 +37,6 @@ from server.signing import SigningKeys, load_server_secret
 log = logging.getLogger("pospal.app")
 _OUTAGE_LOG = DatabaseOutageLog(log)
 
-MAX_BODY_BYTES = 1024 * 1024
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
@@ -48,6 +48,31 @@ def check_schema(db: Database) -> None:
             f"database schema is at {current or 'nothing'}, this server needs {head}: "
             "run `pospal-server migrate` (POSPAL_DATABASE_URL names the database)"
         )
+
+
+def modes(settings: Settings, signing_keys: int) -> dict[str, Any]:
+    """The modes a server runs in: what the start-up line says, as fields."""
+    billing = settings.billing
+    if billing == "stripe":
+        billing = f"stripe ({settings.stripe_key_mode()} key)"
+    return {
+        "environment": settings.environment,
+        "billing": billing,
+        "email": settings.email,
+        "database": "sqlite" if settings.is_sqlite else "postgresql",
+        "signing_keys": signing_keys,
+        "test_hooks": settings.test_hooks,
+    }
+
+
+def startup_line(settings: Settings, signing_keys: int) -> str:
+    """One line with every mode, so an operator sees at once what this server does with money and mail."""
+    m = modes(settings, signing_keys)
+    return (
+        f"pospal-server {__version__} starting: environment={m['environment']} billing={m['billing']} "
+        f"email={m['email']} database={m['database']} signing_keys={m['signing_keys']} "
+        f"test_hooks={'on' if m['test_hooks'] else 'off'}"
+    )
 
 
 def create_app(
@@ -67,6 +92,10 @@ def create_app(
     signing = SigningKeys(settings.signing_key_dir)
     with db.transaction() as session:
         signing.ensure_current(session, clock.now())
+        published = len(signing.published(session, clock.now()))
+    fakes = settings.billing == "sandbox" or settings.email == "console" or settings.test_hooks
+    # A development server says so loudly, so nobody mistakes its fakes for the real thing.
+    log.log(logging.WARNING if fakes else logging.INFO, startup_line(settings, published))
     secret = load_server_secret(
         settings.signing_key_dir, settings.server_secret.reveal() if settings.server_secret else None
     )
@@ -117,7 +146,7 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Authorization"],
         )
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(BodyLimit)
     app.add_middleware(_MetricsMiddleware, metrics=services.metrics)
     return app
 
@@ -186,24 +215,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             {"error": "internal", "message": "Something went wrong on the server. Try again later."},
             status_code=500,
         )
-
-
-class _BodyLimit:
-    """Refuse bodies over `MAX_BODY_BYTES` by Content-Length before reading them (413)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            for name, value in scope.get("headers", ()):
-                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-                    response = JSONResponse(
-                        {"error": "too_large", "message": "The request body is too large."}, status_code=413
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
 
 
 class _MetricsMiddleware:

@@ -6,6 +6,7 @@
     pospal-server keys export [--out FILE]                   public JWKS for agents (trusted keys)
     pospal-server backup PATH                                SQLite online backup (PostgreSQL: pg_dump)
     pospal-server worker                                     deliver outbox email (no HTTP)
+    pospal-server check                                      validate the configuration before a deploy
     pospal-server admin customer show|resend EMAIL
     pospal-server admin license show|revoke|extend ID
     pospal-server admin machine show|remove ID
@@ -203,6 +204,19 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- check
+
+
+def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
+    """Validate the configuration (Stripe, e-mail, database, keys, URL): one line each, 1 if any fails."""
+    from server.check import run_checks
+
+    findings = run_checks(settings)
+    for finding in findings:
+        print(finding.line())
+    return 0 if all(f.ok for f in findings) else 1
+
+
 # ------------------------------------------------------------------------------------------- admin
 
 
@@ -232,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("worker", help="deliver outbox email").set_defaults(func=cmd_worker)
+    sub.add_parser("check", help="validate the configuration before a deploy").set_defaults(func=cmd_check)
 
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

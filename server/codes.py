@@ -1,8 +1,17 @@
-"""Emailed login codes: 6 digits from `secrets`, stored only as an HMAC, 15 minutes, 5 wrong tries.
+"""Emailed login codes: 6 digits from `secrets`, stored only as an HMAC, 15 minutes, 5 wrong tries an hour.
 
 A code proves the person controls an email address. Requests are limited to 5 per hour per email
 (then 429 with `retry_after`); the email is written to the outbox in the same transaction as the code.
-An unknown email gets the same 202 answer and no email, so the endpoint does not reveal customers.
+
+Nothing here tells a customer from a stranger. An unknown email gets the same 202 answer after the same
+work: a code row is stored for it too (a random code nobody is sent), and its outbox row is written
+and rolled back inside a savepoint, so both answers take the same statements. Guessing then behaves
+identically for both: the same codes, the same lock-out, the same timing.
+
+Wrong guesses are counted per email across all its codes: 5 wrong guesses against the codes created
+within the last hour lock every code of that email, live or new, until those codes are an hour old.
+The count is kept on the codes themselves (each wrong guess adds one to the newest live code), so it
+needs no table of its own and is shared by every instance.
 
 Checking is two-step so that wrong guesses count even when the request then fails: `prove_email`
 checks (and records the attempt) in its own transaction; `consume` marks a one-time code used inside
@@ -20,13 +29,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server.db import Database
+from server.db import Database, lock_for
 from server.errors import BadCode, CodeExpired, TooManyAttempts
 from server.models import Customer, LoginCode
 from server.ratelimit import RateLimiter
 
 CODE_TTL = timedelta(minutes=15)
 MAX_ATTEMPTS = 5
+ATTEMPT_WINDOW = timedelta(hours=1)
+LOCKED_MESSAGE = "Too many wrong codes for this email. Wait an hour, then ask for a new code."
 REQUESTS_PER_HOUR = 5
 PURPOSES = ("activate", "portal", "terminals")
 # Listing and removing terminals takes several calls with the same code, and may follow the activation
@@ -59,12 +70,14 @@ def request_code(
     limiter: RateLimiter,
     now: datetime,
 ) -> bool:
-    """Rate-limit, then create a code and queue its email; return False (no email) for unknown emails."""
+    """Rate-limit, store a code and queue its email; return whether an email was sent.
+
+    An unknown email gets a code row too and the same statements (its outbox row is rolled back), so
+    the answer and its timing are the same for a customer and a stranger.
+    """
     email = normalize_email(email)
     limiter.hit(f"codes:{email}", REQUESTS_PER_HOUR, 3600, now.timestamp())
     customer = session.scalars(select(Customer).where(Customer.email == email)).first()
-    if customer is None:
-        return False
     code = new_code()
     row = LoginCode(
         email=email,
@@ -78,15 +91,20 @@ def request_code(
     session.flush()
     from server import outbox
 
+    savepoint = session.begin_nested()
     outbox.enqueue(
         session,
         email,
         "activation_code",
-        locale or customer.locale,
+        locale or (customer.locale if customer else None),
         {"code": code, "minutes": int(CODE_TTL.total_seconds() // 60)},
         f"login-code:{row.id}",
         now=now,
     )
+    if customer is None:
+        savepoint.rollback()  # a stranger is sent nothing
+        return False
+    savepoint.commit()
     return True
 
 
@@ -99,28 +117,41 @@ def _check(
     secret: bytes,
     allow_used: bool,
 ) -> int:
-    stmt = select(LoginCode).where(LoginCode.email == email, LoginCode.purpose.in_(list(purposes)))
-    if not allow_used:
-        stmt = stmt.where(LoginCode.used_at.is_(None))
-    rows = list(session.scalars(stmt.order_by(LoginCode.created_at.desc(), LoginCode.id.desc()).limit(20)))
+    lock_for(session, f"codes:{email}")  # concurrent guesses for one email are counted one at a time
+    recent = list(
+        session.scalars(
+            select(LoginCode)
+            .where(LoginCode.email == email, LoginCode.created_at > now - ATTEMPT_WINDOW)
+            .order_by(LoginCode.created_at.desc(), LoginCode.id.desc())
+            .limit(50)
+        )
+    )
+    wanted = set(purposes)
+    rows = [r for r in recent if r.purpose in wanted and (allow_used or r.used_at is None)]
     live = [r for r in rows if r.expires_at > now]
-    usable = [r for r in live if r.attempts < MAX_ATTEMPTS]
-    if not usable:
-        if live:
-            raise TooManyAttempts()
+    failures = sum(r.attempts for r in recent)
+    # People type "123 456" or "123-456"; only the digits count. Hash and compare against every live
+    # code even when the outcome is already known, so the answer takes the same time either way.
+    digits = "".join(ch for ch in code if ch.isdigit()) if code else ""
+    given = code_hash(secret, email, digits or "-")
+    matched = None
+    for row in live:
+        if hmac.compare_digest(row.code_hash, given) and matched is None:
+            matched = row.id
+    if not live:
         if rows:
             raise CodeExpired()
         raise BadCode()
-    # People type "123 456" or "123-456"; only the digits count.
-    digits = "".join(ch for ch in code if ch.isdigit()) if code else ""
-    given = code_hash(secret, email, digits) if digits else ""
-    for row in usable:
-        if given and hmac.compare_digest(row.code_hash, given):
-            return row.id
-    newest = usable[0]
-    newest.attempts += 1
-    if newest.attempts >= MAX_ATTEMPTS and len(usable) == 1:
-        raise TooManyAttempts()
+    if failures >= MAX_ATTEMPTS:
+        raise TooManyAttempts(LOCKED_MESSAGE)
+    if matched is not None and digits:
+        return matched
+    newest_live = next(r for r in recent if r.expires_at > now)
+    session.execute(
+        update(LoginCode).where(LoginCode.id == newest_live.id).values(attempts=LoginCode.attempts + 1)
+    )
+    if failures + 1 >= MAX_ATTEMPTS:
+        raise TooManyAttempts(LOCKED_MESSAGE)
     raise BadCode()
 
 

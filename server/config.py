@@ -3,6 +3,10 @@
 `Settings.from_env()` is the only place that reads environment variables. Secrets are wrapped in
 `Secret`, whose repr and str hide the value, so a settings object can be logged safely. A missing or
 malformed required setting raises `ConfigError` naming the variable, before anything is served.
+
+The production guard: a server is in development only with a loopback `POSPAL_PUBLIC_URL` or an
+explicit `POSPAL_ENV=development`. Anywhere else it refuses to start with sandbox billing, console
+e-mail or the test hooks, and the error names the setting and the fix.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from server.errors import ConfigError
 
 BILLING_CHOICES = ("stripe", "sandbox")
 EMAIL_CHOICES = ("console", "smtp", "resend")
+ENV_CHOICES = ("development", "production")
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class Secret:
@@ -77,6 +83,17 @@ def _require(value: Any, name: str, why: str) -> None:
         raise ConfigError(f"{name} is required {why}")
 
 
+def is_loopback_url(url: str) -> bool:
+    """True when a URL's host is this computer (127.0.0.0/8, localhost or ::1): a development server."""
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    return host in _LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
@@ -111,6 +128,8 @@ class Settings:
     # Simulation-only hooks (server/testhooks.py); never set in production.
     test_hooks: bool = False
     test_clock_file: Path | None = None
+    # "development" (loopback public URL or POSPAL_ENV=development) may use the fakes; "production" may not.
+    environment: str = "development"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -128,11 +147,15 @@ class Settings:
             raise ConfigError(f"POSPAL_DATABASE_URL must be sqlite or postgresql, not {backend!r}")
         stripe_key = _secret(env, "STRIPE_SECRET_KEY")
         billing = _choice(env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox")
+        public_url = (env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+        environment = _choice(
+            env, "POSPAL_ENV", ENV_CHOICES, "development" if is_loopback_url(public_url) else "production"
+        )
         settings = cls(
             database_url=database_url,
             data_dir=data_dir,
             signing_key_dir=Path(env.get("POSPAL_SIGNING_KEY_DIR") or data_dir / "keys"),
-            public_url=(env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/"),
+            public_url=public_url,
             billing=billing,
             stripe_secret_key=stripe_key,
             stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
@@ -154,6 +177,7 @@ class Settings:
             log_level=(env.get("POSPAL_LOG_LEVEL") or "INFO").upper(),
             test_hooks=_flag(env, "POSPAL_ENABLE_TEST_HOOKS", False),
             test_clock_file=Path(clock_file) if (clock_file := env.get("POSPAL_TEST_CLOCK_FILE")) else None,
+            environment=environment,
         )
         settings.check()
         return settings
@@ -169,10 +193,54 @@ class Settings:
             _require(self.smtp_url, "SMTP_URL", "when POSPAL_EMAIL is smtp")
         if self.email == "resend":
             _require(self.resend_api_key, "RESEND_API_KEY", "when POSPAL_EMAIL is resend")
+        if self.environment == "production":
+            self._check_production()
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"POSPAL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
             )
+
+    def _check_production(self) -> None:
+        """Refuse the development fakes on a server others can reach (the production guard)."""
+        why = (
+            "POSPAL_ENV is production"
+            if is_loopback_url(self.public_url)
+            else f"POSPAL_PUBLIC_URL={self.public_url} is not a loopback address"
+        )
+        where = f"this server is production ({why})"
+        dev_fix = "or set POSPAL_ENV=development if this really is a test server"
+        if self.billing == "sandbox":
+            raise ConfigError(
+                f"POSPAL_BILLING is sandbox (no money moves; anyone can 'pay' a checkout) but {where}: "
+                "set POSPAL_BILLING=stripe with STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and "
+                f"STRIPE_PRICE_ID, {dev_fix}"
+            )
+        if self.email == "console":
+            raise ConfigError(
+                f"POSPAL_EMAIL is console (login codes are printed to the log, never sent) but {where}: "
+                f"set POSPAL_EMAIL=smtp with SMTP_URL, or POSPAL_EMAIL=resend with RESEND_API_KEY, {dev_fix}"
+            )
+        if self.test_hooks or self.test_clock_file is not None:
+            name = "POSPAL_ENABLE_TEST_HOOKS" if self.test_hooks else "POSPAL_TEST_CLOCK_FILE"
+            raise ConfigError(
+                f"{name} is set (unsigned test webhooks, a settable clock) but {where}: "
+                f"remove {name}, {dev_fix}"
+            )
+
+    @property
+    def is_development(self) -> bool:
+        """True for a development server (loopback public URL or POSPAL_ENV=development)."""
+        return self.environment == "development"
+
+    def stripe_key_mode(self) -> str | None:
+        """'live' or 'test' from the Stripe secret key's prefix, 'unknown' otherwise; None without a key."""
+        if not self.stripe_secret_key:
+            return None
+        key = self.stripe_secret_key.reveal()
+        for mode in ("live", "test"):
+            if key.startswith((f"sk_{mode}_", f"rk_{mode}_")):
+                return mode
+        return "unknown"
 
     def with_changes(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (tests, CLI flags), checked again."""

@@ -5,10 +5,14 @@
 Refused requests are not recorded, so a client that waits as told gets through.
 
 Several instances must share Redis: the in-memory store only limits within one process.
+
+Per-address limits key on `ip_bucket(address)`: the address itself for IPv4, its /64 for IPv6, since one
+customer line gets a whole /64 and can pick any address in it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 import threading
@@ -18,6 +22,19 @@ from typing import Protocol
 from server.errors import RateLimited
 
 _MAX_MEMORY_KEYS = 100_000
+
+
+def ip_bucket(address: str) -> str:
+    """The key a per-address limit counts under: an IPv4 address, or the /64 network of an IPv6 one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class RateLimiter(Protocol):

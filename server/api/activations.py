@@ -10,11 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
-from server import codes, licensing
+from server import codes, fingerprints, licensing
 from server.api.deps import (
     Services,
     check_and_remember,
-    client_ip,
+    limit_code_guesses,
+    limit_per_ip,
     parse_public_key,
     public_key_owner,
     raw_body,
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/v1", tags=["activations"])
 ACTIVATIONS_PER_HOUR_PER_IP = 60
 
 
-@router.post("/activations", response_model=ActivationAnswer)
+@router.post("/activations", response_model=ActivationAnswer, dependencies=[Depends(limit_code_guesses)])
 def activate(
     body: ActivationRequest,
     request: Request,
@@ -40,10 +41,9 @@ def activate(
     """Activate this machine on the customer's license and return its token."""
     public_key = parse_public_key(body.machine_public_key)
     signed = verify_machine_signature(public_key, request, raw)
+    fingerprints.check_complete(body.fingerprint)
     now = svc.clock.now()
-    svc.limiter.hit(
-        f"activations:ip:{client_ip(request)}", ACTIVATIONS_PER_HOUR_PER_IP, 3600, now.timestamp()
-    )
+    limit_per_ip(request, svc, "activations", ACTIVATIONS_PER_HOUR_PER_IP)
     if not body.code and not body.checkout_id:
         raise InvalidRequest("Give the emailed code, or the id of the finished checkout.")
     code_id = None

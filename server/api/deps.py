@@ -8,6 +8,7 @@ billing and nothing reads global state.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from server import nonces
 from server.config import Settings
 from server.db import Database
 from server.errors import BadSignature, InvalidRequest
-from server.ratelimit import RateLimiter
+from server.ratelimit import RateLimiter, ip_bucket
 from server.signing import SigningKeys
 
 
@@ -56,6 +57,30 @@ async def raw_body(request: Request) -> bytes:
 def client_ip(request: Request) -> str:
     """The client's address (uvicorn applies trusted proxy headers before we see it)."""
     return request.client.host if request.client else "unknown"
+
+
+def limit_per_ip(request: Request, svc: Services, name: str, limit: int, window_s: float = 3600) -> None:
+    """Count one request of kind `name` for the client's address (IPv6: its /64); 429 past `limit`."""
+    svc.limiter.hit(
+        f"{name}:ip:{ip_bucket(client_ip(request))}", limit, window_s, svc.clock.now().timestamp()
+    )
+
+
+CODE_GUESSES_PER_HOUR_PER_IP = 30
+
+
+async def limit_code_guesses(request: Request) -> None:
+    """Route dependency: a request that carries an emailed code counts against the address's guesses.
+
+    Shared by every route that takes `{email, code}` (one budget per address across all of them), so a
+    guesser cannot spread its tries over several routes.
+    """
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return  # the route answers the malformed body itself
+    if isinstance(body, dict) and body.get("code"):
+        limit_per_ip(request, request.app.state.services, "code-guess", CODE_GUESSES_PER_HOUR_PER_IP)
 
 
 def verify_machine_signature(public_key: str, request: Request, body: bytes) -> SignedRequest:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import codes, licensing
-from server.api.deps import Services, has_machine_headers, raw_body, services
+from server.api.deps import Services, has_machine_headers, limit_code_guesses, raw_body, services
 from server.api.refresh import signed_machine
 from server.api.schemas import (
     OkAnswer,
@@ -90,7 +90,7 @@ def _prove(
     )
 
 
-@router.post("/terminals", response_model=TerminalsAnswer)
+@router.post("/terminals", response_model=TerminalsAnswer, dependencies=[Depends(limit_code_guesses)])
 def list_terminals(
     body: ProofRequest,
     request: Request,
@@ -117,7 +117,7 @@ def list_terminals(
         )
 
 
-@router.post("/terminals/remove", response_model=OkAnswer)
+@router.post("/terminals/remove", response_model=OkAnswer, dependencies=[Depends(limit_code_guesses)])
 def remove_terminal(
     body: RemoveTerminalRequest,
     request: Request,
@@ -140,7 +140,7 @@ def remove_terminal(
     return OkAnswer()
 
 
-@router.post("/portal", response_model=PortalAnswer)
+@router.post("/portal", response_model=PortalAnswer, dependencies=[Depends(limit_code_guesses)])
 def portal(
     body: PortalRequest,
     request: Request,

@@ -1,4 +1,9 @@
-"""`POST /v1/trials`: start or resume the 30-day trial of a machine, keyed by its fingerprint."""
+"""`POST /v1/trials`: start or resume the 30-day trial of a machine, keyed by its fingerprint.
+
+The request must carry its platform's minimum of components (`server.fingerprints`), and any one
+strong component seen on an earlier trial finds that trial, so a reinstall, a new machine key or a few
+changed parts never start a second one. The per-address limit counts an IPv6 /64 as one address.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from server import licensing
+from server import fingerprints, licensing
 from server.api.deps import (
     Services,
     check_and_remember,
-    client_ip,
+    limit_per_ip,
     parse_public_key,
     public_key_owner,
     raw_body,
@@ -41,8 +46,12 @@ def start_trial(
     public_key = parse_public_key(body.machine_public_key)
     signed = verify_machine_signature(public_key, request, raw)
     now = svc.clock.now()
-    svc.limiter.hit(f"trials:ip:{client_ip(request)}", TRIALS_PER_HOUR_PER_IP, 3600, now.timestamp())
-    hashes = [licensing.trial_component_hash(svc.secret, n, v.lower()) for n, v in body.fingerprint.items()]
+    limit_per_ip(request, svc, "trials", TRIALS_PER_HOUR_PER_IP)
+    fingerprints.check_complete(body.fingerprint)
+    hashes = [
+        licensing.trial_component_hash(svc.secret, n, v.lower())
+        for n, v in fingerprints.strong(body.fingerprint).items()
+    ]
     with svc.db.transaction() as session:
         check_and_remember(session, signed, public_key_owner(public_key), svc)
         # The same first request may reach two instances at once (a retry through the load balancer):
@@ -94,7 +103,7 @@ def start_trial(
 
 
 def _find_trial(session, machine: Machine | None, hashes: list[str]) -> Trial | None:
-    """The earliest trial this machine key or any of these component hashes already started."""
+    """The earliest trial this machine key or any of these strong component hashes already started."""
     ids: set[str] = set()
     if machine is not None and machine.trial_id:
         ids.add(machine.trial_id)

@@ -139,3 +139,13 @@ def test_open_checkout_cannot_activate_yet(client, seed_subscription, make_machi
     response = buyer.activate(client, "owner@cafe.gr", checkout_id=checkout_id)
     assert response.status_code == 409
     assert response.json()["error"] == "checkout_incomplete"
+
+
+def test_single_component_activation_request_refused(client, seed_subscription, login_code, make_machine):
+    seed_subscription(email="owner@cafe.gr")
+    code = login_code(client, "owner@cafe.gr")
+    response = make_machine(fp={"machine_id": "ab" * 32}).activate(client, "owner@cafe.gr", code)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    # The refused request did not use up the code.
+    assert make_machine().activate(client, "owner@cafe.gr", code).status_code == 200

@@ -85,3 +85,108 @@ def test_a_code_for_one_email_does_not_prove_another(client, seed_subscription, 
     seed_subscription(email="other@bar.gr")
     code = login_code(client, "owner@cafe.gr")
     assert make_machine().activate(client, "other@bar.gr", code).status_code == 401
+
+
+# ------------------------------------------------------------------ guesses, lock-out and enumeration
+
+
+def _wrong(code: str) -> str:
+    return "000000" if code != "000000" else "111111"
+
+
+def test_oldest_of_five_codes_not_accepted_after_24_guesses(
+    client, seed_subscription, login_code, make_machine, clock
+):
+    seed_subscription(email="owner@cafe.gr")
+    sent = []
+    for _ in range(5):
+        sent.append(login_code(client, "owner@cafe.gr"))
+        clock.advance(seconds=30)
+    wrong = next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in sent)
+    machine = make_machine()
+    answers = [machine.activate(client, "owner@cafe.gr", wrong).json()["error"] for _ in range(24)]
+    assert answers == ["bad_code"] * 4 + ["too_many_attempts"] * 20
+    # Every code of the email is locked, the oldest one included.
+    for code in sent:
+        assert machine.activate(client, "owner@cafe.gr", code).json()["error"] == "too_many_attempts"
+
+
+def test_five_wrong_guesses_lock_every_code_of_the_email_for_an_hour(
+    client, seed_subscription, login_code, make_machine, clock
+):
+    seed_subscription(email="owner@cafe.gr")
+    first = login_code(client, "owner@cafe.gr")
+    machine = make_machine()
+    for _ in range(5):
+        machine.activate(client, "owner@cafe.gr", _wrong(first))
+    # A new code asked for within the hour is locked too, for every purpose.
+    clock.advance(minutes=20)
+    fresh = login_code(client, "owner@cafe.gr")
+    assert machine.activate(client, "owner@cafe.gr", fresh).json()["error"] == "too_many_attempts"
+    clock.advance(minutes=61)
+    again = login_code(client, "owner@cafe.gr")
+    assert machine.activate(client, "owner@cafe.gr", again).status_code == 200
+
+
+def test_stranger_and_customer_get_same_code_answers(client, seed_subscription, make_machine):
+    seed_subscription(email="owner@cafe.gr")
+
+    def story(email: str) -> list[tuple[int, dict]]:
+        machine = make_machine()
+        answers = []
+        response = client.post("/v1/codes", json={"email": email, "purpose": "activate"})
+        answers.append((response.status_code, response.json()))
+        for _ in range(6):
+            response = machine.activate(client, email, "123456")
+            answers.append((response.status_code, response.json()))
+        for path in ("/v1/terminals", "/v1/portal"):
+            response = client.post(path, json={"email": email, "code": "123456"})
+            answers.append((response.status_code, response.json()))
+        return answers
+
+    customer, stranger = story("owner@cafe.gr"), story("stranger@example.com")
+    assert customer == stranger
+    # The portal takes only portal codes, and none was asked for: a plain bad_code, for both alike.
+    assert [status for status, _ in customer] == [202, 401, 401, 401, 401, 429, 429, 429, 401]
+
+
+def test_code_requests_do_the_same_statements_for_stranger_and_customer(client, seed_subscription, database):
+    from sqlalchemy import event
+
+    seed_subscription(email="owner@cafe.gr")
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        # Savepoint names differ per call, and the stranger's ends in a rollback rather than a release.
+        word = statement.split()[0].upper()
+        statements.append("END SAVEPOINT" if word in ("RELEASE", "ROLLBACK") else statement)
+
+    def run(email: str) -> list[str]:
+        statements.clear()
+        event.listen(database.engine, "before_cursor_execute", record)
+        try:
+            assert client.post("/v1/codes", json={"email": email, "purpose": "activate"}).status_code == 202
+        finally:
+            event.remove(database.engine, "before_cursor_execute", record)
+        return list(statements)
+
+    customer, stranger = run("owner@cafe.gr"), run("stranger@example.com")
+    assert customer == stranger
+    assert any("INSERT INTO outbox" in s for s in customer)
+    assert outbox_rows(database, to="stranger@example.com") == []
+
+
+def test_code_taking_routes_are_limited_per_ip(client, seed_subscription, make_machine):
+    from server.api.deps import CODE_GUESSES_PER_HOUR_PER_IP
+
+    seed_subscription(email="owner@cafe.gr")
+    routes = ["/v1/terminals", "/v1/portal", "/v1/terminals/remove"]
+    answers = []
+    for n in range(CODE_GUESSES_PER_HOUR_PER_IP + 1):
+        # A different address each time, so only the per-address budget can stop it.
+        body = {"email": f"guess{n}@example.com", "code": "123456", "machine_id": "m_x"}
+        answers.append(client.post(routes[n % 3], json=body).status_code)
+    assert 429 not in answers[:-1]
+    assert answers[-1] == 429
+    activation = make_machine().activate(client, "owner@cafe.gr", "123456")
+    assert activation.json()["error"] == "rate_limited"

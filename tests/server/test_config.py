@@ -86,3 +86,61 @@ def test_logs_scrub_secret_fields():
     assert line["event"] == "code_sent" and line["email"] == "a@b.gr"
     assert line["code"] == "[redacted]" and line["detail"] == {"api_key": "[redacted]", "n": 1}
     assert "123456" not in stream.getvalue()
+
+
+# ------------------------------------------------------------------------------- the production guard
+
+_PRODUCTION = {
+    "POSPAL_PUBLIC_URL": "https://license.example.com",
+    "POSPAL_BILLING": "stripe",
+    "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_WEBHOOK_SECRET": "whsec_y",
+    "STRIPE_PRICE_ID": "price_1",
+    "POSPAL_EMAIL": "smtp",
+    "SMTP_URL": "smtp://user:pw@mail.example.com:587",
+}
+
+
+def test_production_starts_with_real_billing_and_mail():
+    settings = Settings.from_env(_PRODUCTION)
+    assert settings.environment == "production" and not settings.is_development
+    assert settings.stripe_key_mode() == "live"
+
+
+def test_production_refuses_sandbox_billing():
+    env = {k: v for k, v in _PRODUCTION.items() if not k.startswith("STRIPE_")} | {"POSPAL_BILLING": ""}
+    with pytest.raises(ConfigError, match=r"POSPAL_BILLING is sandbox.*set POSPAL_BILLING=stripe"):
+        Settings.from_env(env)
+
+
+def test_production_refuses_console_email():
+    with pytest.raises(ConfigError, match=r"POSPAL_EMAIL is console.*set POSPAL_EMAIL=smtp"):
+        Settings.from_env(_PRODUCTION | {"POSPAL_EMAIL": "console"})
+
+
+@pytest.mark.parametrize("variable", ["POSPAL_ENABLE_TEST_HOOKS", "POSPAL_TEST_CLOCK_FILE"])
+def test_production_refuses_test_hooks(variable):
+    value = "1" if variable == "POSPAL_ENABLE_TEST_HOOKS" else "/tmp/clock"
+    with pytest.raises(ConfigError, match=rf"{variable} is set.*remove {variable}"):
+        Settings.from_env(_PRODUCTION | {variable: value})
+
+
+def test_production_refuses_stripe_without_webhook_secret():
+    env = {k: v for k, v in _PRODUCTION.items() if k != "STRIPE_WEBHOOK_SECRET"}
+    with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://localhost:9000", "http://[::1]:8000", "http://127.0.0.2"]
+)
+def test_loopback_public_url_is_development(url):
+    settings = Settings.from_env({"POSPAL_PUBLIC_URL": url, "POSPAL_ENABLE_TEST_HOOKS": "1"})
+    assert settings.is_development and settings.billing == "sandbox"
+
+
+def test_explicit_development_allows_the_fakes_and_explicit_production_refuses_them():
+    dev = Settings.from_env({"POSPAL_PUBLIC_URL": "https://staging.example.com", "POSPAL_ENV": "development"})
+    assert dev.is_development and (dev.billing, dev.email) == ("sandbox", "console")
+    with pytest.raises(ConfigError, match="POSPAL_BILLING is sandbox"):
+        Settings.from_env({"POSPAL_ENV": "production"})

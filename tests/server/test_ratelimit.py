@@ -65,3 +65,13 @@ def test_app_uses_redis_when_configured(server_env, redis_url, database, clock, 
             for c in (one, two, one, two, one, two)
         ]
     assert answers == [202] * 5 + [429]
+
+
+def test_ipv6_addresses_count_per_64_and_ipv4_per_address():
+    from server.ratelimit import ip_bucket
+
+    assert ip_bucket("2001:db8:1:2::1") == ip_bucket("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert ip_bucket("2001:db8:1:3::1") != ip_bucket("2001:db8:1:2::1")
+    assert ip_bucket("::ffff:192.0.2.7") == "192.0.2.7"
+    assert ip_bucket("192.0.2.7") != ip_bucket("192.0.2.8")
+    assert ip_bucket("testclient") == "testclient"

@@ -123,3 +123,73 @@ def test_one_address_on_many_trials_gets_one_reminder_and_subscribers_get_none(
     clock.advance(days=28)
     assert enqueue_trial_reminders(database, clock) == 1
     assert [r.to_email for r in outbox_rows(database, template="trial_ending")] == ["someone@cafe.gr"]
+
+
+# ------------------------------------------------------------------- hardware, not what was sent
+
+
+def test_single_component_trial_request_refused(client, make_machine, clock):
+    first = make_machine()
+    trial_end(first.start_trial(client))
+    # A changed /etc/machine-id sent alone used to look like a brand-new computer.
+    lone = make_machine(fp={"machine_id": "ab" * 32})
+    response = lone.start_trial(client)
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    assert "at least 2" in response.json()["message"]
+    assert lone.machine_id is None
+
+
+def test_windows_trial_needs_three_components(client, make_machine):
+    two = make_machine(fp={"machine_guid": "a1" * 32, "smbios_uuid": "b2" * 32})
+    assert two.start_trial(client).status_code == 422
+    three = make_machine(fp={"machine_guid": "a1" * 32, "smbios_uuid": "b2" * 32, "mac": "c3" * 32})
+    assert three.start_trial(client).status_code == 200
+
+
+def test_shared_components_alone_do_not_name_a_platform(client, make_machine):
+    response = make_machine(fp={"disk_serial": "a1" * 32, "mac": "b2" * 32}).start_trial(client)
+    assert response.status_code == 422
+
+
+def test_unknown_component_name_refused(client, make_machine):
+    padded = make_machine()
+    padded.fp = {**padded.fp, "favourite_colour": "ab" * 32}
+    response = padded.start_trial(client)
+    assert response.status_code == 422
+    assert "favourite_colour" in response.json()["message"]
+
+
+def test_any_strong_component_finds_the_earlier_trial(client, make_machine, clock):
+    first = make_machine()
+    end = trial_end(first.start_trial(client))
+    clock.advance(days=20)
+    # Everything changed but the board serial: still the same computer, still the same trial.
+    other = make_machine()
+    other.fp = {**other.fp, "board_serial": first.fp["board_serial"]}
+    assert trial_end(other.start_trial(client)) == end
+
+
+def test_a_shared_mac_alone_does_not_find_a_trial(client, make_machine, clock):
+    first = make_machine()
+    end = trial_end(first.start_trial(client))
+    clock.advance(days=2)
+    clone_of_image = make_machine()
+    clone_of_image.fp = {**clone_of_image.fp, "mac": first.fp["mac"]}
+    assert trial_end(clone_of_image.start_trial(client)) == end + 2 * 86400
+
+
+def test_ipv6_trial_limit_per_64(app, make_machine):
+    from fastapi.testclient import TestClient
+
+    from server.api.trials import TRIALS_PER_HOUR_PER_IP
+
+    def trial_from(address: str) -> int:
+        with TestClient(app, client=(address, 40000)) as client:
+            return make_machine().start_trial(client).status_code
+
+    # Every trial from its own address, all in one /64: one customer line, one budget.
+    statuses = [trial_from(f"2001:db8:1:2::{n:x}") for n in range(1, TRIALS_PER_HOUR_PER_IP + 2)]
+    assert statuses[:-1] == [200] * TRIALS_PER_HOUR_PER_IP
+    assert statuses[-1] == 429
+    assert trial_from("2001:db8:1:3::1") == 200  # the next /64 is someone else

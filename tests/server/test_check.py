@@ -1,0 +1,237 @@
+"""`pospal-server check`: one line per problem, exit 1; a good configuration passes (nothing sent or paid)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from server import cli
+from server.check import Finding, check_email, run_checks
+from server.config import Settings
+from tests.server.conftest import free_port
+
+STRIPE_KEY = "sk_live_checkkey"
+PRICE = "price_monthly"
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _StripeHandler(BaseHTTPRequestHandler):
+    """Stripe-shaped answers for GET /v1/prices/{id}: one live price, one archived, 404 otherwise."""
+
+    requests: list[tuple[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        type(self).requests.append((self.command, self.path))
+        prices = {
+            PRICE: {"id": PRICE, "object": "price", "livemode": True, "active": True},
+            "price_old": {"id": "price_old", "object": "price", "livemode": True, "active": False},
+        }
+        price = self.path.removeprefix("/v1/prices/")
+        if self.headers.get("Authorization") != f"Bearer {STRIPE_KEY}":
+            self._answer(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key"}})
+        elif price in prices:
+            self._answer(200, prices[price])
+        else:
+            self._answer(404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}})
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *_args) -> None:
+        pass
+
+
+class _ResendHandler(_StripeHandler):
+    """Resend-shaped answers for GET /domains: one full key, one sending-only key, 401 otherwise."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        type(self).requests.append((self.command, self.path))
+        key = self.headers.get("Authorization", "")
+        if self.path != "/domains":
+            self._answer(404, {"name": "not_found"})
+        elif key == "Bearer re_full":
+            self._answer(200, {"data": []})
+        elif key == "Bearer re_send_only":
+            self._answer(401, {"name": "restricted_api_key", "message": "sending only"})
+        else:
+            self._answer(401, {"name": "validation_error", "message": "API key is invalid"})
+
+
+@pytest.fixture
+def stripe_stub() -> Iterator[str]:
+    _StripeHandler.requests = []
+    yield from _serve(_StripeHandler)
+
+
+@pytest.fixture
+def resend_stub() -> Iterator[str]:
+    _ResendHandler.requests = []
+    yield from _serve(_ResendHandler)
+
+
+class _Sink:
+    """An SMTP server that wants a login (user/secret) and counts messages (there must be none)."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+        self.logins: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd API
+        self.messages += 1
+        return "250 OK"
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        self.logins.append(auth_data.login)
+        ok = (auth_data.login, auth_data.password) == (b"user", b"secret")
+        return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[_Sink, int]]:
+    sink = _Sink()
+    port = free_port()
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, authenticator=sink.authenticate, auth_require_tls=False
+    )
+    controller.start()
+    try:
+        yield sink, port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def production_env(db_url, tmp_path, stripe_stub, smtp_server) -> dict[str, str]:
+    key_dir = tmp_path / "keys"
+    key_dir.mkdir(mode=0o700)
+    (key_dir / "k1.pem").write_bytes(b"private")
+    os.chmod(key_dir / "k1.pem", 0o600)
+    return {
+        "POSPAL_DATABASE_URL": db_url,
+        "POSPAL_SERVER_DATA_DIR": str(tmp_path / "data"),
+        "POSPAL_SIGNING_KEY_DIR": str(key_dir),
+        "POSPAL_PUBLIC_URL": "https://license.example.com",
+        "POSPAL_BILLING": "stripe",
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_WEBHOOK_SECRET": "whsec_abc123",
+        "STRIPE_PRICE_ID": PRICE,
+        "STRIPE_API_BASE": stripe_stub,
+        "POSPAL_EMAIL": "smtp",
+        "SMTP_URL": f"smtp://user:secret@127.0.0.1:{smtp_server[1]}?tls=none",
+    }
+
+
+def _check(monkeypatch, capsys, env: dict[str, str]) -> tuple[int, list[str]]:
+    for name in list(os.environ):
+        if name.startswith(("POSPAL_", "STRIPE_", "SMTP_", "RESEND_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    status = cli.main(["check"])
+    return status, capsys.readouterr().out.splitlines()
+
+
+def test_check_passes_a_good_production_config(monkeypatch, capsys, production_env, smtp_server):
+    status, lines = _check(monkeypatch, capsys, production_env)
+    assert status == 0, lines
+    assert all(line.startswith("ok") for line in lines)
+    assert any("live mode" in line for line in lines)
+    assert any(f"{PRICE} exists" in line for line in lines)
+    sink, _port = smtp_server
+    assert sink.logins == [b"user"] and sink.messages == 0  # logged in, sent nothing
+    # Stripe was only read.
+    assert _StripeHandler.requests == [("GET", f"/v1/prices/{PRICE}")]
+
+
+def test_check_reports_one_line_per_problem(monkeypatch, capsys, production_env, tmp_path):
+    os.chmod(production_env["POSPAL_SIGNING_KEY_DIR"], 0o755)
+    bad = {
+        **production_env,
+        "POSPAL_PUBLIC_URL": "http://license.example.com",
+        "STRIPE_WEBHOOK_SECRET": "we_notasecret",
+        "STRIPE_PRICE_ID": "price_missing",
+        "SMTP_URL": production_env["SMTP_URL"].replace(":secret@", ":wrong@"),
+        "POSPAL_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}",
+    }
+    status, lines = _check(monkeypatch, capsys, bad)
+    assert status == 1
+    failures = [line for line in lines if line.startswith("FAIL")]
+    expected = [
+        "POSPAL_PUBLIC_URL",
+        "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_PRICE_ID",
+        "chmod 0700",
+        "migrate",
+        "SMTP_URL",
+    ]
+    assert len(failures) == len(expected), lines
+    for word, line in zip(expected, failures, strict=True):
+        assert word in line, (word, line)
+
+
+def test_check_refuses_a_test_stripe_key_on_production(monkeypatch, capsys, production_env):
+    status, lines = _check(monkeypatch, capsys, {**production_env, "STRIPE_SECRET_KEY": "sk_test_x"})
+    assert status == 1
+    assert any(line.startswith("FAIL Stripe key") and "test key" in line for line in lines)
+
+
+def test_check_refuses_an_archived_price(monkeypatch, capsys, production_env):
+    status, lines = _check(monkeypatch, capsys, {**production_env, "STRIPE_PRICE_ID": "price_old"})
+    assert status == 1
+    assert any("archived" in line for line in lines)
+
+
+def test_check_names_the_guard_when_production_uses_the_fakes(monkeypatch, capsys, production_env):
+    env = {**production_env, "POSPAL_EMAIL": "console"}
+    for name in list(os.environ):
+        if name.startswith(("POSPAL_", "STRIPE_", "SMTP_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["check"]) == 2
+    assert "POSPAL_EMAIL is console" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "ok"), [("re_full", True), ("re_send_only", True), ("re_revoked", False)])
+def test_check_logs_in_to_resend_without_sending(resend_stub, key, ok):
+    settings = Settings.from_env(
+        {"POSPAL_EMAIL": "resend", "RESEND_API_KEY": key, "RESEND_API_BASE": resend_stub}
+    )
+    [finding] = check_email(settings)
+    assert finding.ok is ok
+    if not ok:
+        assert "RESEND_API_KEY" in finding.detail
+    assert _ResendHandler.requests == [("GET", "/domains")]
+
+
+def test_a_check_that_crashes_is_a_problem_not_a_traceback(tmp_path):
+    def broken(_settings):
+        raise RuntimeError("boom")
+
+    findings = run_checks(Settings.from_env({"POSPAL_SERVER_DATA_DIR": str(tmp_path)}), [broken])
+    assert findings == [Finding(False, "broken", "check failed: RuntimeError('boom')")]
