@@ -149,7 +149,8 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
                  settings.server_url, settings.data_dir)
         if tray is not None:
             tray.start()
-        while not stop.wait(1.0 if os.name == "nt" else 60.0):
+        # Python runs signal handlers between waits; with a tray, its Quit is noticed within a second.
+        while not stop.wait(1.0 if os.name == "nt" or tray is not None else 3600.0):
             if tray is not None and tray.quit.is_set():
                 break
         return True
