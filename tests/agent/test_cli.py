@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from agent.api import LocalApi
 from agent.control import InProcessControl
 from agent.errors import Offline
 from agent.remote import HttpControl
+from tests.agent.conftest import REPO
 from tests.agent.test_api import StubControl
 from tests.agent.test_service import Rig
 from tests.test_layout import imported_roots
@@ -168,3 +171,39 @@ def test_a_registered_tray_runs_with_the_service(monkeypatch):
     service = object()
     assert cli._run_tray(service) is True
     assert seen == [service]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="process groups")
+def test_a_second_session_attaches_its_tray_and_takes_over_when_the_first_agent_goes(agents, tmp_path):
+    import signal
+    import time
+
+    first = agents("http://127.0.0.1:9").start()
+    env = dict(first.env, DISPLAY=":99", QT_QPA_PLATFORM="offscreen")
+    log = tmp_path / "second.log"
+    with open(log, "ab") as out:
+        second = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], cwd=REPO, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "this session's tray attaches" not in log.read_text() and time.monotonic() < deadline:
+            assert second.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert "tray started (pid" in log.read_text()
+        assert second.poll() is None, "the second session must stay, with its tray"
+        first.stop()
+        deadline = time.monotonic() + 60
+        while "listening on 127.0.0.1" not in log.read_text() and time.monotonic() < deadline:
+            assert second.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert "taking over the service" in log.read_text()
+        assert first.get("/v1/license").json()["license_state"] == "license_missing"
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        try:
+            second.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(5)
+    assert second.returncode == 0, log.read_text()
