@@ -1,3 +1,5 @@
 """POSPal License Agent: the headless core that owns license state on a POS computer."""
 
-__version__ = "1.0.0"
+from protocol import __version__
+
+__all__ = ["__version__"]

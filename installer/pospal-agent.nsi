@@ -12,7 +12,7 @@
 ; Compile (Linux or Windows; makensis runs from this directory, so pass absolute paths):
 ;   makensis -DVERSION=1.0.0 -DBUNDLE_DIR=/abs/dist/POSPalLicenseAgent -DOUTFILE=/abs/dist/setup.exe \
 ;            installer/pospal-agent.nsi
-; scripts/build_installer.sh does this with the version read from agent/__init__.py.
+; scripts/build_installer.sh does this with the version read from protocol/__init__.py.
 
 ; 64-bit installer: a 64-bit-only Wine (CI) cannot start NSIS's default 32-bit stub, and the agent is
 ; 64-bit only anyway. Implies Unicode.
@@ -23,7 +23,7 @@ SetCompressorDictSize 32
 RequestExecutionLevel admin
 
 !ifndef VERSION
-  !error "pass -DVERSION=X.Y.Z (scripts/build_installer.sh reads it from agent/__init__.py)"
+  !error "pass -DVERSION=X.Y.Z (scripts/build_installer.sh reads it from protocol/__init__.py)"
 !endif
 !ifndef BUNDLE_DIR
   !error "pass -DBUNDLE_DIR=<absolute path of dist/POSPalLicenseAgent>"

@@ -5,3 +5,7 @@ and key-set updates (`trust`), machine-signed requests (`signatures`), their err
 `Clock` protocol with its real and fake clocks (`clock`), and the e-mail address rule (`emails`).
 `agent/` and `server/` both import it; it imports neither.
 """
+
+# The release version, in one place: the agent, the server, the bundle, the installer and the package
+# metadata (pyproject.toml reads it) all take it from here.
+__version__ = "1.0.0"

@@ -1,3 +1,5 @@
 """POSPal license server: trials, activations, token signing, Stripe billing, email outbox."""
 
-__version__ = "1.0.0"
+from protocol import __version__
+
+__all__ = ["__version__"]

@@ -186,27 +186,17 @@ def test_private_key_material_fails_the_build(tmp_path, dest, blob):
 
 
 def test_version_resource_comes_from_the_agent_version():
-    version = support.read_version(ROOT)
+    """One version: protocol/__init__.py. The agent, the server and the installed metadata all show it."""
+    from importlib.metadata import version as installed_version
+
     import agent
+    import server
 
-    assert version == agent.__version__
+    version = support.read_version(ROOT)
+    assert version == agent.__version__ == server.__version__ == installed_version("pospal-license")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert re.search(rf'^version\s*=\s*"{re.escape(version)}"', pyproject, re.M), (
-        "pyproject and agent disagree"
-    )
-
-    # Evaluate the resource the way PyInstaller does, with recording stand-ins for its classes
-    # (PyInstaller's own module needs pefile, a Windows-only dependency).
-    def record(kind):
-        return lambda *args, **kwargs: {"kind": kind, "args": args, **kwargs}
-
-    names = "VSVersionInfo FixedFileInfo StringFileInfo StringTable StringStruct VarFileInfo VarStruct"
-    info = eval(support.version_info_text(version), {n: record(n) for n in names.split()})  # noqa: S307
-    assert info["ffi"]["filevers"] == support.version_tuple(version)
-    table = info["kids"][0]["args"][0][0]["args"][1]
-    strings = {s["args"][0]: s["args"][1] for s in table}
-    assert strings["ProductVersion"] == version
-    assert strings["OriginalFilename"] == "POSPalLicenseAgent.exe"
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "protocol.__version__"' in pyproject
+    assert not re.search(r"^version\s*=\s*\"", pyproject, re.M)  # no literal second copy to drift
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from protocol import __version__
+
 
 def test_health_reports_ok_and_version(client):
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "version": "1.0.0", "database": "ok"}
+    assert response.json() == {"ok": True, "version": __version__, "database": "ok"}
 
 
 def test_health_is_503_when_the_database_is_gone(client, app, settings):
@@ -109,20 +111,23 @@ def test_a_database_outage_is_a_retryable_503_and_a_log_line_not_a_traceback(
 
 def test_the_outage_log_counts_what_it_does_not_log_and_never_logs_parameters(caplog):
     import logging
-    import time
 
     from sqlalchemy.exc import OperationalError
 
+    from protocol.clock import FakeClock
     from server.logs import DatabaseOutageLog
 
-    outage = DatabaseOutageLog(logging.getLogger("test.outage"), every_s=0.2)
+    clock = FakeClock()
+    outage = DatabaseOutageLog(logging.getLogger("test.outage"), every_s=5, monotonic=clock.monotonic)
     error = OperationalError("SELECT * FROM login_codes WHERE code = %s", ("493021",), Exception("gone"))
     with caplog.at_level(logging.WARNING, logger="test.outage"):
         for _ in range(10):
             outage.failed("/v1/codes", error)
-        time.sleep(0.25)
-        outage.failed("/v1/codes", error)
+            clock.advance(0.4)  # ten failures within 5 s: one line, the rest counted
+        outage.failed("/v1/codes", error)  # 4 s after the first: still counted
+        clock.advance(1.1)
+        outage.failed("/v1/codes", error)  # past 5 s: the next line, with the count
     first, second = caplog.records
     assert first.reason == "gone" and first.similar_failures_not_logged == 0
-    assert second.similar_failures_not_logged == 9
+    assert second.similar_failures_not_logged == 10
     assert "493021" not in caplog.text and "login_codes" not in caplog.text
