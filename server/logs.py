@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 import sys
 import threading
 import time
@@ -79,16 +80,19 @@ class DatabaseOutageLog:
     first line, never its parameters) and the rest are counted into the next line.
     """
 
-    def __init__(self, logger: logging.Logger, every_s: float = 5.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, every_s: float = 5.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.logger = logger
         self.every_s = every_s
+        self._monotonic = monotonic
         self._last = float("-inf")
         self._suppressed = 0
         self._lock = threading.Lock()
 
     def failed(self, path: str, exc: BaseException) -> None:
         """Record one request that failed because the database did not answer."""
-        now = time.monotonic()
+        now = self._monotonic()
         with self._lock:
             if now - self._last < self.every_s:
                 self._suppressed += 1

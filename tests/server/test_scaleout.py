@@ -403,9 +403,10 @@ def test_both_outbox_workers_deliver_every_email_to_the_sink_exactly_once(cluste
     expected = Counter(hashlib.sha256(r.idempotency_key.encode()).hexdigest()[:32] for r in rows)
     assert set(expected.values()) == {1}
     assert Counter(cluster.sink.message_digests()) == expected
+    # Both workers ran over the same rows; how the 80 split between them is up to the scheduler (no
+    # assert on it), but together they sent each message exactly once.
     sent_by = [_emails_sent(cluster.a), _emails_sent(cluster.b)]
     assert sum(sent_by) == len(rows)
-    assert min(sent_by) > 0, f"one worker sent everything: {sent_by}"
 
 
 def test_two_events_for_one_new_subscription_on_both_instances_at_once_make_one_of_everything(
