@@ -345,7 +345,11 @@ class LocalApi:
         return 200, {"file": self.control.offline_request().decode("utf-8"), "file_name": REQUEST_FILE_NAME}
 
     def _post_offline_license(self, body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, self.control.import_offline_license(_req_str(body, "file").encode("utf-8")).to_dict()
+        try:
+            return 200, self.control.import_offline_license(_req_str(body, "file").encode("utf-8")).to_dict()
+        except errors.LicenseFileRefused as exc:
+            # Its own code, so a tray over this API shows the reason, not a generic "invalid request".
+            raise ApiError(422, f"license_file_{exc.code}", exc.message) from exc
 
 
 def _req_str(body: Mapping[str, Any], key: str) -> str:

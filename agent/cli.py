@@ -304,7 +304,13 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
-    """Email a code to EMAIL, read it from stdin, activate this PC."""
+    """Email a code to EMAIL, read it from stdin, activate this PC; or activate by file (offline)."""
+    if args.offline_request:
+        return _offline_request(args.offline_request)
+    if args.offline_response:
+        return _offline_response(args.offline_response)
+    if not args.email:
+        raise Error("give EMAIL, --offline-request FILE or --offline-response FILE")
     control = _control()
     control.request_code(args.email, "activate")
     print(f"A 6-digit code was sent to {args.email}.", file=sys.stderr)
@@ -313,6 +319,31 @@ def cmd_activate(args: argparse.Namespace) -> int:
     if not code:
         raise Error("no code entered")
     return _report(control.activate(args.email, code))
+
+
+def _offline_request(path: str) -> int:
+    """Write this PC's activation request file to `path` (atomically), then say what to do with it."""
+    from pathlib import Path
+
+    from agent import store
+
+    target = Path(path)
+    store.atomic_write(target, _control().offline_request(), mode=0o644)
+    print(f"Wrote {target}. On any PC or phone with internet, open the server's /offline page, prove your "
+          "email, upload this file, then import the license file with "
+          "`pospal-agent activate --offline-response FILE`.", file=sys.stderr)
+    return 0
+
+
+def _offline_response(path: str) -> int:
+    """Import a license file from the server; refused files change nothing."""
+    from pathlib import Path
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise Error(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return _report(_control().import_offline_license(data))
 
 
 def cmd_buy(args: argparse.Namespace) -> int:
@@ -353,8 +384,13 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     trial = sub.add_parser("trial", help="start the 30-day trial")
     trial.add_argument("--email", help="where to send a reminder 3 days before the trial ends (optional)")
     trial.set_defaults(func=cmd_trial)
-    p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL")
-    p.add_argument("email")
+    p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL, or by file")
+    p.add_argument("email", nargs="?")
+    offline = p.add_mutually_exclusive_group()
+    offline.add_argument("--offline-request", metavar="FILE",
+                         help="write an activation request file for a PC without internet")
+    offline.add_argument("--offline-response", metavar="FILE",
+                         help="import the license file the server gave for that request")
     p.set_defaults(func=cmd_activate)
     p = sub.add_parser("buy", help="buy a subscription: open Checkout, then wait for the payment")
     p.add_argument("email")

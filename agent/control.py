@@ -184,6 +184,22 @@ class AgentControl(Protocol):
         """Fingerprint sources, last sync result, data dir, server URL and version."""
         ...
 
+    def language(self) -> str:
+        """The agent's language ("en" or "el"): what the POS's `message` and the owner's e-mails use."""
+        ...
+
+    def set_language(self, lang: str) -> LicenseStatus:
+        """Persist the language chosen in the window, so the POS and e-mails follow it."""
+        ...
+
+    def offline_request(self) -> bytes:
+        """The activation request file for this PC (activation by file)."""
+        ...
+
+    def import_offline_license(self, data: bytes) -> LicenseStatus:
+        """Import a license file from the server; refused (`LicenseFileRefused`) with nothing changed."""
+        ...
+
 
 class InProcessControl:
     """AgentControl over an `AgentService` in the same process: each call goes straight to the service."""
@@ -242,3 +258,19 @@ class InProcessControl:
     def diagnostics(self) -> Diagnostics:
         """Diagnostics from the service."""
         return self._service.diagnostics()
+
+    def language(self) -> str:
+        """The service's language."""
+        return self._service.language
+
+    def set_language(self, lang: str) -> LicenseStatus:
+        """Persist the window's language choice."""
+        return self._service.set_language(lang)
+
+    def offline_request(self) -> bytes:
+        """The activation request file."""
+        return self._service.offline_request()
+
+    def import_offline_license(self, data: bytes) -> LicenseStatus:
+        """Import a license file."""
+        return self._service.import_offline_license(data)

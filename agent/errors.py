@@ -5,12 +5,14 @@ Each error carries a `message` a person can read (the UI shows it as is)::
     Error
      ├── ConfigError                  a setting is missing or malformed (names the variable)
      ├── InvalidInput                 a value given to the agent is malformed (names the field)
+     │    └── LicenseFileRefused      an offline license file was refused (`code` says why)
      ├── TokenError
      │    ├── KeyInvalid              a JWK / public key is malformed
      │    └── TokenInvalid            signature, alg, kid, claims, nbf or exp rejected (`reason` says which)
      │         ├── MachineMismatch    the token is bound to another machine (fingerprint / machine id)
      │         └── KeySetRejected     a key-set update not signed by an already trusted key
      ├── RequestSignatureInvalid      a machine-signed request does not verify
+     ├── OfflineFileInvalid           an activation request / license file is malformed or unsigned
      ├── StoreError                   the data directory or cache cannot be written
      │    └── KeyStoreError           the machine key cannot be stored or read
      ├── TransportError               talking to the cloud failed
@@ -35,12 +37,22 @@ from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grow
     Error,
     InvalidInput,
     KeyInvalid,
+    OfflineFileInvalid,
     KeySetRejected,
     MachineMismatch,
     RequestSignatureInvalid,
     TokenError,
     TokenInvalid,
 )
+
+
+class LicenseFileRefused(InvalidInput):
+    """An offline license file was refused and nothing changed; `code` is one of `unreadable`,
+    `invalid`, `other_machine`, `expired`, `older`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class StoreError(Error):

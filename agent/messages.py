@@ -6,6 +6,10 @@ catalogue, so the status line the agent computes and the window's words never di
 
 Status messages: every reason `compute_status` can give has `status.<reason>` (what is the case) and
 `fix.<reason>` (what to do; may be empty). `agent.state` joins the two into `LicenseStatus.message`.
+`error.<code>` are the agent's own refusals (shown by the CLI, the UI and the local API).
+
+A lookup that has to fall back (an unknown key, or a key without a text in the asked language) is
+recorded; `fallbacks()` lists them, so tests can prove no Greek screen silently shows English.
 """
 
 from __future__ import annotations
@@ -128,6 +132,16 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Press Sync now; if it persists, activate this PC again.",
         "el": "Πατήστε «Συγχρονισμός τώρα»· αν επιμένει, ενεργοποιήστε ξανά τον υπολογιστή.",
     },
+    # licensed_active on an offline license (activation by file): no sync is needed until its end.
+    "status.offline_license": {
+        "en": "Offline license: valid until {date}.",
+        "el": "Άδεια χωρίς σύνδεση: ισχύει έως {date}.",
+    },
+    "fix.offline_license": {
+        "en": "Before that date, renew it with a new activation file (or connect to the internet).",
+        "el": "Πριν από αυτή την ημερομηνία, ανανεώστε την με νέο αρχείο ενεργοποίησης (ή συνδεθείτε στο "
+        "διαδίκτυο).",
+    },
     "status.revoked": {
         "en": "This computer's license was removed or revoked.",
         "el": "Η άδεια αυτού του υπολογιστή αφαιρέθηκε ή ανακλήθηκε.",
@@ -136,7 +150,48 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Activate this PC again with your email, or contact POSPal support.",
         "el": "Ενεργοποιήστε ξανά τον υπολογιστή με το email σας ή επικοινωνήστε με την υποστήριξη POSPal.",
     },
+    "status.seats_exceeded": {
+        "en": "This terminal is over the subscription's number of terminals and does not take orders.",
+        "el": "Αυτό το τερματικό ξεπερνά τον αριθμό τερματικών της συνδρομής και δεν δέχεται παραγγελίες.",
+    },
+    "fix.seats_exceeded": {
+        "en": "The owner can add a terminal in Manage billing, or choose which terminals stay under Move.",
+        "el": "Ο ιδιοκτήτης μπορεί να προσθέσει τερματικό στη Διαχείριση χρέωσης ή να διαλέξει ποια "
+        "τερματικά μένουν στη Μεταφορά.",
+    },
+    # The agent's own refusals.
+    "error.checkout_expired": {
+        "en": "The checkout expired before payment. Start the purchase again.",
+        "el": "Η πληρωμή έληξε πριν ολοκληρωθεί. Ξεκινήστε ξανά την αγορά.",
+    },
+    "error.not_activated": {
+        "en": "This PC is not activated. Start a trial or activate it first.",
+        "el": "Ο υπολογιστής δεν έχει ενεργοποιηθεί. Ξεκινήστε δοκιμή ή ενεργοποιήστε τον πρώτα.",
+    },
+    "error.offline_file_unreadable": {
+        "en": "This is not a POSPal license file.",
+        "el": "Αυτό δεν είναι αρχείο άδειας POSPal.",
+    },
+    "error.offline_file_invalid": {
+        "en": "The license file could not be verified (it was changed or not issued by POSPal).",
+        "el": "Το αρχείο άδειας δεν επαληθεύτηκε (έχει αλλοιωθεί ή δεν εκδόθηκε από το POSPal).",
+    },
+    "error.offline_file_other_machine": {
+        "en": "This license file was made for another computer.",
+        "el": "Αυτό το αρχείο άδειας δημιουργήθηκε για άλλον υπολογιστή.",
+    },
+    "error.offline_file_expired": {
+        "en": "This license file has already ended. Make a new activation request.",
+        "el": "Αυτό το αρχείο άδειας έχει ήδη λήξει. Δημιουργήστε νέο αίτημα ενεργοποίησης.",
+    },
+    "error.offline_file_older": {
+        "en": "This license file is older than the license this PC already has.",
+        "el": "Αυτό το αρχείο άδειας είναι παλαιότερο από την άδεια που έχει ήδη ο υπολογιστής.",
+    },
 }
+
+# (key, language) pairs a lookup had to fall back for; a set, so it stays small however often it happens.
+_FALLBACKS: set[tuple[str, str]] = set()
 
 
 def register(entries: Mapping[str, Mapping[str, str]]) -> None:
@@ -159,9 +214,23 @@ def text(key: str, lang: str = DEFAULT_LANGUAGE, **kw: object) -> str:
     """
     entry = _CATALOGUE.get(key)
     if entry is None:
+        _FALLBACKS.add((key, lang))
         return key
-    template = entry.get(lang) or entry[DEFAULT_LANGUAGE]
+    template = entry.get(lang)
+    if template is None:
+        _FALLBACKS.add((key, lang))
+        template = entry[DEFAULT_LANGUAGE]
     return template.format(**kw) if kw else template
+
+
+def fallbacks() -> list[tuple[str, str]]:
+    """Every (key, language) looked up so far that was missing and fell back (sorted)."""
+    return sorted(_FALLBACKS)
+
+
+def clear_fallbacks() -> None:
+    """Forget the recorded fallbacks (tests call it before exercising a screen)."""
+    _FALLBACKS.clear()
 
 
 def has(key: str) -> bool:

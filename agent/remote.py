@@ -50,6 +50,7 @@ def status_from_dict(data: Mapping[str, Any]) -> LicenseStatus:
         last_sync=when("last_sync"),
         next_sync=when("next_sync"),
         agent_version=data.get("agent_version"),
+        offline_license=bool(data.get("offline_license")),
     )
 
 
@@ -183,6 +184,23 @@ class HttpControl:
     def diagnostics(self) -> Diagnostics:
         """`GET /v1/diagnostics`."""
         return Diagnostics.from_dict(self._call("GET", "/v1/diagnostics"))
+
+    def language(self) -> str:
+        """`GET /v1/language`."""
+        return str(self._call("GET", "/v1/language")["language"])
+
+    def set_language(self, lang: str) -> LicenseStatus:
+        """`POST /v1/language`."""
+        return status_from_dict(self._call("POST", "/v1/language", {"language": lang})["status"])
+
+    def offline_request(self) -> bytes:
+        """`POST /v1/offline/request`."""
+        return str(self._call("POST", "/v1/offline/request", {})["file"]).encode("utf-8")
+
+    def import_offline_license(self, data: bytes) -> LicenseStatus:
+        """`POST /v1/offline/license`."""
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        return status_from_dict(self._call("POST", "/v1/offline/license", {"file": text}))
 
     def close(self) -> None:
         """Stop polling and close the connection."""

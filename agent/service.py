@@ -20,17 +20,19 @@ import socket
 import threading
 import webbrowser
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import __version__, fingerprint, messages, store
+from agent import __version__, fingerprint, messages, offline, store
+from agent import language as agent_language
 from agent.anchors import load_trusted_keys
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
 from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is_email
-from agent.errors import Error, InvalidInput, KeySetRejected, ServerRefused, TokenInvalid
+from agent.errors import Error, InvalidInput, KeySetRejected, LicenseFileRefused, ServerRefused, TokenInvalid
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
@@ -99,6 +101,8 @@ class AgentService:
         self._hw_saved: datetime | None = None
         self.load_status = store.LoadStatus.MISSING
         self._default_terminal = terminal_name or socket.gethostname() or "POS"
+        self._env_language = agent_language.from_env()
+        self._system_language = agent_language.system_language()
         self.engine = SyncEngine(self.clock, self._sync_once, policy=self._policy, rng=rng,
                                  on_tick=self.refresh_status, on_result=self._on_sync_result)
         self.load()
@@ -196,6 +200,11 @@ class AgentService:
                 language=self.language,
             )
             status = compute_status(inputs)
+            # The message in every language, so a POS may ask for its own (`?lang=`) at no cost.
+            status = replace(status, translations=tuple(
+                (lang, status.message if lang == inputs.language
+                 else compute_status(replace(inputs, language=lang)).message)
+                for lang in messages.LANGUAGES))
             changed = status != self._status
             if changed:
                 self._status = status
@@ -228,14 +237,16 @@ class AgentService:
 
     @property
     def language(self) -> str:
-        """The language of status messages ("en" or "el")."""
-        lang = self._data.get("language")
-        return lang if lang in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+        """The language of status messages and e-mails ("en" or "el"), by `agent.language.resolve`."""
+        return agent_language.resolve(self._env_language, self._data.get("language"), self._system_language)
 
     def set_language(self, lang: str) -> LicenseStatus:
-        """Switch the message language and persist it."""
+        """Persist the language chosen in the window (POSPAL_LANGUAGE, when set, still wins)."""
+        chosen = agent_language.normalize(lang)
+        if chosen is None:
+            raise InvalidInput(f"'{lang}' is not a language this agent speaks (en, el).")
         with self._lock:
-            self._data["language"] = lang if lang in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+            self._data["language"] = chosen
         self._save()
         return self.refresh_status()
 
@@ -328,7 +339,7 @@ class AgentService:
                 self._save()
                 return status
             if state == "expired":
-                raise ServerRefused("checkout_expired", messages_text("error.checkout_expired",
+                raise ServerRefused("checkout_expired", messages.text("error.checkout_expired",
                                                                       self.language))
             cancel.wait(poll_s)
         return self.status()
@@ -367,6 +378,42 @@ class AgentService:
         self.transport.deactivate(identity)
         self._forget_license()
         return self.status()
+
+    # -- activation by file (agent.offline) -------------------------------------------------------------
+
+    def offline_request(self) -> bytes:
+        """The activation request file for this PC: its public key, fingerprint hashes and a signature."""
+        key = self.key_store.load_or_create()
+        return offline.request_file(key, self._hashes(), terminal_name=self.terminal_name, lang=self.language,
+                                    now=self.trusted_clock.now(), known_kids=self._trusted.kids())
+
+    def import_offline_license(self, data: bytes | str) -> LicenseStatus:
+        """Make a license file this PC's license, only when every check passes (else nothing changes).
+
+        The file is checked like any token (trusted key, machine, trusted clock) and must be an offline
+        license for this machine key. It is not a sync: `last_sync` and the clock anchor stay as they are.
+        """
+        key = self.key_store.load()
+        if key is None:  # no request was ever made here, so no file can be for this PC
+            raise LicenseFileRefused("other_machine", messages.text("error.offline_file_other_machine",
+                                                                    self.language))
+        hashes = self._hashes()
+        with self._lock:
+            checked = offline.check_license_file(
+                data, trusted=self._trusted, now=self.trusted_clock.now(), hashes=hashes,
+                public_key=offline.public_key_of(key), held=self._claims, lang=self.language)
+            if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
+                self._data["keyset_updates"] = list(self._trusted.accepted_updates)
+            self._claims, self._token_problem = checked.claims, None
+            self._data.update(token=checked.token, machine_id=checked.claims.mid)
+            self._data.pop("provisional_trial_started", None)
+            if checked.claims.terminal and not self._data.get("terminal_name"):
+                self._data["terminal_name"] = checked.claims.terminal
+            self._changed()
+        self._save()
+        log.info("offline license imported for %s, valid until %s", checked.claims.mid,
+                 datetime.fromtimestamp(checked.claims.exp, UTC).date())
+        return self.refresh_status()
 
     def diagnostics(self) -> Diagnostics:
         """What support needs (hashes only)."""
@@ -605,7 +652,8 @@ class AgentService:
         if provisional is not None:
             body["provisional_started_at"] = provisional
         if email:
-            body.update(email=email, locale=self.language)
+            body["email"] = email
+        body["locale"] = self.language
         return body
 
     def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -619,7 +667,7 @@ class AgentService:
         machine_id = self._data.get("machine_id")
         key = self.key_store.load()
         if not machine_id or key is None:
-            raise ServerRefused("not_activated", messages_text("error.not_activated", self.language))
+            raise ServerRefused("not_activated", messages.text("error.not_activated", self.language))
         return MachineIdentity(key, machine_id)
 
     def _signed_or_code(self, email: str | None, code: str | None) -> tuple[MachineIdentity | None, dict]:
@@ -627,15 +675,3 @@ class AgentService:
             return None, {"email": email, "code": code}
         return self._identity(), {}
 
-
-_FALLBACK_TEXT = {
-    "error.checkout_expired": "The checkout expired before payment. Start the purchase again.",
-    "error.not_activated": "This PC is not activated. Start a trial or activate it first.",
-}
-
-
-def messages_text(key: str, lang: str) -> str:
-    """A message from the catalogue, or the built-in English text when the catalogue lacks it."""
-    if messages.has(key):
-        return messages.text(key, lang)
-    return _FALLBACK_TEXT[key]

@@ -29,7 +29,7 @@ Meaning of the numbers:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ ERROR_REASONS = ("offline_expired", "machine_changed", "clock_rollback", "token_
 DETAIL_REASONS = (
     "trial", "provisional_trial", "trial_ended", "active", "cancel_scheduled", "offline_grace",
     "payment_failed", "payment_grace_ended", "subscription_ended", "not_activated",
+    "offline_license",
 )
 _DAY = 86400
 
@@ -87,14 +88,22 @@ class LicenseStatus:
     last_sync: datetime | None = None
     next_sync: datetime | None = None
     agent_version: str | None = None
+    # True when the token is an offline license (activation by file): no sync is needed until its end.
+    offline_license: bool = False
+    # `message` in every language, as (lang, text) pairs: the local API answers `?lang=` from these.
+    translations: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The `GET /v1/license` body: times as ISO 8601 UTC with `Z`, or null."""
+    def message_in(self, lang: str | None) -> str:
+        """`message` in `lang` when it is known, else in the agent's language."""
+        return dict(self.translations).get(lang or "", self.message)
+
+    def to_dict(self, lang: str | None = None) -> dict[str, Any]:
+        """The `GET /v1/license` body (`message` in `lang`, if given): times ISO 8601 UTC with `Z`, or null."""
         return {
             "license_state": self.license_state,
             "licensed": self.licensed,
             "reason": self.reason,
-            "message": self.message,
+            "message": self.message_in(lang),
             "days_left": self.days_left,
             "valid_until": iso(self.valid_until),
             "grace_until": iso(self.grace_until),
@@ -107,6 +116,7 @@ class LicenseStatus:
             "last_sync": iso(self.last_sync),
             "next_sync": iso(self.next_sync),
             "agent_version": self.agent_version,
+            "offline_license": self.offline_license,
         }
 
 
@@ -150,6 +160,7 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         "agent_version": inputs.agent_version,
     }
     if c is not None:
+        base.update(offline_license=c.policy.offline)
         base.update(plan=c.plan, features=c.features, seats=c.seats, customer_email=c.email,
                     machine_id=inputs.machine_id or c.mid, terminal_name=inputs.terminal_name or c.terminal)
 
@@ -209,6 +220,10 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
                       stop, date=_date(stop, lang))
 
+    if p.offline:
+        # An offline license never syncs: no offline grace; it runs to its own lease end (`exp`).
+        return status("licensed_active", True, "offline_license", _days(c.exp - now), valid_until, c.exp,
+                      date=_date(c.exp, lang))
     last_sync = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
     if now - last_sync >= p.grace_s:
         since = _date(last_sync, lang)

@@ -10,7 +10,8 @@ Each error carries a `message` a person can read::
      │    └── TokenInvalid            signature, alg, kid, claims, nbf or exp rejected (`reason` says which)
      │         ├── MachineMismatch    the token is bound to another machine (fingerprint / machine id)
      │         └── KeySetRejected     a key-set update not signed by an already trusted key
-     └── RequestSignatureInvalid      a machine-signed request does not verify
+     ├── RequestSignatureInvalid      a machine-signed request does not verify
+     └── OfflineFileInvalid           an activation request / license file is malformed or unsigned
 
 `agent.errors` grows this tree with the agent's own errors; the server maps these to HTTP answers.
 """
@@ -60,3 +61,7 @@ class KeySetRejected(TokenInvalid):
 
 class RequestSignatureInvalid(Error):
     """A machine-signed request is missing headers or its signature does not verify."""
+
+
+class OfflineFileInvalid(Error):
+    """An offline activation request or license file is malformed, or its signature does not verify."""

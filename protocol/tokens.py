@@ -60,6 +60,9 @@ class Policy:
     warn_days: int = 5
     rollback_s: int = 86400
     provisional_trial_s: int = 259200
+    # An offline license (activation by file): its lease runs to `exp`, set from the paid period, and
+    # the agent shows no offline grace for it. Absent from the claim when false.
+    offline: bool = False
 
     @classmethod
     def from_claim(cls, value: Any) -> Policy:
@@ -77,6 +80,11 @@ class Policy:
             if v is None:
                 continue
             # type() rather than isinstance(): bool is an int subclass and must not pass.
+            if name == "offline":
+                if type(v) is not bool:
+                    raise TokenInvalid("claims", "License token policy value 'offline' is malformed.")
+                kw[name] = v
+                continue
             ok = type(v) in (int, float) if name == "jitter" else type(v) is int
             if not ok or v < 0:
                 raise TokenInvalid("claims", f"License token policy value {name!r} is malformed.")
@@ -85,7 +93,10 @@ class Policy:
 
     def to_claim(self) -> dict[str, Any]:
         """The `policy` claim as the server puts it in a token."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        claim = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if not self.offline:
+            del claim["offline"]  # online tokens keep exactly the claim older agents know
+        return claim
 
 
 _POLICY_FIELDS = tuple(Policy.__dataclass_fields__)

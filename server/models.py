@@ -141,6 +141,9 @@ class Machine(Base):
     # Whether it holds one of its license's seats (server/seats.py): None = holds one; "exceeded" = over
     # the subscription's quantity; "idle" = released after POSPAL_SEAT_IDLE_DAYS unseen.
     seat_state: Mapped[str | None] = mapped_column(String(16))
+    # Activated by file (server/api/offline.py): the end of its offline license. It never refreshes, so
+    # it counts against the seats until then, however long it is unseen.
+    offline_until: Mapped[datetime | None]
 
 
 class Trial(Base):

@@ -46,6 +46,9 @@ class ActivatePage(Page):
         self.send = button("activate_send", primary=True)
         self.back = button("activate_back")
         first_layout = self._step(first, self.intro, form, self.back, self.send)
+        self.by_file = button("activate_by_file")
+        self.by_file.clicked.connect(lambda: host.show_page("offline"))
+        first_layout.addWidget(self.by_file)
         first_layout.addStretch(1)
         # Step 2: code.
         second = QWidget()
@@ -112,6 +115,7 @@ class ActivatePage(Page):
         self.back.setText(t("ui.back"))
         self.submit.setText(t("ui.activate.submit"))
         self.resend.setText(t("ui.activate.resend"))
+        self.by_file.setText(t("ui.activate.by_file"))
         self.terminals.retranslate()
 
     def send_code(self) -> None:

@@ -73,6 +73,12 @@ def run_tray(
     tray = Tray(worker, window_factory=make_window, quit_app=app.quit)
     single.show_requested.connect(tray.open_window)
     worker.start()
+    if lang is None:
+        # The agent's language (POSPAL_LANGUAGE, the choice saved from this window, the system's) is
+        # what the POS shows, so the window follows it; asked off the UI thread like every agent call.
+        worker.action_finished.connect(
+            lambda tag, result: language.set(result) if tag == "language" else None)
+        worker.call("language", "language")
     if QSystemTrayIcon.isSystemTrayAvailable():
         tray.show()
     else:

@@ -159,6 +159,8 @@ def _detail(status) -> str:
             parts = (t(f"status.{reason}"), t(f"fix.{reason}"))
             return " ".join(p for p in parts if p)
         return t("ui.detail.license_error")
+    if reason == "offline_license":
+        return t("ui.detail.offline_license", date=format_date(status.grace_until))
     if reason in ("cancel_scheduled", "provisional_trial", "payment_grace_ended"):
         return t(f"ui.detail.{reason}", days=left)
     if state == "trial_active":

@@ -36,6 +36,11 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.state.license_missing": {"en": "Not activated", "el": "Μη ενεργοποιημένο"},
     "ui.state.license_error": {"en": "License problem", "el": "Πρόβλημα άδειας"},
     # One sentence per state: what is wrong and what to do.
+    "ui.detail.offline_license": {
+        "en": "This terminal can take orders. Offline license until {date}: renew it by file before then.",
+        "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες. Άδεια χωρίς σύνδεση έως {date}: ανανεώστε "
+        "την με αρχείο πριν από τότε.",
+    },
     "ui.detail.licensed_active": {
         "en": "This terminal can take orders.",
         "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες.",
@@ -161,6 +166,28 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.activate.submit": {"en": "Activate", "el": "Ενεργοποίηση"},
     "ui.activate.resend": {"en": "Send a new code", "el": "Νέος κωδικός"},
     "ui.activate.done": {"en": "This PC is activated.", "el": "Ο υπολογιστής ενεργοποιήθηκε."},
+    "ui.activate.by_file": {"en": "No internet here? Activate by file",
+                            "el": "Χωρίς διαδίκτυο; Ενεργοποίηση με αρχείο"},
+    # Activation by file (ui/offline.py).
+    "ui.offline.title": {"en": "Activate by file", "el": "Ενεργοποίηση με αρχείο"},
+    "ui.offline.intro": {
+        "en": "For a PC without internet. 1. Save the activation request to a USB stick. 2. On any phone or "
+              "PC with internet, open the license server's /offline page, confirm your e-mail and upload "
+              "the file. 3. Bring back the license file it gives you and import it here. Renew the same "
+              "way before it ends.",
+        "el": "Για υπολογιστή χωρίς διαδίκτυο. 1. Αποθηκεύστε το αίτημα ενεργοποίησης σε USB. 2. Σε "
+              "οποιοδήποτε κινητό ή υπολογιστή με διαδίκτυο, ανοίξτε τη σελίδα /offline του διακομιστή "
+              "αδειών, επιβεβαιώστε το email σας και ανεβάστε το αρχείο. 3. Φέρτε πίσω το αρχείο άδειας "
+              "και εισαγάγετέ το εδώ. Ανανεώστε με τον ίδιο τρόπο πριν λήξει.",
+    },
+    "ui.offline.save": {"en": "Save activation request…", "el": "Αποθήκευση αιτήματος…"},
+    "ui.offline.import": {"en": "Import license file…", "el": "Εισαγωγή αρχείου άδειας…"},
+    "ui.offline.saved": {"en": "Saved {path}.", "el": "Αποθηκεύτηκε: {path}."},
+    "ui.offline.unwritable": {"en": "Could not write {path}.", "el": "Δεν ήταν δυνατή η εγγραφή: {path}."},
+    "ui.offline.unreadable": {"en": "Could not read the file ({detail}).",
+                              "el": "Δεν ήταν δυνατή η ανάγνωση του αρχείου ({detail})."},
+    "ui.offline.imported": {"en": "The offline license is active.",
+                            "el": "Η άδεια χωρίς σύνδεση ενεργοποιήθηκε."},
     "ui.trial.done": {"en": "Your free trial has started.", "el": "Η δωρεάν δοκιμή ξεκίνησε."},
     # Trial flow.
     "ui.trial.title": {"en": "Start the 30-day free trial", "el": "Δωρεάν δοκιμή 30 ημερών"},

@@ -32,6 +32,7 @@ from ui.diagnostics import DiagnosticsPage
 from ui.errortext import describe
 from ui.icons import icon_for_status
 from ui.move import MovePage
+from ui.offline import OfflinePage
 from ui.overview import OverviewPage
 from ui.page import Page, button
 from ui.present import Action
@@ -82,6 +83,7 @@ class AgentWindow(QWidget):
             "wait": WaitPage(self),
             "activate": ActivatePage(self),
             "move": MovePage(self),
+            "offline": OfflinePage(self),
             "diagnostics": DiagnosticsPage(self),
         }
         self.stack = QStackedWidget()
@@ -105,9 +107,7 @@ class AgentWindow(QWidget):
         for code in LANGUAGES:
             self.language_box.addItem(LANGUAGE_NAMES[code], code)
         self.language_box.setCurrentIndex(LANGUAGES.index(language.code))
-        self.language_box.currentIndexChanged.connect(
-            lambda i: language.set(self.language_box.itemData(i))
-        )
+        self.language_box.currentIndexChanged.connect(self._choose_language)
         footer = QHBoxLayout()
         footer.addWidget(self.autostart_box)
         footer.addStretch(1)
@@ -255,6 +255,14 @@ class AgentWindow(QWidget):
         if self.language_box.currentIndex() != index:
             self.language_box.setCurrentIndex(index)
         self._fit()
+
+    def _choose_language(self, index: int) -> None:
+        """The owner picked a language: the window switches, and the agent keeps it for the POS too."""
+        code = self.language_box.itemData(index)
+        if code == language.code:
+            return
+        language.set(code)
+        self.worker.call("set_language", "set_language", code)
 
     def _toggle_autostart(self, on: bool) -> None:
         if self.autostart is None:

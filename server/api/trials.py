@@ -78,7 +78,9 @@ def start_trial(
             session.flush()
             action = "trial.started"
         if body.email is not None:
-            trial.email, trial.locale = body.email, body.locale or trial.locale
+            trial.email = body.email
+        if body.locale is not None:  # the agent's language: the trial reminder is written in it
+            trial.locale = body.locale
         _remember_components(session, trial.id, hashes)
         if machine is None:
             machine = Machine(public_key=public_key, activated_at=now)

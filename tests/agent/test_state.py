@@ -183,7 +183,7 @@ def test_to_dict_is_exactly_the_local_api_body():
     assert list(body) == [
         "license_state", "licensed", "reason", "message", "days_left", "valid_until", "grace_until", "plan",
         "features", "seats", "customer_email", "machine_id", "terminal_name", "last_sync", "next_sync",
-        "agent_version",
+        "agent_version", "offline_license",
     ]
     assert body["valid_until"] == at(T + 20 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert body["last_sync"].endswith("Z") and body["next_sync"] is None

@@ -74,6 +74,7 @@ class FakeControl:
         self.codes_sent: list[tuple[str, str]] = []
         self.paid = threading.Event()
         self.seats_full = seats_full
+        self._language = "en"
         self.terminals = [
             Terminal("m_front", "Front counter", NOW.isoformat(), NOW.isoformat(), True),
             Terminal("m_bar", "Beach bar", NOW.isoformat(), (NOW - timedelta(days=40)).isoformat(), False),
@@ -201,6 +202,34 @@ class FakeControl:
             server_url="https://license.pospal.gr",
             version="1.0.0",
         )
+
+
+    def language(self) -> str:
+        """The agent's language (what ``set_language`` last chose)."""
+        self._call("language")
+        return self._language
+
+    def set_language(self, lang: str) -> LicenseStatus:
+        """Persist the window's language choice."""
+        self._call("set_language", lang)
+        self._language = lang
+        return self._status
+
+    def offline_request(self) -> bytes:
+        """A stand-in activation request file."""
+        self._call("offline_request")
+        return b'{"type": "pospal-offline-request"}\n'
+
+    def import_offline_license(self, data: bytes) -> LicenseStatus:
+        """Take a file reading ``GOOD`` as an offline license; refuse anything else like the agent does."""
+        self._call("import_offline_license", data)
+        if data.strip() != b"GOOD":
+            from agent.errors import LicenseFileRefused
+
+            raise LicenseFileRefused("other_machine", "This license file was made for another computer.")
+        self.set_status(make_status("licensed_active", reason="offline_license", offline_license=True,
+                                    days_left=40))
+        return self._status
 
 
 class BlockingControl(FakeControl):

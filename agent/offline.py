@@ -1,0 +1,93 @@
+"""Activation by file, the agent's side: write the request file, check a license file before it is used.
+
+`request_file` signs this machine's public key and fingerprint hashes with the machine key (format:
+`protocol.offline`). `check_license_file` verifies a license file the way every token is verified (the
+trusted keys, `nbf` against the trusted clock) and more: it must not have ended, it must be an offline
+license (`policy.offline`), its `mkey` claim must be this machine's public key and its bound fingerprint
+must match this machine. Any failure raises `LicenseFileRefused` with a message in the agent's language,
+and the caller changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import fingerprint, messages
+from agent.errors import KeySetRejected, LicenseFileRefused, MachineMismatch, OfflineFileInvalid, TokenInvalid
+from protocol import offline as wire
+from protocol.tokens import Claims, verify_token
+from protocol.trust import TrustedKeys, encode_public_key
+
+
+@dataclass(frozen=True)
+class CheckedLicense:
+    """A license file that passed every check: its token, verified claims and any key-set update."""
+
+    token: str
+    claims: Claims
+    keyset: str | None
+
+
+def request_file(key: Ed25519PrivateKey, hashes: Mapping[str, str], *, terminal_name: str | None,
+                 lang: str, now: datetime, known_kids: list[str]) -> bytes:
+    """The activation request file for this machine (public key, hashes, signature; nothing secret)."""
+    return wire.make_request(key, hashes, terminal_name=terminal_name, locale=lang,
+                             created=int(now.timestamp()), known_kids=known_kids)
+
+
+def _refuse(code: str, lang: str) -> LicenseFileRefused:
+    return LicenseFileRefused(code, messages.text(f"error.offline_file_{code}", lang))
+
+
+def check_license_file(
+    data: bytes | str,
+    *,
+    trusted: TrustedKeys,
+    now: datetime,
+    hashes: Mapping[str, str],
+    public_key: str,
+    held: Claims | None,
+    lang: str,
+) -> CheckedLicense:
+    """Verify a license file for this machine; raises `LicenseFileRefused` (nothing is changed here).
+
+    `trusted` is only read: a key-set update in the file is checked on a copy. `held` is the token the
+    agent holds, which a file older than it may not replace (an old file replayed after a newer one).
+    """
+    try:
+        lic = wire.read_license(data)
+    except OfflineFileInvalid as exc:
+        raise _refuse("unreadable", lang) from exc
+    keys = trusted
+    if lic.keyset:
+        keys = TrustedKeys.from_jwks(trusted.to_jwks())  # a copy: a refused file must change nothing
+        try:
+            keys.apply_keyset_update(lic.keyset)
+        except KeySetRejected as exc:
+            raise _refuse("invalid", lang) from exc
+
+    def same_machine(bound: Mapping[str, str]) -> bool:
+        return fingerprint.match(bound, hashes).ok
+
+    try:
+        claims = verify_token(lic.token, keys, now, check_exp=True, fp_matches=same_machine)
+    except MachineMismatch as exc:
+        raise _refuse("other_machine", lang) from exc
+    except TokenInvalid as exc:
+        raise _refuse("expired" if exc.reason == "expired" else "invalid", lang) from exc
+    if not claims.policy.offline or claims.kind != "license":
+        raise _refuse("invalid", lang)
+    if claims.raw.get(wire.MACHINE_KEY_CLAIM) != public_key:
+        raise _refuse("other_machine", lang)
+    if held is not None and held.sub == claims.sub and held.iat > claims.iat:
+        raise _refuse("older", lang)
+    return CheckedLicense(lic.token, claims, lic.keyset)
+
+
+def public_key_of(key: Ed25519PrivateKey) -> str:
+    """The machine public key as the request file and the `mkey` claim carry it."""
+    return encode_public_key(key.public_key())

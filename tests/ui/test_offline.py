@@ -1,0 +1,57 @@
+"""The window's activation by file (ui/offline.py) and the language choice reaching the agent."""
+
+from __future__ import annotations
+
+from ui import strings
+
+
+def test_the_request_file_is_saved_where_the_owner_chose(qtbot, ui, control, tmp_path):
+    worker, window, _ = ui
+    window.show_page("activate")
+    window.pages["activate"].by_file.click()
+    assert window.page == "offline"
+    page = window.pages["offline"]
+    target = tmp_path / "usb" / "request.json"
+    target.parent.mkdir()
+    page.choose_save_path = lambda _parent, _name: str(target)
+    with qtbot.waitSignal(worker.action_finished, timeout=2000):
+        page.save.click()
+    assert target.read_bytes().startswith(b'{"type": "pospal-offline-request"}')
+    assert str(target) in window.banner.text()
+
+
+def test_an_imported_license_file_shows_the_offline_license_and_its_end(qtbot, ui, control, tmp_path):
+    worker, window, _ = ui
+    window.show_page("offline")
+    page = window.pages["offline"]
+    good = tmp_path / "pospal-license.json"
+    good.write_bytes(b"GOOD")
+    page.choose_open_path = lambda _parent, _name: str(good)
+    with qtbot.waitSignal(worker.status_changed, timeout=2000):
+        page.load.click()
+    qtbot.waitUntil(lambda: window.page == "overview", timeout=2000)
+    assert "Offline license until" in window.card.detail.text()
+    assert control.called("import_offline_license") == 1
+
+
+def test_a_refused_license_file_says_why_and_stays_on_the_page(qtbot, ui, control, tmp_path):
+    worker, window, _ = ui
+    window.show_page("offline")
+    page = window.pages["offline"]
+    bad = tmp_path / "other.json"
+    bad.write_bytes(b"OTHER")
+    page.choose_open_path = lambda _parent, _name: str(bad)
+    with qtbot.waitSignal(worker.action_failed, timeout=2000):
+        page.load.click()
+    assert window.page == "offline"
+    assert window.banner.text() == "This license file was made for another computer."
+    assert page.load.isEnabled()
+
+
+def test_choosing_greek_in_the_window_tells_the_agent(qtbot, ui, control):
+    worker, window, _ = ui
+    with qtbot.waitSignal(worker.action_finished, timeout=2000,
+                          check_params_cb=lambda tag, _result: tag == "set_language"):
+        window.language_box.setCurrentIndex(1)
+    assert strings.language.code == "el"
+    assert ("set_language", ("el",)) in control.calls

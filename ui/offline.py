@@ -1,0 +1,120 @@
+"""Activation by file, for a PC that never reaches the internet: save a request file, import a license file.
+
+The owner saves the request file (e.g. to a USB stick), opens the server's `/offline` page on any phone or
+PC, proves their e-mail, uploads the file and gets a license file back, which they import here. The agent
+checks the file (`AgentControl.import_offline_license`); a refused file changes nothing and its reason is
+shown. The file dialogs are attributes (`choose_save_path`, `choose_open_path`) so tests can answer them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout
+
+from protocol.offline import LICENSE_FILE_NAME, MAX_FILE_BYTES, REQUEST_FILE_NAME
+from ui.errortext import describe
+from ui.page import Host, Page, button, wrapped_label
+from ui.strings import t
+
+log = logging.getLogger(__name__)
+
+
+def _save_dialog(parent, name: str) -> str | None:
+    path, _ = QFileDialog.getSaveFileName(parent, t("ui.offline.save"), name, "JSON (*.json)")
+    return path or None
+
+
+def _open_dialog(parent, name: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, t("ui.offline.import"), name, "JSON (*.json)")
+    return path or None
+
+
+class OfflinePage(Page):
+    """"Save activation request…" and "Import license file…"."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(host, "ui.offline.title")
+        self.intro = wrapped_label("intro")
+        self.save = button("offline_save", primary=True)
+        self.load = button("offline_import", primary=True)
+        self.back = button("offline_back")
+        self.choose_save_path: Callable[[object, str], str | None] = _save_dialog
+        self.choose_open_path: Callable[[object, str], str | None] = _open_dialog
+        self._target: Path | None = None
+        self.save.clicked.connect(self.save_request)
+        self.load.clicked.connect(self.import_license)
+        self.back.clicked.connect(lambda: host.show_page("overview"))
+        row = QHBoxLayout()
+        row.addWidget(self.back)
+        row.addStretch(1)
+        row.addWidget(self.save)
+        row.addWidget(self.load)
+        self.layout_.addWidget(self.intro)
+        self.layout_.addLayout(row)
+        self.layout_.addStretch(1)
+
+    def retranslate(self) -> None:
+        """Texts in the current language."""
+        super().retranslate()
+        self.intro.setText(t("ui.offline.intro"))
+        self.save.setText(t("ui.offline.save"))
+        self.load.setText(t("ui.offline.import"))
+        self.back.setText(t("ui.back"))
+
+    def save_request(self) -> None:
+        """Ask where to save, then have the agent write the request (off the UI thread)."""
+        path = self.choose_save_path(self, REQUEST_FILE_NAME)
+        if not path:
+            return
+        self._target = Path(path)
+        self.host.clear_message()
+        self.save.setEnabled(False)
+        self.host.worker.call("offline_request", "offline_request")
+
+    def import_license(self) -> None:
+        """Ask for the license file and hand it to the agent, which checks it before using it."""
+        path = self.choose_open_path(self, LICENSE_FILE_NAME)
+        if not path:
+            return
+        try:
+            data = Path(path).read_bytes()[:MAX_FILE_BYTES + 1]  # a few KiB; never a big read on the UI
+        except OSError as exc:
+            detail = exc.strerror or str(exc)
+            self.host.show_error(lambda: t("ui.offline.unreadable", detail=detail))
+            return
+        self.host.clear_message()
+        self.load.setEnabled(False)
+        self.host.worker.call("offline_import", "import_offline_license", data)
+
+    def finished(self, tag: str, result) -> None:
+        """Request written → say where; license imported → overview with the new status."""
+        if tag == "offline_request" and self._target is not None:
+            self.save.setEnabled(True)
+            from agent.store import atomic_write
+
+            target = self._target
+            try:
+                atomic_write(target, result, mode=0o644)
+            except Exception as exc:  # a USB stick pulled out, a read-only folder: say so
+                log.warning("could not write %s: %s", target, exc)
+                self.host.show_error(lambda: t("ui.offline.unwritable", path=str(target)))
+                return
+            self.host.show_info(lambda: t("ui.offline.saved", path=str(target)))
+        elif tag == "offline_import":
+            self.load.setEnabled(True)
+            self.host.worker.refresh()
+            self.host.show_page("overview")
+            self.host.show_info(lambda: t("ui.offline.imported"))
+
+    def failed(self, tag: str, error) -> None:
+        """Say why, in the agent's words (a refused license file changed nothing)."""
+        if tag == "offline_request":
+            self.save.setEnabled(True)
+        elif tag == "offline_import":
+            self.load.setEnabled(True)
+        else:
+            return
+        self.host.show_error(lambda: describe(error))
