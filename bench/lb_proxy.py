@@ -154,6 +154,7 @@ class LbProxy:
             raise ValueError("at least one upstream is needed")
         self.upstreams = [Upstream(host, port) for host, port in upstreams]
         self._next = 0
+        self.client_connections = 0  # accepted so far: a keep-alive client opens one
 
     @property
     def counts(self) -> list[int]:
@@ -162,6 +163,7 @@ class LbProxy:
 
     async def handle_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one client connection until it closes or asks to."""
+        self.client_connections += 1
         peer = writer.get_extra_info("peername")
         client_ip = str(peer[0]).encode() if peer else b"unknown"
         try:

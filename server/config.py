@@ -94,6 +94,15 @@ def is_loopback_url(url: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
 
 
+def _days(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+        raise ConfigError(f"{name} must be a whole number of days from 1 to 3650, not {raw!r}")
+    return int(raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
@@ -130,6 +139,8 @@ class Settings:
     test_clock_file: Path | None = None
     # "development" (loopback public URL or POSPAL_ENV=development) may use the fakes; "production" may not.
     environment: str = "development"
+    # A terminal unseen this many days stops counting against its license's seats (server/seats.py).
+    seat_idle_days: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -178,6 +189,7 @@ class Settings:
             test_hooks=_flag(env, "POSPAL_ENABLE_TEST_HOOKS", False),
             test_clock_file=Path(clock_file) if (clock_file := env.get("POSPAL_TEST_CLOCK_FILE")) else None,
             environment=environment,
+            seat_idle_days=_days(env, "POSPAL_SEAT_IDLE_DAYS", 30),
         )
         settings.check()
         return settings

@@ -3,6 +3,10 @@
 The waiting view polls through the agent (``wait_checkout``) on a worker thread and finishes by itself
 when the payment completes: the owner pays in the browser and never has to come back and click. Cancel
 sets the call's cancel event, so the background poll ends cleanly instead of being abandoned.
+
+An email that already has a subscription is never sold a second one: the server answers
+`subscription_exists`, and the page offers "Add this terminal" with its prorated price first. An email that
+is already a customer's needs the owner's code on this PC first (the window's owner dialog).
 """
 
 from __future__ import annotations
@@ -11,10 +15,34 @@ import threading
 
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QProgressBar
 
+from agent import messages
 from agent.control import is_email
 from ui.errortext import describe
 from ui.page import Host, Page, button, form_label, wrapped_label
 from ui.strings import t
+
+messages.register(
+    {
+        "ui.add.title": {"en": "Add this terminal?", "el": "Προσθήκη αυτού του τερματικού;"},
+        "ui.add.text": {
+            "en": "This email already has a subscription. Add this PC to it: {now} → {new} terminals. "
+            "Charged now for the rest of this period: {price}; then each renewal covers {new} terminals.",
+            "el": "Αυτό το email έχει ήδη συνδρομή. Προσθέστε αυτόν τον υπολογιστή: {now} → {new} τερματικά. "
+            "Χρέωση τώρα για το υπόλοιπο της περιόδου: {price}· κάθε ανανέωση καλύπτει μετά {new} τερματικά.",
+        },
+        "ui.add.free": {
+            "en": "This email already has a subscription with a free seat: activate this PC on it at no "
+            "charge.",
+            "el": "Αυτό το email έχει ήδη συνδρομή με ελεύθερη θέση: ενεργοποιήστε αυτόν τον υπολογιστή "
+            "χωρίς χρέωση.",
+        },
+        "ui.add.yes": {"en": "Add this terminal", "el": "Προσθήκη τερματικού"},
+        "ui.add.done": {
+            "en": "This terminal was added to your subscription.",
+            "el": "Το τερματικό προστέθηκε στη συνδρομή σας.",
+        },
+    }
+)
 
 
 def valid_email(text: str) -> bool:
@@ -75,22 +103,42 @@ class BuyPage(Page):
         self.host.worker.call("checkout", "start_checkout", email, name, 1)
 
     def finished(self, tag: str, result) -> None:
-        """Checkout created: open it in the browser and wait."""
+        """Checkout created: open it in the browser and wait (or a terminal was added)."""
+        if tag == "add_preview":
+            self._offer_add(result)
+            return
+        if tag == "add_terminal":
+            self.host.show_page("overview")
+            self.host.show_info(lambda: t("ui.add.done"))
+            return
         if tag != "checkout":
             return
         self.submit.setEnabled(True)
         self.host.begin_waiting(result)
 
     def failed(self, tag: str, error) -> None:
-        """Checkout could not be created."""
-        if tag != "checkout":
+        """Checkout could not be created; an existing subscriber is offered "add this terminal"."""
+        if tag not in ("checkout", "add_preview", "add_terminal"):
             return
         self.submit.setEnabled(True)
+        if tag == "checkout" and getattr(error, "code", None) == "subscription_exists":
+            # Never a second subscription unless asked: show the price of one more terminal first.
+            self.host.worker.call("add_preview", "add_terminal", self.email.text().strip())
+            return
         self.host.show_error(lambda: describe(error))
+
+    def _offer_add(self, preview) -> None:
+        price = f"{preview.amount_due / 100:.2f} {preview.currency.upper()}"
+        text = t("ui.add.text", now=preview.quantity_now, new=preview.quantity_new, price=price)
+        if preview.quantity_new <= preview.quantity_now:
+            text = t("ui.add.free")
+        if self.host.confirm(t("ui.add.title"), text, t("ui.add.yes")):
+            email = self.email.text().strip()
+            self.host.worker.call("add_terminal", "add_terminal", email, True, preview.quantity_new)
 
 
 class WaitPage(Page):
-    """"Waiting for payment…" with a busy bar, "Open payment page again" and Cancel."""
+    """ "Waiting for payment…" with a busy bar, "Open payment page again" and Cancel."""
 
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.wait.title")

@@ -1,7 +1,8 @@
 """A list of a license's terminals, each with a Remove button (used by Move and by "seats full").
 
 Rows come from ``agent.control.Terminal`` objects or from the plain dicts a ``seats_full`` refusal
-carries; both have ``machine_id``, ``terminal_name`` and ``last_seen``.
+carries; both have ``machine_id``, ``terminal_name`` and ``last_seen``. A terminal that holds no seat
+(``active`` false) says why: unseen for the server's idle days, or over the subscription's quantity.
 """
 
 from __future__ import annotations
@@ -9,9 +10,24 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from agent import messages
 from ui.page import button
 from ui.present import format_datetime
 from ui.strings import t
+
+messages.register(
+    {
+        "ui.terminal.inactive": {"en": "Inactive", "el": "Ανενεργό"},
+        "ui.terminal.idle": {
+            "en": "Inactive: not seen for a month, its seat is free",
+            "el": "Ανενεργό: δεν εμφανίστηκε για έναν μήνα, η θέση του είναι ελεύθερη",
+        },
+        "ui.terminal.seats_exceeded": {
+            "en": "Inactive: over the subscription's number of terminals",
+            "el": "Ανενεργό: πάνω από τον αριθμό τερματικών της συνδρομής",
+        },
+    }
+)
 
 
 def _get(row, name: str):
@@ -60,7 +76,11 @@ class TerminalList(QFrame):
         words.setSpacing(1)
         title = QLabel(f"{name}  ·  {t('ui.move.this_pc')}" if this_pc else name)
         title.setObjectName("terminalName")
-        seen = QLabel(t("ui.move.last_seen", when=format_datetime(_get(row, "last_seen"))))
+        seen_text = t("ui.move.last_seen", when=format_datetime(_get(row, "last_seen")))
+        if _get(row, "active") is False:
+            # Inactive terminals stay listed with the reason: unseen for a month, or over the quantity.
+            seen_text += "  ·  " + t(f"ui.terminal.{_get(row, 'reason') or 'inactive'}")
+        seen = QLabel(seen_text)
         seen.setObjectName("factLabel")
         words.addWidget(title)
         words.addWidget(seen)

@@ -70,6 +70,7 @@ class ControlWorker(QObject):
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
         self._last_status = None
+        self._calls: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {}
         self.started = False
 
     @property
@@ -103,8 +104,15 @@ class ControlWorker(QObject):
 
     def call(self, tag: str, method: str, *args: Any, **kwargs: Any) -> None:
         """Run ``control.<method>(*args, **kwargs)`` in the pool; the outcome is signalled with ``tag``."""
+        self._calls[tag] = (method, args, kwargs)
         fn = getattr(self.control, method)
         self.submit(tag, lambda: fn(*args, **kwargs), returns_status=method in _STATUS_CALLS)
+
+    def retry(self, tag: str) -> None:
+        """Run the last ``call`` made with ``tag`` again (after the owner proved their e-mail)."""
+        if tag in self._calls:
+            method, args, kwargs = self._calls[tag]
+            self.call(tag, method, *args, **kwargs)
 
     def submit(self, tag: str, fn: Callable[[], Any], returns_status: bool = False) -> None:
         """Run any callable that talks to the agent in the pool."""

@@ -2,7 +2,8 @@
 
 Proof is an emailed code or a completed checkout started by this same machine key. A machine already
 bound to the license just gets a fresh token (activation is idempotent). Beyond the seats the answer
-is 409 `seats_full` listing the active terminals, so the owner can remove one.
+is 409 `seats_full` listing the terminals holding the seats, so the owner can remove one; a terminal
+unseen for `POSPAL_SEAT_IDLE_DAYS` gives its seat up first (server/seats.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 
-from server import codes, fingerprints, licensing
+from server import codes, fingerprints, licensing, seats
 from server.api.deps import (
     Services,
     check_and_remember,
@@ -57,44 +58,84 @@ def activate(
         license_ = licensing.live_license_for_customer(session, customer.id, now)
         if license_ is None:
             raise NoSubscription()
-        _lock_license(session, license_)
-        machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
-        already = machine is not None and machine.license_id == license_.id and machine.deactivated_at is None
-        if not already:
-            active = licensing.active_machines(session, license_.id)
-            if len(active) >= _seats(session, license_, now):
-                raise SeatsFull([licensing.terminal_summary(m) for m in active])
-        if code_id is not None:
-            codes.consume(session, code_id, now)
-        if machine is None:
-            machine = Machine(public_key=public_key, activated_at=now)
-            session.add(machine)
-        if not already:
-            machine.activated_at = now
-        machine.license_id = license_.id
-        machine.deactivated_at = None
-        machine.fingerprint = dict(body.fingerprint)
-        machine.terminal_name = body.terminal_name or machine.terminal_name
-        machine.last_seen_at = now
-        session.flush()
-        if not already:
-            licensing.record_audit(
-                session,
-                actor=f"machine:{machine.id}",
-                action="machine.activated",
-                license_id=license_.id,
-                machine_id=machine.id,
-                detail={"terminal_name": machine.terminal_name, "via": "code" if code_id else "checkout"},
-                at=now,
-            )
-            _notify(session, customer, machine, now)
-        claims = licensing.claims_for_machine(session, machine, now)
-        return ActivationAnswer(
-            token=svc.keys.sign(session, claims),
-            keyset=svc.keys.keyset_for(session, body.known_kids, now),
-            machine_id=machine.id,
-            license_id=license_.id,
+        return bind_machine(
+            session,
+            svc,
+            customer,
+            license_,
+            public_key,
+            body,
+            now,
+            via="code" if code_id else "checkout",
+            code_id=code_id,
+            nonce=signed.nonce,
         )
+
+
+def bind_machine(
+    session,
+    svc: Services,
+    customer: Customer,
+    license_: License,
+    public_key: str,
+    body: ActivationRequest,
+    now,
+    *,
+    via: str,
+    code_id: int | None = None,
+    nonce: str | None = None,
+) -> ActivationAnswer:
+    """Bind the machine with `public_key` to `license_` if a seat is free (idle ones are freed first).
+
+    Shared by activation and "add this terminal". `nonce` (the signed request's) goes in the token as
+    its `rn` claim. Raises `SeatsFull` listing the terminals that hold
+    the seats, so the owner can remove one.
+    """
+    seats.lock_license(session, license_.id)
+    machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
+    bound = machine is not None and machine.license_id == license_.id and machine.deactivated_at is None
+    holding = bound and machine.seat_state is None
+    if not holding:
+        idle = seats.idle_after(svc.settings.seat_idle_days)
+        others = [
+            m for m in seats.free_seats(session, license_, now, idle) if machine is None or m.id != machine.id
+        ]
+        if len(others) >= (seats.seat_count(session, license_, now) or 0):
+            raise SeatsFull([licensing.terminal_summary(m) for m in others])
+    if code_id is not None:
+        codes.consume(session, code_id, now)
+    if machine is None:
+        machine = Machine(public_key=public_key, activated_at=now)
+        session.add(machine)
+    if not bound:
+        machine.activated_at = now
+    machine.license_id = license_.id
+    machine.deactivated_at = None
+    machine.seat_state = None
+    machine.fingerprint = dict(body.fingerprint)
+    machine.terminal_name = body.terminal_name or machine.terminal_name
+    machine.last_seen_at = now
+    session.flush()
+    if not holding:
+        licensing.record_audit(
+            session,
+            actor=f"machine:{machine.id}",
+            action="machine.activated",
+            license_id=license_.id,
+            machine_id=machine.id,
+            detail={"terminal_name": machine.terminal_name, "via": via},
+            at=now,
+        )
+    if not bound:
+        _notify(session, customer, machine, now)
+    claims = licensing.claims_for_machine(session, machine, now)
+    return ActivationAnswer(
+        # `rn`: the token answers this signed request only (the agent refuses a replayed one).
+        token=svc.keys.sign(session, {**claims, "rn": nonce} if nonce else claims),
+        keyset=svc.keys.keyset_for(session, body.known_kids, now),
+        machine_id=machine.id,
+        license_id=license_.id,
+    )
 
 
 def _customer(session, body: ActivationRequest, public_key: str) -> Customer:
@@ -111,22 +152,6 @@ def _customer(session, body: ActivationRequest, public_key: str) -> Customer:
     if customer is None:
         raise NoSubscription()
     return customer
-
-
-def _seats(session, license_: License, now) -> int:
-    subscription = (
-        session.get(licensing.Subscription, license_.subscription_id) if license_.subscription_id else None
-    )
-    return int(licensing.subscription_state(license_, subscription, now).get("seats") or 0)
-
-
-def _lock_license(session, license_: License) -> None:
-    """Serialise activations of one license so two PCs cannot take the last seat at once.
-
-    PostgreSQL: a row lock. SQLite: every transaction already holds the write lock (BEGIN IMMEDIATE).
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(License.id).where(License.id == license_.id).with_for_update())
 
 
 def _notify(session, customer: Customer, machine: Machine, now) -> None:

@@ -2,7 +2,12 @@
 
 `POST /v1/checkout` records the buyer's machine (so a paid checkout can activate it without a code),
 reuses a returning customer's provider customer, and opens a provider checkout whose success and cancel
-pages are served here. `POST /v1/webhooks/stripe` verifies the signature over the raw body before
+pages are served here. An address that already is a customer needs the owner's proof on the buying
+machine (server/authority.py): without it nothing is created or changed on that customer (no rename), and
+the provider session is only ever opened for the proven customer. A proven customer with a live
+subscription gets 409 `subscription_exists` unless they ask for a second subscription: "add this
+terminal" (`POST /v1/terminals/add`) raises the quantity of the one they have instead, prorated, with
+the price previewed first. `POST /v1/webhooks/stripe` verifies the signature over the raw body before
 anything else and answers 400 without touching the database when it fails; processing errors answer
 500 so the provider delivers the event again.
 """
@@ -20,7 +25,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
 
+from server import authority, licensing, seats
 from server.api import billing_pages as pages
+from server.api.activations import bind_machine
 from server.api.deps import (
     Services,
     check_and_remember,
@@ -31,11 +38,12 @@ from server.api.deps import (
     services,
     verify_machine_signature,
 )
-from server.api.schemas import Email, Fingerprint, Locale, PublicKey, TerminalName
-from server.billing.base import CheckoutRequest
+from server.api.schemas import ActivationRequest, Email, Fingerprint, Kid, Locale, PublicKey, TerminalName
+from server.billing.base import CheckoutRequest, QuantityPreview
 from server.billing.sandbox import CHECKOUT_ACTIONS, SUBSCRIPTION_ACTIONS, SandboxBilling
-from server.errors import ApiError, BillingError, NotFound, WebhookSignatureInvalid
-from server.models import Checkout, Customer
+from server.billing.sync import sync_subscription
+from server.errors import ApiError, BillingError, NoSubscription, NotFound, WebhookSignatureInvalid
+from server.models import Checkout, Customer, Subscription
 from server.webhooks import MANAGE_PATH, WebhookContext, mark_checkout_expired, process_event
 
 log = logging.getLogger("pospal.billing")
@@ -67,6 +75,46 @@ class CheckoutCreate(BaseModel):
     machine_public_key: PublicKey
     terminal_name: TerminalName | None = None
     locale: Locale | None = None
+    # A proven customer who already has a live subscription gets a second one only when asking for it.
+    new_subscription: bool = False
+
+
+class SubscriptionExists(ApiError):
+    """The proven customer already subscribes: add this terminal to that subscription instead."""
+
+    status, code = 409, "subscription_exists"
+    default_message = (
+        "This email already has a POSPal subscription. Add this terminal to it instead of buying again."
+    )
+
+
+class AddTerminalRequest(BaseModel):
+    """Add this PC to the owner's subscription: preview first (`confirm` false), then confirm."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: Email
+    confirm: bool = False
+    # The quantity the preview showed; a confirm that would now need another quantity is refused.
+    expected_quantity: Annotated[int, Field(ge=1, le=MAX_TERMINALS)] | None = None
+    fingerprint: Fingerprint
+    machine_public_key: PublicKey
+    terminal_name: TerminalName | None = None
+    known_kids: Annotated[list[Kid], Field(max_length=32)] = []
+
+
+class AddTerminalAnswer(BaseModel):
+    """The price of adding this terminal (minor units, charged now, prorated); the token once confirmed."""
+
+    quantity_now: int
+    quantity_new: int
+    amount_due: int
+    currency: str
+    period_end: int | None = None
+    token: str | None = None
+    keyset: str | None = None
+    machine_id: str | None = None
+    license_id: str | None = None
 
 
 class CheckoutAnswer(BaseModel):
@@ -112,11 +160,18 @@ def create_checkout(
         check_and_remember(session, signed, public_key_owner(public_key), svc)
         customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
         if customer is None:
-            customer = Customer(email=body.email, created_at=now, locale=body.locale or "en")
+            customer = Customer(
+                email=body.email, name=body.restaurant_name, created_at=now, locale=body.locale or "en"
+            )
             session.add(customer)
-        customer.name = body.restaurant_name
-        if body.locale:
-            customer.locale = body.locale
+        else:
+            # An address alone changes nothing on an existing customer: the owner proves it first.
+            authority.require(session, customer.id, public_key, now)
+            if not body.new_subscription and licensing.live_license_for_customer(session, customer.id, now):
+                raise SubscriptionExists()
+            customer.name = body.restaurant_name
+            if body.locale:
+                customer.locale = body.locale
         session.flush()
         customer_id, known_provider_id = customer.id, customer.stripe_customer_id
         session.add(
@@ -164,6 +219,105 @@ def create_checkout(
         assert row is not None
         row.provider_session_id = opened.id
     return CheckoutAnswer(checkout_id=checkout_id, url=opened.url)
+
+
+@router.post("/v1/terminals/add", response_model=AddTerminalAnswer)
+def add_terminal(
+    body: AddTerminalRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> AddTerminalAnswer:
+    """Add this PC to the proven owner's subscription: quantity +1 (only if no seat is free), prorated.
+
+    Without `confirm` it only previews the charge. With it, the provider changes the quantity (invoiced
+    now), our mirror follows, and this PC is activated: the answer carries its token.
+    """
+    public_key = parse_public_key(body.machine_public_key)
+    signed = verify_machine_signature(public_key, request, raw)
+    now = svc.clock.now()
+    svc.limiter.hit(f"checkout:ip:{client_ip(request)}", CHECKOUTS_PER_HOUR_PER_IP, 3600, now.timestamp())
+    with svc.db.transaction() as session:
+        check_and_remember(session, signed, public_key_owner(public_key), svc)
+        license_, subscription, wanted = _needed_quantity(session, svc, body.email, public_key, now)
+        provider_id, quantity_now, license_id = (
+            subscription.provider_subscription_id,
+            subscription.quantity,
+            license_.id,
+        )
+    try:
+        if wanted <= quantity_now:
+            preview = QuantityPreview(quantity_now, quantity_now, 0, "eur")
+        elif not body.confirm:
+            preview = svc.billing.preview_quantity(provider_id, wanted)
+        else:
+            if body.expected_quantity is not None and body.expected_quantity != wanted:
+                raise ApiError(
+                    "The terminals changed meanwhile. Look at the new price and confirm again.",
+                    status=409,
+                    code="quantity_changed",
+                    quantity_new=wanted,
+                )
+            svc.billing.update_quantity(provider_id, wanted, f"{license_id}-{wanted}")
+            preview = QuantityPreview(quantity_now, wanted, 0, "eur")
+    except BillingError as exc:
+        log.error("quantity_provider_failed", extra={"license_id": license_id, "error": str(exc)})
+        raise BillingUnavailable() from None
+    answer = AddTerminalAnswer(**preview.__dict__)
+    if not body.confirm:
+        return answer
+    with svc.db.transaction() as session:
+        if wanted > quantity_now:
+            sync_subscription(session, svc.billing, provider_id, _context(svc), now)
+            licensing.record_audit(
+                session,
+                actor=f"key:{public_key_owner(public_key)}",
+                action="subscription.quantity_changed",
+                license_id=license_id,
+                detail={"from": quantity_now, "to": wanted, "why": "add_terminal"},
+                at=now,
+            )
+        license_, _subscription, _wanted = _needed_quantity(session, svc, body.email, public_key, now)
+        customer = session.get(Customer, license_.customer_id)
+        assert customer is not None
+        activation = ActivationRequest(
+            email=body.email,
+            fingerprint=body.fingerprint,
+            machine_public_key=public_key,
+            terminal_name=body.terminal_name,
+            known_kids=body.known_kids,
+        )
+        bound = bind_machine(
+            session,
+            svc,
+            customer,
+            license_,
+            public_key,
+            activation,
+            now,
+            via="add_terminal",
+            nonce=signed.nonce,
+        )
+    return answer.model_copy(update=bound.model_dump())
+
+
+def _needed_quantity(session, svc: Services, email: str, public_key: str, now) -> tuple:
+    """(license, subscription, quantity needed so this machine has a seat), for the proven owner only."""
+    customer = session.scalars(select(Customer).where(Customer.email == email)).first()
+    if customer is None:
+        raise NoSubscription()
+    authority.require(session, customer.id, public_key, now)
+    license_ = licensing.live_license_for_customer(session, customer.id, now)
+    subscription = (
+        session.get(Subscription, license_.subscription_id) if license_ and license_.subscription_id else None
+    )
+    if license_ is None or subscription is None:
+        raise NoSubscription()
+    seats.lock_license(session, license_.id)
+    idle = seats.idle_after(svc.settings.seat_idle_days)
+    holding = seats.free_seats(session, license_, now, idle)
+    mine = [m for m in holding if m.public_key == public_key]
+    return license_, subscription, max(subscription.quantity, len(holding) + (0 if mine else 1))
 
 
 @router.get("/v1/checkout/{checkout_id}", response_model=CheckoutStatus)

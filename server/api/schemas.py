@@ -69,7 +69,7 @@ class CodeRequest(_Body):
     """Ask for a 6-digit code by email."""
 
     email: Email
-    purpose: Literal["activate", "portal", "terminals"]
+    purpose: Literal["activate", "portal", "terminals", "owner"]
     locale: Locale | None = None
 
 
@@ -132,18 +132,44 @@ class Terminal(BaseModel):
     activated_at: datetime
     last_seen: datetime | None
     this_machine: bool
+    # Whether it holds a seat now; when not, `reason` says why: "idle" (unseen for POSPAL_SEAT_IDLE_DAYS)
+    # or "seats_exceeded"; an active one may say "offline_license" (licensed by file).
+    active: bool = True
+    reason: str | None = None
 
 
 class TerminalsAnswer(BaseModel):
-    """The license's active terminals."""
+    """The license's terminals (not removed), active ones first; `seats` is the subscription's quantity."""
 
     terminals: list[Terminal]
+    seats: int | None = None
 
 
 class RemoveTerminalRequest(ProofRequest):
     """Free the seat of one terminal."""
 
     machine_id: MachineId
+
+
+class KeepTerminalsRequest(ProofRequest):
+    """The owner's choice of the terminals that keep their seats (at most the quantity)."""
+
+    machine_ids: Annotated[list[MachineId], Field(min_length=1, max_length=100)]
+
+
+class OwnerProofRequest(_Body):
+    """Prove the owner's email on this machine (signed by it): owner actions for 15 minutes."""
+
+    email: Email
+    code: Code
+    machine_public_key: PublicKey | None = None
+
+
+class OwnerProofAnswer(BaseModel):
+    """Owner actions from this machine are allowed until `expires_at`."""
+
+    ok: bool = True
+    expires_at: datetime
 
 
 class PortalRequest(ProofRequest):

@@ -1,7 +1,10 @@
-"""`POST /v1/terminals`, `/v1/terminals/remove` and `/v1/portal`: owner actions on a license.
+"""Owner routes on a license: prove the owner, list, remove and keep terminals, open the billing portal.
 
-Each accepts either a request signed by a machine of the license, or `{email, code}` proving the
-owner's email. An email address alone is never enough (the old system's portal links were).
+Anyone at an activated terminal (a machine-signed request) may list the license's terminals. Whatever
+frees a seat or reaches billing needs the owner (server/authority.py): the request carries
+`{email, code}`, or it is signed by a machine on which the owner proved their email with
+`POST /v1/owner` within the last 15 minutes. A machine signature alone gets 403 `owner_proof_required`;
+an email alone gets 401. Removing the asking machine itself is its own deactivation and needs no proof.
 """
 
 from __future__ import annotations
@@ -13,11 +16,25 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import codes, licensing
-from server.api.deps import Services, has_machine_headers, limit_code_guesses, raw_body, services
+from server import authority, codes, licensing, seats
+from server.api.deps import (
+    Services,
+    check_and_remember,
+    has_machine_headers,
+    limit_code_guesses,
+    limit_per_ip,
+    parse_public_key,
+    public_key_owner,
+    raw_body,
+    services,
+    verify_machine_signature,
+)
 from server.api.refresh import signed_machine
 from server.api.schemas import (
+    KeepTerminalsRequest,
     OkAnswer,
+    OwnerProofAnswer,
+    OwnerProofRequest,
     PortalAnswer,
     PortalRequest,
     ProofRequest,
@@ -25,19 +42,34 @@ from server.api.schemas import (
     Terminal,
     TerminalsAnswer,
 )
-from server.errors import ApiError, BadCode, InvalidRequest, NoSubscription, NotFound
+from server.errors import ApiError, BadCode, BillingError, InvalidRequest, NoSubscription, NotFound
 from server.models import Customer, License, Machine
 
 router = APIRouter(prefix="/v1", tags=["terminals"])
 
+OWNER_ROUTES_PER_HOUR_PER_IP = 120
+_NO_PROOF = "Sign the request from an activated computer, or give the email and its code."
+
 
 @dataclass
 class Owner:
-    """Who is asking: the customer, their license (if any), and the asking machine (if signed)."""
+    """Who is asking: the customer, their license (if any), the asking machine (if signed), and
+    whether the owner's authority is proven (a code with the request, or a remembered proof)."""
 
     customer: Customer
     license: License | None
     machine_id: str | None
+    proven: bool
+
+    def require_proof(self) -> None:
+        """403 `owner_proof_required` unless the owner is proven."""
+        if not self.proven:
+            raise authority.OwnerProofRequired()
+
+    @property
+    def actor(self) -> str:
+        """The audit actor."""
+        return f"machine:{self.machine_id}" if self.machine_id else f"owner:{self.customer.id}"
 
 
 def _owner(
@@ -53,9 +85,10 @@ def _owner(
         machine, license_, _sub, customer = signed_machine(session, request, raw, svc)
         if license_ is None or customer is None or machine.deactivated_at is not None:
             raise NoSubscription("This computer is not activated on a subscription.")
-        return Owner(customer, license_, machine.id)
+        proven = authority.holds(session, customer.id, machine.public_key, now)
+        return Owner(customer, license_, machine.id, proven)
     if code_id is None or not body.email:
-        raise BadCode("Sign the request from an activated computer, or give the email and its code.")
+        raise BadCode(_NO_PROOF)
     customer = session.scalars(
         select(Customer).where(Customer.email == codes.normalize_email(body.email))
     ).first()
@@ -69,16 +102,17 @@ def _owner(
             .order_by(License.created_at.desc())
         ).first()
     )
-    return Owner(customer, license_, None)
+    return Owner(customer, license_, None, True)
 
 
 def _prove(
     request: Request, body: ProofRequest, svc: Services, purposes: tuple[str, ...], allow_used: bool
 ) -> int | None:
+    limit_per_ip(request, svc, "owner", OWNER_ROUTES_PER_HOUR_PER_IP)
     if has_machine_headers(request.headers):
         return None
     if not body.email or not body.code:
-        raise BadCode("Sign the request from an activated computer, or give the email and its code.")
+        raise BadCode(_NO_PROOF)
     return codes.prove_email(
         svc.db,
         email=body.email,
@@ -90,6 +124,55 @@ def _prove(
     )
 
 
+@router.post("/owner", response_model=OwnerProofAnswer, dependencies=[Depends(limit_code_guesses)])
+def prove_owner(
+    body: OwnerProofRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> OwnerProofAnswer:
+    """Prove the owner's email on this machine; owner actions from it are allowed for 15 minutes.
+
+    Signed by a registered machine (`X-POSPal-Machine`), or by the key in `machine_public_key` for a
+    PC that is not activated yet (buying, adding itself). The code is spent.
+    """
+    limit_per_ip(request, svc, "owner", OWNER_ROUTES_PER_HOUR_PER_IP)
+    public_key = None
+    if not has_machine_headers(request.headers):
+        if not body.machine_public_key:
+            raise InvalidRequest("Sign the request, with machine_public_key when not activated.")
+        public_key = parse_public_key(body.machine_public_key)
+        signed = verify_machine_signature(public_key, request, raw)
+    now = svc.clock.now()
+    code_id = codes.prove_email(
+        svc.db,
+        email=body.email,
+        code=body.code,
+        purposes=authority.PROOF_PURPOSES,
+        now=now,
+        secret=svc.secret,
+    )
+    with svc.db.transaction() as session:
+        if public_key is None:
+            machine = signed_machine(session, request, raw, svc)[0]
+            public_key = machine.public_key
+        else:
+            check_and_remember(session, signed, public_key_owner(public_key), svc)
+        customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
+        if customer is None:
+            raise BadCode()
+        codes.consume(session, code_id, now)
+        expires = authority.remember(session, customer.id, public_key, now)
+        licensing.record_audit(
+            session,
+            actor=f"key:{public_key_owner(public_key)}",
+            action="owner.proven",
+            detail={"customer_id": customer.id},
+            at=now,
+        )
+    return OwnerProofAnswer(expires_at=expires)
+
+
 @router.post("/terminals", response_model=TerminalsAnswer, dependencies=[Depends(limit_code_guesses)])
 def list_terminals(
     body: ProofRequest,
@@ -97,24 +180,34 @@ def list_terminals(
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
 ) -> TerminalsAnswer:
-    """The license's active terminals, oldest first."""
-    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES, allow_used=True)
+    """The license's terminals: active ones (holding seats) first, then inactive ones and why."""
+    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
         if owner.license is None:
             raise NoSubscription()
-        return TerminalsAnswer(
-            terminals=[
-                Terminal(
-                    machine_id=m.id,
-                    terminal_name=m.terminal_name,
-                    activated_at=m.activated_at,
-                    last_seen=m.last_seen_at,
-                    this_machine=m.id == owner.machine_id,
-                )
-                for m in licensing.active_machines(session, owner.license.id)
-            ]
+        return _answer(session, svc, owner.license, owner.machine_id)
+
+
+def _answer(session: Session, svc: Services, license_: License, machine_id: str | None) -> TerminalsAnswer:
+    now = svc.clock.now()
+    idle = seats.idle_after(svc.settings.seat_idle_days)
+    rows = []
+    for m in sorted(seats.bound_machines(session, license_.id), key=lambda m: (m.activated_at, m.id)):
+        active, reason = seats.describe(m, now, idle)
+        rows.append(
+            Terminal(
+                machine_id=m.id,
+                terminal_name=m.terminal_name,
+                activated_at=m.activated_at,
+                last_seen=m.last_seen_at,
+                this_machine=m.id == machine_id,
+                active=active,
+                reason=reason,
+            )
         )
+    rows.sort(key=lambda t: not t.active)  # stable: active ones first, each group oldest first
+    return TerminalsAnswer(terminals=rows, seats=seats.seat_count(session, license_, now))
 
 
 @router.post("/terminals/remove", response_model=OkAnswer, dependencies=[Depends(limit_code_guesses)])
@@ -124,20 +217,56 @@ def remove_terminal(
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
 ) -> OkAnswer:
-    """Free one terminal's seat; that PC's next refresh gets a signed `revoked` token."""
-    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES, allow_used=True)
+    """Free one terminal's seat (the owner's; a machine may remove itself); it then gets `revoked`."""
+    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
     now = svc.clock.now()
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
         machine = session.get(Machine, body.machine_id)
         if owner.license is None or machine is None or machine.license_id != owner.license.id:
             raise NotFound("No terminal with this id on your subscription.")
+        if machine.id != owner.machine_id:
+            owner.require_proof()
         if machine.deactivated_at is None:
-            actor = f"machine:{owner.machine_id}" if owner.machine_id else f"owner:{owner.customer.id}"
+            seats.lock_license(session, owner.license.id)
             licensing.release_machine(
-                session, machine, owner.customer, now, actor=actor, action="machine.removed"
+                session, machine, owner.customer, now, actor=owner.actor, action="machine.removed"
             )
+            session.flush()
+            seats.reconcile(session, owner.license, now, actor=owner.actor)
     return OkAnswer()
+
+
+@router.post("/terminals/keep", response_model=TerminalsAnswer, dependencies=[Depends(limit_code_guesses)])
+def keep_terminals(
+    body: KeepTerminalsRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> TerminalsAnswer:
+    """The owner chooses which terminals keep their seats; the others (beyond the quantity) stop."""
+    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        owner = _owner(session, request, raw, body, svc, code_id)
+        owner.require_proof()
+        if owner.license is None:
+            raise NoSubscription()
+        seats.lock_license(session, owner.license.id)
+        count = seats.seat_count(session, owner.license, now)
+        if count is None:
+            raise NoSubscription()
+        known = {m.id for m in seats.bound_machines(session, owner.license.id)}
+        chosen = list(dict.fromkeys(body.machine_ids))
+        if any(mid not in known for mid in chosen):
+            raise NotFound("No terminal with this id on your subscription.")
+        if len(chosen) > count:
+            raise InvalidRequest(
+                f"Your subscription has {count} seat(s): choose at most {count} terminal(s)."
+            )
+        seats.reconcile(session, owner.license, now, keep=chosen, actor=owner.actor)
+        session.flush()
+        return _answer(session, svc, owner.license, owner.machine_id)
 
 
 @router.post("/portal", response_model=PortalAnswer, dependencies=[Depends(limit_code_guesses)])
@@ -147,19 +276,30 @@ def portal(
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
 ) -> PortalAnswer:
-    """A one-time billing portal URL for the proven customer."""
+    """A one-time billing portal URL for the proven customer; a given code is spent once it exists."""
     return_url = _return_url(body.return_url, svc)
-    code_id = _prove(request, body, svc, ("portal",), allow_used=False)
+    code_id = _prove(request, body, svc, ("portal", "owner"), allow_used=False)
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
-        if code_id is not None:
-            codes.consume(session, code_id, svc.clock.now())
+        owner.require_proof()
         customer_ref = owner.customer.stripe_customer_id
     if not customer_ref:
         raise NoSubscription()
     if svc.billing is None:
         raise ApiError("Billing is not available on this server.", status=503, code="billing_unavailable")
-    return PortalAnswer(url=svc.billing.create_portal_session(customer_ref, return_url))
+    try:
+        url = svc.billing.create_portal_session(customer_ref, return_url)
+    except BillingError:
+        raise ApiError(
+            "The payment provider is not reachable. Try again in a minute.",
+            status=503,
+            code="billing_unavailable",
+        ) from None
+    if code_id is not None:
+        # Spent only now: a provider refusal above leaves the owner's code usable for a retry.
+        with svc.db.transaction() as session:
+            codes.consume(session, code_id, svc.clock.now())
+    return PortalAnswer(url=url)
 
 
 def _return_url(value: str | None, svc: Services) -> str:

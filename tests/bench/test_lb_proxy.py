@@ -37,6 +37,7 @@ def _upstream(name: str, *, close_after_each: bool = False) -> ThreadingHTTPServ
                 "path": self.path,
                 "body": body,
                 "xff": self.headers.get("X-Forwarded-For"),
+                "proxy_port": self.client_address[1],  # which of the proxy's upstream connections
             }
             data = json.dumps(payload).encode()
             self.send_response(201 if self.command == "POST" else 200)
@@ -107,6 +108,10 @@ def test_each_request_goes_to_the_next_instance_over_one_client_connection(make_
     assert [r.json()["body"] for r in answers] == [f"body-{n}" for n in range(6)]
     assert {r.json()["xff"] for r in answers} == {"127.0.0.1"}
     assert proxy.proxy.counts == [3, 3]
+    assert proxy.proxy.client_connections == 1  # all six came over the client's one keep-alive connection
+    # ...and the proxy kept one connection open to each instance, reusing it for that instance's three.
+    for name in ("a", "b"):
+        assert len({r.json()["proxy_port"] for r in answers if r.json()["name"] == name}) == 1
 
 
 def test_a_chunked_answer_is_relayed_whole(make_proxy) -> None:

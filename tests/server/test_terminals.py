@@ -58,6 +58,8 @@ def test_cannot_remove_another_customers_terminal(client, seed_subscription, log
     seed_subscription(email="rival@bar.gr")
     intruder = make_machine()
     intruder.activate(client, "rival@bar.gr", login_code(client, "rival@bar.gr"))
+    proof = login_code(client, "rival@bar.gr", "owner")
+    assert intruder.post(client, "/v1/owner", {"email": "rival@bar.gr", "code": proof}).status_code == 200
     response = intruder.post(client, "/v1/terminals/remove", {"machine_id": bar.machine_id})
     assert response.status_code == 404
     assert token_claims(bar.refresh(client).json()["token"])["status"] == "active"
@@ -75,6 +77,9 @@ def test_portal_needs_proof_and_returns_the_providers_url(
 
     app.state.services.billing = Billing()
     bar, _ = activated(client, seed_subscription, login_code, make_machine)
+    assert bar.post(client, "/v1/portal", {}).status_code == 403  # a staff member at the till
+    owner = login_code(client, "owner@cafe.gr", "owner")
+    assert bar.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": owner}).status_code == 200
     signed = bar.post(client, "/v1/portal", {})
     assert signed.json() == {"url": "https://billing.example/session/1"}
     code = login_code(client, "owner@cafe.gr", "portal")
@@ -88,5 +93,7 @@ def test_portal_needs_proof_and_returns_the_providers_url(
 
 def test_portal_refuses_foreign_return_urls(client, seed_subscription, login_code, make_machine):
     bar, _ = activated(client, seed_subscription, login_code, make_machine)
+    owner = login_code(client, "owner@cafe.gr", "owner")
+    assert bar.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": owner}).status_code == 200
     response = bar.post(client, "/v1/portal", {"return_url": "https://evil.example/phish"})
     assert response.status_code == 422
