@@ -24,6 +24,7 @@ from protocol.clock import Clock, SystemClock
 from server import __version__
 from server.api import activations, codes, health, keys, refresh, refresh_fast, terminals, trials
 from server.api import billing as billing_api
+from server.api import offline as offline_api
 from server.api.deps import Services
 from server.billing import make_provider
 from server.bodylimit import BodyLimit
@@ -135,6 +136,7 @@ def create_app(
     for module in (trials, codes, activations, refresh, terminals, keys, health):
         app.include_router(module.router)
     app.include_router(billing_api.router)
+    app.include_router(offline_api.router)
     _install_error_handlers(app)
     # Innermost, so CORS, the body limit and the metrics still see every refresh it answers.
     refresh_route = next(r for r in refresh.router.routes if getattr(r, "path", None) == "/v1/refresh")

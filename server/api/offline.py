@@ -1,0 +1,243 @@
+"""Activation by file: the `/offline` page where an owner turns a terminal's request file into a license file.
+
+For terminals that are never online (docs/ARCHITECTURE.md, "Activation by file"):
+
+1. `GET /offline` asks for the owner's e-mail; `POST /offline/code` e-mails a code (`server.codes`, the
+   same codes as an online activation, written in the page's language).
+2. `POST /offline/license` takes the code and the request file (`protocol.offline`, signed by the machine
+   key). The e-mail is proven, the seats are checked exactly as for an online activation
+   (`activations.bind_machine`), the machine is recorded with `offline_until`, and the answer is the
+   license file as a download: a license token bound to that machine key (`mkey`) with
+   `policy.offline: true`, whose lease (`exp`) is the end of the paid period plus the payment grace.
+   Anything refused changes nothing (one transaction) and answers a page saying why.
+
+The forms are same-origin only: each carries a CSRF token that must equal the HttpOnly, SameSite=Strict
+cookie set with the page, be HMAC-signed by this server and younger than two hours; a request whose Origin
+is another site is refused as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from protocol.emails import is_email
+from protocol.errors import OfflineFileInvalid
+from protocol.offline import LICENSE_FILE_NAME, MACHINE_KEY_CLAIM, MAX_FILE_BYTES, make_license, read_request
+from protocol.tokens import Policy
+from server import codes, licensing
+from server.api import offline_page
+from server.api.activations import bind_machine
+from server.api.deps import CODE_GUESSES_PER_HOUR_PER_IP, Services, limit_per_ip, services
+from server.api.schemas import ActivationRequest
+from server.errors import ApiError, NoSubscription
+from server.models import Customer, Machine
+
+router = APIRouter(tags=["offline"], include_in_schema=False)
+
+PAGE_PATH = "/offline"
+CSRF_COOKIE = "pospal_offline_csrf"
+CSRF_TTL = timedelta(hours=2)
+CODES_PER_HOUR_PER_IP = 30
+ACTIVATIONS_PER_HOUR_PER_IP = 60
+
+
+class CsrfRefused(ApiError):
+    """The form did not come from this server's own page (or is too old)."""
+
+    status, code = 403, "csrf"
+    default_message = "This form has expired or did not come from this site. Open the page again."
+
+
+# -- language and CSRF -------------------------------------------------------------------------------
+
+
+def page_language(request: Request, chosen: str | None = None) -> str:
+    """`el` or `en`: the form's or `?lang=` choice, else the browser's Accept-Language."""
+    for value in (chosen, request.query_params.get("lang")):
+        if value in ("el", "en"):
+            return value
+    return "el" if request.headers.get("accept-language", "").lower().startswith("el") else "en"
+
+
+def new_csrf(secret: bytes, now: datetime) -> str:
+    """A fresh CSRF token: issue time, randomness and an HMAC over both."""
+    ts, rand = int(now.timestamp()), secrets.token_urlsafe(16)
+    return f"{ts}.{rand}.{_csrf_mac(secret, ts, rand)}"
+
+
+def _csrf_mac(secret: bytes, ts: int, rand: str) -> str:
+    return hmac.new(secret, f"offline-csrf:{ts}:{rand}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def check_csrf(request: Request, token: str, svc: Services) -> None:
+    """Refuse (`CsrfRefused`) unless the form token equals the cookie, is ours, is fresh and same-origin."""
+    cookie = request.cookies.get(CSRF_COOKIE) or ""
+    if not token or not hmac.compare_digest(token.encode(), cookie.encode()):
+        raise CsrfRefused()
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].isdigit():
+        raise CsrfRefused()
+    ts, rand, mac = int(parts[0]), parts[1], parts[2]
+    if not hmac.compare_digest(mac, _csrf_mac(svc.secret, ts, rand)):
+        raise CsrfRefused()
+    age = svc.clock.now().timestamp() - ts
+    if not 0 <= age <= CSRF_TTL.total_seconds():
+        raise CsrfRefused()
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/") not in _own_origins(request, svc):
+        raise CsrfRefused()
+
+
+def _own_origins(request: Request, svc: Services) -> set[str]:
+    own = set()
+    for url in (svc.settings.public_url, str(request.base_url)):
+        parts = urlsplit(url)
+        own.add(f"{parts.scheme}://{parts.netloc}")
+    return own
+
+
+def _with_csrf(body: str, token: str, svc: Services, status: int = 200) -> HTMLResponse:
+    answer = HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+    answer.set_cookie(CSRF_COOKIE, token, max_age=int(CSRF_TTL.total_seconds()), path=PAGE_PATH,
+                      httponly=True, samesite="strict", secure=svc.settings.public_url.startswith("https:"))
+    return answer
+
+
+def _refused(request: Request, svc: Services, lang: str, exc: ApiError) -> HTMLResponse:
+    token = new_csrf(svc.secret, svc.clock.now())
+    terminals = exc.extra.get("terminals") or ()
+    body = offline_page.failed(lang, exc.message, f"{PAGE_PATH}?lang={lang}", terminals)
+    return _with_csrf(body, token, svc, exc.status)
+
+
+# -- the offline license -----------------------------------------------------------------------------
+
+
+def offline_claims(
+    session: Any, machine: Machine, public_key: str, now: datetime
+) -> tuple[dict[str, Any], datetime]:
+    """The claims of an offline license for `machine` and the moment it ends.
+
+    The lease runs to the end of the paid period plus the payment grace (a failed payment: to the end of
+    the payment grace; a scheduled cancellation: not past it). `NoSubscription` when nothing is paid for.
+    """
+    claims = licensing.claims_for_machine(session, machine, now)
+    if claims.get("kind") != "license" or claims.get("status") not in ("active", "past_due"):
+        raise NoSubscription()
+    policy = Policy.from_claim(claims["policy"])
+    if claims["status"] == "past_due" and claims.get("payment_grace_end"):
+        end = claims["payment_grace_end"]
+    elif claims.get("period_end"):
+        end = claims["period_end"] + policy.payment_grace_s
+    else:
+        raise NoSubscription("This license has no paid period to put in a license file.")
+    if claims.get("cancel_at"):
+        end = min(end, claims["cancel_at"])
+    if end <= claims["iat"]:
+        raise NoSubscription()
+    claims.update(exp=end, policy={**claims["policy"], "offline": True}, **{MACHINE_KEY_CLAIM: public_key})
+    return claims, datetime.fromtimestamp(end, UTC)
+
+
+# -- routes ------------------------------------------------------------------------------------------
+
+
+@router.get(PAGE_PATH, response_class=HTMLResponse)
+def offline_start(request: Request, svc: Services = Depends(services)) -> HTMLResponse:
+    """Step 1: ask for the owner's e-mail."""
+    lang = page_language(request)
+    token = new_csrf(svc.secret, svc.clock.now())
+    return _with_csrf(offline_page.start(lang, token, f"{PAGE_PATH}/code"), token, svc)
+
+
+@router.post(f"{PAGE_PATH}/code", response_class=HTMLResponse)
+def offline_code(
+    request: Request,
+    email: str = Form(""),
+    csrf: str = Form(""),
+    lang: str = Form("en"),
+    svc: Services = Depends(services),
+) -> HTMLResponse:
+    """Step 1 answered: e-mail a code (the same answer whether or not the address is a customer)."""
+    lang = page_language(request, lang)
+    try:
+        check_csrf(request, csrf, svc)
+        limit_per_ip(request, svc, "codes", CODES_PER_HOUR_PER_IP)
+        email = codes.normalize_email(email)
+        if not is_email(email):
+            raise ApiError("Enter the e-mail address of the subscription.", status=422,
+                           code="invalid_request")
+        with svc.db.transaction() as session:
+            codes.request_code(session, email=email, purpose="activate", locale=lang, secret=svc.secret,
+                               limiter=svc.limiter, now=svc.clock.now())
+    except ApiError as exc:
+        return _refused(request, svc, lang, exc)
+    token = new_csrf(svc.secret, svc.clock.now())
+    return _with_csrf(offline_page.upload(lang, token, f"{PAGE_PATH}/license", email), token, svc)
+
+
+@router.post(f"{PAGE_PATH}/license")
+def offline_license(
+    request: Request,
+    email: str = Form(""),
+    code: str = Form(""),
+    csrf: str = Form(""),
+    lang: str = Form("en"),
+    upload: UploadFile | None = File(None, alias="request"),
+    svc: Services = Depends(services),
+) -> Response:
+    """Step 2: prove the e-mail, check the seats, record the machine, answer the license file."""
+    lang = page_language(request, lang)
+    try:
+        check_csrf(request, csrf, svc)
+        limit_per_ip(request, svc, "code-guess", CODE_GUESSES_PER_HOUR_PER_IP)
+        limit_per_ip(request, svc, "activations", ACTIVATIONS_PER_HOUR_PER_IP)
+        data = upload.file.read(MAX_FILE_BYTES + 1) if upload is not None else b""
+        try:
+            offline_request = read_request(data)
+        except OfflineFileInvalid as exc:
+            raise ApiError(exc.message, status=422, code="invalid_request") from None
+        email = codes.normalize_email(email)
+        now = svc.clock.now()
+        code_id = codes.prove_email(svc.db, email=email, code=code, purposes=("activate",), now=now,
+                                    secret=svc.secret)
+        return _issue(svc, email, code, code_id, offline_request, now)
+    except ApiError as exc:
+        return _refused(request, svc, lang, exc)
+
+
+def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: datetime) -> Response:
+    """In one transaction: bind within the seats, set `offline_until`, sign; a refusal rolls all back."""
+    with svc.db.transaction() as session:
+        customer = session.scalars(select(Customer).where(Customer.email == email)).first()
+        license_ = licensing.live_license_for_customer(session, customer.id, now) if customer else None
+        if customer is None or license_ is None:
+            raise NoSubscription()
+        body = ActivationRequest(email=email, code=code, fingerprint=dict(req.fingerprint),
+                                 machine_public_key=req.machine_public_key, terminal_name=req.terminal_name,
+                                 known_kids=list(req.known_kids))
+        answer = bind_machine(session, svc, customer, license_, req.machine_public_key, body, now, via="file",
+                              code_id=code_id)
+        machine = session.get(Machine, answer.machine_id)
+        assert machine is not None
+        claims, until = offline_claims(session, machine, req.machine_public_key, now)
+        machine.offline_until = until
+        licensing.record_audit(session, actor=f"machine:{machine.id}", action="machine.offline_license",
+                               license_id=license_.id, machine_id=machine.id,
+                               detail={"until": until.isoformat()}, at=now)
+        token = svc.keys.sign(session, claims)
+        keyset = svc.keys.keyset_for(session, req.known_kids, now)
+        data = make_license(token, machine_id=machine.id, license_id=license_.id, keyset=keyset)
+    return Response(data, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="{LICENSE_FILE_NAME}"',
+        "Cache-Control": "no-store",
+    })

@@ -1,0 +1,161 @@
+"""The `/offline` page: e-mail code, request file upload, seats, and the license file it answers."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from protocol.offline import make_request
+from protocol.tokens import verify_token
+from protocol.trust import TrustedKeys
+from server.api.offline import CSRF_COOKIE
+from server.models import AuditLog, LoginCode, Machine
+from tests.server.conftest import outbox_rows
+
+EMAIL = "owner@cafe.gr"
+
+
+def _csrf(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, html
+    return match.group(1)
+
+
+def _request_file(machine, clock, **kw) -> bytes:
+    return make_request(machine.key, machine.fp, terminal_name=machine.terminal_name,
+                        locale=kw.pop("locale", "en"), created=int(clock.now().timestamp()), **kw)
+
+
+def _round_trip(client, database, machine, clock, *, lang="en", file=None, code=None):
+    """Open the page, ask for a code, upload the request file: the final response."""
+    page = client.get(f"/offline?lang={lang}")
+    assert page.status_code == 200 and CSRF_COOKIE in page.cookies
+    sent = client.post("/offline/code", data={"email": EMAIL, "csrf": _csrf(page.text), "lang": lang})
+    assert sent.status_code == 200, sent.text
+    if code is None:
+        rows = outbox_rows(database, to=EMAIL, template="activation_code")
+        code = str(rows[-1].context["code"])
+    upload = file if file is not None else _request_file(machine, clock)
+    return client.post("/offline/license",
+                       data={"email": EMAIL, "code": code, "csrf": _csrf(sent.text), "lang": lang},
+                       files={"request": ("pospal-activation-request.json", upload, "application/json")})
+
+
+def _trusted(client) -> TrustedKeys:
+    return TrustedKeys.from_jwks(client.get("/v1/keys").json())
+
+
+def _machines(database) -> int:
+    with database.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(Machine)))
+
+
+def test_owner_gets_a_license_file_bound_to_the_machine_until_period_end_plus_payment_grace(
+        client, database, seed_subscription, make_machine, clock):
+    seed_subscription(email=EMAIL, seats=1, period_days=30)
+    machine = make_machine(terminal_name="Beach bar")
+    answer = _round_trip(client, database, machine, clock)
+    assert answer.status_code == 200, answer.text
+    assert "attachment" in answer.headers["content-disposition"]
+    doc = json.loads(answer.content)
+    claims = verify_token(doc["token"], _trusted(client), clock.now(), check_exp=True)
+    assert claims.policy.offline is True and claims.raw["mkey"] == machine.public_key
+    assert claims.fp == machine.fp and claims.mid == doc["machine_id"] and claims.terminal == "Beach bar"
+    assert claims.exp == claims.period_end + claims.policy.payment_grace_s
+    with database.transaction() as session:
+        row = session.get(Machine, doc["machine_id"])
+        assert row.offline_until is not None and int(row.offline_until.timestamp()) == claims.exp
+        actions = {a.action for a in session.scalars(select(AuditLog).where(AuditLog.machine_id == row.id))}
+    assert {"machine.activated", "machine.offline_license"} <= actions
+
+
+def test_renewal_is_the_same_round_trip_and_takes_no_second_seat(
+        client, database, seed_subscription, make_machine, clock):
+    seed_subscription(email=EMAIL, seats=1)
+    machine = make_machine()
+    first = json.loads(_round_trip(client, database, machine, clock).content)
+    clock.advance(3600)
+    again = _round_trip(client, database, machine, clock)
+    assert again.status_code == 200, again.text
+    assert json.loads(again.content)["machine_id"] == first["machine_id"] and _machines(database) == 1
+
+
+def test_an_over_full_plan_is_refused_listing_the_terminals_and_nothing_changes(
+        client, database, seed_subscription, make_machine, clock, login_code):
+    seed_subscription(email=EMAIL, seats=1)
+    online = make_machine(terminal_name="Till 1")
+    assert online.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 200
+    before = _machines(database)
+    answer = _round_trip(client, database, make_machine(terminal_name="Beach"), clock)
+    assert answer.status_code == 409 and "Till 1" in answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert _machines(database) == before
+    with database.transaction() as session:  # the code was not used up by the refused request
+        newest = session.scalars(select(LoginCode).order_by(LoginCode.id.desc())).first()
+        assert newest.used_at is None
+
+
+def test_an_edited_request_file_is_refused(client, database, seed_subscription, make_machine, clock):
+    seed_subscription(email=EMAIL, seats=2)
+    machine = make_machine()
+    doc = json.loads(_request_file(machine, clock))
+    doc["fingerprint"]["mac"] = "0" * 64  # claim another computer's hardware
+    answer = _round_trip(client, database, machine, clock, file=json.dumps(doc).encode())
+    assert answer.status_code == 422 and "signature" in answer.text
+    assert _machines(database) == 0
+
+
+def test_raw_values_do_not_fit_the_request_format(make_machine, clock):
+    import pytest
+
+    from protocol.errors import OfflineFileInvalid
+
+    machine = make_machine()
+    with pytest.raises(OfflineFileInvalid):
+        make_request(machine.key, {"mac": "00:11:22:33:44:55"}, terminal_name=None, locale="en", created=0)
+
+
+def test_a_wrong_code_is_refused(client, database, seed_subscription, make_machine, clock):
+    seed_subscription(email=EMAIL, seats=1)
+    answer = _round_trip(client, database, make_machine(), clock, code="000000")
+    assert answer.status_code == 401 and _machines(database) == 0
+
+
+def test_forms_without_the_page_token_or_from_another_site_are_refused(client, database, seed_subscription):
+    seed_subscription(email=EMAIL, seats=1)
+    page = client.get("/offline")
+    token = _csrf(page.text)
+    forged = client.post("/offline/code", data={"email": EMAIL, "csrf": "1.x.y"})
+    assert forged.status_code == 403
+    cross = client.post("/offline/code", data={"email": EMAIL, "csrf": token},
+                        headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403
+    client.cookies.clear()
+    no_cookie = client.post("/offline/code", data={"email": EMAIL, "csrf": token})
+    assert no_cookie.status_code == 403
+    assert outbox_rows(database, to=EMAIL, template="activation_code") == []
+
+
+def test_an_old_page_token_is_refused(client, database, seed_subscription, clock):
+    seed_subscription(email=EMAIL, seats=1)
+    token = _csrf(client.get("/offline").text)
+    clock.advance(int(timedelta(hours=3).total_seconds()))
+    assert client.post("/offline/code", data={"email": EMAIL, "csrf": token}).status_code == 403
+
+
+def test_the_page_speaks_greek_and_the_code_email_is_greek(client, database, seed_subscription, clock):
+    seed_subscription(email=EMAIL, seats=1)
+    page = client.get("/offline", headers={"Accept-Language": "el-GR,el;q=0.9"})
+    assert "Ενεργοποίηση" in page.text
+    sent = client.post("/offline/code", data={"email": EMAIL, "csrf": _csrf(page.text), "lang": "el"})
+    assert "κωδικός" in sent.text
+    assert outbox_rows(database, to=EMAIL, template="activation_code")[-1].locale == "el"
+
+
+def test_values_shown_are_escaped(client, seed_subscription):
+    page = client.get("/offline")
+    sent = client.post("/offline/code", data={"email": "<script>@x.gr", "csrf": _csrf(page.text)})
+    assert "<script>" not in sent.text
