@@ -25,6 +25,10 @@ def support_report(diagnostics, status) -> str:
     return "\n".join(parts)
 
 
+# Agent diagnostics worth a row on the page (all of them are in the copied support report).
+_SHOWN_EXTRAS = ("fingerprint_match", "clone_suspected", "proxy", "trust_store")
+
+
 class DiagnosticsPage(Page):
     """Fingerprint sources with works/unavailable, sync result, data folder, server, version."""
 
@@ -81,7 +85,7 @@ class DiagnosticsPage(Page):
             ("ui.diag.server", d.server_url),
             ("ui.diag.data_dir", d.data_dir),
             ("ui.diag.version", d.version),
-        )
+        ) + tuple((f"ui.diag.{k}", d.extra[k]) for k in _SHOWN_EXTRAS if d.extra.get(k))
         for key, value in facts:
             label, shown = QLabel(t(key)), QLabel(str(value))
             label.setObjectName("factLabel")

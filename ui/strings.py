@@ -298,6 +298,10 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.diag.server": {"en": "Server", "el": "Διακομιστής"},
     "ui.diag.version": {"en": "Version", "el": "Έκδοση"},
     "ui.diag.machine": {"en": "Machine ID", "el": "Αναγνωριστικό υπολογιστή"},
+    "ui.diag.fingerprint_match": {"en": "Fingerprint check", "el": "Έλεγχος αποτυπώματος"},
+    "ui.diag.clone_suspected": {"en": "Cloned PC?", "el": "Κλωνοποιημένος υπολογιστής;"},
+    "ui.diag.proxy": {"en": "Proxy", "el": "Διακομιστής μεσολάβησης"},
+    "ui.diag.trust_store": {"en": "Certificates", "el": "Πιστοποιητικά"},
     "ui.diag.copy": {"en": "Copy support report", "el": "Αντιγραφή αναφοράς υποστήριξης"},
     "ui.diag.copied": {
         "en": "Support report copied. Paste it into your email to support.",

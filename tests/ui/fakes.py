@@ -201,6 +201,8 @@ class FakeControl:
             data_dir="/var/lib/pospal",
             server_url="https://license.pospal.gr",
             version="1.0.0",
+            extra={"fingerprint_match": "4 compared, 0 differ, 5 bound: same machine",
+                   "proxy": "none (direct)", "sync_attempts": 1},
         )
 
 

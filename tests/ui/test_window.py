@@ -174,6 +174,10 @@ def test_diagnostics_shows_sources_and_copies_a_support_report(qtbot, ui, contro
              for i in range(page.sources.rowCount())}
     assert shown["board_serial"] == "✗ unavailable"
     assert shown["machine_id"] == "✓ works"
+    facts = {page.facts.itemAt(i * 2).widget().text(): page.facts.itemAt(i * 2 + 1).widget().text()
+             for i in range(page.facts.rowCount())}
+    assert facts["Fingerprint check"] == "4 compared, 0 differ, 5 bound: same machine"
+    assert facts["Proxy"] == "none (direct)" and "Cloned PC?" not in facts
     page.copy.click()
     report = QGuiApplication.clipboard().text()
     assert "board_serial: unavailable" in report
