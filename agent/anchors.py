@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from agent import flavour
 from protocol.errors import ConfigError, KeyInvalid, KeySetRejected
 from protocol.trust import TrustedKeys
 
@@ -27,9 +28,11 @@ def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = (
 
     An unreadable or malformed `extra_jwks` raises `ConfigError` naming POSPAL_TRUSTED_KEYS. A persisted
     update that no longer verifies (for example the cache was tampered with) is dropped.
+
+    A release build (`agent.flavour`) never adds `extra_jwks`: its anchors are the bundled keys only.
     """
     trusted = TrustedKeys.from_jwks(bundled_jwks())
-    if extra_jwks is not None:
+    if extra_jwks is not None and not flavour.is_release():
         try:
             trusted.add_jwks(json.loads(Path(extra_jwks).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyInvalid) as exc:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 
+from agent import flavour
 from agent.errors import ConfigError
 
 APP_NAME = "POSPal License Agent"
@@ -77,7 +78,11 @@ class AgentSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
         """Read POSPAL_SERVER_URL, POSPAL_AGENT_PORT, POSPAL_DATA_DIR, POSPAL_AGENT_ALLOWED_ORIGINS and
-        POSPAL_TRUSTED_KEYS; raises `ConfigError` naming the variable on a malformed value."""
+        POSPAL_TRUSTED_KEYS; raises `ConfigError` naming the variable on a malformed value.
+
+        POSPAL_TRUSTED_KEYS is a development-only trust path: a release build (`agent.flavour`) ignores it,
+        so nobody at the till can make the agent trust a key of their own.
+        """
         env = os.environ if env is None else env
 
         server_url = (env.get("POSPAL_SERVER_URL") or DEFAULT_SERVER_URL).strip().rstrip("/")
@@ -101,6 +106,9 @@ class AgentSettings:
                         for o in raw_origins.split(",") if o.strip())
 
         raw_keys = (env.get("POSPAL_TRUSTED_KEYS") or "").strip()
+        if raw_keys and flavour.is_release():
+            log.warning("POSPAL_TRUSTED_KEYS is ignored: a release build trusts only the keys it ships with")
+            raw_keys = ""
         keys_path = Path(raw_keys).expanduser() if raw_keys else None
         if keys_path is not None and not keys_path.is_file():
             raise ConfigError(f"POSPAL_TRUSTED_KEYS: {raw_keys!r} is not a readable JWKS file")

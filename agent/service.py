@@ -29,13 +29,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import __version__, fingerprint, messages, offline, store
 from agent import language as agent_language
 from agent.anchors import load_trusted_keys
+from agent.cache import SealedCache, check_fresh
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
 from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is_email
 from agent.errors import Error, InvalidInput, KeySetRejected, LicenseFileRefused, ServerRefused, TokenInvalid
+from agent.marks import MarkStore
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
+from protocol.signatures import new_nonce
 from protocol.tokens import Claims, Policy, verify_token
 from protocol.trust import TrustedKeys, encode_public_key
 
@@ -71,6 +74,7 @@ class AgentService:
         terminal_name: str | None = None,
         rng: Any = None,
         probe_in_background: bool = False,
+        marks: MarkStore | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -84,8 +88,10 @@ class AgentService:
         self._reprobe = fingerprint.Reprobe(self._reprobe_once)
         self._clone_suspected = False
         self.opener = opener
-        self.state_store = store.StateStore(settings.data_dir)
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
+        # state.json sealed under the machine key, with marks outside the data dir (agent.cache).
+        self.cache = SealedCache(settings.data_dir, self.key_store, marks)
+        self.state_store = self.cache.state_store
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
         self._save_lock = threading.Lock()
@@ -111,11 +117,11 @@ class AgentService:
 
     def load(self) -> None:
         """(Re)read the cache and trusted keys and recompute the status. A damaged cache means "re-sync"."""
-        loaded = self.state_store.load()
-        self.load_status = loaded.status
+        loaded = self.cache.load()
+        self.load_status = store.LoadStatus.RESYNC_NEEDED if loaded.dropped else loaded.status
         if loaded.resync_needed:
             log.warning("state cache was damaged (%s); it will be refreshed at the next sync",
-                        loaded.status.value)
+                        self.load_status.value)
         with self._lock:
             self._data = dict(loaded.data)
             self._trusted = load_trusted_keys(self.settings.trusted_keys_path,
@@ -125,6 +131,9 @@ class AgentService:
             self.trusted_clock = TrustedClock(self.clock, hw,
                                               rolled_back=bool(self._data.get("clock_rolled_back")))
             self._load_token()
+            if "token" in loaded.dropped:
+                # A token the seal does not vouch for (edited or restored state): "re-sync needed".
+                self._token_problem = "token_invalid"  # noqa: S105 (a reason code, not a secret)
         if self._probe_in_background and self._fingerprint is None:
             threading.Thread(target=self._probe, name="pospal-fingerprint", daemon=True).start()
         self.refresh_status()
@@ -278,21 +287,38 @@ class AgentService:
         key = self.key_store.load_or_create()
         body = self._trial_body(key)
         gen = self._generation
+        nonce = new_nonce()
         try:
-            answer = self.transport.start_trial(MachineIdentity(key), body)
+            answer = self.transport.start_trial(MachineIdentity(key, nonce=nonce), body)
         except ServerRefused:
             raise
         except Error as exc:
             with self._lock:
                 if self._data.get("provisional_trial_started") is None:
+                    start = self._provisional_start()
+                    if start is None:
+                        log.warning("server unreachable (%s), and this PC's one provisional trial was "
+                                    "already used: the trial needs the server", exc.message)
+                        raise
                     log.info("server unreachable (%s): starting a provisional trial", exc.message)
-                    self._data["provisional_trial_started"] = _ts(self.trusted_clock.now())
+                    self._data["provisional_trial_started"] = start
                     self._changed()
             self._save()
             self.engine.schedule_in(self.engine.backoff_s(1))
             return self.refresh_status()
-        self._accept(answer, gen)
+        self._accept(answer, gen, nonce)
         return self.status()
+
+    def _provisional_start(self) -> int | None:
+        """When the provisional trial starts: now on this PC's first one, its recorded start while that
+        one runs, None once it was used (the marks outside the data dir remember it; see agent.marks)."""
+        now = _ts(self.trusted_clock.now())
+        assert now is not None
+        marks = self.cache.marks
+        used = marks.provisional_trial
+        if used is None:
+            return None if marks.provisional_seen else now
+        return used if used <= now < used + Policy().provisional_trial_s else None
 
     def request_code(self, email: str, purpose: str) -> None:
         """Ask the server to email a code for `purpose` ("activate", "portal", "terminals")."""
@@ -442,16 +468,19 @@ class AgentService:
         """One sync: refresh the token, or register a provisional trial; False when there is nothing to do."""
         with self._lock:
             gen = self._generation
-            has_license = bool(self._data.get("token") and self._data.get("machine_id"))
+            # A machine id without a token (dropped from an unsealed state) refreshes too: the re-sync.
+            has_license = bool(self._data.get("machine_id"))
             provisional = self._data.get("provisional_trial_started")
+        nonce = new_nonce()
         if has_license:
-            identity = self._identity()
+            identity = replace(self._identity(), nonce=nonce)
             body = {"fingerprint": self._hashes(), "known_kids": self._trusted.kids()}
-            self._accept(self.transport.refresh(identity, body), gen)
+            self._accept(self.transport.refresh(identity, body), gen, nonce)
             return True
         if provisional is not None:
             key = self.key_store.load_or_create()
-            self._accept(self.transport.start_trial(MachineIdentity(key), self._trial_body(key)), gen)
+            answer = self.transport.start_trial(MachineIdentity(key, nonce=nonce), self._trial_body(key))
+            self._accept(answer, gen, nonce)
             return True
         return False
 
@@ -469,12 +498,18 @@ class AgentService:
         body = self._machine_body(key)
         body.update(extra)
         gen = self._generation
-        answer = self.transport.activate(MachineIdentity(key), body)
-        self._accept(answer, gen, force=True)
+        nonce = new_nonce()
+        answer = self.transport.activate(MachineIdentity(key, nonce=nonce), body)
+        self._accept(answer, gen, nonce, force=True)
         return self.status()
 
-    def _accept(self, answer: dict[str, Any], gen: int, force: bool = False) -> None:
-        """Take a token (and key-set update) from the server: verify, anchor the clock, persist, publish."""
+    def _accept(self, answer: dict[str, Any], gen: int, nonce: str, force: bool = False) -> None:
+        """Take a token (and key-set update) from the server: verify, anchor the clock, persist, publish.
+
+        The token must answer the request just sent (its `rn` is that request's `nonce`) and be no older
+        than the newest token seen (`agent.cache.check_fresh`): an old genuine token served by anyone is
+        refused and logged, and the trusted clock never moves back to its time.
+        """
         keyset = answer.get("keyset")
         with self._lock:
             if keyset:
@@ -489,6 +524,12 @@ class AgentService:
             if not isinstance(token, str):
                 raise TokenInvalid("format", "The server sent no license token.")
             claims = verify_token(token, self._trusted, _FRESH)
+            try:
+                check_fresh(claims, nonce, self._data.get("token_iat"))
+            except TokenInvalid as exc:
+                log.warning("refused a token from the server (%s, issued %s): %s", exc.reason,
+                            datetime.fromtimestamp(claims.iat, UTC).isoformat(), exc.message)
+                raise
             if not force and gen != self._generation:
                 log.info("dropping a sync answer: the license changed while it was in flight")
                 return
@@ -496,7 +537,7 @@ class AgentService:
             self._token_problem = None
             self.trusted_clock.anchor(datetime.fromtimestamp(claims.srv, UTC))
             self._data.update(token=token, machine_id=answer.get("machine_id") or claims.mid,
-                              last_sync=claims.srv)
+                              last_sync=claims.srv, token_iat=max(claims.iat, self._data.get("token_iat") or 0))
             self._data.pop("provisional_trial_started", None)
             if claims.terminal and not self._data.get("terminal_name"):
                 self._data["terminal_name"] = claims.terminal
@@ -513,8 +554,11 @@ class AgentService:
             return
         try:
             self._claims = verify_token(token, self._trusted, self.trusted_clock.now())
+            # Older than a token this PC already had: a state file put back from a copy.
+            check_fresh(self._claims, None, self._data.get("token_iat"))
         except TokenInvalid as exc:
             log.warning("cached license token rejected: %s", exc.reason)
+            self._claims = None
             self._token_problem = "token_invalid"  # noqa: S105 (a reason code, not a secret)
 
     def _forget_license(self) -> None:
@@ -537,9 +581,11 @@ class AgentService:
                 if hw is not None:
                     self._data["high_water"] = _ts(hw)
                 self._data["clock_rolled_back"] = self.trusted_clock.rolled_back
+                if self._claims is not None:  # every way a token arrives raises the newest-token mark
+                    self._data["token_iat"] = max(self._claims.iat, self._data.get("token_iat") or 0)
                 data = dict(self._data)
                 self._hw_saved = hw
-            self.state_store.save(data)
+            self.cache.save(data)
 
     def _get_fingerprint(self) -> fingerprint.Fingerprint:
         """The probed fingerprint (probing now if nobody has yet; what goes to the server)."""

@@ -48,6 +48,8 @@ DETAIL_REASONS = (
     "offline_license",
 )
 _DAY = 86400
+# A provisional trial may start at most this far ahead of the trusted now (the `nbf` leeway of tokens).
+_FUTURE_LEEWAY_S = 60
 
 
 @dataclass(frozen=True)
@@ -185,9 +187,10 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         if started is None:
             return status("license_missing", False, "not_activated")
         end = started.timestamp() + Policy().provisional_trial_s
-        if now >= end:
+        # A start in the future was never real (an edited cache): invalid, so it cannot stretch the trial.
+        if now >= end or started.timestamp() > now + _FUTURE_LEEWAY_S:
             # Three days without ever reaching the server: going online is the only fix.
-            return error("offline_expired", 0, end)
+            return error("offline_expired", 0, min(end, now))
         return status("trial_active", True, "provisional_trial", _days(end - now), end, end)
 
     valid_until = c.trial_end if c.kind == "trial" else (c.cancel_at or c.period_end)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.errors import Offline, ServerRefused
+from agent.errors import Offline, ServerRefused, TokenInvalid
 from protocol.tokens import Policy
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,10 @@ class SyncEngine:
         except Offline as exc:
             result, delay = self._failed(started, exc)
             log.info("sync failed (%s); next try in %.0f s", exc.message, delay)
+        except TokenInvalid as exc:
+            # An answer the agent refused (a replayed or forged token): what it held stays; retry later.
+            result, delay = self._failed(started, exc)
+            log.warning("sync answer refused (%s); next try in %.0f s", exc.reason, delay)
         except Exception as exc:  # a bug or a broken answer must not stop the schedule
             log.exception("sync failed unexpectedly")
             result, delay = self._failed(started, exc)

@@ -44,10 +44,15 @@ _SKEW_NOISE_S = 30
 
 @dataclass(frozen=True)
 class MachineIdentity:
-    """Who signs a request: the machine key, and the server-assigned id once there is one."""
+    """Who signs a request: the machine key, and the server-assigned id once there is one.
+
+    `nonce`, when given, is the request's nonce (else a fresh one is drawn): the caller picks it so it can
+    check that the token in the answer carries it (`rn`), i.e. answers this very request.
+    """
 
     private_key: Ed25519PrivateKey
     machine_id: str | None = None
+    nonce: str | None = None
 
 
 class CloudTransport(Protocol):
@@ -233,7 +238,9 @@ class HttpTransport:
         if identity is not None:
             ts = int(self.clock.now().timestamp()) + self.skew_s
             headers.update(
-                sign_request(identity.private_key, "POST", self._prefix + path, raw, ts, new_nonce(),
+                # A re-sign after a skew refusal reuses the nonce: the server refused it before storing it.
+                sign_request(identity.private_key, "POST", self._prefix + path, raw, ts,
+                             identity.nonce or new_nonce(),
                              machine_id=identity.machine_id)
             )
         return headers

@@ -143,9 +143,14 @@ def token_parts(
     return kid, claims, svc.keys.keyset_for(connection, known_kids, now)
 
 
-def signed_answer(svc: Services, parts: tuple[str, dict[str, Any], str | None]) -> dict[str, Any]:
-    """The refresh answer: the token signed with key `kid`, and the key-set document if any."""
+def signed_answer(svc: Services, parts: tuple[str, dict[str, Any], str | None], nonce: str) -> dict[str, Any]:
+    """The refresh answer: the token signed with key `kid`, and the key-set document if any.
+
+    The token carries the signed request's `nonce` as its `rn` claim: it answers this request only, so
+    an old token replayed to the agent (by a fake server, say) is refused.
+    """
     kid, claims, keyset = parts
+    claims = {**claims, "rn": nonce}
     return {"token": encode_token(svc.keys.private_key(kid), kid, claims), "keyset": keyset}
 
 
@@ -183,7 +188,7 @@ def refresh_answer(
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:
             nonces.purge_expired(session, now)
-    return signed_answer(svc, parts)
+    return signed_answer(svc, parts, checked.signed.nonce)
 
 
 @router.post("/refresh", response_model=TokenAnswer)

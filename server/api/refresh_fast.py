@@ -139,7 +139,7 @@ class RefreshFastPath:
             return await run_in_threadpool(refresh_answer, svc, body, "POST", REFRESH_PATH, headers, raw)
         if not await writes.submit(checked.write()):
             raise Replay()
-        return signed_answer(svc, read.parts)
+        return signed_answer(svc, read.parts, checked.signed.nonce)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -62,7 +62,7 @@ def start_trial(
             # Already licensed: the trial would be a downgrade, so answer with the license.
             claims = licensing.claims_for_machine(session, machine, now)
             return TokenAnswer(
-                token=svc.keys.sign(session, claims),
+                token=svc.keys.sign(session, {**claims, "rn": signed.nonce}),
                 keyset=svc.keys.keyset_for(session, body.known_kids, now),
             )
         trial = _find_trial(session, machine, hashes)
@@ -100,7 +100,8 @@ def start_trial(
             detail={"trial_id": trial.id},
             at=now,
         )
-        token = svc.keys.sign(session, licensing.trial_claims(machine, trial, now))
+        # `rn`: the token answers this signed request only (the agent refuses a replayed one).
+        token = svc.keys.sign(session, {**licensing.trial_claims(machine, trial, now), "rn": signed.nonce})
         return TokenAnswer(token=token, keyset=svc.keys.keyset_for(session, body.known_kids, now))
 
 

@@ -41,6 +41,7 @@ class FakeCloud:
         self.checkouts: dict[str, dict[str, Any]] = {}
         self.pending_keyset: str | None = None
         self.opened: list[str] = []
+        self.answers: list[dict[str, Any]] = []  # every token answer, in order (replay tests serve old ones)
         self._ids = itertools.count(1)
 
     # -- test controls ---------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ class FakeCloud:
             self.trials[h] = trial
         self.machines[trial["mid"]] = {"license": None, "fp": fp, "trial": trial, "active": True,
                                         "terminal": body.get("terminal_name")}
-        return self._answer(trial["mid"])
+        return self._answer(trial["mid"], identity.nonce)
 
     def request_code(self, email, purpose, locale=None):
         self._call("codes")
@@ -124,7 +125,7 @@ class FakeCloud:
         mid = f"m_{next(self._ids)}"
         self.machines[mid] = {"license": lic["id"], "fp": body["fingerprint"], "active": True,
                               "terminal": body.get("terminal_name"), "trial": None}
-        answer = self._answer(mid)
+        answer = self._answer(mid, identity.nonce)
         answer.update(machine_id=mid, license_id=lic["id"])
         return answer
 
@@ -133,7 +134,7 @@ class FakeCloud:
         if identity.machine_id not in self.machines:
             raise ServerRefused("unknown_machine", "Unknown machine.")
         self.machines[identity.machine_id]["fp"] = body["fingerprint"]
-        return self._answer(identity.machine_id)
+        return self._answer(identity.machine_id, identity.nonce)
 
     def deactivate(self, identity):
         self._call("deactivate")
@@ -173,13 +174,13 @@ class FakeCloud:
         self.licenses[lic["id"]] = lic
         return lic
 
-    def _answer(self, mid: str) -> dict[str, Any]:
+    def _answer(self, mid: str, nonce: str | None) -> dict[str, Any]:
         m = self.machines[mid]
         now = self.now()
         claims: dict[str, Any] = {
             "iss": "pospal", "aud": "pospal-agent", "mid": mid, "fp": m["fp"], "iat": now, "nbf": now,
             "exp": now + self.policy.lease_s, "srv": now, "policy": self.policy.to_claim(),
-            "terminal": m["terminal"], "features": ["pos"],
+            "terminal": m["terminal"], "features": ["pos"], "rn": nonce,
         }
         if m["license"] is None:
             t = m["trial"]
@@ -195,6 +196,7 @@ class FakeCloud:
                           email=lic["email"], seats=lic["seats"], period_end=lic["period_end"],
                           payment_grace_end=lic["payment_grace_end"], cancel_at=lic["cancel_at"])
         answer: dict[str, Any] = {"token": encode_token(self.key, self.kid, claims)}
+        self.answers.append(answer)
         if self.pending_keyset:
             answer["keyset"] = self.pending_keyset
         return answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from keyring.backends import fail
@@ -244,6 +244,7 @@ def test_clock_set_back_after_a_restart_is_a_rollback_until_the_next_sync(rig):
     svc, _ = activated(rig)
     svc.stop()
     rig.clock.shift_wall(-2 * DAY)
+    rig.cloud.clock = FakeClock(rig.clock.now() + timedelta(days=2))  # the server's clock was not set back
     again = rig.service()
     status = again.status()
     assert (status.license_state, status.reason) == ("license_error", "clock_rollback")
