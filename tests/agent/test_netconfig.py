@@ -8,6 +8,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import sys
 import threading
 
 import pytest
@@ -191,3 +192,34 @@ def test_no_proxy_is_direct(monkeypatch):
 ])
 def test_mask_hides_only_the_password(url, shown):
     assert netconfig.mask(url) == shown
+
+
+@pytest.mark.windows
+@pytest.mark.skipif(sys.platform != "win32", reason="the Windows registry")
+def test_the_windows_system_proxy_comes_from_internet_settings(monkeypatch):
+    import winreg
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    path = r"Software\Microsoft\Windows\CurrentVersion\Internet Settings"
+    with winreg.CreateKey(winreg.HKEY_CURRENT_USER, path) as key:
+        saved = {}
+        for name in ("ProxyEnable", "ProxyServer"):
+            try:
+                saved[name] = winreg.QueryValueEx(key, name)
+            except OSError:
+                saved[name] = None
+        try:
+            winreg.SetValueEx(key, "ProxyEnable", 0, winreg.REG_DWORD, 1)
+            winreg.SetValueEx(key, "ProxyServer", 0, winreg.REG_SZ, "127.0.0.1:3128")
+            assert netconfig.proxy_for(f"https://{HOST}") == ("http://127.0.0.1:3128",
+                                                              "registry (Internet Settings)")
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    try:
+                        winreg.DeleteValue(key, name)
+                    except OSError:
+                        pass
+                else:
+                    winreg.SetValueEx(key, name, 0, value[1], value[0])
