@@ -6,7 +6,8 @@ a flood of connections cannot drown the POS's own requests:
 - **Bounded connections and threads.** One thread runs a `selectors` loop over every connection; it
   parses requests and answers the quick routes (`GET /v1/license`, `/v1/health`) itself. Routes that may
   block (every POST, diagnostics) run on a fixed pool of `WORKERS` threads. At most `MAX_CONNECTIONS`
-  connections are open: at the cap, a connection silent for `PRESSURE_IDLE_S` is dropped to make room,
+  connections are open: at the cap, a connection that never completed a request and is silent for
+  `PRESSURE_IDLE_S`, or a kept-alive one silent for `PRESSURE_KEEPALIVE_S`, is dropped to make room;
   else the new one is refused (`503 busy`, then closed).
 - **A whole-request deadline.** From a connection's accept, or the first byte of a request on a kept-alive
   one, the request line, headers and body must all arrive within `REQUEST_DEADLINE_S`; dripping one byte
@@ -55,10 +56,12 @@ BACKLOG = 128
 REQUEST_DEADLINE_S = 10.0
 IDLE_TIMEOUT_S = 60.0
 PRESSURE_IDLE_S = 1.0
+PRESSURE_KEEPALIVE_S = 15.0
 # A refused body is drained for at most this long (and this many bytes) before the socket closes.
 _DRAIN_S = 1.0
 _DRAIN_BYTES = 1024 * 1024
 _MAX_HEADERS = 100
+_ACCEPT_BATCH = 16
 _RECV = 65536
 
 # The server's error codes keep their HTTP meaning when the local API passes them on.
@@ -328,7 +331,7 @@ class _Conn:
     """One client connection's state in the selector loop."""
 
     __slots__ = ("sock", "inbuf", "outbuf", "state", "deadline", "last_active", "close_after", "drained",
-                 "registered", "head_len", "body_len", "pending")
+                 "registered", "head_len", "body_len", "pending", "served")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -343,6 +346,7 @@ class _Conn:
         self.head_len = -1  # bytes of the current request's head, once its blank line arrived
         self.body_len = 0
         self.pending: Request | None = None
+        self.served = 0  # answers sent on this connection
 
 
 class Server:
@@ -391,6 +395,8 @@ class Server:
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
+        self._no_victim_until = 0.0
+        self._accept_paused_until: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -412,8 +418,13 @@ class Server:
             self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
             next_sweep = time.monotonic() + 0.25
             while not self._stop.is_set():
-                events = self._sel.select(min(poll_interval, 0.25))
+                wait = min(poll_interval, 0.25)
+                if self._accept_paused_until is not None:
+                    wait = max(0.0, min(wait, self._accept_paused_until - time.monotonic()))
+                events = self._sel.select(wait)
                 now = time.monotonic()
+                if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                    self._resume_accept()
                 for key, mask in events:
                     data = key.data
                     if data is None:
@@ -483,7 +494,8 @@ class Server:
     # -- connections -----------------------------------------------------------------------------------
 
     def _accept(self, now: float) -> None:
-        for _ in range(64):
+        # A few at a time, so a connection storm cannot keep the loop from the requests already in.
+        for _ in range(_ACCEPT_BATCH):
             try:
                 sock, _addr = self.socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -498,7 +510,10 @@ class Server:
                 except OSError:
                     pass
                 sock.close()
-                continue
+                # Full, and nobody to drop before `_no_victim_until`: stop accepting until then (or until
+                # a connection closes). Newcomers wait in the backlog instead of costing a refusal each.
+                self._pause_accept(min(max(self._no_victim_until, now + 0.05), now + 1.0))
+                return
             sock.setblocking(False)
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -508,14 +523,36 @@ class Server:
             self._conns[sock] = conn
             self._watch(conn, selectors.EVENT_READ)
 
+    def _pause_accept(self, until: float) -> None:
+        if self._accept_paused_until is None:
+            self._sel.unregister(self.socket)
+        self._accept_paused_until = until
+
+    def _resume_accept(self) -> None:
+        if self._accept_paused_until is not None:
+            self._accept_paused_until = None
+            self._sel.register(self.socket, selectors.EVENT_READ, None)
+
     def _evict_one(self, now: float) -> bool:
-        """At the cap: drop the connection silent longest (and at least PRESSURE_IDLE_S), if any."""
+        """At the cap: drop a connection that never completed a request and is silent for
+        PRESSURE_IDLE_S (a slow-loris), else a kept-alive one silent for PRESSURE_KEEPALIVE_S; the
+        longest silent first. A POS that polls more often than that keeps its connection."""
+        if now < self._no_victim_until:
+            return False  # the last scan found none, and none can have appeared since: refuse in O(1)
         victim = None
+        soonest = now + PRESSURE_IDLE_S
         for conn in self._conns.values():
-            if conn.state == _READING and now - conn.last_active >= PRESSURE_IDLE_S and (
-                    victim is None or conn.last_active < victim.last_active):
+            if conn.state != _READING:
+                continue
+            evictable_at = conn.last_active + (PRESSURE_KEEPALIVE_S if conn.served else PRESSURE_IDLE_S)
+            if evictable_at > now:
+                soonest = min(soonest, evictable_at)
+                continue
+            rank = (conn.served > 0, conn.last_active)
+            if victim is None or rank < (victim.served > 0, victim.last_active):
                 victim = conn
         if victim is None:
+            self._no_victim_until = soonest
             return False
         self._close(victim)
         return True
@@ -534,6 +571,8 @@ class Server:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
+        if self._accept_paused_until is not None and not self._stop.is_set():
+            self._resume_accept()  # a slot is free: take the next connection from the backlog
         if conn.registered:
             try:
                 self._sel.unregister(conn.sock)
@@ -645,6 +684,7 @@ class Server:
         if conn.close_after:
             self._close(conn)
             return
+        conn.served += 1
         conn.state = _READING
         conn.last_active = now
         conn.deadline = now + (REQUEST_DEADLINE_S if conn.inbuf else IDLE_TIMEOUT_S)

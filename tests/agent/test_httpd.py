@@ -68,6 +68,28 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
+def _count_closed(socks: list[socket.socket], seconds: float) -> int:
+    """How many of `socks` the peer closes within `seconds` (one wait for all of them)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+    closed = 0
+    end = time.monotonic() + seconds
+    while sel.get_map() and time.monotonic() < end:
+        for key, _ in sel.select(max(0.01, end - time.monotonic())):
+            try:
+                data = key.fileobj.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                closed += 1
+    sel.close()
+    return closed
+
+
 def _license(conn: http.client.HTTPConnection, port: int) -> int:
     conn.request("GET", "/v1/license", headers={"Host": f"127.0.0.1:{port}"})
     resp = conn.getresponse()
@@ -89,9 +111,8 @@ def test_idle_connection_flood_bounded_threads(api, monkeypatch):
             flood.append(socket.create_connection(("127.0.0.1", api.port), timeout=5))
         answers = [_license(pos, api.port) for _ in range(20)]
         assert answers == [200] * 20
-        # Connections past the cap were told "busy" and closed, not given a thread each.
-        refused = sum(1 for s in flood[-50:] if _closed_within(s, 2))
-        assert refused == 50
+        # Connections past the cap were told "busy" and closed (or made room), not given a thread each.
+        assert _count_closed(flood, 3) >= 100
         assert api._httpd.connections <= 200
         assert threading.active_count() <= threads_before + httpd.WORKERS
         time.sleep(0.3)  # past PRESSURE_IDLE_S: the idle flood connections may now be dropped for a newcomer
@@ -174,7 +195,8 @@ def test_fat_header_flood_is_refused_before_buffering(api):
     socks = [socket.create_connection(("127.0.0.1", api.port), timeout=5) for _ in range(20)]
     try:
         for s in socks:
-            s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"X-Fat: " + b"a" * (httpd.MAX_HEAD + 10))
+            fat = b"X-Fat: " + b"a" * (httpd.MAX_HEAD + 10)
+            s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api) + fat)
         for s in socks:
             status, body = _read_answer(s)
             assert (status, body["error"]) == (431, "headers_too_large")
@@ -187,7 +209,8 @@ def test_fat_header_flood_is_refused_before_buffering(api):
 def test_oversized_body_is_refused_without_reading_it(api):
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
         s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"Authorization: Bearer {TOKEN}\r\n".encode()
-                  + f"Content-Type: application/json\r\nContent-Length: {httpd.MAX_BODY + 1}\r\n\r\n".encode())
+                  + b"Content-Type: application/json\r\n"
+                  + f"Content-Length: {httpd.MAX_BODY + 1}\r\n\r\n".encode())
         status, body = _read_answer(s)
         assert (status, body["error"]) == (413, "payload_too_large")
 
@@ -220,8 +243,9 @@ def test_blocked_handlers_never_stall_the_license_answer(api):
 def test_pipelined_requests_are_answered_in_order(api):
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
         s.sendall((b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n") * 3
-                  + b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"{list(AUTH)[0]}: {AUTH['Authorization']}\r\n"
-                    .encode() + b"\r\n" + b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n")
+                  + b"POST /v1/sync HTTP/1.1\r\n" + _host(api)
+                  + f"Authorization: {AUTH['Authorization']}\r\n\r\n".encode()
+                  + b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n")
         answers = [_read_answer(s) for _ in range(5)]
     assert [a[1].get("ok") for a in answers[:3]] == [True] * 3
     assert answers[3][1]["license_state"] == "licensed_active"

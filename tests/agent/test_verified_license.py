@@ -113,8 +113,8 @@ def impostor(world):
 
     def start(mode: str, arg: str) -> int:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tests.agent.impostor", mode, arg, str(port)], cwd=REPO,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+        proc = subprocess.Popen([sys.executable, "-m", "tests.agent.impostor", mode, arg, str(port)],
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
         procs.append(proc)
         AgentClient(port, timeout=1).wait_ready(20) if mode == "proxy" else _wait_listening(port)
         return port
