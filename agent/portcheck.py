@@ -8,6 +8,7 @@ several Windows sessions: this session's tray attaches to it); Windows reserves 
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,17 @@ def _agent_health(port: int) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) and answer.get("ok") is True else None
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def explain(port: int, exc: OSError,
-            probe: Callable[[int], dict[str, Any] | None] = _agent_health) -> BindFailure:
+            probe: Callable[[int], dict[str, Any] | None] = _agent_health,
+            listening: Callable[[int], bool] = _listening) -> BindFailure:
     """Why binding 127.0.0.1:`port` failed with `exc`."""
     answer = probe(port)
     if answer is not None:
@@ -49,7 +59,9 @@ def explain(port: int, exc: OSError,
         return BindFailure(AGENT, f"another POSPal agent ({version}) already serves 127.0.0.1:{port}; "
                                   "this session's tray attaches to it", version)
     winerror = getattr(exc, "winerror", None)
-    if winerror == WSAEACCES or (winerror is None and exc.errno == errno.EACCES):
+    # A socket bound with SO_EXCLUSIVEADDRUSE also makes a second bind fail with WSAEACCES; only a port
+    # nobody listens on is a reserved one.
+    if (winerror == WSAEACCES or (winerror is None and exc.errno == errno.EACCES)) and not listening(port):
         return BindFailure(EXCLUDED, f"port {port} is reserved by Windows (WSAEACCES 10013: an excluded "
                                      "port range of Hyper-V, WinNAT, WSL or Docker; see `netsh interface "
                                      "ipv4 show excludedportrange protocol=tcp`) or needs privileges; "

@@ -27,9 +27,16 @@ def test_another_agent_answering_health_is_named_with_its_version():
 
 
 def test_a_windows_excluded_port_range_is_named():
-    failure = portcheck.explain(7421, refused(errno.EACCES, winerror=10013), probe=lambda port: None)
+    failure = portcheck.explain(7421, refused(errno.EACCES, winerror=10013), probe=lambda port: None,
+                                listening=lambda port: False)
     assert failure.kind == portcheck.EXCLUDED
     assert "10013" in failure.message and "excludedportrange" in failure.message
+
+
+def test_access_denied_by_a_program_holding_the_port_exclusively_is_that_program():
+    failure = portcheck.explain(7421, refused(errno.EACCES, winerror=10013), probe=lambda port: None,
+                                listening=lambda port: True)
+    assert failure.kind == portcheck.OTHER
 
 
 def test_another_program_is_named():

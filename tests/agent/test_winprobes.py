@@ -107,8 +107,12 @@ def test_real_windows_probes_read_at_least_three_components_quickly():
     print(f"windows probes: {result.working_count()} of 6 in {elapsed_ms:.0f} ms; "
           f"missing: {result.problems()}")
     ok = {c.name for c in result.components if c.ok}
-    assert "machine_guid" in ok
-    assert result.working_count() >= 3
+    # Under Wine: MachineGuid, the SMBIOS UUID, and the MAC when the host has a universally
+    # administered NIC (a container's 02:... address is rightly skipped).
+    assert {"machine_guid", "smbios_uuid"} <= ok
+    physical = any(winprobes.is_physical(a) for a in winprobes.read_adapters())
+    assert ("mac" in ok) == physical
+    assert result.working_count() >= (3 if physical else 2)
 
 
 @pytest.mark.windows
