@@ -269,7 +269,8 @@ class AgentClient:
         if claims.exp <= t:
             raise LicenseExpired("offline_expired",
                                  "The license token has expired: the agent has not synced for too long.")
-        own = compute_status(StatusInputs(now=now, claims=claims, last_sync=datetime.fromtimestamp(claims.srv, UTC),
+        issued = datetime.fromtimestamp(claims.srv, UTC)
+        own = compute_status(StatusInputs(now=now, claims=claims, last_sync=issued,
                                           fingerprint_match=True, machine_id=claims.mid))
         if answer.get("licensed") is True and not own.licensed:
             if own.license_state in ("trial_expired", "licensed_cancelled", "licensed_renewal_required") \
