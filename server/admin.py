@@ -172,6 +172,11 @@ def _license(session: Session, args: argparse.Namespace, now: datetime, out: Pri
 
 
 def _machine(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    if args.action == "clones":
+        from server.binding import clones
+
+        out({"clones": clones(session)})
+        return 0
     machine = session.get(Machine, args.id)
     if machine is None:
         out({"error": "not_found", "id": args.id})

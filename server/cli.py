@@ -10,6 +10,7 @@
     pospal-server admin customer show|resend EMAIL
     pospal-server admin license show|revoke|extend ID
     pospal-server admin machine show|remove ID
+    pospal-server admin machine clones                       machine keys seen on two computers
 
 Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused,
 2 configuration or usage error.
@@ -273,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     license_.add_argument("--days", type=int, default=30, help="extend by this many days")
     license_.add_argument("--reason", default="", help="why (kept in the audit log)")
     machine = admin_sub.add_parser("machine")
-    machine.add_argument("action", choices=["show", "remove"])
-    machine.add_argument("id", help="m_...")
+    machine.add_argument("action", choices=["show", "remove", "clones"])
+    machine.add_argument("id", nargs="?", default="", help="m_... (not for clones: that lists them all)")
     outbox = admin_sub.add_parser("outbox", help="e-mail that did not go out, and why")
     outbox.add_argument("--all", action="store_true", help="also list messages that failed for good")
     admin.set_defaults(func=cmd_admin)

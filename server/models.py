@@ -146,6 +146,26 @@ class Machine(Base):
     offline_until: Mapped[datetime | None]
 
 
+class MachineFingerprint(Base):
+    """A fingerprint a machine key presented that conflicts with its binding (server/binding.py).
+
+    `rebound_at` is when the binding moved to it; `clone_at` when it was flagged as a clone's (the same
+    machine key seen alternating between two fingerprints, this one the newer).
+    """
+
+    __tablename__ = "machine_fingerprints"
+    __table_args__ = (Index("ix_machine_fingerprints_machine_digest", "machine_id", "digest", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id"))
+    digest: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    rebound_at: Mapped[datetime | None]
+    clone_at: Mapped[datetime | None]
+
+
 class Trial(Base):
     """A 30-day trial; the first-seen time wins across reinstalls."""
 

@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session
 from protocol.errors import KeyInvalid, RequestSignatureInvalid
 from protocol.signatures import SignedRequest, verify_request_signature
 from protocol.tokens import encode_token
-from server import licensing, machines, nonces
+from server import binding, fingerprints, licensing, machines, nonces
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer
+from server.db import session_of
 from server.errors import BadSignature, UnknownMachine
 from server.models import Customer, License, Machine, Subscription
 from server.refresh_writes import SeenWrite
@@ -74,7 +75,7 @@ class CheckedRefresh:
     state: machines.MachineState
     signed: SignedRequest
     now: datetime
-    # The presented fingerprint when it should replace the bound one (one part replaced), else None.
+    # The presented fingerprint when it conflicts with the binding (server.binding decides), else None.
     rebind: dict[str, Any] | None
 
     def write(self) -> SeenWrite:
@@ -119,14 +120,9 @@ def check_state(
         raise BadSignature() from None
     nonces.check_timestamp(signed.timestamp, now)
     presented = dict(body.fingerprint)
-    rebind = None
-    # One replaced part still matches the majority; re-binding to the new set heals the token.
-    if (
-        presented
-        and presented != machine.fingerprint
-        and licensing.fingerprint_matches(machine.fingerprint, presented)
-    ):
-        rebind = presented
+    fingerprints.check_known(presented)
+    # A fingerprint that conflicts with the binding goes to its rules (server.binding): re-bind, keep, clone.
+    rebind = presented if presented and binding.conflicts(machine.fingerprint, presented) else None
     return CheckedRefresh(state, signed, now, rebind)
 
 
@@ -168,23 +164,17 @@ def refresh_answer(
         checked = check_refresh(session, body, method, path, headers, raw, now)
         machine = checked.state.machine
         nonces.remember(session, checked.signed.nonce, machine.id, checked.signed.timestamp, now)
+        verdict = binding.KEEP
         if checked.rebind is not None:
-            bound, presented = machine.fingerprint, checked.rebind
-            changed = sorted(
-                name for name in set(bound) | set(presented) if bound.get(name) != presented.get(name)
-            )
-            machine.fingerprint = presented
-            licensing.record_audit(
-                session,
-                actor=f"machine:{machine.id}",
-                action="machine.fingerprint_rebound",
-                license_id=machine.license_id,
-                machine_id=machine.id,
-                detail={"components": changed},
-                at=now,
-            )
-        machines.touch_machine(session, machine.id, now, checked.rebind)
+            with session_of(session) as orm:
+                verdict = binding.observe(orm, machine, checked.rebind, now)
+                orm.flush()
+            if verdict.bind is not None:
+                machine.fingerprint = verdict.bind
+        machines.touch_machine(session, machine.id, now, verdict.bind)
         parts = token_parts(svc, session, checked.state, now, body.known_kids)
+        if verdict.clone:  # bound to exactly what differs, so that computer's agent says machine_changed
+            parts = (parts[0], {**parts[1], "fp": verdict.token_fp}, parts[2])
     if next(_purge_counter) % PURGE_EVERY == 0:
         with svc.db.transaction() as session:
             nonces.purge_expired(session, now)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from server import fingerprints, licensing
+from server import binding, fingerprints, licensing
 from server.api.deps import (
     Services,
     check_and_remember,
@@ -82,13 +82,20 @@ def start_trial(
         if body.locale is not None:  # the agent's language: the trial reminder is written in it
             trial.locale = body.locale
         _remember_components(session, trial.id, hashes)
+        verdict = binding.KEEP
         if machine is None:
-            machine = Machine(public_key=public_key, activated_at=now)
+            machine = Machine(public_key=public_key, activated_at=now, fingerprint=dict(body.fingerprint))
             session.add(machine)
+        elif machine.fingerprint:
+            # The same machine key again: its binding follows the refresh rules, not the request.
+            verdict = binding.observe(session, machine, body.fingerprint, now)
+        else:
+            machine.fingerprint = dict(body.fingerprint)
+        if verdict.bind is not None:
+            machine.fingerprint = verdict.bind
         machine.trial_id = trial.id
         machine.license_id = None
         machine.deactivated_at = None
-        machine.fingerprint = dict(body.fingerprint)
         machine.terminal_name = body.terminal_name or machine.terminal_name
         machine.last_seen_at = now
         session.flush()
@@ -101,7 +108,10 @@ def start_trial(
             at=now,
         )
         # `rn`: the token answers this signed request only (the agent refuses a replayed one).
-        token = svc.keys.sign(session, {**licensing.trial_claims(machine, trial, now), "rn": signed.nonce})
+        claims = licensing.trial_claims(machine, trial, now)
+        if verdict.clone:
+            claims["fp"] = verdict.token_fp
+        token = svc.keys.sign(session, {**claims, "rn": signed.nonce})
         return TokenAnswer(token=token, keyset=svc.keys.keyset_for(session, body.known_kids, now))
 
 
