@@ -80,8 +80,11 @@ def _setup_logging(data_dir: Any) -> None:
 
 
 def _has_display() -> bool:
-    return os.name == "nt" or sys.platform == "darwin" or bool(
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if os.name == "nt":
+        from agent.winsupport import interactive_session
+
+        return interactive_session()  # session 0 (SYSTEM, a service) has no desktop for a tray
+    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -223,6 +223,8 @@ class AgentService:
             hw = verdict.high_water
             persist_hw = hw is not None and (self._hw_saved is None
                                              or (hw - self._hw_saved).total_seconds() > _HW_SAVE_S)
+        if self._fingerprint is not None:
+            self._check_clone(self._fingerprint)  # records the OS id under a new machine id at once
         if persist_hw:
             try:
                 self._save()

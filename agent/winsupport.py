@@ -43,6 +43,19 @@ def check_and_tell(version: tuple[int, int, int] | None) -> bool:
     return False
 
 
+def interactive_session() -> bool:
+    """False in session 0 (a service, or a task run as SYSTEM at boot): no desktop, so no tray there."""
+    if sys.platform != "win32":
+        return True
+    import ctypes  # pragma: no cover - Windows only
+
+    session = ctypes.c_ulong(0)  # pragma: no cover
+    k32 = ctypes.windll.kernel32  # pragma: no cover
+    if not k32.ProcessIdToSessionId(k32.GetCurrentProcessId(), ctypes.byref(session)):  # pragma: no cover
+        return True
+    return session.value != 0  # pragma: no cover
+
+
 def _message_box(text: str) -> None:  # pragma: no cover - Windows only
     import ctypes
 

@@ -250,3 +250,15 @@ def test_a_really_different_pc_is_still_machine_changed(licensed_windows_till):
                         disk_serial=lambda: "OTHERDISK1", smbios=lambda: b"")
     status = licensed_windows_till(lambda: other).status()
     assert (status.license_state, status.reason) == ("license_error", "machine_changed")
+
+
+def test_a_changed_machine_guid_under_the_same_key_is_reported_as_a_clone(licensed_windows_till, caplog):
+    same = _windows_fp()
+    licensed_windows_till(lambda: same).stop()  # the master image's agent ran: the OS id is recorded
+    clone = _windows_fp(machine_guid=lambda: "00112233-4455-6677-8899-aabbccddeeff")
+    svc = licensed_windows_till(lambda: clone)
+    assert svc.status().licensed  # one component of six: still this machine as far as the match goes
+    assert "clone_suspected" in svc.diagnostics().extra
+    assert "machine_guid changed since this PC's machine key was made" in caplog.text
+    again = licensed_windows_till(lambda: same)
+    assert "clone_suspected" not in again.diagnostics().extra
