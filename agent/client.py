@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import (
+from agent.errors import (  # noqa: F401 (AnswerRefused is re-exported for POS apps)
     AgentStarting,
     AgentUnavailable,
+    AnswerRefused,
     BadProof,
     LicenseExpired,
     LocalApiError,
@@ -374,6 +375,25 @@ def _next_change(claims: Claims, now: float) -> float:
              claims.srv + claims.policy.grace_s)
     future = [float(t) for t in times if t is not None and t > now]
     return min(future) if future else now
+
+
+def verify_local_answer(
+    challenge: str,
+    answer: dict[str, Any],
+    *,
+    trusted_keys: TrustedKeys | Mapping[str, Any],
+    this_pc: Mapping[str, str],
+    now: datetime,
+) -> dict[str, Any]:
+    """The checks of `verified_license()` on one answer already in hand (no network, no cache).
+
+    Returns the status fields, or raises `BadProof`, `OtherMachine` or `LicenseExpired`; the README's
+    test vectors are checked with it.
+    """
+    from protocol.clock import FakeClock
+
+    checker = AgentClient(0, trusted_keys=trusted_keys, clock=FakeClock(now), fingerprinter=lambda: this_pc)
+    return dict(checker._verify(challenge, answer, checker._get_clock()).status)
 
 
 def license(port: int | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:  # noqa: A001

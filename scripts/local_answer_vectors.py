@@ -1,0 +1,100 @@
+"""Test vectors for verifying the agent's signed local answer from a POS in any language.
+
+Prints one JSON document: the trusted server key set, "this PC"'s fingerprint hashes, and cases, each with
+the time to check at, a challenge, the agent's answer (token, machine_key, proof and the status fields),
+the digest and signed message in between, and the expected verdict (`licensed`); then variants that change
+one thing, each with its verdict (`bad_proof`, `other_machine` or `license_expired`). Every key is
+derived from a fixed seed and Ed25519 signatures are deterministic, so the output never changes; the
+README carries it, and tests/test_readme_vectors.py checks the README's copy against this script and
+against `agent.client.verify_local_answer`.
+
+Usage: .venv/bin/python scripts/local_answer_vectors.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from agent.fingerprint import hash_component  # noqa: E402
+from protocol.proof import answer_digest, proof_message, sign_answer  # noqa: E402
+from protocol.tokens import encode_token  # noqa: E402
+from protocol.trust import b64url_encode, encode_public_key, jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
+
+NOW = 1780315200  # 2026-06-01T12:00:00Z
+DAY = 86400
+
+
+def _key(label: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(label.encode()).digest())
+
+
+def _hashes(pc: str) -> dict[str, str]:
+    names = ("machine_id", "disk_serial", "mac")
+    return {name: hash_component(name, f"{pc}-{name}".upper()) for name in names}
+
+
+def vectors() -> dict[str, Any]:
+    """The whole vector document."""
+    server = _key("pospal test vector: server signing key")
+    machine = _key("pospal test vector: machine key")
+    iat = NOW - 3600
+    claims = {
+        "iss": "pospal", "aud": "pospal-agent", "sub": "lic_vector", "kind": "license", "mid": "m_vector",
+        "fp": _hashes("till"), "status": "active", "plan": "pospal-monthly", "features": ["pos"], "seats": 1,
+        "period_end": iat + 20 * DAY, "iat": iat, "nbf": iat, "exp": iat + 14 * DAY, "srv": iat,
+        "policy": {}, "cnf": {"jkt": jwk_thumbprint(machine.public_key())},
+    }
+    token = encode_token(server, kid_for(server.public_key()), claims)
+    status = {"license_state": "licensed_active", "licensed": True, "reason": "active",
+              "message": "Άδεια ενεργή. Ανανεώνεται στις 21 Ιουν 2026.", "days_left": 20,
+              "machine_id": "m_vector", "terminal_name": "Μπαρ \"1\""}
+    answer = {**status, "token": token, "machine_key": encode_public_key(machine.public_key())}
+
+    challenge = b64url_encode(bytes(range(32)))
+    digest = answer_digest(answer)
+    genuine = {**answer, "proof": sign_answer(machine, challenge, digest)}
+    return {
+        "trusted_keys": {"keys": [jwk_from_public_key(server.public_key())]},
+        "this_pc": _hashes("till"),
+        "now": NOW,
+        "challenge": challenge,
+        "answer": genuine,
+        "digest": digest,
+        "signed_message": proof_message(challenge, digest).decode("ascii"),
+        "verdict": "licensed",
+        "variants": [
+            {"name": "replayed for another challenge", "challenge": b64url_encode(bytes(range(32, 64))),
+             "verdict": "bad_proof"},
+            {"name": "edited after signing", "answer_changes": {"days_left": 3650}, "verdict": "bad_proof"},
+            {"name": "another PC", "this_pc": _hashes("other-pc"), "verdict": "other_machine"},
+            {"name": "lease run out", "now": claims["exp"] + 1, "verdict": "license_expired"},
+        ],
+    }
+
+
+def cases(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(name, {now, challenge, answer, this_pc}, verdict) for the genuine case and each variant."""
+    base = {k: doc[k] for k in ("now", "challenge", "answer", "this_pc")}
+    out = [("genuine", base, doc["verdict"])]
+    for variant in doc["variants"]:
+        case = {**base, **{k: variant[k] for k in ("now", "challenge", "this_pc") if k in variant}}
+        case["answer"] = {**base["answer"], **variant.get("answer_changes", {})}
+        out.append((variant["name"], case, variant["verdict"]))
+    return out
+
+
+def main() -> None:
+    """Print the vectors."""
+    print(json.dumps(vectors(), indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
