@@ -75,6 +75,16 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Update the card in Manage billing.",
         "el": "Ενημερώστε την κάρτα από τη Διαχείριση χρέωσης.",
     },
+    "status.payment_action_required": {
+        "en": "The payment needs confirming with your bank. Orders are allowed for {days} more "
+              "(until {date}).",
+        "el": "Η πληρωμή χρειάζεται επιβεβαίωση από την τράπεζά σας. Οι παραγγελίες επιτρέπονται για {days} "
+              "ακόμη (έως {date}).",
+    },
+    "fix.payment_action_required": {
+        "en": "Press Confirm payment and approve it with your bank (the card is fine).",
+        "el": "Πατήστε «Επιβεβαίωση πληρωμής» και εγκρίνετέ την στην τράπεζά σας (η κάρτα είναι εντάξει).",
+    },
     "status.payment_grace_ended": {
         "en": "The payment is overdue and orders are paused.",
         "el": "Η πληρωμή καθυστερεί και οι παραγγελίες έχουν σταματήσει.",

@@ -45,6 +45,7 @@ def status_from_dict(data: Mapping[str, Any]) -> LicenseStatus:
         features=tuple(data.get("features") or ()),
         seats=data.get("seats"),
         customer_email=data.get("customer_email"),
+        payment_action_url=data.get("payment_action_url") or None,
         machine_id=data.get("machine_id"),
         terminal_name=data.get("terminal_name"),
         last_sync=when("last_sync"),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ ERROR_REASONS = ("offline_expired", "machine_changed", "clock_rollback", "token_
 DETAIL_REASONS = (
     "trial", "provisional_trial", "trial_ended", "active", "cancel_scheduled", "offline_grace",
     "payment_failed", "payment_grace_ended", "subscription_ended", "not_activated",
+    "payment_action_required",
     "offline_license",
 )
 _DAY = 86400
@@ -90,6 +92,9 @@ class LicenseStatus:
     last_sync: datetime | None = None
     next_sync: datetime | None = None
     agent_version: str | None = None
+    # A renewal waiting for the bank's confirmation (3-D Secure): the invoice page where the owner confirms
+    # it ("Confirm payment"). In the local API body only when set.
+    payment_action_url: str | None = None
     # True when the token is an offline license (activation by file): no sync is needed until its end.
     offline_license: bool = False
     # `message` in every language, as (lang, text) pairs: the local API answers `?lang=` from these.
@@ -118,6 +123,7 @@ class LicenseStatus:
             "last_sync": iso(self.last_sync),
             "next_sync": iso(self.next_sync),
             "agent_version": self.agent_version,
+            **({"payment_action_url": self.payment_action_url} if self.payment_action_url else {}),
             "offline_license": self.offline_license,
         }
 
@@ -217,9 +223,16 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)
     if c.status == "past_due":
         pay_end = c.payment_grace_end if c.payment_grace_end is not None else c.iat + p.payment_grace_s
+        action_url = _action_url(c)
         if now >= pay_end:
-            return status("licensed_renewal_required", False, "payment_grace_ended", 0, valid_until)
+            ended = status("licensed_renewal_required", False, "payment_grace_ended", 0, valid_until)
+            return _replace(ended, payment_action_url=action_url)  # confirming still brings it back
         stop = min(pay_end, c.exp)
+        if action_url:
+            # The card is fine; the bank waits for the owner's confirmation (SCA), so say that instead.
+            needs = status("licensed_renewal_required", True, "payment_action_required", _days(stop - now),
+                           valid_until, stop, date=_date(stop, lang))
+            return _replace(needs, payment_action_url=action_url)
         return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
                       stop, date=_date(stop, lang))
 
@@ -241,3 +254,11 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
                              _dt(c.exp), **base)
     return status("licensed_active", True, "active", days_left, valid_until, c.exp,
                   date=_date(valid_until, lang))
+
+
+def _action_url(c: Claims) -> str | None:
+    """The token's `payment_action_url` when it is a web address (the UI opens it in the browser)."""
+    url = c.raw.get("payment_action_url")
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) <= 2048:
+        return url
+    return None

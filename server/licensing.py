@@ -97,6 +97,10 @@ def subscription_state(license_: License, subscription: Subscription | None, now
         state["status"] = "past_due"
         failed = subscription.first_failed_at or subscription.updated_at
         state["payment_grace_end"] = _ts(failed + PAYMENT_GRACE)
+        # A renewal waiting for the bank's confirmation (3-D Secure): the page where the owner confirms.
+        action_url = getattr(subscription, "payment_action_url", None)
+        if action_url:
+            state["payment_action_url"] = action_url
     else:
         state["status"] = "canceled"
     return state

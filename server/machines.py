@@ -43,6 +43,7 @@ _STATE_COLUMNS = (
         _S.c.cancel_at.label("s_cancel_at"),
         _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
         _S.c.first_failed_at.label("s_first_failed_at"),
+        _S.c.payment_action_url.label("s_payment_action_url"),
         _S.c.updated_at.label("s_updated_at"),
         _C.c.email.label("c_email"),
         _T.c.id.label("t_id"),
@@ -117,6 +118,7 @@ def _state_from_row(row: Any) -> MachineState:
                 cancel_at=row.s_cancel_at,
                 cancel_at_period_end=row.s_cancel_at_period_end,
                 first_failed_at=row.s_first_failed_at,
+                payment_action_url=row.s_payment_action_url,
                 updated_at=row.s_updated_at,
             )
     if row.t_id is not None:

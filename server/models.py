@@ -101,7 +101,11 @@ class Subscription(Base):
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
     first_failed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # When the provider state this row mirrors was fetched (Unix s): an older fetch is never applied.
     provider_updated: Mapped[int] = mapped_column(Integer, default=0)
+    # The unpaid renewal waits for the bank's confirmation (3-D Secure): the invoice page where the owner
+    # confirms it. None when nothing waits.
+    payment_action_url: Mapped[str | None] = mapped_column(Text)
 
 
 class License(Base):

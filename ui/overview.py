@@ -20,6 +20,7 @@ _LABELS = {
     Action.ACTIVATE: "ui.action.activate",
     Action.BILLING: "ui.action.billing",
     Action.MOVE: "ui.action.move",
+    Action.CONFIRM: "ui.action.confirm_payment",
 }
 _TAGS = {Action.SYNC: "sync", Action.TRIAL: "trial", Action.BILLING: "portal"}
 _DONE = {"sync": "ui.sync.done", "trial": "ui.trial.done"}
@@ -32,6 +33,7 @@ class OverviewPage(Page):
         super().__init__(host)
         self._state = None
         self._reason = None
+        self._confirm_url: str | None = None
         self.buttons: dict[Action, QPushButton] = {}
         for action in Action:
             b = button(f"action_{action.value}")
@@ -52,6 +54,7 @@ class OverviewPage(Page):
     def on_status(self, status) -> None:
         """Re-arrange the buttons for the new state."""
         self._state, self._reason = status.license_state, status.reason
+        self._confirm_url = getattr(status, "payment_action_url", None)
         self._arrange(self.visible_actions())
         self.retranslate()
 
@@ -97,6 +100,11 @@ class OverviewPage(Page):
             self.host.show_page("activate")
         elif action is Action.MOVE:
             self.host.show_page("move")
+        elif action is Action.CONFIRM:
+            if self._confirm_url:
+                self.host.open_url(self._confirm_url)  # the invoice page where the bank asks to approve
+            else:
+                self.host.worker.call("portal", "portal_url")
 
     def _started(self, tag: str) -> None:
         if tag in _TAGS.values():

@@ -64,6 +64,7 @@ class Action(enum.Enum):
     ACTIVATE = "activate"
     BILLING = "billing"
     MOVE = "move"
+    CONFIRM = "confirm"  # confirm a renewal payment with the bank (3-D Secure), in the browser
 
 
 _ACTIONS: dict[str, tuple[Action, ...]] = {
@@ -123,6 +124,9 @@ def actions_for(state: str, reason: str | None) -> tuple[Action, ...]:
     """The actions that make sense in ``state``, the most useful first."""
     if state == "license_error":
         return _ERROR_ACTIONS.get(reason or "", (Action.SYNC, Action.ACTIVATE))
+    if reason == "payment_action_required":
+        # The card is fine: the bank waits for the owner's approval. Sync picks up the confirmed payment.
+        return (Action.CONFIRM, Action.SYNC, Action.BILLING)
     return _ACTIONS.get(state, (Action.SYNC,))
 
 
@@ -161,7 +165,7 @@ def _detail(status) -> str:
         return t("ui.detail.license_error")
     if reason == "offline_license":
         return t("ui.detail.offline_license", date=format_date(status.grace_until))
-    if reason in ("cancel_scheduled", "provisional_trial", "payment_grace_ended"):
+    if reason in ("cancel_scheduled", "provisional_trial", "payment_grace_ended", "payment_action_required"):
         return t(f"ui.detail.{reason}", days=left)
     if state == "trial_active":
         return t("ui.detail.trial_active", date=format_date(status.valid_until))

@@ -58,6 +58,12 @@ _ENTRIES: dict[str, dict[str, str]] = {
         "el": "Αυτό το τερματικό μπορεί να δέχεται παραγγελίες. Συνδέστε το στο διαδίκτυο μέσα σε {days} "
         "για να επιβεβαιωθεί η δοκιμή.",
     },
+    "ui.detail.payment_action_required": {
+        "en": "Orders work for {days} more. The owner should confirm the payment with the bank "
+        "(Confirm payment); the card is fine.",
+        "el": "Οι παραγγελίες λειτουργούν για {days} ακόμη. Ο ιδιοκτήτης πρέπει να επιβεβαιώσει την πληρωμή "
+        "στην τράπεζα («Επιβεβαίωση πληρωμής»)· η κάρτα είναι εντάξει.",
+    },
     "ui.detail.payment_grace_ended": {
         "en": "Orders are stopped: the payment is overdue. The owner should update the card in "
         "Manage billing.",
@@ -115,6 +121,7 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.action.manage": {"en": "Manage subscription", "el": "Διαχείριση συνδρομής"},
     "ui.action.billing": {"en": "Manage billing", "el": "Διαχείριση χρέωσης"},
     "ui.action.fix_card": {"en": "Update payment card", "el": "Ενημέρωση κάρτας"},
+    "ui.action.confirm_payment": {"en": "Confirm payment", "el": "Επιβεβαίωση πληρωμής"},
     "ui.action.activate": {"en": "Activate this PC", "el": "Ενεργοποίηση υπολογιστή"},
     "ui.action.move": {"en": "Move license", "el": "Μεταφορά άδειας"},
     "ui.action.quit": {"en": "Quit", "el": "Έξοδος"},

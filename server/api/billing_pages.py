@@ -62,6 +62,7 @@ def subscription_block(action_url: str, subscription_id: str, sub: Mapping[str, 
     actions: list[tuple[str, str]] = []
     if status != "canceled":
         actions.append(("fail_renewal", "Fail next payment"))
+        actions.append(("require_action", "Next payment needs 3-D Secure"))
         if status in ("past_due", "unpaid"):
             actions.append(("pay_now", "Pay now (recover)"))
         if sub.get("cancel_at_period_end"):

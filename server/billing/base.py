@@ -34,6 +34,32 @@ class ProviderSubscription:
 
 
 @dataclass(frozen=True)
+class ProviderInvoice:
+    """An invoice as the provider has it now, reduced to what renewals need.
+
+    `needs_action` says its payment waits for the cardholder's confirmation (3-D Secure, SCA): the card is
+    fine, the bank wants the owner to approve it at `hosted_invoice_url`.
+    """
+
+    id: str
+    status: str
+    subscription_id: str | None = None
+    customer_id: str | None = None
+    hosted_invoice_url: str | None = None
+    needs_action: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderCustomer:
+    """A provider customer's contact details (None fields when the provider has none)."""
+
+    id: str
+    email: str | None
+    name: str | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
 class CheckoutRequest:
     """What the server asks the provider for when a restaurant clicks "Buy"."""
 
@@ -57,6 +83,17 @@ class CheckoutSession:
     customer_id: str | None = None
     subscription_id: str | None = None
     client_reference_id: str | None = None
+
+
+@dataclass(frozen=True)
+class QuantityPreview:
+    """What changing a subscription's quantity now would charge: the prorated amount, in minor units."""
+
+    quantity_now: int
+    quantity_new: int
+    amount_due: int
+    currency: str
+    period_end: int | None = None
 
 
 class BillingProvider(Protocol):
@@ -88,9 +125,45 @@ class BillingProvider(Protocol):
         """Return a one-time Customer Portal URL for `customer_id`."""
         ...
 
+    def fetch_customer(self, customer_id: str) -> ProviderCustomer:
+        """Return a customer's current email and name (for `customer.updated`)."""
+        ...
+
+    def fetch_invoice(self, invoice_id: str) -> ProviderInvoice:
+        """Return an invoice's current state, including whether its payment waits for 3-D Secure."""
+        ...
+
+    def invoice_of_payment(self, payment_intent_id: str) -> str | None:
+        """Return the invoice a PaymentIntent pays, if any (for `payment_intent.requires_action`)."""
+        ...
+
+    def customer_of_charge(self, charge_id: str) -> str | None:
+        """Return the provider customer id a charge belongs to (a dispute names only its charge)."""
+        ...
+
     def verify_webhook(self, raw_body: bytes, sig_header: str | None) -> dict[str, Any]:
         """Verify the signature over the raw body and return the event; raise `WebhookSignatureInvalid`."""
         ...
+
+    def preview_quantity(self, subscription_id: str, quantity: int) -> QuantityPreview:
+        """The prorated charge of changing the subscription to `quantity` terminals now (nothing changes)."""
+        ...
+
+    def update_quantity(
+        self, subscription_id: str, quantity: int, idempotency_key: str
+    ) -> ProviderSubscription:
+        """Change the subscription to `quantity` terminals now, prorated and invoiced at once."""
+        ...
+
+
+def invoice_subscription(obj: Mapping[str, Any]) -> str | None:
+    """The subscription an invoice belongs to, in old (`subscription`) and new (`parent`) shapes."""
+    found = _id(obj.get("subscription"))
+    if found:
+        return found
+    # API 2025-03-31 and later moved it under `parent`.
+    details = ((obj.get("parent") or {}).get("subscription_details")) or {}
+    return _id(details.get("subscription"))
 
 
 def subscription_id_of(event: Mapping[str, Any]) -> str | None:
@@ -102,12 +175,7 @@ def subscription_id_of(event: Mapping[str, Any]) -> str | None:
     if kind == "checkout.session":
         return _id(obj.get("subscription"))
     if kind == "invoice":
-        found = _id(obj.get("subscription"))
-        if found:
-            return found
-        # API 2025-03-31 and later moved it under `parent`.
-        details = ((obj.get("parent") or {}).get("subscription_details")) or {}
-        return _id(details.get("subscription"))
+        return invoice_subscription(obj)
     return None
 
 

@@ -20,14 +20,29 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from protocol.clock import Clock
-from server.billing.base import CheckoutRequest, CheckoutSession, ProviderSubscription
+from server.billing.base import (
+    CheckoutRequest,
+    CheckoutSession,
+    ProviderCustomer,
+    ProviderInvoice,
+    ProviderSubscription,
+    QuantityPreview,
+)
 from server.db import Database
 from server.errors import BillingError, NotFound, WebhookSignatureInvalid
 from server.models import SandboxObject
 
 PERIOD = timedelta(days=30)
+UNIT_AMOUNT = 2000  # EUR 20.00 per terminal per period, in cents
 CHECKOUT_ACTIONS = ("pay", "fail", "cancel")
-SUBSCRIPTION_ACTIONS = ("fail_renewal", "pay_now", "cancel_at_period_end", "resume", "cancel_now")
+SUBSCRIPTION_ACTIONS = (
+    "fail_renewal",
+    "require_action",
+    "pay_now",
+    "cancel_at_period_end",
+    "resume",
+    "cancel_now",
+)
 
 
 class SandboxBilling:
@@ -106,6 +121,37 @@ class SandboxBilling:
         except NotFound:
             return None
 
+    def fetch_customer(self, customer_id: str) -> ProviderCustomer:
+        """Return a sandbox customer's email and name."""
+        try:
+            data = self.get(customer_id, "customer")
+        except NotFound as exc:
+            raise BillingError(f"no sandbox customer {customer_id}") from exc
+        return ProviderCustomer(id=customer_id, email=data.get("email"), name=data.get("name"))
+
+    def fetch_invoice(self, invoice_id: str) -> ProviderInvoice:
+        """Return a sandbox invoice (written by the renewal actions)."""
+        try:
+            data = self.get(invoice_id, "invoice")
+        except NotFound as exc:
+            raise BillingError(f"no sandbox invoice {invoice_id}") from exc
+        return ProviderInvoice(
+            id=invoice_id,
+            status=data["status"],
+            subscription_id=data.get("subscription"),
+            customer_id=data.get("customer"),
+            hosted_invoice_url=data.get("hosted_invoice_url"),
+            needs_action=bool(data.get("needs_action")) and data["status"] == "open",
+        )
+
+    def invoice_of_payment(self, payment_intent_id: str) -> str | None:
+        """The sandbox has no PaymentIntents."""
+        return None
+
+    def customer_of_charge(self, charge_id: str) -> str | None:
+        """The sandbox has no charges."""
+        return None
+
     def create_portal_session(self, customer_id: str, return_url: str) -> str:
         """Create a sandbox portal session (unguessable id) and return its page URL."""
         self.get(customer_id, "customer")
@@ -117,6 +163,43 @@ class SandboxBilling:
     def verify_webhook(self, raw_body: bytes, sig_header: str | None) -> dict[str, Any]:
         """The sandbox sends no webhooks over HTTP, so every posted webhook is refused."""
         raise WebhookSignatureInvalid("sandbox billing accepts no webhooks")
+
+    def preview_quantity(self, subscription_id: str, quantity: int) -> QuantityPreview:
+        """The prorated charge for the rest of the period, as Stripe's upcoming-invoice preview gives it."""
+        sub = self._subscription_data(subscription_id)
+        return QuantityPreview(
+            quantity_now=int(sub["quantity"]),
+            quantity_new=quantity,
+            amount_due=self._prorated(sub, quantity),
+            currency="eur",
+            period_end=sub.get("current_period_end"),
+        )
+
+    def update_quantity(
+        self, subscription_id: str, quantity: int, idempotency_key: str
+    ) -> ProviderSubscription:
+        """Change the quantity now; the prorated invoice is "paid" at once (sandbox: no money moves)."""
+        with self.db.transaction() as session:
+            row = self._row(session, subscription_id, "subscription")
+            sub = dict(row.data)
+            if sub.get("quantity_key") != idempotency_key:
+                sub.update(quantity=quantity, quantity_key=idempotency_key)
+                self._save(row, sub)
+        return self.fetch_subscription(subscription_id)
+
+    def _subscription_data(self, subscription_id: str) -> dict[str, Any]:
+        try:
+            return self.get(subscription_id, "subscription")
+        except NotFound as exc:
+            raise BillingError(f"no sandbox subscription {subscription_id}") from exc
+
+    def _prorated(self, sub: dict[str, Any], quantity: int) -> int:
+        start, end = int(sub.get("current_period_start") or 0), int(sub.get("current_period_end") or 0)
+        now = int(self.clock.now().timestamp())
+        if end <= start or now >= end:
+            return 0
+        left = (end - max(now, start)) / (end - start)
+        return max(0, round(UNIT_AMOUNT * (quantity - int(sub["quantity"])) * left))
 
     # -- sandbox state -----------------------------------------------------------------------------
 
@@ -202,16 +285,28 @@ class SandboxBilling:
         sub = dict(row.data)
         if sub["status"] == "canceled":
             return []
-        if action == "fail_renewal":
-            # The renewal moves the period on and its invoice fails, as on Stripe.
+        if action in ("fail_renewal", "require_action"):
+            # The renewal moves the period on and its invoice fails, or waits for the bank's 3-D Secure
+            # confirmation, as on Stripe (which sends `invoice.payment_action_required` for the latter).
             if sub["status"] != "past_due":
                 sub["current_period_start"] = sub["current_period_end"]
                 sub["current_period_end"] += int(PERIOD.total_seconds())
             sub["status"] = "past_due"
-            event_type, obj = "invoice.payment_failed", _invoice(subscription_id, sub, "open")
+            obj = _invoice(subscription_id, sub, "open")
+            if action == "require_action":
+                portal_id = _new_id("bps")
+                self._put(session, portal_id, "portal", {"customer": sub["customer"], "return_url": ""})
+                obj.update(
+                    needs_action=True, hosted_invoice_url=f"{self.public_url}/sandbox/portal/{portal_id}"
+                )
+                event_type = "invoice.payment_action_required"
+            else:
+                event_type = "invoice.payment_failed"
+            self._put(session, obj["id"], "invoice", obj)
         elif action == "pay_now":
             sub["status"] = "active"
             event_type, obj = "invoice.paid", _invoice(subscription_id, sub, "paid")
+            self._settle_invoices(session, subscription_id)
         elif action == "cancel_at_period_end":
             sub.update(cancel_at_period_end=True, cancel_at=sub["current_period_end"])
             event_type, obj = "customer.subscription.updated", _subscription(subscription_id, sub)
@@ -223,6 +318,14 @@ class SandboxBilling:
             event_type, obj = "customer.subscription.deleted", _subscription(subscription_id, sub)
         self._save(row, sub)
         return [_event(event_type, obj, now)]
+
+    def _settle_invoices(self, session: Session, subscription_id: str) -> None:
+        """Mark the subscription's open sandbox invoices paid (the owner paid or confirmed)."""
+        for row in session.scalars(
+            select(SandboxObject).where(SandboxObject.kind == "invoice").with_for_update()
+        ):
+            if row.data.get("subscription") == subscription_id and row.data.get("status") == "open":
+                self._save(row, {**row.data, "status": "paid"})
 
     def _row(self, session: Session, object_id: str, kind: str) -> SandboxObject:
         row = session.get(SandboxObject, object_id, with_for_update=True)
@@ -273,7 +376,7 @@ def _invoice(subscription_id: str, sub: dict[str, Any], status: str) -> dict[str
         "customer": sub["customer"],
         "subscription": subscription_id,
         "status": status,
-        "amount_due": 2000 * int(sub["quantity"]),
+        "amount_due": UNIT_AMOUNT * int(sub["quantity"]),
         "currency": "eur",
     }
 

@@ -1,15 +1,24 @@
 """Mirror one provider subscription into our tables, and announce each state change once.
 
-`sync_subscription` is step 3-5 of webhook handling (see `server.webhooks`): lock our row, re-fetch the
-provider's current state, apply it, make sure the license exists, and queue the emails the transition
-calls for. Email idempotency keys name the transition (`payment-failed:<sub>:<first failure>`), so the
-many events that may report one change announce it once.
+`fetch_subscription_state` is the provider half (no database): the subscription's current state and,
+for an invoice event, the invoice's (does its payment wait for 3-D Secure?). `sync_subscription` is the
+database half, run in a short write transaction: lock our row, apply the fetched state, make sure the
+license exists, and queue the emails the transition calls for. A fetch older than the one our row
+already mirrors (`provider_updated`: when that fetch started) is not applied over it, so two deliveries
+racing for one subscription cannot put an old state back. Email idempotency keys name the transition
+(`payment-failed:<sub>:<first failure>`), so the many events that may report one change announce it once.
+
+A renewal whose payment waits for the bank's confirmation (SCA) is "payment needs confirming", not
+"payment failed": the row keeps the invoice's `hosted_invoice_url` in `payment_action_url`, the token
+carries it, and the owner gets `payment_action_required` with that link instead of "update your card".
+The 7-day payment grace runs the same way; the first sync after the payment clears it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +27,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from protocol.clock import Clock
-from server.billing.base import FAILED_PAYMENT_STATUSES, LIVE_STATUSES, BillingProvider, ProviderSubscription
+from server import seats
+from server.billing.base import (
+    FAILED_PAYMENT_STATUSES,
+    LIVE_STATUSES,
+    BillingProvider,
+    ProviderInvoice,
+    ProviderSubscription,
+)
 from server.errors import BillingError
 from server.licensing import PAYMENT_GRACE, ensure_license_for_subscription, record_audit
 from server.models import Customer, Subscription
@@ -43,6 +59,47 @@ class WebhookContext:
         return f"{self.public_url}{MANAGE_PATH}"
 
 
+@dataclass(frozen=True)
+class FetchedState:
+    """What the provider says now about one subscription, fetched before any database transaction.
+
+    `fetched_at` is when the fetch started (server clock); `invoice` is set when the event was about an
+    invoice (its 3-D Secure state); `customer_email` when the provider customer may be new to us.
+    """
+
+    subscription: ProviderSubscription
+    fetched_at: datetime
+    invoice: ProviderInvoice | None = None
+    customer_email: str | None = None
+
+
+def fetch_subscription_state(
+    provider: BillingProvider,
+    subscription_id: str,
+    now: datetime,
+    *,
+    invoice_id: str | None = None,
+    knows_customer: Callable[[ProviderSubscription], bool] | None = None,
+) -> FetchedState:
+    """Ask the provider for a subscription's current state (and its invoice's); no database involved.
+
+    `knows_customer` says whether we can name the subscription's customer without its e-mail; when it
+    says no, the e-mail is fetched here too (adopting a subscription made in the Dashboard).
+    """
+    current = provider.fetch_subscription(subscription_id)
+    invoice = None
+    if invoice_id and current.status not in LIVE_STATUSES - FAILED_PAYMENT_STATUSES:
+        # Only an unpaid renewal can wait for confirmation; a paid one clears the state anyway.
+        invoice = provider.fetch_invoice(invoice_id)
+    email = None
+    if knows_customer is not None and not knows_customer(current):
+        try:
+            email = provider.fetch_customer_email(current.customer_id)
+        except BillingError:
+            email = None  # asked again inside the transaction, where a failure is reported
+    return FetchedState(current, now, invoice, email)
+
+
 def sync_subscription(
     session: Session,
     provider: BillingProvider,
@@ -52,35 +109,41 @@ def sync_subscription(
     *,
     event: Mapping[str, Any] | None = None,
     customer_hint: str | None = None,
+    fetched: FetchedState | None = None,
 ) -> tuple[Subscription, ProviderSubscription]:
-    """Bring our mirror of one subscription to the provider's current state; announce transitions.
+    """Bring our mirror of one subscription to the provider's state in `fetched`; announce transitions.
 
+    Without `fetched` the provider is asked here, inside the caller's transaction: fine for a rare
+    operator path, but webhooks fetch first (`fetch_subscription_state`) and then write briefly.
     Returns our row and the provider state it now mirrors.
     """
-    # Lock our row first, then fetch: two concurrent events for one subscription are serialised, and
-    # the one that commits last also fetched last.
+    if fetched is None:
+        fetched = fetch_subscription_state(provider, subscription_id, now)
+    current = fetched.subscription
     row = session.scalars(
         select(Subscription)
         .where(Subscription.provider_subscription_id == subscription_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
-    current = provider.fetch_subscription(subscription_id)
     before: _Snapshot | None = None
     if row is None:
-        row = _insert_subscription(session, provider, current, customer_hint, now)
+        row = _insert_subscription(session, provider, fetched, customer_hint, now)
         if row.status != "":
-            # Another transaction created it first (PostgreSQL); we now hold its lock, so fetch again
-            # (theirs may have fetched after us) and treat this as an update.
-            before = _Snapshot.of(row)
-            current = provider.fetch_subscription(subscription_id)
+            before = _Snapshot.of(row)  # another transaction created it first; we now hold its lock
     else:
         before = _Snapshot.of(row)
-    _apply(row, current, event, now)
+    stamp = int(fetched.fetched_at.timestamp())
+    if row.status == "" or stamp >= (row.provider_updated or 0):
+        _apply(row, current, fetched.invoice, event, now, stamp)
+    else:
+        # A later fetch is already applied: ours is older and must not put an old state back.
+        current = _mirrored(row, current)
     session.flush()
     customer = session.get(Customer, row.customer_id)
     assert customer is not None
     license_ = ensure_license_for_subscription(session, row, now)
+    seats.reconcile(session, license_, now)  # a lowered quantity takes seats away, a raised one gives back
     after = _Snapshot.of(row)
     if before != after:
         record_audit(
@@ -99,10 +162,15 @@ def sync_subscription(
     return row, current
 
 
+def _mirrored(row: Subscription, fetched: ProviderSubscription) -> ProviderSubscription:
+    """The provider state our row mirrors (what callers compare against), when we skip a stale fetch."""
+    return replace(fetched, status=row.status, quantity=row.quantity)
+
+
 def _insert_subscription(
     session: Session,
     provider: BillingProvider,
-    current: ProviderSubscription,
+    fetched: FetchedState,
     customer_hint: str | None,
     now: datetime,
 ) -> Subscription:
@@ -110,7 +178,8 @@ def _insert_subscription(
 
     Our new row starts with an empty status, so the caller can tell "created here" from "found".
     """
-    customer = _resolve_customer(session, provider, current, customer_hint, now)
+    current = fetched.subscription
+    customer = _resolve_customer(session, provider, fetched, customer_hint, now)
     row = Subscription(
         customer_id=customer.id,
         provider=provider.name,
@@ -138,10 +207,11 @@ def _insert_subscription(
 def _resolve_customer(
     session: Session,
     provider: BillingProvider,
-    current: ProviderSubscription,
+    fetched: FetchedState,
     customer_hint: str | None,
     now: datetime,
 ) -> Customer:
+    current = fetched.subscription
     candidates = [customer_hint, current.metadata.get("pospal_customer_id")]
     for customer_id in candidates:
         if customer_id:
@@ -155,8 +225,9 @@ def _resolve_customer(
     ).first()
     if found is not None:
         return found
-    # A subscription made outside our checkout (Dashboard, API): adopt the customer by email.
-    email = provider.fetch_customer_email(current.customer_id)
+    # A subscription made outside our checkout (Dashboard, API): adopt the customer by email, in any
+    # letter case (the Dashboard keeps what was typed, `Info@cafe.gr`; we store it lower-cased).
+    email = fetched.customer_email or provider.fetch_customer_email(current.customer_id)
     if not email:
         raise BillingError(f"subscription {current.id} has a customer without email")
     email = email.strip().lower()
@@ -180,7 +251,12 @@ def _dt(ts: int | None) -> datetime | None:
 
 
 def _apply(
-    row: Subscription, current: ProviderSubscription, event: Mapping[str, Any] | None, now: datetime
+    row: Subscription,
+    current: ProviderSubscription,
+    invoice: ProviderInvoice | None,
+    event: Mapping[str, Any] | None,
+    now: datetime,
+    stamp: int,
 ) -> None:
     row.status = current.status
     row.quantity = max(1, current.quantity)
@@ -198,9 +274,18 @@ def _apply(
             row.first_failed_at = failed_at
     else:
         row.first_failed_at = None
+    if current.status not in FAILED_PAYMENT_STATUSES and current.status != "incomplete":
+        row.payment_action_url = None  # paid (or ended): nothing waits for confirmation any more
+    elif invoice is not None and invoice.subscription_id in (None, current.id):
+        # The invoice's own state decides, whichever of payment_failed / payment_action_required came
+        # first: "confirm the payment" when the bank waits for the owner, "update your card" otherwise.
+        row.payment_action_url = (invoice.hosted_invoice_url or None) if invoice.needs_action else None
     row.updated_at = now
-    created = int(event.get("created") or 0) if event else 0
-    row.provider_updated = max(row.provider_updated or 0, created)
+    row.provider_updated = max(row.provider_updated or 0, stamp)
+
+
+def _short(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -211,6 +296,7 @@ class _Snapshot:
     cancel_at: datetime | None
     first_failed_at: datetime | None
     current_period_end: datetime | None
+    payment_action_url: str | None
 
     @classmethod
     def of(cls, row: Subscription) -> _Snapshot:
@@ -221,6 +307,7 @@ class _Snapshot:
             row.cancel_at,
             row.first_failed_at,
             row.current_period_end,
+            row.payment_action_url,
         )
 
 
@@ -245,7 +332,18 @@ def _announce(
             f"welcome:{row.id}",
             {"name": customer.name or customer.email, "seats": row.quantity, "manage_url": ctx.manage_url},
         )
-    if after.first_failed_at is not None and (before is None or before.first_failed_at is None):
+    newly_failed = before is None or before.first_failed_at is None
+    if after.first_failed_at is not None and after.payment_action_url is not None:
+        if newly_failed or before is None or before.payment_action_url != after.payment_action_url:
+            send(
+                "payment_action_required",
+                f"payment-action:{row.id}:{_short(after.payment_action_url)}",
+                {"confirm_url": after.payment_action_url, "grace_days": PAYMENT_GRACE.days},
+            )
+    elif after.first_failed_at is not None and (
+        newly_failed or (before is not None and before.payment_action_url is not None)
+    ):
+        # A card that really failed (or a confirmation that failed): the owner updates the card.
         send(
             "payment_failed",
             f"payment-failed:{row.id}:{int(after.first_failed_at.timestamp())}",

@@ -11,6 +11,7 @@ Templates and the context keys each needs:
     welcome               name, seats, manage_url
     activation_code       code, minutes
     payment_failed        portal_url, grace_days
+    payment_action_required confirm_url, grace_days (3-D Secure: the bank waits for the owner)
     payment_recovered     (none)
     subscription_ending   ends_on, portal_url
     subscription_cancelled (none)
@@ -96,6 +97,23 @@ CATALOGUE: dict[str, dict[str, tuple[str, str]]] = {
             "να δέχεται παραγγελίες μέχρι να εξοφληθεί." + _SIGN_EL,
         ),
     },
+    "payment_action_required": {
+        "en": (
+            "POSPal: please confirm your payment with your bank",
+            "Your bank asks you to confirm the payment for your POSPal subscription (3-D Secure). Your "
+            "card is fine: the payment only needs your approval.\n\nConfirm it here:\n{confirm_url}\n\n"
+            "Your terminals keep working for {grace_days} days meanwhile. If the payment is not confirmed "
+            "by then, POSPal will stop taking orders until it is." + _SIGN_EN,
+        ),
+        "el": (
+            "POSPal: επιβεβαιώστε την πληρωμή σας στην τράπεζά σας",
+            "Η τράπεζά σας ζητά να επιβεβαιώσετε την πληρωμή της συνδρομής σας στο POSPal (3-D Secure). Η "
+            "κάρτα σας είναι εντάξει: η πληρωμή χρειάζεται μόνο την έγκρισή σας.\n\nΕπιβεβαιώστε την "
+            "εδώ:\n{confirm_url}\n\nΤα τερματικά σας συνεχίζουν να λειτουργούν για {grace_days} ημέρες. "
+            "Αν η πληρωμή δεν επιβεβαιωθεί ως τότε, το POSPal θα σταματήσει να δέχεται παραγγελίες μέχρι "
+            "να επιβεβαιωθεί." + _SIGN_EL,
+        ),
+    },
     "payment_recovered": {
         "en": (
             "POSPal: payment received, thank you",
@@ -170,6 +188,23 @@ CATALOGUE: dict[str, dict[str, tuple[str, str]]] = {
             "POSPal: αφαιρέθηκε τερματικό από την άδειά σας",
             "Το τερματικό «{terminal_name}» αφαιρέθηκε από την άδειά σας POSPal στις {when} και δεν "
             "δέχεται πλέον παραγγελίες.\n\nΑν δεν το κάνατε εσείς, επικοινωνήστε μαζί μας." + _SIGN_EL,
+        ),
+    },
+    "seats_exceeded": {
+        "en": (
+            "POSPal: some terminals are over your subscription's seats",
+            "Your POSPal subscription now has {seats} terminal seat(s), fewer than the terminals in use. "
+            "These terminals no longer take orders: {terminals}.\n\nThe terminals seen least recently "
+            "stopped first. To choose which terminals stay, open the POSPal License Agent on one of them "
+            "(\"Terminals\"); to use them all again, raise the quantity in \"Manage billing\"." + _SIGN_EN,
+        ),
+        "el": (
+            "POSPal: κάποια τερματικά ξεπερνούν τις θέσεις της συνδρομής σας",
+            "Η συνδρομή σας POSPal έχει πλέον {seats} θέση(-εις) τερματικών, λιγότερες από τα τερματικά που "
+            "χρησιμοποιείτε. Αυτά τα τερματικά δεν δέχονται πλέον παραγγελίες: {terminals}.\n\n"
+            "Σταμάτησαν πρώτα όσα εμφανίστηκαν λιγότερο πρόσφατα. Για να διαλέξετε ποια μένουν, ανοίξτε "
+            "το POSPal License Agent σε ένα από αυτά («Τερματικά»)· για να λειτουργήσουν ξανά όλα, "
+            "αυξήστε την ποσότητα στη «Διαχείριση χρέωσης»." + _SIGN_EL,
         ),
     },
     "admin_flag": {

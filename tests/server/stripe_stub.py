@@ -36,6 +36,9 @@ class StripeStub:
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_next: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +53,38 @@ class StripeStub:
                 self.fail_next -= 1
                 return 500, {"error": {"type": "api_error", "message": "stub failure"}}
             parts = [p for p in path.split("/") if p]
+            if method == "GET" and path == "/v1/customers/search":
+                # Stripe's search matches e-mail without regard to letter case.
+                wanted = params.get("query", "").partition("'")[2].rstrip("'").lower()
+                found = [c for c in self.customers.values() if (c.get("email") or "").lower() == wanted]
+                return 200, {"object": "search_result", "data": found, "has_more": False, "url": path}
+            if method == "POST" and path.startswith("/v1/customers/") and len(parts) == 3:
+                if parts[2] not in self.customers:
+                    return self._get(self.customers, parts[2])
+                self.customers[parts[2]].update(
+                    {k: v for k, v in params.items() if not k.startswith(("preferred_locales", "metadata"))}
+                )
+                locales = [v for k, v in sorted(params.items()) if k.startswith("preferred_locales")]
+                if locales:
+                    self.customers[parts[2]]["preferred_locales"] = locales
+                return 200, self.customers[parts[2]]
+            if method == "GET" and parts[:2] == ["v1", "invoices"] and len(parts) == 3:
+                return self._get(self.invoices, parts[2])
+            if method == "GET" and parts[:2] == ["v1", "payment_intents"] and len(parts) == 3:
+                return self._get(self.payment_intents, parts[2])
+            if method == "GET" and parts[:2] == ["v1", "charges"] and len(parts) == 3:
+                return self._get(self.charges, parts[2])
+            if method == "GET" and path == "/v1/invoice_payments":
+                pi = params.get("payment[payment_intent]")
+                found = [
+                    {"object": "invoice_payment", "id": "inpay_" + inv_id, "invoice": inv_id}
+                    for inv_id, inv in self.invoices.items()
+                    if any(
+                        ((p.get("payment") or {}).get("payment_intent") or {}).get("id") == pi
+                        for p in ((inv.get("payments") or {}).get("data") or [])
+                    )
+                ]
+                return 200, {"object": "list", "data": found[:1], "has_more": False, "url": path}
             if method == "GET" and path == "/v1/customers":
                 email = params.get("email")
                 found = [c for c in self.customers.values() if email is None or c["email"] == email]

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from server.billing.base import FAILED_PAYMENT_STATUSES, ProviderSubscription
+from server.billing.base import ProviderInvoice, FAILED_PAYMENT_STATUSES, ProviderSubscription
 from server.models import Customer, Outbox, StripeEvent, Subscription
 from server.webhooks import WebhookContext, process_event
 
@@ -105,6 +105,10 @@ class ModelProvider:
 
     def fetch_customer_email(self, customer_id: str) -> str | None:
         return self.emails.get(customer_id)
+
+    def fetch_invoice(self, invoice_id: str) -> ProviderInvoice:
+        # The models' renewals fail outright (no 3-D Secure): the invoice is open, nothing to confirm.
+        return ProviderInvoice(id=invoice_id, status="open")
 
 
 def _ts(value: datetime | None) -> int | None:
