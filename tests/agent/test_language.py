@@ -155,3 +155,47 @@ def test_an_offline_license_status_is_not_offline_grace_after_48_hours():
     online = compute_status(Row("x", T + 3 * DAY, "", True, "", None).build())
     assert online.reason == "offline_grace" and online.offline_license is False
     assert make_claims().policy.offline is False
+
+
+def _http(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Host": f"127.0.0.1:{port}", **(headers or {})}
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=hdrs)
+        answer = conn.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        conn.close()
+
+
+def test_the_local_api_answers_a_pos_in_its_own_language_without_changing_the_agents(tmp_path, monkeypatch):
+    from agent.api import LocalApi
+    from agent.control import InProcessControl
+
+    _no_env_language(monkeypatch, "en_US.UTF-8")
+    svc = Rig(tmp_path).service()
+    api = LocalApi(InProcessControl(svc), api_token="t" * 32, port=0).start()
+    auth = {"Authorization": "Bearer " + "t" * 32}
+    try:
+        _, english = _http(api.port, "GET", "/v1/license")
+        _, greek = _http(api.port, "GET", "/v1/license?lang=el")
+        _, by_header = _http(api.port, "GET", "/v1/license", headers={"Accept-Language": "el-GR,el;q=0.9"})
+        assert not GREEK.search(english["message"])
+        assert GREEK.search(greek["message"]) and by_header["message"] == greek["message"]
+        assert greek["message"] == messages.text("status.not_activated", "el") + " " + \
+            messages.text("fix.not_activated", "el")
+        assert _http(api.port, "GET", "/v1/language", headers=auth) == (200, {"language": "en"})
+
+        status, answer = _http(api.port, "POST", "/v1/language", {"language": "el"}, headers=auth)
+        assert status == 200 and answer["language"] == "el"
+        _, now_greek = _http(api.port, "GET", "/v1/license")
+        assert now_greek["message"] == greek["message"]
+        assert _http(api.port, "POST", "/v1/language", {"language": "fr"}, headers=auth)[0] == 422
+    finally:
+        api.stop()
