@@ -47,7 +47,9 @@ class CacheLoad:
     @property
     def resync_needed(self) -> bool:
         """True when something was damaged or could not be proven, so a sync should refresh it."""
-        return self.status in (store.LoadStatus.RECOVERED, store.LoadStatus.RESYNC_NEEDED) or bool(self.dropped)
+        return self.status in (store.LoadStatus.RECOVERED, store.LoadStatus.RESYNC_NEEDED) or bool(
+            self.dropped
+        )
 
 
 class SealedCache:
@@ -84,8 +86,10 @@ class SealedCache:
         body, sealed = unseal_state(loaded.data, seal)
         data, dropped = statefields.clean(body, sealed)
         if loaded.data and not sealed:
-            log.warning("state.json is not sealed by this machine (edited, or copied from elsewhere): "
-                        "its license data is ignored until the next sync")
+            log.warning(
+                "state.json is not sealed by this machine (edited, or copied from elsewhere): "
+                "its license data is ignored until the next sync"
+            )
         if dropped:
             log.warning("state fields dropped: %s", ", ".join(dropped))
         marks = marks_mod.read_marks(self.mark_store, seal)
@@ -94,6 +98,11 @@ class SealedCache:
         data["token_iat"] = marks_mod.later(data.get("token_iat"), marks.token_iat)
         if marks.rolled_back:
             data["clock_rolled_back"] = True
+        if data.get("provisional_trial_started") is not None:
+            # The one provisional trial started when the marks say, however the state came to say later.
+            recorded = marks.provisional_trial if marks.provisional_trial is not None else \
+                (0 if marks.provisional_seen else None)
+            data["provisional_trial_started"] = marks_mod.earlier(data["provisional_trial_started"], recorded)
         for name in ("high_water", "token_iat"):
             if data[name] is None:
                 del data[name]
@@ -107,12 +116,18 @@ class SealedCache:
         self.state_store.save(seal_state(data, seal))
         if seal is None:
             return
-        provisional = marks_mod.earlier(self.marks.provisional_trial, _int(data.get("provisional_trial_started")))
+        provisional = marks_mod.earlier(
+            self.marks.provisional_trial, _int(data.get("provisional_trial_started"))
+        )
         if provisional is None and self.marks.provisional_seen:
             provisional = 0  # recorded but unreadable: used, long ago
-        new = Marks(high_water=_int(data.get("high_water")), token_iat=_int(data.get("token_iat")),
-                    provisional_trial=provisional, rolled_back=data.get("clock_rolled_back") is True,
-                    provisional_seen=self.marks.provisional_seen or provisional is not None)
+        new = Marks(
+            high_water=_int(data.get("high_water")),
+            token_iat=_int(data.get("token_iat")),
+            provisional_trial=provisional,
+            rolled_back=data.get("clock_rolled_back") is True,
+            provisional_seen=self.marks.provisional_seen or provisional is not None,
+        )
         doc = new.document(seal)
         if doc == self._marks_doc:
             return

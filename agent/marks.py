@@ -69,14 +69,21 @@ class Marks:
             token_iat=later(self.token_iat, other.token_iat),
             provisional_trial=earlier(self.provisional_trial, other.provisional_trial),
             rolled_back=self.rolled_back or other.rolled_back,
-            provisional_seen=self.provisional_seen or other.provisional_seen
-            or (self.provisional_trial is not None) or (other.provisional_trial is not None),
+            provisional_seen=self.provisional_seen
+            or other.provisional_seen
+            or (self.provisional_trial is not None)
+            or (other.provisional_trial is not None),
         )
 
     def document(self, seal: Seal) -> str:
         """The sealed JSON document of these marks."""
-        body = {"format": MARKS_FORMAT, "high_water": self.high_water, "token_iat": self.token_iat,
-                "provisional_trial": self.provisional_trial, "rolled_back": self.rolled_back}
+        body = {
+            "format": MARKS_FORMAT,
+            "high_water": self.high_water,
+            "token_iat": self.token_iat,
+            "provisional_trial": self.provisional_trial,
+            "rolled_back": self.rolled_back,
+        }
         return json.dumps({**body, "mac": seal.sign(body)}, sort_keys=True, separators=(",", ":"))
 
 
@@ -107,9 +114,13 @@ def parse(text: str, seal: Seal | None) -> Marks:
     seen = doc.get("provisional_trial") is not None
     if seal is None or doc.get("format") != MARKS_FORMAT or not seal.verify(body, doc.get("mac")):
         return Marks(provisional_seen=seen)
-    return Marks(high_water=_time(doc.get("high_water")), token_iat=_time(doc.get("token_iat")),
-                 provisional_trial=_time(doc.get("provisional_trial")),
-                 rolled_back=doc.get("rolled_back") is True, provisional_seen=seen)
+    return Marks(
+        high_water=_time(doc.get("high_water")),
+        token_iat=_time(doc.get("token_iat")),
+        provisional_trial=_time(doc.get("provisional_trial")),
+        rolled_back=doc.get("rolled_back") is True,
+        provisional_seen=seen,
+    )
 
 
 def read_marks(store: MarkStore, seal: Seal | None) -> Marks:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agent import store
 from agent.errors import KeyStoreError, StoreError
+from agent.seal import SEAL_FIELD, Seal, seal_key, seal_state
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def from_user_dir(user_dir: Path, machine_dir: Path, *, keyring_backend: object 
         moved.append("machine key")
     loaded = store.StateStore(user_dir).load()
     if loaded.data:
-        store.StateStore(machine_dir).save(loaded.data)
+        store.StateStore(machine_dir).save(_sealed(loaded.data, new_keys))
         try:
             old_state.replace(old_state.with_name(store.STATE_FILE + MOVED_SUFFIX))
         except OSError as exc:
@@ -62,6 +63,18 @@ def from_user_dir(user_dir: Path, machine_dir: Path, *, keyring_backend: object 
         moved.append("license state")
     return moved
 
+
+
+def _sealed(data: dict, keys: store.MachineKeyStore) -> dict:
+    """1.0 wrote no seal: seal the moved state with the machine key it moves with (`agent.seal`), so the
+    license survives the upgrade offline. A state that has a seal keeps it (it proves itself or not)."""
+    if SEAL_FIELD in data:
+        return data
+    try:
+        key = keys.load()
+    except KeyStoreError:
+        return data
+    return seal_state(data, Seal(seal_key(key))) if key is not None else data
 
 
 IDENTITY_KEYS = ("machine_id", "token", "provisional_trial_started")

@@ -58,7 +58,8 @@ class Seal:
             expected = self.sign(data)
         except (TypeError, ValueError):  # not JSON-serialisable, or too deep: not what we wrote
             return False
-        return hmac.compare_digest(expected, mac)
+        # Bytes: compare_digest refuses str with non-ASCII characters (an edited file may hold any).
+        return hmac.compare_digest(expected.encode("ascii"), mac.encode("utf-8", "replace"))
 
 
 def seal_state(data: Mapping[str, Any], seal: Seal | None) -> dict[str, Any]:

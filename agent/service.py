@@ -538,8 +538,9 @@ class AgentService:
             self._claims = claims
             self._token_problem = None
             self.trusted_clock.anchor(datetime.fromtimestamp(claims.srv, UTC))
+            newest = max(claims.iat, self._data.get("token_iat") or 0)
             self._data.update(token=token, machine_id=answer.get("machine_id") or claims.mid,
-                              last_sync=claims.srv, token_iat=max(claims.iat, self._data.get("token_iat") or 0))
+                              last_sync=claims.srv, token_iat=newest)
             self._data.pop("provisional_trial_started", None)
             if claims.terminal and not self._data.get("terminal_name"):
                 self._data["terminal_name"] = claims.terminal

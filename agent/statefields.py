@@ -25,8 +25,17 @@ _MACHINE_ID = re.compile(r"[A-Za-z0-9_]{1,64}")
 _HEX = re.compile(r"[0-9a-f]{1,128}")
 
 # Fields that license something: believed only from a sealed state.
-PRIVILEGED = frozenset({"token", "last_sync", "provisional_trial_started", "high_water", "clock_rolled_back",
-                        "token_iat", "offline_license"})
+PRIVILEGED = frozenset(
+    {
+        "token",
+        "last_sync",
+        "provisional_trial_started",
+        "high_water",
+        "clock_rolled_back",
+        "token_iat",
+        "offline_license",
+    }
+)
 
 
 def _time(v: Any) -> bool:
@@ -42,8 +51,11 @@ def _machine_id(v: Any) -> bool:
 
 
 def _hashes(v: Any) -> bool:
-    return (isinstance(v, dict) and len(v) <= MAX_LIST
-            and all(_text(64)(k) and isinstance(h, str) and _HEX.fullmatch(h) for k, h in v.items()))
+    return (
+        isinstance(v, dict)
+        and len(v) <= MAX_LIST
+        and all(_text(64)(k) and isinstance(h, str) and _HEX.fullmatch(h) for k, h in v.items())
+    )
 
 
 def _updates(v: Any) -> bool:

@@ -43,32 +43,56 @@ class Attacker:
     def answer(self, path: str, nonce: str) -> dict:
         now = int(time.time())
         claims = {
-            "iss": "pospal", "aud": "pospal-agent", "sub": "lic_evil", "kind": "license", "mid": "m_evil",
-            "fp": {}, "status": "active", "plan": "pospal-monthly", "features": ["pos"], "seats": 50,
-            "email": "me@evil.example", "terminal": None, "period_end": now + 10 * YEAR, "iat": now,
-            "nbf": now, "exp": now + 10 * YEAR, "srv": now, "policy": Policy().to_claim(), "rn": nonce,
+            "iss": "pospal",
+            "aud": "pospal-agent",
+            "sub": "lic_evil",
+            "kind": "license",
+            "mid": "m_evil",
+            "fp": {},
+            "status": "active",
+            "plan": "pospal-monthly",
+            "features": ["pos"],
+            "seats": 50,
+            "email": "me@evil.example",
+            "terminal": None,
+            "period_end": now + 10 * YEAR,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 10 * YEAR,
+            "srv": now,
+            "policy": Policy().to_claim(),
+            "rn": nonce,
         }
         return {"token": encode_token(self.key, self.kid, claims), "machine_id": "m_evil"}
 
 
 def _env(tmp: Path, server_url: str, jwks: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
-    env.update(POSPAL_DATA_DIR=str(tmp / "data"), POSPAL_AGENT_PORT=str(free_port()),
-               POSPAL_SERVER_URL=server_url, POSPAL_TRUSTED_KEYS=str(jwks), PYTHONPATH=str(REPO))
+    env.update(
+        POSPAL_DATA_DIR=str(tmp / "data"),
+        POSPAL_AGENT_PORT=str(free_port()),
+        POSPAL_SERVER_URL=server_url,
+        POSPAL_TRUSTED_KEYS=str(jwks),
+        PYTHONPATH=str(REPO),
+    )
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     return env
 
 
 def _status(cmd: list[str], env: dict[str, str]) -> dict:
-    out = subprocess.run([*cmd, "status", "--json"], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [*cmd, "status", "--json"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     return json.loads(out.stdout)
 
 
 # An agent process made a release build the way the bundle is one: `sys.frozen` set before anything runs.
-RELEASE_AGENT = [sys.executable, "-c",
-                 "import sys; sys.frozen = True; from agent.cli import main; sys.exit(main(sys.argv[1:]))"]
+RELEASE_AGENT = [
+    sys.executable,
+    "-c",
+    "import sys; sys.frozen = True; from agent.cli import main; sys.exit(main(sys.argv[1:]))",
+]
 DEV_AGENT = [sys.executable, "-m", "agent.cli"]
 
 
@@ -93,7 +117,9 @@ def test_a_generated_build_module_can_only_switch_release_on(monkeypatch):
 
 def test_env_trusted_keys_ignored_in_release_build_settings_and_anchors(tmp_path, monkeypatch):
     attacker = Attacker(tmp_path)
-    assert AgentSettings.from_env({"POSPAL_TRUSTED_KEYS": str(attacker.jwks)}).trusted_keys_path == attacker.jwks
+    assert (
+        AgentSettings.from_env({"POSPAL_TRUSTED_KEYS": str(attacker.jwks)}).trusted_keys_path == attacker.jwks
+    )
     assert attacker.kid in load_trusted_keys(attacker.jwks).kids()
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     assert AgentSettings.from_env({"POSPAL_TRUSTED_KEYS": str(attacker.jwks)}).trusted_keys_path is None
@@ -102,15 +128,17 @@ def test_env_trusted_keys_ignored_in_release_build_settings_and_anchors(tmp_path
     assert set(load_trusted_keys(attacker.jwks).kids()) == shipped
 
 
-@pytest.mark.parametrize(("agent", "licensed"), [(DEV_AGENT, True), (RELEASE_AGENT, False)],
-                         ids=["development", "release"])
+@pytest.mark.parametrize(
+    ("agent", "licensed"), [(DEV_AGENT, True), (RELEASE_AGENT, False)], ids=["development", "release"]
+)
 def test_env_trusted_keys_ignored_in_release_build(tmp_path, agent, licensed):
     """A real agent process, the attacker's server and key: only the development build falls for it."""
     attacker = Attacker(tmp_path)
     with RogueServer(attacker.answer) as rogue:
         env = _env(tmp_path, rogue.url, attacker.jwks)
-        trial = subprocess.run([*agent, "trial"], env=env, cwd=REPO, capture_output=True, text=True,
-                               timeout=120)
+        trial = subprocess.run(
+            [*agent, "trial"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
         assert rogue.requests, trial.stderr  # the agent did ask the attacker's server
         status = _status(agent, env)
     assert status["licensed"] is licensed, (trial.stdout, trial.stderr)

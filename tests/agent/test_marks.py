@@ -96,8 +96,12 @@ def test_sealed_marks_round_trip_and_copies_merge_the_cautious_way():
     store.write(a.document(seal))
     assert read_marks(store, seal) == Marks(200, 100, 50, False, True)
     merged = parse(a.document(seal), seal).merge(parse(b.document(seal), seal))
-    assert (merged.high_water, merged.token_iat, merged.provisional_trial, merged.rolled_back) == \
-        (200, 120, 40, True)
+    assert (merged.high_water, merged.token_iat, merged.provisional_trial, merged.rolled_back) == (
+        200,
+        120,
+        40,
+        True,
+    )
 
 
 def test_an_edited_or_foreign_document_is_ignored_but_a_provisional_trial_in_it_still_counts():

@@ -30,7 +30,7 @@ def test_another_machines_key_does_not_verify_and_no_key_means_unsealed():
 
 def test_a_mac_of_the_wrong_type_is_simply_invalid():
     seal = _seal()
-    for mac in (None, 5, ["x"], {"a": 1}):
+    for mac in (None, 5, ["x"], {"a": 1}, "é" * 64, "\udcff"):
         assert seal.verify({"a": 1}, mac) is False
 
 

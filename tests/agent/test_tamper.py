@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,10 +28,15 @@ from agent.store import MachineKeyStore
 from tests.agent.conftest import write_trusted_keys
 from tests.agent.fake_cloud import DAY, FakeCloud
 from tests.agent.rogue_server import RogueServer
-from tests.server.conftest import REPO, free_port
+from tests.server.conftest import free_port
 
-FP = Fingerprint((Component("machine_id", True, "a" * 64), Component("disk_serial", True, "b" * 64),
-                  Component("mac", True, "c" * 64)))
+FP = Fingerprint(
+    (
+        Component("machine_id", True, "a" * 64),
+        Component("disk_serial", True, "b" * 64),
+        Component("mac", True, "c" * 64),
+    )
+)
 
 
 class Rig:
@@ -48,11 +51,19 @@ class Rig:
         self.data = tmp_path / "data"
 
     def service(self) -> AgentService:
-        settings = AgentSettings(server_url="http://fake.invalid", data_dir=self.data,
-                                 trusted_keys_path=self.jwks)
-        return AgentService(settings, clock=self.clock, transport=self.cloud, fingerprinter=lambda: FP,
-                            key_store=MachineKeyStore(self.data, backend=fail.Keyring()),
-                            opener=lambda url: None, terminal_name="Bar 1", marks=self.marks)
+        settings = AgentSettings(
+            server_url="http://fake.invalid", data_dir=self.data, trusted_keys_path=self.jwks
+        )
+        return AgentService(
+            settings,
+            clock=self.clock,
+            transport=self.cloud,
+            fingerprinter=lambda: FP,
+            key_store=MachineKeyStore(self.data, backend=fail.Keyring()),
+            opener=lambda url: None,
+            terminal_name="Bar 1",
+            marks=self.marks,
+        )
 
     @property
     def state_path(self):
@@ -142,8 +153,10 @@ def test_replayed_day1_token_refused_by_a_real_agent(real_server, agents, tmp_pa
         assert rogue.requests and sync.returncode != 0
         assert agent.license()["license_state"] == "trial_active"
     agent.stop()
-    assert "refused a token from the server (replay" in (agent.data_dir / "agent.log").read_text() + \
-        agent.log_path.read_text()
+    assert (
+        "refused a token from the server (replay"
+        in (agent.data_dir / "agent.log").read_text() + agent.log_path.read_text()
+    )
 
 
 # -------------------------------------------------------------------------------------- edited state
@@ -152,16 +165,20 @@ def test_replayed_day1_token_refused_by_a_real_agent(real_server, agents, tmp_pa
 def test_edited_provisional_trial_start_is_invalid(rig):
     rig.cloud.online = False
     svc = rig.service()
-    assert svc.start_trial().reason == "provisional_trial"
+    first = svc.start_trial()
+    assert first.reason == "provisional_trial"
     svc.stop()
     started = json.loads(rig.state_path.read_text())["data"]["provisional_trial_started"]
     rig.edit_state(provisional_trial_started=started + 365 * DAY)
-    status = rig.service().status()
-    assert status.licensed is False  # the seal broke: nothing licensing is believed
-    # Even sealed with this PC's own key (someone who dug the key out), a start in the future is invalid.
+    assert rig.service().status().licensed is False  # the seal broke: nothing licensing is believed
+    # Even re-sealed with this PC's own key (someone who dug the key out), the start the marks recorded
+    # wins: the same 3 days, not a day more.
     doc = json.loads(rig.state_path.read_text())
     doc["data"] = seal_state(doc["data"], rig.seal())
     rig.state_path.write_text(json.dumps(doc))
+    assert rig.service().status().valid_until == first.valid_until
+    # And with the marks gone as well, a start in the future is simply invalid.
+    (rig.tmp / "data.marks.json").unlink()
     status = rig.service().status()
     assert (status.license_state, status.licensed) == ("license_error", False)
 
@@ -227,8 +244,17 @@ def test_type_confused_state_sealed_with_the_right_key_still_starts(rig):
     svc.start_trial()
     svc.stop()
     doc = json.loads(rig.state_path.read_text())
-    doc["data"] = seal_state({**doc["data"], **ISSUE_TYPE_CONFUSION, "fingerprint": [1], "checkout": 7,
-                              "clock_rolled_back": "no", "token_iat": "x"}, rig.seal())
+    doc["data"] = seal_state(
+        {
+            **doc["data"],
+            **ISSUE_TYPE_CONFUSION,
+            "fingerprint": [1],
+            "checkout": 7,
+            "clock_rolled_back": "no",
+            "token_iat": "x",
+        },
+        rig.seal(),
+    )
     rig.state_path.write_text(json.dumps(doc))
     again = rig.service()
     assert again.load_status.value == "resync_needed"
@@ -262,7 +288,11 @@ def test_wiped_state_resumes_the_same_provisional_trial_never_a_new_one(rig):
     rig.state_path.unlink()
     (rig.data / "state.json.bak").unlink(missing_ok=True)
     resumed = rig.service().start_trial()
-    assert (resumed.reason, resumed.valid_until, resumed.days_left) == ("provisional_trial", first.valid_until, 2)
+    assert (resumed.reason, resumed.valid_until, resumed.days_left) == (
+        "provisional_trial",
+        first.valid_until,
+        2,
+    )
     rig.clock.advance(3 * DAY)
     rig.state_path.unlink()
     (rig.data / "state.json.bak").unlink(missing_ok=True)
@@ -289,14 +319,32 @@ def test_wiped_data_dir_gives_no_new_provisional_trial_in_a_real_agent(agents):
 # ------------------------------------------------------------------------------------ property test
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-_FIELDS = ["token", "machine_id", "last_sync", "provisional_trial_started", "high_water", "token_iat",
-           "clock_rolled_back", "terminal_name", "language", "trial_email", "fingerprint", "keyset_updates",
-           "checkout", "key_anchor", "seal", "offline_license"]
+_FIELDS = [
+    "token",
+    "machine_id",
+    "last_sync",
+    "provisional_trial_started",
+    "high_water",
+    "token_iat",
+    "clock_rolled_back",
+    "terminal_name",
+    "language",
+    "trial_email",
+    "fingerprint",
+    "keyset_updates",
+    "checkout",
+    "key_anchor",
+    "seal",
+    "offline_license",
+]
 
 
 def _licence_value(status) -> tuple:
@@ -329,9 +377,15 @@ def genuine(request, tmp_path_factory):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(edits=st.dictionaries(st.one_of(st.sampled_from(_FIELDS), st.sampled_from(_FIELDS), st.text(max_size=6)),
-                             st.one_of(_times, _json), min_size=1, max_size=6),
-       reseal=st.booleans())
+@given(
+    edits=st.dictionaries(
+        st.one_of(st.sampled_from(_FIELDS), st.sampled_from(_FIELDS), st.text(max_size=6)),
+        st.one_of(_times, _json),
+        min_size=1,
+        max_size=6,
+    ),
+    reseal=st.booleans(),
+)
 # The issue's edits, always tried: a provisional start moved to "yesterday", the rollback latch undone.
 @example(edits={"provisional_trial_started": _START + 3 * DAY}, reseal=False)
 @example(edits={"high_water": _START, "clock_rolled_back": False, "token_iat": 0}, reseal=False)
