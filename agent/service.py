@@ -384,7 +384,7 @@ class AgentService:
 
     def portal_url(self) -> str:
         """A billing-portal URL for this machine's license (machine-signed)."""
-        return self.transport.portal(self._identity(), {})
+        return self.transport.portal(self._identity(), {"locale": self.language})
 
     def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
         """The license's terminals: machine-signed, or proven by `email` + `code`."""

@@ -176,6 +176,8 @@ class PortalRequest(ProofRequest):
     """Open the billing portal; `return_url` must be on this server or an allowed origin."""
 
     return_url: Annotated[str, StringConstraints(max_length=2000, pattern=_PRINTABLE)] | None = None
+    # The agent's language: the portal opens in it (Stripe's `locale`); absent, the browser's.
+    locale: Locale | None = None
 
 
 class PortalAnswer(BaseModel):

@@ -121,8 +121,8 @@ class BillingProvider(Protocol):
         """Return the email the provider holds for a customer, if any."""
         ...
 
-    def create_portal_session(self, customer_id: str, return_url: str) -> str:
-        """Return a one-time Customer Portal URL for `customer_id`."""
+    def create_portal_session(self, customer_id: str, return_url: str, locale: str | None = None) -> str:
+        """Return a one-time Customer Portal URL for `customer_id` (in `locale`, else the browser's)."""
         ...
 
     def fetch_customer(self, customer_id: str) -> ProviderCustomer:

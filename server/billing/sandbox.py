@@ -152,8 +152,8 @@ class SandboxBilling:
         """The sandbox has no charges."""
         return None
 
-    def create_portal_session(self, customer_id: str, return_url: str) -> str:
-        """Create a sandbox portal session (unguessable id) and return its page URL."""
+    def create_portal_session(self, customer_id: str, return_url: str, locale: str | None = None) -> str:
+        """Create a sandbox portal session (unguessable id) and return its page URL (English only)."""
         self.get(customer_id, "customer")
         portal_id = _new_id("bps")
         with self.db.transaction() as session:

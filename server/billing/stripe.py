@@ -227,12 +227,13 @@ class StripeBilling:
             customer = customer.get("id")
         return str(customer) if customer else None
 
-    def create_portal_session(self, customer_id: str, return_url: str) -> str:
-        """Create a Billing Portal session and return its URL."""
+    def create_portal_session(self, customer_id: str, return_url: str, locale: str | None = None) -> str:
+        """Create a Billing Portal session (in `locale` when given) and return its URL."""
+        params = {"customer": customer_id, "return_url": return_url}
+        if locale:
+            params["locale"] = _STRIPE_LOCALES.get(locale, "auto")
         with _translated():
-            session = self.client.v1.billing_portal.sessions.create(
-                params={"customer": customer_id, "return_url": return_url}
-            )
+            session = self.client.v1.billing_portal.sessions.create(params=params)
         return str(session.url)
 
     def preview_quantity(self, subscription_id: str, quantity: int) -> QuantityPreview:

@@ -141,11 +141,22 @@ def test_codes_trials_and_checkouts_carry_the_agents_language(tmp_path, monkeypa
     original = rig.cloud.request_code
     rig.cloud.request_code = lambda email, purpose, locale=None: (sent.append((purpose, locale)),
                                                                   original(email, purpose, locale))
+    bodies: list[dict] = []
+    checkout = rig.cloud.create_checkout
+    portal = rig.cloud.portal
+
+    def recorded(call):
+        return lambda identity, body: (bodies.append(dict(body)), call(identity, body))[1]
+
+    rig.cloud.create_checkout, rig.cloud.portal = recorded(checkout), recorded(portal)
     svc = rig.service()
     svc.set_language("el")
     svc.request_code("owner@cafe.example", "activate")
     svc.start_trial()
     assert sent == [("activate", "el")] and rig.cloud.trial_bodies[-1]["locale"] == "el"
+    svc.start_checkout("owner@cafe.example", "Ταβέρνα")
+    svc.portal_url()
+    assert [b.get("locale") for b in bodies] == ["el", "el"]
 
 
 def test_an_offline_license_status_is_not_offline_grace_after_48_hours():
