@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import licensing
+from server import licensing, seats
 from server.codes import normalize_email
 from server.models import AuditLog, Customer, License, LoginCode, Machine, Outbox, Subscription, Trial
 
@@ -52,10 +52,9 @@ def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Pr
                 "licenses": [
                     {
                         **row(lic),
-                        "machines": [
-                            row(m, hide=("fingerprint",))
-                            for m in session.scalars(select(Machine).where(Machine.license_id == lic.id))
-                        ],
+                        "machines": _terminals(
+                            session.scalars(select(Machine).where(Machine.license_id == lic.id)), args, now
+                        ),
                     }
                     for lic in licenses
                 ],
@@ -154,9 +153,7 @@ def _license(session: Session, args: argparse.Namespace, now: datetime, out: Pri
             "license": row(license_),
             "state_now": licensing.subscription_state(license_, subscription, now),
             "subscription": row(subscription) if subscription else None,
-            "machines": [
-                row(m, hide=("fingerprint",)) for m in licensing.active_machines(session, license_.id)
-            ],
+            "machines": _terminals(seats.bound_machines(session, license_.id), args, now),
             "audit": [
                 row(a)
                 for a in session.scalars(
@@ -169,6 +166,18 @@ def _license(session: Session, args: argparse.Namespace, now: datetime, out: Pri
         }
     )
     return 0
+
+
+def _terminals(machines: Any, args: argparse.Namespace, now: datetime) -> list[dict[str, Any]]:
+    """Machines as the operator sees them: last seen, and whether each holds a seat now and why not."""
+    idle = seats.idle_after(getattr(args, "seat_idle_days", seats.DEFAULT_IDLE_DAYS))
+    rows = []
+    for machine in machines:
+        active, why = seats.describe(machine, now, idle)
+        if machine.deactivated_at is not None:
+            active, why = False, "removed"
+        rows.append({**row(machine, hide=("fingerprint",)), "active": active, "why": why})
+    return rows
 
 
 def _machine(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
@@ -187,7 +196,7 @@ def _machine(session: Session, args: argparse.Namespace, now: datetime, out: Pri
         licensing.release_machine(session, machine, customer, now, actor="admin", action="machine.removed")
     out(
         {
-            "machine": row(machine),
+            "machine": _terminals([machine], args, now)[0],
             "audit": [
                 row(a)
                 for a in session.scalars(

@@ -67,4 +67,5 @@ def require(session: Session, customer_id: str, machine_key: str, now: datetime)
 
 def purge_expired(session: Session, now: datetime) -> int:
     """Delete proofs past their expiry (housekeeping); return how many."""
-    return int(session.execute(delete(OwnerProof).where(OwnerProof.expires_at <= now)).rowcount or 0)
+    result = session.execute(delete(OwnerProof).where(OwnerProof.expires_at <= now))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -227,6 +227,7 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
 
     db = Database(settings.database_url, pool_size=1)
     now = SystemClock().now()
+    args.seat_idle_days = settings.seat_idle_days  # terminals are listed active or idle by this rule
     with db.transaction() as session:
         return admin.run(session, args, now, _print)
 

@@ -125,6 +125,9 @@ def license_claims(
     claims.update(subscription_state(license_, subscription, now))
     if machine.deactivated_at is not None:
         claims.update(status="revoked", seats=0)
+    elif getattr(machine, "seat_state", None) is not None and claims["status"] in ("active", "past_due"):
+        # Over the subscription's quantity (server/seats.py): a signed revocation that says why.
+        claims.update(status="revoked", revoke_reason="seats_exceeded")
     return claims
 
 

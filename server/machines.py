@@ -31,6 +31,7 @@ _STATE_COLUMNS = (
         _M.c.fingerprint,
         _M.c.terminal_name,
         _M.c.deactivated_at,
+        _M.c.seat_state,
         _M.c.license_id,
         _M.c.trial_id,
         _L.c.status.label("l_status"),
@@ -97,6 +98,7 @@ def _state_from_row(row: Any) -> MachineState:
         fingerprint=row.fingerprint or {},
         terminal_name=row.terminal_name,
         deactivated_at=row.deactivated_at,
+        seat_state=row.seat_state,
         license_id=row.license_id,
         trial_id=row.trial_id,
     )

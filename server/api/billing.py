@@ -2,14 +2,15 @@
 
 `POST /v1/checkout` records the buyer's machine (so a paid checkout can activate it without a code),
 reuses a returning customer's provider customer, and opens a provider checkout whose success and cancel
-pages are served here. An address that already is a customer needs the owner's proof on the buying
-machine (server/authority.py): without it nothing is created or changed on that customer (no rename), and
-the provider session is only ever opened for the proven customer. A proven customer with a live
-subscription gets 409 `subscription_exists` unless they ask for a second subscription: "add this
-terminal" (`POST /v1/terminals/add`) raises the quantity of the one they have instead, prorated, with
+pages are served here. An address that already is a customer (it has had a license) needs the owner's
+proof on the buying machine (server/authority.py): without it nothing is created or changed on that
+customer (no rename), and the provider session is only ever opened for the proven customer. An address
+that never bought may retry its checkout without a code, but a retry renames nothing. A proven customer
+with a live subscription gets 409 `subscription_exists` unless they ask for a second subscription: "add
+this terminal" (`POST /v1/terminals/add`) raises the quantity of the one they have instead, prorated, with
 the price previewed first. `POST /v1/webhooks/stripe` verifies the signature over the raw body before
-anything else and answers 400 without touching the database when it fails; processing errors answer
-500 so the provider delivers the event again.
+anything else and answers 400 without touching the database when it fails; processing errors answer 500 so
+the provider delivers the event again.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from server.billing.base import CheckoutRequest, QuantityPreview
 from server.billing.sandbox import CHECKOUT_ACTIONS, SUBSCRIPTION_ACTIONS, SandboxBilling
 from server.billing.sync import sync_subscription
 from server.errors import ApiError, BillingError, NoSubscription, NotFound, WebhookSignatureInvalid
-from server.models import Checkout, Customer, Subscription
+from server.models import Checkout, Customer, License, Subscription
 from server.webhooks import MANAGE_PATH, WebhookContext, mark_checkout_expired, process_event
 
 log = logging.getLogger("pospal.billing")
@@ -164,7 +165,7 @@ def create_checkout(
                 email=body.email, name=body.restaurant_name, created_at=now, locale=body.locale or "en"
             )
             session.add(customer)
-        else:
+        elif _has_bought(session, customer.id) or authority.holds(session, customer.id, public_key, now):
             # An address alone changes nothing on an existing customer: the owner proves it first.
             authority.require(session, customer.id, public_key, now)
             if not body.new_subscription and licensing.live_license_for_customer(session, customer.id, now):
@@ -172,6 +173,8 @@ def create_checkout(
             customer.name = body.restaurant_name
             if body.locale:
                 customer.locale = body.locale
+        # else: an address that never bought (an earlier checkout left unpaid, a retry after a lost answer)
+        # may check out again without a code, but changes nothing on that row (no rename).
         session.flush()
         customer_id, known_provider_id = customer.id, customer.stripe_customer_id
         session.add(
@@ -299,6 +302,11 @@ def add_terminal(
             nonce=signed.nonce,
         )
     return answer.model_copy(update=bound.model_dump())
+
+
+def _has_bought(session, customer_id: str) -> bool:
+    """Whether the customer ever had a license (a paid subscription or an operator grant)."""
+    return session.scalar(select(License.id).where(License.customer_id == customer_id).limit(1)) is not None
 
 
 def _needed_quantity(session, svc: Services, email: str, public_key: str, now) -> tuple:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from protocol.errors import KeyInvalid, RequestSignatureInvalid
 from protocol.signatures import SignedRequest, verify_request_signature
 from protocol.tokens import encode_token
-from server import binding, fingerprints, licensing, machines, nonces
+from server import binding, fingerprints, licensing, machines, nonces, seats
 from server.api.deps import Services, check_and_remember, raw_body, services, verify_machine_signature
 from server.api.schemas import EmptyRequest, OkAnswer, RefreshRequest, TokenAnswer
 from server.db import session_of
@@ -172,6 +172,9 @@ def refresh_answer(
             if verdict.bind is not None:
                 machine.fingerprint = verdict.bind
         machines.touch_machine(session, machine.id, now, verdict.bind)
+        if machine.seat_state is not None:
+            idle = seats.idle_after(svc.settings.seat_idle_days)
+            machine.seat_state = seats.reseat(session, machine.id, now, idle)
         parts = token_parts(svc, session, checked.state, now, body.known_kids)
         if verdict.clone:  # bound to exactly what differs, so that computer's agent says machine_changed
             parts = (parts[0], {**parts[1], "fp": verdict.token_fp}, parts[2])

@@ -192,3 +192,16 @@ def test_proofs_expire_and_are_purged(database, clock, seed_subscription):
         later = clock.now() + timedelta(minutes=15)
         assert not authority.holds(session, customer_id, "k" * 43, later)
         assert authority.purge_expired(session, later) == 1
+
+
+def test_a_buyer_whose_first_checkout_was_left_unpaid_may_retry_without_a_code_and_renames_nothing(
+    client, database, make_machine
+):
+    buyer = make_machine()
+    body = {**buyer.identity(), "email": "new@cafe.gr", "restaurant_name": "Cafe", "quantity": 1}
+    assert buyer.post(client, "/v1/checkout", body, machine_id=None).status_code == 200
+    retry = {**body, "restaurant_name": "Someone Else"}
+    assert buyer.post(client, "/v1/checkout", retry, machine_id=None).status_code == 200
+    with database.transaction() as session:
+        assert session.scalars(select(Customer.name).where(Customer.email == "new@cafe.gr")).one() == "Cafe"
+        assert session.scalar(select(func.count()).select_from(Checkout)) == 2

@@ -204,3 +204,25 @@ def test_second_pc_of_a_customer_bought_a_second_subscription(
     assert (claims["status"], claims["seats"]) == ("active", 2) and claims["rn"]  # answers this request
     with database.transaction() as session:
         assert session.scalars(select(Subscription.quantity)).all() == [2]  # one subscription, not two
+
+
+def test_admin_lists_terminals_with_last_seen_active_or_inactive_and_why(
+    client, database, clock, make_machine, login_code
+):
+    import argparse
+
+    from server import admin
+    from server.models import License
+
+    dead = _subscribe(client, make_machine, 1)
+    clock.advance(31 * DAY)
+    (replacement,) = _more(client, make_machine, login_code, ("Replacement",))
+    printed = []
+    with database.transaction() as session:
+        license_id = session.scalars(select(License.id)).one()
+        args = argparse.Namespace(entity="license", action="show", id=license_id, seat_idle_days=30)
+        assert admin.run(session, args, clock.now(), printed.append) == 0
+    rows = {m["terminal_name"]: m for m in printed[0]["machines"]}
+    assert (rows["Replacement"]["active"], rows["Replacement"]["why"]) == (True, None)
+    assert (rows["Till 1"]["active"], rows["Till 1"]["why"]) == (False, "idle")
+    assert rows["Till 1"]["last_seen_at"] and rows["Till 1"]["id"] == dead.machine_id
