@@ -5,8 +5,9 @@ conflicts with it (a strong component present on both sides with another value; 
 changed MAC is no conflict) comes here, and `observe` decides:
 
 - **Re-bind** to the presented fingerprint when it still matches a strict majority of the binding, at most
-  once per machine per `REBIND_EVERY` (30 days) unless the owner proved the e-mail (`owner_proven`, from
-  `server.authority`). A copied machine key walking the binding one part at a time gets one step a month.
+  once per machine per `REBIND_EVERY` (30 days) unless the owner proved the e-mail: the caller says so
+  (`owner_proven`), or the owner proved it on this machine within the last 15 minutes (`server.authority`).
+  A copied machine key walking the binding one part at a time gets one step a month.
 - **Clone**: the same machine key seen alternating between two fingerprints (one presented again after
   another was presented since) is two computers. The newer fingerprint (first seen later) is flagged, and
   its refreshes get a token bound to exactly the components where it differs from the binding, so that
@@ -110,8 +111,10 @@ def observe(
     last = session.scalar(
         select(func.max(MachineFingerprint.rebound_at)).where(MachineFingerprint.machine_id == machine.id)
     )
-    if not owner_proven and last is not None and now - last < REBIND_EVERY:
-        return KEEP
+    if last is not None and now - last < REBIND_EVERY:
+        owner_proven = owner_proven or _owner_proof_on(session, machine, now)
+        if not owner_proven:
+            return KEEP
     seen.rebound_at = now
     record_audit(
         session,
@@ -123,6 +126,19 @@ def observe(
         at=now,
     )
     return Verdict(bind=presented)
+
+
+def _owner_proof_on(session: Session, machine: Any, now: datetime) -> bool:
+    """Whether the owner proved the e-mail on this very machine lately (`server.authority`, 15 minutes)."""
+    from server import authority
+    from server.models import License
+
+    license_id = getattr(machine, "license_id", None)
+    public_key = getattr(machine, "public_key", None)
+    if license_id is None or public_key is None:
+        return False
+    customer_id = session.scalar(select(License.customer_id).where(License.id == license_id))
+    return customer_id is not None and authority.holds(session, customer_id, public_key, now)
 
 
 def _sighting(

@@ -140,3 +140,22 @@ def test_trial_request_cannot_rebind(client, make_machine, clock):
     again = machine.start_trial(client)
     assert again.status_code == 200
     assert token_claims(again.json()["token"])["fp"] == first
+
+
+def test_owner_proof_on_the_terminal_allows_a_second_rebind(
+    client, seed_subscription, login_code, make_machine, database, clock
+):
+    from server import authority
+    from server.models import License, Machine
+
+    machine = _activated(client, seed_subscription, login_code, make_machine)
+    first = _step(machine.fp, "machine_id")
+    assert _refresh(client, machine, first)["fp"] == first
+    second = _step(first, "product_uuid")
+    assert _refresh(client, machine, second)["fp"] == first  # the month's re-bind is used
+    with database.transaction() as session:
+        row = session.get(Machine, machine.machine_id)
+        customer_id = session.get(License, row.license_id).customer_id
+        authority.remember(session, customer_id, row.public_key, clock.now())
+    third = _step(first, "board_serial")  # a part not presented before
+    assert _refresh(client, machine, third)["fp"] == third  # the owner's proof on this PC allows it
