@@ -40,6 +40,9 @@ class StripeStub:
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     fail_next: int = 0
+    # When set, a subscription read waits for `hold` (after setting `held`): a slow Stripe, on demand.
+    hold: threading.Event | None = None
+    held: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def calls(self, method: str, path: str) -> list[Recorded]:
@@ -48,6 +51,9 @@ class StripeStub:
 
     def answer(self, method: str, path: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """Compute the JSON reply for one request."""
+        if self.hold is not None and method == "GET" and path.startswith("/v1/subscriptions/"):
+            self.held.set()
+            self.hold.wait(30)
         with self.lock:
             if self.fail_next > 0:
                 self.fail_next -= 1
