@@ -36,6 +36,9 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/portal             {} -> {url}
     POST /v1/terminals          {email?, code?} -> {"terminals": [Terminal.to_dict()]}
     POST /v1/terminals/remove   {machine_id, email?, code?} -> {"ok": true}
+    POST /v1/terminals/keep     {machine_ids} -> {"terminals": [...]}: the owner's choice of who keeps a seat
+    POST /v1/terminals/add      {email, confirm?, expected_quantity?} -> AddTerminal + {"status"}
+    POST /v1/owner              {email, code} -> {"ok": true}: the owner's proof on this PC (15 minutes)
     POST /v1/deactivate         {} -> status
     GET  /v1/language           {"language"}: the agent's language
     POST /v1/language           {language} -> {"language", "status"} (the window's choice, persisted)
@@ -150,6 +153,9 @@ class LocalApi:
             ("POST", "/v1/portal"): Route(self._post_portal, auth=True),
             ("POST", "/v1/terminals"): Route(self._post_terminals, auth=True),
             ("POST", "/v1/terminals/remove"): Route(self._post_terminals_remove, auth=True),
+            ("POST", "/v1/terminals/keep"): Route(self._post_terminals_keep, auth=True),
+            ("POST", "/v1/terminals/add"): Route(self._post_terminals_add, auth=True),
+            ("POST", "/v1/owner"): Route(self._post_owner, auth=True),
             ("POST", "/v1/deactivate"): Route(self._post_deactivate, auth=True),
             ("GET", "/v1/language"): Route(self._get_language, auth=True),
             ("POST", "/v1/language"): Route(self._post_language, auth=True),
@@ -327,6 +333,23 @@ class LocalApi:
         self.control.remove_terminal(
             _req_str(body, "machine_id"), _opt_str(body, "email"), _opt_str(body, "code")
         )
+        return 200, {"ok": True}
+
+    def _post_terminals_keep(self, body: dict[str, Any]) -> tuple[int, Any]:
+        ids = body.get("machine_ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+            raise ApiError(422, "invalid_request", "'machine_ids' must be a list of terminal ids.")
+        return 200, {"terminals": [t.to_dict() for t in self.control.keep_terminals(ids)]}
+
+    def _post_terminals_add(self, body: dict[str, Any]) -> tuple[int, Any]:
+        expected = body.get("expected_quantity")
+        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
+            raise ApiError(422, "invalid_request", "'expected_quantity' must be a number.")
+        added = self.control.add_terminal(_req_str(body, "email"), body.get("confirm") is True, expected)
+        return 200, {**added.to_dict(), "status": self.control.status().to_dict()}
+
+    def _post_owner(self, body: dict[str, Any]) -> tuple[int, Any]:
+        self.control.prove_owner(_req_str(body, "email"), _req_str(body, "code"))
         return 200, {"ok": True}
 
     def _post_deactivate(self, _body: dict[str, Any]) -> tuple[int, Any]:

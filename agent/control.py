@@ -41,13 +41,20 @@ class Checkout:
 
 @dataclass(frozen=True)
 class Terminal:
-    """One activated terminal of the license; times are ISO 8601 UTC strings or None."""
+    """One activated terminal of the license; times are ISO 8601 UTC strings or None.
+
+    `active` says whether it holds one of the subscription's seats; when not, `reason` says why ("idle":
+    unseen for the server's idle days; "seats_exceeded": over the quantity). An active one licensed by
+    file says "offline_license".
+    """
 
     machine_id: str
     terminal_name: str | None
     activated_at: str | None
     last_seen: str | None
     this_machine: bool
+    active: bool = True
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the local API body)."""
@@ -62,6 +69,32 @@ class Terminal:
             activated_at=data.get("activated_at"),
             last_seen=data.get("last_seen"),
             this_machine=bool(data.get("this_machine", False)),
+            active=bool(data.get("active", True)),
+            reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class AddTerminal:
+    """"Add this terminal": the quantity now and after, and the prorated charge (minor units) made now."""
+
+    quantity_now: int
+    quantity_new: int
+    amount_due: int
+    currency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the local API body)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AddTerminal:
+        """Build from a server or local API JSON object; unknown keys are ignored."""
+        return cls(
+            quantity_now=int(data["quantity_now"]),
+            quantity_new=int(data["quantity_new"]),
+            amount_due=int(data.get("amount_due") or 0),
+            currency=str(data.get("currency") or "eur"),
         )
 
 
@@ -200,6 +233,23 @@ class AgentControl(Protocol):
         """Import a license file from the server; refused (`LicenseFileRefused`) with nothing changed."""
         ...
 
+    # The owner's actions (issue 13): billing, removing another terminal and choosing the terminals that
+    # stay answer ServerRefused("owner_proof_required") until the owner proved their e-mail on this PC
+    # (request_code(email, "owner"), then prove_owner); the proof lasts 15 minutes.
+    def prove_owner(self, email: str, code: str) -> None:
+        """Prove the owner's e-mail on this PC with the emailed code (spent)."""
+        ...
+
+    def add_terminal(
+        self, email: str, confirm: bool = False, expected_quantity: int | None = None
+    ) -> AddTerminal:
+        """Add this PC to the owner's subscription: the price, then (`confirm`) quantity +1 and activation."""
+        ...
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """The owner's choice of the terminals that keep their seats; returns the new list."""
+        ...
+
 
 class InProcessControl:
     """AgentControl over an `AgentService` in the same process: each call goes straight to the service."""
@@ -258,6 +308,20 @@ class InProcessControl:
     def diagnostics(self) -> Diagnostics:
         """Diagnostics from the service."""
         return self._service.diagnostics()
+
+    def prove_owner(self, email: str, code: str) -> None:
+        """Prove the owner's e-mail on this PC."""
+        self._service.prove_owner(email, code)
+
+    def add_terminal(
+        self, email: str, confirm: bool = False, expected_quantity: int | None = None
+    ) -> AddTerminal:
+        """Add this PC to the owner's subscription."""
+        return self._service.add_terminal(email, confirm, expected_quantity)
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """Choose the terminals that keep their seats."""
+        return self._service.keep_terminals(machine_ids)
 
     def language(self) -> str:
         """The service's language."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.control import Checkout, Diagnostics, StatusCallback, Terminal
+from agent.control import AddTerminal, Checkout, Diagnostics, StatusCallback, Terminal
 
 if TYPE_CHECKING:
     from agent.state import LicenseStatus
@@ -177,6 +177,24 @@ class HttpControl:
         """`POST /v1/terminals/remove`."""
         body = {k: v for k, v in (("machine_id", machine_id), ("email", email), ("code", code)) if v}
         self._call("POST", "/v1/terminals/remove", body, timeout=60)
+
+    def prove_owner(self, email: str, code: str) -> None:
+        """`POST /v1/owner`."""
+        self._call("POST", "/v1/owner", {"email": email, "code": code}, timeout=60)
+
+    def add_terminal(
+        self, email: str, confirm: bool = False, expected_quantity: int | None = None
+    ) -> AddTerminal:
+        """`POST /v1/terminals/add`."""
+        body: dict[str, Any] = {"email": email, "confirm": confirm}
+        if expected_quantity is not None:
+            body["expected_quantity"] = expected_quantity
+        return AddTerminal.from_dict(self._call("POST", "/v1/terminals/add", body, timeout=60))
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """`POST /v1/terminals/keep`."""
+        data = self._call("POST", "/v1/terminals/keep", {"machine_ids": list(machine_ids)}, timeout=60)
+        return [Terminal.from_dict(t) for t in data.get("terminals", [])]
 
     def deactivate(self) -> LicenseStatus:
         """`POST /v1/deactivate`."""

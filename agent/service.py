@@ -32,7 +32,7 @@ from agent.anchors import load_trusted_keys
 from agent.cache import SealedCache, check_fresh
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
-from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal, is_email
+from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal, is_email
 from agent.errors import Error, InvalidInput, KeySetRejected, LicenseFileRefused, ServerRefused, TokenInvalid
 from agent.marks import MarkStore
 from agent.state import LicenseStatus, StatusInputs, compute_status
@@ -399,6 +399,40 @@ class AgentService:
         self.transport.remove_terminal(identity, body)
         if machine_id == self._data.get("machine_id"):
             self._forget_license()
+
+    def prove_owner(self, email: str, code: str) -> None:
+        """Prove the owner's e-mail on this PC with the emailed code: owner actions for 15 minutes.
+
+        Signed by this PC's machine key (its public key in the body when it is not activated yet).
+        """
+        key = self.key_store.load_or_create()
+        machine_id = self._data.get("machine_id")
+        body: dict[str, Any] = {"email": email.strip().lower(), "code": code}
+        if not machine_id:
+            body["machine_public_key"] = encode_public_key(key.public_key())
+        self.transport.prove_owner(MachineIdentity(key, machine_id), body)
+
+    def add_terminal(
+        self, email: str, confirm: bool = False, expected_quantity: int | None = None
+    ) -> AddTerminal:
+        """Add this PC to the owner's subscription (quantity +1, prorated): the price, then with `confirm`
+        the change and this PC's activation. Needs the owner's proof on this PC."""
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(email=email.strip().lower(), confirm=confirm)
+        if expected_quantity is not None:
+            body["expected_quantity"] = expected_quantity
+        gen = self._generation
+        nonce = new_nonce()
+        answer = self.transport.add_terminal(MachineIdentity(key, nonce=nonce), body)
+        if confirm and answer.get("token"):
+            self._accept(answer, gen, nonce, force=True)
+        return AddTerminal.from_dict(answer)
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """The owner chooses which terminals keep their seats; the others beyond the quantity stop."""
+        rows = self.transport.keep_terminals(self._identity(), {"machine_ids": list(machine_ids)})
+        return [Terminal.from_dict(r) for r in rows]
 
     def deactivate(self) -> LicenseStatus:
         """Deactivate this PC on the server (freeing its seat), then forget the license locally."""

@@ -41,7 +41,9 @@ LICENSE_STATES = (
     "trial_active", "trial_expired", "licensed_active", "licensed_grace", "licensed_renewal_required",
     "licensed_cancelled", "license_missing", "license_error",
 )
-ERROR_REASONS = ("offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked")
+ERROR_REASONS = (
+    "offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked", "seats_exceeded",
+)
 # Reasons of the non-error states, each with its own message.
 DETAIL_REASONS = (
     "trial", "provisional_trial", "trial_ended", "active", "cancel_scheduled", "offline_grace",
@@ -201,7 +203,10 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
 
     valid_until = c.trial_end if c.kind == "trial" else (c.cancel_at or c.period_end)
     if c.status == "revoked":
-        return error("revoked", valid_until=valid_until)
+        # The server says why in `revoke_reason`: "seats_exceeded" when the subscription's quantity fell
+        # below the terminals in use and this one lost its seat (it comes back when a seat is free).
+        reason = "seats_exceeded" if c.raw.get("revoke_reason") == "seats_exceeded" else "revoked"
+        return error(reason, valid_until=valid_until)
     if inputs.fingerprint_match is False:
         return error("machine_changed", valid_until=valid_until)
     if now >= c.exp:

@@ -100,6 +100,18 @@ class CloudTransport(Protocol):
         """`POST /v1/portal` -> the portal URL."""
         ...
 
+    def prove_owner(self, identity: MachineIdentity, body: Mapping[str, Any]) -> None:
+        """`POST /v1/owner` (signed): the owner's code proves their e-mail on this machine."""
+        ...
+
+    def add_terminal(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /v1/terminals/add` -> the price, and the token once confirmed."""
+        ...
+
+    def keep_terminals(self, identity: MachineIdentity, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """`POST /v1/terminals/keep` -> the terminals."""
+        ...
+
     def keys(self) -> dict[str, Any]:
         """`GET /v1/keys`: the JWKS (informational only; unsigned keys are never trusted)."""
         ...
@@ -173,6 +185,19 @@ class HttpTransport:
     def remove_terminal(self, identity: MachineIdentity | None, body: Mapping[str, Any]) -> None:
         """`POST /v1/terminals/remove`."""
         self._post("/v1/terminals/remove", body, identity)
+
+    def prove_owner(self, identity: MachineIdentity, body: Mapping[str, Any]) -> None:
+        """`POST /v1/owner`."""
+        self._post("/v1/owner", body, identity)
+
+    def add_terminal(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /v1/terminals/add`."""
+        return self._post("/v1/terminals/add", body, identity)
+
+    def keep_terminals(self, identity: MachineIdentity, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """`POST /v1/terminals/keep`."""
+        terminals = self._post("/v1/terminals/keep", body, identity).get("terminals", [])
+        return [t for t in terminals if isinstance(t, dict)]
 
     def portal(self, identity: MachineIdentity | None, body: Mapping[str, Any]) -> str:
         """`POST /v1/portal`."""

@@ -52,7 +52,9 @@ _KIND = {
 _SEVERITY = {Kind.ACTIVE: 0, Kind.TRIAL: 0, Kind.WARNING: 1, Kind.MISSING: 2, Kind.STOPPED: 2}
 
 _COUNTDOWN = ("trial_active", "licensed_grace", "licensed_renewal_required")
-_ERROR_REASONS = ("offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked")
+_ERROR_REASONS = (
+    "offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked", "seats_exceeded"
+)
 
 
 class Action(enum.Enum):
@@ -82,6 +84,8 @@ _ERROR_ACTIONS: dict[str, tuple[Action, ...]] = {
     "token_invalid": (Action.SYNC, Action.ACTIVATE),
     "machine_changed": (Action.ACTIVATE, Action.BUY),
     "revoked": (Action.ACTIVATE, Action.BUY),
+    # The owner raises the quantity (billing) or picks the terminals that stay (move); sync picks it up.
+    "seats_exceeded": (Action.BILLING, Action.MOVE, Action.SYNC),
 }
 
 

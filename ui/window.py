@@ -34,6 +34,7 @@ from ui.icons import icon_for_status
 from ui.move import MovePage
 from ui.offline import OfflinePage
 from ui.overview import OverviewPage
+from ui.ownercode import OwnerCodeDialog, needs_owner
 from ui.page import Page, button
 from ui.present import Action
 from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
@@ -224,6 +225,19 @@ class AgentWindow(QWidget):
         if tag == "status" and self.status is None:
             # No status to show at all (the agent is unreachable): say so rather than "Working…".
             self.show_error(lambda: describe(error))
+        if needs_owner(error):
+            self.ask_owner(tag)
+
+    def ask_owner(self, tag: str) -> None:
+        """Billing or a seat change needs the owner: ask for the e-mailed code, then run ``tag`` again."""
+        email = self.status.customer_email if self.status is not None else None
+        self.owner_dialog = OwnerCodeDialog(self.worker, email, self)
+        self.owner_dialog.proven.connect(lambda: self._owner_proven(tag))
+        self.owner_dialog.open()
+
+    def _owner_proven(self, tag: str) -> None:
+        self.clear_message()
+        self.worker.retry(tag)
 
     def trigger(self, action: Action) -> None:
         """Bring the window up and start ``action`` (used by the tray's menu)."""

@@ -110,6 +110,8 @@ ROWS = [
         inputs={"fingerprint_match": fp_match(2)}),
     # the other errors
     Row("revoked", T + HOUR, "license_error", False, "revoked", None, claims={"status": "revoked"}),
+    Row("seats exceeded: a revocation that says why", T + HOUR, "license_error", False, "seats_exceeded", None,
+        claims={"status": "revoked", "revoke_reason": "seats_exceeded"}),
     Row("token invalid", T + HOUR, "license_error", False, "token_invalid", None, claims=None,
         inputs={"token_problem": "token_invalid"}),
     # precedence, pairwise down the chain

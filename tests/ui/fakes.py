@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
+from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
 from agent.errors import Offline, ServerRefused
 from agent.state import LicenseStatus
 
@@ -160,6 +160,24 @@ class FakeControl:
                 self.set_status(make_status("licensed_active"))
                 return self._status
         raise Offline("checkout wait timed out")
+
+    def add_terminal(self, email: str, confirm: bool = False, expected_quantity=None) -> AddTerminal:
+        """"Add this terminal": 1 -> 2 terminals for EUR 10.00 now; confirming activates this PC."""
+        self._call("add_terminal", email, confirm, expected_quantity)
+        if confirm:
+            self.set_status(make_status("licensed_active"))
+        return AddTerminal(1, 2, 1000, "eur")
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """The owner's choice of the terminals that stay."""
+        self._call("keep_terminals", list(machine_ids))
+        return list(self.terminals)
+
+    def prove_owner(self, email: str, code: str) -> None:
+        """The owner's code (any 6 digits but 000000 pass)."""
+        self._call("prove_owner", email, code)
+        if code == "000000":
+            raise ServerRefused("bad_code", "The code is not correct.")
 
     def portal_url(self) -> str:
         """Billing portal URL."""
