@@ -44,6 +44,8 @@ class OfflinePage(Page):
         self.choose_save_path: Callable[[object, str], str | None] = _save_dialog
         self.choose_open_path: Callable[[object, str], str | None] = _open_dialog
         self._target: Path | None = None
+        # Where the owner goes: the agent's server + /offline, asked once the page is shown.
+        self._url = "/offline"
         self.save.clicked.connect(self.save_request)
         self.load.clicked.connect(self.import_license)
         self.back.clicked.connect(lambda: host.show_page("overview"))
@@ -59,10 +61,14 @@ class OfflinePage(Page):
     def retranslate(self) -> None:
         """Texts in the current language."""
         super().retranslate()
-        self.intro.setText(t("ui.offline.intro"))
+        self.intro.setText(t("ui.offline.intro", url=self._url))
         self.save.setText(t("ui.offline.save"))
         self.load.setText(t("ui.offline.import"))
         self.back.setText(t("ui.back"))
+
+    def on_shown(self) -> None:
+        """Ask the agent (off the UI thread) which server the owner should open."""
+        self.host.worker.call("offline_url", "diagnostics")
 
     def save_request(self) -> None:
         """Ask where to save, then have the agent write the request (off the UI thread)."""
@@ -90,8 +96,11 @@ class OfflinePage(Page):
         self.host.worker.call("offline_import", "import_offline_license", data)
 
     def finished(self, tag: str, result) -> None:
-        """Request written → say where; license imported → overview with the new status."""
-        if tag == "offline_request" and self._target is not None:
+        """Server known → show its page; request written → say where; license imported → overview."""
+        if tag == "offline_url" and getattr(result, "server_url", ""):
+            self._url = f"{result.server_url.rstrip('/')}/offline"
+            self.retranslate()
+        elif tag == "offline_request" and self._target is not None:
             self.save.setEnabled(True)
             from agent.store import atomic_write
 

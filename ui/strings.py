@@ -179,13 +179,12 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.offline.title": {"en": "Activate by file", "el": "Ενεργοποίηση με αρχείο"},
     "ui.offline.intro": {
         "en": "For a PC without internet. 1. Save the activation request to a USB stick. 2. On any phone or "
-              "PC with internet, open the license server's /offline page, confirm your e-mail and upload "
-              "the file. 3. Bring back the license file it gives you and import it here. Renew the same "
-              "way before it ends.",
+              "PC with internet, open {url}, confirm your e-mail and upload the file. 3. Bring back the "
+              "license file it gives you and import it here. Renew the same way before it ends.",
         "el": "Για υπολογιστή χωρίς διαδίκτυο. 1. Αποθηκεύστε το αίτημα ενεργοποίησης σε USB. 2. Σε "
-              "οποιοδήποτε κινητό ή υπολογιστή με διαδίκτυο, ανοίξτε τη σελίδα /offline του διακομιστή "
-              "αδειών, επιβεβαιώστε το email σας και ανεβάστε το αρχείο. 3. Φέρτε πίσω το αρχείο άδειας "
-              "και εισαγάγετέ το εδώ. Ανανεώστε με τον ίδιο τρόπο πριν λήξει.",
+              "οποιοδήποτε κινητό ή υπολογιστή με διαδίκτυο, ανοίξτε τη διεύθυνση {url}, επιβεβαιώστε το "
+              "email σας και ανεβάστε το αρχείο. 3. Φέρτε πίσω το αρχείο άδειας και εισαγάγετέ το εδώ. "
+              "Ανανεώστε με τον ίδιο τρόπο πριν λήξει.",
     },
     "ui.offline.save": {"en": "Save activation request…", "el": "Αποθήκευση αιτήματος…"},
     "ui.offline.import": {"en": "Import license file…", "el": "Εισαγωγή αρχείου άδειας…"},

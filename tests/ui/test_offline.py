@@ -11,6 +11,7 @@ def test_the_request_file_is_saved_where_the_owner_chose(qtbot, ui, control, tmp
     window.pages["activate"].by_file.click()
     assert window.page == "offline"
     page = window.pages["offline"]
+    qtbot.waitUntil(lambda: "https://license.pospal.gr/offline" in page.intro.text(), timeout=2000)
     target = tmp_path / "usb" / "request.json"
     target.parent.mkdir()
     page.choose_save_path = lambda _parent, _name: str(target)
