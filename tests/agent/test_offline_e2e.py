@@ -36,7 +36,8 @@ def mailing_server(server_env, tmp_path):
 
 
 def _mails(mail_dir: Path, to: str) -> list[dict]:
-    lines = [line for path in sorted(mail_dir.glob("*.jsonl")) for line in path.read_text("utf-8").splitlines()]
+    lines = [line for path in sorted(mail_dir.glob("*.jsonl"))
+             for line in path.read_text("utf-8").splitlines()]
     return [m for m in map(json.loads, lines) if m["to"] == to]
 
 
@@ -47,7 +48,8 @@ def _wait_for_mail(mail_dir: Path, to: str, count: int, timeout_s: float = 60) -
         if len(mails) >= count:
             return mails
         time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} e-mails to {to}: {_mails(mail_dir, to) if mail_dir.exists() else []}")
+    found = _mails(mail_dir, to) if mail_dir.exists() else []
+    raise AssertionError(f"fewer than {count} e-mails to {to}: {found}")
 
 
 def _settled(status: dict) -> dict:
