@@ -609,7 +609,10 @@ class Server:
             room = MAX_HEAD + 4 - len(conn.inbuf)
         else:
             room = conn.head_len + conn.body_len - len(conn.inbuf)
-        data = conn.sock.recv(max(1, min(_RECV, room)))
+        try:
+            data = conn.sock.recv(max(1, min(_RECV, room)))
+        except (BlockingIOError, InterruptedError):  # a spurious wake-up: nothing to read yet
+            return
         if not data:
             self._close(conn)
             return
@@ -671,7 +674,10 @@ class Server:
 
     def _flush(self, conn: _Conn, now: float) -> None:
         if conn.outbuf:
-            sent = conn.sock.send(conn.outbuf)
+            try:
+                sent = conn.sock.send(conn.outbuf)
+            except (BlockingIOError, InterruptedError):  # the socket's buffer is full: wait for EVENT_WRITE
+                sent = 0
             conn.outbuf = conn.outbuf[sent:]
             if conn.outbuf:
                 self._watch(conn, selectors.EVENT_WRITE)
@@ -704,7 +710,10 @@ class Server:
             self._close(conn)
 
     def _drain(self, conn: _Conn) -> None:
-        data = conn.sock.recv(_RECV)
+        try:
+            data = conn.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
         conn.drained += len(data)
         if not data or conn.drained > _DRAIN_BYTES:
             self._close(conn)

@@ -250,3 +250,18 @@ def test_pipelined_requests_are_answered_in_order(api):
     assert [a[1].get("ok") for a in answers[:3]] == [True] * 3
     assert answers[3][1]["license_state"] == "licensed_active"
     assert answers[4][1]["license_state"] == "trial_active"
+
+
+def test_a_client_that_reads_slowly_gets_the_whole_answer_and_blocks_nobody(api):
+    """An answer bigger than the socket buffers is written as the client reads, while others are served."""
+    api.routes[("GET", "/v1/diagnostics")].handler = lambda _body: (200, {"pad": "x" * 4_000_000})
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(("127.0.0.1", api.port))
+        auth = f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+        slow.sendall(b"GET /v1/diagnostics HTTP/1.1\r\n" + _host(api) + auth)
+        pos = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        assert [_license(pos, api.port) for _ in range(5)] == [200] * 5  # the loop is not stuck on `slow`
+        pos.close()
+        status, body = _read_answer(slow, timeout=10)
+    assert status == 200 and len(body["pad"]) == 4_000_000
