@@ -107,7 +107,7 @@ class LicenseStatus:
         return dict(self.translations).get(lang or "", self.message)
 
     def to_dict(self, lang: str | None = None) -> dict[str, Any]:
-        """The `GET /v1/license` body (`message` in `lang`, if given): times ISO 8601 UTC with `Z`, or null."""
+        """The `GET /v1/license` body (`message` in `lang`, if given); times ISO 8601 UTC with `Z` or null."""
         return {
             "license_state": self.license_state,
             "licensed": self.licensed,
