@@ -1,5 +1,41 @@
-"""POSPal License Agent: the headless core that owns license state on a POS computer."""
+"""POSPal License Agent: the headless core that owns license state on a POS computer.
+
+Front ends (the tray, a POS written in Python) reach the agent through one interface,
+`agent.control.AgentControl`, and get it from `connect()`: the composition root, so no front end wires
+the agent's modules (settings, store, service, transport) itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from protocol import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from agent.config import AgentSettings
+    from agent.control import AgentControl
+
+__all__ = ["__version__", "connect"]
+
+
+def connect(target: object = None, *, settings: AgentSettings | None = None) -> AgentControl:
+    """The `AgentControl` a front end talks to.
+
+    - No `target`: this PC's agent over its local API (port and bearer token from `settings`, by default
+      read from the environment), the way the tray process attaches to the running agent.
+    - An `AgentService` (the agent in this very process): the in-process adapter around it.
+    - Anything else is taken to be an `AgentControl` already (an `HttpControl`, a test fake): itself.
+    """
+    if target is None:
+        from agent import store
+        from agent.config import AgentSettings
+        from agent.remote import HttpControl
+
+        settings = settings or AgentSettings.from_env()
+        return HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
+    from agent.control import InProcessControl
+    from agent.service import AgentService
+
+    if isinstance(target, AgentService):
+        return InProcessControl(target)
+    return target  # type: ignore[return-value]  # already a control (duck-typed, like the test fakes)

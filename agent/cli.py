@@ -197,8 +197,7 @@ def _migrate(settings: Any) -> None:
 
 def _run_tray_only(settings: Any) -> int:
     """The tray alone, attached to the running agent over the local API (the agent's supervised child)."""
-    from agent import store
-    from agent.remote import HttpControl
+    from agent import connect
     from agent.supervisor import EXIT_NO_UI
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -207,7 +206,7 @@ def _run_tray_only(settings: Any) -> int:
     except Exception as exc:  # no UI installed, or PySide6 missing or broken: nothing to restart
         log.warning("tray unavailable (%s)", exc)
         return EXIT_NO_UI
-    run_tray(HttpControl(settings.agent_port, store.read_api_token(settings.data_dir)))
+    run_tray(connect(settings=settings))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Starting the tray app: ``run_tray`` for ``pospal-agent run`` (agent in-process) and ``main`` (standalone).
 
-``run_tray`` takes an ``AgentService`` (wrapped in ``InProcessControl``) or any ``AgentControl``, claims
+``run_tray`` takes any ``AgentControl`` (or an ``AgentService``, which ``agent.connect`` wraps), claims
 the single instance, builds worker, window and tray, and runs the Qt event loop until Quit. ``main`` is
 the tray alone, talking over the local API to an agent that runs as a separate service.
 """
@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
 
+import agent
 from ui.autostart import for_this_platform
 from ui.single_instance import SingleInstance
 from ui.strings import language, system_language
@@ -25,19 +26,6 @@ from ui.tray import Tray
 from ui.worker import ControlWorker
 
 log = logging.getLogger(__name__)
-
-
-def as_control(service_or_control):
-    """An AgentControl for what ``pospal-agent run`` hands over: a service gets the in-process adapter."""
-    from agent.control import InProcessControl
-
-    try:
-        from agent.service import AgentService
-    except ImportError:  # the service module is optional for a tray that only talks over HTTP
-        AgentService = None  # noqa: N806
-    if AgentService is not None and isinstance(service_or_control, AgentService):
-        return InProcessControl(service_or_control)
-    return service_or_control
 
 
 def run_tray(
@@ -63,7 +51,7 @@ def run_tray(
         return 0
 
     language.set(lang or system_language())
-    worker = ControlWorker(as_control(service_or_control))
+    worker = ControlWorker(agent.connect(service_or_control))
 
     def make_window():
         from ui.window import AgentWindow, open_in_browser  # the window's modules load on first open
@@ -126,13 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lang", choices=("en", "el"), help="UI language (default: the system's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from agent import store
-    from agent.config import AgentSettings
-    from agent.remote import HttpControl
-
-    settings = AgentSettings.from_env()
-    control = HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
-    return run_tray(control, lang=args.lang)
+    return run_tray(agent.connect(), lang=args.lang)
 
 
 if __name__ == "__main__":
