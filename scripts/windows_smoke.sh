@@ -94,6 +94,9 @@ done
 run_value="$(reg_value "$RUN_KEY" POSPalLicenseAgent)"
 [ "$run_value" = "\"$WIN_INSTDIR\\POSPalLicenseAgent.exe\"" ] || fail "HKLM Run value is [$run_value]"
 [ "$(reg_value "$UNINSTALL_KEY" QuietUninstallString)" = "\"$WIN_INSTDIR\\Uninstall.exe\" /S" ] || fail "no QuietUninstallString"
+if [ -n "${POSPAL_VERIFY_CA:-}" ]; then  # the uninstaller was signed while makensis wrote it
+  osslsigncode verify -CAfile "$POSPAL_VERIFY_CA" -in "$INSTDIR/Uninstall.exe" >/dev/null || fail "Uninstall.exe is not signed"
+fi
 v1="$(reg_value "$UNINSTALL_KEY" DisplayVersion)"
 [ -n "$v1" ] || fail "no DisplayVersion"
 ok "files, shortcuts, Run value, uninstall keys (version $v1)"
