@@ -426,7 +426,7 @@ def retry_config_waits(db: Database, clock: Clock) -> int:
             .values(next_attempt_at=clock.now())
             .execution_options(synchronize_session=False)
         )
-        return int(result.rowcount or 0)
+        return int(getattr(result, "rowcount", 0) or 0)
 
 
 def run_worker(

@@ -207,7 +207,7 @@ class StripeBilling:
                 value = intent["invoice"]
                 return str(value.get("id") if isinstance(value, Mapping) else value)
             payments = self.client.v1.invoice_payments.list(
-                params={  # type: ignore[arg-type]
+                params={
                     "payment": {"type": "payment_intent", "payment_intent": payment_intent_id},
                     "limit": 1,
                 }
@@ -229,11 +229,11 @@ class StripeBilling:
 
     def create_portal_session(self, customer_id: str, return_url: str, locale: str | None = None) -> str:
         """Create a Billing Portal session (in `locale` when given) and return its URL."""
-        params = {"customer": customer_id, "return_url": return_url}
+        params: dict[str, Any] = {"customer": customer_id, "return_url": return_url}
         if locale:
             params["locale"] = _STRIPE_LOCALES.get(locale, "auto")
         with _translated():
-            session = self.client.v1.billing_portal.sessions.create(params=params)
+            session = self.client.v1.billing_portal.sessions.create(params=params)  # type: ignore[arg-type]
         return str(session.url)
 
     def preview_quantity(self, subscription_id: str, quantity: int) -> QuantityPreview:
@@ -243,7 +243,7 @@ class StripeBilling:
             item = _item(sub)
             preview = _plain(
                 self.client.v1.invoices.create_preview(
-                    params={  # type: ignore[arg-type]
+                    params={
                         "subscription": subscription_id,
                         "subscription_details": {
                             "items": [{"id": item["id"], "quantity": quantity}],
@@ -269,7 +269,7 @@ class StripeBilling:
             sub = _plain(self.client.v1.subscriptions.retrieve(subscription_id))
             updated = self.client.v1.subscriptions.update(
                 subscription_id,
-                params={  # type: ignore[arg-type]
+                params={
                     "items": [{"id": _item(sub)["id"], "quantity": quantity}],
                     "proration_behavior": "always_invoice",
                 },

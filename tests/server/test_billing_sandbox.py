@@ -207,6 +207,10 @@ def test_providers_keep_one_contract(provider):
     )
     with pytest.raises(BillingError):
         provider.fetch_subscription("sub_does_not_exist")
+    with pytest.raises(BillingError):
+        provider.fetch_invoice("in_does_not_exist")
+    found = provider.fetch_customer(customer)
+    assert (found.id, found.email) == (customer, "a@cafe.gr")
     with pytest.raises(WebhookSignatureInvalid):
         provider.verify_webhook(b"{}", None)
 
@@ -222,3 +226,28 @@ def test_billing_emails_link_to_a_page_that_proves_the_email_first(client):
     )
     greek = client.get("/billing/manage", headers={"Accept-Language": "el-GR,el;q=0.9"})
     assert "Στείλτε μου κωδικό" in greek.text
+
+
+def test_renewal_waiting_for_3d_secure_asks_to_confirm_then_clears(client, make_machine, database, clock):
+    machine = make_machine()
+    checkout_id, page = _buy(client, machine, quantity=1)
+    _press(client, page, "pay")
+    assert machine.activate(client, EMAIL, checkout_id=checkout_id).status_code == 200
+    sub_id = _subscription(database).provider_subscription_id
+
+    _press(client, page, "require_action", subscription_id=sub_id)
+    sub = _subscription(database)
+    assert sub.status == "past_due" and sub.payment_action_url
+    claims = token_claims(machine.refresh(client).json()["token"])
+    assert claims["status"] == "past_due" and claims["payment_action_url"] == sub.payment_action_url
+    assert claims["payment_grace_end"] == int(clock.now().timestamp()) + 7 * 86400
+    # The confirmation page is a real sandbox page where the owner can pay.
+    confirm = client.get(sub.payment_action_url.removeprefix("http://testserver"))
+    assert confirm.status_code == 200 and "pay_now" in confirm.text
+
+    _press(client, page, "pay_now", subscription_id=sub_id)
+    assert _subscription(database).payment_action_url is None
+    assert "payment_action_url" not in token_claims(machine.refresh(client).json()["token"])
+    templates = [r.template for r in outbox_rows(database, to=EMAIL)]
+    assert templates[-2:] == ["payment_action_required", "payment_recovered"]
+    assert "payment_failed" not in templates

@@ -235,3 +235,23 @@ def test_concurrent_workers_after_a_config_error_still_send_once(database, clock
     for t in threads:
         t.join(timeout=60)
     assert sorted(d["key"] for d in resend.delivered) == sorted(f"m{i}" for i in range(6))
+
+
+def test_config_errors_are_counted_in_the_registry_metrics_serves(database, clock, resend):
+    from prometheus_client import generate_latest
+
+    from server.api.health import Metrics
+
+    registry = Metrics().registry  # the app passes its own registry to the worker (server/app.py)
+    resend.script = [(401, {"name": "missing_api_key"}, {}), (401, {"name": "missing_api_key"}, {})]
+    _queue(database, clock, ["m1", "m2"])
+    worker = OutboxWorker(
+        database,
+        ResendMailer("re_test_key", "no-reply@pospal.gr", base_url=resend.url),
+        clock,
+        registry=registry,
+    )
+    worker.run_once()
+    clock.advance(minutes=6)
+    worker.run_once()
+    assert b"pospal_email_config_errors_total 2.0" in generate_latest(registry)
