@@ -85,6 +85,18 @@ class TrustedClock:
             self._hw = server_time
             self._rolled_back = False
 
+    def advance_to(self, signed_time: datetime) -> None:
+        """Move the high-water mark forward to a time the server signed (so it has passed); never back.
+
+        For a license file, whose signed time is older than "now" by however long it was carried: unlike
+        `anchor`, this is not a sync, so it neither anchors the clock nor clears a rollback verdict.
+        """
+        if signed_time.tzinfo is None:
+            raise ValueError("signed time must be tz-aware")
+        with self._lock:
+            if self._hw is None or signed_time > self._hw:
+                self._hw = signed_time
+
     def verdict(self) -> ClockVerdict:
         """Trusted now and the rollback verdict; moves the high-water mark forward (never back)."""
         with self._lock:

@@ -2,7 +2,8 @@
 
 `request_file` signs this machine's public key and fingerprint hashes with the machine key (format:
 `protocol.offline`). `check_license_file` verifies a license file the way every token is verified (the
-trusted keys, `nbf` against the trusted clock) and more: it must not have ended, it must be an offline
+trusted keys, `nbf` against the trusted clock, allowing a lag of this PC's clock below the rollback limit)
+and more: it must not have ended, it must be an offline
 license (`policy.offline`), its `mkey` claim must be this machine's public key and its bound fingerprint
 must match this machine. Any failure raises `LicenseFileRefused` with a message in the agent's language,
 and the caller changes nothing.
@@ -12,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import fingerprint, messages
 from agent.errors import KeySetRejected, LicenseFileRefused, MachineMismatch, OfflineFileInvalid, TokenInvalid
 from protocol import offline as wire
-from protocol.tokens import Claims, verify_token
+from protocol.tokens import Claims, Policy, verify_token
 from protocol.trust import TrustedKeys, encode_public_key
 
 
@@ -73,14 +74,20 @@ def check_license_file(
     def same_machine(bound: Mapping[str, str]) -> bool:
         return fingerprint.match(bound, hashes).ok
 
+    # The file was made on the server's clock and carried here by hand: this PC's clock may lag by less
+    # than the rollback limit (PRODUCT.md "Clock": smaller skews are tolerated), so `nbf` is checked that
+    # far ahead; the end is checked on the trusted clock itself.
+    skew = timedelta(seconds=Policy().rollback_s)
     try:
-        claims = verify_token(lic.token, keys, now, check_exp=True, fp_matches=same_machine)
+        claims = verify_token(lic.token, keys, now + skew, fp_matches=same_machine)
     except MachineMismatch as exc:
         raise _refuse("other_machine", lang) from exc
     except TokenInvalid as exc:
-        raise _refuse("expired" if exc.reason == "expired" else "invalid", lang) from exc
+        raise _refuse("invalid", lang) from exc
     if not claims.policy.offline or claims.kind != "license":
         raise _refuse("invalid", lang)
+    if claims.exp <= now.timestamp():
+        raise _refuse("expired", lang)
     if claims.raw.get(wire.MACHINE_KEY_CLAIM) != public_key:
         raise _refuse("other_machine", lang)
     if held is not None and held.sub == claims.sub and held.iat > claims.iat:

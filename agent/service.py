@@ -467,6 +467,8 @@ class AgentService:
             if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
                 self._data["keyset_updates"] = list(self._trusted.accepted_updates)
             self._claims, self._token_problem = checked.claims, None
+            # A PC clock that lags the server a little must still accept this token after a restart.
+            self.trusted_clock.advance_to(datetime.fromtimestamp(checked.claims.srv, UTC))
             self._data.update(token=checked.token, machine_id=checked.claims.mid)
             self._data.pop("provisional_trial_started", None)
             if checked.claims.terminal and not self._data.get("terminal_name"):

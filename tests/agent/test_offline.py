@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 
@@ -143,10 +142,15 @@ def test_refusals_speak_the_agents_language(rig, monkeypatch):
         svc.import_offline_license(b"{}")
 
 
-def test_a_file_issued_in_the_agents_future_is_not_valid_yet(rig):
-    """The clock rules apply: a PC whose clock is hours behind the server cannot take the file."""
+def test_a_pc_clock_a_few_hours_behind_takes_the_file_but_not_one_a_day_behind(rig):
+    """The clock rules apply: smaller skews are tolerated, a clock more than 24 h behind is not."""
     svc = rig.service()
-    ahead = int(rig.clock.now().timestamp()) + int(timedelta(hours=2).total_seconds())
+    now = int(rig.clock.now().timestamp())
+    hours_ahead, day_ahead = now + 3 * 3600, now + DAY + 3600
     with pytest.raises(LicenseFileRefused) as refused:
-        svc.import_offline_license(license_file(rig, svc, iat=ahead, nbf=ahead, srv=ahead))
+        svc.import_offline_license(license_file(rig, svc, iat=day_ahead, nbf=day_ahead, srv=day_ahead))
     assert refused.value.code == "invalid" and svc.status().license_state == "license_missing"
+    status = svc.import_offline_license(license_file(rig, svc, iat=hours_ahead, nbf=hours_ahead,
+                                                     srv=hours_ahead))
+    assert status.reason == "offline_license" and status.licensed
+    assert rig.service().status().reason == "offline_license"  # and after a restart, clock still behind
