@@ -138,6 +138,8 @@ def present(status) -> View:
     """Turn a LicenseStatus into what the tray and window show, in the current language."""
     state = status.license_state
     headline = t(f"ui.state.{state}") if state in _KIND else state
+    if status.reason == "payment_action_required":
+        headline = t("ui.state.payment_action_required")  # the card is fine: the bank waits for the owner
     detail = _detail(status)
     tooltip = f"{t('ui.tip_prefix')}: {headline}"
     if state == "trial_active" and status.reason != "provisional_trial" and status.valid_until:

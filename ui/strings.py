@@ -31,6 +31,8 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.state.trial_active": {"en": "Free trial", "el": "Δωρεάν δοκιμή"},
     "ui.state.licensed_grace": {"en": "Licensed, offline", "el": "Ενεργή άδεια, εκτός σύνδεσης"},
     "ui.state.licensed_renewal_required": {"en": "Payment failed", "el": "Η πληρωμή απέτυχε"},
+    "ui.state.payment_action_required": {
+        "en": "Payment needs confirming", "el": "Η πληρωμή χρειάζεται επιβεβαίωση"},
     "ui.state.licensed_cancelled": {"en": "Subscription ended", "el": "Η συνδρομή έληξε"},
     "ui.state.trial_expired": {"en": "Trial ended", "el": "Η δοκιμή έληξε"},
     "ui.state.license_missing": {"en": "Not activated", "el": "Μη ενεργοποιημένο"},

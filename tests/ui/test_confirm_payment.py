@@ -19,11 +19,19 @@ def test_confirm_payment_is_the_first_action_and_opens_the_invoice_page(qtbot, u
     _show(qtbot, worker, control, make_status(
         "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL))
     overview = window.pages["overview"]
+    assert window.card.headline.text() == "Payment needs confirming"  # not "Payment failed"
     assert overview.visible_actions()[0] is Action.CONFIRM
     assert overview.buttons[Action.CONFIRM].text() == "Confirm payment"
     assert "confirm the payment" in window.card.detail.text() and "card is fine" in window.card.detail.text()
     overview.buttons[Action.CONFIRM].click()
     assert opener.urls == [URL]
+
+
+def test_tray_says_payment_needs_confirming(qtbot, ui, control):
+    worker, _, tray = ui
+    _show(qtbot, worker, control, make_status(
+        "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL))
+    assert "Payment needs confirming" in tray.icon.toolTip()
 
 
 def test_a_failed_card_still_asks_for_a_new_card():
