@@ -25,7 +25,7 @@ from agent.marks import MemoryMarkStore
 from agent.seal import Seal, seal_key, seal_state
 from agent.service import AgentService
 from agent.store import MachineKeyStore
-from tests.agent.conftest import write_trusted_keys
+from tests.agent.conftest import admin, pay, write_trusted_keys
 from tests.agent.fake_cloud import DAY, FakeCloud
 from tests.agent.rogue_server import RogueServer
 from tests.server.conftest import free_port
@@ -157,6 +157,29 @@ def test_replayed_day1_token_refused_by_a_real_agent(real_server, agents, tmp_pa
         "refused a token from the server (replay"
         in (agent.data_dir / "agent.log").read_text() + agent.log_path.read_text()
     )
+
+
+def test_revoked_license_not_revived_by_replay_in_a_real_agent(real_server, agents, tmp_path):
+    """Buy, save the active token, get revoked, then serve the saved token from a local server."""
+    keys = write_trusted_keys(real_server.url, tmp_path / "trusted.json")
+    agent = agents(real_server.url, keys).start()
+    buyer = agent.popen_cli("buy", "owner@replay.example", "--restaurant", "Cafe", "--poll", "0.2")
+    pay(buyer.stdout.readline().strip())
+    buyer.communicate(timeout=60)
+    lic = agent.license()
+    assert lic["license_state"] == "licensed_active"
+    active = json.loads((agent.data_dir / "state.json").read_text())["data"]["token"]
+    license_id = admin(real_server, "machine", "show", lic["machine_id"])["machine"]["license_id"]
+    admin(real_server, "license", "revoke", license_id, "--reason", "replay test")
+    assert agent.cli("sync").returncode == 0
+    assert agent.license()["reason"] == "revoked"
+    agent.stop()
+    with RogueServer(lambda path, nonce: {"token": active}) as rogue:
+        agent.env["POSPAL_SERVER_URL"] = rogue.url
+        agent.start()
+        assert agent.cli("sync").returncode != 0 and rogue.requests
+        body = agent.license()
+    assert (body["reason"], body["licensed"]) == ("revoked", False)
 
 
 # -------------------------------------------------------------------------------------- edited state
