@@ -45,6 +45,10 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=POSPal CI throwaway
 export POSPAL_SIGN_KEY="$KEYS/key.pem" POSPAL_SIGN_CERT="$KEYS/cert.pem"
 export POSPAL_SIGN_CMD="bash $ROOT/scripts/windows_sign.sh"
 
+echo "== a throwaway Linux server; the test bundle trusts its key (an operator's build ships theirs)"
+windows_server_prepare "$KEYS/server"
+export POSPAL_BUILD_TRUSTED_KEYS="$KEYS/server/trusted.json" POSPAL_SMOKE_SERVER_DIR="$KEYS/server"
+
 t0=$SECONDS
 bash scripts/windows_build.sh
 echo "windows-figure: build-s=$(( SECONDS - t0 ))"

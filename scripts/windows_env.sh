@@ -118,6 +118,24 @@ windows_python() {
   cp "$POSPAL_ROOT/packaging/windows/sitecustomize.py" "$WINPY_SITE/sitecustomize.py"
 }
 
+# A Linux server's settings (SQLite, sandbox billing, console mail) with its state in DIR.
+windows_server_env() {
+  export POSPAL_SERVER_DATA_DIR="$1" POSPAL_SIGNING_KEY_DIR="$1/keys" POSPAL_DATABASE_URL="sqlite:///$1/pospal.db"
+  export POSPAL_BILLING=sandbox POSPAL_EMAIL=console POSPAL_OUTBOX_WORKER=0
+}
+
+# A server state in DIR with its first signing key, and its public JWKS in DIR/trusted.json: the keys a
+# test bundle is built with (POSPAL_BUILD_TRUSTED_KEYS), so it trusts that server and no other.
+windows_server_prepare() {
+  (
+    windows_server_env "$1"
+    mkdir -p "$1"
+    "$POSPAL_ROOT/.venv/bin/pospal-server" migrate >>"$1/prepare.log" 2>&1
+    "$POSPAL_ROOT/.venv/bin/pospal-server" keys rotate >>"$1/prepare.log" 2>&1
+    "$POSPAL_ROOT/.venv/bin/pospal-server" keys export --out "$1/trusted.json" >>"$1/prepare.log" 2>&1
+  ) || { cat "$1/prepare.log" >&2; return 1; }
+}
+
 # The product version (protocol/__init__.py is its one home).
 pospal_version() {
   sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' "$POSPAL_ROOT/protocol/__init__.py"

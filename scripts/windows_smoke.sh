@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install, run, upgrade and uninstall the Windows installer under Wine, against a Linux server.
 #
-#   scripts/windows_smoke.sh SETUP_V1.exe SETUP_V2.exe
+#   POSPAL_SMOKE_SERVER_DIR=DIR scripts/windows_smoke.sh SETUP_V1.exe SETUP_V2.exe
 #
+# DIR holds the server whose public key the bundle was built with (scripts/windows_ci.sh makes both).
 # Every check fails the script (no warn-and-skip):
 #  1. Setup.exe /S: files in Program Files, both Start menu shortcuts, the HKLM Run value pointing at the
 #     installed exe, the Add/Remove Programs keys;
@@ -55,25 +56,22 @@ agent_running() { wine_run tasklist 2>/dev/null | grep -qi '^POSPalLicenseAgent.
 prefix_idle() { timeout "${1:-120}" wineserver -w || fail "Windows processes still running after ${1:-120} s"; }
 
 # --- a Linux server with sandbox billing (as scripts/demo.sh starts it) ---------------------------
+# The bundle trusts only the keys it was built with, so the server is the one whose public key
+# scripts/windows_ci.sh built into it (POSPAL_SMOKE_SERVER_DIR, made by `windows_server_prepare`).
+SERVER_DIR="${POSPAL_SMOKE_SERVER_DIR:?set POSPAL_SMOKE_SERVER_DIR (see scripts/windows_ci.sh)}"
+windows_server_env "$SERVER_DIR"
 SERVER_PORT="$(free_port)"
-export POSPAL_SERVER_DATA_DIR="$WORK/server" POSPAL_SIGNING_KEY_DIR="$WORK/server/keys"
-export POSPAL_DATABASE_URL="sqlite:///$WORK/server/pospal.db" POSPAL_BILLING=sandbox POSPAL_EMAIL=console
-export POSPAL_PUBLIC_URL="http://127.0.0.1:$SERVER_PORT" POSPAL_OUTBOX_WORKER=0
-mkdir -p "$WORK/server"
+export POSPAL_PUBLIC_URL="http://127.0.0.1:$SERVER_PORT"
 BIN="$ROOT/.venv/bin"
-"$BIN/pospal-server" migrate >>"$WORK/server.log" 2>&1 || fail "server migrate"
 "$BIN/pospal-server" run --host 127.0.0.1 --port "$SERVER_PORT" >>"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do curl -fsS -o /dev/null "$POSPAL_PUBLIC_URL/health" 2>/dev/null && break; sleep 0.2; done
 curl -fsS -o /dev/null "$POSPAL_PUBLIC_URL/health" || fail "the server did not start"
-"$BIN/pospal-server" keys export --out "$WORK/trusted.json" >>"$WORK/server.log" 2>&1 || fail "keys export"
 
 # The Windows processes inherit these (Wine passes the Linux environment through).
 AGENT_PORT="$(free_port)"
 export POSPAL_AGENT_PORT="$AGENT_PORT" POSPAL_SERVER_URL="$POSPAL_PUBLIC_URL"
-POSPAL_TRUSTED_KEYS="$(winpath "$WORK/trusted.json")"
-export POSPAL_TRUSTED_KEYS
-unset POSPAL_DATA_DIR
+unset POSPAL_DATA_DIR POSPAL_TRUSTED_KEYS
 AGENT_URL="http://127.0.0.1:$AGENT_PORT"
 
 # A clean slate: nothing left from an earlier run in this prefix.

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests.processes import new_group_kwargs, signal_group
 from tests.server.conftest import (  # noqa: F401 (sqlite_template is a fixture used through server_env)
     REPO,
     RunningServer,
@@ -211,7 +211,7 @@ class AgentProcess:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", "--headless"], cwd=REPO, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, **new_group_kwargs(),
         )
         log.close()
         deadline = time.monotonic() + ready_s
@@ -246,18 +246,18 @@ class AgentProcess:
     def stop(self) -> int | None:
         """SIGTERM and wait; returns the exit code."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            signal_group(self.process)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                signal_group(self.process, kill=True)
                 self.process.wait(timeout=5)
         return None if self.process is None else self.process.returncode
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up (a power cut, as far as the agent can tell)."""
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            signal_group(self.process, kill=True)
             self.process.wait(timeout=5)
 
 

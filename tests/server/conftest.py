@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from protocol.trust import encode_public_key
 from server.config import Settings
 from server.db import Database, upgrade
 from server.models import Base, Customer, Outbox, Subscription
+from tests.processes import new_group_kwargs, signal_group
 
 REPO = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("POSPAL_TEST_DATABASE_URL", "").strip()
@@ -408,11 +408,11 @@ class RunningServer:
     def stop(self) -> None:
         """Stop the process group this fixture started (uvicorn and its workers)."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            signal_group(self.process)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                signal_group(self.process, kill=True)
                 self.process.wait(timeout=5)
 
 
@@ -441,7 +441,7 @@ def launch_server(
         env=full_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        **new_group_kwargs(),
     )
     log_file.close()
     server = RunningServer(f"http://127.0.0.1:{port}", full_env, process, log_path)
