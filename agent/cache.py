@@ -100,8 +100,11 @@ class SealedCache:
             data["clock_rolled_back"] = True
         if data.get("provisional_trial_started") is not None:
             # The one provisional trial started when the marks say, however the state came to say later.
-            recorded = marks.provisional_trial if marks.provisional_trial is not None else \
-                (0 if marks.provisional_seen else None)
+            recorded = (
+                marks.provisional_trial
+                if marks.provisional_trial is not None
+                else (0 if marks.provisional_seen else None)
+            )
             data["provisional_trial_started"] = marks_mod.earlier(data["provisional_trial_started"], recorded)
         for name in ("high_water", "token_iat"):
             if data[name] is None:

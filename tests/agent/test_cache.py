@@ -26,18 +26,24 @@ def _cache(tmp_path, marks=None):
 def test_a_saved_state_loads_sealed_and_writes_its_marks(tmp_path):
     marks = MemoryMarkStore()
     cache = _cache(tmp_path, marks)
-    cache.save({"token": "a.b.c", "high_water": NOW_TS, "token_iat": NOW_TS - 5, "provisional_trial_started": 7})
+    cache.save(
+        {"token": "a.b.c", "high_water": NOW_TS, "token_iat": NOW_TS - 5, "provisional_trial_started": 7}
+    )
     loaded = _cache(tmp_path, marks).load()
     assert loaded.sealed and not loaded.resync_needed
     assert (loaded.data["token"], loaded.data["high_water"]) == ("a.b.c", NOW_TS)
-    assert (loaded.marks.high_water, loaded.marks.token_iat, loaded.marks.provisional_trial) == \
-        (NOW_TS, NOW_TS - 5, 7)
+    assert (loaded.marks.high_water, loaded.marks.token_iat, loaded.marks.provisional_trial) == (
+        NOW_TS,
+        NOW_TS - 5,
+        7,
+    )
 
 
 def test_without_a_machine_key_the_state_is_written_unsealed_and_no_marks(tmp_path):
     marks = MemoryMarkStore()
-    cache = SealedCache(tmp_path / "data", store.MachineKeyStore(tmp_path / "data", backend=fail.Keyring()),
-                        marks)
+    cache = SealedCache(
+        tmp_path / "data", store.MachineKeyStore(tmp_path / "data", backend=fail.Keyring()), marks
+    )
     cache.save({"language": "el", "token": "a.b.c"})
     loaded = cache.load()
     assert loaded.data == {"language": "el"} and loaded.dropped == ("token",) and marks.text is None
@@ -50,7 +56,8 @@ def test_the_marks_win_over_a_lower_high_water_and_an_earlier_provisional_start_
     seal = cache.seal()
     # Someone with the key re-seals a state that forgets: a lower mark, a later trial start.
     store.StateStore(tmp_path / "data").save(
-        seal_state({"high_water": NOW_TS - 10**6, "provisional_trial_started": NOW_TS}, seal))
+        seal_state({"high_water": NOW_TS - 10**6, "provisional_trial_started": NOW_TS}, seal)
+    )
     loaded = _cache(tmp_path, marks).load()
     assert loaded.data["high_water"] == NOW_TS
     assert loaded.data["provisional_trial_started"] == NOW_TS - 100
@@ -61,8 +68,13 @@ def test_a_10_state_moved_by_the_migration_is_sealed_with_its_key(tmp_path):
     user, machine = tmp_path / "user", tmp_path / "machine"
     key = Ed25519PrivateKey.generate()
     old = store.MachineKeyStore(user, backend=ring)
-    ring.set_password(store.KEYRING_SERVICE, old.keyring_user, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
+    ring.set_password(
+        store.KEYRING_SERVICE,
+        old.keyring_user,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode(),
+    )
     store.StateStore(user).save({"machine_id": "m_1", "token": "a.b.c", "last_sync": NOW_TS})
     migrate.from_user_dir(user, machine, keyring_backend=ring, sealer=sealer)
     keys = store.MachineKeyStore(machine, backend=MemoryKeyring(), sealer=sealer)
