@@ -3,6 +3,8 @@
 - `protocol/` (the wire format) imports none of `agent`, `server`, `ui`.
 - `server/` imports nothing from `agent/` or `ui/`.
 - `agent/` imports nothing from `server/`, `ui/` or PySide6.
+- `ui/` reaches the agent only through `agent.control` (and `agent.connect()`, the composition root that
+  hands it one), plus the shared catalogue `agent.messages` and the error types it shows, `agent.errors`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,27 @@ def test_package_imports_respect_the_layout(package):
     assert files, f"no sources under {package}/"
     bad = [f"{path.relative_to(ROOT)}:{line} imports {root}"
            for path in files for line, root in sorted(imported_roots(path)) if root in FORBIDDEN[package]]
+    assert bad == []
+
+
+UI_MAY_IMPORT = {"agent", "agent.control", "agent.errors", "agent.messages"}
+
+
+def imported_modules(path: Path) -> set[tuple[int, str]]:
+    """(line, full module name) for every absolute import in `path` (`from a.b import c` gives a.b)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {(node.lineno, alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add((node.lineno, node.module))
+    return found
+
+
+def test_ui_reaches_the_agent_only_through_its_control():
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+           for path in sorted((ROOT / "ui").rglob("*.py")) for line, module in sorted(imported_modules(path))
+           if module.split(".")[0] == "agent" and module not in UI_MAY_IMPORT]
     assert bad == []
 
 

@@ -9,6 +9,7 @@ shown. The file dialogs are attributes (`choose_save_path`, `choose_open_path`) 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from ui.page import Host, Page, button, wrapped_label
 from ui.strings import t
 
 log = logging.getLogger(__name__)
+
+
+def write_whole(target: Path, data: bytes) -> Path:
+    """Write `data` to `target` whole or not at all: a temporary file beside it, flushed, then renamed."""
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, target)
+    return target
 
 
 def _save_dialog(parent, name: str) -> str | None:
@@ -75,10 +87,12 @@ class OfflinePage(Page):
         path = self.choose_save_path(self, REQUEST_FILE_NAME)
         if not path:
             return
-        self._target = Path(path)
+        self._target = target = Path(path)
         self.host.clear_message()
         self.save.setEnabled(False)
-        self.host.worker.call("offline_request", "offline_request")
+        control = self.host.worker.control
+        # Asking the agent and writing to a USB stick both may take a while: neither runs on the UI thread.
+        self.host.worker.submit("offline_request", lambda: write_whole(target, control.offline_request()))
 
     def import_license(self) -> None:
         """Ask for the license file and hand it to the agent, which checks it before using it."""
@@ -102,15 +116,7 @@ class OfflinePage(Page):
             self.retranslate()
         elif tag == "offline_request" and self._target is not None:
             self.save.setEnabled(True)
-            from agent.store import atomic_write
-
             target = self._target
-            try:
-                atomic_write(target, result, mode=0o644)
-            except Exception as exc:  # a USB stick pulled out, a read-only folder: say so
-                log.warning("could not write %s: %s", target, exc)
-                self.host.show_error(lambda: t("ui.offline.unwritable", path=str(target)))
-                return
             self.host.show_info(lambda: t("ui.offline.saved", path=str(target)))
         elif tag == "offline_import":
             self.load.setEnabled(True)
@@ -122,6 +128,12 @@ class OfflinePage(Page):
         """Say why, in the agent's words (a refused license file changed nothing)."""
         if tag == "offline_request":
             self.save.setEnabled(True)
+            if isinstance(error, OSError) and self._target is not None:
+                # A USB stick pulled out, a read-only folder: say where it could not be written.
+                log.warning("could not write %s: %s", self._target, error)
+                target = self._target
+                self.host.show_error(lambda: t("ui.offline.unwritable", path=str(target)))
+                return
         elif tag == "offline_import":
             self.load.setEnabled(True)
         else:
