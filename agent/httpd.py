@@ -6,9 +6,10 @@ a flood of connections cannot drown the POS's own requests:
 - **Bounded connections and threads.** One thread runs a `selectors` loop over every connection; it
   parses requests and answers the quick routes (`GET /v1/license`, `/v1/health`) itself. Routes that may
   block (every POST, diagnostics) run on a fixed pool of `WORKERS` threads. At most `MAX_CONNECTIONS`
-  connections are open: at the cap, a connection that never completed a request and is silent for
-  `PRESSURE_IDLE_S`, or a kept-alive one silent for `PRESSURE_KEEPALIVE_S`, is dropped to make room;
-  else the new one is refused (`503 busy`, then closed).
+  connections are open: at the cap, the oldest connection that has not completed a request within
+  `PRESSURE_IDLE_S` of its accept, or a kept-alive one silent for `PRESSURE_KEEPALIVE_S`, is dropped to
+  make room; else the new one is refused (`503 busy`, then closed) and accepting pauses until one could
+  be dropped, so newcomers wait in the backlog instead of costing a refusal each.
 - **A whole-request deadline.** From a connection's accept, or the first byte of a request on a kept-alive
   one, the request line, headers and body must all arrive within `REQUEST_DEADLINE_S`; dripping one byte
   at a time does not extend it. An idle kept-alive connection is closed after `IDLE_TIMEOUT_S`.
@@ -331,7 +332,7 @@ class _Conn:
     """One client connection's state in the selector loop."""
 
     __slots__ = ("sock", "inbuf", "outbuf", "state", "deadline", "last_active", "close_after", "drained",
-                 "registered", "head_len", "body_len", "pending", "served")
+                 "registered", "head_len", "body_len", "pending", "served", "born")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -347,6 +348,7 @@ class _Conn:
         self.body_len = 0
         self.pending: Request | None = None
         self.served = 0  # answers sent on this connection
+        self.born = now
 
 
 class Server:
@@ -534,27 +536,31 @@ class Server:
             self._sel.register(self.socket, selectors.EVENT_READ, None)
 
     def _evict_one(self, now: float) -> bool:
-        """At the cap: drop a connection that never completed a request and is silent for
-        PRESSURE_IDLE_S (a slow-loris), else a kept-alive one silent for PRESSURE_KEEPALIVE_S; the
-        longest silent first. A POS that polls more often than that keeps its connection."""
+        """At the cap, make room: drop the oldest connection that has not completed a request within
+        PRESSURE_IDLE_S of its accept (a slow-loris, however steadily it drips), else a kept-alive one
+        silent for PRESSURE_KEEPALIVE_S. A POS sends its request at once and keeps its connection."""
         if now < self._no_victim_until:
             return False  # the last scan found none, and none can have appeared since: refuse in O(1)
-        victim = None
+        kept = None
         soonest = now + PRESSURE_IDLE_S
+        # `_conns` is in accept order, so the first unserved one old enough is the oldest such.
         for conn in self._conns.values():
             if conn.state != _READING:
                 continue
-            evictable_at = conn.last_active + (PRESSURE_KEEPALIVE_S if conn.served else PRESSURE_IDLE_S)
-            if evictable_at > now:
-                soonest = min(soonest, evictable_at)
-                continue
-            rank = (conn.served > 0, conn.last_active)
-            if victim is None or rank < (victim.served > 0, victim.last_active):
-                victim = conn
-        if victim is None:
+            if not conn.served:
+                if conn.born + PRESSURE_IDLE_S <= now:
+                    self._close(conn)
+                    return True
+                soonest = min(soonest, conn.born + PRESSURE_IDLE_S)
+            elif kept is None:
+                if conn.last_active + PRESSURE_KEEPALIVE_S <= now:
+                    kept = conn
+                else:
+                    soonest = min(soonest, conn.last_active + PRESSURE_KEEPALIVE_S)
+        if kept is None:
             self._no_victim_until = soonest
             return False
-        self._close(victim)
+        self._close(kept)
         return True
 
     def _watch(self, conn: _Conn, events: int) -> None:

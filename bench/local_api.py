@@ -301,10 +301,12 @@ def flood_run(port: int, pid: int, n: int) -> None:
     rec = ctx.Process(target=reconnects, args=(port, seconds, rec_out))
     time.sleep(max(0.0, start_at - time.time()))
     rec.start()
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
     samples = []
     while pos.is_alive():
         samples.append((threads_of(pid), rss_mb(pid)[0]))
         pos.join(0.5)
+    cpu_share = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
     lat, _t0, _t1 = out.get(timeout=60)
     opened, dropped, peak = flood_out.get(timeout=60)
     served, refused = rec_out.get(timeout=60)
@@ -319,6 +321,7 @@ def flood_run(port: int, pid: int, n: int) -> None:
     print(f"  POS keep-alive client at {rate:.0f} req/s: p50 {pct(lat, 50):.3f} ms, "
           f"p99 {pct(lat, 99):.3f} ms, "
           f"max {max(lat) * 1000:.3f} ms over {len(lat)} requests (target p99 <= 5 ms)")
+    print(f"  agent CPU during the flood: {cpu_share * 100:.0f} % of one core")
     print(f"  agent threads: before {threads_before}, during max {max(t for t, _ in samples)}, "
           f"after {threads_of(pid)} (target <= 64)")
     print(f"  agent RSS: before {rss_before:.1f} MB, during max {max(r for _, r in samples):.1f} MB, "
