@@ -265,3 +265,24 @@ def test_a_client_that_reads_slowly_gets_the_whole_answer_and_blocks_nobody(api)
         pos.close()
         status, body = _read_answer(slow, timeout=10)
     assert status == 200 and len(body["pad"]) == 4_000_000
+
+
+def test_dripping_connections_at_the_cap_make_room_for_the_pos(api, monkeypatch):
+    """At the cap, slow-loris connections that keep dripping still give way to a POS that asks at once."""
+    monkeypatch.setattr(httpd, "PRESSURE_IDLE_S", 0.2)
+    api._httpd.max_connections = 5
+    drips = [socket.create_connection(("127.0.0.1", api.port), timeout=5) for _ in range(5)]
+    try:
+        for s in drips:
+            s.sendall(b"GET /v1/license HTTP/1.1\r\n")
+        for _ in range(4):  # keep dripping past the 0.2 s a request may take under pressure
+            time.sleep(0.1)
+            for s in drips:
+                s.sendall(b"X")
+        pos = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        assert [_license(pos, api.port) for _ in range(3)] == [200] * 3
+        pos.close()
+        assert _count_closed(drips, 2) >= 1
+    finally:
+        for s in drips:
+            s.close()
