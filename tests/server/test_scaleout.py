@@ -372,8 +372,9 @@ def test_the_same_webhook_posted_to_both_instances_at_once_is_processed_once(clu
             .group_by(Outbox.to_email)
         ).all()
         assert sorted(count for _, count in welcomes) == [1] * 20
-    # Only the delivery that won the event re-fetched the subscription from the provider.
-    assert [len(cluster.stub.calls("GET", f"/v1/subscriptions/{s}")) for s in subs] == [1] * 20
+    # Each delivery fetches at most once, before its transaction (a slow Stripe never holds the
+    # database); only the one that won the event id applied it (one audit row, one e-mail above).
+    assert all(1 <= len(cluster.stub.calls("GET", f"/v1/subscriptions/{s}")) <= 2 for s in subs)
 
 
 def test_both_outbox_workers_deliver_every_email_to_the_sink_exactly_once(cluster: Cluster) -> None:
