@@ -99,7 +99,7 @@ class SmtpMailer:
                         )
                     smtp.starttls(context=self._context())
                 if self.username:
-                    smtp.login(self.username, self._password or "")
+                    self._login(smtp)
                 smtp.send_message(mime)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
@@ -122,6 +122,16 @@ class SmtpMailer:
             raise MailConfigError(f"SMTP server certificate rejected: {exc.verify_message}") from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise MailTemporaryError(f"SMTP server unreachable: {type(exc).__name__}") from exc
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        """Log in once, with PLAIN when offered: smtplib's `login` retries a refused password with every
+        mechanism the server lists, which some servers count as several failed logins."""
+        smtp.ehlo_or_helo_if_needed()
+        if "PLAIN" in (smtp.esmtp_features.get("auth") or "").upper().split():
+            smtp.user, smtp.password = self.username or "", self._password or ""
+            smtp.auth("PLAIN", smtp.auth_plain)
+        else:
+            smtp.login(self.username or "", self._password or "")
 
     def _context(self) -> ssl.SSLContext:
         return self._tls_context or ssl.create_default_context()
