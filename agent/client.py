@@ -59,6 +59,7 @@ DEFAULT_TIMEOUT_S = 2.0
 DEFAULT_RECHECK_S = 60.0
 # Fields of a challenge answer that are proof, not status.
 _PROOF_FIELDS = ("token", "machine_key", "proof")
+_NO_NBF_CHECK = datetime(9999, 1, 1, tzinfo=UTC)
 # Connections the server may have dropped while idle: these mean "reconnect once", not "agent down".
 _STALE = (
     http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest
@@ -220,7 +221,7 @@ class AgentClient:
                 self._hashes = fingerprint.current().hashes()
         return self._hashes
 
-    def _claims(self, token: str, now: datetime) -> Claims:
+    def _claims(self, token: str) -> Claims:
         cached = self._claims_cache
         if cached is not None and cached[0] == token:
             return cached[1]
@@ -228,7 +229,9 @@ class AgentClient:
         from protocol.tokens import verify_token
 
         try:
-            claims = verify_token(token, self._trusted_keys(), now)
+            # No `nbf` check against this PC's clock: a clock a few minutes slow would refuse every fresh
+            # token after a sync, and a token from the future is still genuine. `exp` is checked below.
+            claims = verify_token(token, self._trusted_keys(), _NO_NBF_CHECK)
         except TokenInvalid as exc:
             raise BadProof("token", f"The agent's token is not genuine: {exc.message}") from exc
         self._claims_cache = (token, claims)
@@ -249,7 +252,7 @@ class AgentClient:
                 # Nothing to prove: an agent with no license may say so (a fake one gains nothing).
                 return _Verified(status, clock.monotonic(), now.timestamp())
             raise BadProof("no_token", "The answer says licensed but carries no token to prove it.")
-        claims = self._claims(token, now)
+        claims = self._claims(token)
         cnf = claims.raw.get("cnf")
         jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
         if not isinstance(jkt, str):

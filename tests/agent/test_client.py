@@ -287,3 +287,14 @@ def test_the_answer_names_the_machine_key(control, machine):
         assert isinstance(answer["proof"], str)
     finally:
         api.stop()
+
+
+def test_a_pos_clock_a_few_minutes_slow_still_accepts_a_fresh_token(control, machine):
+    """Right after a sync the token is newer than a slow PC clock: genuine all the same, never refused."""
+    token = machine.token()
+    api = _proving_api(control, lambda: (token, machine.key))
+    try:
+        slow = FakeClock(tokenkit.NOW - timedelta(minutes=10))
+        assert _client(api, machine, slow).verified_license()["licensed"] is True
+    finally:
+        api.stop()
