@@ -8,9 +8,15 @@ point it at a local stub.
 Answers are sorted for the outbox: 401, 403 and 422 say our key, domain or sender is wrong
 (`MailConfigError`: the message waits for the operator); 429 and 5xx are temporary, and 429's
 `Retry-After` travels with the error so the outbox waits at least that long; other 4xx are `MailRejected`.
+Requests are also paced (`min_interval_s`, 0.5 s: Resend's default limit is 2 per second), so a batch of
+20 queued messages does not meet a 429 in the first place.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
 
 import requests
 
@@ -33,15 +39,34 @@ class ResendMailer:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 10.0,
         session: requests.Session | None = None,
+        min_interval_s: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._api_key = api_key
         self.from_email = from_email
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = session or requests.Session()
+        self.min_interval_s = min_interval_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._pace = threading.Lock()
+        self._last_request: float | None = None
 
     def __repr__(self) -> str:
         return f"ResendMailer(base_url={self.base_url!r})"
+
+    def _wait_turn(self) -> None:
+        """Keep at least `min_interval_s` between requests from this mailer (all threads together)."""
+        with self._pace:
+            now = self._monotonic()
+            if self._last_request is not None:
+                wait = self._last_request + self.min_interval_s - now
+                if wait > 0:
+                    self._sleep(wait)
+                    now += wait
+            self._last_request = now
 
     def send(self, message: OutgoingEmail) -> None:
         """POST the message; 429/5xx/409 (a concurrent request with the same key) are temporary."""
@@ -57,6 +82,7 @@ class ResendMailer:
             "Idempotency-Key": message.idempotency_key[:256],
             "User-Agent": "pospal-server",
         }
+        self._wait_turn()
         try:
             response = self._http.post(
                 f"{self.base_url}/emails", json=payload, headers=headers, timeout=self.timeout

@@ -161,3 +161,20 @@ def test_console_mailer_prints_or_appends_json_lines(tmp_path):
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [line["idempotency_key"] for line in lines] == ["a", "b"]
     assert "123456" in lines[0]["text"]
+
+
+def test_resend_requests_are_paced_under_the_providers_limit(resend):
+    now = [100.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    mailer = ResendMailer(
+        "re_test_key", "no-reply@pospal.gr", base_url=resend.url, monotonic=lambda: now[0], sleep=sleep
+    )
+    for i in range(5):
+        mailer.send(_message(f"paced:{i}"))
+    # Five back-to-back sends take 2 s of pacing: at most 2 requests per second reach Resend.
+    assert len(resend.delivered) == 5 and sum(waits) == pytest.approx(2.0)
