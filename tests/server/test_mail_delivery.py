@@ -7,9 +7,11 @@ refuses our login (535) until the password is fixed; the Resend stub answers 401
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import ssl
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -253,3 +255,66 @@ def test_config_errors_are_counted_in_the_registry_metrics_serves(database, cloc
     clock.advance(minutes=6)
     worker.run_once()
     assert b"pospal_email_config_errors_total 2.0" in generate_latest(registry)
+
+
+def _self_signed(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server context, client context trusting it) for 127.0.0.1, made on the spot."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_path, key_path)
+    client = ssl.create_default_context(cafile=str(cert_path))
+    return server, client
+
+
+def test_starttls_on_a_port_other_than_587_then_login_and_delivery(database, clock, tmp_path):
+    server_tls, client_tls = _self_signed(tmp_path)
+    sink = AuthSink(password="right")
+    controller = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=sink.port,
+        authenticator=sink.authenticate,
+        auth_required=True,
+        tls_context=server_tls,
+        require_starttls=True,  # the server refuses AUTH and MAIL before TLS, as real relays do
+    )
+    controller.start()
+    try:
+        mailer = SmtpMailer(
+            f"smtp://owner:right@127.0.0.1:{sink.port}", "no-reply@pospal.gr", tls_context=client_tls
+        )
+        assert sink.port != 587 and mailer.starttls
+        _queue(database, clock, ["tls"])
+        assert OutboxWorker(database, mailer, clock).run_once().sent == 1
+        assert [ok for _, ok in sink.logins] == [True]
+        assert [str(m["To"]) for m in sink.messages] == ["tls@cafe.gr"]
+    finally:
+        controller.stop()
