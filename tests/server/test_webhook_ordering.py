@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from server.billing.base import ProviderInvoice, FAILED_PAYMENT_STATUSES, ProviderSubscription
+from server.billing.base import FAILED_PAYMENT_STATUSES, ProviderInvoice, ProviderSubscription
 from server.models import Customer, Outbox, StripeEvent, Subscription
 from server.webhooks import WebhookContext, process_event
 
