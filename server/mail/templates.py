@@ -196,7 +196,7 @@ CATALOGUE: dict[str, dict[str, tuple[str, str]]] = {
             "Your POSPal subscription now has {seats} terminal seat(s), fewer than the terminals in use. "
             "These terminals no longer take orders: {terminals}.\n\nThe terminals seen least recently "
             "stopped first. To choose which terminals stay, open the POSPal License Agent on one of them "
-            "(\"Terminals\"); to use them all again, raise the quantity in \"Manage billing\"." + _SIGN_EN,
+            '("Terminals"); to use them all again, raise the quantity in "Manage billing".' + _SIGN_EN,
         ),
         "el": (
             "POSPal: κάποια τερματικά ξεπερνούν τις θέσεις της συνδρομής σας",
