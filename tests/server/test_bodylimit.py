@@ -1,4 +1,4 @@
-"""server.bodylimit: every route's body limit holds for declared and chunked bodies (413, nothing more read)."""
+"""server.bodylimit: every route's body limit holds for declared and chunked bodies (413, no more read)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_machine_fingerprints")),
     )
     op.create_index(
-        "ix_machine_fingerprints_machine_digest", "machine_fingerprints", ["machine_id", "digest"], unique=True
+        "ix_machine_fingerprints_machine_digest",
+        "machine_fingerprints",
+        ["machine_id", "digest"],
+        unique=True,
     )
 
 
