@@ -126,8 +126,8 @@ class LocalApi:
         self._prover = prover
         # Set once the machine key is loaded (in the background: a keyring may be slow to answer).
         self.ready = threading.Event()
-        self._signed: _Signed | None = None
-        self._status_dict: dict[str, Any] = {}
+        self._signed: dict[str, _Signed] | None = None
+        self._status_dicts: dict[str, dict[str, Any]] = {}
         self._poll_interval = poll_interval
         self._api_token = api_token.encode("ascii")
         self.allowed_origins = frozenset(o.rstrip("/") for o in allowed_origins if o)
@@ -199,21 +199,22 @@ class LocalApi:
         self._license_by_lang = by_lang
         self._license_body = body
         self._license_response = response(200, body)
-        as_dict = status.to_dict()
-        self._status_dict = as_dict
+        # The challenge answers' bodies, by language ("" is the agent's), signed when asked.
+        translations = getattr(status, "translations", ())
+        self._status_dicts = {"": status.to_dict(), **{lg: status.to_dict(lg) for lg, _ in translations}}
         if self.ready.is_set():
-            self._signed = self._sign_base(as_dict)
+            self._signed = self._sign_all()
 
     # -- signed answers --------------------------------------------------------------------------------
 
     def _load_prover(self) -> None:
         try:
-            self._signed = self._sign_base(self._status_dict)
+            self._signed = self._sign_all()
         finally:
             self.ready.set()
 
-    def _sign_base(self, status: dict[str, Any]) -> _Signed:
-        """Everything of a challenge answer that does not depend on the challenge."""
+    def _sign_all(self) -> dict[str, _Signed]:
+        """Everything of a challenge answer that does not depend on the challenge, per language."""
         token: str | None = None
         key: Ed25519PrivateKey | None = None
         if self._prover is not None:
@@ -223,13 +224,17 @@ class LocalApi:
                 log.exception("cannot load the machine key for signed answers")
         if token is None or key is None:
             token, key = None, None
-        answer = {**status, "token": token,
-                  "machine_key": encode_public_key(key.public_key()) if key is not None else None}
-        digest = hashlib.sha256(canonical_json(answer)).hexdigest()
-        return _Signed(dumps(answer)[:-1], digest, key)
+        machine_key = encode_public_key(key.public_key()) if key is not None else None
+        signed = {}
+        for lang, status in self._status_dicts.items():
+            answer = {**status, "token": token, "machine_key": machine_key}
+            digest = hashlib.sha256(canonical_json(answer)).hexdigest()
+            signed[lang] = _Signed(dumps(answer)[:-1], digest, key)
+        return signed
 
-    def challenge_response(self, query: str, cors: str = "") -> bytes:
-        """The answer to `GET /v1/license?challenge=...`: the status, token, machine key and proof."""
+    def challenge_response(self, query: str, cors: str = "", lang: str | None = None) -> bytes:
+        """The answer to `GET /v1/license?challenge=...`: the status (`message` in `lang`, else the
+        agent's language), token, machine key and proof."""
         values = parse_qs(query, keep_blank_values=True).get("challenge")
         if not values or len(values) != 1:
             raise ApiError(400, "bad_challenge", "Send one challenge: 16 to 64 random bytes, base64url.")
@@ -239,10 +244,11 @@ class LocalApi:
         except ValueError as exc:
             raise ApiError(400, "bad_challenge",
                            "The challenge must be 16 to 64 random bytes, base64url without padding.") from exc
-        signed = self._signed
-        if signed is None or not self.ready.is_set():
+        by_lang = self._signed
+        if by_lang is None or not self.ready.is_set():
             raise ApiError(503, "starting", "The agent is starting; ask again in a moment.",
                            {"retry_after": 1})
+        signed = by_lang.get(lang or "") or by_lang[""]
         proof = sign_answer(signed.key, challenge, signed.digest) if signed.key is not None else None
         return response(200, signed.prefix + b',"proof":' + dumps(proof) + b"}", cors)
 

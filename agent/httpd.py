@@ -255,9 +255,9 @@ def handle(api: LocalApi, req: Request) -> bytes:
             if not query and not cors and "accept-language" not in req.headers:
                 return api._license_response  # the hot path: the whole answer is already bytes
             params = parse_qs(query, keep_blank_values=True) if query else {}
-            if "challenge" in params:
-                return api.challenge_response(query, cors)
             lang = (params.get("lang") or [None])[0] or _accept_language(req.headers.get("accept-language"))
+            if "challenge" in params:
+                return api.challenge_response(query, cors, lang)
             return api.license_answer(lang, cors)
         body = _json_body(req) if method == "POST" else {}
         status, result = route.handler(body)

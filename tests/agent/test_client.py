@@ -155,7 +155,7 @@ def test_verified_license_accepts_the_genuine_agent_and_caches_it(control, machi
     api = _proving_api(control, lambda: (token, machine.key))
     asked = []
     original = api.challenge_response
-    api.challenge_response = lambda q, cors="": asked.append(q) or original(q, cors)
+    api.challenge_response = lambda q, *rest: asked.append(q) or original(q, *rest)
     clock = FakeClock(tokenkit.NOW)
     try:
         c = _client(api, machine, clock, recheck_s=60)
@@ -224,8 +224,8 @@ def test_a_body_changed_after_signing_is_refused(control, machine):
     api = _proving_api(control, lambda: (token, machine.key))
     original = api.challenge_response
 
-    def tamper(query, cors=""):
-        return original(query, cors).replace(b'"reason":null', b'"reason":"xx"')
+    def tamper(query, *rest):
+        return original(query, *rest).replace(b'"reason":null', b'"reason":"xx"')
 
     api.challenge_response = tamper
     try:
@@ -296,5 +296,33 @@ def test_a_pos_clock_a_few_minutes_slow_still_accepts_a_fresh_token(control, mac
     try:
         slow = FakeClock(tokenkit.NOW - timedelta(minutes=10))
         assert _client(api, machine, slow).verified_license()["licensed"] is True
+    finally:
+        api.stop()
+
+
+def test_a_challenge_answer_comes_in_the_language_asked_and_verifies(machine):
+    """`?lang=el&challenge=...` proves the Greek answer the same way (the status carries translations)."""
+    import dataclasses
+
+    from agent.state import StatusInputs, compute_status
+    from protocol.tokens import Claims, verify_token
+
+    token = machine.token()
+    claims: Claims = verify_token(token, machine.signer.trusted(), tokenkit.NOW)
+    inputs = StatusInputs(now=tokenkit.NOW, claims=claims, fingerprint_match=True)
+    status = compute_status(inputs)
+    greek_text = compute_status(dataclasses.replace(inputs, language="el")).message
+    status = dataclasses.replace(status, translations=(("en", status.message), ("el", greek_text)))
+    control = StubControl()
+    control.current = status
+    api = _proving_api(control, lambda: (token, machine.key))
+    try:
+        c = _client(api, machine)
+        english = c.verified_license()
+        greek = c.request("GET", "/v1/license?lang=el&challenge=" + "A" * 43)
+        assert greek["message"] != english["message"] and greek["proof"]
+        from protocol.proof import verify_answer
+
+        assert verify_answer(machine.key.public_key(), "A" * 43, greek)
     finally:
         api.stop()
