@@ -12,11 +12,14 @@ changed MAC is no conflict) comes here, and `observe` decides:
   another was presented since) is two computers. The newer fingerprint (first seen later) is flagged, and
   its refreshes get a token bound to exactly the components where it differs from the binding, so that
   computer's agent shows `machine_changed` while the original keeps working. If the binding itself is the
-  newer one (the walk had already moved it), it is flagged and the binding goes back to the older one.
+  newer one (the walk had already moved it) and the older one was a binding before, the binding is flagged
+  and goes back to the older one; a fingerprint that was only ever presented is never bound this way.
 - Otherwise **keep** the binding; the agent judges the match itself.
 
-Every fingerprint that conflicted is kept in `machine_fingerprints` (first and last seen, when it was
-bound, when flagged); `pospal-server admin machine clones` lists the flagged ones.
+Every fingerprint that conflicted, and the binding it conflicted with, is kept in `machine_fingerprints`
+(first and last seen, `rebound_at`: when it became or was found to be the binding, when flagged); the
+30-day limit counts the `machine.fingerprint_rebound` audit rows. `pospal-server admin machine clones`
+lists the flagged ones.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server import fingerprints
+from server.db import lock_for
 from server.licensing import fingerprint_matches, record_audit
-from server.models import Machine, MachineFingerprint
+from server.models import AuditLog, Machine, MachineFingerprint
 
 REBIND_EVERY = timedelta(days=30)
 
@@ -82,6 +86,7 @@ def observe(
     differing = conflicts(bound, presented)
     if not differing:
         return KEEP
+    lock_for(session, f"binding:{machine.id}")  # two refreshes of one key at once are judged in turn
     row = session.execute(
         select(Machine.last_seen_at, Machine.activated_at).where(Machine.id == machine.id)
     ).one()
@@ -89,6 +94,8 @@ def observe(
     # The binding was last presented before this request, whatever the clock's resolution says.
     before = min(machine_seen or activated or now, now) - timedelta(microseconds=1)
     bound_row = _sighting(session, machine.id, bound, activated or now, before)
+    if bound_row.rebound_at is None:  # it is the binding now: remember that it was one
+        bound_row.rebound_at = activated or now
     seen = _sighting(session, machine.id, presented, None, None)
     if seen is not None and seen.clone_at is not None:
         seen.last_seen_at = now
@@ -97,19 +104,23 @@ def observe(
     if alternating:
         assert seen is not None
         seen.last_seen_at = now
-        if (seen.first_seen_at, seen.id) > (bound_row.first_seen_at, bound_row.id):  # ties: the later row
-            _flag(session, machine.id, seen, bound, now)
-            return Verdict(token_fp={name: bound[name] for name in differing})
-        # The binding is the newer one: the walk had moved it; flag it and go back to the older one.
-        _flag(session, machine.id, bound_row, presented, now)
-        return Verdict(bind=presented)
+        older = (seen.first_seen_at, seen.id) < (bound_row.first_seen_at, bound_row.id)  # ties: row order
+        if older and seen.rebound_at is not None:
+            # The binding is the newer one: the walk had moved it. Flag it and go back to the older
+            # binding, never to a fingerprint that was only ever presented.
+            _flag(session, machine.id, bound_row, presented, now)
+            return Verdict(bind=presented)
+        _flag(session, machine.id, seen, bound, now)
+        return Verdict(token_fp={name: bound[name] for name in differing})
     if seen is None:
         seen = _sighting(session, machine.id, presented, now, now)
     seen.last_seen_at = now
     if not fingerprint_matches(bound, presented):
         return KEEP
     last = session.scalar(
-        select(func.max(MachineFingerprint.rebound_at)).where(MachineFingerprint.machine_id == machine.id)
+        select(func.max(AuditLog.at)).where(
+            AuditLog.machine_id == machine.id, AuditLog.action == "machine.fingerprint_rebound"
+        )
     )
     if last is not None and now - last < REBIND_EVERY:
         owner_proven = owner_proven or _owner_proof_on(session, machine, now)

@@ -153,8 +153,8 @@ class Machine(Base):
 class MachineFingerprint(Base):
     """A fingerprint a machine key presented that conflicts with its binding (server/binding.py).
 
-    `rebound_at` is when the binding moved to it; `clone_at` when it was flagged as a clone's (the same
-    machine key seen alternating between two fingerprints, this one the newer).
+    `rebound_at` is when it became (or was found to be) the binding; `clone_at` when it was flagged as a
+    clone's (the same machine key seen alternating between two fingerprints, this one the newer).
     """
 
     __tablename__ = "machine_fingerprints"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from server import binding, cli
@@ -132,6 +137,22 @@ def test_clone_flagged_without_any_rebind(
     assert count_audit_rows(database, action="machine.clone_flagged") == 1
 
 
+def test_walk_cannot_jump_to_a_fingerprint_that_was_only_presented(
+    client, seed_subscription, login_code, make_machine, clock
+):
+    machine = _activated(client, seed_subscription, login_code, make_machine)
+    a = dict(machine.fp)
+    far = {**a, "machine_id": "a1" * 32, "product_uuid": "a2" * 32, "board_serial": "a3" * 32}
+    near = {**a, "machine_id": "a1" * 32, "product_uuid": "a2" * 32}  # a majority of both
+    assert _refresh(client, machine, far)["fp"] == a  # not a majority: kept, only recorded
+    clock.advance(hours=1)
+    assert _refresh(client, machine, near)["fp"] == near  # the month's one re-bind
+    clock.advance(hours=1)
+    # `far` is older than the binding, but was never bound: it is the clone, not the way back.
+    claims = _refresh(client, machine, far)
+    assert claims["fp"] == {"board_serial": a["board_serial"]}
+
+
 def test_trial_request_cannot_rebind(client, make_machine, clock):
     machine = make_machine()
     first = token_claims(machine.start_trial(client).json()["token"])["fp"]
@@ -159,3 +180,38 @@ def test_owner_proof_on_the_terminal_allows_a_second_rebind(
         authority.remember(session, customer_id, row.public_key, clock.now())
     third = _step(first, "board_serial")  # a part not presented before
     assert _refresh(client, machine, third)["fp"] == third  # the owner's proof on this PC allows it
+
+
+COMPONENTS = ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(COMPONENTS[:4]), st.integers(0, 3)), min_size=1, max_size=12))
+def test_any_walk_within_30_days_moves_the_binding_at_most_once(database, clock, steps):
+    from datetime import timedelta
+
+    from server.models import Machine
+
+    original = {name: f"{name}-0".encode().hex().ljust(64, "0") for name in COMPONENTS}
+    with database.transaction() as session:
+        machine = Machine(
+            public_key=secrets.token_hex(16), fingerprint=dict(original), activated_at=clock.now()
+        )
+        session.add(machine)
+        session.flush()
+        presented, now = dict(original), clock.now()
+        bindings = [dict(original)]
+        for name, value in steps:
+            presented = {**presented, name: f"{name}-{value}".encode().hex().ljust(64, "0")}
+            now += timedelta(hours=6)
+            verdict = binding.observe(session, machine, presented, now)
+            if verdict.bind is not None:
+                machine.fingerprint = verdict.bind
+                bindings.append(verdict.bind)
+            machine.last_seen_at = now
+            session.flush()
+        # At most one step away, and wherever the walk went, the binding is one the first PC still matches.
+        assert len({json.dumps(b, sort_keys=True) for b in bindings}) <= 2
+        assert count_audit(session, machine_id=machine.id, action="machine.fingerprint_rebound") <= 1
+        kept = sum(machine.fingerprint[n] == original[n] for n in COMPONENTS)
+        assert kept * 2 > len(COMPONENTS)
