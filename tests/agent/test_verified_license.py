@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from protocol.clock import FakeClock, SystemClock
 from protocol.trust import b64url_encode
 from tests.agent import fake_machine
 from tests.agent.conftest import AgentProcess, write_trusted_keys
+from tests.processes import new_group_kwargs, signal_group
 from tests.server.conftest import REPO, RunningServer, free_port, launch_server
 
 
@@ -114,14 +114,14 @@ def impostor(world):
     def start(mode: str, arg: str) -> int:
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "tests.agent.impostor", mode, arg, str(port)],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, **new_group_kwargs())
         procs.append(proc)
         AgentClient(port, timeout=1).wait_ready(20) if mode == "proxy" else _wait_listening(port)
         return port
 
     yield start
     for proc in procs:
-        os.killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc, kill=True)
         proc.wait(10)
 
 
