@@ -145,7 +145,7 @@ def error_for(exc: BaseException) -> ApiError:
 class _Headers(dict):
     """Request headers by lower-cased name; `get` is case-insensitive."""
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
 
@@ -255,7 +255,8 @@ def handle(api: LocalApi, req: Request) -> bytes:
             if not query and not cors and "accept-language" not in req.headers:
                 return api._license_response  # the hot path: the whole answer is already bytes
             params = parse_qs(query, keep_blank_values=True) if query else {}
-            lang = (params.get("lang") or [None])[0] or _accept_language(req.headers.get("accept-language"))
+            langs = params.get("lang")
+            lang = (langs[0] if langs else None) or _accept_language(req.headers.get("accept-language"))
             if "challenge" in params:
                 return api.challenge_response(query, cors, lang)
             return api.license_answer(lang, cors)
@@ -655,18 +656,18 @@ class Server:
         total = conn.head_len + conn.body_len
         if len(conn.inbuf) < total:
             return
-        req = conn.pending
-        assert req is not None
+        full = conn.pending
+        assert full is not None
         conn.pending = None
-        req.body = bytes(conn.inbuf[conn.head_len:total])
+        full.body = bytes(conn.inbuf[conn.head_len:total])
         del conn.inbuf[:total]
         conn.head_len, conn.body_len = -1, 0
-        if self._blocking(req):
+        if self._blocking(full):
             conn.state = _WORKING
             self._watch(conn, 0)
-            self._jobs.put((conn, req))
+            self._jobs.put((conn, full))
             return
-        self._respond(conn, handle(self.api, req), not req.keep_alive, now)
+        self._respond(conn, handle(self.api, full), not full.keep_alive, now)
 
     def _respond(self, conn: _Conn, answer: bytes, close: bool, now: float) -> None:
         conn.state = _WRITING
