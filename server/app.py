@@ -154,7 +154,7 @@ def create_app(
 
 
 def _start_outbox_worker(services: Services, stop: threading.Event) -> threading.Thread:
-    from server.outbox import run_worker
+    from server.worker import run_worker
 
     thread = threading.Thread(
         target=run_worker,

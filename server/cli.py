@@ -97,7 +97,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the outbox worker until SIGINT or SIGTERM."""
-    from server.outbox import run_worker
+    from server.worker import run_worker
 
     db = prepare(settings)
     stop = threading.Event()

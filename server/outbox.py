@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -427,54 +426,3 @@ def retry_config_waits(db: Database, clock: Clock) -> int:
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
-
-
-def run_worker(
-    settings: Any,
-    stop_event: threading.Event,
-    *,
-    db: Database | None = None,
-    mailer: Mailer | None = None,
-    clock: Clock | None = None,
-    poll_s: float = 2.0,
-    reminder_every_s: float = 600.0,
-    registry: CollectorRegistry | None = None,
-) -> None:
-    """Deliver outbox mail until `stop_event` is set; also runs the trial-ending reminder job.
-
-    Used in-process by the app (a daemon thread) and by `pospal-server worker`. Database or provider
-    outages never end the loop: it logs and waits, with the wait growing up to one minute. `registry`
-    is where the worker's Prometheus counter goes (the app's, so `/metrics` shows it).
-    """
-    from server.mail import make_mailer
-    from server.reminders import enqueue_trial_reminders
-
-    own_db = db is None
-    database = db or Database(settings.database_url, pool_size=2)
-    clock = clock or SystemClock()
-    worker = OutboxWorker(database, mailer or make_mailer(settings), clock, registry=registry)
-    last_reminder: datetime | None = None
-    idle_wait = poll_s
-    released = False
-    try:
-        while not stop_event.is_set():
-            try:
-                if not released:
-                    released = True
-                    if retry_config_waits(database, clock):
-                        log.info("email_config_waits_released")
-                now = clock.now()
-                if last_reminder is None or (now - last_reminder).total_seconds() >= reminder_every_s:
-                    enqueue_trial_reminders(database, clock)
-                    last_reminder = now
-                result = worker.run_once()
-                idle_wait = poll_s
-                if result.handled:
-                    continue
-            except Exception:  # keep the worker alive through outages
-                log.exception("outbox_worker_error")
-                idle_wait = min(60.0, idle_wait * 2)
-            stop_event.wait(idle_wait)
-    finally:
-        if own_db:
-            database.dispose()

@@ -16,8 +16,9 @@ from server.errors import MailRejected, MailTemporaryError, TemplateError
 from server.mail import ResendMailer, SmtpMailer
 from server.mail.base import OutgoingEmail
 from server.models import Checkout, Customer, Outbox, Trial
-from server.outbox import OutboxWorker, backoff, enqueue, run_worker
+from server.outbox import OutboxWorker, backoff, enqueue
 from server.reminders import enqueue_trial_reminders
+from server.worker import run_worker
 from tests.server.resend_stub import start_resend_stub
 from tests.server.smtp_sink import SmtpSink
 
