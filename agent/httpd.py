@@ -39,13 +39,38 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from agent import errors
 
-if TYPE_CHECKING:
-    from agent.api import LocalApi
+
+class Site(Protocol):
+    """What the wire needs from the owner of the routes (`agent.api.LocalApi` implements it).
+
+    Declared here, so this module depends on no route code and `agent.api` imports it, never the reverse.
+    """
+
+    routes: Any  # {(method, path): Route with .handler, .auth, .blocking}
+    valid_hosts: Any  # Host header values that pass the DNS-rebinding guard
+    allowed_origins: Any  # browser origins allowed CORS on GET /v1/license
+    _license_response: bytes  # the hot path: GET /v1/license with no query, as ready bytes
+
+    def token_ok(self, header: str | None) -> bool:
+        """Whether an Authorization header carries the agent's bearer token."""
+        ...
+
+    def _get_license(self, body: dict[str, Any]) -> Any:
+        """The license route's handler (compared by identity to pick the fast path)."""
+        ...
+
+    def challenge_response(self, query: str, cors: str, lang: str | None) -> bytes:
+        """GET /v1/license?challenge=...: the answer with its token and proof."""
+        ...
+
+    def license_answer(self, lang: str | None, cors: str) -> bytes:
+        """GET /v1/license in a chosen language (or with CORS)."""
+        ...
 
 log = logging.getLogger("agent.api")
 
@@ -231,7 +256,7 @@ def _parse_head(head: bytes) -> tuple[Request, int]:
 # ------------------------------------------------------------------------------------ request handling
 
 
-def handle(api: LocalApi, req: Request) -> bytes:
+def handle(api: Site, req: Request) -> bytes:
     """Run the guards, route the request and return the whole answer (errors as JSON)."""
     method = req.method
     try:
@@ -280,7 +305,7 @@ def _accept_language(header: str | None) -> str | None:
     return first.split("-", 1)[0].lower() or None
 
 
-def _guard(api: LocalApi, req: Request) -> str | None:
+def _guard(api: Site, req: Request) -> str | None:
     """Run the guards that come before routing; returns the allowed Origin, if any."""
     headers = req.headers
     if headers.get("Host") not in api.valid_hosts:
@@ -355,13 +380,14 @@ class _Conn:
 class Server:
     """The listening socket on 127.0.0.1, its selector loop and worker pool (see the module docstring).
 
-    `api` (a `LocalApi`) provides the routes; `blocking(req)` says which requests go to a worker.
+    `api` (a `Site`, in practice `agent.api.LocalApi`) provides the routes; `blocking(req)` says which
+    requests go to a worker.
     """
 
     def __init__(
         self,
         address: tuple[str, int],
-        api: LocalApi,
+        api: Site,
         *,
         blocking: Callable[[Request], bool],
         max_connections: int = MAX_CONNECTIONS,
