@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.control import AddTerminal, Checkout, Diagnostics, StatusCallback, Terminal
+from agent.values import AddTerminal, Checkout, Diagnostics, StatusCallback, Terminal
 
 if TYPE_CHECKING:
     from agent.state import LicenseStatus

@@ -32,12 +32,13 @@ from agent.anchors import load_trusted_keys
 from agent.cache import SealedCache, check_fresh
 from agent.clock import Clock, SystemClock, TrustedClock
 from agent.config import AgentSettings
-from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal, is_email
 from agent.errors import Error, InvalidInput, KeySetRejected, LicenseFileRefused, ServerRefused, TokenInvalid
 from agent.marks import MarkStore
 from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
+from agent.values import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
+from protocol.emails import is_email
 from protocol.signatures import new_nonce
 from protocol.tokens import Claims, Policy, verify_token
 from protocol.trust import TrustedKeys, encode_public_key
