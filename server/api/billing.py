@@ -42,7 +42,7 @@ from server.api.deps import (
 from server.api.schemas import ActivationRequest, Email, Fingerprint, Kid, Locale, PublicKey, TerminalName
 from server.billing.base import CheckoutRequest, QuantityPreview
 from server.billing.sandbox import CHECKOUT_ACTIONS, SUBSCRIPTION_ACTIONS, SandboxBilling
-from server.billing.sync import sync_subscription
+from server.billing.sync import fetch_subscription_state, sync_subscription
 from server.errors import ApiError, BillingError, NoSubscription, NotFound, WebhookSignatureInvalid
 from server.models import Checkout, Customer, License, Subscription
 from server.webhooks import MANAGE_PATH, WebhookContext, mark_checkout_expired, process_event
@@ -263,6 +263,10 @@ def add_terminal(
                 )
             svc.billing.update_quantity(provider_id, wanted, f"{license_id}-{wanted}")
             preview = QuantityPreview(quantity_now, wanted, 0, "eur")
+            # Fetched before the write transaction, as webhooks do: no provider call holds the lock.
+            fetched = (
+                fetch_subscription_state(svc.billing, provider_id, now) if wanted > quantity_now else None
+            )
     except BillingError as exc:
         log.error("quantity_provider_failed", extra={"license_id": license_id, "error": str(exc)})
         raise BillingUnavailable() from None
@@ -271,7 +275,7 @@ def add_terminal(
         return answer
     with svc.db.transaction() as session:
         if wanted > quantity_now:
-            sync_subscription(session, svc.billing, provider_id, _context(svc), now)
+            sync_subscription(session, svc.billing, provider_id, _context(svc), now, fetched=fetched)
             licensing.record_audit(
                 session,
                 actor=f"key:{public_key_owner(public_key)}",
