@@ -67,8 +67,9 @@ from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import __version__, errors
+from agent import errors
 from agent.httpd import ApiError, Request, Server, dumps, error_for, response
+from protocol import __version__
 from protocol.proof import canonical_json, parse_challenge, sign_answer
 from protocol.trust import encode_public_key
 

@@ -27,8 +27,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent import __version__
 from agent.errors import Error
+from protocol import __version__
 
 log = logging.getLogger("agent.cli")
 

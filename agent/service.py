@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import __version__, fingerprint, messages, offline, store
+from agent import fingerprint, messages, offline, store
 from agent import language as agent_language
 from agent.anchors import load_trusted_keys
 from agent.cache import SealedCache, check_fresh
@@ -38,6 +38,7 @@ from agent.state import LicenseStatus, StatusInputs, compute_status
 from agent.sync import SyncEngine, SyncResult
 from agent.transport import CloudTransport, HttpTransport, MachineIdentity
 from agent.values import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
+from protocol import __version__
 from protocol.emails import is_email
 from protocol.signatures import new_nonce
 from protocol.tokens import Claims, Policy, verify_token

@@ -24,8 +24,8 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
-from agent import __version__
 from agent.errors import Offline, ServerRefused
+from protocol import __version__
 from protocol.signatures import new_nonce, sign_request
 
 if TYPE_CHECKING:
