@@ -385,7 +385,7 @@ def test_license_answers_at_once_while_a_sync_hangs_on_a_silent_server(tmp_path)
         api.stop()
     print(f"sync hanging: median {statistics.median(times):.3f} ms, max {max(times):.3f} ms, "
           f"new connection {fresh_connection_ms:.3f} ms")
+    assert len(bodies) == 100  # every answer arrived while the sync hung (latency: bench/local_api.py)
     assert all(b["license_state"] == "licensed_active" and b["licensed"] for b in bodies)
     assert status == 200 and data["licensed"] is True
-    assert statistics.median(times) < 10
     assert len(outcome) == 1 and isinstance(outcome[0], errors.Offline)

@@ -241,6 +241,20 @@ def test_subscription_created_elsewhere_is_adopted_by_customer_email(stripe_clie
         assert customer.stripe_customer_id == "cus_new"
 
 
+def _license_token_state(database, clock, provider_id: str) -> dict:
+    """The license row's status, and the status part a token for it would carry now (server.licensing)."""
+    from server.licensing import subscription_state
+
+    with database.transaction() as session:
+        sub = session.scalars(
+            select(Subscription).where(Subscription.provider_subscription_id == provider_id)
+        ).one()
+        license_ = session.scalars(select(License).where(License.subscription_id == sub.id)).one()
+        state = subscription_state(license_, sub, clock.now())
+        return {"license_status": license_.status, "status": state["status"],
+                **({"cancel_at": state["cancel_at"]} if state.get("cancel_at") else {})}
+
+
 def test_cancel_at_period_end_keeps_license_then_deleted_cancels(stripe_client, stub, database, clock):
     _customer(database, clock)
     stub.subscriptions["sub_1"] = subscription("sub_1", "cus_known")
@@ -252,9 +266,14 @@ def test_cancel_at_period_end_keeps_license_then_deleted_cancels(stripe_client, 
     _deliver(stripe_client, event("customer.subscription.updated", stub.subscriptions["sub_1"]))
     sub = _subscription(database, "sub_1")
     assert sub.status == "active" and sub.cancel_at_period_end and sub.cancel_at.timestamp() == 1_800_000_000
+    # Until the paid period ends, what a terminal's token says is: licensed, ending at the period's end.
+    assert _license_token_state(database, clock, "sub_1") == {
+        "license_status": "active", "status": "active", "cancel_at": 1_800_000_000,
+    }
     stub.subscriptions["sub_1"] = subscription("sub_1", "cus_known", status="canceled")
     _deliver(stripe_client, event("customer.subscription.deleted", stub.subscriptions["sub_1"]))
     assert _subscription(database, "sub_1").status == "canceled"
+    assert _license_token_state(database, clock, "sub_1")["status"] == "canceled"
     assert [r.template for r in outbox_rows(database)] == [
         "welcome",
         "subscription_ending",
