@@ -187,9 +187,12 @@ def test_a_second_session_attaches_its_tray_and_takes_over_when_the_first_agent_
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while "this session's tray attaches" not in log.read_text() and time.monotonic() < deadline:
+        # Wait for both lines: the tray's start is logged just after the attach, and under load it lags.
+        while not all(line in log.read_text() for line in ("this session's tray attaches", "tray started (pid")) \
+                and time.monotonic() < deadline:
             assert second.poll() is None, log.read_text()
             time.sleep(0.1)
+        assert "this session's tray attaches" in log.read_text()
         assert "tray started (pid" in log.read_text()
         assert second.poll() is None, "the second session must stay, with its tray"
         first.stop()
