@@ -188,8 +188,8 @@ def test_a_second_session_attaches_its_tray_and_takes_over_when_the_first_agent_
     try:
         deadline = time.monotonic() + 60
         # Wait for both lines: the tray's start is logged just after the attach, and under load it lags.
-        while not all(line in log.read_text() for line in ("this session's tray attaches", "tray started (pid")) \
-                and time.monotonic() < deadline:
+        wanted = ("this session's tray attaches", "tray started (pid")
+        while not all(line in log.read_text() for line in wanted) and time.monotonic() < deadline:
             assert second.poll() is None, log.read_text()
             time.sleep(0.1)
         assert "this session's tray attaches" in log.read_text()
