@@ -36,6 +36,7 @@ class MovePage(Page):
         self.list_button.clicked.connect(self.list_terminals)
         self.back.clicked.connect(lambda: host.show_page("overview"))
         self.terminals.remove_requested.connect(self.remove)
+        self.terminals.keep_requested.connect(self.keep)
 
     def retranslate(self) -> None:
         """Texts in the current language."""
@@ -69,9 +70,13 @@ class MovePage(Page):
             return
         self.host.worker.call(f"remove:{machine_id}", "remove_terminal", machine_id)
 
+    def keep(self, machine_id: str, _name: str) -> None:
+        """The owner picks a terminal over the quantity to take a seat (the least recently seen stops)."""
+        self.host.worker.call(f"keep:{machine_id}", "keep_terminals", [machine_id])
+
     def finished(self, tag: str, result) -> None:
         """Show the list, drop a removed row, or leave after deactivating."""
-        if tag == "terminals":
+        if tag == "terminals" or tag.startswith("keep:"):
             self.list_button.setEnabled(True)
             self.terminals.set_terminals(result or [])
         elif tag == "deactivate":
@@ -88,6 +93,6 @@ class MovePage(Page):
             self.list_button.setEnabled(True)
         elif tag == "deactivate":
             self.deactivate_button.setEnabled(True)
-        elif not tag.startswith("remove:"):
+        elif not tag.startswith(("remove:", "keep:")):
             return
         self.host.show_error(lambda: describe(error))

@@ -18,6 +18,7 @@ from ui.strings import t
 messages.register(
     {
         "ui.terminal.inactive": {"en": "Inactive", "el": "Ανενεργό"},
+        "ui.terminal.keep": {"en": "Use this one", "el": "Χρήση αυτού"},
         "ui.terminal.idle": {
             "en": "Inactive: not seen for a month, its seat is free",
             "el": "Ανενεργό: δεν εμφανίστηκε για έναν μήνα, η θέση του είναι ελεύθερη",
@@ -38,6 +39,7 @@ class TerminalList(QFrame):
     """Rows of terminals; ``remove_requested(machine_id, name)`` when a Remove button is pressed."""
 
     remove_requested = Signal(str, str)
+    keep_requested = Signal(str, str)  # an inactive terminal over the quantity should take a seat
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,6 +49,7 @@ class TerminalList(QFrame):
         self._layout.setContentsMargins(0, 4, 0, 4)
         self._layout.setSpacing(6)
         self.remove_buttons: dict[str, object] = {}
+        self.keep_buttons: dict[str, object] = {}
         self.hide()
 
     def set_terminals(self, rows: list) -> None:
@@ -60,6 +63,7 @@ class TerminalList(QFrame):
             if item.widget() is not None:
                 item.widget().deleteLater()
         self.remove_buttons = {}
+        self.keep_buttons = {}
         for row in self._rows:
             self._layout.addWidget(self._row_widget(row))
         self.setVisible(bool(self._rows))
@@ -85,6 +89,13 @@ class TerminalList(QFrame):
         words.addWidget(title)
         words.addWidget(seen)
         line.addLayout(words, 1)
+        if _get(row, "reason") == "seats_exceeded":
+            # The owner's choice of who stays: this one takes the seat of the least recently seen.
+            keep = button("keep")
+            keep.setText(t("ui.terminal.keep"))
+            keep.clicked.connect(lambda _=False, m=machine_id, n=name: self.keep_requested.emit(m, n))
+            line.addWidget(keep)
+            self.keep_buttons[machine_id] = keep
         if not this_pc:
             remove = button("danger")
             remove.setText(t("ui.move.remove"))

@@ -88,3 +88,20 @@ def test_terminal_list_shows_inactive_terminals_and_why(qtbot):
     labels = [label.text() for label in listing.findChildren(QLabel)]
     assert sum("Inactive: not seen for a month" in text for text in labels) == 1
     assert "m_b" in listing.remove_buttons  # an inactive terminal can still be removed
+
+
+def test_owner_picks_a_terminal_over_the_quantity_to_keep(qtbot, ui, control):
+    from agent.control import Terminal
+
+    worker, window, _ = ui
+    control.terminals = [
+        Terminal("m_front", "Front counter", None, None, True),
+        Terminal("m_bar", "Beach bar", None, None, False, active=False, reason="seats_exceeded"),
+    ]
+    window.show_page("move")
+    page = window.pages["move"]
+    qtbot.waitUntil(lambda: "m_bar" in page.terminals.keep_buttons, timeout=2000)
+    assert "m_front" not in page.terminals.keep_buttons
+    with qtbot.waitSignal(worker.action_finished, check_params_cb=lambda tag, _r: tag == "keep:m_bar"):
+        page.terminals.keep_buttons["m_bar"].click()
+    assert control.calls[-1] == ("keep_terminals", (["m_bar"],))
