@@ -1,0 +1,314 @@
+"""The owner's and staff's flows, as part of `AgentService`: trial, codes, Checkout, activation, billing
+portal, terminals, the owner's proof, deactivation and activation by file.
+
+Each flow is one request to the server through the `CloudTransport`, signed by this machine's key; a token
+in the answer goes through `AgentService._accept` (verified, anchored, persisted, published). Network
+calls never run under the state lock.
+
+`FlowsMixin` is a mixin rather than a separate object because every flow ends in the service's state
+(`_accept`, `_forget_license`, `refresh_status`) and the public methods stay on `AgentService`, which
+`InProcessControl`, the local API and the CLI call. It uses these attributes of `AgentService`:
+`_data`, `_lock`, `_claims`, `_token_problem`, `_trusted`, `_generation`, `trusted_clock`, `key_store`,
+`transport`, `cache`, `engine`, `opener`, `terminal_name`, `language`, and the methods `status()`,
+`refresh_status()`, `_accept()`, `_save()`, `_changed()`, plus the machine bodies
+of `agent.identity.IdentityMixin`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from agent import messages, offline, store
+from agent.cache import SealedCache
+from agent.clock import TrustedClock
+from agent.errors import Error, InvalidInput, LicenseFileRefused, ServerRefused
+from agent.sync import SyncEngine
+from agent.transport import CloudTransport, MachineIdentity
+from agent.values import AddTerminal, Checkout, Terminal
+from protocol.emails import is_email
+from protocol.signatures import new_nonce
+from protocol.tokens import Claims, Policy
+from protocol.trust import TrustedKeys, encode_public_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.state import LicenseStatus
+
+log = logging.getLogger(__name__)
+
+
+class FlowsMixin:
+    """Part of `AgentService`: what the owner and the staff do (trial, buy, activate, terminals, ...)."""
+
+    _data: dict[str, Any]
+    _lock: threading.RLock
+    _claims: Claims | None
+    _token_problem: str | None
+    _trusted: TrustedKeys
+    _generation: int
+    trusted_clock: TrustedClock
+    key_store: store.MachineKeyStore
+    transport: CloudTransport
+    cache: SealedCache
+    engine: SyncEngine
+    opener: Callable[[str], Any]
+
+    if TYPE_CHECKING:
+
+        @property
+        def terminal_name(self) -> str: ...
+
+        @property
+        def language(self) -> str: ...
+
+        def status(self) -> LicenseStatus: ...
+
+        def refresh_status(self) -> LicenseStatus: ...
+
+        def _accept(self, answer: dict[str, Any], gen: int, nonce: str, force: bool = False) -> None: ...
+
+        def _save(self) -> None: ...
+
+        def _changed(self) -> None: ...
+
+        def _hashes(self) -> dict[str, str]: ...
+
+        def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]: ...
+
+        def _trial_body(self, key: Ed25519PrivateKey) -> dict[str, Any]: ...
+
+        def _identity(self) -> MachineIdentity: ...
+
+        def _signed_or_code(
+            self, email: str | None, code: str | None
+        ) -> tuple[MachineIdentity | None, dict]: ...
+
+    def start_trial(self, email: str | None = None) -> LicenseStatus:
+        """Start (or resume) the trial. Offline on a first run: a provisional trial of up to 3 days.
+
+        `email` (optional) is where the server sends a reminder 3 days before the trial ends; given
+        offline, it is kept and sent when the provisional trial is confirmed.
+        """
+        if email is not None:
+            email = email.strip().lower() or None
+        if email is not None and not is_email(email):
+            raise InvalidInput(f"'{email}' is not an email address.")
+        with self._lock:
+            if self._claims is not None and self._claims.status != "revoked":
+                return self.status()
+            if email is not None:
+                self._data["trial_email"] = email
+                self._changed()
+        key = self.key_store.load_or_create()
+        body = self._trial_body(key)
+        gen = self._generation
+        nonce = new_nonce()
+        try:
+            answer = self.transport.start_trial(MachineIdentity(key, nonce=nonce), body)
+        except ServerRefused:
+            raise
+        except Error as exc:
+            with self._lock:
+                if self._data.get("provisional_trial_started") is None:
+                    start = self._provisional_start()
+                    if start is None:
+                        log.warning("server unreachable (%s), and this PC's one provisional trial was "
+                                    "already used: the trial needs the server", exc.message)
+                        raise
+                    log.info("server unreachable (%s): starting a provisional trial", exc.message)
+                    self._data["provisional_trial_started"] = start
+                    self._changed()
+            self._save()
+            self.engine.schedule_in(self.engine.backoff_s(1))
+            return self.refresh_status()
+        self._accept(answer, gen, nonce)
+        return self.status()
+
+    def _provisional_start(self) -> int | None:
+        """When the provisional trial starts: now on this PC's first one, its recorded start while that
+        one runs, None once it was used (the marks outside the data dir remember it; see agent.marks)."""
+        now = int(self.trusted_clock.now().timestamp())
+        marks = self.cache.marks
+        used = marks.provisional_trial
+        if used is None:
+            return None if marks.provisional_seen else now
+        return used if used <= now < used + Policy().provisional_trial_s else None
+
+    def request_code(self, email: str, purpose: str) -> None:
+        """Ask the server to email a code for `purpose` ("activate", "portal", "terminals")."""
+        self.transport.request_code(email, purpose, self.language)
+
+    def activate(self, email: str, code: str) -> LicenseStatus:
+        """Activate this PC on the license of `email`, proven by the emailed 6-digit `code`."""
+        return self._activate({"email": email, "code": code})
+
+    def _activate(self, extra: dict[str, Any]) -> LicenseStatus:
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(extra)
+        gen = self._generation
+        nonce = new_nonce()
+        answer = self.transport.activate(MachineIdentity(key, nonce=nonce), body)
+        self._accept(answer, gen, nonce, force=True)
+        return self.status()
+
+    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+        """Create a Checkout session bound to this machine (the caller opens its URL)."""
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(email=email, restaurant_name=restaurant_name.strip() or email, quantity=quantity,
+                    locale=self.language)
+        answer = self.transport.create_checkout(MachineIdentity(key), body)
+        checkout = Checkout(str(answer["checkout_id"]), str(answer["url"]))
+        with self._lock:
+            self._data["checkout"] = {"id": checkout.checkout_id, "email": email}
+        self._save()
+        return checkout
+
+    def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
+        """Poll the checkout until it completes, then activate with it; returns early when `cancel` is set.
+
+        Raises `ServerRefused("checkout_expired")` when the session expired unpaid. Offline moments while
+        polling are waited out.
+        """
+        while not cancel.is_set():
+            try:
+                state = self.transport.checkout_status(checkout_id)
+            except Error as exc:
+                if isinstance(exc, ServerRefused):
+                    raise
+                state = "open"
+            if state == "complete":
+                email = (self._data.get("checkout") or {}).get("email")
+                body: dict[str, Any] = {"checkout_id": checkout_id}
+                if email:
+                    body["email"] = email
+                status = self._activate(body)
+                with self._lock:
+                    self._data.pop("checkout", None)
+                self._save()
+                return status
+            if state == "expired":
+                raise ServerRefused("checkout_expired", messages.text("error.checkout_expired",
+                                                                      self.language))
+            cancel.wait(poll_s)
+        return self.status()
+
+    def buy(self, email: str, restaurant_name: str, cancel: threading.Event, quantity: int = 1,
+            poll_s: float = 2.0) -> LicenseStatus:
+        """The whole purchase: create Checkout, open it with `opener`, wait for payment, activate."""
+        checkout = self.start_checkout(email, restaurant_name, quantity)
+        try:
+            self.opener(checkout.url)
+        except Exception:
+            log.warning("could not open a browser; the Checkout URL is %s", checkout.url)
+        return self.wait_checkout(checkout.checkout_id, cancel, poll_s)
+
+    def portal_url(self) -> str:
+        """A billing-portal URL for this machine's license (machine-signed)."""
+        return self.transport.portal(self._identity(), {"locale": self.language})
+
+    def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
+        """The license's terminals: machine-signed, or proven by `email` + `code`."""
+        identity, body = self._signed_or_code(email, code)
+        rows = self.transport.list_terminals(identity, body)
+        return [Terminal.from_dict(r) for r in rows]
+
+    def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
+        """Remove a terminal from the license (frees a seat)."""
+        identity, body = self._signed_or_code(email, code)
+        body["machine_id"] = machine_id
+        self.transport.remove_terminal(identity, body)
+        if machine_id == self._data.get("machine_id"):
+            self._forget_license()
+
+    def prove_owner(self, email: str, code: str) -> None:
+        """Prove the owner's e-mail on this PC with the emailed code: owner actions for 15 minutes.
+
+        Signed by this PC's machine key (its public key in the body when it is not activated yet).
+        """
+        key = self.key_store.load_or_create()
+        machine_id = self._data.get("machine_id")
+        body: dict[str, Any] = {"email": email.strip().lower(), "code": code}
+        if not machine_id:
+            body["machine_public_key"] = encode_public_key(key.public_key())
+        self.transport.prove_owner(MachineIdentity(key, machine_id), body)
+
+    def add_terminal(
+        self, email: str, confirm: bool = False, expected_quantity: int | None = None
+    ) -> AddTerminal:
+        """Add this PC to the owner's subscription (quantity +1, prorated): the price, then with `confirm`
+        the change and this PC's activation. Needs the owner's proof on this PC."""
+        key = self.key_store.load_or_create()
+        body = self._machine_body(key)
+        body.update(email=email.strip().lower(), confirm=confirm)
+        if expected_quantity is not None:
+            body["expected_quantity"] = expected_quantity
+        gen = self._generation
+        nonce = new_nonce()
+        answer = self.transport.add_terminal(MachineIdentity(key, nonce=nonce), body)
+        if confirm and answer.get("token"):
+            self._accept(answer, gen, nonce, force=True)
+        return AddTerminal.from_dict(answer)
+
+    def keep_terminals(self, machine_ids: list[str]) -> list[Terminal]:
+        """The owner chooses which terminals keep their seats; the others beyond the quantity stop."""
+        rows = self.transport.keep_terminals(self._identity(), {"machine_ids": list(machine_ids)})
+        return [Terminal.from_dict(r) for r in rows]
+
+    def deactivate(self) -> LicenseStatus:
+        """Deactivate this PC on the server (freeing its seat), then forget the license locally."""
+        identity = self._identity()
+        self.transport.deactivate(identity)
+        self._forget_license()
+        return self.status()
+
+    def offline_request(self) -> bytes:
+        """The activation request file for this PC: its public key, fingerprint hashes and a signature."""
+        key = self.key_store.load_or_create()
+        return offline.request_file(key, self._hashes(), terminal_name=self.terminal_name, lang=self.language,
+                                    now=self.trusted_clock.now(), known_kids=self._trusted.kids())
+
+    def import_offline_license(self, data: bytes | str) -> LicenseStatus:
+        """Make a license file this PC's license, only when every check passes (else nothing changes).
+
+        The file is checked like any token (trusted key, machine, trusted clock) and must be an offline
+        license for this machine key. It is not a sync: `last_sync` and the clock anchor stay as they are.
+        """
+        key = self.key_store.load()
+        if key is None:  # no request was ever made here, so no file can be for this PC
+            raise LicenseFileRefused("other_machine", messages.text("error.offline_file_other_machine",
+                                                                    self.language))
+        hashes = self._hashes()
+        with self._lock:
+            checked = offline.check_license_file(
+                data, trusted=self._trusted, now=self.trusted_clock.now(), hashes=hashes,
+                public_key=offline.public_key_of(key), held=self._claims, lang=self.language)
+            if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
+                self._data["keyset_updates"] = list(self._trusted.accepted_updates)
+            self._claims, self._token_problem = checked.claims, None
+            # A PC clock that lags the server a little must still accept this token after a restart.
+            self.trusted_clock.advance_to(datetime.fromtimestamp(checked.claims.srv, UTC))
+            self._data.update(token=checked.token, machine_id=checked.claims.mid)
+            self._data.pop("provisional_trial_started", None)
+            if checked.claims.terminal and not self._data.get("terminal_name"):
+                self._data["terminal_name"] = checked.claims.terminal
+            self._changed()
+        self._save()
+        log.info("offline license imported for %s, valid until %s", checked.claims.mid,
+                 datetime.fromtimestamp(checked.claims.exp, UTC).date())
+        return self.refresh_status()
+
+    def _forget_license(self) -> None:
+        with self._lock:
+            for key in ("token", "machine_id", "last_sync", "provisional_trial_started", "checkout"):
+                self._data.pop(key, None)
+            self._claims, self._token_problem = None, None
+            self._changed()
+        self._save()
+        self.refresh_status()
