@@ -118,7 +118,9 @@ class Fleet:
         self.sink = SmtpSink(self.run_dir / "mail.jsonl")
         self.sink.start()
         self.db_url = self._database_url()
-        self.server = ServerProcess(self.run_dir, self.db_url, self.clock.path, self.sink.port)
+        self.server = ServerProcess(
+            self.run_dir, self.db_url, self.clock.path, self.sink.port, schedule.seat_idle_days
+        )
         procs: list[Any] = []
         stop_rss = threading.Event()
         try:

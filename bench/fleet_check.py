@@ -362,4 +362,11 @@ def check_server(
             if machines[r["machine_id"]].fingerprint != now:
                 unhealed.append(r["index"])
     out["hw1_not_healed"] = unhealed
+    # A dead till frees its seat by itself: the owner's replacement activates without removing it.
+    out["replacements_refused"] = [
+        r["index"]
+        for r in results
+        if r["role"] == "replacement"
+        and not any(h["kind"] == "activated" and h.get("via") == "code" for h in r["history"])
+    ]
     return out

@@ -63,6 +63,7 @@ def text(r: dict[str, Any]) -> str:
         f"emails duplicated:                {srv['emails_duplicated']}",
         f"webhook events not processed:     {srv['events_not_processed'] + r['deliveries_failed']}",
         f"audit gaps:                       {len(srv['audit_gaps'])}",
+        f"replacements refused (dead till): {len(srv.get('replacements_refused', []))}",
         f"5xx outside injected faults:      {errs['outside_faults']}",
         f"server errors never retried ok:   {errs['not_retried_ok']}",
         f"agent-side exceptions:            {r['agent_exceptions']}",

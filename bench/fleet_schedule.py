@@ -7,8 +7,10 @@ activated with an emailed code (one beyond the seats, refused), failed renewals 
 recovery, cancellations at period end and at once, hardware changes (1 and 3 components), clocks set
 back (23 h: tolerated; 2 days: rollback until a sync; 3 days while offline: rollback at the end),
 machines offline for 1, 3 and 20 days (and at the end), a first run offline (provisional trial), a
-reinstall during a trial, a deactivation, and customers whose webhooks the provider sends duplicated
-and out of order (`provider_actions`, run by the orchestrator). Agents of one customer are kept
+reinstall during a trial, a deactivation, customers whose webhooks the provider sends duplicated
+and out of order (`provider_actions`, run by the orchestrator), and tills that die (a bought terminal goes
+dark for good) whose owner later activates a replacement with an emailed code and no manual removal:
+the dead till's seat frees itself after the server's `POSPAL_SEAT_IDLE_DAYS` (`Schedule.seat_idle_days`). Agents of one customer are kept
 together (`customer`), so one worker process owns them all.
 
 Times are scaled by `days / 30`, so the 3-day test run keeps the same shape. Anything that must stay
@@ -78,6 +80,8 @@ class Schedule:
     email_outage_at: float
     kills_at: list[float]
     pg_stop_at: float
+    # The server's POSPAL_SEAT_IDLE_DAYS for this run (longer than the 14-day lease in a 30-day run).
+    seat_idle_days: int = 30
 
     def by_customer(self) -> dict[int, list[Plan]]:
         """Plans grouped by customer (a worker takes whole customers)."""
@@ -100,11 +104,25 @@ def build(n_agents: int, days: float = 30.0, seed: int = 7) -> Schedule:
     roles, weights = zip(*ROLES, strict=True)
     customer = 0
     outage = 14.0 * DAY * s
+    idle_days = max(1, round(15 * s))
 
     def new(role: str, email: str | None = None) -> Plan:
         plan = Plan(index=len(plans), customer=customer, role=role, email=email)
         plans.append(plan)
         return plan
+
+    # Tills that die: every run has some (one per 50 agents, at least one), each with its replacement.
+    for _ in range(max(1, n_agents // 50)):
+        email = f"owner{customer}@fleet.example"
+        buy_at = day(1, 5)
+        dead = new("dead_till", email)
+        dead.add(day(0, 1), "trial")
+        dead.add(buy_at, "buy", quantity=1, decline_first=False)
+        dead.add(buy_at + 2 * HOUR, "offline")  # gone for good: no sync, no removal
+        replacement = new("replacement", email)
+        replacement.add(day(0, 1), "trial")
+        replacement.add(buy_at + 2 * HOUR + idle_days * DAY + 2 * HOUR, "activate_code")
+        customer += 1
 
     while len(plans) < n_agents:
         role = rng.choices(roles, weights)[0]
@@ -156,6 +174,7 @@ def build(n_agents: int, days: float = 30.0, seed: int = 7) -> Schedule:
         email_outage_at=outage,
         kills_at=[6.3 * DAY * s, 16.3 * DAY * s, 24.3 * DAY * s],
         pg_stop_at=20.3 * DAY * s,
+        seat_idle_days=idle_days,
     )
 
 

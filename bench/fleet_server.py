@@ -60,7 +60,9 @@ class ServerStartFailed(RuntimeError):
 class ServerProcess:
     """One real server process; `start()` waits for `/health`, `kill()` SIGKILLs it."""
 
-    def __init__(self, run_dir: Path, database_url: str, clock_file: Path, smtp_port: int) -> None:
+    def __init__(
+        self, run_dir: Path, database_url: str, clock_file: Path, smtp_port: int, seat_idle_days: int = 30
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.run_dir = run_dir
@@ -77,6 +79,7 @@ class ServerProcess:
             "POSPAL_LOG_LEVEL": "WARNING",
             "POSPAL_ENABLE_TEST_HOOKS": "1",
             "POSPAL_TEST_CLOCK_FILE": str(clock_file),
+            "POSPAL_SEAT_IDLE_DAYS": str(seat_idle_days),
             "FORWARDED_ALLOW_IPS": "127.0.0.1",
         }
         self.proc: subprocess.Popen[bytes] | None = None

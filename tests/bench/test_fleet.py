@@ -102,6 +102,7 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
     assert server["events_not_processed"] == 0 and report["deliveries_failed"] == 0
     assert server["audit_gaps"] == []
     assert server["hw1_not_healed"] == []
+    assert server["replacements_refused"] == []  # dead tills freed their seats with no manual removal
     assert report["errors"]["outside_faults"] == 0, report["errors"]["samples"]
     assert report["errors"]["not_retried_ok"] == 0, report["errors"]["samples"]
     assert report["agent_exceptions"] == 0, report["exception_samples"]
@@ -116,3 +117,18 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
         assert finals.get(state, 0) > 0, finals
     # PRODUCT.md: about 4 syncs a day per terminal, not thousands.
     assert report["by_route"]["/v1/refresh"] / 100 / 3 < 6
+
+
+def test_schedule_kills_tills_and_activates_replacements_after_the_seat_idle_days() -> None:
+    from bench.fleet_schedule import DAY, build
+
+    for agents, days in ((100, 3), (1000, 30)):
+        schedule = build(agents, days)
+        dead = [p for p in schedule.plans if p.role == "dead_till"]
+        replacements = {p.email: p for p in schedule.plans if p.role == "replacement"}
+        assert len(dead) == max(1, agents // 50) == len(replacements)
+        for till in dead:
+            gone = next(t for t, name, _ in till.actions if name == "offline")
+            ask = next(t for t, name, _ in replacements[till.email].actions if name == "activate_code")
+            assert gone + schedule.seat_idle_days * DAY < ask < schedule.duration_s
+    assert build(1000, 30).seat_idle_days == 15  # longer than the 14-day offline lease
