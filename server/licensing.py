@@ -341,6 +341,7 @@ def release_machine(
 ) -> None:
     """Deactivate a machine, audit it, and tell the customer by email (security notice)."""
     machine.deactivated_at = now
+    machine.seat_state = None  # a removed machine holds no seat; its next activation takes one afresh
     record_audit(
         session,
         actor=actor,
