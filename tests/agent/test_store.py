@@ -216,7 +216,7 @@ def test_a_key_an_earlier_version_kept_in_the_keyring_moves_to_the_machine_store
 
 
 @pytest.mark.windows
-@pytest.mark.skipif(sys.platform != "win32", reason="DPAPI")
+@pytest.mark.skipif(sys.platform != "win32", reason="DPAPI is Windows-only")
 def test_real_dpapi_machine_scope_round_trip(tmp_path):
     from agent.dpapi import MachineSealer
 
