@@ -68,6 +68,18 @@ def conflicts(bound: Mapping[str, str], presented: Mapping[str, str]) -> list[st
     return sorted(name for name in strong if bound[name] != presented[name])
 
 
+def healed(bound: Mapping[str, str], presented: Mapping[str, str]) -> dict[str, str] | None:
+    """The binding with its weak parts (the NIC's MAC) as presented, when one of them changed; else None.
+
+    A replaced network card is no evidence of another computer, so the binding heals at the next sync
+    (PRODUCT: "one replaced disk or NIC ... the binding heals") without counting as a re-bind. A weak part
+    the agent could not read this time is left as bound.
+    """
+    weak = {name: value for name, value in presented.items() if name in fingerprints.WEAK}
+    changed = {name: value for name, value in weak.items() if bound.get(name) != value}
+    return {**bound, **changed} if changed else None
+
+
 def digest(fingerprint: Mapping[str, str]) -> str:
     """A stable id for one fingerprint (SHA-256 of its sorted JSON)."""
     return hashlib.sha256(json.dumps(dict(fingerprint), sort_keys=True).encode()).hexdigest()

@@ -77,6 +77,8 @@ class CheckedRefresh:
     now: datetime
     # The presented fingerprint when it conflicts with the binding (server.binding decides), else None.
     rebind: dict[str, Any] | None
+    # The binding with a replaced weak part (a new NIC's MAC), stored as is; else None.
+    heal: dict[str, Any] | None = None
 
     def write(self) -> SeenWrite:
         """The refresh's nonce and last-seen write (batched by the fast path)."""
@@ -123,7 +125,8 @@ def check_state(
     fingerprints.check_known(presented)
     # A fingerprint that conflicts with the binding goes to its rules (server.binding): re-bind, keep, clone.
     rebind = presented if presented and binding.conflicts(machine.fingerprint, presented) else None
-    return CheckedRefresh(state, signed, now, rebind)
+    heal = binding.healed(machine.fingerprint or {}, presented) if presented and rebind is None else None
+    return CheckedRefresh(state, signed, now, rebind, heal)
 
 
 def token_parts(
@@ -165,6 +168,14 @@ def refresh_answer(
         machine = checked.state.machine
         nonces.remember(session, checked.signed.nonce, machine.id, checked.signed.timestamp, now)
         verdict = binding.KEEP
+        if checked.heal is not None:
+            verdict = binding.Verdict(bind=checked.heal)
+            machine.fingerprint = checked.heal
+            licensing.record_audit(
+                session, actor=f"machine:{machine.id}", action="machine.fingerprint_healed",
+                license_id=machine.license_id, machine_id=machine.id,
+                detail={"components": sorted(fingerprints.WEAK & set(checked.heal))}, at=now,
+            )
         if checked.rebind is not None:
             with session_of(session) as orm:
                 verdict = binding.observe(orm, machine, checked.rebind, now)

@@ -135,7 +135,8 @@ class RefreshFastPath:
         if read is None:
             raise UnknownMachine()
         checked = check_state(read.state, body, "POST", REFRESH_PATH, headers, raw, now)
-        if checked.rebind is not None or read.state.machine.seat_state is not None:
+        healing = checked.rebind is not None or checked.heal is not None
+        if healing or read.state.machine.seat_state is not None:
             # Re-binding writes an audit row; a machine without a seat may take a free one (server.seats).
             return await run_in_threadpool(refresh_answer, svc, body, "POST", REFRESH_PATH, headers, raw)
         if not await writes.submit(checked.write()):

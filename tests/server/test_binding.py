@@ -81,16 +81,27 @@ def test_unknown_component_name_refused_on_refresh(client, seed_subscription, lo
     assert "gpu_serial" in response.json()["message"]
 
 
-def test_changed_mac_or_missing_part_is_no_rebind(
-    client, seed_subscription, login_code, make_machine, database
+def test_replaced_nic_heals_the_binding_and_a_missing_part_is_kept(
+    client, seed_subscription, login_code, make_machine, database, clock
 ):
+    """PRODUCT: one replaced NIC is still licensed and the binding heals at the next sync; neither it nor
+    an unreadable part is a re-bind (no month's limit spent, nothing recorded as a conflicting print)."""
     machine = _activated(client, seed_subscription, login_code, make_machine)
     original = dict(machine.fp)
-    assert _refresh(client, machine, {**original, "mac": "ab" * 32})["fp"] == original
-    partial = {k: v for k, v in original.items() if k != "board_serial"}
-    assert _refresh(client, machine, partial)["fp"] == original
+    new_nic = {**original, "mac": "ab" * 32}
+    assert _refresh(client, machine, new_nic)["fp"] == new_nic
+    clock.advance(hours=6)
+    assert _refresh(client, machine, new_nic)["fp"] == new_nic  # healed: the fast path's answer too
+    partial = {k: v for k, v in new_nic.items() if k != "board_serial"}
+    assert _refresh(client, machine, partial)["fp"] == new_nic
+    assert count_audit_rows(database, action="machine.fingerprint_healed") == 1
+    assert count_audit_rows(database, action="machine.fingerprint_rebound") == 0
     with database.transaction() as session:
         assert session.scalars(select(MachineFingerprint)).all() == []
+    # The heal spent no re-bind: a replaced disk the next day still re-binds.
+    clock.advance(days=1)
+    disk = _step(new_nic, "disk_serial")
+    assert _refresh(client, machine, disk)["fp"] == disk
 
 
 def test_clone_flagged(
