@@ -9,7 +9,7 @@ calls never run under the state lock.
 (`_accept`, `_forget_license`, `refresh_status`) and the public methods stay on `AgentService`, which
 `InProcessControl`, the local API and the CLI call. It uses these attributes of `AgentService`:
 `_data`, `_lock`, `_claims`, `_token_problem`, `_trusted`, `_generation`, `trusted_clock`, `key_store`,
-`transport`, `cache`, `engine`, `opener`, `terminal_name`, `language`, and the methods `status()`,
+`transport`, `cache`, `engine`, `terminal_name`, `language`, and the methods `status()`,
 `refresh_status()`, `_accept()`, `_save()`, `_changed()`, plus the machine bodies
 of `agent.identity.IdentityMixin`.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,6 @@ class FlowsMixin:
     transport: CloudTransport
     cache: SealedCache
     engine: SyncEngine
-    opener: Callable[[str], Any]
 
     if TYPE_CHECKING:
 
@@ -198,16 +196,6 @@ class FlowsMixin:
                                                                       self.language))
             cancel.wait(poll_s)
         return self.status()
-
-    def buy(self, email: str, restaurant_name: str, cancel: threading.Event, quantity: int = 1,
-            poll_s: float = 2.0) -> LicenseStatus:
-        """The whole purchase: create Checkout, open it with `opener`, wait for payment, activate."""
-        checkout = self.start_checkout(email, restaurant_name, quantity)
-        try:
-            self.opener(checkout.url)
-        except Exception:
-            log.warning("could not open a browser; the Checkout URL is %s", checkout.url)
-        return self.wait_checkout(checkout.checkout_id, cancel, poll_s)
 
     def portal_url(self) -> str:
         """A billing-portal URL for this machine's license (machine-signed)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import webbrowser
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -71,7 +70,6 @@ class AgentService(FlowsMixin, IdentityMixin):
         transport: CloudTransport | None = None,
         fingerprinter: Callable[[], fingerprint.Fingerprint] = fingerprint.current,
         key_store: store.MachineKeyStore | None = None,
-        opener: Callable[[str], Any] = webbrowser.open,
         terminal_name: str | None = None,
         rng: Any = None,
         probe_in_background: bool = False,
@@ -81,7 +79,6 @@ class AgentService(FlowsMixin, IdentityMixin):
         self.clock = clock or SystemClock()
         self.transport = transport or HttpTransport(settings.server_url, self.clock)
         self._init_identity(fingerprinter, probe_in_background)
-        self.opener = opener
         self.key_store = key_store or store.MachineKeyStore(settings.data_dir)
         # state.json sealed under the machine key, with marks outside the data dir (agent.cache).
         self.cache = SealedCache(settings.data_dir, self.key_store, marks)

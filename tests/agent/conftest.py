@@ -101,6 +101,17 @@ def pay(checkout_url: str, action: str = "pay") -> None:
     assert resp.status_code == 303, resp.text
 
 
+def buy(svc: Any, email: str, restaurant_name: str, pay: Callable[[str], object] = pay,
+        quantity: int = 1, poll_s: float = 0.05) -> Any:
+    """What the window does to buy: create the Checkout, let the buyer `pay(url)`, wait, activate.
+
+    `svc` is an AgentService; returns its status after the wait.
+    """
+    checkout = svc.start_checkout(email, restaurant_name, quantity)
+    pay(checkout.url)
+    return svc.wait_checkout(checkout.checkout_id, threading.Event(), poll_s)
+
+
 def subscription_action(checkout_url: str, action: str) -> None:
     """Press a subscription button (e.g. "fail_renewal") on the sandbox checkout page after paying."""
     page = requests.get(checkout_url, timeout=10).text

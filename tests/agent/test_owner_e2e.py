@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -24,7 +23,7 @@ from agent.fingerprint import Component, Fingerprint
 from agent.service import AgentService
 from agent.store import MachineKeyStore
 from agent.transport import HttpTransport
-from tests.agent.conftest import emailed_code, pay, write_trusted_keys
+from tests.agent.conftest import buy, emailed_code, write_trusted_keys
 
 EMAIL = "owner@taverna.example"
 
@@ -55,7 +54,6 @@ class Restaurant:
             transport=HttpTransport(self.server.url, self.clock),
             fingerprinter=lambda: fp,
             key_store=MachineKeyStore(data, backend=fail.Keyring()),
-            opener=pay,
             rng=random.Random(7),
             terminal_name=name,
         )
@@ -84,7 +82,7 @@ def restaurant(inproc_server, tmp_path):
 
 def test_second_till_adds_itself_to_the_subscription_only_with_the_owners_code(restaurant):
     bar = restaurant.till("Bar")
-    assert bar.buy(EMAIL, "Taverna", threading.Event(), poll_s=0.05).license_state == "licensed_active"
+    assert buy(bar, EMAIL, "Taverna").license_state == "licensed_active"
     kitchen = restaurant.till("Kitchen")
     with pytest.raises(ServerRefused) as refused:
         kitchen.start_checkout(EMAIL, "Renamed by a stranger")
@@ -110,7 +108,7 @@ def test_second_till_adds_itself_to_the_subscription_only_with_the_owners_code(r
 
 def test_lowering_the_quantity_stops_the_least_recently_seen_till_with_its_own_message(restaurant):
     bar = restaurant.till("Bar")
-    bar.buy(EMAIL, "Taverna", threading.Event(), poll_s=0.05)
+    buy(bar, EMAIL, "Taverna")
     kitchen = restaurant.till("Kitchen")
     kitchen.request_code(EMAIL, "owner")
     kitchen.prove_owner(EMAIL, restaurant.code())

@@ -34,16 +34,15 @@ class Rig:
         self.cloud = FakeCloud(self.clock)
         self.jwks = self.cloud.write_jwks(tmp_path / "trusted.json")
         self.fp = FP
-        self.opened: list[str] = []
 
-    def service(self, opener=None, **kw) -> AgentService:
+    def service(self, **kw) -> AgentService:
         settings = AgentSettings(server_url="http://fake.invalid", agent_port=7421,
                                  data_dir=self.tmp / "data", trusted_keys_path=self.jwks)
         return AgentService(
             settings, clock=self.clock, transport=self.cloud,
             fingerprinter=kw.pop("fingerprinter", lambda: self.fp),
             key_store=MachineKeyStore(self.tmp / "data", backend=fail.Keyring()),
-            opener=opener or self.opened.append, terminal_name="Bar 1", **kw,
+            terminal_name="Bar 1", **kw,
         )
 
 
@@ -157,15 +156,13 @@ def test_activate_with_an_emailed_code_publishes_licensed_active(rig):
     assert seen and seen[-1].license_state == "licensed_active"
 
 
-def test_buy_opens_checkout_waits_for_payment_and_activates(rig):
-    def opener(url):
-        rig.opened.append(url)
-        threading.Timer(0.05, rig.cloud.pay, args=(url.rsplit("/", 1)[1],)).start()
-
-    svc = rig.service(opener=opener)
-    status = svc.buy("new@cafe.example", "Cafe Nero", threading.Event(), poll_s=0.01)
+def test_checkout_waits_for_payment_and_activates(rig):
+    svc = rig.service()
+    checkout = svc.start_checkout("new@cafe.example", "Cafe Nero", 1)
+    assert checkout.url == "http://sandbox.invalid/checkout/cs_1"
+    threading.Timer(0.05, rig.cloud.pay, args=(checkout.checkout_id,)).start()
+    status = svc.wait_checkout(checkout.checkout_id, threading.Event(), poll_s=0.01)
     assert status.license_state == "licensed_active" and status.customer_email == "new@cafe.example"
-    assert rig.opened == ["http://sandbox.invalid/checkout/cs_1"]
 
 
 def test_waiting_on_a_checkout_returns_when_cancelled(rig):

@@ -60,7 +60,6 @@ class Rig:
             transport=self.cloud,
             fingerprinter=lambda: FP,
             key_store=MachineKeyStore(self.data, backend=fail.Keyring()),
-            opener=lambda url: None,
             terminal_name="Bar 1",
             marks=self.marks,
         )

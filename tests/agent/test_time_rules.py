@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -20,7 +19,7 @@ from agent.fingerprint import Component, Fingerprint
 from agent.service import AgentService
 from agent.store import MachineKeyStore
 from agent.transport import HttpTransport
-from tests.agent.conftest import pay, subscription_action, write_trusted_keys
+from tests.agent.conftest import buy, pay, subscription_action, write_trusted_keys
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -45,7 +44,7 @@ class World:
         return AgentService(
             settings, clock=self.clock, transport=self.transport, fingerprinter=lambda: self.fp,
             key_store=MachineKeyStore(self.tmp / "agent", backend=fail.Keyring()),
-            opener=self._pay, rng=random.Random(4), terminal_name="Till 1",
+            rng=random.Random(4), terminal_name="Till 1",
         )
 
     def _pay(self, url: str) -> None:
@@ -54,7 +53,7 @@ class World:
 
     def bought(self) -> AgentService:
         svc = self.service()
-        status = svc.buy(f"owner-{secrets.token_hex(3)}@cafe.example", "Cafe", threading.Event(), poll_s=0.05)
+        status = buy(svc, f"owner-{secrets.token_hex(3)}@cafe.example", "Cafe", self._pay)
         assert status.license_state == "licensed_active", status
         return svc
 

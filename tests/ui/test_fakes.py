@@ -40,7 +40,7 @@ def subject(request, tmp_path):
     fp = Fingerprint((Component("machine_id", True, "a" * 64), Component("mac", True, "c" * 64)))
     service = AgentService(settings, clock=clock, transport=cloud, fingerprinter=lambda: fp,
                            key_store=MachineKeyStore(tmp_path / "data", backend=fail.Keyring()),
-                           opener=lambda _url: None, terminal_name="Front counter")
+                           terminal_name="Front counter")
     yield InProcessControl(service), lambda email: cloud.codes[email]
     service.stop()
 
