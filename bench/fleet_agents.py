@@ -181,7 +181,6 @@ class SimAgent:
             transport=transport,
             fingerprinter=self._fingerprint,
             key_store=MachineKeyStore(self.data_dir, backend=self.keyring),
-            opener=lambda _url: None,
             terminal_name=f"POS-{self.index}",
             rng=random.Random(self.index),
         )
