@@ -157,11 +157,45 @@ def _message(reason: str, lang: str, **kw: object) -> str:
     return f"{status} {fix}" if fix else status
 
 
-def compute_status(inputs: StatusInputs) -> LicenseStatus:
-    """The license status for these inputs (pure; see the module docstring for the rules)."""
-    lang = inputs.language if inputs.language in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
-    now = inputs.now.timestamp()
-    c = inputs.claims
+class _Status:
+    """Builds the `LicenseStatus` of one `compute_status` call: its language and the fields every state
+    shares (plan, seats, identity, sync times) are fixed; each state adds its own."""
+
+    def __init__(self, lang: str, base: dict[str, Any]) -> None:
+        self.lang = lang
+        self.base = base
+
+    def __call__(
+        self,
+        state: str,
+        licensed: bool,
+        reason: str,
+        days_left: int | None = None,
+        valid_until: float | None = None,
+        grace_until: float | None = None,
+        message_of: str | None = None,
+        **kw: object,
+    ) -> LicenseStatus:
+        """The status in `state`; the message is that of `message_of` (default: `reason`)."""
+        if "days" not in kw and days_left is not None:
+            kw["days"] = messages.days(days_left, self.lang)
+        message = _message(message_of or reason, self.lang, **kw)
+        return LicenseStatus(state, licensed, reason, message, days_left, _dt(valid_until), _dt(grace_until),
+                             **self.base)
+
+    def error(
+        self, reason: str, days_left: int | None = None, valid_until: float | None = None
+    ) -> LicenseStatus:
+        """`license_error` for `reason`: orders stop."""
+        return self("license_error", False, reason, days_left, valid_until)
+
+    def date(self, ts: float | None) -> str:
+        """A date for a message, in this status's language."""
+        return _date(ts, self.lang)
+
+
+def _shared_fields(inputs: StatusInputs) -> dict[str, Any]:
+    """The fields every state carries: identity and sync times, plus the token's plan when there is one."""
     base: dict[str, Any] = {
         "machine_id": inputs.machine_id,
         "terminal_name": inputs.terminal_name,
@@ -169,96 +203,106 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         "next_sync": inputs.next_sync,
         "agent_version": inputs.agent_version,
     }
+    c = inputs.claims
     if c is not None:
         base.update(offline_license=c.policy.offline)
         base.update(plan=c.plan, features=c.features, seats=c.seats, customer_email=c.email,
                     machine_id=inputs.machine_id or c.mid, terminal_name=inputs.terminal_name or c.terminal)
+    return base
 
-    def status(state: str, licensed: bool, reason: str, days_left: int | None = None,
-               valid_until: float | None = None, grace_until: float | None = None,
-               **kw: object) -> LicenseStatus:
-        if "days" not in kw and days_left is not None:
-            kw["days"] = messages.days(days_left, lang)
-        return LicenseStatus(state, licensed, reason, _message(reason, lang, **kw), days_left,
-                             _dt(valid_until), _dt(grace_until), **base)
 
-    def error(reason: str, days_left: int | None = None, valid_until: float | None = None) -> LicenseStatus:
-        return status("license_error", False, reason, days_left, valid_until)
-
+def compute_status(inputs: StatusInputs) -> LicenseStatus:
+    """The license status for these inputs (pure; see the module docstring for the rules)."""
+    lang = inputs.language if inputs.language in messages.LANGUAGES else messages.DEFAULT_LANGUAGE
+    now = inputs.now.timestamp()
+    status = _Status(lang, _shared_fields(inputs))
     if inputs.clock_rollback:
-        return error("clock_rollback")
+        return status.error("clock_rollback")
     if inputs.token_problem is not None:
-        return error("token_invalid")
-
+        return status.error("token_invalid")
+    c = inputs.claims
     if c is None:
-        started = inputs.provisional_trial_started
-        if started is None:
-            return status("license_missing", False, "not_activated")
-        end = started.timestamp() + Policy().provisional_trial_s
-        # A start in the future was never real (an edited cache): invalid, so it cannot stretch the trial.
-        if now >= end or started.timestamp() > now + _FUTURE_LEEWAY_S:
-            # Three days without ever reaching the server: going online is the only fix.
-            return error("offline_expired", 0, min(end, now))
-        return status("trial_active", True, "provisional_trial", _days(end - now), end, end)
+        return _without_token(inputs.provisional_trial_started, now, status)
 
     valid_until = c.trial_end if c.kind == "trial" else (c.cancel_at or c.period_end)
     if c.status == "revoked":
         # The server says why in `revoke_reason`: "seats_exceeded" when the subscription's quantity fell
         # below the terminals in use and this one lost its seat (it comes back when a seat is free).
         reason = "seats_exceeded" if c.raw.get("revoke_reason") == "seats_exceeded" else "revoked"
-        return error(reason, valid_until=valid_until)
+        return status.error(reason, valid_until=valid_until)
     if inputs.fingerprint_match is False:
-        return error("machine_changed", valid_until=valid_until)
+        return status.error("machine_changed", valid_until=valid_until)
     if now >= c.exp:
-        return error("offline_expired", 0, valid_until)
-
-    p = c.policy
+        return status.error("offline_expired", 0, valid_until)
+    last_sync = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
     if c.kind == "trial":
-        end = c.trial_end if c.trial_end is not None else c.exp
-        if c.status == "canceled" or now >= end:
-            return status("trial_expired", False, "trial_ended", 0, end)
-        # A trial that syncs counts down to its end; only an offline one (past the sync grace) counts
-        # down to the lease end when that comes first, so staff are not warned about a healthy trial.
-        synced = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
-        offline = now - synced >= c.policy.grace_s
-        stop = min(end, c.exp) if offline else end
-        return status("trial_active", True, "trial", _days(stop - now), end, min(end, c.exp))
-
+        return _trial(c, last_sync, now, status)
     if c.status == "canceled" or (c.cancel_at is not None and now >= c.cancel_at):
         return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)
     if c.status == "past_due":
-        pay_end = c.payment_grace_end if c.payment_grace_end is not None else c.iat + p.payment_grace_s
-        action_url = _action_url(c)
-        if now >= pay_end:
-            ended = status("licensed_renewal_required", False, "payment_grace_ended", 0, valid_until)
-            return _replace(ended, payment_action_url=action_url)  # confirming still brings it back
-        stop = min(pay_end, c.exp)
-        if action_url:
-            # The card is fine; the bank waits for the owner's confirmation (SCA), so say that instead.
-            needs = status("licensed_renewal_required", True, "payment_action_required", _days(stop - now),
-                           valid_until, stop, date=_date(stop, lang))
-            return _replace(needs, payment_action_url=action_url)
-        return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
-                      stop, date=_date(stop, lang))
+        return _past_due(c, valid_until, now, status)
+    return _licensed(c, valid_until, last_sync, now, status)
 
-    if p.offline:
+
+def _without_token(started: datetime | None, now: float, status: _Status) -> LicenseStatus:
+    """No token: not activated, or the provisional trial of a first run that could not reach the server."""
+    if started is None:
+        return status("license_missing", False, "not_activated")
+    end = started.timestamp() + Policy().provisional_trial_s
+    # A start in the future was never real (an edited cache): invalid, so it cannot stretch the trial.
+    if now >= end or started.timestamp() > now + _FUTURE_LEEWAY_S:
+        # Three days without ever reaching the server: going online is the only fix.
+        return status.error("offline_expired", 0, min(end, now))
+    return status("trial_active", True, "provisional_trial", _days(end - now), end, end)
+
+
+def _trial(c: Claims, last_sync: float, now: float, status: _Status) -> LicenseStatus:
+    """A trial token that is valid, bound to this machine and within its lease."""
+    end = c.trial_end if c.trial_end is not None else c.exp
+    if c.status == "canceled" or now >= end:
+        return status("trial_expired", False, "trial_ended", 0, end)
+    # A trial that syncs counts down to its end; only an offline one (past the sync grace) counts
+    # down to the lease end when that comes first, so staff are not warned about a healthy trial.
+    offline = now - last_sync >= c.policy.grace_s
+    stop = min(end, c.exp) if offline else end
+    return status("trial_active", True, "trial", _days(stop - now), end, min(end, c.exp))
+
+
+def _past_due(c: Claims, valid_until: float | None, now: float, status: _Status) -> LicenseStatus:
+    """A failed renewal: orders go on until the payment grace ends (or the lease, if sooner)."""
+    pay_end = c.payment_grace_end if c.payment_grace_end is not None else c.iat + c.policy.payment_grace_s
+    action_url = _action_url(c)
+    if now >= pay_end:
+        ended = status("licensed_renewal_required", False, "payment_grace_ended", 0, valid_until)
+        return _replace(ended, payment_action_url=action_url)  # confirming still brings it back
+    stop = min(pay_end, c.exp)
+    if action_url:
+        # The card is fine; the bank waits for the owner's confirmation (SCA), so say that instead.
+        needs = status("licensed_renewal_required", True, "payment_action_required", _days(stop - now),
+                       valid_until, stop, date=status.date(stop))
+        return _replace(needs, payment_action_url=action_url)
+    return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
+                  stop, date=status.date(stop))
+
+
+def _licensed(c: Claims, valid_until: float | None, last_sync: float, now: float,
+              status: _Status) -> LicenseStatus:
+    """A paid license in good standing: active, offline (by file), in offline grace, or ending as planned."""
+    if c.policy.offline:
         # An offline license never syncs: no offline grace; it runs to its own lease end (`exp`).
         return status("licensed_active", True, "offline_license", _days(c.exp - now), valid_until, c.exp,
-                      date=_date(c.exp, lang))
-    last_sync = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
-    if now - last_sync >= p.grace_s:
-        since = _date(last_sync, lang)
+                      date=status.date(c.exp))
+    if now - last_sync >= c.policy.grace_s:
         return status("licensed_grace", True, "offline_grace", _days(c.exp - now), valid_until, c.exp,
-                      since=since)
+                      since=status.date(last_sync))
     days_left = _days(valid_until - now) if valid_until is not None else None
     if c.cancel_at is not None:
         return status("licensed_active", True, "cancel_scheduled", days_left, valid_until, c.exp,
-                      date=_date(c.cancel_at, lang))
+                      date=status.date(c.cancel_at))
     if valid_until is None:
-        return LicenseStatus("licensed_active", True, "active", _message("active_nodate", lang), None, None,
-                             _dt(c.exp), **base)
+        return status("licensed_active", True, "active", None, None, c.exp, message_of="active_nodate")
     return status("licensed_active", True, "active", days_left, valid_until, c.exp,
-                  date=_date(valid_until, lang))
+                  date=status.date(valid_until))
 
 
 def _action_url(c: Claims) -> str | None:
