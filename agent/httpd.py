@@ -43,6 +43,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from agent import errors
+from protocol.errors import http_status
 
 
 class Site(Protocol):
@@ -91,19 +92,6 @@ _ACCEPT_BATCH = 16
 _RECV = 65536
 
 # The server's error codes keep their HTTP meaning when the local API passes them on.
-_REFUSED_STATUS = {
-    "invalid_request": 422,
-    "bad_signature": 401,
-    "unknown_machine": 401,
-    "replay": 409,
-    "bad_code": 401,
-    "code_expired": 401,
-    "too_many_attempts": 429,
-    "rate_limited": 429,
-    "seats_full": 409,
-    "not_found": 404,
-    "no_subscription": 404,
-}
 
 
 class ApiError(Exception):
@@ -155,7 +143,7 @@ def error_for(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, errors.ServerRefused):
-        return ApiError(_REFUSED_STATUS.get(exc.code, 400), exc.code, exc.message, exc.extra)
+        return ApiError(http_status(exc.code), exc.code, exc.message, exc.extra)
     if isinstance(exc, errors.Offline):
         return ApiError(503, "offline", exc.message)
     if isinstance(exc, errors.InvalidInput):

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.errors import HTTP_STATUS, http_status
+
 
 class Error(Exception):
     """Root of every error the server raises on purpose."""
@@ -82,20 +84,34 @@ class TemplateError(Error):
 
 
 class ApiError(Error):
-    """An error answered to the client as JSON: ``{"error": code, "message": message, **extra}``."""
+    """An error answered to the client as JSON: ``{"error": code, "message": message, **extra}``.
+
+    A subclass names its `code`; its HTTP `status` comes from `protocol.errors.HTTP_STATUS`, the one map
+    of codes to statuses (a code missing from it is a programming error, caught at import).
+    """
 
     status: int = 400
     code: str = "bad_request"
     default_message: str = "The request was refused."
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            if cls.code not in HTTP_STATUS:
+                raise TypeError(f"{cls.__name__}: {cls.code!r} is not in protocol.errors.HTTP_STATUS")
+            if "status" in cls.__dict__ and cls.status != HTTP_STATUS[cls.code]:
+                raise TypeError(f"{cls.__name__}: status {cls.status} is not HTTP_STATUS[{cls.code!r}]")
+            cls.status = HTTP_STATUS[cls.code]
+
     def __init__(
         self, message: str | None = None, *, status: int | None = None, code: str | None = None, **extra: Any
     ) -> None:
         self.message = message or self.default_message
-        if status is not None:
-            self.status = status
         if code is not None:
             self.code = code
+            self.status = http_status(code, self.status)
+        if status is not None:
+            self.status = status
         self.extra = extra
         self.headers: dict[str, str] = {}
         super().__init__(self.message)
@@ -108,49 +124,49 @@ class ApiError(Error):
 class InvalidRequest(ApiError):
     """The request body or headers are malformed."""
 
-    status, code, default_message = 422, "invalid_request", "The request is not valid."
+    code, default_message = "invalid_request", "The request is not valid."
 
 
 class BadSignature(ApiError):
     """A machine signature is missing or does not verify."""
 
-    status, code, default_message = 401, "bad_signature", "The request signature does not verify."
+    code, default_message = "bad_signature", "The request signature does not verify."
 
 
 class UnknownMachine(ApiError):
     """The machine id in a signed request is not known."""
 
-    status, code, default_message = 401, "unknown_machine", "This machine is not known to the server."
+    code, default_message = "unknown_machine", "This machine is not known to the server."
 
 
 class Replay(ApiError):
     """A signed request reused a nonce or carried a timestamp outside the window."""
 
-    status, code, default_message = 409, "replay", "This request was already used or is too old."
+    code, default_message = "replay", "This request was already used or is too old."
 
 
 class BadCode(ApiError):
     """The emailed code is wrong, or there is no live code for this email."""
 
-    status, code, default_message = 401, "bad_code", "The code is not correct."
+    code, default_message = "bad_code", "The code is not correct."
 
 
 class CodeExpired(ApiError):
     """The emailed code has expired."""
 
-    status, code, default_message = 401, "code_expired", "The code has expired. Ask for a new one."
+    code, default_message = "code_expired", "The code has expired. Ask for a new one."
 
 
 class TooManyAttempts(ApiError):
     """Too many wrong guesses for one code."""
 
-    status, code, default_message = 429, "too_many_attempts", "Too many wrong codes. Ask for a new one."
+    code, default_message = "too_many_attempts", "Too many wrong codes. Ask for a new one."
 
 
 class RateLimited(ApiError):
     """Too many requests; `retry_after` says how many seconds to wait."""
 
-    status, code, default_message = 429, "rate_limited", "Too many requests. Try again later."
+    code, default_message = "rate_limited", "Too many requests. Try again later."
 
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         super().__init__(message, retry_after=int(retry_after))
@@ -160,7 +176,7 @@ class RateLimited(ApiError):
 class SeatsFull(ApiError):
     """Every seat of the subscription is taken; `terminals` lists the active ones."""
 
-    status, code = 409, "seats_full"
+    code = "seats_full"
     default_message = "All terminals of this subscription are in use. Remove one or add a terminal."
 
     def __init__(self, terminals: list[dict[str, Any]], message: str | None = None) -> None:
@@ -170,19 +186,19 @@ class SeatsFull(ApiError):
 class NotFound(ApiError):
     """The thing asked for does not exist."""
 
-    status, code, default_message = 404, "not_found", "Not found."
+    code, default_message = "not_found", "Not found."
 
 
 class NoSubscription(ApiError):
     """The customer has no subscription to act on."""
 
-    status, code, default_message = 404, "no_subscription", "There is no subscription for this email."
+    code, default_message = "no_subscription", "There is no subscription for this email."
 
 
 class ServerBusy(ApiError):
     """The database stayed locked for longer than the busy timeout; the client should retry shortly."""
 
-    status, code, default_message = 503, "busy", "The server is busy. Try again in a moment."
+    code, default_message = "busy", "The server is busy. Try again in a moment."
 
     def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
         super().__init__(message, retry_after=int(retry_after))
@@ -192,7 +208,7 @@ class ServerBusy(ApiError):
 class DatabaseUnavailable(ApiError):
     """The database did not answer (down, restarting, unreachable); agents retry after `retry_after`."""
 
-    status, code = 503, "unavailable"
+    code = "unavailable"
     default_message = "The license server cannot reach its database. Try again in a moment."
 
     def __init__(self, message: str | None = None, retry_after: int = 5) -> None:

@@ -53,7 +53,7 @@ ACTIVATIONS_PER_HOUR_PER_IP = 60
 class CsrfRefused(ApiError):
     """The form did not come from this server's own page (or is too old)."""
 
-    status, code = 403, "csrf"
+    code = "csrf"
     default_message = "This form has expired or did not come from this site. Open the page again."
 
 
