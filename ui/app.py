@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
@@ -39,12 +40,7 @@ def run_tray(
 ) -> int:
     """Run the tray and window until Quit; returns the exit code (0 also when another instance runs)."""
     started = time.perf_counter()
-    # argv[0] names the X11 window class and the taskbar entry: "pospal-agent", not "cli.py".
-    app = QApplication.instance() or QApplication(list(argv or ["pospal-agent"]))
-    app.setApplicationName("POSPal License Agent")
-    app.setOrganizationName("POSPal")
-    app.setQuitOnLastWindowClosed(False)
-
+    app = _application(argv)
     single = SingleInstance(instance_name)
     if not single.claim():
         log.info("another tray is running; asked it to show its window")
@@ -62,11 +58,7 @@ def run_tray(
     single.show_requested.connect(tray.open_window)
     worker.start()
     if lang is None:
-        # The agent's language (POSPAL_LANGUAGE, the choice saved from this window, the system's) is
-        # what the POS shows, so the window follows it; asked off the UI thread like every agent call.
-        worker.action_finished.connect(
-            lambda tag, result: language.set(result) if tag == "language" else None)
-        worker.call("language", "language")
+        _follow_agent_language(worker)
     if QSystemTrayIcon.isSystemTrayAvailable():
         tray.show()
     else:
@@ -75,6 +67,29 @@ def run_tray(
     log.info("tray ready after %.0f ms", (time.perf_counter() - started) * 1000)
     if on_ready is not None:
         on_ready(tray)
+    return _exec(app, tray, worker, single)
+
+
+def _application(argv: Sequence[str] | None) -> QApplication:
+    """The process's QApplication, named for the taskbar; closing the window never quits it."""
+    # argv[0] names the X11 window class and the taskbar entry: "pospal-agent", not "cli.py".
+    app = cast(QApplication, QApplication.instance() or QApplication(list(argv or ["pospal-agent"])))
+    app.setApplicationName("POSPal License Agent")
+    app.setOrganizationName("POSPal")
+    app.setQuitOnLastWindowClosed(False)
+    return app
+
+
+def _follow_agent_language(worker: ControlWorker) -> None:
+    """Take the agent's language for the window, asked off the UI thread like every agent call."""
+    # The agent's language (POSPAL_LANGUAGE, the choice saved from this window, the system's) is
+    # what the POS shows, so the window follows it.
+    worker.action_finished.connect(lambda tag, result: language.set(result) if tag == "language" else None)
+    worker.call("language", "language")
+
+
+def _exec(app: QApplication, tray: Tray, worker: ControlWorker, single: SingleInstance) -> int:
+    """Run the event loop until Quit or SIGTERM/SIGINT, then take the tray down cleanly."""
     previous = _quit_on_signals(app)
     # Python runs its signal handlers only when it gets the CPU; an idle Qt loop never gives it, so a
     # cheap timer lets SIGTERM (service stop, installer upgrade) end the loop promptly.

@@ -77,6 +77,13 @@ class AgentWindow(QWidget):
         # The card always gets its natural height (the facts legible); the task panel takes what is left.
         self.card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.banner = Banner()
+        panel = self._build_pages()
+        footer = self._build_footer()
+        self._build_layout(panel, footer)
+        self._connect(worker)
+
+    def _build_pages(self) -> QFrame:
+        """One page per task, stacked in the panel under the banner."""
         self.pages: dict[str, Page] = {
             "overview": OverviewPage(self),
             "trial": TrialPage(self),
@@ -95,10 +102,13 @@ class AgentWindow(QWidget):
         panel_layout = QVBoxLayout(panel)
         panel_layout.setContentsMargins(18, 16, 18, 16)
         panel_layout.addWidget(self.stack)
+        return panel
 
+    def _build_footer(self) -> QHBoxLayout:
+        """The settings footer: start at login, diagnostics, language."""
         self.autostart_box = QCheckBox()
         self.autostart_box.setObjectName("autostart")
-        self.autostart_box.setVisible(autostart is not None)
+        self.autostart_box.setVisible(self.autostart is not None)
         self._show_autostart()
         self.autostart_box.toggled.connect(self._toggle_autostart)
         self.diagnostics_button = button("link")
@@ -114,7 +124,10 @@ class AgentWindow(QWidget):
         footer.addStretch(1)
         footer.addWidget(self.diagnostics_button)
         footer.addWidget(self.language_box)
+        return footer
 
+    def _build_layout(self, panel: QFrame, footer: QHBoxLayout) -> None:
+        """Card, banner, task panel and footer, top to bottom."""
         root = QVBoxLayout(self)
         root.setContentsMargins(20, 20, 20, 16)
         root.setSpacing(14)
@@ -128,6 +141,8 @@ class AgentWindow(QWidget):
         self.setMinimumSize(560, _MIN_HEIGHT)
         self.resize(600, 560)
 
+    def _connect(self, worker: ControlWorker) -> None:
+        """Follow the worker's status and calls, and the language; then show the status known so far."""
         worker.status_changed.connect(self.on_status)
         worker.action_started.connect(self._activity)
         worker.action_finished.connect(self._call_finished)
