@@ -18,8 +18,13 @@
 ; 64-bit only anyway. Implies Unicode.
 Target amd64-unicode
 ManifestDPIAware true
-SetCompressor /SOLID lzma
-SetCompressorDictSize 32
+; -DFAST_COMPRESSION: zlib, for test builds only (CI's upgrade installer): several times faster, larger.
+!ifdef FAST_COMPRESSION
+  SetCompressor zlib
+!else
+  SetCompressor /SOLID lzma
+  SetCompressorDictSize 32
+!endif
 RequestExecutionLevel admin
 
 !ifndef VERSION
@@ -118,22 +123,23 @@ LangString Need64 ${LANG_GREEK} "Το ${PRODUCT} χρειάζεται Windows 10
 LangString Uninstall ${LANG_ENGLISH} "Uninstall ${PRODUCT}"
 LangString Uninstall ${LANG_GREEK} "Απεγκατάσταση ${PRODUCT}"
 
-; Stop every running agent (all users' sessions) before files are replaced or removed. taskkill
-; without /F asks politely first; the agent writes its cache atomically (temp file + rename), so
-; the forced kill that may follow cannot corrupt license data.
+; Stop every running agent (all users' sessions, and the tray processes it started, which run the same
+; executable) before files are replaced or removed. taskkill without /F asks politely first; the agent
+; writes its cache atomically (temp file + rename), so the forced kill that may follow cannot corrupt
+; license data. /IM matches every process of that name, so no /T (which Wine's taskkill lacks) is needed.
 Var AgentWasRunning
 !macro StopAgent
   DetailPrint "Stopping ${PRODUCT}..."
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${PROCESS} /T'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${PROCESS}'
   Pop $0
   ; taskkill exits 0 when it found the process (128 when none ran).
   ${If} $0 == 0
     StrCpy $AgentWasRunning 1
   ${EndIf}
   Sleep 2000
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${PROCESS} /T'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${PROCESS}'
   Pop $0
-  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${CLI_EXE} /T'
+  nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${CLI_EXE}'
   Pop $0
   Sleep 500
 !macroend

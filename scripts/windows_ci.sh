@@ -57,7 +57,7 @@ SETUP1="dist/windows/POSPalLicenseAgent-Setup-$version.exe"
 next="$(echo "$version" | awk -F. '{printf "%d.%d.%d", $1, $2, $3 + 1}')"
 SETUP2="dist/windows/upgrade/POSPalLicenseAgent-Setup-$next.exe"
 mkdir -p dist/windows/upgrade
-POSPAL_INSTALLER_VERSION="$next" bash scripts/build_installer.sh dist/windows/POSPalLicenseAgent "$SETUP2"
+POSPAL_INSTALLER_VERSION="$next" POSPAL_INSTALLER_FAST=1 bash scripts/build_installer.sh dist/windows/POSPalLicenseAgent "$SETUP2"
 
 verify() { osslsigncode verify -CAfile "$POSPAL_SIGN_CERT" -in "$1" >/dev/null || { echo "FAIL: signature of $1" >&2; exit 1; }; }
 for f in dist/windows/POSPalLicenseAgent/POSPalLicenseAgent.exe dist/windows/POSPalLicenseAgent/pospal-agent.exe \

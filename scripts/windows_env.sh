@@ -74,6 +74,12 @@ windows_prefix() {
     wine_run wineboot --init >/dev/null
     wineserver -w
   fi
+  # Report Windows 10 (a new Wine 8 prefix says Windows 7, which the agent rightly calls unsupported).
+  if [ ! -f "$WINEPREFIX/.pospal-win10" ]; then
+    wine_run winecfg -v win10 >/dev/null
+    wineserver -w
+    touch "$WINEPREFIX/.pospal-win10"
+  fi
   local dll="$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll"
   if [ ! -f "$dll" ] || [ "$POSPAL_ROOT/packaging/windows/processprng.c" -nt "$dll" ]; then
     x86_64-w64-mingw32-gcc -shared -O2 -s -o "$dll" "$POSPAL_ROOT/packaging/windows/processprng.c" -lbcrypt

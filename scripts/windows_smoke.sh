@@ -51,7 +51,8 @@ DATA_DIRS=("$C/ProgramData/POSPal" "$C/users/$(id -un)/AppData/Local/POSPal/POSP
 
 reg_value() { wine_run reg query "$1" /v "$2" /reg:64 2>/dev/null | tr -d '\r' | awk -v v="$2" '$1 == v {sub(/^[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t]+/, ""); print}'; }
 license_data_present() { local d; for d in "${DATA_DIRS[@]}"; do [ -n "$(ls -A "$d" 2>/dev/null)" ] && return 0; done; return 1; }
-agent_running() { wine_run tasklist 2>/dev/null | grep -qi '^POSPalLicenseAgent.exe'; }
+# Wine 8's tasklist lists nothing; Wine's processes are Linux processes named by their exe's path.
+agent_running() { pgrep -f 'POSPal License Agent/POSPalLicenseAgent.exe' >/dev/null; }
 # The whole prefix quiet (an uninstaller relaunches itself from %TEMP% and returns at once), bounded.
 prefix_idle() { timeout "${1:-120}" wineserver -w || fail "Windows processes still running after ${1:-120} s"; }
 
@@ -75,7 +76,8 @@ unset POSPAL_DATA_DIR POSPAL_TRUSTED_KEYS
 AGENT_URL="http://127.0.0.1:$AGENT_PORT"
 
 # A clean slate: nothing left from an earlier run in this prefix.
-[ -x "$INSTDIR/Uninstall.exe" ] && { wine_run "$INSTDIR/Uninstall.exe" /S /REMOVEDATA >/dev/null || true; prefix_idle; }
+wineserver -k 2>/dev/null || true
+[ -f "$INSTDIR/Uninstall.exe" ] && { wine_run "$INSTDIR/Uninstall.exe" /S /REMOVEDATA >/dev/null || true; prefix_idle; }
 rm -rf "${DATA_DIRS[@]}" "$INSTDIR"
 
 # --- 1. install -----------------------------------------------------------------------------------
@@ -133,16 +135,23 @@ ok "pospal-agent.exe trial; status --json: trial_active"
 wine_run "$SETUP2" /S >"$WORK/setup2.log" || fail "the upgrade's Setup.exe /S exited non-zero"
 v2="$(reg_value "$UNINSTALL_KEY" DisplayVersion)"
 [ "$v2" != "$v1" ] || fail "DisplayVersion still $v1 after the upgrade"
-[ -x "$INSTDIR/POSPalLicenseAgent.exe" ] || fail "the upgrade removed the executable"
+[ -f "$INSTDIR/POSPalLicenseAgent.exe" ] || fail "the upgrade removed the executable"
 if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
   for _ in $(seq 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$AGENT_PID" 2>/dev/null && fail "the upgrade left the old agent running"
 fi
+# The restart: a scheduled task for the Users group, run in each logged-in session as its user.
+TASK="$C/windows/system32/tasks/POSPal License Agent start"
+[ -f "$TASK" ] || fail "the upgrade registered no start task"
+# Wine stores a lossy copy (no principal, no command), so the definition itself is checked on Linux by
+# tests/test_installer_task.py; here: it was registered by this installer.
+grep -q 'Starts POSPal License Agent for each logged-in user' "$TASK" || fail "not our start task: $(cat "$TASK")"
+ok "the upgrade registered its per-session start task"
 if ms="$(wait_license)"; then
   ok "the upgrade restarted the agent (answering after $ms ms)"
 else
-  # The scheduled task that starts it in each session needs a logged-in Windows session; a Wine prefix
-  # may have none, so start it as the next login would. The license must have survived either way.
+  # Wine's Task Scheduler registers and "runs" the task but starts nothing (no logged-in Windows
+  # session), so start the agent as the next login would. The license must have survived either way.
   agent_running && fail "an agent runs but does not answer"
   echo "note: no agent restarted by the upgrade here; starting it as the next login would"
   start_agent "$WORK/agent2.log"
@@ -159,6 +168,7 @@ prefix_idle
 [ -e "$INSTDIR/_internal" ] && fail "_internal is still installed"
 [ -e "$INSTDIR" ] && fail "the install directory is still there: $(ls "$INSTDIR")"
 [ -e "$MENU" ] && fail "Start menu entries still there"
+[ -e "$TASK" ] && fail "the start task is still registered"
 [ -z "$(reg_value "$RUN_KEY" POSPalLicenseAgent)" ] || fail "the HKLM Run value is still there"
 wine_run reg query "$UNINSTALL_KEY" /reg:64 >/dev/null 2>&1 && fail "the uninstall key is still there"
 license_data_present || fail "a plain uninstall removed the license data"
