@@ -44,13 +44,6 @@ LICENSE_STATES = (
 ERROR_REASONS = (
     "offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked", "seats_exceeded",
 )
-# Reasons of the non-error states, each with its own message.
-DETAIL_REASONS = (
-    "trial", "provisional_trial", "trial_ended", "active", "cancel_scheduled", "offline_grace",
-    "payment_failed", "payment_grace_ended", "subscription_ended", "not_activated",
-    "payment_action_required",
-    "offline_license",
-)
 _DAY = 86400
 # A provisional trial may start at most this far ahead of the trusted now (the `nbf` leeway of tokens).
 _FUTURE_LEEWAY_S = 60

@@ -15,17 +15,6 @@ from PySide6.QtCore import QDateTime, QLocale, QTimeZone
 from agent import messages
 from ui.strings import days, language, t
 
-ALL_STATES = (
-    "licensed_active",
-    "trial_active",
-    "licensed_grace",
-    "licensed_renewal_required",
-    "licensed_cancelled",
-    "trial_expired",
-    "license_missing",
-    "license_error",
-)
-
 
 class Kind(enum.Enum):
     """The colour family of a state, which is what staff read at a glance."""

@@ -58,6 +58,12 @@ class Row:
                             agent_version="1.0.0", **kw)
 
 
+# Every reason the message catalogue words a status for: the rows below (and the other tables that import
+# this) must cover each. "active_nodate" is the wording of "active" when no date is known.
+CATALOGUE_REASONS = frozenset(
+    key.removeprefix("status.") for key in messages.keys() if key.startswith("status.")
+) - {"active_nodate"}
+
 ROWS = [
     # no token
     Row("missing", T, "license_missing", False, "not_activated", None, claims=None),
