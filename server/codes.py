@@ -39,7 +39,6 @@ MAX_ATTEMPTS = 5
 ATTEMPT_WINDOW = timedelta(hours=1)
 LOCKED_MESSAGE = "Too many wrong codes for this email. Wait an hour, then ask for a new code."
 REQUESTS_PER_HOUR = 5
-PURPOSES = ("activate", "portal", "terminals")
 # Listing and removing terminals takes several calls with the same code, and may follow the activation
 # that was refused for lack of seats, so those accept a live code of either purpose, used or not.
 TERMINAL_PURPOSES = ("terminals", "activate")

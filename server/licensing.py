@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from protocol.clock import SystemClock
@@ -275,14 +275,6 @@ def record_audit(
         session.add(AuditLog(**values))
     else:
         session.execute(AuditLog.__table__.insert().values(**values))
-
-
-def count_audit(session: Session, **filters: Any) -> int:
-    """Count audit rows matching column filters (admin and tests)."""
-    stmt = select(func.count()).select_from(AuditLog)
-    for name, value in filters.items():
-        stmt = stmt.where(getattr(AuditLog, name) == value)
-    return int(session.scalar(stmt) or 0)
 
 
 def load_machine(

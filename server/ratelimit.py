@@ -44,10 +44,6 @@ class RateLimiter(Protocol):
         """Record a request for `key` at `now` (Unix seconds) or raise `RateLimited`."""
         ...
 
-    def reset(self) -> None:
-        """Forget every key (tests and admin)."""
-        ...
-
 
 class MemoryRateLimiter:
     """A per-process sliding log of request times per key, bounded in keys."""
@@ -74,11 +70,6 @@ class MemoryRateLimiter:
         stale = [k for k, t in self._log.items() if not t or t[-1] <= now - window_s]
         for key in stale or list(self._log)[: len(self._log) // 2]:
             del self._log[key]
-
-    def reset(self) -> None:
-        """Forget every key."""
-        with self._lock:
-            self._log.clear()
 
 
 # KEYS[1] = key; ARGV = now, window, limit, member. Returns {allowed, oldest_score}.
@@ -114,11 +105,6 @@ class RedisRateLimiter:
         allowed, oldest = self._script(keys=[self._prefix + key], args=[now, window_s, limit, member])
         if not int(allowed):
             raise RateLimited(retry_after=max(1, math.ceil(float(oldest) + window_s - now)))
-
-    def reset(self) -> None:
-        """Forget every key under this limiter's prefix."""
-        for key in self._redis.scan_iter(match=self._prefix + "*"):
-            self._redis.delete(key)
 
     def close(self) -> None:
         """Close the connection pool."""

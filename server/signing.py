@@ -106,7 +106,6 @@ class SigningKeys:
         self.policy = policy or Policy()
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._lock = threading.Lock()
-        self._current_kid: str | None = None
         self._snapshot: tuple[float, str, list[tuple[str, bool]]] | None = None
 
     # ------------------------------------------------------------------------------------ key files
@@ -177,7 +176,6 @@ class SigningKeys:
         if row is None:
             row = self._new_key(session, now)
         self.private_key(row.kid)
-        self._current_kid = row.kid
         self._snapshot = None
         return row.kid
 
@@ -216,7 +214,6 @@ class SigningKeys:
             previous.retired_at = now
             session.flush()
             document = self.keyset_document(session, previous.kid, now)
-        self._current_kid = new.kid
         self._snapshot = None
         return new.kid, document
 

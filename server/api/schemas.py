@@ -184,11 +184,3 @@ class PortalAnswer(BaseModel):
     """A one-time portal URL."""
 
     url: str
-
-
-class ErrorAnswer(BaseModel):
-    """Every error: a stable code, a sentence, and sometimes extra fields."""
-
-    model_config = ConfigDict(extra="allow")
-    error: str
-    message: str
