@@ -343,8 +343,9 @@ class SimAgent:
 
     def do_deactivate(self) -> bool:
         """Deactivate this PC (frees its seat)."""
+        machine_id = self.svc.status().machine_id
         self.svc.deactivate()
-        self.note("deactivated")
+        self.note("deactivated", machine_id=machine_id)
         return True
 
     # -- results ---------------------------------------------------------------------------------------

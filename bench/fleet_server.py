@@ -74,7 +74,7 @@ class ServerProcess:
             "POSPAL_PUBLIC_URL": self.url,
             "POSPAL_BILLING": "sandbox",
             "POSPAL_EMAIL": "smtp",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?tls=none",  # the loopback sink speaks no TLS
             "FROM_EMAIL": "POSPal <no-reply@pospal.gr>",
             "POSPAL_LOG_LEVEL": "WARNING",
             "POSPAL_ENABLE_TEST_HOOKS": "1",

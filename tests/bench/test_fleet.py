@@ -98,6 +98,8 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
     server = report["server_checks"]
     assert report["states"]["wrong"] == []
     assert server["emails_lost"] == 0, server["email_problems"]
+    # Only sign-in codes may expire unsent (during the e-mail outage): nothing else has a life to outlive.
+    assert set(server["expired_templates"]) <= {"activation_code"}, server["expired_templates"]
     assert server["emails_duplicated"] == 0, server["email_problems"]
     assert server["events_not_processed"] == 0 and report["deliveries_failed"] == 0
     assert server["audit_gaps"] == []
@@ -105,6 +107,10 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
     assert server["replacements_refused"] == []  # dead tills freed their seats with no manual removal
     assert report["errors"]["outside_faults"] == 0, report["errors"]["samples"]
     assert report["errors"]["not_retried_ok"] == 0, report["errors"]["samples"]
+    # A keep-alive connection the server closed just as an agent reused it is retried (above), and it
+    # stays rare: at most 1 in 1,000 requests outside the injected faults (0-3 in the 30-day reports).
+    assert report["errors"]["no_answer_outside_faults"] <= report["requests"] / 1000, \
+        report["errors"]["samples"]
     assert report["agent_exceptions"] == 0, report["exception_samples"]
     # The faults really happened and were felt: 3 restarts, refused emails, duplicates answered as such.
     assert report["server_starts"] >= 4
