@@ -52,6 +52,7 @@ def status_from_dict(data: Mapping[str, Any]) -> LicenseStatus:
         next_sync=when("next_sync"),
         agent_version=data.get("agent_version"),
         offline_license=bool(data.get("offline_license")),
+        warn_days=int(data.get("warn_days", LicenseStatus.warn_days)),
     )
 
 

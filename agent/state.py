@@ -92,6 +92,8 @@ class LicenseStatus:
     payment_action_url: str | None = None
     # True when the token is an offline license (activation by file): no sync is needed until its end.
     offline_license: bool = False
+    # The token policy's `warn_days`: the tray warns when `days_left` falls to it (and again at 3 and 1).
+    warn_days: int = Policy.warn_days
     # `message` in every language, as (lang, text) pairs: the local API answers `?lang=` from these.
     translations: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
@@ -120,6 +122,7 @@ class LicenseStatus:
             "agent_version": self.agent_version,
             **({"payment_action_url": self.payment_action_url} if self.payment_action_url else {}),
             "offline_license": self.offline_license,
+            "warn_days": self.warn_days,
         }
 
 
@@ -198,7 +201,7 @@ def _shared_fields(inputs: StatusInputs) -> dict[str, Any]:
     }
     c = inputs.claims
     if c is not None:
-        base.update(offline_license=c.policy.offline)
+        base.update(offline_license=c.policy.offline, warn_days=c.policy.warn_days)
         base.update(plan=c.plan, features=c.features, seats=c.seats, customer_email=c.email,
                     machine_id=inputs.machine_id or c.mid, terminal_name=inputs.terminal_name or c.terminal)
     return base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -111,5 +112,6 @@ def test_status_round_trips_through_the_local_api_body(setup):
     assert original.license_state == "trial_active"
     rebuilt = status_from_dict(original.to_dict())
     assert rebuilt.to_dict() == original.to_dict()
+    assert status_from_dict(replace(original, warn_days=9).to_dict()).warn_days == 9
     # What the control reports (over the wire, for HttpControl) is the service's status, field for field.
     assert control.status().to_dict() == original.to_dict()

@@ -191,7 +191,7 @@ def test_to_dict_is_exactly_the_local_api_body():
     assert list(body) == [
         "license_state", "licensed", "reason", "message", "days_left", "valid_until", "grace_until", "plan",
         "features", "seats", "customer_email", "machine_id", "terminal_name", "last_sync", "next_sync",
-        "agent_version", "offline_license",
+        "agent_version", "offline_license", "warn_days",
     ]
     assert body["valid_until"] == at(T + 20 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert body["last_sync"].endswith("Z") and body["next_sync"] is None
@@ -203,6 +203,13 @@ def test_policy_from_the_token_changes_the_boundaries():
     short = {"policy": {"grace_s": HOUR, "lease_s": DAY}, "exp": T + DAY}
     assert compute_status(Row("p", T + HOUR, "", True, "", None, claims=short).build()).license_state == \
         "licensed_grace"
+
+
+def test_the_first_warning_day_comes_from_the_token_policy():
+    signed = {"policy": {"warn_days": 10}}
+    assert compute_status(Row("w", T + HOUR, "", True, "", None, claims=signed).build()).warn_days == 10
+    assert compute_status(Row("d", T + HOUR, "", True, "", None).build()).to_dict()["warn_days"] == 5
+    assert compute_status(StatusInputs(now=at(T))).warn_days == 5  # no token: the default policy
 
 
 def test_compute_status_is_pure():

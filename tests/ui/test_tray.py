@@ -192,3 +192,17 @@ def test_improving_state_is_silent(qtbot, ui, control):
     with qtbot.waitSignal(worker.status_changed):
         control.set_status(make_status("licensed_active"))
     assert seen == []
+
+
+@pytest.mark.parametrize(("before", "after", "notifies"), [
+    (8, 7, True), (7, 6, False), (6, 5, False), (4, 3, True),
+])
+def test_the_first_warning_comes_at_the_policys_warn_days(qtbot, ui, control, before, after, notifies):
+    worker, _, tray = ui
+    with qtbot.waitSignal(worker.status_changed):
+        control.set_status(make_status("licensed_grace", days_left=before, warn_days=7))
+    seen = []
+    tray.notified.connect(seen.append)
+    with qtbot.waitSignal(worker.status_changed):
+        control.set_status(make_status("licensed_grace", days_left=after, warn_days=7))
+    assert bool(seen) is notifies
