@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QSystemTrayIcon
@@ -108,9 +108,9 @@ def _exec(app: QApplication, tray: Tray, worker: ControlWorker, single: SingleIn
         single.release()
 
 
-def _quit_on_signals(app: QApplication) -> dict[int, object]:
+def _quit_on_signals(app: QApplication) -> dict[int, Any]:
     """SIGTERM and SIGINT end the event loop cleanly (the agent's own shutdown then runs)."""
-    previous: dict[int, object] = {}
+    previous: dict[int, Any] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -118,7 +118,7 @@ def _quit_on_signals(app: QApplication) -> dict[int, object]:
     return previous
 
 
-def _restore_signals(previous: dict[int, object]) -> None:
+def _restore_signals(previous: dict[int, Any]) -> None:
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 

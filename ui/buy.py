@@ -12,6 +12,7 @@ is already a customer's needs the owner's code on this PC first (the window's ow
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QProgressBar
 
@@ -159,7 +160,7 @@ class WaitPage(Page):
         self.layout_.addWidget(self.bar)
         self.layout_.addLayout(row)
         self.layout_.addStretch(1)
-        self.checkout = None
+        self.checkout: Any = None  # the Checkout being waited for
         self._cancel: threading.Event | None = None
         self.poll_s = 2.0  # how often the agent asks the server whether the payment went through
 
@@ -179,7 +180,7 @@ class WaitPage(Page):
         self.host.worker.call(self._tag(), "wait_checkout", checkout.checkout_id, self._cancel, self.poll_s)
 
     def _tag(self) -> str:
-        return f"wait_checkout:{self.checkout.checkout_id}"
+        return f"wait_checkout:{self.checkout.checkout_id if self.checkout is not None else ''}"
 
     @property
     def waiting(self) -> bool:

@@ -111,7 +111,7 @@ class OfflinePage(Page):
 
     def finished(self, tag: str, result) -> None:
         """Server known → show its page; request written → say where; license imported → overview."""
-        if tag == "offline_url" and getattr(result, "server_url", ""):
+        if tag == "offline_url" and getattr(result, "server_url", None):
             self._url = f"{result.server_url.rstrip('/')}/offline"
             self.retranslate()
         elif tag == "offline_request" and self._target is not None:

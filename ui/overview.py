@@ -124,7 +124,8 @@ class OverviewPage(Page):
         if tag == "portal":
             self.host.open_url(str(result))
         else:
-            self.host.show_info(lambda key=_DONE[tag]: t(key))
+            key = _DONE[tag]
+            self.host.show_info(lambda: t(key))
 
     def failed(self, tag: str, error) -> None:
         """Explain a one-click action's failure."""

@@ -6,7 +6,8 @@ switch pages, show a message or open a URL. Pages never talk to the agent direct
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QPushButton, QVBoxLayout, QWidget
@@ -23,11 +24,14 @@ class Host(Protocol):
     def show_page(self, name: str) -> None:
         """Switch to the named page (overview, trial, buy, wait, activate, move, diagnostics)."""
 
-    def show_error(self, text: str) -> None:
-        """Show a failure in the banner."""
+    def show_error(self, render: Callable[[], str] | str) -> None:
+        """Show a failure in the banner (`render` is called again when the language changes)."""
 
-    def show_info(self, text: str) -> None:
-        """Show a success in the banner."""
+    def show_info(self, render: Callable[[], str] | str) -> None:
+        """Show a success in the banner (`render` is called again when the language changes)."""
+
+    def begin_waiting(self, checkout: Any) -> None:
+        """Checkout created: show the waiting view and open the payment page."""
 
     def clear_message(self) -> None:
         """Hide the banner."""

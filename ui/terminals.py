@@ -60,8 +60,9 @@ class TerminalList(QFrame):
     def _rebuild(self) -> None:
         while self._layout.count():
             item = self._layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
         self.remove_buttons = {}
         self.keep_buttons = {}
         for row in self._rows:

@@ -11,6 +11,7 @@ opens it, and the icon shows sooner and the process stays smaller without it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QFont
@@ -34,7 +35,7 @@ class Tray(QObject):
         super().__init__(worker)
         self.worker = worker
         self._window_factory = window_factory
-        self._window = None
+        self._window: Any = None  # the AgentWindow, built on first use
         self._quit_app = quit_app
         self.status = None
         self.icon = QSystemTrayIcon(self)
