@@ -297,8 +297,8 @@ class LocalApi:
 
     def _post_codes(self, body: dict[str, Any]) -> tuple[int, Any]:
         purpose = _opt_str(body, "purpose") or "activate"
-        if purpose not in ("activate", "portal", "terminals"):
-            raise ApiError(422, "invalid_request", "purpose must be activate, portal or terminals.")
+        if purpose not in ("activate", "owner", "portal", "terminals"):
+            raise ApiError(422, "invalid_request", "purpose must be activate, owner, portal or terminals.")
         self.control.request_code(_req_str(body, "email"), purpose)
         return 202, {"sent": True}
 

@@ -6,9 +6,12 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
-- `status`, `trial`, `activate`, `buy`, `sync`, `deactivate` talk to the running agent over the local API
-  (with the api-token from the data directory); when none answers they run the agent's service in this
-  process for the one command, on the same data directory.
+- `status`, `trial`, `activate`, `buy`, `terminals`, `sync`, `deactivate` talk to the running agent over
+  the local API (with the api-token from the data directory); when none answers they run the agent's
+  service in this process for the one command, on the same data directory.
+- Owner actions (buying on an e-mail that is already a customer's, adding this PC to its subscription,
+  removing a terminal) ask for the owner's e-mailed code on stdin when the server wants it, as the window's
+  owner dialog does, then try once more.
 
 Settings come from POSPAL_SERVER_URL, POSPAL_AGENT_PORT and POSPAL_DATA_DIR. Exit codes: 0 done (for
 `status`: licensed), 1 failed or (for `status`) not licensed, 2 usage, 130 interrupted. Errors are one
@@ -314,13 +317,43 @@ def cmd_activate(args: argparse.Namespace) -> int:
     if not args.email:
         raise Error("give EMAIL, --offline-request FILE or --offline-response FILE")
     control = _control()
-    control.request_code(args.email, "activate")
-    print(f"A 6-digit code was sent to {args.email}.", file=sys.stderr)
+    return _report(control.activate(args.email, _emailed_code(control, args.email, "activate")))
+
+
+def _emailed_code(control: Any, email: str, purpose: str) -> str:
+    """Have the server e-mail a code for `purpose` to `email`, then read it from stdin."""
+    control.request_code(email, purpose)
+    print(f"A 6-digit code was sent to {email}.", file=sys.stderr)
     print("Code: ", end="", file=sys.stderr, flush=True)
     code = sys.stdin.readline().strip()
     if not code:
         raise Error("no code entered")
-    return _report(control.activate(args.email, code))
+    return code
+
+
+OWNER_REFUSAL = "owner_proof_required"
+
+
+def _as_owner(control: Any, email: str | None, action: Callable[[], Any]) -> Any:
+    """Run `action`; when the server says only the owner may, prove the owner's e-mail and run it once more.
+
+    The window does the same with its owner dialog (ui/ownercode.py): a code (purpose "owner") goes to
+    `email`, the owner types it here, and this PC may then do owner actions for 15 minutes.
+    """
+    try:
+        return action()
+    except Error as exc:
+        if getattr(exc, "code", None) != OWNER_REFUSAL or not email:
+            raise
+    print("Only the owner can do this.", file=sys.stderr)
+    control.prove_owner(email, _emailed_code(control, email, "owner"))
+    return action()
+
+
+def _ask_yes(question: str) -> bool:
+    """Ask a y/N question on stderr; anything but y/yes (or no answer) is no."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _offline_request(path: str) -> int:
@@ -358,7 +391,13 @@ def cmd_buy(args: argparse.Namespace) -> int:
         restaurant = sys.stdin.readline().strip()
     control = _control()
     # The invoice needs a name; the email stands in when none was given (the portal can change it).
-    checkout = control.start_checkout(args.email, restaurant or args.email, args.quantity)
+    email, name = args.email, restaurant or args.email
+    try:
+        checkout = _as_owner(control, email, lambda: control.start_checkout(email, name, args.quantity))
+    except Error as exc:
+        if getattr(exc, "code", None) != "subscription_exists":
+            raise
+        return _add_this_terminal(control, args.email)
     print(checkout.url, flush=True)
     try:
         webbrowser.open(checkout.url)
@@ -367,6 +406,49 @@ def cmd_buy(args: argparse.Namespace) -> int:
     print("Waiting for the payment to complete (Ctrl+C to stop)...", file=sys.stderr, flush=True)
     status = control.wait_checkout(checkout.checkout_id, threading.Event(), args.poll)
     return _report(status)
+
+
+def _add_this_terminal(control: Any, email: str) -> int:
+    """The e-mail already subscribes: offer to add this PC to that subscription (price first), never a
+    second subscription unasked. Exit 1 when the owner declines."""
+    preview = _as_owner(control, email, lambda: control.add_terminal(email))
+    if preview.quantity_new <= preview.quantity_now:
+        print(f"{email} already has a subscription with a free seat: this PC can use it at no charge.",
+              file=sys.stderr)
+    else:
+        price = f"{preview.amount_due / 100:.2f} {preview.currency.upper()}"
+        print(f"{email} already has a subscription. Adding this PC takes it from {preview.quantity_now} to "
+              f"{preview.quantity_new} terminals; charged now for the rest of this period: {price}.",
+              file=sys.stderr)
+    if not _ask_yes("Add this terminal?"):
+        print("Nothing was changed.", file=sys.stderr)
+        return 1
+    control.add_terminal(email, True, preview.quantity_new)
+    return _report(control.status())
+
+
+def cmd_terminals(args: argparse.Namespace) -> int:
+    """List the license's terminals; `--remove ID` frees one's seat (the owner's code when asked).
+
+    On an activated PC the list is machine-signed; with `--email` (a PC not activated yet, e.g. moving the
+    license here) a code e-mailed to the owner proves it.
+    """
+    control = _control()
+    if args.email:
+        code = _emailed_code(control, args.email, "terminals")
+        if args.remove:
+            control.remove_terminal(args.remove, args.email, code)
+        terminals = control.list_terminals(args.email, code)
+    else:
+        owner = control.status().customer_email
+        if args.remove:
+            _as_owner(control, owner, lambda: control.remove_terminal(args.remove))
+        terminals = control.list_terminals()
+    for t in terminals:
+        state = "active" if t.active else (t.reason or "inactive")
+        here = "  (this PC)" if t.this_machine else ""
+        print(f"{t.machine_id}  {t.terminal_name or '-':<20} {state}{here}")
+    return 0
 
 
 def cmd_sync(_args: argparse.Namespace) -> int:
@@ -400,6 +482,10 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantity", type=int, default=1, help="number of terminals")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_buy)
+    p = sub.add_parser("terminals", help="list this license's terminals, or remove one (the owner's)")
+    p.add_argument("--remove", metavar="ID", help="free the seat of the terminal with this id")
+    p.add_argument("--email", help="the owner's e-mail, from a PC that is not activated (a code is sent)")
+    p.set_defaults(func=cmd_terminals)
     sub.add_parser("sync", help="sync with the license server now").set_defaults(func=cmd_sync)
     p = sub.add_parser("deactivate", help="deactivate this PC and free its seat")
     p.set_defaults(func=cmd_deactivate)

@@ -186,11 +186,13 @@ def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
         code = emailed_code(db_url, EMAIL)
         terminals = control.list_terminals(EMAIL, code)
         assert [t.machine_id for t in terminals] == [old_machine]
-        try:
-            control.remove_terminal(old_machine, EMAIL, code)
-        except ServerRefused:  # the server may allow a code once: ask for another
-            control.request_code(EMAIL, "terminals")
-            control.remove_terminal(old_machine, EMAIL, emailed_code(db_url, EMAIL))
+        # The owner proved the e-mail once: within the code's 15 minutes the same code removes the old PC.
+        control.remove_terminal(old_machine, EMAIL, code)
+        # Proving the owner on this PC spends the code; a second use of a spent code is refused.
+        control.prove_owner(EMAIL, code)
+        with pytest.raises(ServerRefused) as spent:
+            control.prove_owner(EMAIL, code)
+        assert spent.value.code == "bad_code"
         control.request_code(EMAIL, "activate")
         status = control.activate(EMAIL, emailed_code(db_url, EMAIL))
     finally:
@@ -202,3 +204,44 @@ def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
     assert out.returncode == 0, out.stderr
     moved = old_pc.license()
     assert (moved["license_state"], moved["reason"], moved["licensed"]) == ("license_error", "revoked", False)
+
+
+def test_a_second_pc_buys_with_the_owners_code_and_adds_itself_then_the_owner_removes_it(
+    real_server, agents, tmp_path
+):
+    """`buy` on a customer's e-mail asks for the owner's code, then offers "add this terminal" with its
+    price instead of a second subscription; `terminals --remove` on another PC asks for the code too."""
+    from tests.agent.conftest import emailed_code
+
+    db_url = real_server.env["POSPAL_DATABASE_URL"]
+    keys = write_trusted_keys(real_server.url, tmp_path / "trusted.json")
+    bar = agents(real_server.url, keys).start()
+    buyer = bar.popen_cli("buy", EMAIL, "--restaurant", "Cafe", "--poll", "0.2")
+    pay(buyer.stdout.readline().strip())
+    assert buyer.wait(60) == 0
+
+    kitchen = agents(real_server.url, keys).start()
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "buy", EMAIL, "--poll", "0.2"], cwd=REPO,
+                            env=kitchen.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = wait_for_prompt(proc, "Code: ")
+    assert "Only the owner can do this." in seen
+    proc.stdin.write(emailed_code(db_url, EMAIL) + "\n")
+    proc.stdin.flush()
+    seen = wait_for_prompt(proc, "Add this terminal? [y/N] ")
+    assert "from 1 to 2 terminals; charged now for the rest of this period: " in seen and "EUR" in seen
+    out, err = proc.communicate("y\n", timeout=60)
+    assert proc.returncode == 0 and out.startswith("licensed_active"), err
+    assert (kitchen.license()["license_state"], kitchen.license()["seats"]) == ("licensed_active", 2)
+
+    listed = bar.cli("terminals")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr
+    gone = kitchen.license()["machine_id"]
+    remover = subprocess.Popen([sys.executable, "-m", "agent.cli", "terminals", "--remove", gone], cwd=REPO,
+                               env=bar.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_prompt(remover, "Code: ")  # the bar never proved the owner: a waiter cannot remove a till
+    out, err = remover.communicate(emailed_code(db_url, EMAIL) + "\n", timeout=60)
+    assert remover.returncode == 0 and gone not in out and "(this PC)" in out, err
+    assert kitchen.cli("sync").returncode == 0
+    assert (kitchen.license()["license_state"], kitchen.license()["reason"]) == ("license_error", "revoked")
