@@ -27,7 +27,7 @@ PROOF_PURPOSES = ("owner", "portal", "terminals")
 class OwnerProofRequired(ApiError):
     """The action needs the owner's emailed code; the caller should ask for one and prove it."""
 
-    status, code = 403, "owner_proof_required"
+    code = "owner_proof_required"
     default_message = (
         "Only the owner can do this. Ask for a code by email, enter it on this computer, then try again."
     )

@@ -41,8 +41,8 @@ def activate(
 ) -> ActivationAnswer:
     """Activate this machine on the customer's license and return its token."""
     public_key = parse_public_key(body.machine_public_key)
-    signed = verify_machine_signature(public_key, request, raw)
     fingerprints.check_complete(body.fingerprint)
+    signed = verify_machine_signature(public_key, request, raw)
     now = svc.clock.now()
     limit_per_ip(request, svc, "activations", ACTIVATIONS_PER_HOUR_PER_IP)
     if not body.code and not body.checkout_id:
@@ -146,7 +146,7 @@ def _customer(session, body: ActivationRequest, public_key: str) -> Customer:
         if checkout is None or checkout.machine_public_key != public_key:
             raise NotFound("No checkout with this id was started by this computer.")
         if checkout.status != "complete":
-            raise ApiError("The checkout is not paid yet.", status=409, code="checkout_incomplete")
+            raise ApiError("The checkout is not paid yet.", code="checkout_incomplete")
         if checkout.customer_id is not None:
             customer = session.get(Customer, checkout.customer_id)
     if customer is None:

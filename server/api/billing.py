@@ -32,7 +32,7 @@ from server.api.activations import bind_machine
 from server.api.deps import (
     Services,
     check_and_remember,
-    client_ip,
+    limit_per_ip,
     parse_public_key,
     public_key_owner,
     raw_body,
@@ -60,7 +60,7 @@ MAX_TERMINALS = 100
 class BillingUnavailable(ApiError):
     """The payment provider could not be reached or refused the request."""
 
-    status, code = 503, "billing_unavailable"
+    code = "billing_unavailable"
     default_message = "The payment provider is not reachable. Try again in a minute."
 
 
@@ -83,7 +83,7 @@ class CheckoutCreate(BaseModel):
 class SubscriptionExists(ApiError):
     """The proven customer already subscribes: add this terminal to that subscription instead."""
 
-    status, code = 409, "subscription_exists"
+    code = "subscription_exists"
     default_message = (
         "This email already has a POSPal subscription. Add this terminal to it instead of buying again."
     )
@@ -154,7 +154,7 @@ def create_checkout(
     public_key = parse_public_key(body.machine_public_key)
     signed = verify_machine_signature(public_key, request, raw)
     now = svc.clock.now()
-    svc.limiter.hit(f"checkout:ip:{client_ip(request)}", CHECKOUTS_PER_HOUR_PER_IP, 3600, now.timestamp())
+    limit_per_ip(request, svc, "checkout", CHECKOUTS_PER_HOUR_PER_IP)
     svc.limiter.hit(f"checkout:email:{body.email}", CHECKOUTS_PER_HOUR_PER_EMAIL, 3600, now.timestamp())
     checkout_id = f"chk_{secrets.token_urlsafe(24)}"
     with svc.db.transaction() as session:
@@ -239,7 +239,7 @@ def add_terminal(
     public_key = parse_public_key(body.machine_public_key)
     signed = verify_machine_signature(public_key, request, raw)
     now = svc.clock.now()
-    svc.limiter.hit(f"checkout:ip:{client_ip(request)}", CHECKOUTS_PER_HOUR_PER_IP, 3600, now.timestamp())
+    limit_per_ip(request, svc, "checkout", CHECKOUTS_PER_HOUR_PER_IP)
     with svc.db.transaction() as session:
         check_and_remember(session, signed, public_key_owner(public_key), svc)
         license_, subscription, wanted = _needed_quantity(session, svc, body.email, public_key, now)
@@ -257,7 +257,6 @@ def add_terminal(
             if body.expected_quantity is not None and body.expected_quantity != wanted:
                 raise ApiError(
                     "The terminals changed meanwhile. Look at the new price and confirm again.",
-                    status=409,
                     code="quantity_changed",
                     quantity_new=wanted,
                 )
@@ -339,16 +338,17 @@ def checkout_status(checkout_id: str, svc: Services = Depends(services)) -> Chec
         row = session.get(Checkout, checkout_id[:64])
         if row is None:
             raise NotFound("No such checkout.")
-        status = row.status
-        if status == "open" and row.created_at + CHECKOUT_LIFETIME < svc.clock.now():
-            status = "expired"
-    return CheckoutStatus(status=status if status in ("open", "complete") else "expired")
+        if row.status == "complete":
+            return CheckoutStatus(status="complete")
+        if row.status == "open" and row.created_at + CHECKOUT_LIFETIME >= svc.clock.now():
+            return CheckoutStatus(status="open")
+    return CheckoutStatus(status="expired")
 
 
 @router.post("/v1/webhooks/stripe", responses={400: {"description": "signature rejected"}})
 def stripe_webhook(
-    raw: bytes = Depends(raw_body), request: Request = None, svc: Services = Depends(services)
-):  # type: ignore[assignment]
+    request: Request, raw: bytes = Depends(raw_body), svc: Services = Depends(services)
+) -> JSONResponse:
     """Receive a provider event: verify the raw-body signature, then process it in one transaction."""
     try:
         event = svc.billing.verify_webhook(raw, request.headers.get("stripe-signature"))
