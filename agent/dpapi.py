@@ -11,7 +11,8 @@ casual `CryptUnprotectData` calls from opening it by accident.
 
 from __future__ import annotations
 
-from typing import Protocol
+import sys
+from typing import Any, Protocol
 
 from agent.errors import KeyStoreError
 
@@ -38,8 +39,15 @@ class MachineSealer:  # pragma: no cover - Windows only; run by the Windows (Win
     """DPAPI, machine scope, through ctypes."""
 
     name = "dpapi-machine"
+    # Set in __init__, on Windows only (ctypes objects).
+    _ctypes: Any
+    _Blob: Any
+    _crypt32: Any
+    _kernel32: Any
 
     def __init__(self) -> None:
+        if sys.platform != "win32":  # also tells the type checker: what follows is Windows code
+            raise OSError("Windows only")
         import ctypes
         from ctypes import wintypes
 

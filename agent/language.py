@@ -44,7 +44,7 @@ def windows_ui_language() -> str | None:
     try:
         import ctypes
 
-        langid = int(ctypes.windll.kernel32.GetUserDefaultUILanguage())  # type: ignore[attr-defined]
+        langid = int(ctypes.windll.kernel32.GetUserDefaultUILanguage())
     except Exception:  # no kernel32 (Wine quirks, tests): fall through to the locale
         return None
     return "el" if langid & 0x3FF == _LANG_GREEK else "en"

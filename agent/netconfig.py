@@ -69,7 +69,7 @@ def new_session() -> requests.Session:
 
     session.mount("https://", TrustStoreAdapter())
     session.trust_env = True
-    session.truststore = True  # type: ignore[attr-defined] - read back by describe()
+    session.truststore = True  # type: ignore[attr-defined]  # read back by describe()
     return session
 
 

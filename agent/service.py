@@ -191,11 +191,12 @@ class AgentService(FlowsMixin, IdentityMixin):
                 (lang, status.message if lang == inputs.language
                  else compute_status(replace(inputs, language=lang)).message)
                 for lang in messages.LANGUAGES))
-            changed = status != self._status
-            if changed:
+            previous = self._status
+            changed = status != previous
+            if changed or previous is None:
                 self._status = status
             else:
-                status = self._status  # keep the published object: the publish check below compares identity
+                status = previous  # keep the published object: the publish check below compares identity
             subscribers = list(self._subscribers) if changed else []
             hw = verdict.high_water
             persist_hw = hw is not None and (self._hw_saved is None

@@ -68,7 +68,7 @@ class SyncEngine:
         *,
         policy: Callable[[], Policy] = Policy,
         rng: random.Random | None = None,
-        on_tick: Callable[[], None] | None = None,
+        on_tick: Callable[[], object] | None = None,
         on_result: Callable[[SyncResult], None] | None = None,
     ) -> None:
         self.clock = clock

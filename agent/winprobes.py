@@ -96,6 +96,8 @@ def parse_disk_extents(buf: bytes) -> int | None:
 
 
 def _kernel32():  # pragma: no cover - Windows only
+    if sys.platform != "win32":  # also tells the type checker: what follows is Windows code
+        raise OSError("Windows only")
     import ctypes
     from ctypes import wintypes
 
@@ -157,6 +159,8 @@ def read_system_disk_serial() -> str | None:  # pragma: no cover - Windows only
 
 def read_adapters() -> list[AdapterRecord]:  # pragma: no cover - Windows only
     """Every adapter `GetAdaptersAddresses` lists (no address lists: only names, type and MAC)."""
+    if sys.platform != "win32":  # also tells the type checker: what follows is Windows code
+        raise OSError("Windows only")
     import ctypes
     from ctypes import wintypes
 
@@ -200,6 +204,8 @@ def read_adapters() -> list[AdapterRecord]:  # pragma: no cover - Windows only
 
 def read_machine_guid() -> str | None:  # pragma: no cover - Windows only
     """HKLM\\SOFTWARE\\Microsoft\\Cryptography\\MachineGuid from the 64-bit view."""
+    if sys.platform != "win32":  # also tells the type checker: what follows is Windows code
+        raise OSError("Windows only")
     import winreg
 
     access = winreg.KEY_READ | winreg.KEY_WOW64_64KEY
@@ -215,5 +221,5 @@ def windows_version() -> tuple[int, int, int] | None:
     """(major, minor, build) of the running Windows, or None elsewhere."""
     if sys.platform != "win32":
         return None
-    v = sys.getwindowsversion()  # type: ignore[attr-defined]
+    v = sys.getwindowsversion()
     return (v.major, v.minor, v.build)

@@ -57,6 +57,8 @@ def interactive_session() -> bool:
 
 
 def _message_box(text: str) -> None:  # pragma: no cover - Windows only
+    if sys.platform != "win32":  # also tells the type checker: what follows is Windows code
+        raise OSError("Windows only")
     import ctypes
 
     mb_iconwarning, mb_setforeground = 0x30, 0x10000

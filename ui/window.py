@@ -84,11 +84,14 @@ class AgentWindow(QWidget):
 
     def _build_pages(self) -> QFrame:
         """One page per task, stacked in the panel under the banner."""
+        # The two pages the window drives itself, with their own types; all of them by name in `pages`.
+        self.overview_page = OverviewPage(self)
+        self.wait_page = WaitPage(self)
         self.pages: dict[str, Page] = {
-            "overview": OverviewPage(self),
+            "overview": self.overview_page,
             "trial": TrialPage(self),
             "buy": BuyPage(self),
-            "wait": WaitPage(self),
+            "wait": self.wait_page,
             "activate": ActivatePage(self),
             "move": MovePage(self),
             "offline": OfflinePage(self),
@@ -162,7 +165,7 @@ class AgentWindow(QWidget):
     def show_page(self, name: str) -> None:
         """Switch to a page and clear any message from the previous one."""
         if name != "wait" and self.stack.currentWidget() is self.pages["wait"]:
-            self.pages["wait"].cancel_pending()
+            self.wait_page.cancel_pending()
         self.clear_message()
         self.card.set_compact(name != "overview")
         page = self.pages[name]
@@ -194,6 +197,8 @@ class AgentWindow(QWidget):
         # The window keeps its size as texts change (no jumping), but never gets shorter than what the
         # card, a long message and the pages need: below that, Qt squeezed the card's facts into each other.
         layout = self.layout()
+        if layout is None:  # not laid out yet: nothing to fit
+            return
         needed = layout.totalMinimumSize().height()
         if layout.hasHeightForWidth():  # the wrapped sentences need more height than their minimum says
             needed = max(needed, layout.totalHeightForWidth(max(self.width(), self.minimumWidth())))
@@ -216,7 +221,7 @@ class AgentWindow(QWidget):
     def begin_waiting(self, checkout) -> None:
         """Checkout created: show the waiting view and open the payment page."""
         self.show_page("wait")
-        self.pages["wait"].wait_for(checkout)
+        self.wait_page.wait_for(checkout)
 
     # --- Reactions -------------------------------------------------------------------------------------
     def on_status(self, status) -> None:
@@ -259,7 +264,7 @@ class AgentWindow(QWidget):
         self.bring_up()
         if self.page != "overview":
             self.show_page("overview")
-        self.pages["overview"].trigger(action)
+        self.overview_page.trigger(action)
 
     def bring_up(self) -> None:
         """Show, un-minimise and raise the window."""
