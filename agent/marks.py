@@ -212,11 +212,13 @@ class RegistryMarkStore:
 
 def _home() -> Path:
     """The account's home from the account database (a changed $HOME must not move the marks)."""
-    try:
-        import pwd  # noqa: PLC0415 (POSIX only)
+    if sys.platform == "win32":  # no account database: the profile directory
+        return Path.home()
+    import pwd
 
+    try:
         return Path(pwd.getpwuid(os.getuid()).pw_dir)
-    except (ImportError, KeyError):
+    except KeyError:
         return Path.home()
 
 

@@ -134,7 +134,7 @@ def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/s
         if len(fields) > 4 and fields[4] == "/":
             devnum = fields[2]
             # Filesystems like btrfs report an anonymous 0:N; the mount source names the real device.
-            if devnum.startswith("0:") and " - " in line:
+            if devnum.startswith("0:") and " - " in line and sys.platform != "win32":
                 source = line.split(" - ", 1)[1].split()[1]
                 try:
                     rdev = os.stat(dev_root / source[5:] if source.startswith("/dev/") else source)
