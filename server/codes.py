@@ -25,8 +25,9 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from server.db import Database, lock_for
@@ -180,8 +181,12 @@ def prove_email(
 
 def consume(session: Session, code_id: int, now: datetime) -> None:
     """Mark a one-time code used in the caller's transaction; `BadCode` if it was used meanwhile."""
-    result = session.execute(
-        update(LoginCode).where(LoginCode.id == code_id, LoginCode.used_at.is_(None)).values(used_at=now)
+    # An UPDATE always yields a CursorResult; Session.execute is typed to return the Result base.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(LoginCode).where(LoginCode.id == code_id, LoginCode.used_at.is_(None)).values(used_at=now)
+        ),
     )
     if result.rowcount != 1:
         raise BadCode()

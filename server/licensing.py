@@ -22,7 +22,7 @@ from protocol.clock import SystemClock
 from protocol.errors import KeyInvalid
 from protocol.tokens import AUDIENCE, Policy
 from protocol.trust import ISSUER, jwk_thumbprint
-from server.models import AuditLog, Customer, License, Machine, Subscription, Trial
+from server.models import AuditLog, Customer, License, Machine, Subscription, Trial, table_of
 
 POLICY = Policy()
 PAYMENT_GRACE = timedelta(seconds=POLICY.payment_grace_s)
@@ -274,7 +274,7 @@ def record_audit(
     if isinstance(session, Session):
         session.add(AuditLog(**values))
     else:
-        session.execute(AuditLog.__table__.insert().values(**values))
+        session.execute(table_of(AuditLog).insert().values(**values))
 
 
 def load_machine(
@@ -303,10 +303,12 @@ def claims_for_machine(
     trial = None
     if machine.license_id is not None and license_ is None:
         license_ = session.get(License, machine.license_id)
-        subscription = (
-            session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
-        )
-        customer = session.get(Customer, license_.customer_id)
+        # The foreign key guarantees the row; without it, `claims_from` answers with a revocation.
+        if license_ is not None:
+            subscription = (
+                session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
+            )
+            customer = session.get(Customer, license_.customer_id)
     elif machine.license_id is None and machine.trial_id is not None:
         trial = session.get(Trial, machine.trial_id)
     return claims_from(machine, license_, subscription, customer, trial, now)

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 
 from server.db import connection_of
 from server.licensing import claims_from
-from server.models import Customer, License, Machine, Subscription, Trial
+from server.models import Customer, License, Machine, Subscription, Trial, table_of
 
-_M, _L, _S, _C, _T = (m.__table__ for m in (Machine, License, Subscription, Customer, Trial))
+_M, _L, _S, _C, _T = (table_of(m) for m in (Machine, License, Subscription, Customer, Trial))
 # The refresh hot path reads everything it needs in one statement, built once.
 _STATE_COLUMNS = (
     select(

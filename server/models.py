@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -70,6 +71,13 @@ class Base(DeclarativeBase):
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core `Table`, for statements built without the ORM (bulk, hot-path and upsert SQL)."""
+    # SQLAlchemy types `__table__` as a FromClause, which its own insert/update/delete reject; a
+    # declarative model's `__table__` is always a `Table`.
+    return cast(Table, model.__table__)
 
 
 class Customer(Base):

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.db import connection_of
 from server.errors import Replay
-from server.models import RequestNonce
+from server.models import RequestNonce, table_of
 
 # The signed timestamp may be this far from the server's clock, either way.
 WINDOW_S = 300
@@ -35,7 +35,7 @@ def check_timestamp(timestamp: int, now: datetime) -> None:
 
 
 def _insert_statement(dialect: str) -> Any:
-    table = RequestNonce.__table__
+    table = table_of(RequestNonce)
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
         insert(table)
@@ -91,7 +91,8 @@ def remember_many(connection: Connection, entries: Iterable[tuple[str, str, date
     return set(connection.execute(statement, rows).scalars())
 
 
-_PURGE = delete(RequestNonce.__table__).where(RequestNonce.__table__.c.expires_at < bindparam("p_now"))
+_NONCES = table_of(RequestNonce)
+_PURGE = delete(_NONCES).where(_NONCES.c.expires_at < bindparam("p_now"))
 
 
 def purge_expired(session: Session | Connection, now: datetime) -> int:

@@ -47,6 +47,10 @@ class FileClock:
             pass
         return self._now
 
+    def monotonic(self) -> float:
+        """Real monotonic seconds: the simulation moves wall time only, as a user changing the clock would."""
+        return SystemClock().monotonic()
+
 
 def clock_for(settings: Settings) -> Clock:
     """`FileClock` when test hooks and a clock file are configured, else the system clock."""

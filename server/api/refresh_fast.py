@@ -100,7 +100,8 @@ class RefreshFastPath:
             await self.app(scope, _replay(raw, receive), send)
             return
         scope["route"] = self.route  # what the metrics middleware labels requests by
-        status, extra = 200, ()
+        status = 200
+        extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
             try:
                 answer = await self.answer(body, Headers(scope=scope), raw)

@@ -7,12 +7,16 @@ tests and the CLI reuse the server's own engine settings (SQLite WAL and immedia
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, Literal
 
 from alembic import context
 from sqlalchemy import Connection
 
 from server.db import make_engine
 from server.models import Base, UTCDateTime
+
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
 
 config = context.config
 target_metadata = Base.metadata
@@ -24,7 +28,7 @@ def _url() -> str:
     )
 
 
-def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # Migrations must not import model code that may change later: UTCDateTime is a plain DateTime
     # in the database.
     if type_ == "type" and isinstance(obj, UTCDateTime):
