@@ -39,48 +39,51 @@ def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Pr
         out({"error": "not_found", "email": args.email})
         return 1
     if args.action == "show":
-        licenses = list(session.scalars(select(License).where(License.customer_id == customer.id)))
-        out(
+        out(_customer_summary(session, customer, args, now))
+        return 0
+    return _resend_email(session, customer, args, now, out)
+
+
+def _customer_summary(
+    session: Session, customer: Customer, args: argparse.Namespace, now: datetime
+) -> dict[str, Any]:
+    """Everything support asks about a customer: subscriptions, licenses with terminals, recent e-mail."""
+    licenses = list(session.scalars(select(License).where(License.customer_id == customer.id)))
+    subscriptions = session.scalars(select(Subscription).where(Subscription.customer_id == customer.id))
+    return {
+        "customer": row(customer),
+        "subscriptions": [row(s) for s in subscriptions],
+        "licenses": [
             {
-                "customer": row(customer),
-                "subscriptions": [
-                    row(s)
-                    for s in session.scalars(
-                        select(Subscription).where(Subscription.customer_id == customer.id)
-                    )
-                ],
-                "licenses": [
-                    {
-                        **row(lic),
-                        "machines": _terminals(
-                            session.scalars(select(Machine).where(Machine.license_id == lic.id)), args, now
-                        ),
-                    }
-                    for lic in licenses
-                ],
-                "emails": [
-                    row(o, hide=("context",))
-                    for o in session.scalars(
-                        select(Outbox)
-                        .where(Outbox.to_email == customer.email)
-                        .order_by(Outbox.id.desc())
-                        .limit(20)
-                    )
-                ],
-                "codes_last_hour": len(
-                    list(
-                        session.scalars(
-                            select(LoginCode.id).where(
-                                LoginCode.email == customer.email,
-                                LoginCode.created_at > now - timedelta(hours=1),
-                            )
-                        )
-                    )
+                **row(lic),
+                "machines": _terminals(
+                    session.scalars(select(Machine).where(Machine.license_id == lic.id)), args, now
                 ),
             }
-        )
-        return 0
-    # resend: queue a copy of a previous message under a new idempotency key.
+            for lic in licenses
+        ],
+        "emails": [
+            row(o, hide=("context",))
+            for o in session.scalars(
+                select(Outbox).where(Outbox.to_email == customer.email).order_by(Outbox.id.desc()).limit(20)
+            )
+        ],
+        "codes_last_hour": _codes_last_hour(session, customer.email, now),
+    }
+
+
+def _codes_last_hour(session: Session, email: str, now: datetime) -> int:
+    """How many sign-in codes were sent to this address in the last hour (the rate limit's view)."""
+    recent = session.scalars(
+        select(LoginCode.id).where(LoginCode.email == email, LoginCode.created_at > now - timedelta(hours=1))
+    )
+    return len(list(recent))
+
+
+def _resend_email(
+    session: Session, customer: Customer, args: argparse.Namespace, now: datetime, out: Printer
+) -> int:
+    """Queue a copy of a previous message (the latest, or `--outbox-id`) under a new idempotency key."""
     stmt = select(Outbox).where(Outbox.to_email == customer.email)
     if args.outbox_id:
         stmt = stmt.where(Outbox.id == args.outbox_id)
@@ -107,65 +110,85 @@ def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Pr
 
 def _license(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
     if args.action == "extend" and args.id.startswith("trial_"):
-        trial = session.get(Trial, args.id)
-        if trial is None:
-            out({"error": "not_found", "id": args.id})
-            return 1
-        trial.ends_at = max(trial.ends_at, now) + timedelta(days=args.days)
-        licensing.record_audit(
-            session,
-            actor="admin",
-            action="trial.extended",
-            detail={"trial_id": trial.id, "days": args.days, "reason": args.reason},
-            at=now,
-        )
-        out(row(trial))
-        return 0
+        return _extend_trial(session, args, now, out)
     license_ = session.get(License, args.id)
     if license_ is None:
         out({"error": "not_found", "id": args.id})
         return 1
     if args.action == "revoke":
-        license_.status = "revoked"
-        license_.revoked_at = now
-        licensing.record_audit(
-            session,
-            actor="admin",
-            action="license.revoked",
-            license_id=license_.id,
-            detail={"reason": args.reason},
-            at=now,
-        )
+        _revoke_license(session, license_, args, now)
     elif args.action == "extend":
-        base = license_.comp_until if license_.comp_until and license_.comp_until > now else now
-        license_.comp_until = base + timedelta(days=args.days)
-        licensing.record_audit(
-            session,
-            actor="admin",
-            action="license.extended",
-            license_id=license_.id,
-            detail={"days": args.days, "until": license_.comp_until.isoformat(), "reason": args.reason},
-            at=now,
-        )
-    subscription = session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
-    out(
-        {
-            "license": row(license_),
-            "state_now": licensing.subscription_state(license_, subscription, now),
-            "subscription": row(subscription) if subscription else None,
-            "machines": _terminals(seats.bound_machines(session, license_.id), args, now),
-            "audit": [
-                row(a)
-                for a in session.scalars(
-                    select(AuditLog)
-                    .where(AuditLog.license_id == license_.id)
-                    .order_by(AuditLog.id.desc())
-                    .limit(20)
-                )
-            ],
-        }
-    )
+        _extend_license(session, license_, args, now)
+    out(_license_summary(session, license_, args, now))
     return 0
+
+
+def _extend_trial(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    """Push a trial's end `args.days` past its end (or past now, when it has already ended)."""
+    trial = session.get(Trial, args.id)
+    if trial is None:
+        out({"error": "not_found", "id": args.id})
+        return 1
+    trial.ends_at = max(trial.ends_at, now) + timedelta(days=args.days)
+    licensing.record_audit(
+        session,
+        actor="admin",
+        action="trial.extended",
+        detail={"trial_id": trial.id, "days": args.days, "reason": args.reason},
+        at=now,
+    )
+    out(row(trial))
+    return 0
+
+
+def _revoke_license(session: Session, license_: License, args: argparse.Namespace, now: datetime) -> None:
+    """Revoke a license; its machines learn it at their next refresh."""
+    license_.status = "revoked"
+    license_.revoked_at = now
+    licensing.record_audit(
+        session,
+        actor="admin",
+        action="license.revoked",
+        license_id=license_.id,
+        detail={"reason": args.reason},
+        at=now,
+    )
+
+
+def _extend_license(session: Session, license_: License, args: argparse.Namespace, now: datetime) -> None:
+    """Grant `args.days` of complimentary time, counted from the current grant's end if it is later."""
+    base = license_.comp_until if license_.comp_until and license_.comp_until > now else now
+    license_.comp_until = base + timedelta(days=args.days)
+    licensing.record_audit(
+        session,
+        actor="admin",
+        action="license.extended",
+        license_id=license_.id,
+        detail={"days": args.days, "until": license_.comp_until.isoformat(), "reason": args.reason},
+        at=now,
+    )
+
+
+def _license_summary(
+    session: Session, license_: License, args: argparse.Namespace, now: datetime
+) -> dict[str, Any]:
+    """A license with its state now, its subscription, its terminals and its recent audit rows."""
+    subscription = session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
+    return {
+        "license": row(license_),
+        "state_now": licensing.subscription_state(license_, subscription, now),
+        "subscription": row(subscription) if subscription else None,
+        "machines": _terminals(seats.bound_machines(session, license_.id), args, now),
+        "audit": [
+            row(a)
+            for a in session.scalars(
+                select(AuditLog)
+                .where(AuditLog.license_id == license_.id)
+                .order_by(AuditLog.id.desc())
+                .limit(20)
+            )
+        ],
+    }
 
 
 def _terminals(machines: Any, args: argparse.Namespace, now: datetime) -> list[dict[str, Any]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,8 +87,32 @@ def create_app(
     start_worker: bool | None = None,
 ) -> FastAPI:
     """Build the app. Tests pass a FakeClock, a database, sandbox billing and a console mailer."""
-    clock = clock or SystemClock()
-    db = db or Database(settings.database_url)
+    services = _services(
+        settings, clock or SystemClock(), db or Database(settings.database_url), billing, mailer, limiter
+    )
+    run_worker = settings.outbox_worker if start_worker is None else start_worker
+    app = FastAPI(
+        title="POSPal license server",
+        version=__version__,
+        lifespan=_lifespan(services, run_worker),
+        responses={422: {"description": "invalid_request"}},
+    )
+    app.state.services = services
+    _install_routers(app)
+    _install_error_handlers(app)
+    _install_middleware(app, services)
+    return app
+
+
+def _services(
+    settings: Settings,
+    clock: Clock,
+    db: Database,
+    billing: Any,
+    mailer: Any,
+    limiter: RateLimiter | None,
+) -> Services:
+    """Check the schema, make sure a signing key exists, log the start-up line, and wire the services."""
     check_schema(db)
     signing = SigningKeys(settings.signing_key_dir)
     with db.transaction() as session:
@@ -113,7 +137,11 @@ def create_app(
         metrics=health.Metrics(),
     )
     services.extra["mailer"] = mailer
-    run_worker = settings.outbox_worker if start_worker is None else start_worker
+    return services
+
+
+def _lifespan(services: Services, run_worker: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the outbox worker thread (when wanted) runs while the app serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,31 +154,30 @@ def create_app(
             if thread is not None:
                 thread.join(timeout=10)
 
-    app = FastAPI(
-        title="POSPal license server",
-        version=__version__,
-        lifespan=lifespan,
-        responses={422: {"description": "invalid_request"}},
-    )
-    app.state.services = services
+    return lifespan
+
+
+def _install_routers(app: FastAPI) -> None:
     for module in (trials, codes, activations, refresh, terminals, keys, health):
         app.include_router(module.router)
     app.include_router(billing_api.router)
     app.include_router(offline_api.router)
-    _install_error_handlers(app)
-    # Innermost, so CORS, the body limit and the metrics still see every refresh it answers.
+
+
+def _install_middleware(app: FastAPI, services: Services) -> None:
+    # Each added middleware wraps the ones before it: the refresh fast path is innermost, so CORS, the
+    # body limit and the metrics still see every refresh it answers.
     refresh_route = next(r for r in refresh.router.routes if getattr(r, "path", None) == "/v1/refresh")
     app.add_middleware(refresh_fast.RefreshFastPath, services=services, route=refresh_route)
-    if settings.allowed_origins:
+    if services.settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=list(settings.allowed_origins),
+            allow_origins=list(services.settings.allowed_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Authorization"],
         )
     app.add_middleware(BodyLimit)
     app.add_middleware(_MetricsMiddleware, metrics=services.metrics)
-    return app
 
 
 def _start_outbox_worker(services: Services, stop: threading.Event) -> threading.Thread:

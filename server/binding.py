@@ -108,27 +108,52 @@ def observe(
     bound_row = _sighting(session, machine.id, bound, activated or now, before)
     if bound_row.rebound_at is None:  # it is the binding now: remember that it was one
         bound_row.rebound_at = activated or now
-    seen = _sighting(session, machine.id, presented, None, None)
+    seen = _find_sighting(session, machine.id, presented)
     if seen is not None and seen.clone_at is not None:
         seen.last_seen_at = now
         return Verdict(token_fp={name: bound[name] for name in differing})
-    alternating = seen is not None and machine_seen is not None and seen.last_seen_at < machine_seen
-    if alternating:
-        assert seen is not None
-        seen.last_seen_at = now
-        older = (seen.first_seen_at, seen.id) < (bound_row.first_seen_at, bound_row.id)  # ties: row order
-        if older and seen.rebound_at is not None:
-            # The binding is the newer one: the walk had moved it. Flag it and go back to the older
-            # binding, never to a fingerprint that was only ever presented.
-            _flag(session, machine.id, bound_row, presented, now)
-            return Verdict(bind=presented)
-        _flag(session, machine.id, seen, bound, now)
-        return Verdict(token_fp={name: bound[name] for name in differing})
+    if seen is not None and machine_seen is not None and seen.last_seen_at < machine_seen:
+        return _alternated(session, machine.id, seen, bound_row, bound, presented, differing, now)
     if seen is None:
         seen = _sighting(session, machine.id, presented, now, now)
     seen.last_seen_at = now
     if not fingerprint_matches(bound, presented):
         return KEEP
+    return _rebind(session, machine, seen, presented, differing, now, owner_proven)
+
+
+def _alternated(
+    session: Session,
+    machine_id: str,
+    seen: MachineFingerprint,
+    bound_row: MachineFingerprint,
+    bound: Mapping[str, str],
+    presented: dict[str, str],
+    differing: list[str],
+    now: datetime,
+) -> Verdict:
+    """A fingerprint presented again after another one since: two computers; flag the newer one."""
+    seen.last_seen_at = now
+    older = (seen.first_seen_at, seen.id) < (bound_row.first_seen_at, bound_row.id)  # ties: row order
+    if older and seen.rebound_at is not None:
+        # The binding is the newer one: the walk had moved it. Flag it and go back to the older
+        # binding, never to a fingerprint that was only ever presented.
+        _flag(session, machine_id, bound_row, presented, now)
+        return Verdict(bind=presented)
+    _flag(session, machine_id, seen, bound, now)
+    return Verdict(token_fp={name: bound[name] for name in differing})
+
+
+def _rebind(
+    session: Session,
+    machine: Any,
+    seen: MachineFingerprint,
+    presented: dict[str, str],
+    differing: list[str],
+    now: datetime,
+    owner_proven: bool,
+) -> Verdict:
+    """Re-bind to a matching fingerprint, unless the machine re-bound within `REBIND_EVERY` unproven."""
     last = session.scalar(
         select(func.max(AuditLog.at)).where(
             AuditLog.machine_id == machine.id, AuditLog.action == "machine.fingerprint_rebound"
@@ -164,31 +189,37 @@ def _owner_proof_on(session: Session, machine: Any, now: datetime) -> bool:
     return customer_id is not None and authority.holds(session, customer_id, public_key, now)
 
 
+def _find_sighting(
+    session: Session, machine_id: str, fingerprint: Mapping[str, str]
+) -> MachineFingerprint | None:
+    """The row of this fingerprint of this machine, if it was seen before."""
+    return session.scalars(
+        select(MachineFingerprint).where(
+            MachineFingerprint.machine_id == machine_id, MachineFingerprint.digest == digest(fingerprint)
+        )
+    ).first()
+
+
 def _sighting(
     session: Session,
     machine_id: str,
     fingerprint: Mapping[str, str],
-    first_seen: datetime | None,
+    first_seen: datetime,
     last_seen: datetime | None,
 ) -> MachineFingerprint:
-    """The row of this fingerprint; created with these times when missing (None times: just look)."""
-    key = digest(fingerprint)
-    row = session.scalars(
-        select(MachineFingerprint).where(
-            MachineFingerprint.machine_id == machine_id, MachineFingerprint.digest == key
-        )
-    ).first()
-    if row is None and first_seen is not None:
+    """The row of this fingerprint; created with these times when missing."""
+    row = _find_sighting(session, machine_id, fingerprint)
+    if row is None:
         row = MachineFingerprint(
             machine_id=machine_id,
-            digest=key,
+            digest=digest(fingerprint),
             fingerprint=dict(fingerprint),
             first_seen_at=first_seen,
             last_seen_at=last_seen or first_seen,
         )
         session.add(row)
         session.flush()
-    return row  # type: ignore[return-value]
+    return row
 
 
 def _flag(

@@ -7,12 +7,13 @@ changed parts never start a second one. The per-address limit counts an IPv6 /64
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from server import binding, fingerprints, licensing
 from server.api.deps import (
@@ -27,7 +28,7 @@ from server.api.deps import (
 )
 from server.api.schemas import TokenAnswer, TrialRequest
 from server.db import lock_for
-from server.models import Machine, Trial, TrialComponent
+from server.models import Machine, Trial, TrialComponent, table_of
 
 router = APIRouter(prefix="/v1", tags=["trials"])
 
@@ -61,61 +62,84 @@ def start_trial(
         if machine is not None and machine.license_id and machine.deactivated_at is None:
             # Already licensed: the trial would be a downgrade, so answer with the license.
             claims = licensing.claims_for_machine(session, machine, now)
-            return TokenAnswer(
-                token=svc.keys.sign(session, {**claims, "rn": signed.nonce}),
-                keyset=svc.keys.keyset_for(session, body.known_kids, now),
-            )
-        trial = _find_trial(session, machine, hashes)
-        action = "trial.resumed"
-        if trial is None:
-            start = now
-            if body.provisional_started_at is not None:
-                start = min(now, max(now - PROVISIONAL_MAX, body.provisional_started_at))
-            trial = Trial(
-                first_seen_at=start, ends_at=start + licensing.TRIAL_LENGTH, machine_public_key=public_key
-            )
-            session.add(trial)
-            session.flush()
-            action = "trial.started"
-        if body.email is not None:
-            trial.email = body.email
-        if body.locale is not None:  # the agent's language: the trial reminder is written in it
-            trial.locale = body.locale
-        _remember_components(session, trial.id, hashes)
-        verdict = binding.KEEP
-        if machine is None:
-            machine = Machine(public_key=public_key, activated_at=now, fingerprint=dict(body.fingerprint))
-            session.add(machine)
-        elif machine.fingerprint:
-            # The same machine key again: its binding follows the refresh rules, not the request.
-            verdict = binding.observe(session, machine, body.fingerprint, now)
         else:
-            machine.fingerprint = dict(body.fingerprint)
-        if verdict.bind is not None:
-            machine.fingerprint = verdict.bind
-        machine.trial_id = trial.id
-        machine.license_id = None
-        machine.deactivated_at = None
-        machine.terminal_name = body.terminal_name or machine.terminal_name
-        machine.last_seen_at = now
-        session.flush()
-        licensing.record_audit(
-            session,
-            actor=f"machine:{machine.id}",
-            action=action,
-            machine_id=machine.id,
-            detail={"trial_id": trial.id},
-            at=now,
-        )
+            trial, action = _trial_for(session, machine, hashes, body, public_key, now)
+            machine, verdict = _join_trial(session, machine, trial, body, public_key, now)
+            licensing.record_audit(
+                session,
+                actor=f"machine:{machine.id}",
+                action=action,
+                machine_id=machine.id,
+                detail={"trial_id": trial.id},
+                at=now,
+            )
+            claims = licensing.trial_claims(machine, trial, now)
+            if verdict.clone:
+                claims["fp"] = verdict.token_fp
         # `rn`: the token answers this signed request only (the agent refuses a replayed one).
-        claims = licensing.trial_claims(machine, trial, now)
-        if verdict.clone:
-            claims["fp"] = verdict.token_fp
         token = svc.keys.sign(session, {**claims, "rn": signed.nonce})
         return TokenAnswer(token=token, keyset=svc.keys.keyset_for(session, body.known_kids, now))
 
 
-def _find_trial(session, machine: Machine | None, hashes: list[str]) -> Trial | None:
+def _trial_for(
+    session: Session,
+    machine: Machine | None,
+    hashes: list[str],
+    body: TrialRequest,
+    public_key: str,
+    now: datetime,
+) -> tuple[Trial, str]:
+    """The trial this machine resumes, or a new one; with the audit action that says which."""
+    trial = _find_trial(session, machine, hashes)
+    action = "trial.resumed"
+    if trial is None:
+        start = now
+        if body.provisional_started_at is not None:
+            start = min(now, max(now - PROVISIONAL_MAX, body.provisional_started_at))
+        trial = Trial(
+            first_seen_at=start, ends_at=start + licensing.TRIAL_LENGTH, machine_public_key=public_key
+        )
+        session.add(trial)
+        session.flush()
+        action = "trial.started"
+    if body.email is not None:
+        trial.email = body.email
+    if body.locale is not None:  # the agent's language: the trial reminder is written in it
+        trial.locale = body.locale
+    _remember_components(session, trial.id, hashes)
+    return trial, action
+
+
+def _join_trial(
+    session: Session,
+    machine: Machine | None,
+    trial: Trial,
+    body: TrialRequest,
+    public_key: str,
+    now: datetime,
+) -> tuple[Machine, binding.Verdict]:
+    """Put the machine (new, or known by its key) on the trial, and judge its presented fingerprint."""
+    verdict = binding.KEEP
+    if machine is None:
+        machine = Machine(public_key=public_key, activated_at=now, fingerprint=dict(body.fingerprint))
+        session.add(machine)
+    elif machine.fingerprint:
+        # The same machine key again: its binding follows the refresh rules, not the request.
+        verdict = binding.observe(session, machine, body.fingerprint, now)
+    else:
+        machine.fingerprint = dict(body.fingerprint)
+    if verdict.bind is not None:
+        machine.fingerprint = verdict.bind
+    machine.trial_id = trial.id
+    machine.license_id = None
+    machine.deactivated_at = None
+    machine.terminal_name = body.terminal_name or machine.terminal_name
+    machine.last_seen_at = now
+    session.flush()
+    return machine, verdict
+
+
+def _find_trial(session: Session, machine: Machine | None, hashes: list[str]) -> Trial | None:
     """The earliest trial this machine key or any of these strong component hashes already started."""
     ids: set[str] = set()
     if machine is not None and machine.trial_id:
@@ -131,11 +155,11 @@ def _find_trial(session, machine: Machine | None, hashes: list[str]) -> Trial | 
     ).first()
 
 
-def _remember_components(session, trial_id: str, hashes: list[str]) -> None:
+def _remember_components(session: Session, trial_id: str, hashes: list[str]) -> None:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     for component_hash in hashes:
         session.execute(
-            insert(TrialComponent.__table__)
+            insert(table_of(TrialComponent))
             .values(component_hash=component_hash, trial_id=trial_id)
             .on_conflict_do_nothing(index_elements=["component_hash"])
         )
