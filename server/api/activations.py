@@ -8,8 +8,11 @@ unseen for `POSPAL_SEAT_IDLE_DAYS` gives its seat up first (server/seats.py).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server import codes, fingerprints, licensing, seats
 from server.api.deps import (
@@ -94,28 +97,12 @@ def bind_machine(
     seats.lock_license(session, license_.id)
     machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
     bound = machine is not None and machine.license_id == license_.id and machine.deactivated_at is None
-    holding = bound and machine.seat_state is None
+    holding = bound and machine is not None and machine.seat_state is None
     if not holding:
-        idle = seats.idle_after(svc.settings.seat_idle_days)
-        others = [
-            m for m in seats.free_seats(session, license_, now, idle) if machine is None or m.id != machine.id
-        ]
-        if len(others) >= (seats.seat_count(session, license_, now) or 0):
-            raise SeatsFull([licensing.terminal_summary(m) for m in others])
+        _require_free_seat(session, svc, license_, machine, now)
     if code_id is not None:
         codes.consume(session, code_id, now)
-    if machine is None:
-        machine = Machine(public_key=public_key, activated_at=now)
-        session.add(machine)
-    if not bound:
-        machine.activated_at = now
-    machine.license_id = license_.id
-    machine.deactivated_at = None
-    machine.seat_state = None
-    machine.fingerprint = dict(body.fingerprint)
-    machine.terminal_name = body.terminal_name or machine.terminal_name
-    machine.last_seen_at = now
-    session.flush()
+    machine = _bound_machine(session, machine, license_, public_key, body, now, rebind=not bound)
     if not holding:
         licensing.record_audit(
             session,
@@ -136,6 +123,45 @@ def bind_machine(
         machine_id=machine.id,
         license_id=license_.id,
     )
+
+
+def _require_free_seat(
+    session: Session, svc: Services, license_: License, machine: Machine | None, now: datetime
+) -> None:
+    """Raise `SeatsFull` (listing the holders) unless a seat is free for `machine` (idle ones free first)."""
+    idle = seats.idle_after(svc.settings.seat_idle_days)
+    others = [
+        m for m in seats.free_seats(session, license_, now, idle) if machine is None or m.id != machine.id
+    ]
+    if len(others) >= (seats.seat_count(session, license_, now) or 0):
+        raise SeatsFull([licensing.terminal_summary(m) for m in others])
+
+
+def _bound_machine(
+    session: Session,
+    machine: Machine | None,
+    license_: License,
+    public_key: str,
+    body: ActivationRequest,
+    now: datetime,
+    *,
+    rebind: bool,
+) -> Machine:
+    """Create or update the machine row so it holds a seat of `license_` with this request's
+    fingerprint and name; `rebind` (not bound to this license before) restarts its activation date."""
+    if machine is None:
+        machine = Machine(public_key=public_key, activated_at=now)
+        session.add(machine)
+    if rebind:
+        machine.activated_at = now
+    machine.license_id = license_.id
+    machine.deactivated_at = None
+    machine.seat_state = None
+    machine.fingerprint = dict(body.fingerprint)
+    machine.terminal_name = body.terminal_name or machine.terminal_name
+    machine.last_seen_at = now
+    session.flush()
+    return machine
 
 
 def _customer(session, body: ActivationRequest, public_key: str) -> Customer:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 from urllib.parse import parse_qs
 
@@ -25,6 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from server import authority, licensing, seats
 from server.api import billing_pages as pages
@@ -39,10 +41,19 @@ from server.api.deps import (
     services,
     verify_machine_signature,
 )
-from server.api.schemas import ActivationRequest, Email, Fingerprint, Kid, Locale, PublicKey, TerminalName
+from server.api.schemas import (
+    ActivationAnswer,
+    ActivationRequest,
+    Email,
+    Fingerprint,
+    Kid,
+    Locale,
+    PublicKey,
+    TerminalName,
+)
 from server.billing.base import CheckoutRequest, QuantityPreview
 from server.billing.sandbox import CHECKOUT_ACTIONS, SUBSCRIPTION_ACTIONS, SandboxBilling
-from server.billing.sync import fetch_subscription_state, sync_subscription
+from server.billing.sync import FetchedState, fetch_subscription_state, sync_subscription
 from server.errors import ApiError, BillingError, NoSubscription, NotFound, WebhookSignatureInvalid
 from server.models import Checkout, Customer, License, Subscription
 from server.webhooks import MANAGE_PATH, WebhookContext, mark_checkout_expired, process_event
@@ -159,60 +170,14 @@ def create_checkout(
     checkout_id = f"chk_{secrets.token_urlsafe(24)}"
     with svc.db.transaction() as session:
         check_and_remember(session, signed, public_key_owner(public_key), svc)
-        customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
-        if customer is None:
-            customer = Customer(
-                email=body.email, name=body.restaurant_name, created_at=now, locale=body.locale or "en"
-            )
-            session.add(customer)
-        elif _has_bought(session, customer.id) or authority.holds(session, customer.id, public_key, now):
-            # An address alone changes nothing on an existing customer: the owner proves it first.
-            authority.require(session, customer.id, public_key, now)
-            if not body.new_subscription and licensing.live_license_for_customer(session, customer.id, now):
-                raise SubscriptionExists()
-            customer.name = body.restaurant_name
-            if body.locale:
-                customer.locale = body.locale
-        # else: an address that never bought (an earlier checkout left unpaid, a retry after a lost answer)
-        # may check out again without a code, but changes nothing on that row (no rename).
+        customer = _checkout_customer(session, body, public_key, now)
         session.flush()
         customer_id, known_provider_id = customer.id, customer.stripe_customer_id
-        session.add(
-            Checkout(
-                id=checkout_id,
-                customer_id=customer_id,
-                status="open",
-                quantity=body.quantity,
-                machine_public_key=public_key,
-                fingerprint=dict(body.fingerprint),
-                terminal_name=body.terminal_name,
-                created_at=now,
-            )
-        )
-    public = svc.settings.public_url
+        session.add(_checkout_row(checkout_id, customer_id, body, public_key, now))
     try:
-        provider_customer = svc.billing.find_or_create_customer(
-            body.email, body.restaurant_name, known_provider_id
-        )
-        if provider_customer != known_provider_id:
-            with svc.db.transaction() as session:
-                customer = session.get(Customer, customer_id, with_for_update=True)
-                assert customer is not None
-                if customer.stripe_customer_id is None:
-                    customer.stripe_customer_id = provider_customer
-                # A concurrent checkout may have stored one first: use that, so one customer stays one.
-                provider_customer = customer.stripe_customer_id
+        provider_customer = _provider_customer(svc, body, customer_id, known_provider_id)
         opened = svc.billing.create_checkout(
-            CheckoutRequest(
-                customer_id=provider_customer,
-                email=body.email,
-                quantity=body.quantity,
-                client_reference_id=checkout_id,
-                success_url=f"{public}/billing/success?checkout_id={checkout_id}",
-                cancel_url=f"{public}/billing/cancel?checkout_id={checkout_id}",
-                metadata={"pospal_checkout_id": checkout_id, "pospal_customer_id": customer_id},
-                locale=body.locale or "en",
-            )
+            _provider_request(svc, body, checkout_id, customer_id, provider_customer)
         )
     except BillingError as exc:
         log.error("checkout_provider_failed", extra={"checkout_id": checkout_id, "error": str(exc)})
@@ -222,6 +187,89 @@ def create_checkout(
         assert row is not None
         row.provider_session_id = opened.id
     return CheckoutAnswer(checkout_id=checkout_id, url=opened.url)
+
+
+def _checkout_customer(session: Session, body: CheckoutCreate, public_key: str, now: datetime) -> Customer:
+    """The customer this checkout buys for: a new row for a new address; an existing customer only with
+    the owner's proof on this machine (then renamed); an address that never bought, unchanged."""
+    customer = session.scalars(select(Customer).where(Customer.email == body.email)).first()
+    if customer is None:
+        customer = Customer(
+            email=body.email, name=body.restaurant_name, created_at=now, locale=body.locale or "en"
+        )
+        session.add(customer)
+    elif _has_bought(session, customer.id) or authority.holds(session, customer.id, public_key, now):
+        # An address alone changes nothing on an existing customer: the owner proves it first.
+        authority.require(session, customer.id, public_key, now)
+        if not body.new_subscription and licensing.live_license_for_customer(session, customer.id, now):
+            raise SubscriptionExists()
+        customer.name = body.restaurant_name
+        if body.locale:
+            customer.locale = body.locale
+    # else: an address that never bought (an earlier checkout left unpaid, a retry after a lost answer)
+    # may check out again without a code, but changes nothing on that row (no rename).
+    return customer
+
+
+def _checkout_row(
+    checkout_id: str, customer_id: str, body: CheckoutCreate, public_key: str, now: datetime
+) -> Checkout:
+    """Our record of the checkout: the machine a paid checkout will activate without a code."""
+    return Checkout(
+        id=checkout_id,
+        customer_id=customer_id,
+        status="open",
+        quantity=body.quantity,
+        machine_public_key=public_key,
+        fingerprint=dict(body.fingerprint),
+        terminal_name=body.terminal_name,
+        created_at=now,
+    )
+
+
+def _provider_customer(
+    svc: Services, body: CheckoutCreate, customer_id: str, known_provider_id: str | None
+) -> str:
+    """The provider's customer for ours (found or created outside any transaction), stored once."""
+    provider_customer: str = svc.billing.find_or_create_customer(
+        body.email, body.restaurant_name, known_provider_id
+    )
+    if provider_customer == known_provider_id:
+        return provider_customer
+    with svc.db.transaction() as session:
+        customer = session.get(Customer, customer_id, with_for_update=True)
+        assert customer is not None
+        if customer.stripe_customer_id is None:
+            customer.stripe_customer_id = provider_customer
+        # A concurrent checkout may have stored one first: use that, so one customer stays one.
+        return customer.stripe_customer_id
+
+
+def _provider_request(
+    svc: Services, body: CheckoutCreate, checkout_id: str, customer_id: str, provider_customer: str
+) -> CheckoutRequest:
+    """The provider checkout session to open, returning the buyer to this server's pages."""
+    public = svc.settings.public_url
+    return CheckoutRequest(
+        customer_id=provider_customer,
+        email=body.email,
+        quantity=body.quantity,
+        client_reference_id=checkout_id,
+        success_url=f"{public}/billing/success?checkout_id={checkout_id}",
+        cancel_url=f"{public}/billing/cancel?checkout_id={checkout_id}",
+        metadata={"pospal_checkout_id": checkout_id, "pospal_customer_id": customer_id},
+        locale=body.locale or "en",
+    )
+
+
+@dataclass(frozen=True)
+class _Seat:
+    """What "add this terminal" read under the license lock: the provider's id and the quantities."""
+
+    provider_id: str
+    license_id: str
+    quantity_now: int
+    wanted: int
 
 
 @router.post("/v1/terminals/add", response_model=AddTerminalAnswer)
@@ -234,7 +282,8 @@ def add_terminal(
     """Add this PC to the proven owner's subscription: quantity +1 (only if no seat is free), prorated.
 
     Without `confirm` it only previews the charge. With it, the provider changes the quantity (invoiced
-    now), our mirror follows, and this PC is activated: the answer carries its token.
+    now), our mirror follows, and this PC is activated: the answer carries its token. No provider call
+    runs inside a database transaction.
     """
     public_key = parse_public_key(body.machine_public_key)
     signed = verify_machine_signature(public_key, request, raw)
@@ -243,68 +292,74 @@ def add_terminal(
     with svc.db.transaction() as session:
         check_and_remember(session, signed, public_key_owner(public_key), svc)
         license_, subscription, wanted = _needed_quantity(session, svc, body.email, public_key, now)
-        provider_id, quantity_now, license_id = (
-            subscription.provider_subscription_id,
-            subscription.quantity,
-            license_.id,
-        )
+        seat = _Seat(subscription.provider_subscription_id, license_.id, subscription.quantity, wanted)
     try:
-        if wanted <= quantity_now:
-            preview = QuantityPreview(quantity_now, quantity_now, 0, "eur")
-        elif not body.confirm:
-            preview = svc.billing.preview_quantity(provider_id, wanted)
-        else:
-            if body.expected_quantity is not None and body.expected_quantity != wanted:
-                raise ApiError(
-                    "The terminals changed meanwhile. Look at the new price and confirm again.",
-                    code="quantity_changed",
-                    quantity_new=wanted,
-                )
-            svc.billing.update_quantity(provider_id, wanted, f"{license_id}-{wanted}")
-            preview = QuantityPreview(quantity_now, wanted, 0, "eur")
-            # Fetched before the write transaction, as webhooks do: no provider call holds the lock.
-            fetched = (
-                fetch_subscription_state(svc.billing, provider_id, now) if wanted > quantity_now else None
-            )
+        preview, fetched = _quote_or_change(svc, body, seat, now)
     except BillingError as exc:
-        log.error("quantity_provider_failed", extra={"license_id": license_id, "error": str(exc)})
+        log.error("quantity_provider_failed", extra={"license_id": seat.license_id, "error": str(exc)})
         raise BillingUnavailable() from None
     answer = AddTerminalAnswer(**preview.__dict__)
     if not body.confirm:
         return answer
     with svc.db.transaction() as session:
-        if wanted > quantity_now:
-            sync_subscription(session, svc.billing, provider_id, _context(svc), now, fetched=fetched)
-            licensing.record_audit(
-                session,
-                actor=f"key:{public_key_owner(public_key)}",
-                action="subscription.quantity_changed",
-                license_id=license_id,
-                detail={"from": quantity_now, "to": wanted, "why": "add_terminal"},
-                at=now,
-            )
-        license_, _subscription, _wanted = _needed_quantity(session, svc, body.email, public_key, now)
-        customer = session.get(Customer, license_.customer_id)
-        assert customer is not None
-        activation = ActivationRequest(
-            email=body.email,
-            fingerprint=body.fingerprint,
-            machine_public_key=public_key,
-            terminal_name=body.terminal_name,
-            known_kids=body.known_kids,
-        )
-        bound = bind_machine(
-            session,
-            svc,
-            customer,
-            license_,
-            public_key,
-            activation,
-            now,
-            via="add_terminal",
-            nonce=signed.nonce,
-        )
+        bound = _activate_added(session, svc, body, public_key, seat, fetched, signed.nonce, now)
     return answer.model_copy(update=bound.model_dump())
+
+
+def _quote_or_change(
+    svc: Services, body: AddTerminalRequest, seat: _Seat, now: datetime
+) -> tuple[QuantityPreview, FetchedState | None]:
+    """With the provider, outside any transaction: the preview, or (`confirm`) the quantity change and
+    the subscription's state fetched after it, as webhooks fetch first."""
+    if seat.wanted <= seat.quantity_now:
+        return QuantityPreview(seat.quantity_now, seat.quantity_now, 0, "eur"), None
+    if not body.confirm:
+        return svc.billing.preview_quantity(seat.provider_id, seat.wanted), None
+    if body.expected_quantity is not None and body.expected_quantity != seat.wanted:
+        raise ApiError(
+            "The terminals changed meanwhile. Look at the new price and confirm again.",
+            code="quantity_changed",
+            quantity_new=seat.wanted,
+        )
+    svc.billing.update_quantity(seat.provider_id, seat.wanted, f"{seat.license_id}-{seat.wanted}")
+    fetched = fetch_subscription_state(svc.billing, seat.provider_id, now)
+    return QuantityPreview(seat.quantity_now, seat.wanted, 0, "eur"), fetched
+
+
+def _activate_added(
+    session: Session,
+    svc: Services,
+    body: AddTerminalRequest,
+    public_key: str,
+    seat: _Seat,
+    fetched: FetchedState | None,
+    nonce: str,
+    now: datetime,
+) -> ActivationAnswer:
+    """In one short transaction: mirror the new quantity (audited), then bind this PC to the license."""
+    if fetched is not None:
+        sync_subscription(session, svc.billing, seat.provider_id, _context(svc), now, fetched=fetched)
+        licensing.record_audit(
+            session,
+            actor=f"key:{public_key_owner(public_key)}",
+            action="subscription.quantity_changed",
+            license_id=seat.license_id,
+            detail={"from": seat.quantity_now, "to": seat.wanted, "why": "add_terminal"},
+            at=now,
+        )
+    license_, _subscription, _wanted = _needed_quantity(session, svc, body.email, public_key, now)
+    customer = session.get(Customer, license_.customer_id)
+    assert customer is not None
+    activation = ActivationRequest(
+        email=body.email,
+        fingerprint=body.fingerprint,
+        machine_public_key=public_key,
+        terminal_name=body.terminal_name,
+        known_kids=body.known_kids,
+    )
+    return bind_machine(
+        session, svc, customer, license_, public_key, activation, now, via="add_terminal", nonce=nonce
+    )
 
 
 def _has_bought(session, customer_id: str) -> bool:
