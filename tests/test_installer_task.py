@@ -17,7 +17,7 @@ NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}
 def task_xml() -> ET.Element:
     """The XML StartAgentAsUser writes, with the NSIS escapes and variables resolved."""
     text = NSI.read_text(encoding="utf-8")
-    body = text[text.index("Function StartAgentAsUser"):]
+    body = text[text.index("Function StartAgentAsUser") :]
     body = body[: body.index("FunctionEnd")]
     lines = re.findall(r"^\s*FileWrite \$0 '(.*)'\s*$", body, re.M)
     xml = "".join(lines).replace("$\\r$\\n", "\n")
@@ -46,7 +46,7 @@ def test_the_task_starts_the_installed_agent_in_every_session_and_never_times_ou
 
 def test_the_uninstaller_removes_the_task():
     text = NSI.read_text(encoding="utf-8")
-    uninstall = text[text.index('Section "-un.'):]
+    uninstall = text[text.index('Section "-un.') :]
     assert '/Delete /F /TN "${START_TASK}"' in uninstall[: uninstall.index("SectionEnd")]
 
 

