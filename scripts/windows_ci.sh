@@ -21,6 +21,8 @@ cleanup() {
   rm -rf "$KEYS"
 }
 trap cleanup EXIT
+# Wine's device services cache the network adapters: start from a stopped prefix.
+wineserver -k 2>/dev/null || true
 
 # A till has a wired NIC with its vendor's MAC; a CI container often has only a locally administered
 # one, which the fingerprint rightly ignores, leaving Wine with 2 of the 3 components a trial needs.
