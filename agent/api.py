@@ -310,7 +310,8 @@ class LocalApi:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= 100:
             raise ApiError(422, "invalid_request", "quantity must be a whole number from 1 to 100.")
         checkout = self.control.start_checkout(
-            _req_str(body, "email"), _opt_str(body, "restaurant_name") or "", quantity
+            _req_str(body, "email"), _opt_str(body, "restaurant_name") or "", quantity,
+            body.get("new_subscription") is True,
         )
         return 200, checkout.to_dict()
 

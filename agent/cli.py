@@ -393,7 +393,9 @@ def cmd_buy(args: argparse.Namespace) -> int:
     # The invoice needs a name; the email stands in when none was given (the portal can change it).
     email, name = args.email, restaurant or args.email
     try:
-        checkout = _as_owner(control, email, lambda: control.start_checkout(email, name, args.quantity))
+        checkout = _as_owner(
+            control, email, lambda: control.start_checkout(email, name, args.quantity, args.new_subscription)
+        )
     except Error as exc:
         if getattr(exc, "code", None) != "subscription_exists":
             raise
@@ -421,7 +423,7 @@ def _add_this_terminal(control: Any, email: str) -> int:
               f"{preview.quantity_new} terminals; charged now for the rest of this period: {price}.",
               file=sys.stderr)
     if not _ask_yes("Add this terminal?"):
-        print("Nothing was changed.", file=sys.stderr)
+        print("Nothing was changed (`buy --new-subscription` buys a second subscription).", file=sys.stderr)
         return 1
     control.add_terminal(email, True, preview.quantity_new)
     return _report(control.status())
@@ -480,6 +482,8 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("email")
     p.add_argument("--restaurant", default="", help="restaurant name for the invoice")
     p.add_argument("--quantity", type=int, default=1, help="number of terminals")
+    p.add_argument("--new-subscription", action="store_true",
+                   help="buy a second subscription even though EMAIL already has one")
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_buy)
     p = sub.add_parser("terminals", help="list this license's terminals, or remove one (the owner's)")

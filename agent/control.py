@@ -64,8 +64,11 @@ class AgentControl(Protocol):
         """Activate this PC on the license of `email`, proven by the emailed `code`."""
         ...
 
-    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
-        """Create a Checkout session for this machine; the caller opens `Checkout.url`."""
+    def start_checkout(
+        self, email: str, restaurant_name: str, quantity: int = 1, new_subscription: bool = False
+    ) -> Checkout:
+        """Create a Checkout session for this machine; the caller opens `Checkout.url`. An e-mail that
+        already subscribes is refused `subscription_exists` unless `new_subscription` asks for a second."""
         ...
 
     def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
@@ -156,9 +159,11 @@ class InProcessControl:
         """Activate with an emailed code."""
         return self._service.activate(email, code)
 
-    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+    def start_checkout(
+        self, email: str, restaurant_name: str, quantity: int = 1, new_subscription: bool = False
+    ) -> Checkout:
         """Create a Checkout session."""
-        return self._service.start_checkout(email, restaurant_name, quantity)
+        return self._service.start_checkout(email, restaurant_name, quantity, new_subscription)
 
     def wait_checkout(self, checkout_id: str, cancel: threading.Event, poll_s: float = 2.0) -> LicenseStatus:
         """Wait for the checkout, then activate."""

@@ -155,12 +155,16 @@ class FlowsMixin:
         self._accept(answer, gen, nonce, force=True)
         return self.status()
 
-    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+    def start_checkout(
+        self, email: str, restaurant_name: str, quantity: int = 1, new_subscription: bool = False
+    ) -> Checkout:
         """Create a Checkout session bound to this machine (the caller opens its URL)."""
         key = self.key_store.load_or_create()
         body = self._machine_body(key)
         body.update(email=email, restaurant_name=restaurant_name.strip() or email, quantity=quantity,
                     locale=self.language)
+        if new_subscription:
+            body["new_subscription"] = True
         answer = self.transport.create_checkout(MachineIdentity(key), body)
         checkout = Checkout(str(answer["checkout_id"]), str(answer["url"]))
         with self._lock:

@@ -148,9 +148,12 @@ class HttpControl:
         body = {"email": email, "code": code}
         return status_from_dict(self._call("POST", "/v1/activate", body, timeout=60))
 
-    def start_checkout(self, email: str, restaurant_name: str, quantity: int = 1) -> Checkout:
+    def start_checkout(
+        self, email: str, restaurant_name: str, quantity: int = 1, new_subscription: bool = False
+    ) -> Checkout:
         """`POST /v1/checkout`."""
-        body = {"email": email, "restaurant_name": restaurant_name, "quantity": quantity}
+        body = {"email": email, "restaurant_name": restaurant_name, "quantity": quantity,
+                "new_subscription": new_subscription}
         data = self._call("POST", "/v1/checkout", body, timeout=60)
         return Checkout(str(data["checkout_id"]), str(data["url"]))
 

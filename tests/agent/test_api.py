@@ -64,7 +64,7 @@ class StubControl:
         self.calls.append(("activate", email, code))
         return StubStatus("licensed_active")
 
-    def start_checkout(self, email, restaurant_name, quantity=1):
+    def start_checkout(self, email, restaurant_name, quantity=1, new_subscription=False):
         self.calls.append(("start_checkout", email, restaurant_name, quantity))
         return Checkout("cs_1", "http://127.0.0.1:1/sandbox/checkout/cs_1")
 

@@ -245,3 +245,13 @@ def test_a_second_pc_buys_with_the_owners_code_and_adds_itself_then_the_owner_re
     assert remover.returncode == 0 and gone not in out and "(this PC)" in out, err
     assert kitchen.cli("sync").returncode == 0
     assert (kitchen.license()["license_state"], kitchen.license()["reason"]) == ("license_error", "revoked")
+
+    # Asked for in so many words, the owner (still proven on the kitchen PC) gets a second subscription.
+    second = kitchen.popen_cli("buy", EMAIL, "--new-subscription", "--poll", "0.2")
+    url = second.stdout.readline().strip()
+    assert "/sandbox/checkout/" in url, second.communicate(timeout=30)[1]
+    pay(url)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0 and out.startswith("licensed_active"), err
+    assert bar.cli("sync").returncode == 0
+    assert (kitchen.license()["seats"], bar.license()["seats"]) == (1, 2)  # its own subscription of one
