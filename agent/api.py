@@ -173,7 +173,9 @@ class LocalApi:
         self.publish(self.control.status())
         threading.Thread(target=self._load_prover, name="pospal-api-key", daemon=True).start()
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(self._poll_interval,), name="pospal-local-api",
+            target=self._httpd.serve_forever,
+            args=(self._poll_interval,),
+            name="pospal-local-api",
             daemon=True,
         )
         self._thread.start()
@@ -243,12 +245,16 @@ class LocalApi:
         try:
             parse_challenge(challenge)
         except ValueError as exc:
-            raise ApiError(400, "bad_challenge",
-                           "The challenge must be 16 to 64 random bytes, base64url without padding.") from exc
+            raise ApiError(
+                400,
+                "bad_challenge",
+                "The challenge must be 16 to 64 random bytes, base64url without padding.",
+            ) from exc
         by_lang = self._signed
         if by_lang is None or not self.ready.is_set():
-            raise ApiError(503, "starting", "The agent is starting; ask again in a moment.",
-                           {"retry_after": 1})
+            raise ApiError(
+                503, "starting", "The agent is starting; ask again in a moment.", {"retry_after": 1}
+            )
         signed = by_lang.get(lang or "") or by_lang[""]
         proof = sign_answer(signed.key, challenge, signed.digest) if signed.key is not None else None
         return response(200, signed.prefix + b',"proof":' + dumps(proof) + b"}", cors)
@@ -310,7 +316,9 @@ class LocalApi:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or not 1 <= quantity <= 100:
             raise ApiError(422, "invalid_request", "quantity must be a whole number from 1 to 100.")
         checkout = self.control.start_checkout(
-            _req_str(body, "email"), _opt_str(body, "restaurant_name") or "", quantity,
+            _req_str(body, "email"),
+            _opt_str(body, "restaurant_name") or "",
+            quantity,
             body.get("new_subscription") is True,
         )
         return 200, checkout.to_dict()
@@ -404,5 +412,3 @@ def _opt_num(body: Mapping[str, Any], key: str, default: float) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ApiError(422, "invalid_request", f"'{key}' must be a number.")
     return float(value)
-
-

@@ -73,8 +73,9 @@ def _setup_logging(data_dir: Any) -> None:
     # apscheduler logs every wake-up at INFO; the agent log must stay small.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        file = RotatingFileHandler(data_dir / "agent.log", maxBytes=1_000_000, backupCount=3,
-                                   encoding="utf-8")
+        file = RotatingFileHandler(
+            data_dir / "agent.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8"
+        )
     except OSError as exc:
         log.warning("cannot write agent.log: %s", exc)
         return
@@ -139,9 +140,13 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
 
     service = AgentService(settings, probe_in_background=True)
     try:
-        api = LocalApi(InProcessControl(service), api_token=store.ensure_api_token(settings.data_dir),
-                       port=settings.agent_port, allowed_origins=settings.allowed_origins,
-                       prover=service.proof_material).start()
+        api = LocalApi(
+            InProcessControl(service),
+            api_token=store.ensure_api_token(settings.data_dir),
+            port=settings.agent_port,
+            allowed_origins=settings.allowed_origins,
+            prover=service.proof_material,
+        ).start()
     except OSError as exc:
         service.stop()
         failure = portcheck.explain(settings.agent_port, exc)
@@ -151,8 +156,13 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
         raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port}: {failure.message}") from exc
     try:
         service.start()
-        log.info("agent %s listening on 127.0.0.1:%d, server %s, data %s", __version__, api.port,
-                 settings.server_url, settings.data_dir)
+        log.info(
+            "agent %s listening on 127.0.0.1:%d, server %s, data %s",
+            __version__,
+            api.port,
+            settings.server_url,
+            settings.data_dir,
+        )
         if tray is not None:
             tray.start()
         # Python runs signal handlers between waits; with a tray, its Quit is noticed within a second.
@@ -256,8 +266,11 @@ def _run_tray(service: Any) -> bool:
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the agent (local API, sync, and the tray when a display exists)")
     p.add_argument("--headless", action="store_true", help="never start the tray")
-    p.add_argument("--tray-only", action="store_true",
-                   help="only the tray, attached to the running agent (the agent starts it this way)")
+    p.add_argument(
+        "--tray-only",
+        action="store_true",
+        help="only the tray, attached to the running agent (the agent starts it this way)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -364,9 +377,12 @@ def _offline_request(path: str) -> int:
 
     target = Path(path)
     store.atomic_write(target, _control().offline_request(), mode=0o644)
-    print(f"Wrote {target}. On any PC or phone with internet, open the server's /offline page, prove your "
-          "email, upload this file, then import the license file with "
-          "`pospal-agent activate --offline-response FILE`.", file=sys.stderr)
+    print(
+        f"Wrote {target}. On any PC or phone with internet, open the server's /offline page, prove your "
+        "email, upload this file, then import the license file with "
+        "`pospal-agent activate --offline-response FILE`.",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -415,13 +431,17 @@ def _add_this_terminal(control: Any, email: str) -> int:
     second subscription unasked. Exit 1 when the owner declines."""
     preview = _as_owner(control, email, lambda: control.add_terminal(email))
     if preview.quantity_new <= preview.quantity_now:
-        print(f"{email} already has a subscription with a free seat: this PC can use it at no charge.",
-              file=sys.stderr)
+        print(
+            f"{email} already has a subscription with a free seat: this PC can use it at no charge.",
+            file=sys.stderr,
+        )
     else:
         price = f"{preview.amount_due / 100:.2f} {preview.currency.upper()}"
-        print(f"{email} already has a subscription. Adding this PC takes it from {preview.quantity_now} to "
-              f"{preview.quantity_new} terminals; charged now for the rest of this period: {price}.",
-              file=sys.stderr)
+        print(
+            f"{email} already has a subscription. Adding this PC takes it from {preview.quantity_now} to "
+            f"{preview.quantity_new} terminals; charged now for the rest of this period: {price}.",
+            file=sys.stderr,
+        )
     if not _ask_yes("Add this terminal?"):
         print("Nothing was changed (`buy --new-subscription` buys a second subscription).", file=sys.stderr)
         return 1
@@ -473,17 +493,22 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL, or by file")
     p.add_argument("email", nargs="?")
     offline = p.add_mutually_exclusive_group()
-    offline.add_argument("--offline-request", metavar="FILE",
-                         help="write an activation request file for a PC without internet")
-    offline.add_argument("--offline-response", metavar="FILE",
-                         help="import the license file the server gave for that request")
+    offline.add_argument(
+        "--offline-request", metavar="FILE", help="write an activation request file for a PC without internet"
+    )
+    offline.add_argument(
+        "--offline-response", metavar="FILE", help="import the license file the server gave for that request"
+    )
     p.set_defaults(func=cmd_activate)
     p = sub.add_parser("buy", help="buy a subscription: open Checkout, then wait for the payment")
     p.add_argument("email")
     p.add_argument("--restaurant", default="", help="restaurant name for the invoice")
     p.add_argument("--quantity", type=int, default=1, help="number of terminals")
-    p.add_argument("--new-subscription", action="store_true",
-                   help="buy a second subscription even though EMAIL already has one")
+    p.add_argument(
+        "--new-subscription",
+        action="store_true",
+        help="buy a second subscription even though EMAIL already has one",
+    )
     p.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_buy)
     p = sub.add_parser("terminals", help="list this license's terminals, or remove one (the owner's)")

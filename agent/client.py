@@ -62,7 +62,10 @@ _PROOF_FIELDS = ("token", "machine_key", "proof")
 _NO_NBF_CHECK = datetime(9999, 1, 1, tzinfo=UTC)
 # Connections the server may have dropped while idle: these mean "reconnect once", not "agent down".
 _STALE = (
-    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.CannotSendRequest
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    http.client.CannotSendRequest,
 )
 
 
@@ -158,8 +161,11 @@ class AgentClient:
         """
         clock = self._get_clock()
         cached = self._verified
-        if cached is not None and clock.monotonic() < cached.recheck_at \
-                and clock.now().timestamp() < cached.changes_at:
+        if (
+            cached is not None
+            and clock.monotonic() < cached.recheck_at
+            and clock.now().timestamp() < cached.changes_at
+        ):
             return dict(cached.status)
         with self._verify_lock:
             from protocol.trust import b64url_encode
@@ -271,14 +277,20 @@ class AgentClient:
             raise OtherMachine("fingerprint", "The agent's license belongs to another computer.")
         t = now.timestamp()
         if claims.exp <= t:
-            raise LicenseExpired("offline_expired",
-                                 "The license token has expired: the agent has not synced for too long.")
+            raise LicenseExpired(
+                "offline_expired", "The license token has expired: the agent has not synced for too long."
+            )
         issued = datetime.fromtimestamp(claims.srv, UTC)
-        own = compute_status(StatusInputs(now=now, claims=claims, last_sync=issued,
-                                          fingerprint_match=True, machine_id=claims.mid))
+        own = compute_status(
+            StatusInputs(
+                now=now, claims=claims, last_sync=issued, fingerprint_match=True, machine_id=claims.mid
+            )
+        )
         if answer.get("licensed") is True and not own.licensed:
-            if own.license_state in ("trial_expired", "licensed_cancelled", "licensed_renewal_required") \
-                    or own.reason == "offline_expired":
+            if (
+                own.license_state in ("trial_expired", "licensed_cancelled", "licensed_renewal_required")
+                or own.reason == "offline_expired"
+            ):
                 raise LicenseExpired(own.license_state, "The license has run out by this computer's clock.")
             raise BadProof("contradicts", "The answer says licensed but its token does not allow it.")
         return _Verified(status, clock.monotonic() + self.recheck_s, _next_change(claims, t))
@@ -374,8 +386,14 @@ class _Verified:
 
 def _next_change(claims: Claims, now: float) -> float:
     """The next time the token's own state changes: lease end, trial end, grace or period boundaries."""
-    times = (claims.exp, claims.trial_end, claims.payment_grace_end, claims.cancel_at, claims.period_end,
-             claims.srv + claims.policy.grace_s)
+    times = (
+        claims.exp,
+        claims.trial_end,
+        claims.payment_grace_end,
+        claims.cancel_at,
+        claims.period_end,
+        claims.srv + claims.policy.grace_s,
+    )
     future = [float(t) for t in times if t is not None and t > now]
     return min(future) if future else now
 

@@ -47,8 +47,13 @@ class TrustedClock:
     Persist `high_water` with the cache and pass it back in after a restart. Thread-safe.
     """
 
-    def __init__(self, clock: Clock, high_water: datetime | None = None,
-                 rollback_s: int = DEFAULT_ROLLBACK_S, rolled_back: bool = False) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        high_water: datetime | None = None,
+        rollback_s: int = DEFAULT_ROLLBACK_S,
+        rolled_back: bool = False,
+    ) -> None:
         self._clock = clock
         self._hw = high_water
         self.rollback_s = rollback_s
@@ -114,8 +119,9 @@ class TrustedClock:
                 now = wall if hw is None or wall >= hw else hw
             if not rollback and (self._hw is None or now > self._hw):
                 self._hw = now
-            return ClockVerdict(now=now, rollback=rollback, anchored=self._anchor is not None,
-                                wall=wall, high_water=self._hw)
+            return ClockVerdict(
+                now=now, rollback=rollback, anchored=self._anchor is not None, wall=wall, high_water=self._hw
+            )
 
     def now(self) -> datetime:
         """Trusted now (see the module docstring)."""

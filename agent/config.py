@@ -52,15 +52,23 @@ def default_data_dir() -> Path:
     if sys.platform == "win32":
         base = os.environ.get("ProgramData") or os.environ.get("ALLUSERSPROFILE") or r"C:\ProgramData"
         return Path(base) / "POSPal" / "License Agent"
-    machine = Path(platformdirs.site_data_dir(APP_NAME, APP_AUTHOR)) if sys.platform == "darwin" \
+    machine = (
+        Path(platformdirs.site_data_dir(APP_NAME, APP_AUTHOR))
+        if sys.platform == "darwin"
         else Path("/var/lib/pospal")
+    )
     return machine if _writable(machine) else legacy_user_data_dir()
 
 
 def _origin(value: str, var: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
         raise ConfigError(f"{var}: {value!r} is not an origin like https://pos.example.com")
     return f"{parts.scheme}://{parts.netloc}".lower()
 
@@ -102,8 +110,9 @@ class AgentSettings:
         data_dir = Path(raw_dir).expanduser() if raw_dir else default_data_dir()
 
         raw_origins = env.get("POSPAL_AGENT_ALLOWED_ORIGINS") or ""
-        origins = tuple(_origin(o.strip(), "POSPAL_AGENT_ALLOWED_ORIGINS")
-                        for o in raw_origins.split(",") if o.strip())
+        origins = tuple(
+            _origin(o.strip(), "POSPAL_AGENT_ALLOWED_ORIGINS") for o in raw_origins.split(",") if o.strip()
+        )
 
         raw_keys = (env.get("POSPAL_TRUSTED_KEYS") or "").strip()
         if raw_keys and flavour.is_release():
@@ -113,5 +122,10 @@ class AgentSettings:
         if keys_path is not None and not keys_path.is_file():
             raise ConfigError(f"POSPAL_TRUSTED_KEYS: {raw_keys!r} is not a readable JWKS file")
 
-        return cls(server_url=server_url, agent_port=port, data_dir=data_dir, allowed_origins=origins,
-                   trusted_keys_path=keys_path)
+        return cls(
+            server_url=server_url,
+            agent_port=port,
+            data_dir=data_dir,
+            allowed_origins=origins,
+            trusted_keys_path=keys_path,
+        )

@@ -59,8 +59,15 @@ class MachineSealer:  # pragma: no cover - Windows only; run by the Windows (Win
         self._crypt32 = ctypes.WinDLL("crypt32", use_last_error=True)
         self._kernel32 = ctypes.WinDLL("kernel32")
         for fn in (self._crypt32.CryptProtectData, self._crypt32.CryptUnprotectData):
-            fn.argtypes = [ctypes.POINTER(Blob), ctypes.c_void_p, ctypes.POINTER(Blob), ctypes.c_void_p,
-                           ctypes.c_void_p, wintypes.DWORD, ctypes.POINTER(Blob)]
+            fn.argtypes = [
+                ctypes.POINTER(Blob),
+                ctypes.c_void_p,
+                ctypes.POINTER(Blob),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                wintypes.DWORD,
+                ctypes.POINTER(Blob),
+            ]
             fn.restype = wintypes.BOOL
         self._kernel32.LocalFree.argtypes = [ctypes.c_void_p]
 

@@ -84,7 +84,11 @@ class LocalApiError(Error):
     """The local agent API answered with an error (`status` HTTP code, `code`, `extra`), or none at all."""
 
     def __init__(
-        self, message: str, *, status: int = 0, code: str = "local_api_error",
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: str = "local_api_error",
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)

@@ -34,12 +34,31 @@ PRODUCT_SALT = b"POSPal License Agent/fingerprint/v1"
 
 # Placeholder values firmware vendors leave in SMBIOS fields; they identify nothing.
 _JUNK = {
-    "", "0", "NONE", "NULL", "N/A", "NA", "DEFAULT STRING", "TO BE FILLED BY O.E.M.", "NOT SPECIFIED",
-    "NOT APPLICABLE", "SYSTEM SERIAL NUMBER", "SYSTEM PRODUCT NAME", "BASE BOARD SERIAL NUMBER",
-    "CHASSIS SERIAL NUMBER", "0123456789", "123456789", "XXXXXXXXXX", "INVALID", "UNKNOWN", "OEM",
-    "00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+    "",
+    "0",
+    "NONE",
+    "NULL",
+    "N/A",
+    "NA",
+    "DEFAULT STRING",
+    "TO BE FILLED BY O.E.M.",
+    "NOT SPECIFIED",
+    "NOT APPLICABLE",
+    "SYSTEM SERIAL NUMBER",
+    "SYSTEM PRODUCT NAME",
+    "BASE BOARD SERIAL NUMBER",
+    "CHASSIS SERIAL NUMBER",
+    "0123456789",
+    "123456789",
+    "XXXXXXXXXX",
+    "INVALID",
+    "UNKNOWN",
+    "OEM",
+    "00000000-0000-0000-0000-000000000000",
+    "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
     "03000200-0400-0500-0006-000700080009",
 }
+
 
 @dataclass(frozen=True)
 class Component:
@@ -122,8 +141,14 @@ def match(bound: Mapping[str, str], current: Mapping[str, str]) -> MatchResult:
     differ = len(both) - matched
     required = min(MIN_COMPARED, len(bound))
     decided = required > 0 and len(both) >= required
-    return MatchResult(matched=matched, total=len(bound), ok=not (decided and 2 * differ > len(both)),
-                       compared=len(both), differ=differ, decided=decided)
+    return MatchResult(
+        matched=matched,
+        total=len(bound),
+        ok=not (decided and 2 * differ > len(both)),
+        compared=len(both),
+        differ=differ,
+        decided=decided,
+    )
 
 
 def collect(
@@ -161,8 +186,14 @@ def collect(
     comps = []
     for i, probe in enumerate(probes):
         value, problem = snapshot.get(i, (None, "timeout"))
-        comps.append(Component(probe.name, value is not None, hash_component(probe.name, value, salt)
-                               if value is not None else None, problem))
+        comps.append(
+            Component(
+                probe.name,
+                value is not None,
+                hash_component(probe.name, value, salt) if value is not None else None,
+                problem,
+            )
+        )
     return Fingerprint(tuple(comps))
 
 

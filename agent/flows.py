@@ -115,8 +115,11 @@ class FlowsMixin:
                 if self._data.get("provisional_trial_started") is None:
                     start = self._provisional_start()
                     if start is None:
-                        log.warning("server unreachable (%s), and this PC's one provisional trial was "
-                                    "already used: the trial needs the server", exc.message)
+                        log.warning(
+                            "server unreachable (%s), and this PC's one provisional trial was "
+                            "already used: the trial needs the server",
+                            exc.message,
+                        )
                         raise
                     log.info("server unreachable (%s): starting a provisional trial", exc.message)
                     self._data["provisional_trial_started"] = start
@@ -161,8 +164,12 @@ class FlowsMixin:
         """Create a Checkout session bound to this machine (the caller opens its URL)."""
         key = self.key_store.load_or_create()
         body = self._machine_body(key)
-        body.update(email=email, restaurant_name=restaurant_name.strip() or email, quantity=quantity,
-                    locale=self.language)
+        body.update(
+            email=email,
+            restaurant_name=restaurant_name.strip() or email,
+            quantity=quantity,
+            locale=self.language,
+        )
         if new_subscription:
             body["new_subscription"] = True
         answer = self.transport.create_checkout(MachineIdentity(key), body)
@@ -196,8 +203,9 @@ class FlowsMixin:
                 self._save()
                 return status
             if state == "expired":
-                raise ServerRefused("checkout_expired", messages.text("error.checkout_expired",
-                                                                      self.language))
+                raise ServerRefused(
+                    "checkout_expired", messages.text("error.checkout_expired", self.language)
+                )
             cancel.wait(poll_s)
         return self.status()
 
@@ -263,8 +271,14 @@ class FlowsMixin:
     def offline_request(self) -> bytes:
         """The activation request file for this PC: its public key, fingerprint hashes and a signature."""
         key = self.key_store.load_or_create()
-        return offline.request_file(key, self._hashes(), terminal_name=self.terminal_name, lang=self.language,
-                                    now=self.trusted_clock.now(), known_kids=self._trusted.kids())
+        return offline.request_file(
+            key,
+            self._hashes(),
+            terminal_name=self.terminal_name,
+            lang=self.language,
+            now=self.trusted_clock.now(),
+            known_kids=self._trusted.kids(),
+        )
 
     def import_offline_license(self, data: bytes | str) -> LicenseStatus:
         """Make a license file this PC's license, only when every check passes (else nothing changes).
@@ -274,13 +288,20 @@ class FlowsMixin:
         """
         key = self.key_store.load()
         if key is None:  # no request was ever made here, so no file can be for this PC
-            raise LicenseFileRefused("other_machine", messages.text("error.offline_file_other_machine",
-                                                                    self.language))
+            raise LicenseFileRefused(
+                "other_machine", messages.text("error.offline_file_other_machine", self.language)
+            )
         hashes = self._hashes()
         with self._lock:
             checked = offline.check_license_file(
-                data, trusted=self._trusted, now=self.trusted_clock.now(), hashes=hashes,
-                public_key=offline.public_key_of(key), held=self._claims, lang=self.language)
+                data,
+                trusted=self._trusted,
+                now=self.trusted_clock.now(),
+                hashes=hashes,
+                public_key=offline.public_key_of(key),
+                held=self._claims,
+                lang=self.language,
+            )
             if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
                 self._data["keyset_updates"] = list(self._trusted.accepted_updates)
             self._claims, self._token_problem = checked.claims, None
@@ -292,8 +313,11 @@ class FlowsMixin:
                 self._data["terminal_name"] = checked.claims.terminal
             self._changed()
         self._save()
-        log.info("offline license imported for %s, valid until %s", checked.claims.mid,
-                 datetime.fromtimestamp(checked.claims.exp, UTC).date())
+        log.info(
+            "offline license imported for %s, valid until %s",
+            checked.claims.mid,
+            datetime.fromtimestamp(checked.claims.exp, UTC).date(),
+        )
         return self.refresh_status()
 
     def _forget_license(self) -> None:

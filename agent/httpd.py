@@ -73,6 +73,7 @@ class Site(Protocol):
         """GET /v1/license in a chosen language (or with CORS)."""
         ...
 
+
 log = logging.getLogger("agent.api")
 
 MAX_BODY = 64 * 1024
@@ -163,8 +164,9 @@ class _Headers(dict):
 
 
 # A repeated one of these is refused outright: two Hosts or two lengths are how requests get smuggled.
-_SINGLE_HEADERS = frozenset({"host", "content-length", "authorization", "origin", "referer",
-                             "transfer-encoding", "content-type"})
+_SINGLE_HEADERS = frozenset(
+    {"host", "content-length", "authorization", "origin", "referer", "transfer-encoding", "content-type"}
+)
 _METHODS = frozenset({"GET", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -254,8 +256,9 @@ def handle(api: Site, req: Request) -> bytes:
         if origin is not None and path == "/v1/license":
             cors = f"Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"
             if method == "OPTIONS":
-                return response(204, b"", cors + "Access-Control-Allow-Methods: GET\r\n"
-                                                  "Access-Control-Max-Age: 600\r\n")
+                return response(
+                    204, b"", cors + "Access-Control-Allow-Methods: GET\r\nAccess-Control-Max-Age: 600\r\n"
+                )
         route = api.routes.get((method, path))
         if route is None:
             if any(p == path for (_m, p) in api.routes):
@@ -324,8 +327,13 @@ def _json_body(req: Request) -> dict[str, Any]:
     return body
 
 
-_REFUSAL_CODES = {411: "length_required", 413: "payload_too_large", 431: "headers_too_large",
-                  501: "not_implemented", 505: "version_not_supported"}
+_REFUSAL_CODES = {
+    411: "length_required",
+    413: "payload_too_large",
+    431: "headers_too_large",
+    501: "not_implemented",
+    505: "version_not_supported",
+}
 
 
 def _refusal(status: int, message: str) -> bytes:
@@ -334,8 +342,12 @@ def _refusal(status: int, message: str) -> bytes:
     return response(status, ApiError(status, code, message).body(), close=True)
 
 
-_BUSY = response(503, ApiError(503, "busy", "The agent has too many connections; try again.").body(),
-                 "Retry-After: 1\r\n", close=True)
+_BUSY = response(
+    503,
+    ApiError(503, "busy", "The agent has too many connections; try again.").body(),
+    "Retry-After: 1\r\n",
+    close=True,
+)
 
 # ------------------------------------------------------------------------------------------- the loop
 
@@ -345,8 +357,22 @@ _READING, _WORKING, _WRITING, _DRAINING = range(4)
 class _Conn:
     """One client connection's state in the selector loop."""
 
-    __slots__ = ("sock", "inbuf", "outbuf", "state", "deadline", "last_active", "close_after", "drained",
-                 "registered", "head_len", "body_len", "pending", "served", "born")
+    __slots__ = (
+        "sock",
+        "inbuf",
+        "outbuf",
+        "state",
+        "deadline",
+        "last_active",
+        "close_after",
+        "drained",
+        "registered",
+        "head_len",
+        "body_len",
+        "pending",
+        "served",
+        "born",
+    )
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -664,8 +690,12 @@ class Server:
             conn.head_len = end + 4
             conn.body_len = length
             conn.pending = req
-            if length and req.headers.get("expect", "").lower() == "100-continue" \
-                    and req.version == "HTTP/1.1" and len(conn.inbuf) < end + 4 + length:
+            if (
+                length
+                and req.headers.get("expect", "").lower() == "100-continue"
+                and req.version == "HTTP/1.1"
+                and len(conn.inbuf) < end + 4 + length
+            ):
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         total = conn.head_len + conn.body_len
         if len(conn.inbuf) < total:
@@ -673,7 +703,7 @@ class Server:
         full = conn.pending
         assert full is not None
         conn.pending = None
-        full.body = bytes(conn.inbuf[conn.head_len:total])
+        full.body = bytes(conn.inbuf[conn.head_len : total])
         del conn.inbuf[:total]
         conn.head_len, conn.body_len = -1, 0
         if self._blocking(full):

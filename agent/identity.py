@@ -104,8 +104,7 @@ class IdentityMixin:
                 "cache": self.load_status.value,
                 "sync_attempts": self.engine.attempts,
                 **self._identity_diagnostics(fp),
-                **(self.transport.describe_network() if hasattr(self.transport, "describe_network")
-                   else {}),
+                **(self.transport.describe_network() if hasattr(self.transport, "describe_network") else {}),
             },
         )
 
@@ -131,12 +130,19 @@ class IdentityMixin:
         bound = claims.fp if claims is not None else {}
         result = fingerprint.match(bound, fp.hashes())
         if fp.problems():
-            log.info("fingerprint: %d of %d sources read; unavailable: %s", fp.working_count(),
-                     len(fp.components), ", ".join(f"{k} ({v})" for k, v in fp.problems().items()))
+            log.info(
+                "fingerprint: %d of %d sources read; unavailable: %s",
+                fp.working_count(),
+                len(fp.components),
+                ", ".join(f"{k} ({v})" for k, v in fp.problems().items()),
+            )
         if bound and not result.decided:
-            log.warning("fingerprint: only %d of the %d bound components could be read; the license is "
-                        "kept and the sources are probed again in the background", result.compared,
-                        len(bound))
+            log.warning(
+                "fingerprint: only %d of the %d bound components could be read; the license is "
+                "kept and the sources are probed again in the background",
+                result.compared,
+                len(bound),
+            )
         if fingerprint.needs_reprobe(fp, bound):
             self._reprobe.start()
         self._check_clone(fp)
@@ -182,8 +188,11 @@ class IdentityMixin:
                 return
             changed = seen.get("name") == anchor.name and seen.get("hash") != anchor.hash
         if changed and not self._clone_suspected:
-            log.warning("%s changed since this PC's machine key was made (same key, same machine id): "
-                        "a cloned disk image or copied agent data?", anchor.name)
+            log.warning(
+                "%s changed since this PC's machine key was made (same key, same machine id): "
+                "a cloned disk image or copied agent data?",
+                anchor.name,
+            )
         self._clone_suspected = changed
 
     def _identity_diagnostics(self, fp: fingerprint.Fingerprint) -> dict[str, Any]:
@@ -193,8 +202,11 @@ class IdentityMixin:
             out["fingerprint_unavailable"] = ", ".join(f"{k} ({v})" for k, v in fp.problems().items())
         if claims is not None:
             r = fingerprint.match(claims.fp, fp.hashes())
-            verdict = ("same machine" if r.ok else "machine changed") if r.decided else \
-                "undecided: too few components readable, license kept"
+            verdict = (
+                ("same machine" if r.ok else "machine changed")
+                if r.decided
+                else "undecided: too few components readable, license kept"
+            )
             out["fingerprint_match"] = f"{r.compared} compared, {r.differ} differ, {r.total} bound: {verdict}"
         if self._reprobe.running:
             out["fingerprint_reprobe"] = f"running (attempt {self._reprobe.attempts})"

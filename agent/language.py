@@ -63,8 +63,9 @@ def locale_language(env: Mapping[str, str] | None = None) -> str | None:
         return None
 
 
-def system_language(env: Mapping[str, str] | None = None,
-                    windows: Callable[[], str | None] = windows_ui_language) -> str | None:
+def system_language(
+    env: Mapping[str, str] | None = None, windows: Callable[[], str | None] = windows_ui_language
+) -> str | None:
     """The system's language: the Windows UI language, else the locale; None when neither says."""
     return windows() or locale_language(env)
 
@@ -82,4 +83,3 @@ def from_env(env: Mapping[str, str] | None = None) -> str | None:
     """`POSPAL_LANGUAGE` when it names a supported language, else None."""
     env = os.environ if env is None else env
     return normalize(env.get(ENV_VAR))
-

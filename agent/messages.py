@@ -77,9 +77,9 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "status.payment_action_required": {
         "en": "The payment needs confirming with your bank. Orders are allowed for {days} more "
-              "(until {date}).",
+        "(until {date}).",
         "el": "Η πληρωμή χρειάζεται επιβεβαίωση από την τράπεζά σας. Οι παραγγελίες επιτρέπονται για {days} "
-              "ακόμη (έως {date}).",
+        "ακόμη (έως {date}).",
     },
     "fix.payment_action_required": {
         "en": "Press Confirm payment and approve it with your bank (the card is fine).",
@@ -254,7 +254,7 @@ def keys() -> list[str]:
 
 
 def days(n: int, lang: str = DEFAULT_LANGUAGE) -> str:
-    """"1 day" / "3 days" ("1 ημέρα" / "3 ημέρες")."""
+    """ "1 day" / "3 days" ("1 ημέρα" / "3 ημέρες")."""
     return text("days.one" if n == 1 else "days.other", lang, n=n)
 
 

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 MOVED_SUFFIX = ".moved"
 
 
-def from_user_dir(user_dir: Path, machine_dir: Path, *, keyring_backend: object | None = None,
-                  sealer: object | None = None) -> list[str]:
+def from_user_dir(
+    user_dir: Path, machine_dir: Path, *, keyring_backend: object | None = None, sealer: object | None = None
+) -> list[str]:
     """Move the identity in `user_dir` into `machine_dir` if that is still empty; what was moved.
 
     Raises `StoreError`/`KeyStoreError` when a write fails (nothing is deleted from `user_dir` then).
@@ -38,16 +39,20 @@ def from_user_dir(user_dir: Path, machine_dir: Path, *, keyring_backend: object 
     if not old_state.exists():
         return []  # a key alone (no license state) is not worth a move: a new one is made when needed
     if has_identity(store.StateStore(machine_dir).load().data):
-        log.info("this PC already has its license data in %s; the per-user copy in %s is not used",
-                 machine_dir, user_dir)
+        log.info(
+            "this PC already has its license data in %s; the per-user copy in %s is not used",
+            machine_dir,
+            user_dir,
+        )
         return []
     moved: list[str] = []
     new_keys = store.MachineKeyStore(machine_dir, backend=keyring_backend, sealer=sealer)
     try:
         key = old_keys.read_legacy()
     except KeyStoreError as exc:
-        log.warning("the per-user machine key could not be read (%s); the PC will be activated again",
-                    exc.message)
+        log.warning(
+            "the per-user machine key could not be read (%s); the PC will be activated again", exc.message
+        )
         key = None
     if key is not None and new_keys.load() is None:
         new_keys.save(key)
@@ -62,7 +67,6 @@ def from_user_dir(user_dir: Path, machine_dir: Path, *, keyring_backend: object 
             raise StoreError(f"Cannot mark {old_state} as moved: {exc}") from exc
         moved.append("license state")
     return moved
-
 
 
 def _sealed(data: dict, keys: store.MachineKeyStore) -> dict:

@@ -101,8 +101,9 @@ def proxy_for(url: str) -> tuple[str | None, str]:
     from requests.utils import get_environ_proxies
 
     env = urllib.request.getproxies_environment()
-    source = "environment" if env else ("registry (Internet Settings)" if sys.platform == "win32"
-                                        else "system")
+    source = (
+        "environment" if env else ("registry (Internet Settings)" if sys.platform == "win32" else "system")
+    )
     proxies = get_environ_proxies(url)
     scheme = urlsplit(url).scheme
     proxy = proxies.get(scheme) or proxies.get("all")

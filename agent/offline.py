@@ -33,11 +33,24 @@ class CheckedLicense:
     keyset: str | None
 
 
-def request_file(key: Ed25519PrivateKey, hashes: Mapping[str, str], *, terminal_name: str | None,
-                 lang: str, now: datetime, known_kids: list[str]) -> bytes:
+def request_file(
+    key: Ed25519PrivateKey,
+    hashes: Mapping[str, str],
+    *,
+    terminal_name: str | None,
+    lang: str,
+    now: datetime,
+    known_kids: list[str],
+) -> bytes:
     """The activation request file for this machine (public key, hashes, signature; nothing secret)."""
-    return wire.make_request(key, hashes, terminal_name=terminal_name, locale=lang,
-                             created=int(now.timestamp()), known_kids=known_kids)
+    return wire.make_request(
+        key,
+        hashes,
+        terminal_name=terminal_name,
+        locale=lang,
+        created=int(now.timestamp()),
+        known_kids=known_kids,
+    )
 
 
 def _refuse(code: str, lang: str) -> LicenseFileRefused:

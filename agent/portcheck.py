@@ -49,23 +49,36 @@ def _listening(port: int) -> bool:
         return False
 
 
-def explain(port: int, exc: OSError,
-            probe: Callable[[int], dict[str, Any] | None] = _agent_health,
-            listening: Callable[[int], bool] = _listening) -> BindFailure:
+def explain(
+    port: int,
+    exc: OSError,
+    probe: Callable[[int], dict[str, Any] | None] = _agent_health,
+    listening: Callable[[int], bool] = _listening,
+) -> BindFailure:
     """Why binding 127.0.0.1:`port` failed with `exc`."""
     answer = probe(port)
     if answer is not None:
         version = str(answer.get("version") or "?")
-        return BindFailure(AGENT, f"another POSPal agent ({version}) already serves 127.0.0.1:{port}; "
-                                  "this session's tray attaches to it", version)
+        return BindFailure(
+            AGENT,
+            f"another POSPal agent ({version}) already serves 127.0.0.1:{port}; "
+            "this session's tray attaches to it",
+            version,
+        )
     winerror = getattr(exc, "winerror", None)
     # A socket bound with SO_EXCLUSIVEADDRUSE also makes a second bind fail with WSAEACCES; only a port
     # nobody listens on is a reserved one.
     if (winerror == WSAEACCES or (winerror is None and exc.errno == errno.EACCES)) and not listening(port):
-        return BindFailure(EXCLUDED, f"port {port} is reserved by Windows (WSAEACCES 10013: an excluded "
-                                     "port range of Hyper-V, WinNAT, WSL or Docker; see `netsh interface "
-                                     "ipv4 show excludedportrange protocol=tcp`) or needs privileges; "
-                                     "set POSPAL_AGENT_PORT to a free port outside those ranges")
+        return BindFailure(
+            EXCLUDED,
+            f"port {port} is reserved by Windows (WSAEACCES 10013: an excluded "
+            "port range of Hyper-V, WinNAT, WSL or Docker; see `netsh interface "
+            "ipv4 show excludedportrange protocol=tcp`) or needs privileges; "
+            "set POSPAL_AGENT_PORT to a free port outside those ranges",
+        )
     detail = exc.strerror or str(exc)
-    return BindFailure(OTHER, f"another program holds port {port} ({detail}) and it is not a POSPal "
-                              "agent; stop it or set POSPAL_AGENT_PORT (and the POS) to another port")
+    return BindFailure(
+        OTHER,
+        f"another program holds port {port} ({detail}) and it is not a POSPal "
+        "agent; stop it or set POSPAL_AGENT_PORT (and the POS) to another port",
+    )

@@ -87,8 +87,9 @@ def run_command(argv: Sequence[str], timeout: float) -> str | None:
     """Run a command without a console window; its stdout, or None on failure or timeout."""
     flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              creationflags=flags, check=False)
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, creationflags=flags, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout if proc.returncode == 0 else None
@@ -112,8 +113,24 @@ def _is_usable_mac(mac: str | None) -> bool:
 # ---------------------------------------------------------------------------------------------- Linux
 
 
-_VIRTUAL_NIC_PREFIXES = ("lo", "docker", "veth", "br-", "virbr", "vmnet", "vboxnet", "tun", "tap", "wg",
-                         "zt", "tailscale", "ifb", "dummy", "bond", "team")
+_VIRTUAL_NIC_PREFIXES = (
+    "lo",
+    "docker",
+    "veth",
+    "br-",
+    "virbr",
+    "vmnet",
+    "vboxnet",
+    "tun",
+    "tap",
+    "wg",
+    "zt",
+    "tailscale",
+    "ifb",
+    "dummy",
+    "bond",
+    "team",
+)
 
 
 def linux_machine_id(etc: Path = Path("/etc"), var: Path = Path("/var/lib/dbus")) -> str | None:
@@ -121,8 +138,12 @@ def linux_machine_id(etc: Path = Path("/etc"), var: Path = Path("/var/lib/dbus")
     return _read_text(etc / "machine-id") or _read_text(var / "machine-id")
 
 
-def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/sys"),
-                           dev_root: Path = Path("/dev"), run_root: Path = Path("/run")) -> str | None:
+def linux_root_disk_serial(
+    proc: Path = Path("/proc"),
+    sys_root: Path = Path("/sys"),
+    dev_root: Path = Path("/dev"),
+    run_root: Path = Path("/run"),
+) -> str | None:
     """Serial of the disk holding `/`: mountinfo -> major:minor -> whole disk -> its serial.
 
     Partitions go up to their disk; device-mapper (LVM, LUKS) follows `slaves/` down to a real disk.
@@ -161,8 +182,9 @@ def linux_root_disk_serial(proc: Path = Path("/proc"), sys_root: Path = Path("/s
         if value:
             return value
     udev = _read_text(run_root / "udev/data" / f"b{_read_text(node / 'dev')}") or ""
-    found = dict(line[2:].split("=", 1) for line in udev.splitlines()
-                 if line.startswith("E:") and "=" in line)
+    found = dict(
+        line[2:].split("=", 1) for line in udev.splitlines() if line.startswith("E:") and "=" in line
+    )
     return found.get("ID_SERIAL_SHORT") or found.get("ID_SERIAL")
 
 
@@ -181,8 +203,13 @@ def linux_primary_mac(net: Path = Path("/sys/class/net")) -> str | None:
     return None
 
 
-def linux_probes(etc: Path = Path("/etc"), sys_root: Path = Path("/sys"), proc: Path = Path("/proc"),
-                 var: Path = Path("/var/lib/dbus"), run_root: Path = Path("/run")) -> list[Probe]:
+def linux_probes(
+    etc: Path = Path("/etc"),
+    sys_root: Path = Path("/sys"),
+    proc: Path = Path("/proc"),
+    var: Path = Path("/var/lib/dbus"),
+    run_root: Path = Path("/run"),
+) -> list[Probe]:
     """machine_id, product_uuid, board_serial, disk_serial, mac (roots injectable for tests)."""
     dmi = sys_root / "class/dmi/id"
     return [
@@ -211,8 +238,12 @@ class WinSources:
         """The real Win32 calls (ctypes and winreg)."""
         from agent import winprobes  # noqa: PLC0415 - its ctypes glue only runs on Windows
 
-        return cls(winprobes.read_smbios, winprobes.read_adapters, winprobes.read_system_disk_serial,
-                   winprobes.read_machine_guid)
+        return cls(
+            winprobes.read_smbios,
+            winprobes.read_adapters,
+            winprobes.read_system_disk_serial,
+            winprobes.read_machine_guid,
+        )
 
 
 def windows_probes(sources: WinSources | None = None) -> list[Probe]:

@@ -63,8 +63,9 @@ class HttpControl:
     changes; the local API answers from memory, so this costs the agent next to nothing.
     """
 
-    def __init__(self, port: int | None = None, token: str | None = None, *, poll_s: float = 1.0,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self, port: int | None = None, token: str | None = None, *, poll_s: float = 1.0, timeout: float = 5.0
+    ) -> None:
         from agent.client import AgentClient
 
         self._client = AgentClient(port, token=token, timeout=timeout)
@@ -74,8 +75,9 @@ class HttpControl:
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None,
-              timeout: float | None = None) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
         from agent.errors import LocalApiError, Offline, ServerRefused
 
         try:
@@ -152,8 +154,12 @@ class HttpControl:
         self, email: str, restaurant_name: str, quantity: int = 1, new_subscription: bool = False
     ) -> Checkout:
         """`POST /v1/checkout`."""
-        body = {"email": email, "restaurant_name": restaurant_name, "quantity": quantity,
-                "new_subscription": new_subscription}
+        body = {
+            "email": email,
+            "restaurant_name": restaurant_name,
+            "quantity": quantity,
+            "new_subscription": new_subscription,
+        }
         data = self._call("POST", "/v1/checkout", body, timeout=60)
         return Checkout(str(data["checkout_id"]), str(data["url"]))
 
@@ -232,8 +238,21 @@ class HttpControl:
 
 
 # Errors of the local API itself (not passed-on server refusals): raised as LocalApiError.
-_LOCAL_CODES = frozenset({
-    "forbidden_host", "forbidden_origin", "forbidden_referer", "unauthorized",
-    "method_not_allowed", "payload_too_large", "unsupported_media_type", "bad_json", "bad_request",
-    "length_required", "internal", "agent_error", "agent_unavailable", "local_api_error",
-})
+_LOCAL_CODES = frozenset(
+    {
+        "forbidden_host",
+        "forbidden_origin",
+        "forbidden_referer",
+        "unauthorized",
+        "method_not_allowed",
+        "payload_too_large",
+        "unsupported_media_type",
+        "bad_json",
+        "bad_request",
+        "length_required",
+        "internal",
+        "agent_error",
+        "agent_unavailable",
+        "local_api_error",
+    }
+)

@@ -99,8 +99,14 @@ class AgentService(FlowsMixin, IdentityMixin):
         self._default_terminal = terminal_name or socket.gethostname() or "POS"
         self._env_language = agent_language.from_env()
         self._system_language = agent_language.system_language()
-        self.engine = SyncEngine(self.clock, self._sync_once, policy=self._policy, rng=rng,
-                                 on_tick=self.refresh_status, on_result=self._on_sync_result)
+        self.engine = SyncEngine(
+            self.clock,
+            self._sync_once,
+            policy=self._policy,
+            rng=rng,
+            on_tick=self.refresh_status,
+            on_result=self._on_sync_result,
+        )
         self.load()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -110,16 +116,19 @@ class AgentService(FlowsMixin, IdentityMixin):
         loaded = self.cache.load()
         self.load_status = store.LoadStatus.RESYNC_NEEDED if loaded.dropped else loaded.status
         if loaded.resync_needed:
-            log.warning("state cache was damaged (%s); it will be refreshed at the next sync",
-                        self.load_status.value)
+            log.warning(
+                "state cache was damaged (%s); it will be refreshed at the next sync", self.load_status.value
+            )
         with self._lock:
             self._data = dict(loaded.data)
-            self._trusted = load_trusted_keys(self.settings.trusted_keys_path,
-                                              self._data.get("keyset_updates") or [])
+            self._trusted = load_trusted_keys(
+                self.settings.trusted_keys_path, self._data.get("keyset_updates") or []
+            )
             hw = _dt(self._data.get("high_water"))
             self._hw_saved = hw
-            self.trusted_clock = TrustedClock(self.clock, hw,
-                                              rolled_back=bool(self._data.get("clock_rolled_back")))
+            self.trusted_clock = TrustedClock(
+                self.clock, hw, rolled_back=bool(self._data.get("clock_rolled_back"))
+            )
             self._load_token()
             if "token" in loaded.dropped:
                 # A token the seal does not vouch for (edited or restored state): "re-sync needed".
@@ -187,10 +196,18 @@ class AgentService(FlowsMixin, IdentityMixin):
             )
             status = compute_status(inputs)
             # The message in every language, so a POS may ask for its own (`?lang=`) at no cost.
-            status = replace(status, translations=tuple(
-                (lang, status.message if lang == inputs.language
-                 else compute_status(replace(inputs, language=lang)).message)
-                for lang in messages.LANGUAGES))
+            status = replace(
+                status,
+                translations=tuple(
+                    (
+                        lang,
+                        status.message
+                        if lang == inputs.language
+                        else compute_status(replace(inputs, language=lang)).message,
+                    )
+                    for lang in messages.LANGUAGES
+                ),
+            )
             previous = self._status
             changed = status != previous
             if changed or previous is None:
@@ -199,8 +216,9 @@ class AgentService(FlowsMixin, IdentityMixin):
                 status = previous  # keep the published object: the publish check below compares identity
             subscribers = list(self._subscribers) if changed else []
             hw = verdict.high_water
-            persist_hw = hw is not None and (self._hw_saved is None
-                                             or (hw - self._hw_saved).total_seconds() > _HW_SAVE_S)
+            persist_hw = hw is not None and (
+                self._hw_saved is None or (hw - self._hw_saved).total_seconds() > _HW_SAVE_S
+            )
         if self._fingerprint is not None:
             self._check_clone(self._fingerprint)  # records the OS id under a new machine id at once
         if persist_hw:
@@ -301,8 +319,12 @@ class AgentService(FlowsMixin, IdentityMixin):
             try:
                 check_fresh(claims, nonce, self._data.get("token_iat"))
             except TokenInvalid as exc:
-                log.warning("refused a token from the server (%s, issued %s): %s", exc.reason,
-                            datetime.fromtimestamp(claims.iat, UTC).isoformat(), exc.message)
+                log.warning(
+                    "refused a token from the server (%s, issued %s): %s",
+                    exc.reason,
+                    datetime.fromtimestamp(claims.iat, UTC).isoformat(),
+                    exc.message,
+                )
                 raise
             if not force and gen != self._generation:
                 log.info("dropping a sync answer: the license changed while it was in flight")
@@ -311,8 +333,12 @@ class AgentService(FlowsMixin, IdentityMixin):
             self._token_problem = None
             self.trusted_clock.anchor(datetime.fromtimestamp(claims.srv, UTC))
             newest = max(claims.iat, self._data.get("token_iat") or 0)
-            self._data.update(token=token, machine_id=answer.get("machine_id") or claims.mid,
-                              last_sync=claims.srv, token_iat=newest)
+            self._data.update(
+                token=token,
+                machine_id=answer.get("machine_id") or claims.mid,
+                last_sync=claims.srv,
+                token_iat=newest,
+            )
             self._data.pop("provisional_trial_started", None)
             if claims.terminal and not self._data.get("terminal_name"):
                 self._data["terminal_name"] = claims.terminal
@@ -352,4 +378,3 @@ class AgentService(FlowsMixin, IdentityMixin):
                 data = dict(self._data)
                 self._hw_saved = hw
             self.cache.save(data)
-

@@ -61,7 +61,7 @@ def split_raw(raw: bytes) -> tuple[tuple[int, int], bytes]:
     if len(raw) < RAW_HEADER.size:
         return (0, 0), b""
     _method, major, minor, _rev, length = RAW_HEADER.unpack_from(raw)
-    return (major, minor), raw[RAW_HEADER.size:RAW_HEADER.size + length]
+    return (major, minor), raw[RAW_HEADER.size : RAW_HEADER.size + length]
 
 
 def iter_structures(table: bytes) -> list[Structure]:
@@ -72,11 +72,11 @@ def iter_structures(table: bytes) -> list[Structure]:
         kind, length, handle = struct.unpack_from("<BBH", table, pos)
         if length < 4 or pos + length > len(table):
             break
-        formatted = table[pos:pos + length]
+        formatted = table[pos : pos + length]
         end = table.find(b"\x00\x00", pos + length)
         if end < 0:
             break
-        raw_strings = table[pos + length:end]
+        raw_strings = table[pos + length : end]
         strings = tuple(s.decode("utf-8", errors="replace") for s in raw_strings.split(b"\x00") if s)
         out.append(Structure(kind, handle, formatted, strings))
         if kind == END_OF_TABLE:

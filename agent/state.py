@@ -38,11 +38,22 @@ from agent import messages
 from protocol.tokens import Claims, Policy
 
 LICENSE_STATES = (
-    "trial_active", "trial_expired", "licensed_active", "licensed_grace", "licensed_renewal_required",
-    "licensed_cancelled", "license_missing", "license_error",
+    "trial_active",
+    "trial_expired",
+    "licensed_active",
+    "licensed_grace",
+    "licensed_renewal_required",
+    "licensed_cancelled",
+    "license_missing",
+    "license_error",
 )
 ERROR_REASONS = (
-    "offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked", "seats_exceeded",
+    "offline_expired",
+    "machine_changed",
+    "clock_rollback",
+    "token_invalid",
+    "revoked",
+    "seats_exceeded",
 )
 _DAY = 86400
 # A provisional trial may start at most this far ahead of the trusted now (the `nbf` leeway of tokens).
@@ -176,8 +187,9 @@ class _Status:
         if "days" not in kw and days_left is not None:
             kw["days"] = messages.days(days_left, self.lang)
         message = _message(message_of or reason, self.lang, **kw)
-        return LicenseStatus(state, licensed, reason, message, days_left, _dt(valid_until), _dt(grace_until),
-                             **self.base)
+        return LicenseStatus(
+            state, licensed, reason, message, days_left, _dt(valid_until), _dt(grace_until), **self.base
+        )
 
     def error(
         self, reason: str, days_left: int | None = None, valid_until: float | None = None
@@ -202,8 +214,14 @@ def _shared_fields(inputs: StatusInputs) -> dict[str, Any]:
     c = inputs.claims
     if c is not None:
         base.update(offline_license=c.policy.offline, warn_days=c.policy.warn_days)
-        base.update(plan=c.plan, features=c.features, seats=c.seats, customer_email=c.email,
-                    machine_id=inputs.machine_id or c.mid, terminal_name=inputs.terminal_name or c.terminal)
+        base.update(
+            plan=c.plan,
+            features=c.features,
+            seats=c.seats,
+            customer_email=c.email,
+            machine_id=inputs.machine_id or c.mid,
+            terminal_name=inputs.terminal_name or c.terminal,
+        )
     return base
 
 
@@ -274,31 +292,68 @@ def _past_due(c: Claims, valid_until: float | None, now: float, status: _Status)
     stop = min(pay_end, c.exp)
     if action_url:
         # The card is fine; the bank waits for the owner's confirmation (SCA), so say that instead.
-        needs = status("licensed_renewal_required", True, "payment_action_required", _days(stop - now),
-                       valid_until, stop, date=status.date(stop))
+        needs = status(
+            "licensed_renewal_required",
+            True,
+            "payment_action_required",
+            _days(stop - now),
+            valid_until,
+            stop,
+            date=status.date(stop),
+        )
         return _replace(needs, payment_action_url=action_url)
-    return status("licensed_renewal_required", True, "payment_failed", _days(stop - now), valid_until,
-                  stop, date=status.date(stop))
+    return status(
+        "licensed_renewal_required",
+        True,
+        "payment_failed",
+        _days(stop - now),
+        valid_until,
+        stop,
+        date=status.date(stop),
+    )
 
 
-def _licensed(c: Claims, valid_until: float | None, last_sync: float, now: float,
-              status: _Status) -> LicenseStatus:
+def _licensed(
+    c: Claims, valid_until: float | None, last_sync: float, now: float, status: _Status
+) -> LicenseStatus:
     """A paid license in good standing: active, offline (by file), in offline grace, or ending as planned."""
     if c.policy.offline:
         # An offline license never syncs: no offline grace; it runs to its own lease end (`exp`).
-        return status("licensed_active", True, "offline_license", _days(c.exp - now), valid_until, c.exp,
-                      date=status.date(c.exp))
+        return status(
+            "licensed_active",
+            True,
+            "offline_license",
+            _days(c.exp - now),
+            valid_until,
+            c.exp,
+            date=status.date(c.exp),
+        )
     if now - last_sync >= c.policy.grace_s:
-        return status("licensed_grace", True, "offline_grace", _days(c.exp - now), valid_until, c.exp,
-                      since=status.date(last_sync))
+        return status(
+            "licensed_grace",
+            True,
+            "offline_grace",
+            _days(c.exp - now),
+            valid_until,
+            c.exp,
+            since=status.date(last_sync),
+        )
     days_left = _days(valid_until - now) if valid_until is not None else None
     if c.cancel_at is not None:
-        return status("licensed_active", True, "cancel_scheduled", days_left, valid_until, c.exp,
-                      date=status.date(c.cancel_at))
+        return status(
+            "licensed_active",
+            True,
+            "cancel_scheduled",
+            days_left,
+            valid_until,
+            c.exp,
+            date=status.date(c.cancel_at),
+        )
     if valid_until is None:
         return status("licensed_active", True, "active", None, None, c.exp, message_of="active_nodate")
-    return status("licensed_active", True, "active", days_left, valid_until, c.exp,
-                  date=status.date(valid_until))
+    return status(
+        "licensed_active", True, "active", days_left, valid_until, c.exp, date=status.date(valid_until)
+    )
 
 
 def _action_url(c: Claims) -> str | None:

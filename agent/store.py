@@ -183,8 +183,9 @@ class StateStore:
     def save(self, data: dict[str, Any]) -> None:
         """Replace the cache with `data` (JSON-serialisable) atomically; raises `StoreError`."""
         ensure_dir(self.data_dir)
-        payload = json.dumps({"format": CACHE_FORMAT, "data": data}, sort_keys=True,
-                             separators=(",", ":")).encode("utf-8")
+        payload = json.dumps(
+            {"format": CACHE_FORMAT, "data": data}, sort_keys=True, separators=(",", ":")
+        ).encode("utf-8")
         atomic_write(self.path, payload, backup=self.backup)
         self._sweep_temp_files()
 
@@ -213,8 +214,9 @@ class StateStore:
 def _usable_keyring(backend: Any) -> bool:
     from keyring.backends import fail
 
-    return backend is not None and not isinstance(backend, fail.Keyring) and \
-        getattr(backend, "priority", 1) > 0
+    return (
+        backend is not None and not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 1) > 0
+    )
 
 
 def default_sealer() -> Any:
@@ -293,8 +295,9 @@ class MachineKeyStore:
         """Store `key`; returns where ("dpapi-machine" or "file"). Raises `KeyStoreError`."""
         from cryptography.hazmat.primitives import serialization
 
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode("ascii")
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode("ascii")
         return self._store(pem)
 
     def load_or_create(self) -> Ed25519PrivateKey:

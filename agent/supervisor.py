@@ -48,9 +48,13 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
-    known = {3: "abort() (exit code 3)", 0xC0000409: "fail-fast / abort (0xC0000409)",
-             0xC0000005: "access violation (0xC0000005)", 0xC0000135: "a DLL was not found (0xC0000135)",
-             0xC0000139: "an entry point was not found in a DLL (0xC0000139)"}
+    known = {
+        3: "abort() (exit code 3)",
+        0xC0000409: "fail-fast / abort (0xC0000409)",
+        0xC0000005: "access violation (0xC0000005)",
+        0xC0000135: "a DLL was not found (0xC0000135)",
+        0xC0000139: "an entry point was not found in a DLL (0xC0000139)",
+    }
     return known.get(code, f"exit code {code}")
 
 
@@ -131,8 +135,15 @@ class ChildSupervisor:
                 out = subprocess.DEVNULL
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
         try:
-            return self._popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                               creationflags=flags, close_fds=True)
+            return self._popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                creationflags=flags,
+                close_fds=True,
+            )
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
@@ -167,8 +178,13 @@ class ChildSupervisor:
             failures = 1 if self._monotonic() - started >= self.healthy_s else failures + 1
             reason = describe_exit(code) if code is not None else "could not start"
             if failures >= self.max_failures:
-                log.error("%s died %d times in a row (last: %s); giving up: the agent keeps serving the "
-                          "POS without it (see tray.log)", self.name, failures, reason)
+                log.error(
+                    "%s died %d times in a row (last: %s); giving up: the agent keeps serving the "
+                    "POS without it (see tray.log)",
+                    self.name,
+                    failures,
+                    reason,
+                )
                 self.gave_up.set()
                 return
             delay = self.delays[min(failures - 1, len(self.delays) - 1)]

@@ -209,8 +209,14 @@ class SyncEngine:
 
         scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
         scheduler.add_job(
-            self._scheduled_tick, "interval", seconds=TICK_S, id="sync", next_run_time=self.clock.now(),
-            max_instances=1, coalesce=True, misfire_grace_time=None,
+            self._scheduled_tick,
+            "interval",
+            seconds=TICK_S,
+            id="sync",
+            next_run_time=self.clock.now(),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
         )
         scheduler.start()
         self._scheduler = scheduler

@@ -264,9 +264,15 @@ class HttpTransport:
             ts = int(self.clock.now().timestamp()) + self.skew_s
             headers.update(
                 # A re-sign after a skew refusal reuses the nonce: the server refused it before storing it.
-                sign_request(identity.private_key, "POST", self._prefix + path, raw, ts,
-                             identity.nonce or new_nonce(),
-                             machine_id=identity.machine_id)
+                sign_request(
+                    identity.private_key,
+                    "POST",
+                    self._prefix + path,
+                    raw,
+                    ts,
+                    identity.nonce or new_nonce(),
+                    machine_id=identity.machine_id,
+                )
             )
         return headers
 
@@ -276,7 +282,11 @@ class HttpTransport:
         self.requests_made["/v1/checkout/{id}" if path.startswith("/v1/checkout/") else path] += 1
         try:
             resp = self.session.request(
-                method, self.server_url + path, data=raw or None, headers=headers, timeout=self.timeouts,
+                method,
+                self.server_url + path,
+                data=raw or None,
+                headers=headers,
+                timeout=self.timeouts,
                 allow_redirects=False,
             )
         except requests.Timeout as exc:

@@ -64,7 +64,7 @@ class Terminal:
 
 @dataclass(frozen=True)
 class AddTerminal:
-    """"Add this terminal": the quantity now and after, and the prorated charge (minor units) made now."""
+    """ "Add this terminal": the quantity now and after, and the prorated charge (minor units) made now."""
 
     quantity_now: int
     quantity_new: int

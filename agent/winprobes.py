@@ -31,9 +31,30 @@ IOCTL_VOLUME_GET_VOLUME_DISK_EXTENTS = 0x00560000
 MACHINE_GUID_KEY = r"SOFTWARE\Microsoft\Cryptography"
 
 # Software adapters that report an Ethernet type. Their MACs are made up (often per boot or per install).
-_VIRTUAL_MARKERS = ("virtual", "hyper-v", "vmware", "virtualbox", "vbox", "tap-", "tap ", "vpn",
-                    "wan miniport", "loopback", "tunnel", "wireguard", "tailscale", "zerotier", "npcap",
-                    "bluetooth", "kernel debug", "teredo", "isatap", "pseudo", "docker", "wsl")
+_VIRTUAL_MARKERS = (
+    "virtual",
+    "hyper-v",
+    "vmware",
+    "virtualbox",
+    "vbox",
+    "tap-",
+    "tap ",
+    "vpn",
+    "wan miniport",
+    "loopback",
+    "tunnel",
+    "wireguard",
+    "tailscale",
+    "zerotier",
+    "npcap",
+    "bluetooth",
+    "kernel debug",
+    "teredo",
+    "isatap",
+    "pseudo",
+    "docker",
+    "wsl",
+)
 
 
 @dataclass(frozen=True)
@@ -104,12 +125,26 @@ def _kernel32():  # pragma: no cover - Windows only
     k32 = ctypes.WinDLL("kernel32", use_last_error=True)
     k32.GetSystemFirmwareTable.argtypes = [wintypes.DWORD, wintypes.DWORD, ctypes.c_void_p, wintypes.DWORD]
     k32.GetSystemFirmwareTable.restype = wintypes.UINT
-    k32.CreateFileW.argtypes = [wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD, ctypes.c_void_p,
-                                wintypes.DWORD, wintypes.DWORD, wintypes.HANDLE]
+    k32.CreateFileW.argtypes = [
+        wintypes.LPCWSTR,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        wintypes.DWORD,
+        wintypes.DWORD,
+        wintypes.HANDLE,
+    ]
     k32.CreateFileW.restype = wintypes.HANDLE
-    k32.DeviceIoControl.argtypes = [wintypes.HANDLE, wintypes.DWORD, ctypes.c_void_p, wintypes.DWORD,
-                                    ctypes.c_void_p, wintypes.DWORD, ctypes.POINTER(wintypes.DWORD),
-                                    ctypes.c_void_p]
+    k32.DeviceIoControl.argtypes = [
+        wintypes.HANDLE,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        wintypes.DWORD,
+        ctypes.c_void_p,
+        wintypes.DWORD,
+        ctypes.POINTER(wintypes.DWORD),
+        ctypes.c_void_p,
+    ]
     k32.DeviceIoControl.restype = wintypes.BOOL
     k32.CloseHandle.argtypes = [wintypes.HANDLE]
     return k32
@@ -141,7 +176,7 @@ def _ioctl(k32, path: str, code: int, inp: bytes, out_size: int) -> bytes | None
         got = wintypes.DWORD(0)
         inbuf = ctypes.create_string_buffer(inp, len(inp)) if inp else None
         ok = k32.DeviceIoControl(handle, code, inbuf, len(inp), out, out_size, ctypes.byref(got), None)
-        return out.raw[:got.value] if ok else None
+        return out.raw[: got.value] if ok else None
     finally:
         k32.CloseHandle(handle)
 
@@ -169,17 +204,31 @@ def read_adapters() -> list[AdapterRecord]:  # pragma: no cover - Windows only
 
     # IP_ADAPTER_ADDRESSES_LH up to IfType: the fields after it are not read.
     Adapter._fields_ = [
-        ("Length", wintypes.ULONG), ("IfIndex", wintypes.DWORD), ("Next", ctypes.POINTER(Adapter)),
-        ("AdapterName", ctypes.c_char_p), ("FirstUnicastAddress", ctypes.c_void_p),
-        ("FirstAnycastAddress", ctypes.c_void_p), ("FirstMulticastAddress", ctypes.c_void_p),
-        ("FirstDnsServerAddress", ctypes.c_void_p), ("DnsSuffix", ctypes.c_wchar_p),
-        ("Description", ctypes.c_wchar_p), ("FriendlyName", ctypes.c_wchar_p),
-        ("PhysicalAddress", ctypes.c_ubyte * 8), ("PhysicalAddressLength", wintypes.ULONG),
-        ("Flags", wintypes.ULONG), ("Mtu", wintypes.ULONG), ("IfType", wintypes.DWORD),
+        ("Length", wintypes.ULONG),
+        ("IfIndex", wintypes.DWORD),
+        ("Next", ctypes.POINTER(Adapter)),
+        ("AdapterName", ctypes.c_char_p),
+        ("FirstUnicastAddress", ctypes.c_void_p),
+        ("FirstAnycastAddress", ctypes.c_void_p),
+        ("FirstMulticastAddress", ctypes.c_void_p),
+        ("FirstDnsServerAddress", ctypes.c_void_p),
+        ("DnsSuffix", ctypes.c_wchar_p),
+        ("Description", ctypes.c_wchar_p),
+        ("FriendlyName", ctypes.c_wchar_p),
+        ("PhysicalAddress", ctypes.c_ubyte * 8),
+        ("PhysicalAddressLength", wintypes.ULONG),
+        ("Flags", wintypes.ULONG),
+        ("Mtu", wintypes.ULONG),
+        ("IfType", wintypes.DWORD),
     ]
     iphlpapi = ctypes.WinDLL("iphlpapi")
-    iphlpapi.GetAdaptersAddresses.argtypes = [wintypes.ULONG, wintypes.ULONG, ctypes.c_void_p,
-                                              ctypes.c_void_p, ctypes.POINTER(wintypes.ULONG)]
+    iphlpapi.GetAdaptersAddresses.argtypes = [
+        wintypes.ULONG,
+        wintypes.ULONG,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.POINTER(wintypes.ULONG),
+    ]
     iphlpapi.GetAdaptersAddresses.restype = wintypes.ULONG
     # GAA_FLAG_SKIP_UNICAST | ANYCAST | MULTICAST | DNS_SERVER: only the adapter rows are wanted.
     flags = 0x1 | 0x2 | 0x4 | 0x8
@@ -195,7 +244,7 @@ def read_adapters() -> list[AdapterRecord]:  # pragma: no cover - Windows only
         node = ctypes.cast(buf, ctypes.POINTER(Adapter))
         while node:
             a = node.contents
-            mac = bytes(a.PhysicalAddress[:min(a.PhysicalAddressLength, 8)])
+            mac = bytes(a.PhysicalAddress[: min(a.PhysicalAddressLength, 8)])
             records.append(AdapterRecord(int(a.IfType), mac, a.Description or "", a.FriendlyName or ""))
             node = a.Next
         return records

@@ -56,18 +56,40 @@ def main() -> None:
     fp = {n: hash_component(n, f"v-{n}") for n in names}
     mid = "m_0123456789"
     claims = {
-        "iss": "pospal", "aud": "pospal-agent", "sub": "lic_0123456789", "kind": "license", "mid": mid,
-        "fp": fp, "status": "active", "plan": "pospal-monthly", "features": ["pos", "kds"], "seats": 3,
-        "email": "owner@example.com", "terminal": "Bar 1", "period_end": iat + 20 * 86400,
-        "payment_grace_end": None, "cancel_at": None, "trial_end": None, "iat": iat, "nbf": iat,
-        "exp": iat + 14 * 86400, "srv": iat, "policy": tokens.Policy().to_claim(),
+        "iss": "pospal",
+        "aud": "pospal-agent",
+        "sub": "lic_0123456789",
+        "kind": "license",
+        "mid": mid,
+        "fp": fp,
+        "status": "active",
+        "plan": "pospal-monthly",
+        "features": ["pos", "kds"],
+        "seats": 3,
+        "email": "owner@example.com",
+        "terminal": "Bar 1",
+        "period_end": iat + 20 * 86400,
+        "payment_grace_end": None,
+        "cancel_at": None,
+        "trial_end": None,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + 14 * 86400,
+        "srv": iat,
+        "policy": tokens.Policy().to_claim(),
     }
     token = tokens.encode_token(key, kid, claims)
     trusted = trust.TrustedKeys([key.public_key()])
 
     def verify():
-        return tokens.verify_token(token, trusted, now, check_exp=True, expected_mid=mid,
-                                   fp_matches=lambda bound: match(bound, fp).ok)
+        return tokens.verify_token(
+            token,
+            trusted,
+            now,
+            check_exp=True,
+            expected_mid=mid,
+            fp_matches=lambda bound: match(bound, fp).ok,
+        )
 
     verified = verify()
     pub, msg = key.public_key(), token.rsplit(".", 1)[0].encode()
@@ -75,15 +97,25 @@ def main() -> None:
     raw_us = per_op(lambda: pub.verify(sig, msg), 2000) * 1e6
     verify_us = per_op(verify, 2000) * 1e6
 
-    inputs = StatusInputs(now=now, claims=verified, last_sync=now, fingerprint_match=True, machine_id=mid,
-                          terminal_name="Bar 1", next_sync=now, agent_version="1.0.0", language="el")
+    inputs = StatusInputs(
+        now=now,
+        claims=verified,
+        last_sync=now,
+        fingerprint_match=True,
+        machine_id=mid,
+        terminal_name="Bar 1",
+        next_sync=now,
+        agent_version="1.0.0",
+        language="el",
+    )
     status_us = per_op(lambda: compute_status(inputs), 20000) * 1e6
     to_dict_us = per_op(lambda: compute_status(inputs).to_dict(), 20000) * 1e6
 
     runs = []
     for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", COLD_FP], cwd=ROOT, capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", COLD_FP], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(out.stdout))
     probe = [r["probe_ms"] for r in runs]
     total = [r["import_ms"] + r["probe_ms"] for r in runs]
@@ -92,10 +124,14 @@ def main() -> None:
     print(f"  raw Ed25519 verify alone, for scale:               {raw_us:7.1f} µs/op")
     print(f"status computation (compute_status, Greek message): {status_us:7.1f} µs/op  (target <= 50)")
     print(f"  compute_status + to_dict:                          {to_dict_us:7.1f} µs/op")
-    print(f"cold fingerprint ({sys.platform}, fresh process each, {runs[0]['working']} sources working): "
-          f"median {statistics.median(probe):.1f} ms, max {max(probe):.1f} ms  (target <= 500)")
-    print(f"  plus importing agent.fingerprint: median {statistics.median(total):.1f} ms, "
-          f"max {max(total):.1f} ms")
+    print(
+        f"cold fingerprint ({sys.platform}, fresh process each, {runs[0]['working']} sources working): "
+        f"median {statistics.median(probe):.1f} ms, max {max(probe):.1f} ms  (target <= 500)"
+    )
+    print(
+        f"  plus importing agent.fingerprint: median {statistics.median(total):.1f} ms, "
+        f"max {max(total):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

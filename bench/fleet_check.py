@@ -289,7 +289,11 @@ def check_server(
         )
         rows = s.execute(
             select(
-                Outbox.to_email, Outbox.template, Outbox.idempotency_key, Outbox.status, Outbox.attempts,
+                Outbox.to_email,
+                Outbox.template,
+                Outbox.idempotency_key,
+                Outbox.status,
+                Outbox.attempts,
                 Outbox.last_error,
             )
         ).all()

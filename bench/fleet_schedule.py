@@ -10,8 +10,8 @@ machines offline for 1, 3 and 20 days (and at the end), a first run offline (pro
 reinstall during a trial, a deactivation, customers whose webhooks the provider sends duplicated
 and out of order (`provider_actions`, run by the orchestrator), and tills that die (a bought terminal goes
 dark for good) whose owner later activates a replacement with an emailed code and no manual removal:
-the dead till's seat frees itself after the server's `POSPAL_SEAT_IDLE_DAYS` (`Schedule.seat_idle_days`). Agents of one customer are kept
-together (`customer`), so one worker process owns them all.
+the dead till's seat frees itself after the server's `POSPAL_SEAT_IDLE_DAYS` (`Schedule.seat_idle_days`).
+Agents of one customer are kept together (`customer`), so one worker process owns them all.
 
 Times are scaled by `days / 30`, so the 3-day test run keeps the same shape. Anything that must stay
 days long whatever the scale (payment grace, offline lease) is expressed in absolute seconds.

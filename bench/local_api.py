@@ -56,7 +56,7 @@ def read_response(sock: socket.socket, buf: bytearray) -> bytes:
         if end >= 0:
             head = bytes(buf[:end]).lower()
             i = head.find(b"content-length:")
-            length = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+            length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
             total = end + 4 + length
             while len(buf) < total:
                 chunk = sock.recv(65536)
@@ -156,20 +156,31 @@ def threads_of(pid: int) -> int:
     return -1
 
 
-def start_agent(data_dir: Path, port: int, server_url: str | None = None,
-                trusted_keys: Path | None = None) -> tuple[subprocess.Popen, float]:
+def start_agent(
+    data_dir: Path, port: int, server_url: str | None = None, trusted_keys: Path | None = None
+) -> tuple[subprocess.Popen, float]:
     """Start the headless agent; returns the process and seconds until the first license answer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
-    env.update(PYTHONPATH=str(REPO), POSPAL_DATA_DIR=str(data_dir), POSPAL_AGENT_PORT=str(port),
-               POSPAL_SERVER_URL=server_url or f"http://127.0.0.1:{free_port()}")
+    env.update(
+        PYTHONPATH=str(REPO),
+        POSPAL_DATA_DIR=str(data_dir),
+        POSPAL_AGENT_PORT=str(port),
+        POSPAL_SERVER_URL=server_url or f"http://127.0.0.1:{free_port()}",
+    )
     if trusted_keys is not None:
         env["POSPAL_TRUSTED_KEYS"] = str(trusted_keys)
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     request = f"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--headless"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--headless"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = started + 30
     while time.perf_counter() < deadline:
         try:
@@ -314,20 +325,32 @@ def flood_run(port: int, pid: int, n: int) -> None:
         proc.join(30)
     time.sleep(11.0)  # past the request deadline: what the flood left behind
     rss_after, peak_rss = rss_mb(pid)
-    print(f"flood of {n} slow connections ({opened} opened, {dropped} dropped or refused by the agent, "
-          f"at most {peak} open at once on the flooder's side):")
-    print(f"  the same client with no flood:      p50 {pct(quiet, 50):.3f} ms, p99 {pct(quiet, 99):.3f} ms, "
-          f"max {max(quiet) * 1000:.3f} ms over {len(quiet)} requests")
-    print(f"  POS keep-alive client at {rate:.0f} req/s: p50 {pct(lat, 50):.3f} ms, "
-          f"p99 {pct(lat, 99):.3f} ms, "
-          f"max {max(lat) * 1000:.3f} ms over {len(lat)} requests (target p99 <= 5 ms)")
+    print(
+        f"flood of {n} slow connections ({opened} opened, {dropped} dropped or refused by the agent, "
+        f"at most {peak} open at once on the flooder's side):"
+    )
+    print(
+        f"  the same client with no flood:      p50 {pct(quiet, 50):.3f} ms, p99 {pct(quiet, 99):.3f} ms, "
+        f"max {max(quiet) * 1000:.3f} ms over {len(quiet)} requests"
+    )
+    print(
+        f"  POS keep-alive client at {rate:.0f} req/s: p50 {pct(lat, 50):.3f} ms, "
+        f"p99 {pct(lat, 99):.3f} ms, "
+        f"max {max(lat) * 1000:.3f} ms over {len(lat)} requests (target p99 <= 5 ms)"
+    )
     print(f"  agent CPU during the flood: {cpu_share * 100:.0f} % of one core")
-    print(f"  agent threads: before {threads_before}, during max {max(t for t, _ in samples)}, "
-          f"after {threads_of(pid)} (target <= 64)")
-    print(f"  agent RSS: before {rss_before:.1f} MB, during max {max(r for _, r in samples):.1f} MB, "
-          f"after {rss_after:.1f} MB, peak {peak_rss:.1f} MB (target <= 80 MB)")
-    print(f"  a POS opening a new connection each second during the flood: {served} served, "
-          f"{refused} refused or timed out (2 s)")
+    print(
+        f"  agent threads: before {threads_before}, during max {max(t for t, _ in samples)}, "
+        f"after {threads_of(pid)} (target <= 64)"
+    )
+    print(
+        f"  agent RSS: before {rss_before:.1f} MB, during max {max(r for _, r in samples):.1f} MB, "
+        f"after {rss_after:.1f} MB, peak {peak_rss:.1f} MB (target <= 80 MB)"
+    )
+    print(
+        f"  a POS opening a new connection each second during the flood: {served} served, "
+        f"{refused} refused or timed out (2 s)"
+    )
 
 
 def _paced_client(port: int, n: int, start_at: float, out: mp.Queue, rate: float) -> None:
@@ -344,10 +367,16 @@ def verified_run(tmp: Path, n: int) -> None:
     from bench.server_refresh import fresh_database, start_server, stop
 
     url, cleanup = fresh_database("sqlite", tmp, None)
-    env = {"POSPAL_DATABASE_URL": url, "POSPAL_SERVER_DATA_DIR": str(tmp / "sdata"),
-           "POSPAL_SIGNING_KEY_DIR": str(tmp / "skeys"), "POSPAL_BILLING": "sandbox",
-           "POSPAL_EMAIL": "console", "POSPAL_OUTBOX_WORKER": "0", "POSPAL_LOG_LEVEL": "WARNING",
-           "POSPAL_SERVER_SECRET": "bench-local-api"}
+    env = {
+        "POSPAL_DATABASE_URL": url,
+        "POSPAL_SERVER_DATA_DIR": str(tmp / "sdata"),
+        "POSPAL_SIGNING_KEY_DIR": str(tmp / "skeys"),
+        "POSPAL_BILLING": "sandbox",
+        "POSPAL_EMAIL": "console",
+        "POSPAL_OUTBOX_WORKER": "0",
+        "POSPAL_LOG_LEVEL": "WARNING",
+        "POSPAL_SERVER_SECRET": "bench-local-api",
+    }
     server, sport = start_server(env, 1, tmp / "server.log")
     agent = None
     try:
@@ -357,8 +386,12 @@ def verified_run(tmp: Path, n: int) -> None:
         port = free_port()
         agent, _ = start_agent(tmp / "vdata", port, f"http://127.0.0.1:{sport}", trusted)
         api_token = (tmp / "vdata" / "api-token").read_text().strip()
-        requests.post(f"http://127.0.0.1:{port}/v1/trial", json={}, timeout=30,
-                      headers={"Authorization": f"Bearer {api_token}"}).raise_for_status()
+        requests.post(
+            f"http://127.0.0.1:{port}/v1/trial",
+            json={},
+            timeout=30,
+            headers={"Authorization": f"Bearer {api_token}"},
+        ).raise_for_status()
         perf = time.perf_counter
         fingerprint.clear_cache()
         pos = AgentClient(port, trusted_keys=jwks)
@@ -383,10 +416,15 @@ def verified_run(tmp: Path, n: int) -> None:
         rechallenged = timed(pos.verified_license, n)
         print(f"verified_license(), agent on a trial from a real server ({n} calls each):")
         print(f"  first call, with this PC's fingerprint probe: {first_ms:.3f} ms")
-        for name, lat in (("plain license() (today's call)", plain), ("verified, cached", cached),
-                          ("verified, re-challenged", rechallenged)):
-            print(f"  {name:32s} p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-                  f"mean {statistics.fmean(lat) * 1000:.3f} ms")
+        for name, lat in (
+            ("plain license() (today's call)", plain),
+            ("verified, cached", cached),
+            ("verified, re-challenged", rechallenged),
+        ):
+            print(
+                f"  {name:32s} p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+                f"mean {statistics.fmean(lat) * 1000:.3f} ms"
+            )
         print("  (targets: re-challenged p50 <= 1 ms; cached no slower than plain)")
         pos.close()
     finally:
@@ -402,12 +440,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20000, help="requests per run (split over clients)")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--paced-total", type=float, default=3200.0,
-                        help="total req/s of the paced 16-client run")
+    parser.add_argument(
+        "--paced-total", type=float, default=3200.0, help="total req/s of the paced 16-client run"
+    )
     parser.add_argument("--flood", type=int, default=2000, help="slow connections in the flood run")
     parser.add_argument("--verified-calls", type=int, default=2000)
-    parser.add_argument("--only", choices=("basic", "flood", "verified"), action="append",
-                        help="run only these parts (repeatable); default all")
+    parser.add_argument(
+        "--only",
+        choices=("basic", "flood", "verified"),
+        action="append",
+        help="run only these parts (repeatable); default all",
+    )
     args = parser.parse_args()
     parts = set(args.only or ("basic", "flood", "verified"))
 
@@ -432,25 +475,31 @@ def basic_run(proc: subprocess.Popen, port: int, first: float, args: argparse.Na
     """Start-up, keep-alive latency and throughput, memory (the original figures)."""
     cpu = cpu_seconds(proc.pid)
     idle_rss, _ = rss_mb(proc.pid)
-    print(f"start to first answer:        {first * 1000:8.1f} ms      (target <= 1500 ms; "
-          f"CPU used by then {cpu * 1000:.0f} ms)")
+    print(
+        f"start to first answer:        {first * 1000:8.1f} ms      (target <= 1500 ms; "
+        f"CPU used by then {cpu * 1000:.0f} ms)"
+    )
     print(f"headless agent RSS, idle:     {idle_rss:8.1f} MB      (target <= 60 MB)")
     for clients in (1, args.clients):
         lat, rps = run_clients(port, clients, max(1000, args.requests // clients))
-        print(f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}: "
-              f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-              f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s "
-              f"over {len(lat)} requests "
-              f"(targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)")
+        print(
+            f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}: "
+            f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+            f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s "
+            f"over {len(lat)} requests "
+            f"(targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)"
+        )
     # Flat out, 16 closed-loop clients on 2 shared cores queue behind each other (Little's law:
     # mean latency = clients / throughput), so also measure 16 terminals that together ask at
     # the target rate of 3,200 req/s, each on its own schedule.
     per_client = args.paced_total / args.clients
     lat, rps = run_clients(port, args.clients, int(per_client * 3), rate=per_client)
-    print(f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
-          "in all: "
-          f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-          f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s over {len(lat)} requests")
+    print(
+        f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
+        "in all: "
+        f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+        f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s over {len(lat)} requests"
+    )
     rss, peak = rss_mb(proc.pid)
     print(f"headless agent RSS after load: {rss:7.1f} MB, peak {peak:.1f} MB (target <= 60 MB)")
 

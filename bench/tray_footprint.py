@@ -41,8 +41,9 @@ def tray_icon_shown() -> bool:
 
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process in KiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if ":" in line)
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
@@ -55,15 +56,26 @@ def cpu_seconds(pid: int) -> float:
 def run_once(idle_s: float) -> tuple[float, int, int, float]:
     """One agent start: (seconds to tray icon, idle RSS KiB, peak RSS KiB, idle CPU %)."""
     with tempfile.TemporaryDirectory() as data:
-        env = {**os.environ, "QT_QPA_PLATFORM": "xcb", "POSPAL_DATA_DIR": data,
-               "POSPAL_AGENT_PORT": str(free_port()),
-               "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "QT_QPA_PLATFORM": "xcb",
+            "POSPAL_DATA_DIR": data,
+            "POSPAL_AGENT_PORT": str(free_port()),
+            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+            "PYTHONPATH": str(REPO),
+        }
         # NICE=-10 (root only) approximates a dedicated till on a machine shared with other work.
         nice = int(os.environ.get("NICE", "0"))
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        )
         try:
             shown = None
             deadline = started + 30
@@ -98,12 +110,16 @@ def main() -> int:
     idle_s = float(os.environ.get("IDLE_S", "20"))
     results = [run_once(idle_s) for _ in range(runs)]
     for i, (shown, rss, peak, cpu) in enumerate(results, 1):
-        print(f"run {i}: tray icon after {shown * 1000:.0f} ms; idle RSS {rss / 1024:.1f} MiB "
-              f"(peak {peak / 1024:.1f} MiB), idle CPU {cpu:.2f} % over {idle_s:.0f} s")
+        print(
+            f"run {i}: tray icon after {shown * 1000:.0f} ms; idle RSS {rss / 1024:.1f} MiB "
+            f"(peak {peak / 1024:.1f} MiB), idle CPU {cpu:.2f} % over {idle_s:.0f} s"
+        )
     times = sorted(r[0] for r in results)
     print(f"tray icon shown: median {times[len(times) // 2] * 1000:.0f} ms, max {times[-1] * 1000:.0f} ms")
-    print(f"idle RSS: max {max(r[1] for r in results) / 1024:.1f} MiB; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"idle RSS: max {max(r[1] for r in results) / 1024:.1f} MiB; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     return 0
 
 

@@ -24,29 +24,31 @@ from types import MappingProxyType
 # Every error code the license server's API answers with, and its HTTP status: the one map. The server's
 # `ApiError` classes take their status from it, and the agent's local API passes a server refusal on to
 # the POS with the same status.
-HTTP_STATUS: Mapping[str, int] = MappingProxyType({
-    "invalid_request": 422,
-    "bad_signature": 401,
-    "unknown_machine": 401,
-    "bad_code": 401,
-    "code_expired": 401,
-    "owner_proof_required": 403,
-    "csrf": 403,
-    "not_found": 404,
-    "no_subscription": 404,
-    "replay": 409,
-    "seats_full": 409,
-    "subscription_exists": 409,
-    "checkout_incomplete": 409,
-    "quantity_changed": 409,
-    "too_large": 413,
-    "too_many_attempts": 429,
-    "rate_limited": 429,
-    "internal": 500,
-    "busy": 503,
-    "unavailable": 503,
-    "billing_unavailable": 503,
-})
+HTTP_STATUS: Mapping[str, int] = MappingProxyType(
+    {
+        "invalid_request": 422,
+        "bad_signature": 401,
+        "unknown_machine": 401,
+        "bad_code": 401,
+        "code_expired": 401,
+        "owner_proof_required": 403,
+        "csrf": 403,
+        "not_found": 404,
+        "no_subscription": 404,
+        "replay": 409,
+        "seats_full": 409,
+        "subscription_exists": 409,
+        "checkout_incomplete": 409,
+        "quantity_changed": 409,
+        "too_large": 413,
+        "too_many_attempts": 429,
+        "rate_limited": 429,
+        "internal": 500,
+        "busy": 503,
+        "unavailable": 503,
+        "billing_unavailable": 503,
+    }
+)
 
 
 def http_status(code: str, default: int = 400) -> int:

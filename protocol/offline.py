@@ -131,8 +131,12 @@ def _check_request_fields(doc: Mapping[str, Any]) -> None:
         raise OfflineFileInvalid("The request has no fingerprint.")
     for name, value in fp.items():
         # Hashes only: a raw serial number or MAC never fits this shape.
-        if not isinstance(name, str) or not _NAME.match(name) or not isinstance(value, str) \
-                or not _HASH.match(value):
+        if (
+            not isinstance(name, str)
+            or not _NAME.match(name)
+            or not isinstance(value, str)
+            or not _HASH.match(value)
+        ):
             raise OfflineFileInvalid("The request's fingerprint is malformed.")
     terminal = doc.get("terminal_name")
     if terminal is not None and (not isinstance(terminal, str) or len(terminal) > _MAX_TERMINAL):
@@ -140,8 +144,11 @@ def _check_request_fields(doc: Mapping[str, Any]) -> None:
     if doc.get("locale") not in (None, "en", "el"):
         raise OfflineFileInvalid("The request's language is malformed.")
     kids = doc.get("known_kids", [])
-    if not isinstance(kids, list) or len(kids) > 32 or not all(isinstance(k, str) and _KID.match(k)
-                                                               for k in kids):
+    if (
+        not isinstance(kids, list)
+        or len(kids) > 32
+        or not all(isinstance(k, str) and _KID.match(k) for k in kids)
+    ):
         raise OfflineFileInvalid("The request's key list is malformed.")
     if type(doc.get("created")) is not int or doc["created"] < 0:
         raise OfflineFileInvalid("The request's date is malformed.")
@@ -176,8 +183,14 @@ def read_request(data: bytes | str) -> OfflineRequest:
 
 def make_license(token: str, *, machine_id: str, license_id: str, keyset: str | None = None) -> bytes:
     """The license file (UTF-8 JSON bytes) carrying a signed offline license token."""
-    doc = {"type": LICENSE_TYPE, "v": VERSION, "token": token, "machine_id": machine_id,
-           "license_id": license_id, "keyset": keyset}
+    doc = {
+        "type": LICENSE_TYPE,
+        "v": VERSION,
+        "token": token,
+        "machine_id": machine_id,
+        "license_id": license_id,
+        "keyset": keyset,
+    }
     return json.dumps(doc, indent=2).encode("utf-8") + b"\n"
 
 

@@ -37,8 +37,9 @@ CHALLENGE_MAX_BYTES = 64
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 canonical JSON of `value` (no floats); raises ValueError on anything else."""
     _check(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def _check(value: Any) -> None:

@@ -173,8 +173,11 @@ class TrustedKeys:
             header, payload = verify_jws(doc, self, expected_typ=KEYSET_TYP)
         except TokenInvalid as exc:
             raise KeySetRejected(exc.reason, "Key update rejected: not signed by a trusted key.") from exc
-        if payload.get("iss") != ISSUER or type(payload.get("iat")) is not int \
-                or not isinstance(payload.get("keys"), list):
+        if (
+            payload.get("iss") != ISSUER
+            or type(payload.get("iat")) is not int
+            or not isinstance(payload.get("keys"), list)
+        ):
             raise KeySetRejected("claims", "Key update rejected: malformed document.")
         try:
             keys = [public_key_from_jwk(jwk) for jwk in payload["keys"]]

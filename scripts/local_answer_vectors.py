@@ -47,15 +47,34 @@ def vectors() -> dict[str, Any]:
     machine = _key("pospal test vector: machine key")
     iat = NOW - 3600
     claims = {
-        "iss": "pospal", "aud": "pospal-agent", "sub": "lic_vector", "kind": "license", "mid": "m_vector",
-        "fp": _hashes("till"), "status": "active", "plan": "pospal-monthly", "features": ["pos"], "seats": 1,
-        "period_end": iat + 20 * DAY, "iat": iat, "nbf": iat, "exp": iat + 14 * DAY, "srv": iat,
-        "policy": {}, "cnf": {"jkt": jwk_thumbprint(machine.public_key())},
+        "iss": "pospal",
+        "aud": "pospal-agent",
+        "sub": "lic_vector",
+        "kind": "license",
+        "mid": "m_vector",
+        "fp": _hashes("till"),
+        "status": "active",
+        "plan": "pospal-monthly",
+        "features": ["pos"],
+        "seats": 1,
+        "period_end": iat + 20 * DAY,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + 14 * DAY,
+        "srv": iat,
+        "policy": {},
+        "cnf": {"jkt": jwk_thumbprint(machine.public_key())},
     }
     token = encode_token(server, kid_for(server.public_key()), claims)
-    status = {"license_state": "licensed_active", "licensed": True, "reason": "active",
-              "message": "Άδεια ενεργή. Ανανεώνεται στις 21 Ιουν 2026.", "days_left": 20,
-              "machine_id": "m_vector", "terminal_name": "Μπαρ \"1\""}
+    status = {
+        "license_state": "licensed_active",
+        "licensed": True,
+        "reason": "active",
+        "message": "Άδεια ενεργή. Ανανεώνεται στις 21 Ιουν 2026.",
+        "days_left": 20,
+        "machine_id": "m_vector",
+        "terminal_name": 'Μπαρ "1"',
+    }
     answer = {**status, "token": token, "machine_key": encode_public_key(machine.public_key())}
 
     challenge = b64url_encode(bytes(range(32)))
@@ -71,8 +90,11 @@ def vectors() -> dict[str, Any]:
         "signed_message": proof_message(challenge, digest).decode("ascii"),
         "verdict": "licensed",
         "variants": [
-            {"name": "replayed for another challenge", "challenge": b64url_encode(bytes(range(32, 64))),
-             "verdict": "bad_proof"},
+            {
+                "name": "replayed for another challenge",
+                "challenge": b64url_encode(bytes(range(32, 64))),
+                "verdict": "bad_proof",
+            },
             {"name": "edited after signing", "answer_changes": {"days_left": 3650}, "verdict": "bad_proof"},
             {"name": "another PC", "this_pc": _hashes("other-pc"), "verdict": "other_machine"},
             {"name": "lease run out", "now": claims["exp"] + 1, "verdict": "license_expired"},

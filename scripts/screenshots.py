@@ -141,9 +141,16 @@ def main() -> int:
     settle(lambda: window.banner.kind == "error")
     shoot(window, out / "window-activate-wrong-code.png")
     control.seats_full = True
-    control.fail_next["activate"] = ServerRefused("seats_full", "full", {"terminals": [
-        {"machine_id": "m_bar", "terminal_name": "Beach bar", "last_seen": "2026-10-17T12:00:00Z"},
-        {"machine_id": "m_back", "terminal_name": "Back office", "last_seen": "2026-11-25T21:40:00Z"}]})
+    control.fail_next["activate"] = ServerRefused(
+        "seats_full",
+        "full",
+        {
+            "terminals": [
+                {"machine_id": "m_bar", "terminal_name": "Beach bar", "last_seen": "2026-10-17T12:00:00Z"},
+                {"machine_id": "m_back", "terminal_name": "Back office", "last_seen": "2026-11-25T21:40:00Z"},
+            ]
+        },
+    )
     page.code.setText("424242")
     page.activate()
     settle(lambda: page.terminals.isVisible())

@@ -24,38 +24,35 @@ from server.models import Customer, License, Machine, Subscription, Trial, table
 
 _M, _L, _S, _C, _T = (table_of(m) for m in (Machine, License, Subscription, Customer, Trial))
 # The refresh hot path reads everything it needs in one statement, built once.
-_STATE_COLUMNS = (
-    select(
-        _M.c.id,
-        _M.c.public_key,
-        _M.c.fingerprint,
-        _M.c.terminal_name,
-        _M.c.deactivated_at,
-        _M.c.seat_state,
-        _M.c.license_id,
-        _M.c.trial_id,
-        _L.c.status.label("l_status"),
-        _L.c.plan.label("l_plan"),
-        _L.c.features.label("l_features"),
-        _L.c.comp_until.label("l_comp_until"),
-        _S.c.status.label("s_status"),
-        _S.c.quantity.label("s_quantity"),
-        _S.c.current_period_end.label("s_current_period_end"),
-        _S.c.cancel_at.label("s_cancel_at"),
-        _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
-        _S.c.first_failed_at.label("s_first_failed_at"),
-        _S.c.payment_action_url.label("s_payment_action_url"),
-        _S.c.updated_at.label("s_updated_at"),
-        _C.c.email.label("c_email"),
-        _T.c.id.label("t_id"),
-        _T.c.ends_at.label("t_ends_at"),
-    )
-    .select_from(
-        _M.outerjoin(_L, _L.c.id == _M.c.license_id)
-        .outerjoin(_S, _S.c.id == _L.c.subscription_id)
-        .outerjoin(_C, _C.c.id == _L.c.customer_id)
-        .outerjoin(_T, _T.c.id == _M.c.trial_id)
-    )
+_STATE_COLUMNS = select(
+    _M.c.id,
+    _M.c.public_key,
+    _M.c.fingerprint,
+    _M.c.terminal_name,
+    _M.c.deactivated_at,
+    _M.c.seat_state,
+    _M.c.license_id,
+    _M.c.trial_id,
+    _L.c.status.label("l_status"),
+    _L.c.plan.label("l_plan"),
+    _L.c.features.label("l_features"),
+    _L.c.comp_until.label("l_comp_until"),
+    _S.c.status.label("s_status"),
+    _S.c.quantity.label("s_quantity"),
+    _S.c.current_period_end.label("s_current_period_end"),
+    _S.c.cancel_at.label("s_cancel_at"),
+    _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
+    _S.c.first_failed_at.label("s_first_failed_at"),
+    _S.c.payment_action_url.label("s_payment_action_url"),
+    _S.c.updated_at.label("s_updated_at"),
+    _C.c.email.label("c_email"),
+    _T.c.id.label("t_id"),
+    _T.c.ends_at.label("t_ends_at"),
+).select_from(
+    _M.outerjoin(_L, _L.c.id == _M.c.license_id)
+    .outerjoin(_S, _S.c.id == _L.c.subscription_id)
+    .outerjoin(_C, _C.c.id == _L.c.customer_id)
+    .outerjoin(_T, _T.c.id == _M.c.trial_id)
 )
 _MACHINE_STATE = _STATE_COLUMNS.where(_M.c.id == bindparam("p_machine"))
 _MACHINE_STATES = _STATE_COLUMNS.where(_M.c.id.in_(bindparam("p_machines", expanding=True)))

@@ -38,8 +38,12 @@ def imported_roots(path: Path) -> set[tuple[int, str]]:
 def test_package_imports_respect_the_layout(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no sources under {package}/"
-    bad = [f"{path.relative_to(ROOT)}:{line} imports {root}"
-           for path in files for line, root in sorted(imported_roots(path)) if root in FORBIDDEN[package]]
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {root}"
+        for path in files
+        for line, root in sorted(imported_roots(path))
+        if root in FORBIDDEN[package]
+    ]
     assert bad == []
 
 
@@ -58,9 +62,12 @@ def imported_modules(path: Path) -> set[tuple[int, str]]:
 
 
 def test_ui_reaches_the_agent_only_through_its_control():
-    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
-           for path in sorted((ROOT / "ui").rglob("*.py")) for line, module in sorted(imported_modules(path))
-           if module.split(".")[0] == "agent" and module not in UI_MAY_IMPORT]
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in sorted((ROOT / "ui").rglob("*.py"))
+        for line, module in sorted(imported_modules(path))
+        if module.split(".")[0] == "agent" and module not in UI_MAY_IMPORT
+    ]
     assert bad == []
 
 

@@ -132,11 +132,21 @@ def test_readme_command_1_runs_the_system_and_ctrl_c_stops_it(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "STRIPE_", "DISPLAY", "WAYLAND"))
     }
-    env.update(DEMO_DIR=str(demo_dir), DEMO_SERVER_PORT=str(server_port), POSPAL_AGENT_PORT=str(agent_port),
-               DEMO_HEADLESS="1", DEMO_SKIP_INSTALL="1" if installed else "0")
+    env.update(
+        DEMO_DIR=str(demo_dir),
+        DEMO_SERVER_PORT=str(server_port),
+        POSPAL_AGENT_PORT=str(agent_port),
+        DEMO_HEADLESS="1",
+        DEMO_SKIP_INSTALL="1" if installed else "0",
+    )
     log = (tmp_path / "demo.out").open("w")
-    demo = subprocess.Popen(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    demo = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         status = None
         deadline = time.monotonic() + (90 if installed else 600)
@@ -148,8 +158,7 @@ def test_readme_command_1_runs_the_system_and_ctrl_c_stops_it(tmp_path):
         assert (demo_dir / "trusted-keys.json").is_file()
 
         command = f". '{demo_dir}/env.sh' && pospal-agent trial --email owner@example.com"
-        trial = subprocess.run(["bash", "-c", command], env=env,
-                               capture_output=True, text=True, timeout=60)
+        trial = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
         assert trial.returncode == 0, trial.stdout + trial.stderr
         assert _get_json(f"http://127.0.0.1:{agent_port}/v1/license")["license_state"] == "trial_active"
 

@@ -36,17 +36,30 @@ README = _readme_vectors()
 
 
 def test_the_readme_vectors_are_the_scripts():
-    printed = subprocess.run([sys.executable, str(ROOT / "scripts" / "local_answer_vectors.py")],
-                             capture_output=True, text=True, check=True, timeout=60).stdout
+    printed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "local_answer_vectors.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert README == json.loads(printed)
 
 
-@pytest.mark.parametrize(("name", "case", "verdict"), local_answer_vectors.cases(README),
-                         ids=[c[0] for c in local_answer_vectors.cases(README)])
+@pytest.mark.parametrize(
+    ("name", "case", "verdict"),
+    local_answer_vectors.cases(README),
+    ids=[c[0] for c in local_answer_vectors.cases(README)],
+)
 def test_each_readme_vector_gives_its_verdict(name, case, verdict):
     try:
-        status = verify_local_answer(case["challenge"], case["answer"], trusted_keys=README["trusted_keys"],
-                                     this_pc=case["this_pc"], now=datetime.fromtimestamp(case["now"], UTC))
+        status = verify_local_answer(
+            case["challenge"],
+            case["answer"],
+            trusted_keys=README["trusted_keys"],
+            this_pc=case["this_pc"],
+            now=datetime.fromtimestamp(case["now"], UTC),
+        )
         got = "licensed" if status["licensed"] else "not_licensed"
     except AnswerRefused as exc:
         got = exc.code

@@ -143,8 +143,13 @@ class ActivatePage(Page):
     def _remove(self, machine_id: str, name: str) -> None:
         if not self.host.confirm(t("ui.remove.title", name=name), t("ui.remove.text"), t("ui.move.remove")):
             return
-        self.host.worker.call(f"activate_remove:{machine_id}", "remove_terminal", machine_id, self._email,
-                              self.code.text().strip())
+        self.host.worker.call(
+            f"activate_remove:{machine_id}",
+            "remove_terminal",
+            machine_id,
+            self._email,
+            self.code.text().strip(),
+        )
 
     def finished(self, tag: str, result) -> None:
         """Move on: code sent → code step; activated → overview; terminal removed → retry activating."""

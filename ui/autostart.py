@@ -135,8 +135,9 @@ class WindowsRunKey:
     ``machine``, there is no all-users entry to consider (tests of the per-user value alone).
     """
 
-    def __init__(self, registry: Registry | None = None, command: str | None = None,
-                 machine: Registry | None = None) -> None:
+    def __init__(
+        self, registry: Registry | None = None, command: str | None = None, machine: Registry | None = None
+    ) -> None:
         real = registry is None
         self.registry = registry if registry is not None else WinregRegistry()
         self.machine = machine if machine is not None or not real else WinregRegistry(machine=True)

@@ -114,4 +114,3 @@ class DiagnosticsPage(Page):
         """Diagnostics could not be read."""
         if tag == "diagnostics":
             self.host.show_error(lambda: describe(error))
-

@@ -60,8 +60,13 @@ def _shield(size: float) -> QPainterPath:
 
 def _glyph(painter: QPainter, kind: Kind, size: float) -> None:
     white = QColor("#ffffff")
-    pen = QPen(white, max(1.6, size * 0.11), Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
-               Qt.PenJoinStyle.RoundJoin)
+    pen = QPen(
+        white,
+        max(1.6, size * 0.11),
+        Qt.PenStyle.SolidLine,
+        Qt.PenCapStyle.RoundCap,
+        Qt.PenJoinStyle.RoundJoin,
+    )
     painter.setPen(pen)
     painter.setBrush(Qt.BrushStyle.NoBrush)
     cx, cy = size / 2, size * 0.45

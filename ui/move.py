@@ -14,7 +14,7 @@ from ui.terminals import TerminalList
 
 
 class MovePage(Page):
-    """"Deactivate this PC" and "Show terminals" with Remove buttons."""
+    """ "Deactivate this PC" and "Show terminals" with Remove buttons."""
 
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.move.title")

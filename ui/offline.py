@@ -45,7 +45,7 @@ def _open_dialog(parent, name: str) -> str | None:
 
 
 class OfflinePage(Page):
-    """"Save activation request…" and "Import license file…"."""
+    """ "Save activation request…" and "Import license file…"."""
 
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.offline.title")
@@ -100,7 +100,7 @@ class OfflinePage(Page):
         if not path:
             return
         try:
-            data = Path(path).read_bytes()[:MAX_FILE_BYTES + 1]  # a few KiB; never a big read on the UI
+            data = Path(path).read_bytes()[: MAX_FILE_BYTES + 1]  # a few KiB; never a big read on the UI
         except OSError as exc:
             detail = exc.strerror or str(exc)
             self.host.show_error(lambda: t("ui.offline.unreadable", detail=detail))

@@ -42,7 +42,12 @@ _SEVERITY = {Kind.ACTIVE: 0, Kind.TRIAL: 0, Kind.WARNING: 1, Kind.MISSING: 2, Ki
 
 _COUNTDOWN = ("trial_active", "licensed_grace", "licensed_renewal_required")
 _ERROR_REASONS = (
-    "offline_expired", "machine_changed", "clock_rollback", "token_invalid", "revoked", "seats_exceeded"
+    "offline_expired",
+    "machine_changed",
+    "clock_rollback",
+    "token_invalid",
+    "revoked",
+    "seats_exceeded",
 )
 
 
@@ -189,8 +194,10 @@ def parse_time(value) -> datetime | None:
 
 
 def _qlocale() -> QLocale:
-    return QLocale(QLocale.Language.Greek if language.code == "el" else QLocale.Language.English,
-                   QLocale.Country.Greece if language.code == "el" else QLocale.Country.UnitedKingdom)
+    return QLocale(
+        QLocale.Language.Greek if language.code == "el" else QLocale.Language.English,
+        QLocale.Country.Greece if language.code == "el" else QLocale.Country.UnitedKingdom,
+    )
 
 
 def _local(value) -> QDateTime | None:

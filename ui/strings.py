@@ -32,7 +32,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.state.licensed_grace": {"en": "Licensed, offline", "el": "Ενεργή άδεια, εκτός σύνδεσης"},
     "ui.state.licensed_renewal_required": {"en": "Payment failed", "el": "Η πληρωμή απέτυχε"},
     "ui.state.payment_action_required": {
-        "en": "Payment needs confirming", "el": "Η πληρωμή χρειάζεται επιβεβαίωση"},
+        "en": "Payment needs confirming",
+        "el": "Η πληρωμή χρειάζεται επιβεβαίωση",
+    },
     "ui.state.licensed_cancelled": {"en": "Subscription ended", "el": "Η συνδρομή έληξε"},
     "ui.state.trial_expired": {"en": "Trial ended", "el": "Η δοκιμή έληξε"},
     "ui.state.license_missing": {"en": "Not activated", "el": "Μη ενεργοποιημένο"},
@@ -175,27 +177,33 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.activate.submit": {"en": "Activate", "el": "Ενεργοποίηση"},
     "ui.activate.resend": {"en": "Send a new code", "el": "Νέος κωδικός"},
     "ui.activate.done": {"en": "This PC is activated.", "el": "Ο υπολογιστής ενεργοποιήθηκε."},
-    "ui.activate.by_file": {"en": "No internet here? Activate by file",
-                            "el": "Χωρίς διαδίκτυο; Ενεργοποίηση με αρχείο"},
+    "ui.activate.by_file": {
+        "en": "No internet here? Activate by file",
+        "el": "Χωρίς διαδίκτυο; Ενεργοποίηση με αρχείο",
+    },
     # Activation by file (ui/offline.py).
     "ui.offline.title": {"en": "Activate by file", "el": "Ενεργοποίηση με αρχείο"},
     "ui.offline.intro": {
         "en": "For a PC without internet. 1. Save the activation request to a USB stick. 2. On any phone or "
-              "PC with internet, open {url}, confirm your e-mail and upload the file. 3. Bring back the "
-              "license file it gives you and import it here. Renew the same way before it ends.",
+        "PC with internet, open {url}, confirm your e-mail and upload the file. 3. Bring back the "
+        "license file it gives you and import it here. Renew the same way before it ends.",
         "el": "Για υπολογιστή χωρίς διαδίκτυο. 1. Αποθηκεύστε το αίτημα ενεργοποίησης σε USB. 2. Σε "
-              "οποιοδήποτε κινητό ή υπολογιστή με διαδίκτυο, ανοίξτε τη διεύθυνση {url}, επιβεβαιώστε το "
-              "email σας και ανεβάστε το αρχείο. 3. Φέρτε πίσω το αρχείο άδειας και εισαγάγετέ το εδώ. "
-              "Ανανεώστε με τον ίδιο τρόπο πριν λήξει.",
+        "οποιοδήποτε κινητό ή υπολογιστή με διαδίκτυο, ανοίξτε τη διεύθυνση {url}, επιβεβαιώστε το "
+        "email σας και ανεβάστε το αρχείο. 3. Φέρτε πίσω το αρχείο άδειας και εισαγάγετέ το εδώ. "
+        "Ανανεώστε με τον ίδιο τρόπο πριν λήξει.",
     },
     "ui.offline.save": {"en": "Save activation request…", "el": "Αποθήκευση αιτήματος…"},
     "ui.offline.import": {"en": "Import license file…", "el": "Εισαγωγή αρχείου άδειας…"},
     "ui.offline.saved": {"en": "Saved {path}.", "el": "Αποθηκεύτηκε: {path}."},
     "ui.offline.unwritable": {"en": "Could not write {path}.", "el": "Δεν ήταν δυνατή η εγγραφή: {path}."},
-    "ui.offline.unreadable": {"en": "Could not read the file ({detail}).",
-                              "el": "Δεν ήταν δυνατή η ανάγνωση του αρχείου ({detail})."},
-    "ui.offline.imported": {"en": "The offline license is active.",
-                            "el": "Η άδεια χωρίς σύνδεση ενεργοποιήθηκε."},
+    "ui.offline.unreadable": {
+        "en": "Could not read the file ({detail}).",
+        "el": "Δεν ήταν δυνατή η ανάγνωση του αρχείου ({detail}).",
+    },
+    "ui.offline.imported": {
+        "en": "The offline license is active.",
+        "el": "Η άδεια χωρίς σύνδεση ενεργοποιήθηκε.",
+    },
     "ui.trial.done": {"en": "Your free trial has started.", "el": "Η δωρεάν δοκιμή ξεκίνησε."},
     # Trial flow.
     "ui.trial.title": {"en": "Start the 30-day free trial", "el": "Δωρεάν δοκιμή 30 ημερών"},
@@ -324,9 +332,9 @@ _ENTRIES: dict[str, dict[str, str]] = {
     },
     "ui.autostart.all_users_off": {
         "en": "It still starts: the installer set it for all users of this PC. Only an administrator can "
-              "turn that off (Task Manager, Startup apps).",
+        "turn that off (Task Manager, Startup apps).",
         "el": "Εξακολουθεί να ξεκινά: ορίστηκε για όλους τους χρήστες κατά την εγκατάσταση. Μόνο ένας "
-              "διαχειριστής μπορεί να το απενεργοποιήσει (Διαχείριση εργασιών, Εφαρμογές εκκίνησης).",
+        "διαχειριστής μπορεί να το απενεργοποιήσει (Διαχείριση εργασιών, Εφαρμογές εκκίνησης).",
     },
     # Notifications.
     "ui.notify.title": {"en": "POSPal license: {headline}", "el": "Άδεια POSPal: {headline}"},
@@ -376,7 +384,7 @@ def t(key: str, **kw: object) -> str:
 
 
 def days(n: int) -> str:
-    """"1 day" / "3 days" in the current language."""
+    """ "1 day" / "3 days" in the current language."""
     return t("ui.days.one" if n == 1 else "ui.days.other", n=n)
 
 

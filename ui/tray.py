@@ -30,8 +30,9 @@ class Tray(QObject):
 
     notified = Signal(object)  # the Notice just shown (tests and logs observe it)
 
-    def __init__(self, worker: ControlWorker, *, window_factory: Callable[[], object],
-                 quit_app: Callable[[], None]) -> None:
+    def __init__(
+        self, worker: ControlWorker, *, window_factory: Callable[[], object], quit_app: Callable[[], None]
+    ) -> None:
         super().__init__(worker)
         self.worker = worker
         self._window_factory = window_factory
@@ -152,8 +153,9 @@ class Tray(QObject):
 
     def ask_quit(self) -> bool:
         """Quit only after the person confirms; returns whether the app is quitting."""
-        if not dialogs.confirm(None, t("ui.quit.title"), t("ui.quit.text"), t("ui.quit.yes"),
-                               t("ui.quit.no")):
+        if not dialogs.confirm(
+            None, t("ui.quit.title"), t("ui.quit.text"), t("ui.quit.yes"), t("ui.quit.no")
+        ):
             return False
         self._quit_app()
         return True

@@ -107,8 +107,15 @@ def _own_origins(request: Request, svc: Services) -> set[str]:
 
 def _with_csrf(body: str, token: str, svc: Services, status: int = 200) -> HTMLResponse:
     answer = HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
-    answer.set_cookie(CSRF_COOKIE, token, max_age=int(CSRF_TTL.total_seconds()), path=PAGE_PATH,
-                      httponly=True, samesite="strict", secure=svc.settings.public_url.startswith("https:"))
+    answer.set_cookie(
+        CSRF_COOKIE,
+        token,
+        max_age=int(CSRF_TTL.total_seconds()),
+        path=PAGE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=svc.settings.public_url.startswith("https:"),
+    )
     return answer
 
 
@@ -174,11 +181,19 @@ def offline_code(
         limit_per_ip(request, svc, "codes", CODES_PER_HOUR_PER_IP)
         email = codes.normalize_email(email)
         if not is_email(email):
-            raise ApiError("Enter the e-mail address of the subscription.", status=422,
-                           code="invalid_request")
+            raise ApiError(
+                "Enter the e-mail address of the subscription.", status=422, code="invalid_request"
+            )
         with svc.db.transaction() as session:
-            codes.request_code(session, email=email, purpose="activate", locale=lang, secret=svc.secret,
-                               limiter=svc.limiter, now=svc.clock.now())
+            codes.request_code(
+                session,
+                email=email,
+                purpose="activate",
+                locale=lang,
+                secret=svc.secret,
+                limiter=svc.limiter,
+                now=svc.clock.now(),
+            )
     except ApiError as exc:
         return _refused(request, svc, lang, exc)
     token = new_csrf(svc.secret, svc.clock.now())
@@ -208,8 +223,9 @@ def offline_license(
             raise ApiError(exc.message, status=422, code="invalid_request") from None
         email = codes.normalize_email(email)
         now = svc.clock.now()
-        code_id = codes.prove_email(svc.db, email=email, code=code, purposes=("activate",), now=now,
-                                    secret=svc.secret)
+        code_id = codes.prove_email(
+            svc.db, email=email, code=code, purposes=("activate",), now=now, secret=svc.secret
+        )
         return _issue(svc, email, code, code_id, offline_request, now)
     except ApiError as exc:
         return _refused(request, svc, lang, exc)
@@ -222,22 +238,38 @@ def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: da
         license_ = licensing.live_license_for_customer(session, customer.id, now) if customer else None
         if customer is None or license_ is None:
             raise NoSubscription()
-        body = ActivationRequest(email=email, code=code, fingerprint=dict(req.fingerprint),
-                                 machine_public_key=req.machine_public_key, terminal_name=req.terminal_name,
-                                 known_kids=list(req.known_kids))
-        answer = bind_machine(session, svc, customer, license_, req.machine_public_key, body, now, via="file",
-                              code_id=code_id)
+        body = ActivationRequest(
+            email=email,
+            code=code,
+            fingerprint=dict(req.fingerprint),
+            machine_public_key=req.machine_public_key,
+            terminal_name=req.terminal_name,
+            known_kids=list(req.known_kids),
+        )
+        answer = bind_machine(
+            session, svc, customer, license_, req.machine_public_key, body, now, via="file", code_id=code_id
+        )
         machine = session.get(Machine, answer.machine_id)
         assert machine is not None
         claims, until = offline_claims(session, machine, req.machine_public_key, now)
         machine.offline_until = until
-        licensing.record_audit(session, actor=f"machine:{machine.id}", action="machine.offline_license",
-                               license_id=license_.id, machine_id=machine.id,
-                               detail={"until": until.isoformat()}, at=now)
+        licensing.record_audit(
+            session,
+            actor=f"machine:{machine.id}",
+            action="machine.offline_license",
+            license_id=license_.id,
+            machine_id=machine.id,
+            detail={"until": until.isoformat()},
+            at=now,
+        )
         token = svc.keys.sign(session, claims)
         keyset = svc.keys.keyset_for(session, req.known_kids, now)
         data = make_license(token, machine_id=machine.id, license_id=license_.id, keyset=keyset)
-    return Response(data, media_type="application/json", headers={
-        "Content-Disposition": f'attachment; filename="{LICENSE_FILE_NAME}"',
-        "Cache-Control": "no-store",
-    })
+    return Response(
+        data,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="{LICENSE_FILE_NAME}"',
+            "Cache-Control": "no-store",
+        },
+    )

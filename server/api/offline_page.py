@@ -17,8 +17,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Activate a POSPal terminal without internet",
         "intro": "On the terminal, choose \u201cActivate by file\u201d (or run `pospal-agent activate "
-                 "--offline-request FILE`) and bring the request file here. You need the e-mail address of "
-                 "the subscription.",
+        "--offline-request FILE`) and bring the request file here. You need the e-mail address of "
+        "the subscription.",
         "email": "The e-mail address of your subscription",
         "send": "E-mail me a code",
         "sent": "If this address has a subscription, a 6-digit code is on its way to {email}.",
@@ -34,8 +34,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "el": {
         "title": "Ενεργοποίηση τερματικού POSPal χωρίς διαδίκτυο",
         "intro": "Στο τερματικό επιλέξτε «Ενεργοποίηση με αρχείο» (ή εκτελέστε `pospal-agent activate "
-                 "--offline-request FILE`) και φέρτε εδώ το αρχείο αιτήματος. Χρειάζεστε τη διεύθυνση email "
-                 "της συνδρομής.",
+        "--offline-request FILE`) και φέρτε εδώ το αρχείο αιτήματος. Χρειάζεστε τη διεύθυνση email "
+        "της συνδρομής.",
         "email": "Η διεύθυνση email της συνδρομής σας",
         "send": "Στείλτε μου κωδικό",
         "sent": "Αν αυτή η διεύθυνση έχει συνδρομή, ένας 6ψήφιος κωδικός έρχεται στο {email}.",

@@ -172,9 +172,13 @@ def refresh_answer(
             verdict = binding.Verdict(bind=checked.heal)
             machine.fingerprint = checked.heal
             licensing.record_audit(
-                session, actor=f"machine:{machine.id}", action="machine.fingerprint_healed",
-                license_id=machine.license_id, machine_id=machine.id,
-                detail={"components": sorted(fingerprints.WEAK & set(checked.heal))}, at=now,
+                session,
+                actor=f"machine:{machine.id}",
+                action="machine.fingerprint_healed",
+                license_id=machine.license_id,
+                machine_id=machine.id,
+                detail={"components": sorted(fingerprints.WEAK & set(checked.heal))},
+                at=now,
             )
         if checked.rebind is not None:
             with session_of(session) as orm:

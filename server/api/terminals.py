@@ -289,7 +289,8 @@ def portal(
         raise ApiError("Billing is not available on this server.", status=503, code="billing_unavailable")
     try:
         url = svc.billing.create_portal_session(
-            customer_ref, return_url, **({"locale": body.locale} if body.locale else {}))
+            customer_ref, return_url, **({"locale": body.locale} if body.locale else {})
+        )
     except BillingError:
         raise ApiError(
             "The payment provider is not reachable. Try again in a minute.",

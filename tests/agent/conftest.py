@@ -86,8 +86,14 @@ def restart_server(server: RunningServer, log_path: Path) -> RunningServer:
 
 def admin(server: RunningServer, *args: str) -> dict[str, Any]:
     """Run `pospal-server admin ...` against the server's database; returns its JSON output."""
-    out = subprocess.run([sys.executable, "-m", "server.cli", "admin", *args], cwd=REPO, env=server.env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "server.cli", "admin", *args],
+        cwd=REPO,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr + out.stdout
     return json.loads(out.stdout)
 
@@ -101,8 +107,14 @@ def pay(checkout_url: str, action: str = "pay") -> None:
     assert resp.status_code == 303, resp.text
 
 
-def buy(svc: Any, email: str, restaurant_name: str, pay: Callable[[str], object] = pay,
-        quantity: int = 1, poll_s: float = 0.05) -> Any:
+def buy(
+    svc: Any,
+    email: str,
+    restaurant_name: str,
+    pay: Callable[[str], object] = pay,
+    quantity: int = 1,
+    poll_s: float = 0.05,
+) -> Any:
     """What the window does to buy: create the Checkout, let the buyer `pay(url)`, wait, activate.
 
     `svc` is an AgentService; returns its status after the wait.
@@ -117,8 +129,12 @@ def subscription_action(checkout_url: str, action: str) -> None:
     page = requests.get(checkout_url, timeout=10).text
     match = re.search(r'name="subscription_id" value="([^"]+)"', page)
     assert match, "the sandbox page shows no subscription"
-    resp = requests.post(checkout_url, data={"action": action, "subscription_id": match.group(1)},
-                         allow_redirects=False, timeout=10)
+    resp = requests.post(
+        checkout_url,
+        data={"action": action, "subscription_id": match.group(1)},
+        allow_redirects=False,
+        timeout=10,
+    )
     assert resp.status_code == 303, resp.text
 
 
@@ -185,8 +201,9 @@ def inproc_server(server_env: dict[str, str]) -> Iterator[Callable[[Any], InProc
         db = Database(env["POSPAL_DATABASE_URL"], pool_size=5)
         dbs.append(db)
         app = create_app(Settings.from_env(env), clock=ServerTime(agent_clock), db=db, start_worker=False)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                               access_log=False))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        )
         thread = threading.Thread(target=server.run, name="inproc-server", daemon=True)
         thread.start()
         deadline = time.monotonic() + 20
@@ -221,8 +238,12 @@ class AgentProcess:
         """Start the agent and wait until /v1/health answers."""
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--headless"], cwd=REPO, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, **new_group_kwargs(),
+            [sys.executable, "-m", "agent.cli", "run", "--headless"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **new_group_kwargs(),
         )
         log.close()
         deadline = time.monotonic() + ready_s
@@ -246,13 +267,26 @@ class AgentProcess:
 
     def cli(self, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `pospal-agent ARGS` with this agent's environment."""
-        return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=self.env,
-                              input=stdin, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "agent.cli", *args],
+            cwd=REPO,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def popen_cli(self, *args: str) -> subprocess.Popen:
         """Start `pospal-agent ARGS` without waiting (stdout/stderr piped)."""
-        return subprocess.Popen([sys.executable, "-m", "agent.cli", *args], cwd=REPO, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", *args],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def stop(self) -> int | None:
         """SIGTERM and wait; returns the exit code."""
@@ -282,8 +316,11 @@ def agents(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
         env.update(
-            PYTHONPATH=str(REPO), POSPAL_SERVER_URL=server_url, POSPAL_AGENT_PORT=str(port),
-            POSPAL_DATA_DIR=str(data), BROWSER="true",
+            PYTHONPATH=str(REPO),
+            POSPAL_SERVER_URL=server_url,
+            POSPAL_AGENT_PORT=str(port),
+            POSPAL_DATA_DIR=str(data),
+            BROWSER="true",
         )
         env.pop("DISPLAY", None)
         env.pop("WAYLAND_DISPLAY", None)

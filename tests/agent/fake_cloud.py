@@ -88,8 +88,13 @@ class FakeCloud:
             trial = {"id": f"trial_{next(self._ids)}", "first_seen": first, "mid": f"m_{next(self._ids)}"}
         for h in fp.values():
             self.trials[h] = trial
-        self.machines[trial["mid"]] = {"license": None, "fp": fp, "trial": trial, "active": True,
-                                        "terminal": body.get("terminal_name")}
+        self.machines[trial["mid"]] = {
+            "license": None,
+            "fp": fp,
+            "trial": trial,
+            "active": True,
+            "terminal": body.get("terminal_name"),
+        }
         return self._answer(trial["mid"], identity.nonce)
 
     def request_code(self, email, purpose, locale=None):
@@ -123,8 +128,13 @@ class FakeCloud:
         if len(active) >= lic["seats"]:
             raise ServerRefused("seats_full", "All seats are in use.", {"terminals": active})
         mid = f"m_{next(self._ids)}"
-        self.machines[mid] = {"license": lic["id"], "fp": body["fingerprint"], "active": True,
-                              "terminal": body.get("terminal_name"), "trial": None}
+        self.machines[mid] = {
+            "license": lic["id"],
+            "fp": body["fingerprint"],
+            "active": True,
+            "terminal": body.get("terminal_name"),
+            "trial": None,
+        }
         answer = self._answer(mid, identity.nonce)
         answer.update(machine_id=mid, license_id=lic["id"])
         return answer
@@ -146,9 +156,17 @@ class FakeCloud:
             lic = self.machines[identity.machine_id]["license"]
         else:
             lic = self._license(body["email"])["id"]
-        return [{"machine_id": m, "terminal_name": r["terminal"], "activated_at": None, "last_seen": None,
-                 "this_machine": identity is not None and m == identity.machine_id}
-                for m, r in self.machines.items() if r["license"] == lic and r["active"]]
+        return [
+            {
+                "machine_id": m,
+                "terminal_name": r["terminal"],
+                "activated_at": None,
+                "last_seen": None,
+                "this_machine": identity is not None and m == identity.machine_id,
+            }
+            for m, r in self.machines.items()
+            if r["license"] == lic and r["active"]
+        ]
 
     def remove_terminal(self, identity, body):
         self._call("terminals_remove")
@@ -168,9 +186,16 @@ class FakeCloud:
         for lic in self.licenses.values():
             if lic["email"] == email:
                 return lic
-        lic = {"id": f"lic_{next(self._ids)}", "email": email, "status": "active", "seats": 1,
-               "period_end": self.now() + 30 * DAY, "payment_grace_end": None, "cancel_at": None,
-               "sub_status": "active"}
+        lic = {
+            "id": f"lic_{next(self._ids)}",
+            "email": email,
+            "status": "active",
+            "seats": 1,
+            "period_end": self.now() + 30 * DAY,
+            "payment_grace_end": None,
+            "cancel_at": None,
+            "sub_status": "active",
+        }
         self.licenses[lic["id"]] = lic
         return lic
 
@@ -178,23 +203,41 @@ class FakeCloud:
         m = self.machines[mid]
         now = self.now()
         claims: dict[str, Any] = {
-            "iss": "pospal", "aud": "pospal-agent", "mid": mid, "fp": m["fp"], "iat": now, "nbf": now,
-            "exp": now + self.policy.lease_s, "srv": now, "policy": self.policy.to_claim(),
-            "terminal": m["terminal"], "features": ["pos"], "rn": nonce,
+            "iss": "pospal",
+            "aud": "pospal-agent",
+            "mid": mid,
+            "fp": m["fp"],
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.policy.lease_s,
+            "srv": now,
+            "policy": self.policy.to_claim(),
+            "terminal": m["terminal"],
+            "features": ["pos"],
+            "rn": nonce,
         }
         if m["license"] is None:
             t = m["trial"]
             end = t["first_seen"] + 30 * DAY
-            claims.update(sub=t["id"], kind="trial", status="trialing", plan="trial", trial_end=end,
-                          email=None, seats=1)
+            claims.update(
+                sub=t["id"], kind="trial", status="trialing", plan="trial", trial_end=end, email=None, seats=1
+            )
         else:
             lic = self.licenses[m["license"]]
             status = lic["sub_status"]
             if lic["status"] == "revoked" or not m["active"]:
                 status = "revoked"
-            claims.update(sub=lic["id"], kind="license", status=status, plan="pospal-monthly",
-                          email=lic["email"], seats=lic["seats"], period_end=lic["period_end"],
-                          payment_grace_end=lic["payment_grace_end"], cancel_at=lic["cancel_at"])
+            claims.update(
+                sub=lic["id"],
+                kind="license",
+                status=status,
+                plan="pospal-monthly",
+                email=lic["email"],
+                seats=lic["seats"],
+                period_end=lic["period_end"],
+                payment_grace_end=lic["payment_grace_end"],
+                cancel_at=lic["cancel_at"],
+            )
         answer: dict[str, Any] = {"token": encode_token(self.key, self.kid, claims)}
         self.answers.append(answer)
         if self.pending_keyset:

@@ -27,8 +27,9 @@ def main(argv: list[str]) -> None:
             if mode == "answer":
                 status, body = 200, Path(arg).read_bytes()
             else:
-                req = urllib.request.Request(f"http://127.0.0.1:{arg}{self.path}",
-                                             headers={"Host": f"127.0.0.1:{arg}"})
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{arg}{self.path}", headers={"Host": f"127.0.0.1:{arg}"}
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (loopback only)
                         status, body = resp.status, resp.read()

@@ -99,8 +99,7 @@ def control() -> StubControl:
 
 @pytest.fixture
 def api(control):
-    server = LocalApi(control, api_token=TOKEN, port=0, allowed_origins=[ALLOWED],
-                      poll_interval=0.02).start()
+    server = LocalApi(control, api_token=TOKEN, port=0, allowed_origins=[ALLOWED], poll_interval=0.02).start()
     yield server
     server.stop()
 
@@ -130,27 +129,99 @@ GUARD_CASES = [
     ("rebinding-host", "GET", "/v1/license", "127.0.0.1.nip.io:{port}", {}, None, 403, "forbidden_host"),
     ("wrong-port-host", "GET", "/v1/license", "127.0.0.1:1", {}, None, 403, "forbidden_host"),
     ("no-port-host", "GET", "/v1/health", "localhost", {}, None, 403, "forbidden_host"),
-    ("unlisted-origin", "GET", "/v1/license", None, {"Origin": "http://evil.example"}, None, 403,
-     "forbidden_origin"),
+    (
+        "unlisted-origin",
+        "GET",
+        "/v1/license",
+        None,
+        {"Origin": "http://evil.example"},
+        None,
+        403,
+        "forbidden_origin",
+    ),
     ("null-origin", "GET", "/v1/license", None, {"Origin": "null"}, None, 403, "forbidden_origin"),
-    ("referer", "GET", "/v1/license", None, {"Referer": "http://evil.example/page"}, None, 403,
-     "forbidden_referer"),
-    ("referer-other-than-allowed-origin", "GET", "/v1/license", None,
-     {"Origin": ALLOWED, "Referer": "http://evil.example/"}, None, 403, "forbidden_referer"),
+    (
+        "referer",
+        "GET",
+        "/v1/license",
+        None,
+        {"Referer": "http://evil.example/page"},
+        None,
+        403,
+        "forbidden_referer",
+    ),
+    (
+        "referer-other-than-allowed-origin",
+        "GET",
+        "/v1/license",
+        None,
+        {"Origin": ALLOWED, "Referer": "http://evil.example/"},
+        None,
+        403,
+        "forbidden_referer",
+    ),
     ("post-no-token", "POST", "/v1/sync", None, {}, None, 401, "unauthorized"),
-    ("post-wrong-token", "POST", "/v1/sync", None, {"Authorization": "Bearer nope"}, None, 401,
-     "unauthorized"),
-    ("post-basic-auth", "POST", "/v1/sync", None, {"Authorization": f"Basic {TOKEN}"}, None, 401,
-     "unauthorized"),
+    (
+        "post-wrong-token",
+        "POST",
+        "/v1/sync",
+        None,
+        {"Authorization": "Bearer nope"},
+        None,
+        401,
+        "unauthorized",
+    ),
+    (
+        "post-basic-auth",
+        "POST",
+        "/v1/sync",
+        None,
+        {"Authorization": f"Basic {TOKEN}"},
+        None,
+        401,
+        "unauthorized",
+    ),
     ("diagnostics-no-token", "GET", "/v1/diagnostics", None, {}, None, 401, "unauthorized"),
-    ("one-mib-body", "POST", "/v1/sync", None, {**AUTH, "Content-Type": "application/json"},
-     b"{" + b" " * (1024 * 1024) + b"}", 413, "payload_too_large"),
-    ("malformed-json", "POST", "/v1/sync", None, {**AUTH, "Content-Type": "application/json"},
-     b'{"a": ', 400, "bad_json"),
-    ("json-not-object", "POST", "/v1/sync", None, {**AUTH, "Content-Type": "application/json"},
-     b"[1]", 400, "bad_json"),
-    ("not-json", "POST", "/v1/sync", None, {**AUTH, "Content-Type": "text/plain"}, b"sync please", 415,
-     "unsupported_media_type"),
+    (
+        "one-mib-body",
+        "POST",
+        "/v1/sync",
+        None,
+        {**AUTH, "Content-Type": "application/json"},
+        b"{" + b" " * (1024 * 1024) + b"}",
+        413,
+        "payload_too_large",
+    ),
+    (
+        "malformed-json",
+        "POST",
+        "/v1/sync",
+        None,
+        {**AUTH, "Content-Type": "application/json"},
+        b'{"a": ',
+        400,
+        "bad_json",
+    ),
+    (
+        "json-not-object",
+        "POST",
+        "/v1/sync",
+        None,
+        {**AUTH, "Content-Type": "application/json"},
+        b"[1]",
+        400,
+        "bad_json",
+    ),
+    (
+        "not-json",
+        "POST",
+        "/v1/sync",
+        None,
+        {**AUTH, "Content-Type": "text/plain"},
+        b"sync please",
+        415,
+        "unsupported_media_type",
+    ),
     ("unknown-path", "GET", "/v1/secrets", None, {}, None, 404, "not_found"),
     ("wrong-method", "DELETE", "/v1/license", None, AUTH, None, 405, "method_not_allowed"),
 ]
@@ -167,8 +238,9 @@ def test_guard_rejects_before_any_handler_runs(
     ran = []
     for key, route in api.routes.items():
         route.handler = lambda _body, key=key: ran.append(key) or (200, {"ran": True})
-    got, resp, data = call(api, method, path, body=body, headers=headers,
-                           host=host.format(port=api.port) if host else None)
+    got, resp, data = call(
+        api, method, path, body=body, headers=headers, host=host.format(port=api.port) if host else None
+    )
     assert (got, data["error"]) == (status, error)
     assert isinstance(data["message"], str) and data["message"]
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
@@ -234,7 +306,9 @@ def test_tray_endpoints_reach_the_control(api, control):
     assert call(api, "POST", "/v1/codes", {"email": "a@b.c", "purpose": "portal"}, AUTH)[0] == 202
     assert call(api, "POST", "/v1/activate", {"email": "a@b.c", "code": "123456"}, AUTH)[0] == 200
     assert call(api, "POST", "/v1/checkout", {"email": "a@b.c", "restaurant_name": "Cafe"}, AUTH)[2] == {
-        "checkout_id": "cs_1", "url": "http://127.0.0.1:1/sandbox/checkout/cs_1"}
+        "checkout_id": "cs_1",
+        "url": "http://127.0.0.1:1/sandbox/checkout/cs_1",
+    }
     waited = call(api, "POST", "/v1/checkout/wait", {"checkout_id": "cs_1", "timeout_s": 5}, AUTH)[2]
     assert waited["complete"] and waited["status"]["license_state"] == "licensed_active"
     assert call(api, "POST", "/v1/portal", headers=AUTH)[2] == {"url": "http://portal.example/s/1"}
@@ -243,8 +317,17 @@ def test_tray_endpoints_reach_the_control(api, control):
     assert call(api, "POST", "/v1/deactivate", headers=AUTH)[2]["licensed"] is False
     assert call(api, "GET", "/v1/diagnostics", headers=AUTH)[2]["components"][0]["name"] == "machine_id"
     assert [c[0] for c in control.calls] == [
-        "start_trial", "request_code", "activate", "start_checkout", "wait_checkout", "portal_url",
-        "list_terminals", "remove_terminal", "deactivate", "diagnostics"]
+        "start_trial",
+        "request_code",
+        "activate",
+        "start_checkout",
+        "wait_checkout",
+        "portal_url",
+        "list_terminals",
+        "remove_terminal",
+        "deactivate",
+        "diagnostics",
+    ]
 
 
 def test_trial_passes_its_optional_email_to_the_control(api, control):
@@ -383,8 +466,10 @@ def test_license_answers_at_once_while_a_sync_hangs_on_a_silent_server(tmp_path)
         hole.close()  # the silent server goes away: the hanging sync ends as Offline
         syncing.join(10)
         api.stop()
-    print(f"sync hanging: median {statistics.median(times):.3f} ms, max {max(times):.3f} ms, "
-          f"new connection {fresh_connection_ms:.3f} ms")
+    print(
+        f"sync hanging: median {statistics.median(times):.3f} ms, max {max(times):.3f} ms, "
+        f"new connection {fresh_connection_ms:.3f} ms"
+    )
     assert len(bodies) == 100  # every answer arrived while the sync hung (latency: bench/local_api.py)
     assert all(b["license_state"] == "licensed_active" and b["licensed"] for b in bodies)
     assert status == 200 and data["licensed"] is True

@@ -41,9 +41,23 @@ def test_status_exit_code_says_whether_licensed(rig, capsys):
     assert cli.main(["status", "--json"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["license_state"] == "trial_active" and set(body) >= {
-        "license_state", "licensed", "reason", "message", "days_left", "valid_until", "grace_until", "plan",
-        "features", "seats", "customer_email", "machine_id", "terminal_name", "last_sync", "next_sync",
-        "agent_version"}
+        "license_state",
+        "licensed",
+        "reason",
+        "message",
+        "days_left",
+        "valid_until",
+        "grace_until",
+        "plan",
+        "features",
+        "seats",
+        "customer_email",
+        "machine_id",
+        "terminal_name",
+        "last_sync",
+        "next_sync",
+        "agent_version",
+    }
 
 
 def test_trial(rig, capsys):
@@ -98,11 +112,14 @@ def test_deactivate(rig, capsys, monkeypatch):
     assert capsys.readouterr().out.startswith("license_missing")
 
 
-@pytest.mark.parametrize(("exc", "code", "text"), [
-    (KeyboardInterrupt(), 130, "interrupted"),
-    (RuntimeError("boom"), 1, "pospal-agent: unexpected error: RuntimeError: boom"),
-    (Offline("Server unreachable."), 1, "pospal-agent: Server unreachable."),
-])
+@pytest.mark.parametrize(
+    ("exc", "code", "text"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (RuntimeError("boom"), 1, "pospal-agent: unexpected error: RuntimeError: boom"),
+        (Offline("Server unreachable."), 1, "pospal-agent: Server unreachable."),
+    ],
+)
 def test_failures_never_print_a_traceback(monkeypatch, capsys, exc, code, text):
     def broken():
         raise exc
@@ -183,8 +200,14 @@ def test_a_second_session_attaches_its_tray_and_takes_over_when_the_first_agent_
     env = dict(first.env, DISPLAY=":99", QT_QPA_PLATFORM="offscreen")
     log = tmp_path / "second.log"
     with open(log, "ab") as out:
-        second = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], cwd=REPO, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 60
         # Wait for both lines: the tray's start is logged just after the attach, and under load it lags.

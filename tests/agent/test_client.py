@@ -139,8 +139,13 @@ def _proving_api(control, prover):
 
 
 def _client(api, machine, clock=None, **kw):
-    c = AgentClient(api.port, trusted_keys=machine.signer.trusted(), clock=clock or FakeClock(tokenkit.NOW),
-                    fingerprinter=lambda: tokenkit.FP, **kw)
+    c = AgentClient(
+        api.port,
+        trusted_keys=machine.signer.trusted(),
+        clock=clock or FakeClock(tokenkit.NOW),
+        fingerprinter=lambda: tokenkit.FP,
+        **kw,
+    )
     c.wait_ready(5)
     return c
 
@@ -183,19 +188,38 @@ def test_a_plain_answer_without_proof_is_refused(control, machine):
 @pytest.mark.parametrize(
     ("make", "error", "reason"),
     [
-        (lambda m: (tokenkit.Signer().sign(cnf={"jkt": jwk_thumbprint(m.key.public_key())}), m.key), BadProof,
-         "token"),
+        (
+            lambda m: (tokenkit.Signer().sign(cnf={"jkt": jwk_thumbprint(m.key.public_key())}), m.key),
+            BadProof,
+            "token",
+        ),
         (lambda m: (m.signer.sign(), m.key), BadProof, "unbound"),
         (lambda m: (m.token(), Ed25519PrivateKey.generate()), BadProof, "key"),
         (lambda m: (m.token(fp={k: "0" * 64 for k in tokenkit.FP}), m.key), OtherMachine, "fingerprint"),
-        (lambda m: (m.token(iat=tokenkit.NOW_TS - 15 * tokenkit.DAY), m.key), LicenseExpired,
-         "offline_expired"),
-        (lambda m: (m.token(status="canceled", cancel_at=tokenkit.NOW_TS - 60,
-                            period_end=tokenkit.NOW_TS - 60), m.key), LicenseExpired, "licensed_cancelled"),
+        (
+            lambda m: (m.token(iat=tokenkit.NOW_TS - 15 * tokenkit.DAY), m.key),
+            LicenseExpired,
+            "offline_expired",
+        ),
+        (
+            lambda m: (
+                m.token(status="canceled", cancel_at=tokenkit.NOW_TS - 60, period_end=tokenkit.NOW_TS - 60),
+                m.key,
+            ),
+            LicenseExpired,
+            "licensed_cancelled",
+        ),
         (lambda m: (m.token(status="revoked"), m.key), BadProof, "contradicts"),
     ],
-    ids=["untrusted-signer", "token-without-cnf", "key-not-the-tokens", "other-machine", "lease-expired",
-         "cancelled-but-says-licensed", "revoked-but-says-licensed"],
+    ids=[
+        "untrusted-signer",
+        "token-without-cnf",
+        "key-not-the-tokens",
+        "other-machine",
+        "lease-expired",
+        "cancelled-but-says-licensed",
+        "revoked-but-says-licensed",
+    ],
 )
 def test_verified_license_refuses_with_a_reason(control, machine, make, error, reason):
     token, key = make(machine)
@@ -246,8 +270,12 @@ def test_agent_starting_is_told_apart_from_no_agent(control, machine):
 
     api = _proving_api(control, slow_prover)
     try:
-        c = AgentClient(api.port, trusted_keys=machine.signer.trusted(), clock=FakeClock(tokenkit.NOW),
-                        fingerprinter=lambda: tokenkit.FP)
+        c = AgentClient(
+            api.port,
+            trusted_keys=machine.signer.trusted(),
+            clock=FakeClock(tokenkit.NOW),
+            fingerprinter=lambda: tokenkit.FP,
+        )
         with pytest.raises(AgentStarting):
             c.verified_license()
         with pytest.raises(AgentStarting):

@@ -45,8 +45,9 @@ def test_anchored_clock_follows_server_time_not_the_wall():
     assert verdict.anchored and not verdict.rollback
 
 
-@pytest.mark.parametrize(("hours_back", "rollback"), [(1, False), (23, False), (24, False), (25, True),
-                                                      (24 * 30, True)])
+@pytest.mark.parametrize(
+    ("hours_back", "rollback"), [(1, False), (23, False), (24, False), (25, True), (24 * 30, True)]
+)
 def test_after_restart_the_high_water_mark_detects_rollback(hours_back, rollback):
     clock = FakeClock(START)
     clock.shift_wall(-hours_back * H)

@@ -109,7 +109,10 @@ def test_trial_buy_offline_revoke_and_crash(real_server, agents, tmp_path):
         server.stop()
     revoked = agent.license()
     assert (revoked["license_state"], revoked["reason"], revoked["licensed"]) == (
-        "license_error", "revoked", False)
+        "license_error",
+        "revoked",
+        False,
+    )
 
     # 5. Kill the agent in the middle of a sync (the server accepts and never answers), restart it.
     hole = BlackHole(int(real_server.url.rsplit(":", 1)[1]))
@@ -117,8 +120,9 @@ def test_trial_buy_offline_revoke_and_crash(real_server, agents, tmp_path):
         syncing = agent.popen_cli("sync")
         assert hole.accepted.wait(20), "the sync never reached the server"
         times, bodies = license_latencies(agent.port)
-        print(f"sync hanging: GET /v1/license median {statistics.median(times):.3f} ms, "
-              f"max {max(times):.3f} ms")
+        print(
+            f"sync hanging: GET /v1/license median {statistics.median(times):.3f} ms, max {max(times):.3f} ms"
+        )
         assert len(bodies) == 50 and all(b["reason"] == "revoked" for b in bodies)
         agent.kill()
         syncing.communicate(timeout=30)
@@ -174,8 +178,15 @@ def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
 
     new_pc = agents(real_server.url, keys).start()
 
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "activate", EMAIL], cwd=REPO, env=new_pc.env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "activate", EMAIL],
+        cwd=REPO,
+        env=new_pc.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_prompt(proc, "Code: ")
     out, err = proc.communicate(emailed_code(db_url, EMAIL) + "\n", timeout=60)
     assert proc.returncode == 1 and "[seats_full]" in err, err
@@ -221,9 +232,15 @@ def test_a_second_pc_buys_with_the_owners_code_and_adds_itself_then_the_owner_re
     assert buyer.wait(60) == 0
 
     kitchen = agents(real_server.url, keys).start()
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "buy", EMAIL, "--poll", "0.2"], cwd=REPO,
-                            env=kitchen.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "buy", EMAIL, "--poll", "0.2"],
+        cwd=REPO,
+        env=kitchen.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = wait_for_prompt(proc, "Code: ")
     assert "Only the owner can do this." in seen
     proc.stdin.write(emailed_code(db_url, EMAIL) + "\n")
@@ -237,9 +254,15 @@ def test_a_second_pc_buys_with_the_owners_code_and_adds_itself_then_the_owner_re
     listed = bar.cli("terminals")
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stderr
     gone = kitchen.license()["machine_id"]
-    remover = subprocess.Popen([sys.executable, "-m", "agent.cli", "terminals", "--remove", gone], cwd=REPO,
-                               env=bar.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    remover = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "terminals", "--remove", gone],
+        cwd=REPO,
+        env=bar.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_prompt(remover, "Code: ")  # the bar never proved the owner: a waiter cannot remove a till
     out, err = remover.communicate(emailed_code(db_url, EMAIL) + "\n", timeout=60)
     assert remover.returncode == 0 and gone not in out and "(this PC)" in out, err

@@ -25,6 +25,9 @@ def test_token_errors_say_why():
 def test_server_refused_keeps_code_and_extra():
     exc = errors.ServerRefused("seats_full", "All seats are in use.", {"terminals": [{"machine_id": "m_1"}]})
     assert isinstance(exc, errors.TransportError)
-    assert (exc.code, exc.message, exc.extra["terminals"][0]["machine_id"]) == \
-        ("seats_full", "All seats are in use.", "m_1")
+    assert (exc.code, exc.message, exc.extra["terminals"][0]["machine_id"]) == (
+        "seats_full",
+        "All seats are in use.",
+        "m_1",
+    )
     assert str(exc) == "All seats are in use."

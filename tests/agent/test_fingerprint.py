@@ -25,18 +25,39 @@ def test_hash_is_salted_hmac_of_name_and_value():
     assert fpm.hash_component("machine_id", "ABC", salt=b"other") != expected
 
 
-@pytest.mark.parametrize(("raw", "normalized"), [
-    ("  abc-123\n", "ABC-123"), ("a\x00b", "A B"), ("To be filled by O.E.M.", None), ("Default string", None),
-    ("00000000-0000-0000-0000-000000000000", None), ("", None), (None, None), ("   ", None),
-])
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("  abc-123\n", "ABC-123"),
+        ("a\x00b", "A B"),
+        ("To be filled by O.E.M.", None),
+        ("Default string", None),
+        ("00000000-0000-0000-0000-000000000000", None),
+        ("", None),
+        (None, None),
+        ("   ", None),
+    ],
+)
 def test_normalize_drops_whitespace_case_and_placeholders(raw, normalized):
     assert fpm.normalize(raw) == normalized
 
 
-@pytest.mark.parametrize(("matching", "total", "ok"), [
-    (3, 5, True), (2, 5, False), (5, 5, True), (0, 5, False), (1, 2, True), (0, 2, False), (2, 3, True),
-    (1, 1, True), (3, 6, True), (2, 6, False), (4, 6, True),
-])
+@pytest.mark.parametrize(
+    ("matching", "total", "ok"),
+    [
+        (3, 5, True),
+        (2, 5, False),
+        (5, 5, True),
+        (0, 5, False),
+        (1, 2, True),
+        (0, 2, False),
+        (2, 3, True),
+        (1, 1, True),
+        (3, 6, True),
+        (2, 6, False),
+        (4, 6, True),
+    ],
+)
 def test_with_every_component_read_a_strict_majority_must_differ(matching, total, ok):
     bound = {f"c{i}": f"h{i}" for i in range(total)}
     current = {f"c{i}": (f"h{i}" if i < matching else "changed") for i in range(total)}
@@ -45,14 +66,17 @@ def test_with_every_component_read_a_strict_majority_must_differ(matching, total
     assert result.ok == ok
 
 
-@pytest.mark.parametrize(("read", "differ", "ok", "decided"), [
-    (0, 0, True, False),  # every probe timed out
-    (1, 1, True, False),  # only MachineGuid left (the old PowerShell failure): never machine_changed
-    (2, 2, True, False),  # two replaced parts and everything else unreadable: not enough to judge
-    (3, 2, False, True),  # three read, two of them changed
-    (3, 1, True, True),
-    (4, 2, True, True),  # half is not a majority
-])
+@pytest.mark.parametrize(
+    ("read", "differ", "ok", "decided"),
+    [
+        (0, 0, True, False),  # every probe timed out
+        (1, 1, True, False),  # only MachineGuid left (the old PowerShell failure): never machine_changed
+        (2, 2, True, False),  # two replaced parts and everything else unreadable: not enough to judge
+        (3, 2, False, True),  # three read, two of them changed
+        (3, 1, True, True),
+        (4, 2, True, True),  # half is not a majority
+    ],
+)
 def test_a_component_that_was_not_read_is_unknown_never_different(read, differ, ok, decided):
     bound = {f"c{i}": f"h{i}" for i in range(6)}
     current = {f"c{i}": ("changed" if i < differ else f"h{i}") for i in range(read)}
@@ -67,8 +91,10 @@ def test_a_token_binding_fewer_components_than_the_minimum_needs_them_all_read()
 
 
 @settings(max_examples=300, deadline=None)
-@given(bound=st.dictionaries(st.sampled_from("abcdef"), st.sampled_from("xyz"), max_size=6),
-       current=st.dictionaries(st.sampled_from("abcdefg"), st.sampled_from("xyz")))
+@given(
+    bound=st.dictionaries(st.sampled_from("abcdef"), st.sampled_from("xyz"), max_size=6),
+    current=st.dictionaries(st.sampled_from("abcdefg"), st.sampled_from("xyz")),
+)
 def test_match_property(bound, current):
     result = fpm.match(bound, current)
     both = [k for k in bound if k in current]
@@ -100,14 +126,24 @@ def test_failing_and_hanging_probes_are_skipped_never_fatal():
     def boom():
         raise OSError("permission denied")
 
-    probes = [FuncProbe("good", lambda: "value"), FuncProbe("hangs", hang), FuncProbe("fails", boom),
-              FuncProbe("absent", lambda: None), FuncProbe("junk", lambda: "To Be Filled By O.E.M.")]
+    probes = [
+        FuncProbe("good", lambda: "value"),
+        FuncProbe("hangs", hang),
+        FuncProbe("fails", boom),
+        FuncProbe("absent", lambda: None),
+        FuncProbe("junk", lambda: "To Be Filled By O.E.M."),
+    ]
     try:
         result = fpm.collect(probes, deadline_s=0.3)
     finally:
         release.set()
     assert [(c.name, c.ok) for c in result.components] == [
-        ("good", True), ("hangs", False), ("fails", False), ("absent", False), ("junk", False)]
+        ("good", True),
+        ("hangs", False),
+        ("fails", False),
+        ("absent", False),
+        ("junk", False),
+    ]
     assert result.problems() == {"hangs": "timeout", "fails": "error", "absent": "absent", "junk": "absent"}
     assert result.hashes() == {"good": fpm.hash_component("good", "VALUE")}
     assert result.working_count() == 1
@@ -197,8 +233,9 @@ def test_every_probe_timing_out_keeps_the_license_and_probes_again(licensed_wind
         release.wait(10)
         return None
 
-    first = _windows_fp(deadline_s=0.05, smbios=blocked, adapters=blocked, disk_serial=blocked,
-                        machine_guid=blocked)
+    first = _windows_fp(
+        deadline_s=0.05, smbios=blocked, adapters=blocked, disk_serial=blocked, machine_guid=blocked
+    )
     release.set()
     assert first.working_count() == 0 and set(first.problems().values()) == {"timeout"}
     answers = iter([first])
@@ -220,8 +257,9 @@ def test_only_machine_guid_left_as_under_constrained_language_mode_keeps_the_lic
     def blocked_by_policy():
         raise PermissionError("Cannot create type. Only core types are supported in this language mode.")
 
-    only_guid = _windows_fp(smbios=blocked_by_policy, adapters=blocked_by_policy,
-                            disk_serial=blocked_by_policy)
+    only_guid = _windows_fp(
+        smbios=blocked_by_policy, adapters=blocked_by_policy, disk_serial=blocked_by_policy
+    )
     assert only_guid.working_count() == 1
     status = licensed_windows_till(lambda: only_guid).status()
     assert (status.license_state, status.licensed, status.reason) == ("licensed_active", True, "active")
@@ -246,8 +284,11 @@ def test_an_empty_smbios_table_keeps_the_license(licensed_windows_till):
 
 
 def test_a_really_different_pc_is_still_machine_changed(licensed_windows_till):
-    other = _windows_fp(machine_guid=lambda: "00112233-4455-6677-8899-aabbccddeeff",
-                        disk_serial=lambda: "OTHERDISK1", smbios=lambda: b"")
+    other = _windows_fp(
+        machine_guid=lambda: "00112233-4455-6677-8899-aabbccddeeff",
+        disk_serial=lambda: "OTHERDISK1",
+        smbios=lambda: b"",
+    )
     status = licensed_windows_till(lambda: other).status()
     assert (status.license_state, status.reason) == ("license_error", "machine_changed")
 

@@ -45,8 +45,11 @@ def _read_answer(sock: socket.socket, timeout: float = 5) -> tuple[int, dict]:
             raise ConnectionError(f"closed after {buf!r}")
         buf += chunk
     head, _, rest = buf.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+    )
     while len(rest) < length:
         rest += sock.recv(65536)
     _leftover[id(sock)] = rest[length:]
@@ -156,9 +159,15 @@ def test_get_with_body_is_not_parsed_as_next_request(api):
     """A GET's body that looks like a request is read as body, not served as the next request."""
     hidden = b"GET /v1/diagnostics HTTP/1.1\r\n" + _host(api) + b"\r\n"
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
-        s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api)
-                  + f"Content-Length: {len(hidden)}\r\n\r\n".encode() + hidden
-                  + b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n")
+        s.sendall(
+            b"GET /v1/license HTTP/1.1\r\n"
+            + _host(api)
+            + f"Content-Length: {len(hidden)}\r\n\r\n".encode()
+            + hidden
+            + b"GET /v1/health HTTP/1.1\r\n"
+            + _host(api)
+            + b"\r\n"
+        )
         status, first = _read_answer(s)
         assert status == 200 and first["license_state"] == "trial_active"
         status, second = _read_answer(s)
@@ -172,9 +181,14 @@ def test_get_with_body_is_not_parsed_as_next_request(api):
 def test_plus_content_length_refused(api, value):
     """Content-Length must be plain ASCII digits (and within the body cap): `+2` and friends get 400/413."""
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
-        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"Authorization: Bearer {TOKEN}\r\n".encode()
-                  + b"Content-Type: application/json\r\nContent-Length: " + value.encode("utf-8")
-                  + b"\r\n\r\n{}")
+        s.sendall(
+            b"POST /v1/sync HTTP/1.1\r\n"
+            + _host(api)
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: "
+            + value.encode("utf-8")
+            + b"\r\n\r\n{}"
+        )
         status, body = _read_answer(s)
         assert status in (400, 413) and body["error"] in ("bad_request", "payload_too_large")
         assert _closed_within(s, 3)
@@ -183,8 +197,10 @@ def test_plus_content_length_refused(api, value):
 def test_chunked_body_refused(api):
     """Transfer-Encoding cannot frame a request here: 411 and the connection closes."""
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
-        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + b"Transfer-Encoding: chunked\r\n\r\n"
-                  b"2\r\n{}\r\n0\r\n\r\n")
+        s.sendall(
+            b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + b"Transfer-Encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\n\r\n"
+        )
         status, body = _read_answer(s)
         assert (status, body["error"]) == (411, "length_required")
         assert _closed_within(s, 3)
@@ -208,9 +224,13 @@ def test_fat_header_flood_is_refused_before_buffering(api):
 
 def test_oversized_body_is_refused_without_reading_it(api):
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
-        s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api) + f"Authorization: Bearer {TOKEN}\r\n".encode()
-                  + b"Content-Type: application/json\r\n"
-                  + f"Content-Length: {httpd.MAX_BODY + 1}\r\n\r\n".encode())
+        s.sendall(
+            b"POST /v1/sync HTTP/1.1\r\n"
+            + _host(api)
+            + f"Authorization: Bearer {TOKEN}\r\n".encode()
+            + b"Content-Type: application/json\r\n"
+            + f"Content-Length: {httpd.MAX_BODY + 1}\r\n\r\n".encode()
+        )
         status, body = _read_answer(s)
         assert (status, body["error"]) == (413, "payload_too_large")
 
@@ -226,8 +246,11 @@ def test_blocked_handlers_never_stall_the_license_answer(api):
     try:
         for _ in range(httpd.WORKERS + 4):
             s = socket.create_connection(("127.0.0.1", api.port), timeout=5)
-            s.sendall(b"POST /v1/sync HTTP/1.1\r\n" + _host(api)
-                      + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n".encode())
+            s.sendall(
+                b"POST /v1/sync HTTP/1.1\r\n"
+                + _host(api)
+                + f"Authorization: Bearer {TOKEN}\r\nContent-Length: 0\r\n\r\n".encode()
+            )
             posts.append(s)
         assert [_license(pos, api.port) for _ in range(10)] == [200] * 10
         pos.close()
@@ -242,10 +265,15 @@ def test_blocked_handlers_never_stall_the_license_answer(api):
 
 def test_pipelined_requests_are_answered_in_order(api):
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
-        s.sendall((b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n") * 3
-                  + b"POST /v1/sync HTTP/1.1\r\n" + _host(api)
-                  + f"Authorization: {AUTH['Authorization']}\r\n\r\n".encode()
-                  + b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n")
+        s.sendall(
+            (b"GET /v1/health HTTP/1.1\r\n" + _host(api) + b"\r\n") * 3
+            + b"POST /v1/sync HTTP/1.1\r\n"
+            + _host(api)
+            + f"Authorization: {AUTH['Authorization']}\r\n\r\n".encode()
+            + b"GET /v1/license HTTP/1.1\r\n"
+            + _host(api)
+            + b"\r\n"
+        )
         answers = [_read_answer(s) for _ in range(5)]
     assert [a[1].get("ok") for a in answers[:3]] == [True] * 3
     assert answers[3][1]["license_state"] == "licensed_active"

@@ -22,10 +22,12 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_every_agent_module_imports_without_pyside6_ui_or_server():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"agent.anchors", "agent.state", "agent.store", "agent.fingerprint", "agent.cli"} <= \
-        set(result["modules"])
+    assert {"agent.anchors", "agent.state", "agent.store", "agent.fingerprint", "agent.cli"} <= set(
+        result["modules"]
+    )
     assert result["leaked"] == []

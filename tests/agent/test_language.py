@@ -16,21 +16,41 @@ from tests.agent.tokenkit import HOUR
 from tests.agent.tokenkit import claims as make_claims
 
 GREEK = re.compile("[α-ωΑ-Ω]")
-OFFLINE_LICENSE = Row("offline license", T + 20 * DAY, "licensed_active", True, "offline_license", 7,
-                      claims={"exp": T + 27 * DAY, "policy": {"offline": True}})
+OFFLINE_LICENSE = Row(
+    "offline license",
+    T + 20 * DAY,
+    "licensed_active",
+    True,
+    "offline_license",
+    7,
+    claims={"exp": T + 27 * DAY, "policy": {"offline": True}},
+)
 # Reasons whose rows live elsewhere (3-D Secure renewals, issue 14).
 EXTRA = [
-    Row("payment needs confirming", T + HOUR, "licensed_renewal_required", True, "payment_action_required", 7,
-        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY,
-                "payment_action_url": "https://invoice.stripe.test/i/1"}),
+    Row(
+        "payment needs confirming",
+        T + HOUR,
+        "licensed_renewal_required",
+        True,
+        "payment_action_required",
+        7,
+        claims={
+            "status": "past_due",
+            "payment_grace_end": T + 7 * DAY,
+            "payment_action_url": "https://invoice.stripe.test/i/1",
+        },
+    ),
 ]
 ALL_ROWS = [*ROWS, OFFLINE_LICENSE, *EXTRA]
 
 
 def _pattern(template: str) -> str:
     """A regex matching `template` with each `{placeholder}` filled by anything."""
-    return "".join(".+?" if part.startswith("{") else re.escape(part)
-                   for part in re.split(r"(\{[a-z_]+\})", template) if part)
+    return "".join(
+        ".+?" if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{[a-z_]+\})", template)
+        if part
+    )
 
 
 def _catalogue_el(reason: str, active_nodate: bool = False) -> re.Pattern[str]:
@@ -73,22 +93,33 @@ def test_the_agents_own_refusals_are_in_the_catalogue():
         assert GREEK.search(messages.text(key, "el"))
 
 
-@pytest.mark.parametrize("env, chosen, system, expected", [
-    ("el", "en", "en", "el"),         # POSPAL_LANGUAGE wins over everything
-    (None, "el", "en", "el"),         # then the window's choice
-    ("fr", "el", None, "el"),         # an unsupported POSPAL_LANGUAGE is ignored
-    (None, None, "el", "el"),         # then the system's
-    (None, None, None, "en"),         # then English
-    ("el_GR.UTF-8", None, None, "el"),
-])
+@pytest.mark.parametrize(
+    "env, chosen, system, expected",
+    [
+        ("el", "en", "en", "el"),  # POSPAL_LANGUAGE wins over everything
+        (None, "el", "en", "el"),  # then the window's choice
+        ("fr", "el", None, "el"),  # an unsupported POSPAL_LANGUAGE is ignored
+        (None, None, "el", "el"),  # then the system's
+        (None, None, None, "en"),  # then English
+        ("el_GR.UTF-8", None, None, "el"),
+    ],
+)
 def test_the_language_order(env, chosen, system, expected):
     assert language.resolve(env, chosen, system) == expected
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("el_GR.UTF-8", "el"), ("el-GR", "el"), ("Greek_Greece", "el"), ("en_US", "en"), ("de_DE", None),
-    ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("el_GR.UTF-8", "el"),
+        ("el-GR", "el"),
+        ("Greek_Greece", "el"),
+        ("en_US", "en"),
+        ("de_DE", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_normalize(value, expected):
     assert language.normalize(value) == expected
 
@@ -96,8 +127,10 @@ def test_normalize(value, expected):
 def test_the_system_language_is_windows_then_the_locale():
     assert language.system_language({"LANG": "en_US.UTF-8"}, windows=lambda: "el") == "el"
     assert language.system_language({"LANG": "el_GR.UTF-8"}, windows=lambda: None) == "el"
-    assert language.system_language({"LC_ALL": "en_GB.UTF-8", "LANG": "el_GR.UTF-8"},
-                                    windows=lambda: None) == "en"
+    assert (
+        language.system_language({"LC_ALL": "en_GB.UTF-8", "LANG": "el_GR.UTF-8"}, windows=lambda: None)
+        == "en"
+    )
 
 
 def _no_env_language(monkeypatch, lang_var: str = "C"):
@@ -146,8 +179,10 @@ def test_codes_trials_and_checkouts_carry_the_agents_language(tmp_path, monkeypa
     rig = Rig(tmp_path)
     sent: list[tuple[str, str | None]] = []
     original = rig.cloud.request_code
-    rig.cloud.request_code = lambda email, purpose, locale=None: (sent.append((purpose, locale)),
-                                                                  original(email, purpose, locale))
+    rig.cloud.request_code = lambda email, purpose, locale=None: (
+        sent.append((purpose, locale)),
+        original(email, purpose, locale),
+    )
     bodies: list[dict] = []
     checkout = rig.cloud.create_checkout
     portal = rig.cloud.portal
@@ -206,8 +241,9 @@ def test_the_local_api_answers_a_pos_in_its_own_language_without_changing_the_ag
         _, by_header = _http(api.port, "GET", "/v1/license", headers={"Accept-Language": "el-GR,el;q=0.9"})
         assert not GREEK.search(english["message"])
         assert GREEK.search(greek["message"]) and by_header["message"] == greek["message"]
-        assert greek["message"] == messages.text("status.not_activated", "el") + " " + \
-            messages.text("fix.not_activated", "el")
+        assert greek["message"] == messages.text("status.not_activated", "el") + " " + messages.text(
+            "fix.not_activated", "el"
+        )
         assert _http(api.port, "GET", "/v1/language", headers=auth) == (200, {"language": "en"})
 
         status, answer = _http(api.port, "POST", "/v1/language", {"language": "el"}, headers=auth)

@@ -8,7 +8,6 @@ import pytest
 
 from agent import messages
 
-
 # Entries that read the same in Greek: names and symbols. Everything else must really be Greek.
 SAME_IN_BOTH = {"ui.app_name", "ui.tip_prefix", "ui.none", "ui.field.email"}
 
@@ -52,6 +51,10 @@ def test_unknown_key_is_visible_not_fatal():
 
 
 def test_days_and_dates():
-    assert (messages.days(1), messages.days(3), messages.days(1, "el"), messages.days(2, "el")) == \
-        ("1 day", "3 days", "1 ημέρα", "2 ημέρες")
+    assert (messages.days(1), messages.days(3), messages.days(1, "el"), messages.days(2, "el")) == (
+        "1 day",
+        "3 days",
+        "1 ημέρα",
+        "2 ημέρες",
+    )
     assert (messages.date(2026, 3, 7), messages.date(2026, 3, 7, "el")) == ("7 Mar 2026", "07/03/2026")

@@ -14,11 +14,13 @@ def per_user_install(tmp_path, ring):
     user = tmp_path / "user"
     key = Ed25519PrivateKey.generate()
     old = store.MachineKeyStore(user, backend=ring)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     ring.set_password(store.KEYRING_SERVICE, old.keyring_user, pem)
-    store.StateStore(user).save({"machine_id": "m_1", "token": "t", "high_water": 1_800_000_000,
-                                 "provisional_trial_started": None})
+    store.StateStore(user).save(
+        {"machine_id": "m_1", "token": "t", "high_water": 1_800_000_000, "provisional_trial_started": None}
+    )
     return user, key
 
 
@@ -51,11 +53,17 @@ def test_a_machine_state_with_only_clock_marks_is_replaced(tmp_path):
     machine = tmp_path / "machine"
     store.StateStore(machine).save({"high_water": 1_700_000_000, "clock_rolled_back": False})
     user, _key = per_user_install(tmp_path, ring)
-    assert migrate.from_user_dir(user, machine, keyring_backend=ring, sealer=sealer) == \
-        ["machine key", "license state"]
+    assert migrate.from_user_dir(user, machine, keyring_backend=ring, sealer=sealer) == [
+        "machine key",
+        "license state",
+    ]
 
 
 def test_nothing_to_move(tmp_path):
-    assert migrate.from_user_dir(tmp_path / "none", tmp_path / "machine", keyring_backend=MemoryKeyring(),
-                                 sealer=FakeSealer()) == []
+    assert (
+        migrate.from_user_dir(
+            tmp_path / "none", tmp_path / "machine", keyring_backend=MemoryKeyring(), sealer=FakeSealer()
+        )
+        == []
+    )
     assert migrate.from_user_dir(tmp_path, tmp_path, keyring_backend=MemoryKeyring()) == []

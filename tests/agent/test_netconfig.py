@@ -34,28 +34,46 @@ def make_pki(tmp_path):
     """An "antivirus" root CA and the certificate it forges for HOST. Returns (ca.pem, leaf.pem, key.pem)."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("Scanner Root")).issuer_name(_name("Scanner Root"))
-          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("Scanner Root"))
+        .issuer_name(_name("Scanner Root"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder().subject_name(_name(HOST)).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(2).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
-            .sign(ca_key, hashes.SHA256()))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name(HOST))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(HOST), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
     paths = tmp_path / "ca.pem", tmp_path / "leaf.pem", tmp_path / "leaf.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return paths
 
 
@@ -108,8 +126,10 @@ class InterceptingProxy:
         with self.ctx.wrap_socket(conn, server_side=True) as tls:
             request = self._read_head(tls.makefile("rb"))
             body = json.dumps({"keys": [], "seen": request[0] if request else ""}).encode()
-            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            tls.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             self.served += 1
 
     def close(self):
@@ -126,8 +146,19 @@ class InterceptingProxy:
 def intercepted(tmp_path, monkeypatch):
     ca, leaf, key = make_pki(tmp_path)
     proxy = InterceptingProxy(leaf, key)
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
-                "NO_PROXY", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR"):
+    for var in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_DIR",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"http://till:s3cret@127.0.0.1:{proxy.port}")
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the "OS store": OpenSSL's default file
@@ -144,8 +175,11 @@ def test_the_agent_trusts_a_root_only_the_os_store_holds_through_an_authenticate
     assert intercepted.served == 1
     connect = intercepted.connects[0]
     assert connect.startswith(f"CONNECT {HOST}:443 ")
-    auth = [line.split(":", 1)[1].strip() for line in connect.splitlines()
-            if line.lower().startswith("proxy-authorization:")]
+    auth = [
+        line.split(":", 1)[1].strip()
+        for line in connect.splitlines()
+        if line.lower().startswith("proxy-authorization:")
+    ]
     assert auth == ["Basic dGlsbDpzM2NyZXQ="]  # till:s3cret
 
 
@@ -185,11 +219,14 @@ def test_no_proxy_is_direct(monkeypatch):
     assert netconfig.describe(f"https://{HOST}")["proxy"] == "none (direct)"
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("http://proxy:8080", "http://proxy:8080"),
-    ("http://u:p@proxy:8080", "http://u:***@proxy:8080"),
-    ("proxy.corp:3128", "http://proxy.corp:3128"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://proxy:8080", "http://proxy:8080"),
+        ("http://u:p@proxy:8080", "http://u:***@proxy:8080"),
+        ("proxy.corp:3128", "http://proxy.corp:3128"),
+    ],
+)
 def test_mask_hides_only_the_password(url, shown):
     assert netconfig.mask(url) == shown
 
@@ -212,8 +249,10 @@ def test_the_windows_system_proxy_comes_from_internet_settings(monkeypatch):
         try:
             winreg.SetValueEx(key, "ProxyEnable", 0, winreg.REG_DWORD, 1)
             winreg.SetValueEx(key, "ProxyServer", 0, winreg.REG_SZ, "127.0.0.1:3128")
-            assert netconfig.proxy_for(f"https://{HOST}") == ("http://127.0.0.1:3128",
-                                                              "registry (Internet Settings)")
+            assert netconfig.proxy_for(f"https://{HOST}") == (
+                "http://127.0.0.1:3128",
+                "registry (Internet Settings)",
+            )
         finally:
             for name, value in saved.items():
                 if value is None:

@@ -24,18 +24,25 @@ def license_file(rig, svc, *, days: int = 40, **overrides) -> bytes:
     """A license file as the server signs it for this agent's machine key."""
     request = wire.read_request(svc.offline_request())
     now = int(rig.clock.now().timestamp())
-    claims = payload(iat=now, mid="m_offline", fp=dict(request.fingerprint),
-                     period_end=now + (days - 7) * DAY, exp=now + days * DAY,
-                     policy={**Policy().to_claim(), "offline": True}, mkey=request.machine_public_key,
-                     terminal="Beach bar")
+    claims = payload(
+        iat=now,
+        mid="m_offline",
+        fp=dict(request.fingerprint),
+        period_end=now + (days - 7) * DAY,
+        exp=now + days * DAY,
+        policy={**Policy().to_claim(), "offline": True},
+        mkey=request.machine_public_key,
+        terminal="Beach bar",
+    )
     claims.update(overrides)
     token = encode_token(rig.cloud.key, rig.cloud.kid, claims)
     return wire.make_license(token, machine_id="m_offline", license_id="lic_0001")
 
 
 def _snapshot(svc):
-    return svc.status(), (svc.settings.data_dir / "state.json").read_bytes() \
-        if (svc.settings.data_dir / "state.json").exists() else None
+    return svc.status(), (svc.settings.data_dir / "state.json").read_bytes() if (
+        svc.settings.data_dir / "state.json"
+    ).exists() else None
 
 
 def test_the_request_file_holds_the_public_key_hashes_and_a_valid_signature_only(rig):
@@ -44,8 +51,18 @@ def test_the_request_file_holds_the_public_key_hashes_and_a_valid_signature_only
     request = wire.read_request(data)
     assert request.fingerprint == rig.fp.hashes() and request.terminal_name == "Bar 1"
     doc = json.loads(data)
-    assert set(doc) == {"type", "v", "machine_public_key", "fingerprint", "terminal_name", "locale",
-                        "known_kids", "created", "nonce", "signature"}
+    assert set(doc) == {
+        "type",
+        "v",
+        "machine_public_key",
+        "fingerprint",
+        "terminal_name",
+        "locale",
+        "known_kids",
+        "created",
+        "nonce",
+        "signature",
+    }
     assert len(b64url_decode(doc["machine_public_key"])) == 32
     doc["terminal_name"] = "Other"
     with pytest.raises(wire.OfflineFileInvalid):
@@ -55,8 +72,11 @@ def test_the_request_file_holds_the_public_key_hashes_and_a_valid_signature_only
 def test_a_license_file_makes_an_offline_license_that_needs_no_sync_until_its_end(rig):
     svc = rig.service()
     status = svc.import_offline_license(license_file(rig, svc, days=40))
-    assert (status.license_state, status.reason, status.licensed) == \
-        ("licensed_active", "offline_license", True)
+    assert (status.license_state, status.reason, status.licensed) == (
+        "licensed_active",
+        "offline_license",
+        True,
+    )
     assert status.offline_license and status.to_dict()["offline_license"] is True
     assert status.days_left == 40 and "Offline license" in status.message
     rig.cloud.online = False
@@ -95,8 +115,18 @@ def test_a_later_online_sync_takes_over(rig):
     assert status.reason == "active" and not status.offline_license
 
 
-@pytest.mark.parametrize("case", ["other machine key", "other hardware", "edited", "not offline", "ended",
-                                  "untrusted key", "not a license file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "other machine key",
+        "other hardware",
+        "edited",
+        "not offline",
+        "ended",
+        "untrusted key",
+        "not a license file",
+    ],
+)
 def test_refused_files_change_nothing(rig, case):
     svc = rig.service()
     svc.start_trial()
@@ -129,8 +159,12 @@ def test_refused_files_change_nothing(rig, case):
         data = b"PK\x03\x04 not json"
     with pytest.raises(LicenseFileRefused) as refused:
         svc.import_offline_license(data)
-    expected = {"other machine key": "other_machine", "other hardware": "other_machine", "ended": "expired",
-                "not a license file": "unreadable"}.get(case, "invalid")
+    expected = {
+        "other machine key": "other_machine",
+        "other hardware": "other_machine",
+        "ended": "expired",
+        "not a license file": "unreadable",
+    }.get(case, "invalid")
     assert refused.value.code == expected
     assert _snapshot(svc) == before
 
@@ -150,7 +184,8 @@ def test_a_pc_clock_a_few_hours_behind_takes_the_file_but_not_one_a_day_behind(r
     with pytest.raises(LicenseFileRefused) as refused:
         svc.import_offline_license(license_file(rig, svc, iat=day_ahead, nbf=day_ahead, srv=day_ahead))
     assert refused.value.code == "invalid" and svc.status().license_state == "license_missing"
-    status = svc.import_offline_license(license_file(rig, svc, iat=hours_ahead, nbf=hours_ahead,
-                                                     srv=hours_ahead))
+    status = svc.import_offline_license(
+        license_file(rig, svc, iat=hours_ahead, nbf=hours_ahead, srv=hours_ahead)
+    )
     assert status.reason == "offline_license" and status.licensed
     assert rig.service().status().reason == "offline_license"  # and after a restart, clock still behind

@@ -36,8 +36,9 @@ def mailing_server(server_env, tmp_path):
 
 
 def _mails(mail_dir: Path, to: str) -> list[dict]:
-    lines = [line for path in sorted(mail_dir.glob("*.jsonl"))
-             for line in path.read_text("utf-8").splitlines()]
+    lines = [
+        line for path in sorted(mail_dir.glob("*.jsonl")) for line in path.read_text("utf-8").splitlines()
+    ]
     return [m for m in map(json.loads, lines) if m["to"] == to]
 
 
@@ -62,14 +63,17 @@ def _upload(server_url: str, db_url: str, request_file: Path, lang: str = "el") 
     with requests.Session() as browser:
         page = browser.get(f"{server_url}/offline", params={"lang": lang}, timeout=10)
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-        sent = browser.post(f"{server_url}/offline/code", data={"email": EMAIL, "csrf": csrf, "lang": lang},
-                            timeout=10)
+        sent = browser.post(
+            f"{server_url}/offline/code", data={"email": EMAIL, "csrf": csrf, "lang": lang}, timeout=10
+        )
         assert sent.status_code == 200, sent.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', sent.text).group(1)
         return browser.post(
             f"{server_url}/offline/license",
             data={"email": EMAIL, "code": emailed_code(db_url, EMAIL), "csrf": csrf, "lang": lang},
-            files={"request": ("request.json", request_file.read_bytes(), "application/json")}, timeout=30)
+            files={"request": ("request.json", request_file.read_bytes(), "application/json")},
+            timeout=30,
+        )
 
 
 def test_a_greek_owner_licenses_a_pc_without_internet_by_file(mailing_server, agents, tmp_path):
@@ -128,10 +132,17 @@ def test_a_greek_owner_licenses_a_pc_without_internet_by_file(mailing_server, ag
     assert out.returncode == 0, out.stderr
     lic = offline.license()
     assert (lic["license_state"], lic["reason"], lic["licensed"], lic["offline_license"]) == (
-        "licensed_active", "offline_license", True, True)
+        "licensed_active",
+        "offline_license",
+        True,
+        True,
+    )
     assert lic["grace_until"] and lic["customer_email"] == EMAIL and lic["days_left"] >= 30
-    assert GREEK.search(lic["message"]) and tuple(lic["grace_until"][:10].split("-")[::-1]) == \
-        re.search(r"(\d\d)/(\d\d)/(\d{4})", lic["message"]).groups()
+    assert (
+        GREEK.search(lic["message"])
+        and tuple(lic["grace_until"][:10].split("-")[::-1])
+        == re.search(r"(\d\d)/(\d\d)/(\d{4})", lic["message"]).groups()
+    )
     english = offline.get("/v1/license?lang=en").json()
     assert english["message"].startswith("Offline license: valid until")
     assert _settled(offline.license()) == _settled(lic)

@@ -34,8 +34,10 @@ def fake_linux(tmp_path):
     write(etc / "machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n")
     write(sys_root / "class/dmi/id/product_uuid", "4C4C4544-0042-3510-8052-B4C04F564433\n")
     write(sys_root / "class/dmi/id/board_serial", "To be filled by O.E.M.\n")
-    write(proc / "self/mountinfo", "22 1 0:21 / /proc rw - proc proc rw\n"
-          "27 1 8:2 / / rw,relatime - ext4 /dev/sda2 rw\n")
+    write(
+        proc / "self/mountinfo",
+        "22 1 0:21 / /proc rw - proc proc rw\n27 1 8:2 / / rw,relatime - ext4 /dev/sda2 rw\n",
+    )
     disk = sys_root / "devices/pci0000:00/ata1/block/sda"
     write(disk / "device/serial", "WD-WX11A12B3456\n")
     write(disk / "sda2/partition", "2\n")
@@ -62,8 +64,13 @@ def fake_linux(tmp_path):
 def test_linux_probes_read_every_source(fake_linux):
     result = fpm.collect(probes.linux_probes(**fake_linux))
     got = {c.name: c.ok for c in result.components}
-    assert got == {"machine_id": True, "product_uuid": True, "board_serial": False, "disk_serial": True,
-                   "mac": True}
+    assert got == {
+        "machine_id": True,
+        "product_uuid": True,
+        "board_serial": False,
+        "disk_serial": True,
+        "mac": True,
+    }
     assert result.hashes()["disk_serial"] == fpm.hash_component("disk_serial", "WD-WX11A12B3456")
     # eth0 is locally administered (02:...), so the first physical NIC by name with a global MAC wins
     assert result.hashes()["mac"] == fpm.hash_component("mac", "3C:7C:3F:AA:BB:CC")
@@ -96,8 +103,11 @@ def test_linux_sata_disk_serial_comes_from_udev(tmp_path):
     write(disk / "dev", "8:0\n")
     write(disk / "sda1/partition", "1\n")
     link(sys_root / "dev/block/8:1", disk / "sda1")
-    write(run / "udev/data/b8:0", "S:disk/by-id/ata-Samsung_SSD\n"
-          "E:ID_SERIAL=Samsung_SSD_860_S3Z1NB0K123456X\nE:ID_SERIAL_SHORT=S3Z1NB0K123456X\n")
+    write(
+        run / "udev/data/b8:0",
+        "S:disk/by-id/ata-Samsung_SSD\n"
+        "E:ID_SERIAL=Samsung_SSD_860_S3Z1NB0K123456X\nE:ID_SERIAL_SHORT=S3Z1NB0K123456X\n",
+    )
     assert probes.linux_root_disk_serial(proc, sys_root, run_root=run) == "S3Z1NB0K123456X"
 
 
@@ -126,10 +136,12 @@ GUID = "8f1a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8"
 def recorded_smbios() -> bytes:
     """A Dell-like table: type 1 with UUID and serial, type 2 with the board serial (DSP0134 layout)."""
     uuid_le = bytes.fromhex("44454c4c42001035 8052b4c04f564433".replace(" ", ""))
-    system = smbios.build_structure(1, 0x100, bytes([1, 2, 0, 3]) + uuid_le + b"\x06",
-                                    [b"Dell Inc.", b"OptiPlex 7090", b"7XYZ123"])
-    board = smbios.build_structure(2, 0x200, bytes([1, 2, 0, 3]), [b"Dell Inc.", b"0K240Y",
-                                                                    b"/7XYZ123/CNFCW0012345/"])
+    system = smbios.build_structure(
+        1, 0x100, bytes([1, 2, 0, 3]) + uuid_le + b"\x06", [b"Dell Inc.", b"OptiPlex 7090", b"7XYZ123"]
+    )
+    board = smbios.build_structure(
+        2, 0x200, bytes([1, 2, 0, 3]), [b"Dell Inc.", b"0K240Y", b"/7XYZ123/CNFCW0012345/"]
+    )
     return smbios.build_raw([system, board])
 
 
@@ -146,8 +158,12 @@ def sources(calls=None, **overrides) -> probes.WinSources:
         calls["smbios"] += 1
         return recorded_smbios()
 
-    values = {"smbios": read_smbios, "adapters": lambda: ADAPTERS,
-              "disk_serial": lambda: "  S4EWNX0N123456 ", "machine_guid": lambda: GUID}
+    values = {
+        "smbios": read_smbios,
+        "adapters": lambda: ADAPTERS,
+        "disk_serial": lambda: "  S4EWNX0N123456 ",
+        "machine_guid": lambda: GUID,
+    }
     values.update(overrides)
     return probes.WinSources(**values)
 
@@ -155,8 +171,14 @@ def sources(calls=None, **overrides) -> probes.WinSources:
 def test_windows_probes_read_win32_sources_with_one_firmware_table_read():
     calls = {"smbios": 0}
     result = fpm.collect(probes.windows_probes(sources(calls)))
-    assert [c.name for c in result.components] == ["machine_guid", "smbios_uuid", "baseboard_serial",
-                                                   "bios_serial", "disk_serial", "mac"]
+    assert [c.name for c in result.components] == [
+        "machine_guid",
+        "smbios_uuid",
+        "baseboard_serial",
+        "bios_serial",
+        "disk_serial",
+        "mac",
+    ]
     assert all(c.ok for c in result.components)
     assert calls["smbios"] == 1, "one GetSystemFirmwareTable read serves three components"
     hashes = result.hashes()
@@ -204,12 +226,12 @@ def test_real_windows_probes():
 # ---------------------------------------------------------------------------------------------- macOS
 
 
-IOREG = '''+-o MacBookPro18,3  <class IOPlatformExpertDevice, id 0x100000110>
+IOREG = """+-o MacBookPro18,3  <class IOPlatformExpertDevice, id 0x100000110>
     {
       "IOPlatformSerialNumber" = "C02XL0GHJGH5"
       "IOPlatformUUID" = "A1B2C3D4-E5F6-7890-ABCD-EF1234567890"
     }
-'''
+"""
 
 
 def test_macos_probes_parse_one_ioreg_call():

@@ -18,11 +18,13 @@ from agent.service import AgentService
 from agent.store import MachineKeyStore
 from tests.agent.fake_cloud import DAY, FakeCloud
 
-FP = Fingerprint((
-    Component("machine_id", True, "a" * 64),
-    Component("disk_serial", True, "b" * 64),
-    Component("mac", True, "c" * 64),
-))
+FP = Fingerprint(
+    (
+        Component("machine_id", True, "a" * 64),
+        Component("disk_serial", True, "b" * 64),
+        Component("mac", True, "c" * 64),
+    )
+)
 
 
 class Rig:
@@ -36,13 +38,20 @@ class Rig:
         self.fp = FP
 
     def service(self, **kw) -> AgentService:
-        settings = AgentSettings(server_url="http://fake.invalid", agent_port=7421,
-                                 data_dir=self.tmp / "data", trusted_keys_path=self.jwks)
+        settings = AgentSettings(
+            server_url="http://fake.invalid",
+            agent_port=7421,
+            data_dir=self.tmp / "data",
+            trusted_keys_path=self.jwks,
+        )
         return AgentService(
-            settings, clock=self.clock, transport=self.cloud,
+            settings,
+            clock=self.clock,
+            transport=self.cloud,
             fingerprinter=kw.pop("fingerprinter", lambda: self.fp),
             key_store=MachineKeyStore(self.tmp / "data", backend=fail.Keyring()),
-            terminal_name="Bar 1", **kw,
+            terminal_name="Bar 1",
+            **kw,
         )
 
 
@@ -147,12 +156,16 @@ def test_activate_with_an_emailed_code_publishes_licensed_active(rig):
     svc.subscribe(seen.append)
     svc.request_code("owner@cafe.example", "activate")
     with pytest.raises(ServerRefused) as info:
-        svc.activate("owner@cafe.example", "000000" if rig.cloud.codes["owner@cafe.example"] != "000000"
-                     else "111111")
+        svc.activate(
+            "owner@cafe.example", "000000" if rig.cloud.codes["owner@cafe.example"] != "000000" else "111111"
+        )
     assert info.value.code == "bad_code" and svc.status().license_state == "license_missing"
     status = svc.activate("owner@cafe.example", rig.cloud.codes["owner@cafe.example"])
     assert (status.license_state, status.licensed, status.customer_email) == (
-        "licensed_active", True, "owner@cafe.example")
+        "licensed_active",
+        True,
+        "owner@cafe.example",
+    )
     assert seen and seen[-1].license_state == "licensed_active"
 
 
@@ -207,7 +220,8 @@ def test_terminals_and_portal(rig):
     svc, status = activated(rig)
     terminals = svc.list_terminals()
     assert [(t.machine_id, t.this_machine, t.terminal_name) for t in terminals] == [
-        (status.machine_id, True, "Bar 1")]
+        (status.machine_id, True, "Bar 1")
+    ]
     assert svc.portal_url() == "http://sandbox.invalid/portal"
     svc.remove_terminal(status.machine_id)
     assert svc.status().license_state == "license_missing"
@@ -250,16 +264,26 @@ def test_clock_set_back_after_a_restart_is_a_rollback_until_the_next_sync(rig):
 
 def test_a_different_computer_is_machine_changed(rig):
     activated(rig)
-    rig.fp = Fingerprint((Component("machine_id", True, "a" * 64), Component("disk_serial", True, "d" * 64),
-                          Component("mac", True, "e" * 64)))
+    rig.fp = Fingerprint(
+        (
+            Component("machine_id", True, "a" * 64),
+            Component("disk_serial", True, "d" * 64),
+            Component("mac", True, "e" * 64),
+        )
+    )
     status = rig.service().status()
     assert (status.license_state, status.reason) == ("license_error", "machine_changed")
 
 
 def test_one_replaced_part_still_matches(rig):
     activated(rig)
-    rig.fp = Fingerprint((Component("machine_id", True, "a" * 64), Component("disk_serial", True, "b" * 64),
-                          Component("mac", True, "e" * 64)))
+    rig.fp = Fingerprint(
+        (
+            Component("machine_id", True, "a" * 64),
+            Component("disk_serial", True, "b" * 64),
+            Component("mac", True, "e" * 64),
+        )
+    )
     assert rig.service().status().license_state == "licensed_active"
 
 
@@ -296,8 +320,13 @@ def test_a_slow_fingerprint_probe_does_not_delay_the_first_answer(rig):
     changed machine shows up as soon as the probe finishes."""
     activated(rig)
     release = threading.Event()
-    changed = Fingerprint((Component("machine_id", True, "d" * 64), Component("disk_serial", True, "e" * 64),
-                           Component("mac", True, "f" * 64)))
+    changed = Fingerprint(
+        (
+            Component("machine_id", True, "d" * 64),
+            Component("disk_serial", True, "e" * 64),
+            Component("mac", True, "f" * 64),
+        )
+    )
 
     def slow_probe():
         assert release.wait(10)

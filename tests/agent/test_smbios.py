@@ -16,8 +16,9 @@ UUID_TEXT = "4C4C4544-0042-3510-8052-B4C04F564433"  # the first three fields lit
 
 def bios(vendor=b"Dell Inc.", version=b"1.21.0") -> bytes:
     # type 0: vendor (str 1), version (str 2), start segment, release date (str 3), ROM size
-    return smbios.build_structure(0, 0x0000, bytes([1, 2]) + b"\x00\xf0" + bytes([3]) + b"\xff",
-                                  [vendor, version, b"06/14/2024"])
+    return smbios.build_structure(
+        0, 0x0000, bytes([1, 2]) + b"\x00\xf0" + bytes([3]) + b"\xff", [vendor, version, b"06/14/2024"]
+    )
 
 
 def system(serial=b"7XYZ123", uuid_bytes=UUID_BYTES) -> bytes:
@@ -36,7 +37,10 @@ def test_reads_uuid_system_serial_and_board_serial():
     info = smbios.parse(smbios.build_raw([bios(), system(), board()]))
     assert info.version == (3, 4)
     assert (info.system_uuid, info.system_serial, info.baseboard_serial) == (
-        UUID_TEXT, "7XYZ123", "/7XYZ123/CNFCW0012345/")
+        UUID_TEXT,
+        "7XYZ123",
+        "/7XYZ123/CNFCW0012345/",
+    )
     assert (info.bios_vendor, info.bios_version) == ("Dell Inc.", "1.21.0")
 
 
@@ -63,7 +67,7 @@ def test_an_empty_table_gives_nothing_and_does_not_raise(raw):
 
 def test_a_truncated_table_keeps_what_came_before_the_damage():
     raw = smbios.build_raw([system(), board()])
-    cut = raw[:len(raw) - len(board()) - 6 + 5]  # a few bytes into the board structure
+    cut = raw[: len(raw) - len(board()) - 6 + 5]  # a few bytes into the board structure
     cut = cut[:4] + struct.pack("<I", len(cut) - 8) + cut[8:]
     info = smbios.parse(cut)
     assert info.system_uuid == UUID_TEXT and info.baseboard_serial is None

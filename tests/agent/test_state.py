@@ -17,8 +17,14 @@ from tests.agent.tokenkit import DAY, FP, HOUR, NOW, NOW_TS, claims
 T = NOW_TS  # the token was issued (and the last sync happened) at T
 SYNCED = NOW
 FIRST_SEEN = T - 10 * DAY
-TRIAL = {"kind": "trial", "sub": "trial_01", "status": "trialing", "plan": "trial", "period_end": None,
-         "trial_end": FIRST_SEEN + 30 * DAY}
+TRIAL = {
+    "kind": "trial",
+    "sub": "trial_01",
+    "status": "trialing",
+    "plan": "trial",
+    "period_end": None,
+    "trial_end": FIRST_SEEN + 30 * DAY,
+}
 
 
 def at(ts: float) -> datetime:
@@ -51,11 +57,14 @@ class Row:
 
     def build(self, language: str = "en") -> StatusInputs:
         c = None if self.claims is None else claims(**self.claims)
-        kw: dict[str, Any] = {"last_sync": SYNCED if c is not None else None,
-                              "fingerprint_match": True if c is not None else None}
+        kw: dict[str, Any] = {
+            "last_sync": SYNCED if c is not None else None,
+            "fingerprint_match": True if c is not None else None,
+        }
         kw.update(self.inputs)
-        return StatusInputs(now=at(self.now), claims=c, language=language, machine_id="m_0001",
-                            agent_version="1.0.0", **kw)
+        return StatusInputs(
+            now=at(self.now), claims=c, language=language, machine_id="m_0001", agent_version="1.0.0", **kw
+        )
 
 
 # Every reason the message catalogue words a status for: the rows below (and the other tables that import
@@ -67,10 +76,26 @@ CATALOGUE_REASONS = frozenset(
 ROWS = [
     # no token
     Row("missing", T, "license_missing", False, "not_activated", None, claims=None),
-    Row("provisional day 3 last second", T + 3 * DAY - 1, "trial_active", True, "provisional_trial", 1,
-        claims=None, inputs={"provisional_trial_started": SYNCED}),
-    Row("provisional over after 3 days", T + 3 * DAY, "license_error", False, "offline_expired", 0,
-        claims=None, inputs={"provisional_trial_started": SYNCED}),
+    Row(
+        "provisional day 3 last second",
+        T + 3 * DAY - 1,
+        "trial_active",
+        True,
+        "provisional_trial",
+        1,
+        claims=None,
+        inputs={"provisional_trial_started": SYNCED},
+    ),
+    Row(
+        "provisional over after 3 days",
+        T + 3 * DAY,
+        "license_error",
+        False,
+        "offline_expired",
+        0,
+        claims=None,
+        inputs={"provisional_trial_started": SYNCED},
+    ),
     # 48 h since the last sync
     Row("active 1 s before 48 h", T + 48 * HOUR - 1, "licensed_active", True, "active", 19),
     Row("grace at exactly 48 h", T + 48 * HOUR, "licensed_grace", True, "offline_grace", 12),
@@ -78,75 +103,268 @@ ROWS = [
     Row("grace last second of lease", T + 14 * DAY - 1, "licensed_grace", True, "offline_grace", 1),
     Row("lease over at 14 days", T + 14 * DAY, "license_error", False, "offline_expired", 0),
     # payment grace: 7 days from the first failure
-    Row("past due day 1", T + HOUR, "licensed_renewal_required", True, "payment_failed", 7,
-        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY}),
-    Row("past due last second of day 7", T + 7 * DAY - 1, "licensed_renewal_required", True,
-        "payment_failed", 1, claims={"status": "past_due", "payment_grace_end": T + 7 * DAY},
-        inputs={"last_sync": at(T + 7 * DAY - 2)}),
-    Row("payment grace over", T + 7 * DAY, "licensed_renewal_required", False, "payment_grace_ended", 0,
-        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY}),
+    Row(
+        "past due day 1",
+        T + HOUR,
+        "licensed_renewal_required",
+        True,
+        "payment_failed",
+        7,
+        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY},
+    ),
+    Row(
+        "past due last second of day 7",
+        T + 7 * DAY - 1,
+        "licensed_renewal_required",
+        True,
+        "payment_failed",
+        1,
+        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY},
+        inputs={"last_sync": at(T + 7 * DAY - 2)},
+    ),
+    Row(
+        "payment grace over",
+        T + 7 * DAY,
+        "licensed_renewal_required",
+        False,
+        "payment_grace_ended",
+        0,
+        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY},
+    ),
     # cancellation at the end of the period
-    Row("cancel scheduled, 1 s before period end", T + 10 * DAY - 1, "licensed_active", True,
-        "cancel_scheduled", 1, claims={"period_end": T + 10 * DAY, "cancel_at": T + 10 * DAY},
-        inputs={"last_sync": at(T + 10 * DAY - 60)}),
-    Row("cancelled at period end (offline)", T + 10 * DAY, "licensed_cancelled", False,
-        "subscription_ended", 0, claims={"period_end": T + 10 * DAY, "cancel_at": T + 10 * DAY}),
-    Row("cancelled by the server", T + HOUR, "licensed_cancelled", False, "subscription_ended", 0,
-        claims={"status": "canceled"}),
+    Row(
+        "cancel scheduled, 1 s before period end",
+        T + 10 * DAY - 1,
+        "licensed_active",
+        True,
+        "cancel_scheduled",
+        1,
+        claims={"period_end": T + 10 * DAY, "cancel_at": T + 10 * DAY},
+        inputs={"last_sync": at(T + 10 * DAY - 60)},
+    ),
+    Row(
+        "cancelled at period end (offline)",
+        T + 10 * DAY,
+        "licensed_cancelled",
+        False,
+        "subscription_ended",
+        0,
+        claims={"period_end": T + 10 * DAY, "cancel_at": T + 10 * DAY},
+    ),
+    Row(
+        "cancelled by the server",
+        T + HOUR,
+        "licensed_cancelled",
+        False,
+        "subscription_ended",
+        0,
+        claims={"status": "canceled"},
+    ),
     # the trial's day 30
-    Row("trial day 30 last second", FIRST_SEEN + 30 * DAY - 1, "trial_active", True, "trial", 1,
-        claims=dict(TRIAL, iat=FIRST_SEEN + 29 * DAY), inputs={"last_sync": at(FIRST_SEEN + 29 * DAY)}),
-    Row("trial over at day 30", FIRST_SEEN + 30 * DAY, "trial_expired", False, "trial_ended", 0,
-        claims=dict(TRIAL, iat=FIRST_SEEN + 29 * DAY), inputs={"last_sync": at(FIRST_SEEN + 29 * DAY)}),
-    Row("trial ended by the server", T + HOUR, "trial_expired", False, "trial_ended", 0,
-        claims=dict(TRIAL, status="canceled")),
-    Row("trial offline: days count to the lease", T + 3 * DAY, "trial_active", True, "trial", 11,
-        claims=dict(TRIAL, trial_end=T + 29 * DAY)),
-    Row("trial synced: days count to the trial end, not the lease", T + HOUR, "trial_active", True, "trial",
-        29, claims=dict(TRIAL, trial_end=T + 29 * DAY), inputs={"last_sync": at(T + HOUR)}),
+    Row(
+        "trial day 30 last second",
+        FIRST_SEEN + 30 * DAY - 1,
+        "trial_active",
+        True,
+        "trial",
+        1,
+        claims=dict(TRIAL, iat=FIRST_SEEN + 29 * DAY),
+        inputs={"last_sync": at(FIRST_SEEN + 29 * DAY)},
+    ),
+    Row(
+        "trial over at day 30",
+        FIRST_SEEN + 30 * DAY,
+        "trial_expired",
+        False,
+        "trial_ended",
+        0,
+        claims=dict(TRIAL, iat=FIRST_SEEN + 29 * DAY),
+        inputs={"last_sync": at(FIRST_SEEN + 29 * DAY)},
+    ),
+    Row(
+        "trial ended by the server",
+        T + HOUR,
+        "trial_expired",
+        False,
+        "trial_ended",
+        0,
+        claims=dict(TRIAL, status="canceled"),
+    ),
+    Row(
+        "trial offline: days count to the lease",
+        T + 3 * DAY,
+        "trial_active",
+        True,
+        "trial",
+        11,
+        claims=dict(TRIAL, trial_end=T + 29 * DAY),
+    ),
+    Row(
+        "trial synced: days count to the trial end, not the lease",
+        T + HOUR,
+        "trial_active",
+        True,
+        "trial",
+        29,
+        claims=dict(TRIAL, trial_end=T + 29 * DAY),
+        inputs={"last_sync": at(T + HOUR)},
+    ),
     # clock set back, via the trusted clock
-    Row("clock back 23 h tolerated", T + HOUR, "licensed_active", True, "active", 20,
-        inputs={"clock_rollback": rolled_back(23)}),
-    Row("clock back 25 h", T + HOUR, "license_error", False, "clock_rollback", None,
-        inputs={"clock_rollback": rolled_back(25)}),
+    Row(
+        "clock back 23 h tolerated",
+        T + HOUR,
+        "licensed_active",
+        True,
+        "active",
+        20,
+        inputs={"clock_rollback": rolled_back(23)},
+    ),
+    Row(
+        "clock back 25 h",
+        T + HOUR,
+        "license_error",
+        False,
+        "clock_rollback",
+        None,
+        inputs={"clock_rollback": rolled_back(25)},
+    ),
     # fingerprint majority
-    Row("3 of 5 components match", T + HOUR, "licensed_active", True, "active", 20,
-        inputs={"fingerprint_match": fp_match(3)}),
-    Row("2 of 5 components match", T + HOUR, "license_error", False, "machine_changed", None,
-        inputs={"fingerprint_match": fp_match(2)}),
+    Row(
+        "3 of 5 components match",
+        T + HOUR,
+        "licensed_active",
+        True,
+        "active",
+        20,
+        inputs={"fingerprint_match": fp_match(3)},
+    ),
+    Row(
+        "2 of 5 components match",
+        T + HOUR,
+        "license_error",
+        False,
+        "machine_changed",
+        None,
+        inputs={"fingerprint_match": fp_match(2)},
+    ),
     # the other errors
     Row("revoked", T + HOUR, "license_error", False, "revoked", None, claims={"status": "revoked"}),
-    Row("seats exceeded: a revocation that says why", T + HOUR, "license_error", False, "seats_exceeded", None,
-        claims={"status": "revoked", "revoke_reason": "seats_exceeded"}),
-    Row("token invalid", T + HOUR, "license_error", False, "token_invalid", None, claims=None,
-        inputs={"token_problem": "token_invalid"}),
+    Row(
+        "seats exceeded: a revocation that says why",
+        T + HOUR,
+        "license_error",
+        False,
+        "seats_exceeded",
+        None,
+        claims={"status": "revoked", "revoke_reason": "seats_exceeded"},
+    ),
+    Row(
+        "token invalid",
+        T + HOUR,
+        "license_error",
+        False,
+        "token_invalid",
+        None,
+        claims=None,
+        inputs={"token_problem": "token_invalid"},
+    ),
     # precedence, pairwise down the chain
-    Row("rollback beats token_invalid", T, "license_error", False, "clock_rollback", None, claims=None,
-        inputs={"clock_rollback": True, "token_problem": "token_invalid"}),
-    Row("token_invalid beats revoked", T, "license_error", False, "token_invalid", None,
-        claims={"status": "revoked"}, inputs={"token_problem": "token_invalid"}),
-    Row("revoked beats machine_changed", T, "license_error", False, "revoked", None,
-        claims={"status": "revoked"}, inputs={"fingerprint_match": False}),
-    Row("machine_changed beats offline_expired", T + 15 * DAY, "license_error", False, "machine_changed",
-        None, inputs={"fingerprint_match": False}),
-    Row("offline_expired beats cancelled", T + 15 * DAY, "license_error", False, "offline_expired", 0,
-        claims={"status": "canceled"}),
-    Row("offline_expired beats trial_expired", FIRST_SEEN + 31 * DAY, "license_error", False,
-        "offline_expired", 0, claims=dict(TRIAL, iat=FIRST_SEEN + 16 * DAY)),
-    Row("cancelled beats renewal", T + 2 * DAY, "licensed_cancelled", False, "subscription_ended", 0,
-        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY, "cancel_at": T + DAY}),
-    Row("renewal beats grace", T + 3 * DAY, "licensed_renewal_required", True, "payment_failed", 4,
-        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY}),
-    Row("provisional trial ignored once a token exists", T + HOUR, "licensed_active", True, "active", 20,
-        inputs={"provisional_trial_started": at(T - 10 * DAY)}),
+    Row(
+        "rollback beats token_invalid",
+        T,
+        "license_error",
+        False,
+        "clock_rollback",
+        None,
+        claims=None,
+        inputs={"clock_rollback": True, "token_problem": "token_invalid"},
+    ),
+    Row(
+        "token_invalid beats revoked",
+        T,
+        "license_error",
+        False,
+        "token_invalid",
+        None,
+        claims={"status": "revoked"},
+        inputs={"token_problem": "token_invalid"},
+    ),
+    Row(
+        "revoked beats machine_changed",
+        T,
+        "license_error",
+        False,
+        "revoked",
+        None,
+        claims={"status": "revoked"},
+        inputs={"fingerprint_match": False},
+    ),
+    Row(
+        "machine_changed beats offline_expired",
+        T + 15 * DAY,
+        "license_error",
+        False,
+        "machine_changed",
+        None,
+        inputs={"fingerprint_match": False},
+    ),
+    Row(
+        "offline_expired beats cancelled",
+        T + 15 * DAY,
+        "license_error",
+        False,
+        "offline_expired",
+        0,
+        claims={"status": "canceled"},
+    ),
+    Row(
+        "offline_expired beats trial_expired",
+        FIRST_SEEN + 31 * DAY,
+        "license_error",
+        False,
+        "offline_expired",
+        0,
+        claims=dict(TRIAL, iat=FIRST_SEEN + 16 * DAY),
+    ),
+    Row(
+        "cancelled beats renewal",
+        T + 2 * DAY,
+        "licensed_cancelled",
+        False,
+        "subscription_ended",
+        0,
+        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY, "cancel_at": T + DAY},
+    ),
+    Row(
+        "renewal beats grace",
+        T + 3 * DAY,
+        "licensed_renewal_required",
+        True,
+        "payment_failed",
+        4,
+        claims={"status": "past_due", "payment_grace_end": T + 7 * DAY},
+    ),
+    Row(
+        "provisional trial ignored once a token exists",
+        T + HOUR,
+        "licensed_active",
+        True,
+        "active",
+        20,
+        inputs={"provisional_trial_started": at(T - 10 * DAY)},
+    ),
 ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_state_table(row: Row):
     status = compute_status(row.build())
-    assert (status.license_state, status.licensed, status.reason, status.days_left) == \
-        (row.state, row.licensed, row.reason, row.days_left)
+    assert (status.license_state, status.licensed, status.reason, status.days_left) == (
+        row.state,
+        row.licensed,
+        row.reason,
+        row.days_left,
+    )
 
 
 def test_table_covers_every_state_and_reason():
@@ -189,20 +407,42 @@ def test_to_dict_is_exactly_the_local_api_body():
     status = compute_status(Row("a", T + HOUR, "", True, "", None).build())
     body = status.to_dict()
     assert list(body) == [
-        "license_state", "licensed", "reason", "message", "days_left", "valid_until", "grace_until", "plan",
-        "features", "seats", "customer_email", "machine_id", "terminal_name", "last_sync", "next_sync",
-        "agent_version", "offline_license", "warn_days",
+        "license_state",
+        "licensed",
+        "reason",
+        "message",
+        "days_left",
+        "valid_until",
+        "grace_until",
+        "plan",
+        "features",
+        "seats",
+        "customer_email",
+        "machine_id",
+        "terminal_name",
+        "last_sync",
+        "next_sync",
+        "agent_version",
+        "offline_license",
+        "warn_days",
     ]
     assert body["valid_until"] == at(T + 20 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert body["last_sync"].endswith("Z") and body["next_sync"] is None
-    assert (body["plan"], body["features"], body["seats"], body["customer_email"], body["terminal_name"]) == \
-        ("pospal-monthly", ["pos"], 1, "owner@example.com", "Bar")
+    assert (body["plan"], body["features"], body["seats"], body["customer_email"], body["terminal_name"]) == (
+        "pospal-monthly",
+        ["pos"],
+        1,
+        "owner@example.com",
+        "Bar",
+    )
 
 
 def test_policy_from_the_token_changes_the_boundaries():
     short = {"policy": {"grace_s": HOUR, "lease_s": DAY}, "exp": T + DAY}
-    assert compute_status(Row("p", T + HOUR, "", True, "", None, claims=short).build()).license_state == \
-        "licensed_grace"
+    assert (
+        compute_status(Row("p", T + HOUR, "", True, "", None, claims=short).build()).license_state
+        == "licensed_grace"
+    )
 
 
 def test_the_first_warning_day_comes_from_the_token_policy():

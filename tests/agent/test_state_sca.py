@@ -19,15 +19,23 @@ T = NOW_TS
 def _status(now: float, language: str = "en", **token) -> object:
     c = claims(status="past_due", payment_grace_end=T + 7 * DAY, **token)
     return compute_status(
-        StatusInputs(now=datetime.fromtimestamp(now, UTC), claims=c, last_sync=NOW, fingerprint_match=True,
-                     language=language)
+        StatusInputs(
+            now=datetime.fromtimestamp(now, UTC),
+            claims=c,
+            last_sync=NOW,
+            fingerprint_match=True,
+            language=language,
+        )
     )
 
 
 def test_payment_waiting_for_the_bank_is_its_own_reason_with_the_link():
     status = _status(T + HOUR, payment_action_url=URL)
     assert (status.license_state, status.licensed, status.reason) == (
-        "licensed_renewal_required", True, "payment_action_required")
+        "licensed_renewal_required",
+        True,
+        "payment_action_required",
+    )
     assert status.days_left == 7 and status.payment_action_url == URL
     assert "confirm" in status.message.lower() and "card" in status.message.lower()
     assert status.to_dict()["payment_action_url"] == URL

@@ -110,8 +110,11 @@ def test_sigkill_during_rewrite_leaves_old_or_new(tmp_path):
         cache.save(old)
         new = {"v": "new", "gen": gen, "pad": "n" * 65536}
         # -S: no site-packages; the cache writer needs only the stdlib, and 50 starts stay cheap.
-        child = subprocess.Popen([sys.executable, "-S", "-c", CHILD, str(tmp_path), str(gen), str(ROOT)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-S", "-c", CHILD, str(tmp_path), str(gen), str(ROOT)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert child.stdout.readline().strip() == "ready"
             time.sleep(rng.uniform(0, 0.02))
@@ -176,7 +179,7 @@ class FakeSealer:
     def unseal(self, blob):
         if not blob.startswith(self.secret):
             raise KeyStoreError("DPAPI could not open the machine key (error 13).")
-        return bytes(b ^ 0x5A for b in blob[len(self.secret):])
+        return bytes(b ^ 0x5A for b in blob[len(self.secret) :])
 
 
 def test_the_machine_key_never_goes_to_the_users_keyring(tmp_path):
@@ -207,8 +210,9 @@ def test_a_key_an_earlier_version_kept_in_the_keyring_moves_to_the_machine_store
     key = Ed25519PrivateKey.generate()
     from cryptography.hazmat.primitives import serialization
 
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     ring.set_password("POSPal License Agent", old.keyring_user, pem)
     assert old.load().public_key() == key.public_key()
     assert not ring.items and old.sealed_file.exists()
@@ -224,8 +228,10 @@ def test_real_dpapi_machine_scope_round_trip(tmp_path):
     assert isinstance(keys.sealer, MachineSealer)
     key = keys.load_or_create()
     assert b"PRIVATE KEY" not in keys.sealed_file.read_bytes()
-    assert MachineKeyStore(tmp_path, backend=keyring.backends.fail.Keyring()).load().public_key() == \
-        key.public_key()
+    assert (
+        MachineKeyStore(tmp_path, backend=keyring.backends.fail.Keyring()).load().public_key()
+        == key.public_key()
+    )
 
 
 @pytest.mark.parametrize("backend", ["default", "fail", "dropping"])

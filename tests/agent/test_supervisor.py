@@ -63,10 +63,16 @@ def test_a_child_that_ran_long_enough_restarts_the_failure_count():
     assert sup.starts == 4 and not sup.gave_up.is_set()
 
 
-@pytest.mark.parametrize(("code", "text"), [
-    (-6, "killed by SIGABRT"), (3, "abort() (exit code 3)"), (0xC0000409, "fail-fast / abort (0xC0000409)"),
-    (0xC0000135, "a DLL was not found (0xC0000135)"), (7, "exit code 7"),
-])
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (-6, "killed by SIGABRT"),
+        (3, "abort() (exit code 3)"),
+        (0xC0000409, "fail-fast / abort (0xC0000409)"),
+        (0xC0000135, "a DLL was not found (0xC0000135)"),
+        (7, "exit code 7"),
+    ],
+)
 def test_exit_reasons_are_readable(code, text):
     assert describe_exit(code) == text
 
@@ -84,12 +90,24 @@ def test_a_qt_abort_in_the_tray_never_stops_the_license_answer(tmp_path):
     port = free_port()
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "QT_"))}
-    env.update(PYTHONPATH=str(REPO), POSPAL_AGENT_PORT=str(port), POSPAL_DATA_DIR=str(data),
-               POSPAL_SERVER_URL="http://127.0.0.1:9", DISPLAY=":99", QT_QPA_PLATFORM="no-such-plugin")
+    env.update(
+        PYTHONPATH=str(REPO),
+        POSPAL_AGENT_PORT=str(port),
+        POSPAL_DATA_DIR=str(data),
+        POSPAL_SERVER_URL="http://127.0.0.1:9",
+        DISPLAY=":99",
+        QT_QPA_PLATFORM="no-such-plugin",
+    )
     log = tmp_path / "agent.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         answers = []
         deadline = time.monotonic() + 90

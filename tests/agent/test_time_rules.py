@@ -33,18 +33,30 @@ class World:
         self.server = inproc_server(self.clock)
         self.tmp = tmp_path
         self.keys = write_trusted_keys(self.server.url, tmp_path / "trusted.json")
-        self.fp = Fingerprint(tuple(Component(n, True, secrets.token_hex(32))
-                                    for n in ("machine_id", "product_uuid", "disk_serial", "mac")))
+        self.fp = Fingerprint(
+            tuple(
+                Component(n, True, secrets.token_hex(32))
+                for n in ("machine_id", "product_uuid", "disk_serial", "mac")
+            )
+        )
         self.transport = HttpTransport(self.server.url, self.clock)
         self.checkout_url: str | None = None
 
     def service(self) -> AgentService:
-        settings = AgentSettings(server_url=self.server.url, agent_port=7421, data_dir=self.tmp / "agent",
-                                 trusted_keys_path=self.keys)
+        settings = AgentSettings(
+            server_url=self.server.url,
+            agent_port=7421,
+            data_dir=self.tmp / "agent",
+            trusted_keys_path=self.keys,
+        )
         return AgentService(
-            settings, clock=self.clock, transport=self.transport, fingerprinter=lambda: self.fp,
+            settings,
+            clock=self.clock,
+            transport=self.transport,
+            fingerprinter=lambda: self.fp,
             key_store=MachineKeyStore(self.tmp / "agent", backend=fail.Keyring()),
-            rng=random.Random(4), terminal_name="Till 1",
+            rng=random.Random(4),
+            terminal_name="Till 1",
         )
 
     def _pay(self, url: str) -> None:

@@ -31,8 +31,9 @@ class Scripted:
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                outer.requests.append({"method": self.command, "path": self.path,
-                                       "headers": dict(self.headers), "body": body})
+                outer.requests.append(
+                    {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
+                )
                 status, payload, headers = outer.script.pop(0) if outer.script else (200, {"ok": True}, {})
                 raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
@@ -78,8 +79,9 @@ def test_refresh_is_signed_so_the_server_can_verify_it(server, clock, identity):
     t = HttpTransport(server.url, clock)
     assert t.refresh(identity, {"fingerprint": {"a": "b"}, "known_kids": []}) == {"token": "t"}
     req = server.requests[0]
-    signed = verify_request_signature(identity.private_key.public_key(), "POST", "/v1/refresh",
-                                      req["headers"], req["body"])
+    signed = verify_request_signature(
+        identity.private_key.public_key(), "POST", "/v1/refresh", req["headers"], req["body"]
+    )
     assert signed.machine_id == "m_123" and signed.timestamp == int(clock.now().timestamp())
     assert json.loads(req["body"]) == {"fingerprint": {"a": "b"}, "known_kids": []}
 
@@ -94,23 +96,36 @@ def test_trial_start_carries_no_machine_header(server, clock):
 @pytest.mark.parametrize(
     ("status", "body", "headers", "code", "extra"),
     [
-        (409, {"error": "seats_full", "message": "All seats in use.", "terminals": [{"machine_id": "m_1"}]},
-         {}, "seats_full", {"terminals": [{"machine_id": "m_1"}]}),
-        (429, {"error": "rate_limited", "message": "Slow down."}, {"Retry-After": "120"}, "rate_limited",
-         {"retry_after": 120}),
+        (
+            409,
+            {"error": "seats_full", "message": "All seats in use.", "terminals": [{"machine_id": "m_1"}]},
+            {},
+            "seats_full",
+            {"terminals": [{"machine_id": "m_1"}]},
+        ),
+        (
+            429,
+            {"error": "rate_limited", "message": "Slow down."},
+            {"Retry-After": "120"},
+            "rate_limited",
+            {"retry_after": 120},
+        ),
         (404, b"<html>not found</html>", {}, "http_404", {}),
     ],
 )
-def test_4xx_become_server_refused_with_code_and_extra(server, clock, identity, status, body, headers, code,
-                                                       extra):
+def test_4xx_become_server_refused_with_code_and_extra(
+    server, clock, identity, status, body, headers, code, extra
+):
     server.script.append((status, body, headers))
     with pytest.raises(ServerRefused) as info:
         HttpTransport(server.url, clock).refresh(identity, {})
     assert info.value.code == code and info.value.extra == extra and info.value.message
 
 
-@pytest.mark.parametrize(("status", "body"), [(500, {"error": "internal"}), (502, b"bad gateway"),
-                                             (200, b"not json"), (200, b"[1, 2]")])
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(500, {"error": "internal"}), (502, b"bad gateway"), (200, b"not json"), (200, b"[1, 2]")],
+)
 def test_5xx_and_garbled_answers_are_offline(server, clock, identity, status, body):
     server.script.append((status, body, {}))
     with pytest.raises(Offline):
@@ -130,8 +145,10 @@ def test_posts_are_not_retried_but_gets_are(server, clock, identity):
 
 def test_a_refused_timestamp_is_re_signed_with_the_server_time_once(server, clock, identity):
     server_time = int(clock.now().timestamp()) + 2 * 86400  # this PC's clock is 2 days behind
-    server.script += [(409, {"error": "replay", "message": "too old", "server_time": server_time}, {}),
-                      (200, {"token": "t"}, {})]
+    server.script += [
+        (409, {"error": "replay", "message": "too old", "server_time": server_time}, {}),
+        (200, {"token": "t"}, {}),
+    ]
     t = HttpTransport(server.url, clock)
     assert t.refresh(identity, {}) == {"token": "t"}
     retried = server.requests[1]["headers"]
@@ -190,8 +207,11 @@ def terminal(request, tmp_path):
     from tests.agent.test_time_rules import World
 
     world = World(request.getfixturevalue("inproc_server"), tmp_path)
-    return (world.service(), lambda co: pay(co.url),
-            lambda email: emailed_code(world.server.env["POSPAL_DATABASE_URL"], email))
+    return (
+        world.service(),
+        lambda co: pay(co.url),
+        lambda email: emailed_code(world.server.env["POSPAL_DATABASE_URL"], email),
+    )
 
 
 def test_fake_cloud_behaves_like_the_real_server(terminal):

@@ -51,16 +51,23 @@ class World:
 
     def pos(self, port: int, **kw) -> AgentClient:
         """The POS on till-a, asking the agent (or whatever listens) on `port`."""
-        return AgentClient(port, trusted_keys=self.jwks, fingerprinter=lambda: fake_machine.hashes("till-a"),
-                           **kw)
+        return AgentClient(
+            port, trusted_keys=self.jwks, fingerprinter=lambda: fake_machine.hashes("till-a"), **kw
+        )
 
 
 def _agent(tmp: Path, name: str, server_url: str, trusted: Path, site: Path) -> AgentProcess:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
-    env.update(PYTHONPATH=f"{site}{os.pathsep}{REPO}", POSPAL_SERVER_URL=server_url,
-               POSPAL_AGENT_PORT=str(port), POSPAL_DATA_DIR=str(tmp / f"data-{name}"),
-               POSPAL_TRUSTED_KEYS=str(trusted), BROWSER="true", **{fake_machine.ENV: name})
+    env.update(
+        PYTHONPATH=f"{site}{os.pathsep}{REPO}",
+        POSPAL_SERVER_URL=server_url,
+        POSPAL_AGENT_PORT=str(port),
+        POSPAL_DATA_DIR=str(tmp / f"data-{name}"),
+        POSPAL_TRUSTED_KEYS=str(trusted),
+        BROWSER="true",
+        **{fake_machine.ENV: name},
+    )
     env.pop("DISPLAY", None)
     env.pop("WAYLAND_DISPLAY", None)
     return AgentProcess(port, env, tmp / f"data-{name}", tmp / f"agent-{name}.log")
@@ -68,8 +75,12 @@ def _agent(tmp: Path, name: str, server_url: str, trusted: Path, site: Path) -> 
 
 def _start_trial(agent: AgentProcess) -> None:
     token = (agent.data_dir / "api-token").read_text().strip()
-    resp = requests.post(f"http://127.0.0.1:{agent.port}/v1/trial", json={},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    resp = requests.post(
+        f"http://127.0.0.1:{agent.port}/v1/trial",
+        json={},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
     assert resp.status_code == 200 and resp.json()["license_state"] == "trial_active", resp.text
 
 
@@ -113,8 +124,12 @@ def impostor(world):
 
     def start(mode: str, arg: str) -> int:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tests.agent.impostor", mode, arg, str(port)],
-                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, **new_group_kwargs())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.agent.impostor", mode, arg, str(port)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            **new_group_kwargs(),
+        )
         procs.append(proc)
         AgentClient(port, timeout=1).wait_ready(20) if mode == "proxy" else _wait_listening(port)
         return port
@@ -143,8 +158,17 @@ def test_the_genuine_agent_is_accepted(world):
 
 def test_a_fake_agent_answering_licensed_is_refused(world, impostor, tmp_path):
     canned = tmp_path / "licensed.json"
-    canned.write_text(json.dumps({"license_state": "licensed_active", "licensed": True, "reason": None,
-                                  "days_left": 3650, "plan": "pospal-monthly"}))
+    canned.write_text(
+        json.dumps(
+            {
+                "license_state": "licensed_active",
+                "licensed": True,
+                "reason": None,
+                "days_left": 3650,
+                "plan": "pospal-monthly",
+            }
+        )
+    )
     port = impostor("answer", str(canned))
     pos = world.pos(port)
     assert pos.license()["licensed"] is True  # the unverified call believes it

@@ -41,16 +41,19 @@ def test_the_choice_does_not_depend_on_the_order_windows_lists_adapters_in():
     assert winprobes.pick_adapter_mac(reversed(ADAPTERS)) == winprobes.pick_adapter_mac(ADAPTERS)
 
 
-@pytest.mark.parametrize("record", [
-    AdapterRecord(ETH, bytes.fromhex("020000000001"), "Ethernet"),  # locally administered
-    AdapterRecord(ETH, bytes.fromhex("010000000001"), "Ethernet"),  # multicast
-    AdapterRecord(ETH, bytes(6), "Ethernet"),
-    AdapterRecord(ETH, bytes.fromhex("001122334455667788"), "Ethernet"),  # not 6 bytes
-    AdapterRecord(winprobes.IF_TYPE_TUNNEL, bytes.fromhex("001122334455"), "Tunnel"),
-    AdapterRecord(ETH, bytes.fromhex("000c29112233"), "VMware Virtual Ethernet Adapter for VMnet8"),
-    AdapterRecord(ETH, bytes.fromhex("0a0027112233"), "VirtualBox Host-Only Ethernet Adapter"),
-    AdapterRecord(ETH, bytes.fromhex("001122334455"), "WireGuard Tunnel", "wg0"),
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        AdapterRecord(ETH, bytes.fromhex("020000000001"), "Ethernet"),  # locally administered
+        AdapterRecord(ETH, bytes.fromhex("010000000001"), "Ethernet"),  # multicast
+        AdapterRecord(ETH, bytes(6), "Ethernet"),
+        AdapterRecord(ETH, bytes.fromhex("001122334455667788"), "Ethernet"),  # not 6 bytes
+        AdapterRecord(winprobes.IF_TYPE_TUNNEL, bytes.fromhex("001122334455"), "Tunnel"),
+        AdapterRecord(ETH, bytes.fromhex("000c29112233"), "VMware Virtual Ethernet Adapter for VMnet8"),
+        AdapterRecord(ETH, bytes.fromhex("0a0027112233"), "VirtualBox Host-Only Ethernet Adapter"),
+        AdapterRecord(ETH, bytes.fromhex("001122334455"), "WireGuard Tunnel", "wg0"),
+    ],
+)
 def test_not_a_physical_adapter(record):
     assert not winprobes.is_physical(record)
     assert winprobes.pick_adapter_mac([record]) is None
@@ -75,8 +78,7 @@ def test_the_disk_serial_comes_from_the_storage_descriptor():
     assert winprobes.parse_storage_descriptor(descriptor(b"  S4EWNX0N123456 ")) == "S4EWNX0N123456"
 
 
-@pytest.mark.parametrize("buf", [descriptor(None), descriptor(b""), b"", b"\x00" * 27,
-                                 descriptor(b"X")[:20]])
+@pytest.mark.parametrize("buf", [descriptor(None), descriptor(b""), b"", b"\x00" * 27, descriptor(b"X")[:20]])
 def test_a_descriptor_without_a_serial_is_unknown(buf):
     assert winprobes.parse_storage_descriptor(buf) is None
 
@@ -104,8 +106,9 @@ def test_real_windows_probes_read_at_least_three_components_quickly():
     started = time.perf_counter()
     result = fpm.collect(probes.windows_probes(), deadline_s=5.0)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    print(f"windows probes: {result.working_count()} of 6 in {elapsed_ms:.0f} ms; "
-          f"missing: {result.problems()}")
+    print(
+        f"windows probes: {result.working_count()} of 6 in {elapsed_ms:.0f} ms; missing: {result.problems()}"
+    )
     ok = {c.name for c in result.components if c.ok}
     # Under Wine: MachineGuid, the SMBIOS UUID, and the MAC when the host has a universally
     # administered NIC (a container's 02:... address is rightly skipped).

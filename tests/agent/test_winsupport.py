@@ -7,16 +7,19 @@ import pytest
 from agent import winsupport
 
 
-@pytest.mark.parametrize(("version", "supported"), [
-    (None, True),  # not Windows
-    ((10, 0, 17763), True),  # 1809, LTSC 2019
-    ((10, 0, 19045), True),  # 22H2
-    ((10, 0, 22631), True),  # Windows 11 (still reports major 10)
-    ((10, 0, 17134), False),  # 1803
-    ((10, 0, 14393), False),  # 1607, LTSB 2016
-    ((6, 3, 9600), False),  # 8.1
-    ((6, 1, 7601), False),  # 7 SP1
-])
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [
+        (None, True),  # not Windows
+        ((10, 0, 17763), True),  # 1809, LTSC 2019
+        ((10, 0, 19045), True),  # 22H2
+        ((10, 0, 22631), True),  # Windows 11 (still reports major 10)
+        ((10, 0, 17134), False),  # 1803
+        ((10, 0, 14393), False),  # 1607, LTSB 2016
+        ((6, 3, 9600), False),  # 8.1
+        ((6, 1, 7601), False),  # 7 SP1
+    ],
+)
 def test_support_matrix(version, supported):
     assert (winsupport.unsupported_reason(version) is None) == supported
 

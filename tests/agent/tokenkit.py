@@ -16,8 +16,10 @@ NOW_TS = int(NOW.timestamp())
 DAY = 86400
 HOUR = 3600
 
-FP = {name: hash_component(name, f"value-of-{name}") for name in
-      ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")}
+FP = {
+    name: hash_component(name, f"value-of-{name}")
+    for name in ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")
+}
 
 
 @dataclass

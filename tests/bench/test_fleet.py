@@ -109,8 +109,9 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
     assert report["errors"]["not_retried_ok"] == 0, report["errors"]["samples"]
     # A keep-alive connection the server closed just as an agent reused it is retried (above), and it
     # stays rare: at most 1 in 1,000 requests outside the injected faults (0-3 in the 30-day reports).
-    assert report["errors"]["no_answer_outside_faults"] <= report["requests"] / 1000, \
-        report["errors"]["samples"]
+    assert report["errors"]["no_answer_outside_faults"] <= report["requests"] / 1000, report["errors"][
+        "samples"
+    ]
     assert report["agent_exceptions"] == 0, report["exception_samples"]
     # The faults really happened and were felt: 3 restarts, refused emails, duplicates answered as such.
     assert report["server_starts"] >= 4

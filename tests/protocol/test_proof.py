@@ -18,12 +18,14 @@ from protocol.trust import b64url_encode, jwk_thumbprint
 
 def test_thumbprint_matches_rfc_8037_example():
     # RFC 8037 appendix A.3: the Ed25519 key of A.2 and its RFC 7638 thumbprint.
-    assert jwk_thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo") == \
-        "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    assert (
+        jwk_thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+        == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    )
 
 
 def test_canonical_json_is_rfc_8785_for_answer_values():
-    value = {"b": [1, True, None], "a": "Άδεια \"ok\"\n\u0001/", "é": {"z": 0, "y": -3}}
+    value = {"b": [1, True, None], "a": 'Άδεια "ok"\n\u0001/', "é": {"z": 0, "y": -3}}
     assert canonical_json(value) == (
         '{"a":"Άδεια \\"ok\\"\\n\\u0001/","b":[1,true,null],"é":{"y":-3,"z":0}}'.encode()
     )
@@ -41,9 +43,18 @@ def test_challenges_of_16_to_64_bytes_are_accepted(size):
     assert parse_challenge(b64url_encode(raw)) == raw
 
 
-@pytest.mark.parametrize("text", [b64url_encode(bytes(15)), b64url_encode(bytes(65)),
-                                  b64url_encode(bytes(32)) + "=", "+" * 43, "A" * 42 + "B", ""],
-                         ids=["15-bytes", "65-bytes", "padded", "not-b64url", "non-canonical-tail", "empty"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b64url_encode(bytes(15)),
+        b64url_encode(bytes(65)),
+        b64url_encode(bytes(32)) + "=",
+        "+" * 43,
+        "A" * 42 + "B",
+        "",
+    ],
+    ids=["15-bytes", "65-bytes", "padded", "not-b64url", "non-canonical-tail", "empty"],
+)
 def test_other_challenges_are_refused(text):
     with pytest.raises(ValueError):
         parse_challenge(text)

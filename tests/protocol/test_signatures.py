@@ -17,11 +17,23 @@ BODY = b'{"fingerprint": {}}'
 
 
 def signed(**kw):
-    args = {"method": "POST", "path": "/v1/refresh", "body_bytes": BODY, "ts": NOW_TS,
-            "nonce": "0123456789abcdef0123456789abcdef"}
+    args = {
+        "method": "POST",
+        "path": "/v1/refresh",
+        "body_bytes": BODY,
+        "ts": NOW_TS,
+        "nonce": "0123456789abcdef0123456789abcdef",
+    }
     args.update(kw)
-    return signatures.sign_request(MACHINE, args["method"], args["path"], args["body_bytes"], args["ts"],
-                               args["nonce"], machine_id="m_0001")
+    return signatures.sign_request(
+        MACHINE,
+        args["method"],
+        args["path"],
+        args["body_bytes"],
+        args["ts"],
+        args["nonce"],
+        machine_id="m_0001",
+    )
 
 
 def test_signed_request_verifies_with_lowercase_headers():
@@ -64,4 +76,3 @@ def test_tampered_request_is_rejected(tamper):
 def test_new_nonce_is_32_hex():
     nonce = signatures.new_nonce()
     assert len(nonce) == 32 and int(nonce, 16) >= 0 and nonce != signatures.new_nonce()
-

@@ -45,8 +45,9 @@ def forge(header: dict, claims: dict, sign) -> str:
 
 
 def test_valid_token_verifies_and_exposes_claims():
-    claims = tokens.verify_token(SERVER.sign(), TRUSTED, NOW, check_exp=True, fp_matches=matches(FP),
-                                 expected_mid="m_0001")
+    claims = tokens.verify_token(
+        SERVER.sign(), TRUSTED, NOW, check_exp=True, fp_matches=matches(FP), expected_mid="m_0001"
+    )
     assert claims.sub == "lic_0001" and claims.kind == "license" and claims.status == "active"
     assert claims.kid == SERVER.kid and claims.fp == FP and claims.features == ("pos",)
     assert claims.policy == tokens.Policy()
@@ -95,11 +96,25 @@ def test_every_required_claim_is_required(claim):
     assert exc.value.reason == "claims"
 
 
-@pytest.mark.parametrize("overrides", [
-    {"iss": "evil"}, {"aud": "someone-else"}, {"kind": "gift"}, {"status": "free"}, {"fp": ["x"]},
-    {"fp": {"mac": 1}}, {"iat": "1"}, {"exp": True}, {"sub": ""}, {"features": "pos"}, {"policy": []},
-    {"policy": {"lease_s": "14d"}}, {"seats": 1.5}, {"exp": NOW_TS - 1},
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"iss": "evil"},
+        {"aud": "someone-else"},
+        {"kind": "gift"},
+        {"status": "free"},
+        {"fp": ["x"]},
+        {"fp": {"mac": 1}},
+        {"iat": "1"},
+        {"exp": True},
+        {"sub": ""},
+        {"features": "pos"},
+        {"policy": []},
+        {"policy": {"lease_s": "14d"}},
+        {"seats": 1.5},
+        {"exp": NOW_TS - 1},
+    ],
+)
 def test_malformed_claims_are_rejected(overrides):
     with pytest.raises(TokenInvalid):
         tokens.verify_token(SERVER.sign(**overrides), TRUSTED, NOW)
@@ -111,8 +126,9 @@ def test_policy_claim_overrides_defaults_and_ignores_unknown_keys():
 
 
 def test_extra_header_members_are_refused():
-    token = forge({"alg": "EdDSA", "typ": "JWT", "kid": SERVER.kid, "jku": "https://evil"}, payload(),
-                  SERVER.key.sign)
+    token = forge(
+        {"alg": "EdDSA", "typ": "JWT", "kid": SERVER.kid, "jku": "https://evil"}, payload(), SERVER.key.sign
+    )
     with pytest.raises(TokenInvalid) as exc:
         tokens.verify_token(token, TRUSTED, NOW)
     assert exc.value.reason == "header"
@@ -129,14 +145,28 @@ def test_keyset_document_is_not_a_token():
 # --------------------------------------------------------------------------------- adversarial property
 
 
-MUTATIONS = ("flip_decoded", "flip_text", "alg_none", "hs256_public_key", "unknown_kid", "untrusted_signer",
-             "expired", "nbf_future", "other_machine", "keyset_untrusted")
+MUTATIONS = (
+    "flip_decoded",
+    "flip_text",
+    "alg_none",
+    "hs256_public_key",
+    "unknown_kid",
+    "untrusted_signer",
+    "expired",
+    "nbf_future",
+    "other_machine",
+    "keyset_untrusted",
+)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kind=st.sampled_from(MUTATIONS), data=st.data(),
-       sub=st.text(min_size=1, max_size=20), seats=st.integers(1, 50),
-       features=st.lists(st.sampled_from(["pos", "kds", "loyalty", "ελληνικά"]), max_size=3))
+@given(
+    kind=st.sampled_from(MUTATIONS),
+    data=st.data(),
+    sub=st.text(min_size=1, max_size=20),
+    seats=st.integers(1, 50),
+    features=st.lists(st.sampled_from(["pos", "kds", "loyalty", "ελληνικά"]), max_size=3),
+)
 def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
     base = {"sub": sub, "seats": seats, "features": features}
     attacker = Ed25519PrivateKey.generate()
@@ -161,23 +191,41 @@ def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
     elif kind == "flip_text":
         i = data.draw(st.integers(0, len(good) - 1), label="char")
         flipped = chr(ord(good[i]) ^ (1 << data.draw(st.integers(0, 6), label="bit")))
-        mutated = good[:i] + flipped + good[i + 1:]
+        mutated = good[:i] + flipped + good[i + 1 :]
     elif kind == "alg_none":
-        mutated = forge({"alg": data.draw(st.sampled_from(["none", "None", "NONE", ""])), "typ": "JWT",
-                         "kid": SERVER.kid}, payload(**base), lambda _: b"")
+        mutated = forge(
+            {
+                "alg": data.draw(st.sampled_from(["none", "None", "NONE", ""])),
+                "typ": "JWT",
+                "kid": SERVER.kid,
+            },
+            payload(**base),
+            lambda _: b"",
+        )
     elif kind == "hs256_public_key":
         pub = SERVER.key.public_key()
-        secret = data.draw(st.sampled_from([
-            pub.public_bytes(Encoding.Raw, PublicFormat.Raw),
-            pub.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
-            SERVER.jwk()["x"].encode(),
-            json.dumps(SERVER.jwk()).encode(),
-        ]))
-        mutated = forge({"alg": "HS256", "typ": "JWT", "kid": SERVER.kid}, payload(**base),
-                        lambda msg: hmac.new(secret, msg, hashlib.sha256).digest())
+        secret = data.draw(
+            st.sampled_from(
+                [
+                    pub.public_bytes(Encoding.Raw, PublicFormat.Raw),
+                    pub.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+                    SERVER.jwk()["x"].encode(),
+                    json.dumps(SERVER.jwk()).encode(),
+                ]
+            )
+        )
+        mutated = forge(
+            {"alg": "HS256", "typ": "JWT", "kid": SERVER.kid},
+            payload(**base),
+            lambda msg: hmac.new(secret, msg, hashlib.sha256).digest(),
+        )
     elif kind == "unknown_kid":
-        kid = data.draw(st.one_of(st.just(trust.kid_for(attacker.public_key())),
-                                  st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)))
+        kid = data.draw(
+            st.one_of(
+                st.just(trust.kid_for(attacker.public_key())),
+                st.text(alphabet="0123456789abcdef", min_size=16, max_size=16),
+            )
+        )
         signer = data.draw(st.sampled_from([attacker, SERVER.key]))
         mutated = tokens.encode_token(signer, kid, payload(**base))
     elif kind == "untrusted_signer":
@@ -191,8 +239,10 @@ def test_every_mutated_token_is_rejected(kind, data, sub, seats, features):
     elif kind == "other_machine":
         names = sorted(FP)
         keep = data.draw(st.integers(0, 2), label="still_matching")  # at most 2 of 5: not a majority
-        other = {n: (FP[n] if i < keep else hashlib.sha256(n.encode() + sub.encode()).hexdigest())
-                 for i, n in enumerate(names)}
+        other = {
+            n: (FP[n] if i < keep else hashlib.sha256(n.encode() + sub.encode()).hexdigest())
+            for i, n in enumerate(names)
+        }
         with pytest.raises(MachineMismatch):
             verify(good, fp_matches=matches(other))
         return

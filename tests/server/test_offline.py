@@ -25,8 +25,14 @@ def _csrf(html: str) -> str:
 
 
 def _request_file(machine, clock, **kw) -> bytes:
-    return make_request(machine.key, machine.fp, terminal_name=machine.terminal_name,
-                        locale=kw.pop("locale", "en"), created=int(clock.now().timestamp()), **kw)
+    return make_request(
+        machine.key,
+        machine.fp,
+        terminal_name=machine.terminal_name,
+        locale=kw.pop("locale", "en"),
+        created=int(clock.now().timestamp()),
+        **kw,
+    )
 
 
 def _round_trip(client, database, machine, clock, *, lang="en", file=None, code=None):
@@ -39,9 +45,11 @@ def _round_trip(client, database, machine, clock, *, lang="en", file=None, code=
         rows = outbox_rows(database, to=EMAIL, template="activation_code")
         code = str(rows[-1].context["code"])
     upload = file if file is not None else _request_file(machine, clock)
-    return client.post("/offline/license",
-                       data={"email": EMAIL, "code": code, "csrf": _csrf(sent.text), "lang": lang},
-                       files={"request": ("pospal-activation-request.json", upload, "application/json")})
+    return client.post(
+        "/offline/license",
+        data={"email": EMAIL, "code": code, "csrf": _csrf(sent.text), "lang": lang},
+        files={"request": ("pospal-activation-request.json", upload, "application/json")},
+    )
 
 
 def _trusted(client) -> TrustedKeys:
@@ -54,7 +62,8 @@ def _machines(database) -> int:
 
 
 def test_owner_gets_a_license_file_bound_to_the_machine_until_period_end_plus_payment_grace(
-        client, database, seed_subscription, make_machine, clock):
+    client, database, seed_subscription, make_machine, clock
+):
     seed_subscription(email=EMAIL, seats=1, period_days=30)
     machine = make_machine(terminal_name="Beach bar")
     answer = _round_trip(client, database, machine, clock)
@@ -73,7 +82,8 @@ def test_owner_gets_a_license_file_bound_to_the_machine_until_period_end_plus_pa
 
 
 def test_renewal_is_the_same_round_trip_and_takes_no_second_seat(
-        client, database, seed_subscription, make_machine, clock):
+    client, database, seed_subscription, make_machine, clock
+):
     seed_subscription(email=EMAIL, seats=1)
     machine = make_machine()
     first = json.loads(_round_trip(client, database, machine, clock).content)
@@ -84,7 +94,8 @@ def test_renewal_is_the_same_round_trip_and_takes_no_second_seat(
 
 
 def test_an_over_full_plan_is_refused_listing_the_terminals_and_nothing_changes(
-        client, database, seed_subscription, make_machine, clock, login_code):
+    client, database, seed_subscription, make_machine, clock, login_code
+):
     seed_subscription(email=EMAIL, seats=1)
     online = make_machine(terminal_name="Till 1")
     assert online.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 200
@@ -130,8 +141,9 @@ def test_forms_without_the_page_token_or_from_another_site_are_refused(client, d
     token = _csrf(page.text)
     forged = client.post("/offline/code", data={"email": EMAIL, "csrf": "1.x.y"})
     assert forged.status_code == 403
-    cross = client.post("/offline/code", data={"email": EMAIL, "csrf": token},
-                        headers={"Origin": "https://evil.example"})
+    cross = client.post(
+        "/offline/code", data={"email": EMAIL, "csrf": token}, headers={"Origin": "https://evil.example"}
+    )
     assert cross.status_code == 403
     client.cookies.clear()
     no_cookie = client.post("/offline/code", data={"email": EMAIL, "csrf": token})

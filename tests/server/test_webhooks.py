@@ -251,8 +251,11 @@ def _license_token_state(database, clock, provider_id: str) -> dict:
         ).one()
         license_ = session.scalars(select(License).where(License.subscription_id == sub.id)).one()
         state = subscription_state(license_, sub, clock.now())
-        return {"license_status": license_.status, "status": state["status"],
-                **({"cancel_at": state["cancel_at"]} if state.get("cancel_at") else {})}
+        return {
+            "license_status": license_.status,
+            "status": state["status"],
+            **({"cancel_at": state["cancel_at"]} if state.get("cancel_at") else {}),
+        }
 
 
 def test_cancel_at_period_end_keeps_license_then_deleted_cancels(stripe_client, stub, database, clock):
@@ -268,7 +271,9 @@ def test_cancel_at_period_end_keeps_license_then_deleted_cancels(stripe_client, 
     assert sub.status == "active" and sub.cancel_at_period_end and sub.cancel_at.timestamp() == 1_800_000_000
     # Until the paid period ends, what a terminal's token says is: licensed, ending at the period's end.
     assert _license_token_state(database, clock, "sub_1") == {
-        "license_status": "active", "status": "active", "cancel_at": 1_800_000_000,
+        "license_status": "active",
+        "status": "active",
+        "cancel_at": 1_800_000_000,
     }
     stub.subscriptions["sub_1"] = subscription("sub_1", "cus_known", status="canceled")
     _deliver(stripe_client, event("customer.subscription.deleted", stub.subscriptions["sub_1"]))

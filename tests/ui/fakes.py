@@ -139,9 +139,20 @@ class FakeControl:
             raise ServerRefused("bad_code", "The code is not right.")
         others = [t for t in self.terminals if not t.this_machine]
         if self.seats_full and len(others) >= 1:
-            raise ServerRefused("seats_full", "All seats are taken.", {"terminals": [
-                {"machine_id": t.machine_id, "terminal_name": t.terminal_name, "last_seen": t.last_seen}
-                for t in others]})
+            raise ServerRefused(
+                "seats_full",
+                "All seats are taken.",
+                {
+                    "terminals": [
+                        {
+                            "machine_id": t.machine_id,
+                            "terminal_name": t.terminal_name,
+                            "last_seen": t.last_seen,
+                        }
+                        for t in others
+                    ]
+                },
+            )
         self.set_status(make_status("licensed_active", customer_email=email))
         return self._status
 
@@ -162,7 +173,7 @@ class FakeControl:
         raise Offline("checkout wait timed out")
 
     def add_terminal(self, email: str, confirm: bool = False, expected_quantity=None) -> AddTerminal:
-        """"Add this terminal": 1 -> 2 terminals for EUR 10.00 now; confirming activates this PC."""
+        """ "Add this terminal": 1 -> 2 terminals for EUR 10.00 now; confirming activates this PC."""
         self._call("add_terminal", email, confirm, expected_quantity)
         if confirm:
             self.set_status(make_status("licensed_active"))
@@ -219,10 +230,12 @@ class FakeControl:
             data_dir="/var/lib/pospal",
             server_url="https://license.pospal.gr",
             version="1.0.0",
-            extra={"fingerprint_match": "4 compared, 0 differ, 5 bound: same machine",
-                   "proxy": "none (direct)", "sync_attempts": 1},
+            extra={
+                "fingerprint_match": "4 compared, 0 differ, 5 bound: same machine",
+                "proxy": "none (direct)",
+                "sync_attempts": 1,
+            },
         )
-
 
     def language(self) -> str:
         """The agent's language (what ``set_language`` last chose)."""
@@ -247,8 +260,9 @@ class FakeControl:
             from agent.errors import LicenseFileRefused
 
             raise LicenseFileRefused("other_machine", "This license file was made for another computer.")
-        self.set_status(make_status("licensed_active", reason="offline_license", offline_license=True,
-                                    days_left=40))
+        self.set_status(
+            make_status("licensed_active", reason="offline_license", offline_license=True, days_left=40)
+        )
         return self._status
 
 

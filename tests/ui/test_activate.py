@@ -35,7 +35,9 @@ def test_wrong_code_then_right_code_activates(qtbot, ui, control):
     assert window.page == "overview"
     assert window.banner.text() == "This PC is activated."
     assert [c[1] for c in control.calls if c[0] == "activate"] == [
-        ("maria@taverna-kyma.gr", "111111"), ("maria@taverna-kyma.gr", RIGHT_CODE)]
+        ("maria@taverna-kyma.gr", "111111"),
+        ("maria@taverna-kyma.gr", RIGHT_CODE),
+    ]
 
 
 def test_bad_email_and_short_code_are_caught_before_asking_the_server(qtbot, ui, control):
@@ -62,8 +64,9 @@ def test_seats_full_lists_terminals_and_removing_one_activates(qtbot, ui, contro
     assert window.banner.text().startswith("All terminals on this subscription are in use.")
     assert set(page.terminals.remove_buttons) == {"m_bar"}
     questions.answer = True
-    with qtbot.waitSignal(worker.action_finished, timeout=3000,
-                          check_params_cb=lambda tag, _r: tag == "activate"):
+    with qtbot.waitSignal(
+        worker.action_finished, timeout=3000, check_params_cb=lambda tag, _r: tag == "activate"
+    ):
         page.terminals.remove_buttons["m_bar"].click()
     assert questions.asked == ["Remove Beach bar?"]
     # Removing proves ownership with the same email and code, then the activation is retried.

@@ -17,6 +17,7 @@ def test_run_tray_shows_the_state_and_quits_cleanly(qtbot):
 
     def ready(tray):
         seen["tray"] = tray
+
         # No system tray on the offscreen platform: the window is shown instead, once the status lands.
         def check():
             if tray.status is None:
@@ -29,8 +30,16 @@ def test_run_tray_shows_the_state_and_quits_cleanly(qtbot):
         QTimer.singleShot(0, check)
 
     control = FakeControl("licensed_active")
-    assert run_tray(control, lang="en", instance_name=f"pospal-test-{uuid.uuid4().hex[:8]}",
-                    on_ready=ready, opener=lambda _url: None) == 0
+    assert (
+        run_tray(
+            control,
+            lang="en",
+            instance_name=f"pospal-test-{uuid.uuid4().hex[:8]}",
+            on_ready=ready,
+            opener=lambda _url: None,
+        )
+        == 0
+    )
     assert seen["tooltip"] == "POSPal: Licensed"
     assert seen["window_visible"] is True
     assert not seen["tray"].worker.is_pending("status")

@@ -40,8 +40,9 @@ def fill_and_continue(qtbot, window, worker, email="maria@taverna-kyma.gr", name
     page = window.pages["buy"]
     page.email.setText(email)
     page.restaurant.setText(name)
-    with qtbot.waitSignal(worker.action_finished, timeout=10000,
-                          check_params_cb=lambda tag, _r: tag == "checkout"):
+    with qtbot.waitSignal(
+        worker.action_finished, timeout=10000, check_params_cb=lambda tag, _r: tag == "checkout"
+    ):
         page.submit.click()
 
 
@@ -91,11 +92,13 @@ def test_form_is_checked_before_anything_is_sent(ui, control):
     assert control.called("start_checkout") == 0
 
 
-FP = Fingerprint((
-    Component("machine_id", True, "1a" * 32),
-    Component("disk_serial", True, "2b" * 32),
-    Component("mac", True, "3c" * 32),
-))
+FP = Fingerprint(
+    (
+        Component("machine_id", True, "1a" * 32),
+        Component("disk_serial", True, "2b" * 32),
+        Component("mac", True, "3c" * 32),
+    )
+)
 
 
 @pytest.fixture
@@ -104,10 +107,15 @@ def real_agent(live_server, tmp_path):  # noqa: F811 (the fixture imported above
     jwks = httpx.get(f"{live_server.url}/v1/keys", timeout=10).json()
     keys = tmp_path / "trusted.json"
     keys.write_text(json.dumps(jwks))
-    settings = AgentSettings(server_url=live_server.url, agent_port=7421, data_dir=tmp_path / "agent",
-                             trusted_keys_path=keys)
-    service = AgentService(settings, fingerprinter=lambda: FP, terminal_name="Front counter",
-                           key_store=MachineKeyStore(tmp_path / "agent", backend=fail.Keyring()))
+    settings = AgentSettings(
+        server_url=live_server.url, agent_port=7421, data_dir=tmp_path / "agent", trusted_keys_path=keys
+    )
+    service = AgentService(
+        settings,
+        fingerprinter=lambda: FP,
+        terminal_name="Front counter",
+        key_store=MachineKeyStore(tmp_path / "agent", backend=fail.Keyring()),
+    )
     yield service
     service.stop()
 

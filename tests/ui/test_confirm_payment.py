@@ -16,8 +16,14 @@ def _show(qtbot, worker, control, status) -> None:
 
 def test_confirm_payment_is_the_first_action_and_opens_the_invoice_page(qtbot, ui, control, opener):
     worker, window, _ = ui
-    _show(qtbot, worker, control, make_status(
-        "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL))
+    _show(
+        qtbot,
+        worker,
+        control,
+        make_status(
+            "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL
+        ),
+    )
     overview = window.pages["overview"]
     assert window.card.headline.text() == "Payment needs confirming"  # not "Payment failed"
     assert overview.visible_actions()[0] is Action.CONFIRM
@@ -29,8 +35,14 @@ def test_confirm_payment_is_the_first_action_and_opens_the_invoice_page(qtbot, u
 
 def test_tray_says_payment_needs_confirming(qtbot, ui, control):
     worker, _, tray = ui
-    _show(qtbot, worker, control, make_status(
-        "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL))
+    _show(
+        qtbot,
+        worker,
+        control,
+        make_status(
+            "licensed_renewal_required", reason="payment_action_required", days_left=5, payment_action_url=URL
+        ),
+    )
     assert "Payment needs confirming" in tray.icon.toolTip()
 
 

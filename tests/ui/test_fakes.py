@@ -35,12 +35,21 @@ def subject(request, tmp_path):
         return
     clock = FakeClock(datetime(2026, 11, 26, 9, tzinfo=UTC))
     cloud = FakeCloud(clock)
-    settings = AgentSettings(server_url="http://fake.invalid", agent_port=7421, data_dir=tmp_path / "data",
-                             trusted_keys_path=cloud.write_jwks(tmp_path / "trusted.json"))
+    settings = AgentSettings(
+        server_url="http://fake.invalid",
+        agent_port=7421,
+        data_dir=tmp_path / "data",
+        trusted_keys_path=cloud.write_jwks(tmp_path / "trusted.json"),
+    )
     fp = Fingerprint((Component("machine_id", True, "a" * 64), Component("mac", True, "c" * 64)))
-    service = AgentService(settings, clock=clock, transport=cloud, fingerprinter=lambda: fp,
-                           key_store=MachineKeyStore(tmp_path / "data", backend=fail.Keyring()),
-                           terminal_name="Front counter")
+    service = AgentService(
+        settings,
+        clock=clock,
+        transport=cloud,
+        fingerprinter=lambda: fp,
+        key_store=MachineKeyStore(tmp_path / "data", backend=fail.Keyring()),
+        terminal_name="Front counter",
+    )
     yield InProcessControl(service), lambda email: cloud.codes[email]
     service.stop()
 

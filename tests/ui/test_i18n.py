@@ -43,8 +43,13 @@ def test_switching_to_greek_re_translates_card_and_menu(qtbot, ui, control):
     assert window.card.values["end"].text() == "29 Νοεμβρίου 2026"
     assert window.pages["overview"].buttons[Action.SYNC].text() == "Συγχρονισμός τώρα"
     menu = [a.text() for a in tray.menu.actions() if not a.isSeparator()]
-    assert menu == ["Ενεργή άδεια, εκτός σύνδεσης", "Άνοιγμα POSPal Agent", "Συγχρονισμός τώρα",
-                    "Διαχείριση συνδρομής", "Έξοδος"]
+    assert menu == [
+        "Ενεργή άδεια, εκτός σύνδεσης",
+        "Άνοιγμα POSPal Agent",
+        "Συγχρονισμός τώρα",
+        "Διαχείριση συνδρομής",
+        "Έξοδος",
+    ]
     assert tray.icon.toolTip() == "POSPal: Ενεργή άδεια, εκτός σύνδεσης, απομένουν 3 ημέρες"
     assert window.windowTitle() == "POSPal License Agent"
 
@@ -71,6 +76,7 @@ def test_language_follows_the_locale(locale, expected):
 def test_a_greek_system_starts_in_greek():
     env = {**os.environ, "LANG": "el_GR.UTF-8", "LC_ALL": "el_GR.UTF-8", "LANGUAGE": "el"}
     code = "from ui.strings import system_language; print(system_language())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "el"

@@ -51,8 +51,9 @@ def test_a_refused_license_file_says_why_and_stays_on_the_page(qtbot, ui, contro
 
 def test_choosing_greek_in_the_window_tells_the_agent(qtbot, ui, control):
     worker, window, _ = ui
-    with qtbot.waitSignal(worker.action_finished, timeout=2000,
-                          check_params_cb=lambda tag, _result: tag == "set_language"):
+    with qtbot.waitSignal(
+        worker.action_finished, timeout=2000, check_params_cb=lambda tag, _result: tag == "set_language"
+    ):
         window.language_box.setCurrentIndex(1)
     assert strings.language.code == "el"
     assert ("set_language", ("el",)) in control.calls

@@ -25,8 +25,9 @@ print("claimed" if SingleInstance(sys.argv[1]).claim() else "deferred")
 
 def launch_second(name: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.Popen([sys.executable, "-c", SECOND_LAUNCH, name], env=env, stdout=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SECOND_LAUNCH, name], env=env, stdout=subprocess.PIPE, text=True
+    )
 
 
 def test_second_launch_asks_the_first_to_show_and_exits(qtbot):
@@ -57,8 +58,13 @@ sys.stdin.read()  # hold the claim until killed
 def test_a_stale_socket_from_a_crash_does_not_block_a_new_instance(qtbot):
     name = f"pospal-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
-    crashed = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, name], env=env, stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+    crashed = subprocess.Popen(
+        [sys.executable, "-c", CLAIM_AND_HANG, name],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         verdict, socket_path = crashed.stdout.readline().split()
         assert verdict == "claimed"

@@ -9,34 +9,112 @@ from tests.ui.fakes import make_status
 from ui.icons import COLORS
 from ui.present import Action, Kind
 
-GREEN, BLUE, AMBER, RED, GREY = (COLORS[k] for k in (Kind.ACTIVE, Kind.TRIAL, Kind.WARNING, Kind.STOPPED,
-                                                     Kind.MISSING))
+GREEN, BLUE, AMBER, RED, GREY = (
+    COLORS[k] for k in (Kind.ACTIVE, Kind.TRIAL, Kind.WARNING, Kind.STOPPED, Kind.MISSING)
+)
 
 # state, reason override, icon colour, tooltip, sync enabled, subscription item (text, enabled),
 # window buttons (primary first)
 TABLE = [
-    ("licensed_active", None, GREEN, "POSPal: Licensed", True, ("Manage subscription", True),
-     [Action.BILLING, Action.MOVE, Action.SYNC]),
-    ("trial_active", None, BLUE, "POSPal: Free trial, until 8 December 2026", True,
-     ("Buy subscription", True), [Action.BUY, Action.ACTIVATE, Action.SYNC]),
-    ("licensed_grace", None, AMBER, "POSPal: Licensed, offline, 9 days left", True,
-     ("Manage subscription", True), [Action.SYNC, Action.BILLING, Action.MOVE]),
-    ("licensed_renewal_required", None, AMBER, "POSPal: Payment failed, 4 days left", True,
-     ("Manage subscription", True), [Action.BILLING, Action.SYNC, Action.MOVE]),
-    ("licensed_cancelled", None, RED, "POSPal: Subscription ended", True, ("Buy subscription", True),
-     [Action.BUY, Action.BILLING, Action.ACTIVATE, Action.SYNC]),
-    ("trial_expired", None, RED, "POSPal: Trial ended", True, ("Buy subscription", True),
-     [Action.BUY, Action.ACTIVATE, Action.SYNC]),
-    ("license_missing", None, GREY, "POSPal: Not activated", False, ("Buy subscription", True),
-     [Action.TRIAL, Action.BUY, Action.ACTIVATE]),
-    ("license_error", "offline_expired", RED, "POSPal: License problem", True, ("Manage subscription", True),
-     [Action.SYNC, Action.BILLING]),
-    ("license_error", "clock_rollback", RED, "POSPal: License problem", True, ("Buy subscription", False),
-     [Action.SYNC]),
-    ("license_error", "machine_changed", RED, "POSPal: License problem", False, ("Buy subscription", True),
-     [Action.ACTIVATE, Action.BUY]),
-    ("license_error", "revoked", RED, "POSPal: License problem", False, ("Buy subscription", True),
-     [Action.ACTIVATE, Action.BUY]),
+    (
+        "licensed_active",
+        None,
+        GREEN,
+        "POSPal: Licensed",
+        True,
+        ("Manage subscription", True),
+        [Action.BILLING, Action.MOVE, Action.SYNC],
+    ),
+    (
+        "trial_active",
+        None,
+        BLUE,
+        "POSPal: Free trial, until 8 December 2026",
+        True,
+        ("Buy subscription", True),
+        [Action.BUY, Action.ACTIVATE, Action.SYNC],
+    ),
+    (
+        "licensed_grace",
+        None,
+        AMBER,
+        "POSPal: Licensed, offline, 9 days left",
+        True,
+        ("Manage subscription", True),
+        [Action.SYNC, Action.BILLING, Action.MOVE],
+    ),
+    (
+        "licensed_renewal_required",
+        None,
+        AMBER,
+        "POSPal: Payment failed, 4 days left",
+        True,
+        ("Manage subscription", True),
+        [Action.BILLING, Action.SYNC, Action.MOVE],
+    ),
+    (
+        "licensed_cancelled",
+        None,
+        RED,
+        "POSPal: Subscription ended",
+        True,
+        ("Buy subscription", True),
+        [Action.BUY, Action.BILLING, Action.ACTIVATE, Action.SYNC],
+    ),
+    (
+        "trial_expired",
+        None,
+        RED,
+        "POSPal: Trial ended",
+        True,
+        ("Buy subscription", True),
+        [Action.BUY, Action.ACTIVATE, Action.SYNC],
+    ),
+    (
+        "license_missing",
+        None,
+        GREY,
+        "POSPal: Not activated",
+        False,
+        ("Buy subscription", True),
+        [Action.TRIAL, Action.BUY, Action.ACTIVATE],
+    ),
+    (
+        "license_error",
+        "offline_expired",
+        RED,
+        "POSPal: License problem",
+        True,
+        ("Manage subscription", True),
+        [Action.SYNC, Action.BILLING],
+    ),
+    (
+        "license_error",
+        "clock_rollback",
+        RED,
+        "POSPal: License problem",
+        True,
+        ("Buy subscription", False),
+        [Action.SYNC],
+    ),
+    (
+        "license_error",
+        "machine_changed",
+        RED,
+        "POSPal: License problem",
+        False,
+        ("Buy subscription", True),
+        [Action.ACTIVATE, Action.BUY],
+    ),
+    (
+        "license_error",
+        "revoked",
+        RED,
+        "POSPal: License problem",
+        False,
+        ("Buy subscription", True),
+        [Action.ACTIVATE, Action.BUY],
+    ),
 ]
 
 # The one-line status: the tray menu's first item and the window card's headline.
@@ -63,10 +141,14 @@ def hue_matches(pixel: QColor, expected: str) -> bool:
     return abs(pixel.hsvHue() - want.hsvHue()) <= 15 and pixel.hsvSaturation() > 100
 
 
-@pytest.mark.parametrize(("state", "reason", "colour", "tooltip", "sync", "subscription", "buttons"), TABLE,
-                         ids=[f"{row[0]}-{row[1] or ''}" for row in TABLE])
-def test_every_state_shows_its_icon_tooltip_and_actions(qtbot, ui, control, state, reason, colour, tooltip,
-                                                        sync, subscription, buttons):
+@pytest.mark.parametrize(
+    ("state", "reason", "colour", "tooltip", "sync", "subscription", "buttons"),
+    TABLE,
+    ids=[f"{row[0]}-{row[1] or ''}" for row in TABLE],
+)
+def test_every_state_shows_its_icon_tooltip_and_actions(
+    qtbot, ui, control, state, reason, colour, tooltip, sync, subscription, buttons
+):
     worker, window, tray = ui
     status = make_status(state, **({"reason": reason} if reason else {}))
     with qtbot.waitSignal(worker.status_changed, timeout=2000):
@@ -95,8 +177,11 @@ def test_every_state_shows_its_icon_tooltip_and_actions(qtbot, ui, control, stat
 def test_payment_grace_over_turns_the_icon_red(qtbot, ui, control):
     worker, window, tray = ui
     with qtbot.waitSignal(worker.status_changed):
-        control.set_status(make_status("licensed_renewal_required", licensed=False,
-                                       reason="payment_grace_ended", days_left=0))
+        control.set_status(
+            make_status(
+                "licensed_renewal_required", licensed=False, reason="payment_grace_ended", days_left=0
+            )
+        )
     image = tray.icon.icon().pixmap(32, 32).toImage()
     assert hue_matches(image.pixelColor(6, 12), RED)
     assert "Orders are stopped" in window.card.detail.text()
@@ -166,10 +251,19 @@ def test_notifies_when_the_state_worsens(qtbot, ui, control):
     assert "within 9 days" in blocker.args[0].body
 
 
-@pytest.mark.parametrize(("before", "after", "notifies"), [
-    (6, 5, True), (5, 4, False), (4, 3, True), (3, 2, False), (2, 1, True), (9, 2, True), (1, 1, False),
-    (3, 4, False),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "notifies"),
+    [
+        (6, 5, True),
+        (5, 4, False),
+        (4, 3, True),
+        (3, 2, False),
+        (2, 1, True),
+        (9, 2, True),
+        (1, 1, False),
+        (3, 4, False),
+    ],
+)
 def test_notifies_when_days_left_cross_5_3_1(qtbot, ui, control, before, after, notifies):
     worker, _, tray = ui
     with qtbot.waitSignal(worker.status_changed):
@@ -194,9 +288,15 @@ def test_improving_state_is_silent(qtbot, ui, control):
     assert seen == []
 
 
-@pytest.mark.parametrize(("before", "after", "notifies"), [
-    (8, 7, True), (7, 6, False), (6, 5, False), (4, 3, True),
-])
+@pytest.mark.parametrize(
+    ("before", "after", "notifies"),
+    [
+        (8, 7, True),
+        (7, 6, False),
+        (6, 5, False),
+        (4, 3, True),
+    ],
+)
 def test_the_first_warning_comes_at_the_policys_warn_days(qtbot, ui, control, before, after, notifies):
     worker, _, tray = ui
     with qtbot.waitSignal(worker.status_changed):

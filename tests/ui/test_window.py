@@ -46,7 +46,8 @@ def test_license_error_uses_the_agent_catalogue_sentence(qtbot, ui, control):
     worker, window, _ = ui
     set_status(qtbot, worker, control, make_status("license_error", reason="clock_rollback"))
     assert window.card.detail.text() == (
-        "The computer's clock has been set back. Set the correct date and time, then press Sync now.")
+        "The computer's clock has been set back. Set the correct date and time, then press Sync now."
+    )
     assert not window.card.values["days_left"].isVisibleTo(window)
     assert not window.card.values["end"].isVisibleTo(window)
 
@@ -133,19 +134,29 @@ def test_move_lists_terminals_and_removes_one_after_confirming(qtbot, ui, contro
     assert window.banner.text() == "Terminal removed."
 
 
-@pytest.mark.parametrize(("error", "text"), [
-    (Offline("connection refused"),
-     "Cannot reach the POSPal cloud. Check the internet connection and try again."),
-    (ServerRefused("rate_limited", "slow down", {"retry_after": 130}),
-     "Too many tries. Wait 3 min and try again."),
-    (ServerRefused("rate_limited", "slow down"), "Too many tries. Wait a few minutes and try again."),
-    (ServerRefused("no_subscription", "none"), "No subscription was found for this email."),
-    (ServerRefused("code_expired", "old"), "That code has expired. Ask for a new one."),
-    (ServerRefused("too_many_attempts", "stop"), "Too many wrong tries. Ask for a new code."),
-    (ServerRefused("checkout_expired", "late"), "The payment page expired. Start again."),
-    (ServerRefused("unknown_machine", "who"), "The POSPal cloud does not know this PC. Activate it again."),
-    (ServerRefused("weird_new_code", "The server said no."), "The server said no."),
-])
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (
+            Offline("connection refused"),
+            "Cannot reach the POSPal cloud. Check the internet connection and try again.",
+        ),
+        (
+            ServerRefused("rate_limited", "slow down", {"retry_after": 130}),
+            "Too many tries. Wait 3 min and try again.",
+        ),
+        (ServerRefused("rate_limited", "slow down"), "Too many tries. Wait a few minutes and try again."),
+        (ServerRefused("no_subscription", "none"), "No subscription was found for this email."),
+        (ServerRefused("code_expired", "old"), "That code has expired. Ask for a new one."),
+        (ServerRefused("too_many_attempts", "stop"), "Too many wrong tries. Ask for a new code."),
+        (ServerRefused("checkout_expired", "late"), "The payment page expired. Start again."),
+        (
+            ServerRefused("unknown_machine", "who"),
+            "The POSPal cloud does not know this PC. Activate it again.",
+        ),
+        (ServerRefused("weird_new_code", "The server said no."), "The server said no."),
+    ],
+)
 def test_refusals_read_as_clear_sentences(qtbot, ui, control, error, text):
     worker, window, _ = ui
     set_status(qtbot, worker, control, make_status("licensed_grace"))
@@ -170,12 +181,16 @@ def test_diagnostics_shows_sources_and_copies_a_support_report(qtbot, ui, contro
     page = window.pages["diagnostics"]
     with qtbot.waitSignal(worker.action_finished, check_params_cb=lambda tag, _r: tag == "diagnostics"):
         window.diagnostics_button.click()
-    shown = {page.sources.itemAt(i * 2).widget().text(): page.sources.itemAt(i * 2 + 1).widget().text()
-             for i in range(page.sources.rowCount())}
+    shown = {
+        page.sources.itemAt(i * 2).widget().text(): page.sources.itemAt(i * 2 + 1).widget().text()
+        for i in range(page.sources.rowCount())
+    }
     assert shown["board_serial"] == "✗ unavailable"
     assert shown["machine_id"] == "✓ works"
-    facts = {page.facts.itemAt(i * 2).widget().text(): page.facts.itemAt(i * 2 + 1).widget().text()
-             for i in range(page.facts.rowCount())}
+    facts = {
+        page.facts.itemAt(i * 2).widget().text(): page.facts.itemAt(i * 2 + 1).widget().text()
+        for i in range(page.facts.rowCount())
+    }
     assert facts["Fingerprint check"] == "4 compared, 0 differ, 5 bound: same machine"
     assert facts["Proxy"] == "none (direct)" and "Cloned PC?" not in facts
     page.copy.click()
