@@ -73,12 +73,26 @@ def test_trial_request_must_be_signed_by_the_key_in_the_body(client, make_machin
 
 
 def test_bad_public_key_is_invalid_request(client, make_machine):
+    """A key that is not 32 bytes of base64url is malformed input: 422 invalid_request, naming the field."""
+    machine = make_machine()
+    response = machine.post(
+        client, "/v1/trials", {**machine.identity(), "machine_public_key": "A" * 42}, machine_id=None
+    )
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "invalid_request",
+        "message": "machine_public_key is not an Ed25519 public key.",
+    }
+
+
+def test_a_well_formed_key_that_did_not_sign_the_request_is_bad_signature(client, make_machine):
+    """32 well-formed bytes of another key: the request's signature does not verify with it (401)."""
     machine = make_machine()
     response = machine.post(
         client, "/v1/trials", {**machine.identity(), "machine_public_key": "A" * 43}, machine_id=None
     )
-    assert response.status_code in (401, 422)
-    assert response.json()["error"] in ("invalid_request", "bad_signature")
+    assert response.status_code == 401
+    assert response.json()["error"] == "bad_signature"
 
 
 def test_an_email_given_at_trial_start_gets_the_reminder_three_days_before_the_end(
