@@ -12,6 +12,7 @@ import pytest
 from agent import fingerprint, messages
 from agent.clock import FakeClock, TrustedClock
 from agent.state import ERROR_REASONS, LICENSE_STATES, LicenseStatus, StatusInputs, compute_status
+from tests.agent.contract import PRODUCT_LICENSE_FIELDS
 from tests.agent.tokenkit import DAY, FP, HOUR, NOW, NOW_TS, claims
 
 T = NOW_TS  # the token was issued (and the last sync happened) at T
@@ -407,22 +408,7 @@ def test_to_dict_is_exactly_the_local_api_body():
     status = compute_status(Row("a", T + HOUR, "", True, "", None).build())
     body = status.to_dict()
     assert list(body) == [
-        "license_state",
-        "licensed",
-        "reason",
-        "message",
-        "days_left",
-        "valid_until",
-        "grace_until",
-        "plan",
-        "features",
-        "seats",
-        "customer_email",
-        "machine_id",
-        "terminal_name",
-        "last_sync",
-        "next_sync",
-        "agent_version",
+        *PRODUCT_LICENSE_FIELDS,
         "offline_license",
         "warn_days",
     ]
