@@ -57,6 +57,7 @@ windows_apt() {
   command -v makensis >/dev/null 2>&1 || need+=(nsis)
   command -v osslsigncode >/dev/null 2>&1 || need+=(osslsigncode)
   command -v xvfb-run >/dev/null 2>&1 || need+=(xvfb xauth)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)  # windows_ci.sh gives Wine a vendor-MAC NIC
   if [ ${#need[@]} -gt 0 ]; then
     echo "apt-get install ${need[*]}"
     apt-get update -qq
