@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 # shellcheck source=scripts/windows_env.sh
 source scripts/windows_env.sh
+windows_apt  # first: this script itself uses ip (the NIC below), wineserver and osslsigncode
 t_start=$SECONDS
 KEYS="$(mktemp -d)"
 NIC=""
