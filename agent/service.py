@@ -28,7 +28,7 @@ from agent import fingerprint, messages, store
 from agent import language as agent_language
 from agent.anchors import load_trusted_keys
 from agent.cache import SealedCache, check_fresh
-from agent.clock import Clock, SystemClock, TrustedClock
+from agent.clock import Clock, ClockVerdict, SystemClock, TrustedClock
 from agent.config import AgentSettings
 from agent.errors import Error, InvalidInput, KeySetRejected, TokenInvalid
 from agent.flows import FlowsMixin
@@ -56,6 +56,22 @@ def _ts(when: datetime | None) -> int | None:
 
 def _dt(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if isinstance(value, int | float) else None
+
+
+def _with_translations(status: LicenseStatus, inputs: StatusInputs) -> LicenseStatus:
+    """`status` with its message in every language, so a POS may ask for its own (`?lang=`) at no cost."""
+    return replace(
+        status,
+        translations=tuple(
+            (
+                lang,
+                status.message
+                if lang == inputs.language
+                else compute_status(replace(inputs, language=lang)).message,
+            )
+            for lang in messages.LANGUAGES
+        ),
+    )
 
 
 class AgentService(FlowsMixin, IdentityMixin):
@@ -176,38 +192,7 @@ class AgentService(FlowsMixin, IdentityMixin):
         """Recompute the status (time moves: grace starts, days count down) and publish it if it changed."""
         with self._lock:
             verdict = self.trusted_clock.verdict()
-            claims = self._claims
-            fp_match = None
-            if claims is not None:
-                fp_match = fingerprint.match(claims.fp, self._status_hashes()).ok
-            inputs = StatusInputs(
-                now=verdict.now,
-                claims=claims,
-                token_problem=self._token_problem,
-                provisional_trial_started=_dt(self._data.get("provisional_trial_started")),
-                last_sync=_dt(self._data.get("last_sync")),
-                fingerprint_match=fp_match,
-                clock_rollback=verdict.rollback,
-                machine_id=self._data.get("machine_id"),
-                terminal_name=self.terminal_name,
-                next_sync=self.engine.next_sync,
-                agent_version=__version__,
-                language=self.language,
-            )
-            status = compute_status(inputs)
-            # The message in every language, so a POS may ask for its own (`?lang=`) at no cost.
-            status = replace(
-                status,
-                translations=tuple(
-                    (
-                        lang,
-                        status.message
-                        if lang == inputs.language
-                        else compute_status(replace(inputs, language=lang)).message,
-                    )
-                    for lang in messages.LANGUAGES
-                ),
-            )
+            status = _with_translations(compute_status(inputs := self._status_inputs(verdict)), inputs)
             previous = self._status
             changed = status != previous
             if changed or previous is None:
@@ -236,6 +221,27 @@ class AgentService(FlowsMixin, IdentityMixin):
                         except Exception:
                             log.exception("a status subscriber failed")
         return status
+
+    def _status_inputs(self, verdict: ClockVerdict) -> StatusInputs:
+        """What the state function needs, from the cache, the token and the trusted clock (under the lock)."""
+        claims = self._claims
+        fp_match = None
+        if claims is not None:
+            fp_match = fingerprint.match(claims.fp, self._status_hashes()).ok
+        return StatusInputs(
+            now=verdict.now,
+            claims=claims,
+            token_problem=self._token_problem,
+            provisional_trial_started=_dt(self._data.get("provisional_trial_started")),
+            last_sync=_dt(self._data.get("last_sync")),
+            fingerprint_match=fp_match,
+            clock_rollback=verdict.rollback,
+            machine_id=self._data.get("machine_id"),
+            terminal_name=self.terminal_name,
+            next_sync=self.engine.next_sync,
+            agent_version=__version__,
+            language=self.language,
+        )
 
     @property
     def terminal_name(self) -> str:

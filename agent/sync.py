@@ -208,13 +208,16 @@ class SyncEngine:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         scheduler = BackgroundScheduler(timezone="UTC", daemon=True)
+        # The job only hands the tick to a thread and returns; run_due() is what keeps one sync at a time.
+        # With max_instances=1 a re-arm made while the job was still being marked done was skipped as
+        # "maximum instances reached" and the sync waited for the next regular tick (up to 30 s).
         scheduler.add_job(
             self._scheduled_tick,
             "interval",
             seconds=TICK_S,
             id="sync",
             next_run_time=self.clock.now(),
-            max_instances=1,
+            max_instances=4,
             coalesce=True,
             misfire_grace_time=None,
         )
