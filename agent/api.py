@@ -48,7 +48,7 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
 `GET /v1/license?lang=el|en` (or `Accept-Language`) answers in that language, not changing the agent's.
 
 `LocalApi` holds the routes and what they answer; the wire (request parsing, the guards, bodies, JSON
-errors) is `agent.httpd`.
+errors) is `agent.httpd`; its sockets are `agent.httploop`.
 
 Errors are `{"error": code, "message": text, ...}`: the guards' own codes, `offline` (503), or the
 server's refusal passed on with its code (e.g. `seats_full`, 409, with `terminals`).
@@ -68,7 +68,8 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import errors
-from agent.httpd import ApiError, Request, Server, dumps, error_for, response
+from agent.httpd import ApiError, Request, dumps, error_for, response
+from agent.httploop import Server
 from protocol import __version__
 from protocol.proof import canonical_json, parse_challenge, sign_answer
 from protocol.trust import encode_public_key

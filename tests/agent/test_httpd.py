@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from agent import httpd
+from agent import httpd, httploop
 from agent.api import LocalApi
 from tests.agent.test_api import AUTH, TOKEN, StubControl
 
@@ -103,7 +103,7 @@ def _license(conn: http.client.HTTPConnection, port: int) -> int:
 def test_idle_connection_flood_bounded_threads(api, monkeypatch):
     """300 idle connections: the threads stay bounded, the ones past the cap are refused, the POS's own
     keep-alive connection keeps its answers, and a POS reconnecting takes the slot of an idle one."""
-    monkeypatch.setattr(httpd, "PRESSURE_IDLE_S", 0.2)
+    monkeypatch.setattr(httploop, "PRESSURE_IDLE_S", 0.2)
     api._httpd.max_connections = 200
     pos = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
     assert _license(pos, api.port) == 200
@@ -117,7 +117,7 @@ def test_idle_connection_flood_bounded_threads(api, monkeypatch):
         # Connections past the cap were told "busy" and closed (or made room), not given a thread each.
         assert _count_closed(flood, 3) >= 100
         assert api._httpd.connections <= 200
-        assert threading.active_count() <= threads_before + httpd.WORKERS
+        assert threading.active_count() <= threads_before + httploop.WORKERS
         time.sleep(0.3)  # past PRESSURE_IDLE_S: the idle flood connections may now be dropped for a newcomer
         fresh = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
         assert _license(fresh, api.port) == 200
@@ -130,7 +130,7 @@ def test_idle_connection_flood_bounded_threads(api, monkeypatch):
 
 def test_slow_header_drip_hits_request_deadline(api, monkeypatch):
     """A header dripped a byte at a time is cut at the whole-request deadline, however steady the drip."""
-    monkeypatch.setattr(httpd, "REQUEST_DEADLINE_S", 0.6)
+    monkeypatch.setattr(httploop, "REQUEST_DEADLINE_S", 0.6)
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
         s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api))
         started = time.monotonic()
@@ -150,7 +150,7 @@ def test_slow_header_drip_hits_request_deadline(api, monkeypatch):
 
 def test_idle_fresh_connection_hits_request_deadline(api, monkeypatch):
     """A connection that sends nothing at all is closed at the request deadline too."""
-    monkeypatch.setattr(httpd, "REQUEST_DEADLINE_S", 0.3)
+    monkeypatch.setattr(httploop, "REQUEST_DEADLINE_S", 0.3)
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
         assert _closed_within(s, 3)
 
@@ -244,7 +244,7 @@ def test_blocked_handlers_never_stall_the_license_answer(api):
     threads_before = threading.active_count()
     posts = []
     try:
-        for _ in range(httpd.WORKERS + 4):
+        for _ in range(httploop.WORKERS + 4):
             s = socket.create_connection(("127.0.0.1", api.port), timeout=5)
             s.sendall(
                 b"POST /v1/sync HTTP/1.1\r\n"
@@ -297,7 +297,7 @@ def test_a_client_that_reads_slowly_gets_the_whole_answer_and_blocks_nobody(api)
 
 def test_dripping_connections_at_the_cap_make_room_for_the_pos(api, monkeypatch):
     """At the cap, slow-loris connections that keep dripping still give way to a POS that asks at once."""
-    monkeypatch.setattr(httpd, "PRESSURE_IDLE_S", 0.2)
+    monkeypatch.setattr(httploop, "PRESSURE_IDLE_S", 0.2)
     api._httpd.max_connections = 5
     drips = [socket.create_connection(("127.0.0.1", api.port), timeout=5) for _ in range(5)]
     try:
