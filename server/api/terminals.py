@@ -48,6 +48,8 @@ from server.models import Customer, License, Machine
 router = APIRouter(prefix="/v1", tags=["terminals"])
 
 OWNER_ROUTES_PER_HOUR_PER_IP = 120
+# A code that lists terminals may also remove or keep them, and so may an owner's proof code.
+_TERMINAL_CODES = codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES
 _NO_PROOF = "Sign the request from an activated computer, or give the email and its code."
 
 
@@ -181,7 +183,7 @@ def list_terminals(
     svc: Services = Depends(services),
 ) -> TerminalsAnswer:
     """The license's terminals: active ones (holding seats) first, then inactive ones and why."""
-    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
+    code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
         if owner.license is None:
@@ -218,7 +220,7 @@ def remove_terminal(
     svc: Services = Depends(services),
 ) -> OkAnswer:
     """Free one terminal's seat (the owner's; a machine may remove itself); it then gets `revoked`."""
-    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
+    code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
     now = svc.clock.now()
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
@@ -245,7 +247,7 @@ def keep_terminals(
     svc: Services = Depends(services),
 ) -> TerminalsAnswer:
     """The owner chooses which terminals keep their seats; the others (beyond the quantity) stop."""
-    code_id = _prove(request, body, svc, codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES, allow_used=True)
+    code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
     now = svc.clock.now()
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
