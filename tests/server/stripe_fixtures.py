@@ -1,4 +1,6 @@
-"""Stripe's own published example objects (`../shared/stripe/fixtures3.json`), made into test scenarios.
+"""Stripe's own published example objects, made into test scenarios.
+
+The objects are `tests/fixtures/stripe/fixtures3.json` (MIT; its source and licence are beside it).
 
 Each builder deep-copies Stripe's fixture for one resource and changes only what the scenario is about:
 ids, amounts and times, plus the state fields the scenario needs (a subscription's status, an invoice's
@@ -18,7 +20,7 @@ from typing import Any
 
 from tests.server.stripe_stub import PRICE_ID
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe" / "fixtures3.json"
 
 
 @cache
