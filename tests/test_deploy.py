@@ -1,0 +1,92 @@
+"""The deployment files: the systemd units serve only after migrating, and are hardened."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "SystemCallFilter": "@system-service",
+    "CapabilityBoundingSet": "",
+}
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((UNITS / name).read_text(encoding="utf-8"))
+    return parser
+
+
+def test_server_and_worker_start_only_after_the_migration() -> None:
+    migrate = _unit("pospal-server-migrate.service")
+    assert migrate["Service"]["Type"] == "oneshot"
+    assert migrate["Service"]["ExecStart"].endswith("pospal-server migrate")
+    for name, command in (("pospal-server.service", "run"), ("pospal-server-worker.service", "worker")):
+        unit = _unit(name)
+        assert "pospal-server-migrate.service" in unit["Unit"]["After"].split()
+        assert "pospal-server-migrate.service" in unit["Unit"]["Requires"].split()
+        assert unit["Service"]["ExecStart"].endswith(f"pospal-server {command}")
+
+
+def test_every_unit_is_hardened_and_reads_the_environment_file() -> None:
+    for name in ("pospal-server-migrate.service", "pospal-server.service", "pospal-server-worker.service"):
+        service = _unit(name)["Service"]
+        for key, value in HARDENING.items():
+            assert service.get(key) == value, (name, key)
+        assert service["User"] == "pospal"
+        assert service["StateDirectory"] == "pospal-server"
+        assert service["EnvironmentFile"] == "/etc/pospal/server.env"
+        assert "AF_PACKET" not in service["RestrictAddressFamilies"]
+    assert "u pospal " in (UNITS / "pospal-server.sysusers.conf").read_text(encoding="utf-8")
+
+
+def test_example_environment_file_sets_the_production_settings() -> None:
+    text = (UNITS / "server.env.example").read_text(encoding="utf-8")
+    for key in (
+        "POSPAL_DATABASE_URL=",
+        "POSPAL_PUBLIC_URL=",
+        "POSPAL_SIGNING_KEY_DIR=",
+        "POSPAL_SERVER_SECRET=",
+    ):
+        assert key in text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="systemd units are checked on Linux only")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    entry = Path(sys.executable).with_name("pospal-server")
+    assert entry.exists(), "the pospal-server entry point is not installed"
+    copies = []
+    for unit in sorted(UNITS.glob("*.service")):
+        copy = tmp_path / unit.name
+        copy.write_text(
+            unit.read_text(encoding="utf-8").replace("/opt/pospal/venv/bin/pospal-server", str(entry)),
+            encoding="utf-8",
+        )
+        copies.append(str(copy))
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", *copies], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pospal-server" not in result.stderr, result.stderr
+
+
+def test_entry_point_lists_the_server_roles() -> None:
+    entry = Path(sys.executable).with_name("pospal-server")
+    result = subprocess.run([str(entry), "--help"], capture_output=True, text=True, timeout=60, check=True)
+    for role in ("run", "migrate", "worker"):
+        assert role in result.stdout
