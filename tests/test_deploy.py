@@ -90,3 +90,39 @@ def test_entry_point_lists_the_server_roles() -> None:
     result = subprocess.run([str(entry), "--help"], capture_output=True, text=True, timeout=60, check=True)
     for role in ("run", "migrate", "worker"):
         assert role in result.stdout
+
+
+ROOT = UNITS.parent.parent
+
+
+def test_compose_runs_two_servers_behind_caddy_after_the_migration() -> None:
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert {"db", "redis", "migrate", "server-1", "server-2", "worker", "caddy"} <= set(services)
+    assert services["migrate"]["command"] == ["migrate"]
+    for name in ("server-1", "server-2", "worker"):
+        after = services[name]["depends_on"]["migrate"]
+        assert after["condition"] == "service_completed_successfully", name
+        assert "signing-keys:/var/lib/pospal/keys" in services[name]["volumes"]
+        assert services[name]["environment"]["POSPAL_SIGNING_KEY_DIR"] == "/var/lib/pospal/keys"
+    assert services["worker"]["command"] == ["worker"]
+    assert "db-data:/var/lib/postgresql/data" in services["db"]["volumes"]
+    assert {"db-data", "signing-keys"} <= set(compose["volumes"])
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text(encoding="utf-8")
+    assert "server-1:8000 server-2:8000" in caddyfile
+
+
+def test_dockerfile_final_stage_is_non_root_with_healthcheck_and_entrypoint() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = text.split("\nFROM ")[1:]
+    assert len(stages) >= 2, "the Dockerfile is not multi-stage"
+    assert stages[0].split()[1:3] == ["AS", "builder"]
+    assert "--require-hashes -r /tmp/requirements.lock" in stages[0]
+    final = stages[-1]
+    users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in final and "/health" in final and "curl" not in final
+    assert 'ENTRYPOINT ["pospal-server"]' in final
+    assert 'CMD ["run", "--host", "0.0.0.0"]' in final
+    assert "apt-get" not in final and "gcc" not in final

@@ -1,0 +1,28 @@
+# POSPal license server image. Build: docker build -t pospal-server .
+# Builder: the locked dependencies (requirements.lock, with hashes) into a venv.
+FROM python:3.11-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements.lock /tmp/requirements.lock
+RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.lock
+COPY . /src
+RUN /opt/venv/bin/pip install --no-deps /src
+
+# Final: the venv only, no build tools, a non-root user.
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/pospal --create-home pospal \
+    && mkdir -p /var/lib/pospal/keys && chown -R pospal:pospal /var/lib/pospal && chmod 0700 /var/lib/pospal/keys
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    POSPAL_SERVER_DATA_DIR=/var/lib/pospal \
+    POSPAL_SIGNING_KEY_DIR=/var/lib/pospal/keys
+USER pospal
+WORKDIR /var/lib/pospal
+VOLUME ["/var/lib/pospal/keys"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"]
+ENTRYPOINT ["pospal-server"]
+CMD ["run", "--host", "0.0.0.0"]
