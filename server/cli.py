@@ -290,7 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         return int(args.func(settings, args) or 0)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        if args.command == "check":  # the same lines as the service checks: FAIL, one per problem
+            for problem in exc.problems:
+                print(f"FAIL settings: {problem}")
+            return 1
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
         return 2
     except Error as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,15 +12,18 @@ e-mail or the test hooks, and the error names the setting and the fix.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import platformdirs
 from sqlalchemy.engine import make_url
 
+from protocol.tokens import Policy
 from server.errors import ConfigError
+
+T = TypeVar("T")
 
 BILLING_CHOICES = ("stripe", "sandbox")
 EMAIL_CHOICES = ("console", "smtp", "resend")
@@ -103,6 +106,36 @@ def _days(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+class _Problems:
+    """Every settings problem found while reading, so that all of them are named at once, not the first."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def read(self, read: Callable[[], T], fallback: T) -> T:
+        """`read()`, or `fallback` after noting its `ConfigError`."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self.lines.extend(exc.problems)
+            return fallback
+
+    def raise_any(self) -> None:
+        """Raise one `ConfigError` carrying every problem noted (one line each), if there is any."""
+        if self.lines:
+            raise ConfigError("; ".join(self.lines), tuple(self.lines))
+
+
+def _database_backend(url: str) -> str:
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as exc:
+        raise ConfigError(f"POSPAL_DATABASE_URL is not a database URL: {exc}") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"POSPAL_DATABASE_URL must be sqlite or postgresql, not {backend!r}")
+    return backend
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
@@ -144,24 +177,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every setting; raise `ConfigError` naming the first bad variable."""
+        """Read and check every setting; raise one `ConfigError` naming every bad variable (`.problems`)."""
         env = os.environ if env is None else env
         data_dir = Path(
             env.get("POSPAL_SERVER_DATA_DIR") or platformdirs.user_data_dir("POSPal Server", "POSPal")
         )
         database_url = env.get("POSPAL_DATABASE_URL", "").strip() or f"sqlite:///{data_dir / 'pospal.db'}"
-        try:
-            backend = make_url(database_url).get_backend_name()
-        except Exception as exc:
-            raise ConfigError(f"POSPAL_DATABASE_URL is not a database URL: {exc}") from None
-        if backend not in ("sqlite", "postgresql"):
-            raise ConfigError(f"POSPAL_DATABASE_URL must be sqlite or postgresql, not {backend!r}")
+        problems = _Problems()
+        problems.read(lambda: _database_backend(database_url), "sqlite")
         stripe_key = _secret(env, "STRIPE_SECRET_KEY")
-        billing = _choice(env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox")
-        public_url = (env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
-        environment = _choice(
-            env, "POSPAL_ENV", ENV_CHOICES, "development" if is_loopback_url(public_url) else "production"
+        billing = problems.read(
+            lambda: _choice(env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox"),
+            "stripe" if stripe_key else "sandbox",
         )
+        public_url = (env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+        default_env = "development" if is_loopback_url(public_url) else "production"
+        environment = problems.read(lambda: _choice(env, "POSPAL_ENV", ENV_CHOICES, default_env), default_env)
         settings = cls(
             database_url=database_url,
             data_dir=data_dir,
@@ -172,8 +203,8 @@ class Settings:
             stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
             stripe_price_id=env.get("STRIPE_PRICE_ID") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
-            stripe_automatic_tax=_flag(env, "STRIPE_AUTOMATIC_TAX", False),
-            email=_choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"),
+            stripe_automatic_tax=problems.read(lambda: _flag(env, "STRIPE_AUTOMATIC_TAX", False), False),
+            email=problems.read(lambda: _choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"), "console"),
             smtp_url=_secret(env, "SMTP_URL"),
             resend_api_key=_secret(env, "RESEND_API_KEY"),
             resend_api_base=(env.get("RESEND_API_BASE") or "https://api.resend.com").rstrip("/"),
@@ -182,38 +213,60 @@ class Settings:
             allowed_origins=_origins(env.get("ALLOWED_ORIGINS", "")),
             redis_url=_secret(env, "POSPAL_REDIS_URL"),
             server_secret=_secret(env, "POSPAL_SERVER_SECRET"),
-            auto_migrate=_flag(env, "POSPAL_AUTO_MIGRATE", False),
-            outbox_worker=_flag(env, "POSPAL_OUTBOX_WORKER", True),
+            auto_migrate=problems.read(lambda: _flag(env, "POSPAL_AUTO_MIGRATE", False), False),
+            outbox_worker=problems.read(lambda: _flag(env, "POSPAL_OUTBOX_WORKER", True), True),
             mail_dir=Path(env["POSPAL_MAIL_DIR"]) if env.get("POSPAL_MAIL_DIR") else None,
             log_level=(env.get("POSPAL_LOG_LEVEL") or "INFO").upper(),
-            test_hooks=_flag(env, "POSPAL_ENABLE_TEST_HOOKS", False),
+            test_hooks=problems.read(lambda: _flag(env, "POSPAL_ENABLE_TEST_HOOKS", False), False),
             test_clock_file=Path(clock_file) if (clock_file := env.get("POSPAL_TEST_CLOCK_FILE")) else None,
             environment=environment,
-            seat_idle_days=_days(env, "POSPAL_SEAT_IDLE_DAYS", 30),
+            seat_idle_days=problems.read(lambda: _days(env, "POSPAL_SEAT_IDLE_DAYS", 30), 30),
         )
-        settings.check()
+        problems.lines.extend(settings.problems())
+        problems.raise_any()
         return settings
 
     def check(self) -> None:
-        """Raise `ConfigError` when settings that depend on each other are incomplete."""
+        """Raise one `ConfigError` naming every problem of settings that depend on each other."""
+        problems = _Problems()
+        problems.lines.extend(self.problems())
+        problems.raise_any()
+
+    def problems(self) -> list[str]:
+        """One line per problem of settings that depend on each other (empty when they fit together)."""
+        found = _Problems()
         if self.billing == "stripe":
             why = "when POSPAL_BILLING is stripe"
-            _require(self.stripe_secret_key, "STRIPE_SECRET_KEY", why)
-            _require(self.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET", why)
-            _require(self.stripe_price_id, "STRIPE_PRICE_ID", why)
+            found.read(lambda: _require(self.stripe_secret_key, "STRIPE_SECRET_KEY", why), None)
+            found.read(lambda: _require(self.stripe_webhook_secret, "STRIPE_WEBHOOK_SECRET", why), None)
+            found.read(lambda: _require(self.stripe_price_id, "STRIPE_PRICE_ID", why), None)
         if self.email == "smtp":
-            _require(self.smtp_url, "SMTP_URL", "when POSPAL_EMAIL is smtp")
+            found.read(lambda: _require(self.smtp_url, "SMTP_URL", "when POSPAL_EMAIL is smtp"), None)
         if self.email == "resend":
-            _require(self.resend_api_key, "RESEND_API_KEY", "when POSPAL_EMAIL is resend")
+            found.read(
+                lambda: _require(self.resend_api_key, "RESEND_API_KEY", "when POSPAL_EMAIL is resend"), None
+            )
         if self.environment == "production":
-            self._check_production()
+            found.lines.extend(self._production_problems())
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(
+            found.lines.append(
                 f"POSPAL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
             )
+        lease_days = -(-Policy().lease_s // 86400)
+        if self.environment == "production" and self.seat_idle_days < lease_days:
+            # An idle till's token still runs for its whole lease: freeing its seat sooner puts two tills
+            # on one seat (issue 28, case 8). Development servers may go lower: the fleet simulation
+            # compresses a month into days.
+            found.lines.append(
+                f"POSPAL_SEAT_IDLE_DAYS={self.seat_idle_days} is shorter than the {lease_days}-day offline "
+                f"lease: an idle till still holds a valid token, so its seat would run two tills; set it to "
+                f"{lease_days} or more"
+            )
+        return found.lines
 
-    def _check_production(self) -> None:
-        """Refuse the development fakes on a server others can reach (the production guard)."""
+    def _production_problems(self) -> list[str]:
+        """The development fakes on a server others can reach, one line each (the production guard)."""
+        lines: list[str] = []
         why = (
             "POSPAL_ENV is production"
             if is_loopback_url(self.public_url)
@@ -222,22 +275,27 @@ class Settings:
         where = f"this server is production ({why})"
         dev_fix = "or set POSPAL_ENV=development if this really is a test server"
         if self.billing == "sandbox":
-            raise ConfigError(
+            lines.append(
                 f"POSPAL_BILLING is sandbox (no money moves; anyone can 'pay' a checkout) but {where}: "
                 "set POSPAL_BILLING=stripe with STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET and "
                 f"STRIPE_PRICE_ID, {dev_fix}"
             )
         if self.email == "console":
-            raise ConfigError(
+            lines.append(
                 f"POSPAL_EMAIL is console (login codes are printed to the log, never sent) but {where}: "
                 f"set POSPAL_EMAIL=smtp with SMTP_URL, or POSPAL_EMAIL=resend with RESEND_API_KEY, {dev_fix}"
             )
-        if self.test_hooks or self.test_clock_file is not None:
-            name = "POSPAL_ENABLE_TEST_HOOKS" if self.test_hooks else "POSPAL_TEST_CLOCK_FILE"
-            raise ConfigError(
+        for name, on in (
+            ("POSPAL_ENABLE_TEST_HOOKS", self.test_hooks),
+            ("POSPAL_TEST_CLOCK_FILE", self.test_clock_file is not None),
+        ):
+            if not on:
+                continue
+            lines.append(
                 f"{name} is set (unsigned test webhooks, a settable clock) but {where}: "
                 f"remove {name}, {dev_fix}"
             )
+        return lines
 
     @property
     def is_development(self) -> bool:

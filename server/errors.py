@@ -38,7 +38,15 @@ class Error(Exception):
 
 
 class ConfigError(Error):
-    """A setting is missing or malformed; the message names the environment variable."""
+    """A setting is missing or malformed; the message names the environment variable.
+
+    `problems` holds one line per problem when several were found at once (`Settings.from_env` reads
+    every setting before it raises), so `pospal-server check` and `run` can name each on its own line.
+    """
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = problems or (message,)
 
 
 class SigningError(Error):

@@ -15,6 +15,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from server import cli
 from server.check import Finding, check_email, run_checks
 from server.config import Settings
+from server.errors import ConfigError
 from tests.server.conftest import free_port
 
 STRIPE_KEY = "sk_live_checkkey"
@@ -206,14 +207,68 @@ def test_check_refuses_an_archived_price(monkeypatch, capsys, production_env):
 
 
 def test_check_names_the_guard_when_production_uses_the_fakes(monkeypatch, capsys, production_env):
-    env = {**production_env, "POSPAL_EMAIL": "console"}
-    for name in list(os.environ):
-        if name.startswith(("POSPAL_", "STRIPE_", "SMTP_")):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    assert cli.main(["check"]) == 2
-    assert "POSPAL_EMAIL is console" in capsys.readouterr().err
+    status, lines = _check(monkeypatch, capsys, {**production_env, "POSPAL_EMAIL": "console"})
+    assert status == 1
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        next(line for line in lines if "POSPAL_EMAIL is console" in line)
+    ]
+
+
+def test_check_names_every_problem_of_a_production_config_one_line_each(monkeypatch, capsys, production_env):
+    env = {
+        **production_env,
+        "POSPAL_BILLING": "sandbox",  # 1: sandbox billing in production
+        "POSPAL_EMAIL": "console",  # 2: console e-mail in production
+        "POSPAL_ENABLE_TEST_HOOKS": "1",  # 3: test hooks in production
+        "POSPAL_SEAT_IDLE_DAYS": "abc",  # 4: not a number of days
+        "POSPAL_AUTO_MIGRATE": "maybe",  # 5: not a flag
+        "POSPAL_LOG_LEVEL": "LOUD",  # 6: not a level
+    }
+    status, lines = _check(monkeypatch, capsys, env)
+    assert status == 1
+    failed = [line for line in lines if line.startswith("FAIL settings: ")]
+    assert len(failed) == 6, lines
+    for needle in (
+        "POSPAL_BILLING is sandbox",
+        "POSPAL_EMAIL is console",
+        "POSPAL_ENABLE_TEST_HOOKS is set",
+        "POSPAL_SEAT_IDLE_DAYS must be a whole number",
+        "POSPAL_AUTO_MIGRATE must be 1/0",
+        "POSPAL_LOG_LEVEL must be",
+    ):
+        assert sum(needle in line for line in failed) == 1, (needle, failed)
+
+
+def test_stripe_billing_names_each_missing_setting(monkeypatch, capsys, production_env):
+    env = {k: v for k, v in production_env.items() if not k.startswith("STRIPE_")}
+    status, lines = _check(
+        monkeypatch, capsys, {**env, "POSPAL_BILLING": "stripe", "STRIPE_SECRET_KEY": STRIPE_KEY}
+    )
+    assert status == 1
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert len(failed) == 2 and "STRIPE_WEBHOOK_SECRET" in failed[0] and "STRIPE_PRICE_ID" in failed[1]
+
+
+def test_run_refuses_on_the_same_problems_with_the_same_lines(monkeypatch, capsys, production_env):
+    env = {**production_env, "POSPAL_EMAIL": "console", "POSPAL_SEAT_IDLE_DAYS": "abc"}
+    _, check_lines = _check(monkeypatch, capsys, env)
+    status = cli.main(["run", "--port", "1"])
+    refused = capsys.readouterr().err.splitlines()
+    assert status == 2
+    assert [line.removeprefix("configuration error: ") for line in refused] == [
+        line.removeprefix("FAIL settings: ") for line in check_lines
+    ]
+
+
+def test_idle_days_below_the_lease_are_refused(monkeypatch, capsys, production_env):
+    """Issue 28, case 8: a seat freed after 3 idle days let till B in while A's token ran 11 more days."""
+    status, lines = _check(monkeypatch, capsys, {**production_env, "POSPAL_SEAT_IDLE_DAYS": "3"})
+    assert status == 1
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert "POSPAL_SEAT_IDLE_DAYS=3 is shorter than the 14-day offline lease" in failed
+    with pytest.raises(ConfigError, match="POSPAL_SEAT_IDLE_DAYS"):
+        Settings.from_env({**production_env, "POSPAL_SEAT_IDLE_DAYS": "13"})
+    assert Settings.from_env({**production_env, "POSPAL_SEAT_IDLE_DAYS": "14"}).seat_idle_days == 14
 
 
 @pytest.mark.parametrize(("key", "ok"), [("re_full", True), ("re_send_only", True), ("re_revoked", False)])
