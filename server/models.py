@@ -334,3 +334,13 @@ class SandboxObject(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class JobRun(Base):
+    """When a periodic job last ran, shared by every instance, so it runs once for the whole deployment."""
+
+    __tablename__ = "job_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime]
+    runs: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,8 +4,9 @@ Trials are keyed by fingerprint. The address is the one the owner gave when star
 `trials.email`), else the email of the newest checkout started by the same machine key (an owner who
 looked at buying, then stopped). Skipped: owners who already have a live subscription, and addresses
 that got a trial reminder in the last 30 days (an address typed into many trials gets one email, not
-one per trial). The outbox key is per trial, so running this job every few minutes, on every server
-instance, still sends one email.
+one per trial). Every instance ticks the job (`run_trial_reminders`); `server.jobs.run_once_per` lets one
+of them run it per interval, under a database lock, and the outbox key per trial keeps a trial to one
+email even if the job ran twice.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from sqlalchemy.orm import Session
 from protocol.clock import Clock
 from server.billing.base import LIVE_STATUSES
 from server.db import Database
+from server.jobs import run_once_per
 from server.models import Checkout, Customer, Outbox, Subscription, Trial
 from server.outbox import enqueue
 
 REMIND_BEFORE = timedelta(days=3)
 # One trial reminder per address in this long, however many trials name it.
 REMIND_ONCE_PER = timedelta(days=30)
+JOB_NAME = "trial_reminders"
+# How often the whole deployment runs the job (each instance ticks it; one runs it per interval).
+JOB_EVERY = timedelta(minutes=10)
 
 
 def format_day(when: datetime) -> str:
@@ -31,25 +36,39 @@ def format_day(when: datetime) -> str:
     return when.strftime("%d/%m/%Y")
 
 
+def run_trial_reminders(db: Database, clock: Clock, every: timedelta = JOB_EVERY) -> int | None:
+    """The periodic tick: queue the reminders unless another instance did so less than `every` ago.
+
+    Returns how many emails were queued, or None when this instance skipped the tick.
+    """
+    now = clock.now()
+    return run_once_per(db, JOB_NAME, every, now, lambda session: queue_trial_reminders(session, now))
+
+
 def enqueue_trial_reminders(db: Database, clock: Clock) -> int:
     """Enqueue `trial_ending` for trials ending within 3 days; return how many new emails were queued."""
     now = clock.now()
-    queued = 0
     with db.transaction() as session:
-        trials = session.scalars(
-            select(Trial).where(Trial.ends_at > now, Trial.ends_at <= now + REMIND_BEFORE).order_by(Trial.id)
-        ).all()
-        for trial in trials:
-            address = _reminder_address(session, trial)
-            if address is None:
-                continue
-            email, locale = address
-            key = f"trial-ending:{trial.id}"
-            if _has_live_subscription(session, email) or _reminded_lately(session, email, key, now):
-                continue
-            queued += enqueue(
-                session, email, "trial_ending", locale, {"ends_on": format_day(trial.ends_at)}, key, now=now
-            )
+        return queue_trial_reminders(session, now)
+
+
+def queue_trial_reminders(session: Session, now: datetime) -> int:
+    """`enqueue_trial_reminders` inside the caller's transaction."""
+    queued = 0
+    trials = session.scalars(
+        select(Trial).where(Trial.ends_at > now, Trial.ends_at <= now + REMIND_BEFORE).order_by(Trial.id)
+    ).all()
+    for trial in trials:
+        address = _reminder_address(session, trial)
+        if address is None:
+            continue
+        email, locale = address
+        key = f"trial-ending:{trial.id}"
+        if _has_live_subscription(session, email) or _reminded_lately(session, email, key, now):
+            continue
+        queued += enqueue(
+            session, email, "trial_ending", locale, {"ends_on": format_day(trial.ends_at)}, key, now=now
+        )
     return queued
 
 

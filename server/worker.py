@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,7 +19,7 @@ from server.db import Database
 from server.mail import make_mailer
 from server.mail.base import Mailer
 from server.outbox import OutboxWorker, retry_config_waits
-from server.reminders import enqueue_trial_reminders
+from server.reminders import JOB_EVERY, run_trial_reminders
 
 log = logging.getLogger("pospal.outbox")
 
@@ -32,10 +32,13 @@ def run_worker(
     mailer: Mailer | None = None,
     clock: Clock | None = None,
     poll_s: float = 2.0,
-    reminder_every_s: float = 600.0,
+    reminder_every_s: float = JOB_EVERY.total_seconds(),
     registry: CollectorRegistry | None = None,
 ) -> None:
-    """Deliver outbox mail until `stop_event` is set; also runs the trial-ending reminder job.
+    """Deliver outbox mail until `stop_event` is set; also ticks the trial-ending reminder job.
+
+    The reminder job runs once per `reminder_every_s` for the whole deployment: this loop ticks it more
+    often (at most every minute), and `run_trial_reminders` skips the ticks another instance already ran.
 
     Used in-process by the app (a daemon thread) and by `pospal-server worker`. Database or provider
     outages never end the loop: it logs and waits, with the wait growing up to one minute. `registry`
@@ -46,6 +49,7 @@ def run_worker(
     clock = clock or SystemClock()
     worker = OutboxWorker(database, mailer or make_mailer(settings), clock, registry=registry)
     last_reminder: datetime | None = None
+    reminder_tick_s = min(60.0, reminder_every_s)
     idle_wait = poll_s
     released = False
     try:
@@ -56,8 +60,8 @@ def run_worker(
                     if retry_config_waits(database, clock):
                         log.info("email_config_waits_released")
                 now = clock.now()
-                if last_reminder is None or (now - last_reminder).total_seconds() >= reminder_every_s:
-                    enqueue_trial_reminders(database, clock)
+                if last_reminder is None or (now - last_reminder).total_seconds() >= reminder_tick_s:
+                    run_trial_reminders(database, clock, timedelta(seconds=reminder_every_s))
                     last_reminder = now
                 result = worker.run_once()
                 idle_wait = poll_s

@@ -1,8 +1,16 @@
-"""/health, /metrics and the JSON error contract: no stack traces, stable error codes."""
+"""/health (live, ready and the first shape), /metrics and the JSON error contract: no stack traces."""
 
 from __future__ import annotations
 
+from sqlalchemy import text
+
 from protocol import __version__
+
+GONE = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+
+
+def _checks(response) -> dict[str, bool]:
+    return {check["name"]: check["ok"] for check in response.json()["checks"]}
 
 
 def test_health_reports_ok_and_version(client):
@@ -18,6 +26,86 @@ def test_health_is_503_when_the_database_is_gone(client, app, settings):
     response = client.get("/health")
     assert response.status_code == 503
     assert response.json()["ok"] is False
+
+
+def test_live_answers_while_the_database_is_gone(client, app):
+    from server.db import Database
+
+    app.state.services.db = Database(GONE)
+    assert client.get("/health/live").json() == {"ok": True, "version": __version__}
+    assert client.get("/health/ready").status_code == 503
+
+
+def test_ready_lists_its_checks_when_all_pass(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    assert _checks(response) == {"database": True, "schema": True, "signing_keys": True}  # no Redis set
+
+
+def test_ready_is_503_when_the_database_is_gone(client, app):
+    from server.db import Database
+
+    app.state.services.db = Database(GONE)
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert _checks(response) == {"database": False, "schema": False, "signing_keys": False}
+    assert "nobody" not in response.text  # no URL in the answer
+
+
+def test_ready_is_503_when_the_schema_is_behind_the_migration_head(client, database):
+    from server.db import head_revision
+
+    head = head_revision()
+    with database.engine.begin() as connection:  # a deploy of newer code on a database not yet migrated
+        connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    try:
+        response = client.get("/health/ready")
+    finally:
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+    assert response.status_code == 503
+    assert _checks(response) == {"database": True, "schema": False, "signing_keys": True}
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_ready_is_503_when_the_signing_key_file_is_missing(client, settings):
+    for pem in settings.signing_key_dir.glob("*.pem"):
+        pem.unlink()
+    app_keys = client.app.state.services.keys
+    app_keys._private.clear()  # the key an instance read at start: gone with its volume
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert _checks(response)["signing_keys"] is False
+
+
+def test_ready_is_503_when_the_configured_redis_does_not_answer(server_env, clock, database, mailer):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.config import Settings
+    from tests.server.conftest import free_port
+
+    settings = Settings.from_env({**server_env, "POSPAL_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    app = create_app(settings, clock=clock, db=database, mailer=mailer, start_worker=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert _checks(response) == {"database": True, "schema": True, "signing_keys": True, "redis": False}
+
+
+def test_ready_checks_a_configured_redis_that_answers(server_env, clock, database, mailer, redis_url):
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.config import Settings
+
+    settings = Settings.from_env({**server_env, "POSPAL_REDIS_URL": redis_url})
+    app = create_app(settings, clock=clock, db=database, mailer=mailer, start_worker=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert _checks(response)["redis"] is True
 
 
 def test_metrics_count_requests_by_route(client, make_machine):
@@ -78,6 +166,8 @@ def test_openapi_documents_the_v1_api(client):
         "/v1/portal",
         "/v1/keys",
         "/health",
+        "/health/live",
+        "/health/ready",
     ):
         assert path in paths
 
