@@ -111,6 +111,7 @@ def test_compose_runs_two_servers_behind_caddy_after_the_migration() -> None:
     assert {"db-data", "signing-keys"} <= set(compose["volumes"])
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text(encoding="utf-8")
     assert "server-1:8000 server-2:8000" in caddyfile
+    assert "health_uri /health/ready" in caddyfile  # the proxy sends no traffic to an instance not ready
 
 
 def test_dockerfile_final_stage_is_non_root_with_healthcheck_and_entrypoint() -> None:
@@ -122,7 +123,7 @@ def test_dockerfile_final_stage_is_non_root_with_healthcheck_and_entrypoint() ->
     final = stages[-1]
     users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
-    assert "HEALTHCHECK" in final and "/health" in final and "curl" not in final
+    assert "HEALTHCHECK" in final and "/health/live" in final and "curl" not in final
     assert 'ENTRYPOINT ["pospal-server"]' in final
     assert 'CMD ["run", "--host", "0.0.0.0"]' in final
     assert "apt-get" not in final and "gcc" not in final
