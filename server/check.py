@@ -10,6 +10,11 @@ is sent, paid, created or migrated.
     signing keys    the key directory and its private files are readable by their owner only
     database        reachable, and at this code's newest migration
     e-mail          SMTP: login accepted (no message sent); Resend: the key is accepted
+    Redis           when POSPAL_REDIS_URL is set: it answers PING (the URL, which holds the password, is
+                    never printed)
+
+`pospal-server check` prints the settings problems (`Settings.from_env`'s `ConfigError.problems`) first,
+as `FAIL settings: ...` lines; these checks need settings that load, so they run once those are fixed.
 """
 
 from __future__ import annotations
@@ -268,12 +273,43 @@ def _check_resend(settings: Settings, http: requests.Session) -> Finding:
     )
 
 
+def check_redis(settings: Settings) -> list[Finding]:
+    """When Redis is configured (shared rate limits), it must answer PING: no key is read or written."""
+    if not settings.redis_url:
+        return [Finding(True, "Redis", "not configured (rate limits are kept in each process's memory)")]
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url.reveal(), socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
+        )
+    except ValueError:
+        return [Finding(False, "Redis", "POSPAL_REDIS_URL is not a redis:// or rediss:// URL")]
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return [Finding(False, "Redis", "Redis refused the password in POSPAL_REDIS_URL: fix the URL")]
+    except redis.RedisError as exc:
+        return [
+            Finding(
+                False,
+                "Redis",
+                f"cannot reach POSPAL_REDIS_URL's Redis ({type(exc).__name__}): check the URL, the network "
+                "and the password, or unset POSPAL_REDIS_URL to keep rate limits in memory (one instance)",
+            )
+        ]
+    finally:
+        client.close()
+    return [Finding(True, "Redis", "answers PING")]
+
+
 CHECKS: tuple[Callable[[Settings], list[Finding]], ...] = (
     check_public_url,
     check_stripe,
     check_key_dir,
     check_database,
     check_email,
+    check_redis,
 )
 
 

@@ -12,8 +12,9 @@
     pospal-server admin machine show|remove ID
     pospal-server admin machine clones                       machine keys seen on two computers
 
-Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused,
-2 configuration or usage error.
+Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused
+(`check` and `run` with a settings problem: one `FAIL settings:` line each), 2 configuration or usage
+error.
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, _args: argparse.Namespace) -> int:
-    """Validate the configuration (Stripe, e-mail, database, keys, URL): one line each, 1 if any fails."""
+    """Validate the configuration (Stripe, e-mail, database, keys, URL, Redis): one line each, 1 if any fails.
+
+    Settings that do not load never get here: `main` prints one `FAIL settings:` line per problem instead.
+    """
     from server.check import run_checks
 
     findings = run_checks(settings)
@@ -288,12 +292,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+    except ConfigError as exc:
+        if args.command in ("check", "run"):
+            # One FAIL line per problem, the same for both: `check` reports on stdout, `run` refuses on
+            # stderr, and neither stops at the first.
+            for problem in exc.problems:
+                print(f"FAIL settings: {problem}", file=sys.stdout if args.command == "check" else sys.stderr)
+            if args.command == "check":
+                print("(the service checks run once the settings load)")
+            return 1
+        for problem in exc.problems:
+            print(f"configuration error: {problem}", file=sys.stderr)
+        return 2
+    try:
         return int(args.func(settings, args) or 0)
     except ConfigError as exc:
-        if args.command == "check":  # the same lines as the service checks: FAIL, one per problem
-            for problem in exc.problems:
-                print(f"FAIL settings: {problem}")
-            return 1
         for problem in exc.problems:
             print(f"configuration error: {problem}", file=sys.stderr)
         return 2

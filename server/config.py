@@ -1,12 +1,13 @@
 """Server settings: one typed, frozen object read from the environment at start-up.
 
 `Settings.from_env()` is the only place that reads environment variables. Secrets are wrapped in
-`Secret`, whose repr and str hide the value, so a settings object can be logged safely. A missing or
-malformed required setting raises `ConfigError` naming the variable, before anything is served.
+`Secret`, whose repr and str hide the value, so a settings object can be logged safely. Every setting
+is read before anything is refused: one `ConfigError` then carries every problem found, one line each in
+`problems`, each naming the variable and the fix (`pospal-server check` and `run` print them all).
 
 The production guard: a server is in development only with a loopback `POSPAL_PUBLIC_URL` or an
 explicit `POSPAL_ENV=development`. Anywhere else it refuses to start with sandbox billing, console
-e-mail or the test hooks, and the error names the setting and the fix.
+e-mail or the test hooks, or with `POSPAL_SEAT_IDLE_DAYS` shorter than the offline lease.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class _Problems:
             self.lines.extend(exc.problems)
             return fallback
 
+    def choice(self, env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+        """`_choice`, or after noting its problem the value as given: a wrong value then adds no line of its
+        own (POSPAL_EMAIL=pigeon is not also "console in production")."""
+        given = env.get(name, "").strip().lower() or default
+        return self.read(lambda: _choice(env, name, choices, default), given)
+
     def raise_any(self) -> None:
         """Raise one `ConfigError` carrying every problem noted (one line each), if there is any."""
         if self.lines:
@@ -186,9 +193,8 @@ class Settings:
         problems = _Problems()
         problems.read(lambda: _database_backend(database_url), "sqlite")
         stripe_key = _secret(env, "STRIPE_SECRET_KEY")
-        billing = problems.read(
-            lambda: _choice(env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox"),
-            "stripe" if stripe_key else "sandbox",
+        billing = problems.choice(
+            env, "POSPAL_BILLING", BILLING_CHOICES, "stripe" if stripe_key else "sandbox"
         )
         public_url = (env.get("POSPAL_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
         default_env = "development" if is_loopback_url(public_url) else "production"
@@ -204,7 +210,7 @@ class Settings:
             stripe_price_id=env.get("STRIPE_PRICE_ID") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_automatic_tax=problems.read(lambda: _flag(env, "STRIPE_AUTOMATIC_TAX", False), False),
-            email=problems.read(lambda: _choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"), "console"),
+            email=problems.choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"),
             smtp_url=_secret(env, "SMTP_URL"),
             resend_api_key=_secret(env, "RESEND_API_KEY"),
             resend_api_base=(env.get("RESEND_API_BASE") or "https://api.resend.com").rstrip("/"),

@@ -249,14 +249,36 @@ def test_stripe_billing_names_each_missing_setting(monkeypatch, capsys, producti
     assert len(failed) == 2 and "STRIPE_WEBHOOK_SECRET" in failed[0] and "STRIPE_PRICE_ID" in failed[1]
 
 
-def test_run_refuses_on_the_same_problems_with_the_same_lines(monkeypatch, capsys, production_env):
-    env = {**production_env, "POSPAL_EMAIL": "console", "POSPAL_SEAT_IDLE_DAYS": "abc"}
-    _, check_lines = _check(monkeypatch, capsys, env)
+def _run_refusal(capsys) -> tuple[int, list[str]]:
+    """`pospal-server run` in this process: with a settings problem it returns before serving anything."""
     status = cli.main(["run", "--port", "1"])
-    refused = capsys.readouterr().err.splitlines()
-    assert status == 2
-    assert [line.removeprefix("configuration error: ") for line in refused] == [
-        line.removeprefix("FAIL settings: ") for line in check_lines
+    out, err = capsys.readouterr()
+    assert out == ""
+    return status, err.splitlines()
+
+
+def test_run_refuses_on_the_same_problems_with_the_same_lines(monkeypatch, capsys, production_env):
+    env = {
+        **production_env,
+        "POSPAL_BILLING": "sandbox",
+        "POSPAL_EMAIL": "console",
+        "POSPAL_TEST_CLOCK_FILE": "/tmp/clock",
+        "POSPAL_SEAT_IDLE_DAYS": "abc",
+        "POSPAL_OUTBOX_WORKER": "sometimes",
+    }
+    status, check_lines = _check(monkeypatch, capsys, env)
+    failed = [line for line in check_lines if line.startswith("FAIL")]
+    assert status == 1 and len(failed) == 5, check_lines
+    assert _run_refusal(capsys) == (1, failed)
+
+
+def test_a_wrong_choice_is_named_once_not_also_as_the_fallback(monkeypatch, capsys, production_env):
+    env = {**production_env, "POSPAL_EMAIL": "pigeon", "POSPAL_BILLING": "paypal"}
+    status, lines = _check(monkeypatch, capsys, env)
+    assert status == 1
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        "FAIL settings: POSPAL_BILLING must be one of stripe, sandbox, not 'paypal'",
+        "FAIL settings: POSPAL_EMAIL must be one of console, smtp, resend, not 'pigeon'",
     ]
 
 
@@ -265,10 +287,29 @@ def test_idle_days_below_the_lease_are_refused(monkeypatch, capsys, production_e
     status, lines = _check(monkeypatch, capsys, {**production_env, "POSPAL_SEAT_IDLE_DAYS": "3"})
     assert status == 1
     [failed] = [line for line in lines if line.startswith("FAIL")]
-    assert "POSPAL_SEAT_IDLE_DAYS=3 is shorter than the 14-day offline lease" in failed
+    assert failed.startswith(
+        "FAIL settings: POSPAL_SEAT_IDLE_DAYS=3 is shorter than the 14-day offline lease"
+    )
+    assert "set it to 14 or more" in failed
+    assert _run_refusal(capsys) == (1, [failed])  # the server does not start with it either
     with pytest.raises(ConfigError, match="POSPAL_SEAT_IDLE_DAYS"):
         Settings.from_env({**production_env, "POSPAL_SEAT_IDLE_DAYS": "13"})
     assert Settings.from_env({**production_env, "POSPAL_SEAT_IDLE_DAYS": "14"}).seat_idle_days == 14
+
+
+def test_check_pings_the_configured_redis(monkeypatch, capsys, production_env, redis_url):
+    status, lines = _check(monkeypatch, capsys, {**production_env, "POSPAL_REDIS_URL": redis_url})
+    assert status == 0, lines
+    assert "ok   Redis: answers PING" in lines
+
+
+def test_check_fails_an_unreachable_redis_without_printing_its_password(monkeypatch, capsys, production_env):
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"  # nothing listens there
+    status, lines = _check(monkeypatch, capsys, {**production_env, "POSPAL_REDIS_URL": url})
+    assert status == 1
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL Redis: cannot reach POSPAL_REDIS_URL's Redis (ConnectionError)")
+    assert "hunter2" not in "\n".join(lines)
 
 
 @pytest.mark.parametrize(("key", "ok"), [("re_full", True), ("re_send_only", True), ("re_revoked", False)])

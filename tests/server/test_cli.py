@@ -165,7 +165,11 @@ def test_admin_extends_a_trial(env, client, make_machine, capsys):
     assert token_claims(machine.refresh(client).json()["token"])["trial_end"] > end["trial_end"]
 
 
-def test_config_error_exits_2_naming_the_variable(monkeypatch, capsys):
+def test_config_error_exits_2_naming_every_variable_one_line_each(monkeypatch, capsys):
     monkeypatch.setenv("POSPAL_BILLING", "paypal")
+    monkeypatch.setenv("POSPAL_SEAT_IDLE_DAYS", "abc")
     code, _, err = run(capsys, "migrate")
-    assert code == 2 and "POSPAL_BILLING" in err
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("configuration error: ") for line in lines)
+    assert "POSPAL_BILLING" in lines[0] and "POSPAL_SEAT_IDLE_DAYS" in lines[1]

@@ -144,3 +144,49 @@ def test_explicit_development_allows_the_fakes_and_explicit_production_refuses_t
     assert dev.is_development and (dev.billing, dev.email) == ("sandbox", "console")
     with pytest.raises(ConfigError, match="POSPAL_BILLING is sandbox"):
         Settings.from_env({"POSPAL_ENV": "production"})
+
+
+# --------------------------------------------------------------------- every problem at once, one line each
+
+
+def test_every_bad_setting_is_named_at_once_one_problem_each():
+    env = _PRODUCTION | {
+        "POSPAL_EMAIL": "console",
+        "POSPAL_ENABLE_TEST_HOOKS": "1",
+        "POSPAL_SEAT_IDLE_DAYS": "abc",
+        "POSPAL_AUTO_MIGRATE": "maybe",
+        "POSPAL_DATABASE_URL": "mysql://x/y",
+    }
+    del env["STRIPE_WEBHOOK_SECRET"]
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    problems = raised.value.problems
+    expected = [
+        "POSPAL_DATABASE_URL must be sqlite or postgresql",
+        "POSPAL_AUTO_MIGRATE must be 1/0",
+        "POSPAL_SEAT_IDLE_DAYS must be a whole number of days",
+        "STRIPE_WEBHOOK_SECRET is required when POSPAL_BILLING is stripe",
+        "POSPAL_EMAIL is console",
+        "POSPAL_ENABLE_TEST_HOOKS is set",
+    ]
+    assert len(problems) == len(expected), problems
+    for start, problem in zip(expected, problems, strict=True):
+        assert problem.startswith(start), (start, problem)
+        assert "\n" not in problem
+
+
+def test_one_problem_is_still_one_line():
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"POSPAL_LOG_LEVEL": "LOUD"})
+    assert raised.value.problems == ("POSPAL_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not 'LOUD'",)
+
+
+def test_idle_days_below_the_lease_are_refused_in_production_only():
+    """Issue 28, case 8: a seat must not free while its idle till's 14-day token can still run."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(_PRODUCTION | {"POSPAL_SEAT_IDLE_DAYS": "13"})
+    [problem] = raised.value.problems
+    assert problem.startswith("POSPAL_SEAT_IDLE_DAYS=13 is shorter than the 14-day offline lease")
+    assert Settings.from_env(_PRODUCTION | {"POSPAL_SEAT_IDLE_DAYS": "14"}).seat_idle_days == 14
+    # The fleet simulation compresses a month into days on a development server, and may go lower.
+    assert Settings.from_env({"POSPAL_SEAT_IDLE_DAYS": "2"}).seat_idle_days == 2
