@@ -6,6 +6,11 @@ a real process, and drives `POST /v1/refresh` from 1 and from 32 concurrent keep
 Every request is a valid, machine-signed refresh with its own nonce, so the server does the full work:
 signature check, nonce insert, last_seen update, claims, Ed25519 token signing.
 
+Before the databases, the same load generator drives bench/sign_only.py: the same FastAPI/uvicorn
+stack with the same workers, whose one route only signs an EdDSA JWT (no database, no signature check).
+That is the ceiling, and every refresh run is also printed as a ratio of it at the same client count
+(the target: at least 0.6x at 32 clients, with p99 at most 50 ms).
+
 The load generator is one asyncio process speaking raw HTTP/1.1 over keep-alive connections, and the
 requests are signed before the clock starts, so it uses as little CPU as possible. It still shares the
 machine's cores with the server, which the report says.
@@ -14,7 +19,8 @@ machine's cores with the server, which the report says.
     python bench/server_refresh.py --db postgres --pg-url postgresql+psycopg://postgres@127.0.0.1/test
     python bench/server_refresh.py --instances 2        # PostgreSQL: 1 server, then 1 and 2 behind lb_proxy
 
-Output: one line per run (db, instances, workers, clients, requests, errors, req/s, p50, p90, p99, max).
+Output: one JSON line per run (db, instances, workers, clients, requests, errors, req/s, p50, p90, p99,
+max, and for refresh runs the ceiling's req/s and the ratio), then a table and the verdict at 32 clients.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 0.6
+TARGET_P99_MS = 50.0
+VERDICT_CLIENTS = 32
 sys.path.insert(0, str(REPO))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
@@ -64,13 +73,29 @@ class Result:
     proxy: bool = False
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    ceiling_req_per_s: float | None = None
+
+    @property
+    def req_per_s(self) -> float:
+        """Answered requests per second."""
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        """This run's throughput as a share of the sign-only ceiling at the same client count."""
+        if not self.ceiling_req_per_s:
+            return None
+        return self.req_per_s / self.ceiling_req_per_s
+
+    def pct(self, p: float) -> float:
+        """The `p`th percentile latency in ms, rounded to 0.01."""
+        lat = sorted(self.latencies_ms) or [0.0]
+        return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 2)
 
     def row(self) -> dict[str, object]:
         """The figures as a dict (also the JSON output)."""
         lat = sorted(self.latencies_ms) or [0.0]
-
-        def pct(p: float) -> float:
-            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 2)
+        pct = self.pct
 
         return {
             "db": self.db,
@@ -80,7 +105,7 @@ class Result:
             "clients": self.clients,
             "requests": self.requests,
             "errors": self.errors,
-            "req_per_s": round(self.requests / self.seconds, 1),
+            "req_per_s": round(self.req_per_s, 1),
             "p50_ms": pct(50),
             "p90_ms": pct(90),
             "p99_ms": pct(99),
@@ -90,6 +115,8 @@ class Result:
             "server_cpu_ms_per_req": round(self.server_cpu_s * 1000 / max(1, self.requests), 3),
             "client_cpu_ms_per_req": round(self.client_cpu_s * 1000 / max(1, self.requests), 3),
             "load_avg_1m": round(os.getloadavg()[0], 2),
+            "ceiling_req_per_s": None if self.ceiling_req_per_s is None else round(self.ceiling_req_per_s, 1),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
         }
 
 
@@ -228,6 +255,28 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def start_ceiling(workers: int, log: Path) -> tuple[subprocess.Popen, int]:
+    """Start bench/sign_only.py with `workers` processes and wait for /health; return it and its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench" / "sign_only.py"),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_ready("127.0.0.1", port, proc, log)
+    return proc, port
+
+
 def start_proxy(upstreams: list[int], log: Path) -> tuple[subprocess.Popen, int]:
     """Put bench/lb_proxy.py (round-robin per request) in front of several instances (issue 8)."""
     script = REPO / "bench" / "lb_proxy.py"
@@ -244,6 +293,18 @@ def start_proxy(upstreams: list[int], log: Path) -> tuple[subprocess.Popen, int]
         stop(proc)
         raise SystemExit(f"proxy did not start: {line!r}")
     return proc, int(line.strip().rsplit(":", 1)[1])
+
+
+def bench_machines(count: int) -> list[tuple[str, Ed25519PrivateKey, dict[str, str]]]:
+    """`count` machines as `seed_machines` returns them, but in no database (for the ceiling)."""
+    return [
+        (
+            f"m_bench{n}",
+            Ed25519PrivateKey.generate(),
+            {c: secrets.token_hex(32) for c in ("machine_id", "product_uuid", "board_serial", "mac")},
+        )
+        for n in range(count)
+    ]
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -322,13 +383,23 @@ def measure(
     server_before, client_before = group_cpu_seconds(pgids), time.process_time()
     count, errors, elapsed, latencies = asyncio.run(drive(port, requests, clients, seconds))
     server_cpu = group_cpu_seconds(pgids) - server_before
+    if count >= len(requests):  # the run stopped early: still a true rate, over a shorter time
+        print(f"# used all {count} pre-signed requests in {elapsed:.1f} s: raise --max-rate", flush=True)
     return count, errors, elapsed, latencies, server_cpu, time.process_time() - client_before
 
 
 def run_db(
-    kind: str, args: argparse.Namespace, workdir: Path, instances: int = 1, proxy: bool = False
+    kind: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    instances: int = 1,
+    proxy: bool = False,
+    ceiling_at: dict[int, float] | None = None,
 ) -> list[Result]:
-    """All client counts for one database, served by `instances` servers (behind the proxy if `proxy`)."""
+    """All client counts for one database, served by `instances` servers (behind the proxy if `proxy`).
+
+    `ceiling_at` maps a client count to the sign-only ceiling's req/s, for the ratio.
+    """
     workdir = workdir / f"{kind}-{instances}{'-lb' if proxy else ''}"
     workdir.mkdir()
     url, cleanup = fresh_database(kind, workdir, args.pg_url)
@@ -372,6 +443,7 @@ def run_db(
                     proxy,
                     server_cpu_s=server_cpu,
                     client_cpu_s=client_cpu,
+                    ceiling_req_per_s=(ceiling_at or {}).get(clients),
                 )
             )
             print(json.dumps(results[-1].row()), flush=True)
@@ -382,6 +454,52 @@ def run_db(
             print(f"# proxy requests per instance: {servers[-1].stdout.read().strip()}", flush=True)
         cleanup()
     return results
+
+
+def run_ceiling(args: argparse.Namespace, workdir: Path) -> list[Result]:
+    """Every client count against the sign-only app, with the same workers and load generator."""
+    workdir = workdir / "sign-only"
+    workdir.mkdir()
+    machines = bench_machines(args.machines)
+    proc, port = start_ceiling(args.workers, workdir / "sign-only.log")
+    results = []
+    try:
+        for clients in args.clients:
+            count, errors, elapsed, latencies, server_cpu, client_cpu = measure(
+                port, machines, clients, args.seconds, args.max_rate, [proc.pid]
+            )
+            results.append(
+                Result(
+                    "sign-only",
+                    1,
+                    args.workers,
+                    clients,
+                    count,
+                    errors,
+                    elapsed,
+                    latencies,
+                    server_cpu_s=server_cpu,
+                    client_cpu_s=client_cpu,
+                )
+            )
+            print(json.dumps(results[-1].row()), flush=True)
+    finally:
+        stop(proc)
+    return results
+
+
+def verdict(result: Result) -> str:
+    """One line: a refresh run against the ceiling and the target (ratio and p99)."""
+    ratio = result.ratio
+    p99 = result.pct(99)
+    met = ratio is not None and ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS
+    ratio_text = "no ceiling" if ratio is None else f"{ratio:.2f}x"
+    return (
+        f"{result.db:9} {result.clients} clients: {result.req_per_s:,.0f} req/s of a "
+        f"{result.ceiling_req_per_s or 0:,.0f} req/s ceiling = {ratio_text}, p50 {result.pct(50)} ms, "
+        f"p99 {p99} ms: {'meets' if met else 'misses'} the target "
+        f"(>= {TARGET_RATIO}x, p99 <= {TARGET_P99_MS:.0f} ms)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--machines", type=int, default=64)
-    parser.add_argument("--max-rate", type=int, default=4000, help="requests pre-signed per second of run")
+    parser.add_argument("--max-rate", type=int, default=8000, help="requests pre-signed per second of run")
     args = parser.parse_args(argv)
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if args.db == "both" and not args.pg_url:
@@ -416,14 +534,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="pospal-bench-") as tmp:
+        ceiling = run_ceiling(args, Path(tmp))
+        results += ceiling
+        ceiling_at = {r.clients: r.req_per_s for r in ceiling}
         for kind in kinds:
             for instances, proxy in setups:
-                results += run_db(kind, args, Path(tmp), instances, proxy)
+                for result in run_db(kind, args, Path(tmp), instances, proxy, ceiling_at):
+                    results.append(result)
     print()
     print(f"# load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'db':9} {'inst':>6} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
-        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9}"
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9} {'ratio':>6}"
     )
     for r in results:
         row = r.row()
@@ -431,8 +553,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{row['db']:9} {served_by:>6} {row['workers']:>3} {row['clients']:>7} "
             f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
-            f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7} {row['server_cpu_ms_per_req']:>9}"
+            f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7} {row['server_cpu_ms_per_req']:>9} "
+            f"{'' if r.ratio is None else f'{r.ratio:.2f}x':>6}"
         )
+    print()
+    print(f"# refresh / sign-only ceiling (same stack, {args.workers} workers, same load generator):")
+    for r in results:
+        if r.db != "sign-only" and r.clients == VERDICT_CLIENTS:
+            print(verdict(r))
     return 1 if any(r.errors for r in results) else 0
 
 
