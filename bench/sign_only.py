@@ -39,6 +39,7 @@ from fastapi import FastAPI, Request, Response  # noqa: E402
 from protocol.signatures import H_MACHINE, H_NONCE  # noqa: E402
 from protocol.tokens import Policy, encode_token  # noqa: E402
 from protocol.trust import jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
+from server.cli import uvicorn_options  # noqa: E402
 
 SEED_ENV = "POSPAL_BENCH_SIGN_SEED"
 LEASE_S = 14 * 86400
@@ -121,19 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(SEED_ENV, seed_of(Ed25519PrivateKey.generate()))
     # Workers re-import this module by name: they need the repository on their path.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    uvicorn.run(
-        "bench.sign_only:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="asyncio" if sys.platform == "win32" else "uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=5,
-    )
+    uvicorn.run("bench.sign_only:app_from_env", **uvicorn_options(args.host, args.port, args.workers))
     return 0
 
 
