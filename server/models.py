@@ -344,3 +344,31 @@ class JobRun(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     started_at: Mapped[datetime]
     runs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Pospal1Import(Base):
+    """A customer brought over from the old POSPal server (`pospal-server import-pospal1`).
+
+    `token_hash` is the SHA-256 of the old app's unlock token (never the token): `POST /v1/migrations`
+    accepts it once, and `used_at`/`used_machine_id` record the PC that took over with it.
+    """
+
+    __tablename__ = "pospal1_imports"
+
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    old_id: Mapped[int | None] = mapped_column(Integer)
+    token_hash: Mapped[str | None] = mapped_column(String(64))
+    imported_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_machine_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class Pospal1Trial(Base):
+    """A trial still running on the old server, keyed by the old app's hardware hash (sha256 hex)."""
+
+    __tablename__ = "pospal1_trials"
+
+    hardware_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_run_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    imported_at: Mapped[datetime]
