@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from protocol import text
 from protocol.errors import KeyInvalid, OfflineFileInvalid
 from protocol.trust import b64url_decode, b64url_encode, decode_public_key, encode_public_key
 
@@ -141,6 +142,9 @@ def _check_request_fields(doc: Mapping[str, Any]) -> None:
     terminal = doc.get("terminal_name")
     if terminal is not None and (not isinstance(terminal, str) or len(terminal) > _MAX_TERMINAL):
         raise OfflineFileInvalid("The request's terminal name is malformed.")
+    if isinstance(terminal, str) and text.problem(terminal):
+        # A terminal name is shown on pages, in e-mail and to the operator: text only (protocol.text).
+        raise OfflineFileInvalid(f"The request's terminal name {text.problem(terminal)}.")
     if doc.get("locale") not in (None, "en", "el"):
         raise OfflineFileInvalid("The request's language is malformed.")
     kids = doc.get("known_kids", [])

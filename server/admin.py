@@ -3,6 +3,10 @@ and list e-mail that is stuck (`admin outbox`).
 
 Each change is made in the caller's transaction with an audit row whose actor is `admin`, and machines
 learn about it at their next refresh through a signed token (never an unsigned message).
+
+Everything printed goes through `protocol.text.escape_all`: names a stranger typed (a restaurant, a
+terminal) reach the operator's terminal with control, C1 and bidi characters written as `\\uXXXX`, so
+they cannot recolour, reorder or erase what the operator reads.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol import text
 from server import licensing, seats
 from server.codes import normalize_email
 from server.models import AuditLog, Customer, License, LoginCode, Machine, Outbox, Subscription, Trial
@@ -30,7 +35,11 @@ def row(obj: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
 def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
     """Dispatch one admin command; return the exit code (1 when the thing is not found)."""
     handlers = {"customer": _customer, "license": _license, "machine": _machine, "outbox": _outbox}
-    return handlers[args.entity](session, args, now, out)
+
+    def escaped(data: Any) -> None:
+        out(text.escape_all(data))
+
+    return handlers[args.entity](session, args, now, escaped)
 
 
 def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:

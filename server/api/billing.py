@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -49,6 +49,7 @@ from server.api.schemas import (
     Kid,
     Locale,
     PublicKey,
+    RestaurantName,
     TerminalName,
 )
 from server.billing.base import CheckoutRequest, QuantityPreview
@@ -81,7 +82,7 @@ class CheckoutCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     email: Email
-    restaurant_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    restaurant_name: RestaurantName
     quantity: Annotated[int, Field(ge=1, le=MAX_TERMINALS)] = 1
     fingerprint: Fingerprint
     machine_public_key: PublicKey

@@ -27,18 +27,19 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from protocol.emails import is_email
 from protocol.errors import OfflineFileInvalid
 from protocol.offline import LICENSE_FILE_NAME, MACHINE_KEY_CLAIM, MAX_FILE_BYTES, make_license, read_request
 from protocol.tokens import Policy
-from server import codes, licensing
+from server import codes, fingerprints, licensing
 from server.api import offline_page
 from server.api.activations import bind_machine
 from server.api.deps import CODE_GUESSES_PER_HOUR_PER_IP, Services, limit_per_ip, services
 from server.api.schemas import ActivationRequest
-from server.errors import ApiError, NoSubscription
+from server.errors import ApiError, InvalidRequest, NoSubscription
 from server.models import Customer, Machine
 
 router = APIRouter(tags=["offline"], include_in_schema=False)
@@ -221,6 +222,8 @@ def offline_license(
             offline_request = read_request(data)
         except OfflineFileInvalid as exc:
             raise ApiError(exc.message, status=422, code="invalid_request") from None
+        # The same fingerprint rule as an online activation: known names of one platform, its minimum.
+        fingerprints.check_complete(offline_request.fingerprint)
         email = codes.normalize_email(email)
         now = svc.clock.now()
         code_id = codes.prove_email(
@@ -238,14 +241,18 @@ def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: da
         license_ = licensing.live_license_for_customer(session, customer.id, now) if customer else None
         if customer is None or license_ is None:
             raise NoSubscription()
-        body = ActivationRequest(
-            email=email,
-            code=code,
-            fingerprint=dict(req.fingerprint),
-            machine_public_key=req.machine_public_key,
-            terminal_name=req.terminal_name,
-            known_kids=list(req.known_kids),
-        )
+        try:
+            body = ActivationRequest(
+                email=email,
+                code=code,
+                fingerprint=dict(req.fingerprint),
+                machine_public_key=req.machine_public_key,
+                terminal_name=req.terminal_name,
+                known_kids=list(req.known_kids),
+            )
+        except ValidationError:
+            # The file's own checks come first; anything the JSON API would refuse is refused here too.
+            raise InvalidRequest("The activation request holds a value the server does not accept.") from None
         answer = bind_machine(
             session, svc, customer, license_, req.machine_public_key, body, now, via="file", code_id=code_id
         )

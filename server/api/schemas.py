@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from protocol import text
 from protocol.emails import EMAIL_PATTERN, MAX_LENGTH
 
 # No control characters anywhere: PostgreSQL text cannot hold NUL, and nothing legitimate needs them.
@@ -25,7 +26,15 @@ Code = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, pattern=r"^[0-9 -]+$")
 ]
 PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64, pattern=r"^[A-Za-z0-9_\-+/=]+$")]
-TerminalName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100, pattern=_PRINTABLE)]
+# A name a person typed: text only, no C1, bidi or other format characters either (protocol.text).
+TerminalName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=100, pattern=_PRINTABLE),
+    AfterValidator(text.check),
+]
+RestaurantName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(text.check)
+]
 ComponentName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 ComponentHash = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[0-9a-fA-F]+$")]
 Fingerprint = Annotated[dict[ComponentName, ComponentHash], Field(max_length=16)]

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from protocol.offline import make_request
@@ -171,3 +172,71 @@ def test_values_shown_are_escaped(client, seed_subscription):
     page = client.get("/offline")
     sent = client.post("/offline/code", data={"email": "<script>@x.gr", "csrf": _csrf(page.text)})
     assert "<script>" not in sent.text
+
+
+def _signed_request(machine, clock, **fields) -> bytes:
+    """A request file signed by the machine key with any fields (what an edited-then-re-signed file is)."""
+    from protocol import offline as wire
+    from protocol.trust import b64url_encode
+
+    doc = json.loads(_request_file(machine, clock))
+    doc.update(fields)
+    doc.pop("signature")
+    doc["signature"] = b64url_encode(machine.key.sign(wire._signing_input(doc)))
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("name", ["Bar\x1b[31m", "Bar\x00", "Bar\u009b2J", "Bar\u202e"])
+def test_control_characters_in_a_request_files_terminal_name_got_http_500(
+    client, database, seed_subscription, make_machine, clock, name
+):
+    seed_subscription(email=EMAIL, seats=1)
+    machine = make_machine()
+    edited = _signed_request(machine, clock, terminal_name=name)
+    answer = _round_trip(client, database, machine, clock, file=edited)
+    assert answer.status_code == 422 and "terminal name" in answer.text
+    assert answer.headers["content-type"].startswith("text/html") and _machines(database) == 0
+
+
+@pytest.mark.parametrize("name", ["Bar\x1b[31m", "Bar\u009b2J", "Bar\u202e"])
+def test_control_characters_in_a_terminal_name_are_refused_by_the_json_api(
+    client, seed_subscription, make_machine, login_code, name
+):
+    seed_subscription(email=EMAIL, seats=1)
+    machine = make_machine(terminal_name=name)
+    answer = machine.activate(client, EMAIL, login_code(client, EMAIL))
+    assert answer.status_code == 422 and answer.json()["problems"][0]["field"] == "terminal_name"
+
+
+@pytest.mark.parametrize(
+    "fp",
+    [
+        # A Linux till's request edited to carry Windows names beside its own, re-signed with its key.
+        {"machine_guid": "a" * 64, "smbios_uuid": "b" * 64, "machine_id": "c" * 64, "board_serial": "d" * 64},
+        {"made_up": "a" * 64, "machine_id": "c" * 64, "product_uuid": "e" * 64},  # an unknown name
+        {"machine_id": "c" * 64},  # one component: below the platform's minimum
+        {"disk_serial": "c" * 64, "mac": "d" * 64},  # names no platform
+    ],
+)
+def test_one_license_file_for_many_pcs_by_an_edited_fingerprint_is_refused_like_online(
+    client, database, seed_subscription, make_machine, clock, login_code, fp
+):
+    seed_subscription(email=EMAIL, seats=2)
+    machine = make_machine()
+    edited = _signed_request(machine, clock, fingerprint=fp)
+    answer = _round_trip(client, database, machine, clock, file=edited)
+    assert answer.status_code == 422 and _machines(database) == 0
+    online = make_machine(fp=fp).activate(client, EMAIL, login_code(client, EMAIL))
+    assert online.status_code == 422  # the same refusal as an online activation
+
+
+def test_a_license_files_token_has_exactly_the_binding_of_an_online_token(
+    client, database, seed_subscription, make_machine, clock, login_code
+):
+    seed_subscription(email=EMAIL, seats=1)
+    machine = make_machine()
+    doc = json.loads(_round_trip(client, database, machine, clock).content)
+    by_file = verify_token(doc["token"], _trusted(client), clock.now()).fp
+    online = machine.activate(client, EMAIL, login_code(client, EMAIL))
+    assert online.status_code == 200
+    assert by_file == verify_token(online.json()["token"], _trusted(client), clock.now()).fp == machine.fp
