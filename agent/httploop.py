@@ -54,6 +54,10 @@ PRESSURE_KEEPALIVE_S = 15.0
 _DRAIN_S = 1.0
 _DRAIN_BYTES = 1024 * 1024
 _ACCEPT_BATCH = 16
+# Request heads known to get the cached license answer (see `Server._learn`): a POS sends the same bytes
+# every time. Bounded, so a stream of distinct heads costs a re-parse, never memory.
+_QUICK_MAX = 64
+_QUICK_HEAD_MAX = 1024
 _RECV = 65536
 
 _BUSY = response(
@@ -154,6 +158,9 @@ class Server:
         self._stopped.set()
         self._no_victim_until = 0.0
         self._accept_paused_until: float | None = None
+        # Exact request bytes -> whether to close after answering: each was seen to pass every guard and
+        # take the cached license answer, which depends on nothing but those bytes and the published status.
+        self._quick: dict[bytes, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -174,6 +181,7 @@ class Server:
             self._sel.register(self.socket, selectors.EVENT_READ, None)
             self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
             next_sweep = time.monotonic() + 0.25
+            woken = False
             while not self._stop.is_set():
                 wait = min(poll_interval, 0.25)
                 if self._accept_paused_until is not None:
@@ -192,9 +200,14 @@ class Server:
                                 pass
                         except OSError:
                             pass
+                        # A worker puts its answer before it wakes the loop, so every finished job is
+                        # in the queue by now (a later one sends another wake-up).
+                        woken = True
                     else:
                         self._on_event(data, mask, now)
-                self._finish_jobs(now)
+                if woken:
+                    woken = False
+                    self._finish_jobs(now)
                 if now >= next_sweep:
                     next_sweep = now + 0.25
                     self._sweep(now)
@@ -378,6 +391,12 @@ class Server:
             self._close(conn)
             return
         if not conn.inbuf:
+            close = self._quick.get(data)
+            if close is not None:
+                # The POS's usual request, whole in one read: the cached answer, with no parsing.
+                conn.last_active = now
+                self._respond(conn, self.api._license_response, close, now)
+                return
             # The first byte of a request on a kept-alive connection starts its whole-request deadline;
             # later bytes never extend it (a fresh connection's deadline runs from its accept).
             conn.deadline = min(conn.deadline, now + REQUEST_DEADLINE_S)
@@ -417,6 +436,7 @@ class Server:
         full = conn.pending
         assert full is not None
         conn.pending = None
+        raw = bytes(conn.inbuf[:total]) if total <= _QUICK_HEAD_MAX and full.method == "GET" else b""
         full.body = bytes(conn.inbuf[conn.head_len : total])
         del conn.inbuf[:total]
         conn.head_len, conn.body_len = -1, 0
@@ -425,7 +445,23 @@ class Server:
             self._watch(conn, 0)
             self._jobs.put((conn, full))
             return
-        self._respond(conn, handle(self.api, full), not full.keep_alive, now)
+        answer = handle(self.api, full)
+        if raw and answer is self.api._license_response:
+            self._learn(raw, full)
+        self._respond(conn, answer, not full.keep_alive, now)
+
+    def _learn(self, raw: bytes, req: Request) -> None:
+        """Remember `raw`, a whole request that got the cached license answer, for `_read`'s quick path.
+
+        Only a plain `GET /v1/license` (no query, body, Origin, Referer or Accept-Language) qualifies:
+        then the answer depends on nothing else, as `httpd.handle`'s hot path says."""
+        if req.target != "/v1/license" or req.body or "accept-language" in req.headers:
+            return
+        if "origin" in req.headers or "referer" in req.headers:
+            return
+        if len(self._quick) >= _QUICK_MAX:
+            self._quick.clear()  # many distinct heads: start over rather than grow
+        self._quick[raw] = not req.keep_alive
 
     def _respond(self, conn: _Conn, answer: bytes, close: bool, now: float) -> None:
         conn.state = _WRITING

@@ -8,6 +8,10 @@ dead port so the numbers show the offline case, which must be as fast as the onl
   p99 <= 2 ms, >= 3000 req/s); each client is its own process with one persistent connection and a
   minimal raw-socket HTTP/1.1 client, so client-side Python overhead stays out of the figures
 - the agent's resident memory (RSS) after the load                     (target <= 60 MB)
+- the bare-socket floor (issue 23): a `ThreadingHTTPServer` with TCP_NODELAY in its own process,
+  answering the agent's own `GET /v1/license` body (send_response, two headers, the body; `--floor
+  one-write`: the whole answer in one write), with the same clients in the same run, in rounds
+  alternating with the agent; prints each p99 as agent / floor (target <= 0.6x)
 
 `--flood N` (issue 12): N slow connections (each sends half a request head, then one byte every 2 s,
 and reconnects 0.5 s after the agent drops it) from their own process, while one POS client that was
@@ -20,6 +24,7 @@ connected before asks `GET /v1/license` over keep-alive at 100 req/s. Prints the
 calls, and re-challenged calls (target p50 <= 1 ms), beside the plain `AgentClient.license()`.
 
 Usage: .venv/bin/python bench/local_api.py [--requests N] [--clients C] [--only basic|flood|verified]
+       [--floor idiomatic|one-write]
 """
 
 from __future__ import annotations
@@ -70,6 +75,57 @@ def read_response(sock: socket.socket, buf: bytearray) -> bytes:
         if not chunk:
             raise ConnectionError("agent closed the connection")
         buf += chunk
+
+
+def floor_server(ready: mp.Queue, body: bytes, one_write: bool) -> None:
+    """The bare-socket floor: Python's ThreadingHTTPServer (a thread per connection, TCP_NODELAY)
+    answering every GET with `body`, the agent's own body, the way an http.server app does
+    (`one_write`: the whole answer prebuilt and sent in one write, a harder floor)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            super().setup()
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if one_write:
+                self.wfile.write(whole)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    whole = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    ready.put(server.server_address[1])
+    server.serve_forever()
+
+
+def start_floor(agent_port: int, one_write: bool) -> tuple[mp.Process, int]:
+    """Start the floor server in its own process with the agent's current body; (process, port)."""
+    request = f"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{agent_port}\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", agent_port), timeout=5) as s:
+        s.sendall(request.encode())
+        body = read_response(s, bytearray()).partition(b"\r\n\r\n")[2]
+    ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
+    ready: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=floor_server, args=(ready, body, one_write), daemon=True)
+    proc.start()
+    return proc, ready.get(timeout=30)
 
 
 def client(port: int, n: int, start_at: float, out: mp.Queue, rate: float = 0.0) -> None:
@@ -446,6 +502,12 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=2000, help="slow connections in the flood run")
     parser.add_argument("--verified-calls", type=int, default=2000)
     parser.add_argument(
+        "--floor",
+        choices=("idiomatic", "one-write"),
+        default="idiomatic",
+        help="the floor server: send_response + headers + body (default), or one prebuilt write",
+    )
+    parser.add_argument(
         "--only",
         choices=("basic", "flood", "verified"),
         action="append",
@@ -471,6 +533,16 @@ def main() -> None:
             verified_run(Path(tmp), args.verified_calls)
 
 
+_ROUNDS = 2
+
+
+def _ratio(label: str, agent: list[float], floor: list[float]) -> None:
+    print(
+        f"  p99 agent / floor, {label}: {pct(agent, 99):.3f} / {pct(floor, 99):.3f} ms = "
+        f"{pct(agent, 99) / pct(floor, 99):.2f}x (target <= 0.6x)"
+    )
+
+
 def basic_run(proc: subprocess.Popen, port: int, first: float, args: argparse.Namespace) -> None:
     """Start-up, keep-alive latency and throughput, memory (the original figures)."""
     cpu = cpu_seconds(proc.pid)
@@ -480,26 +552,48 @@ def basic_run(proc: subprocess.Popen, port: int, first: float, args: argparse.Na
         f"CPU used by then {cpu * 1000:.0f} ms)"
     )
     print(f"headless agent RSS, idle:     {idle_rss:8.1f} MB      (target <= 60 MB)")
-    for clients in (1, args.clients):
-        lat, rps = run_clients(port, clients, max(1000, args.requests // clients))
-        print(
-            f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}: "
-            f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-            f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s "
-            f"over {len(lat)} requests "
-            f"(targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)"
-        )
-    # Flat out, 16 closed-loop clients on 2 shared cores queue behind each other (Little's law:
-    # mean latency = clients / throughput), so also measure 16 terminals that together ask at
-    # the target rate of 3,200 req/s, each on its own schedule.
-    per_client = args.paced_total / args.clients
-    lat, rps = run_clients(port, args.clients, int(per_client * 3), rate=per_client)
-    print(
-        f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
-        "in all: "
-        f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-        f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s over {len(lat)} requests"
-    )
+    floor, floor_port = start_floor(port, args.floor == "one-write")
+    print(f"floor: {args.floor}")
+    try:
+        for clients in (1, args.clients):
+            per = max(1000, args.requests // clients)
+            # Alternate agent and floor in rounds, so both see the same share of a busy machine.
+            got: dict[str, tuple[list[float], list[float]]] = {"agent": ([], []), "floor": ([], [])}
+            for _ in range(_ROUNDS):
+                for name, target in (("agent", port), ("floor", floor_port)):
+                    lat, rps = run_clients(target, clients, per // _ROUNDS)
+                    got[name][0].extend(lat)
+                    got[name][1].append(rps)
+            for name in ("agent", "floor"):
+                lat, rates = got[name]
+                print(
+                    f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}, {name}: "
+                    f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+                    f"mean {statistics.fmean(lat) * 1000:.3f} ms, {statistics.fmean(rates):,.0f} req/s "
+                    f"over {len(lat)} requests"
+                    + (" (targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)" if name == "agent" else "")
+                )
+            _ratio(f"{clients} client{'s' if clients > 1 else ''}", got["agent"][0], got["floor"][0])
+        # Flat out, 16 closed-loop clients on 2 shared cores queue behind each other (Little's law:
+        # mean latency = clients / throughput), so also measure 16 terminals that together ask at
+        # the target rate of 3,200 req/s, each on its own schedule.
+        per_client = args.paced_total / args.clients
+        paced: dict[str, list[float]] = {"agent": [], "floor": []}
+        for _ in range(_ROUNDS):
+            for name, target in (("agent", port), ("floor", floor_port)):
+                lat, rps = run_clients(target, args.clients, int(per_client * 3 / _ROUNDS), rate=per_client)
+                paced[name].extend(lat)
+        for name in ("agent", "floor"):
+            lat = paced[name]
+            print(
+                f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
+                f"in all, {name}: p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+                f"mean {statistics.fmean(lat) * 1000:.3f} ms over {len(lat)} requests"
+            )
+        _ratio(f"{args.clients} clients paced", paced["agent"], paced["floor"])
+    finally:
+        floor.terminate()
+        floor.join(10)
     rss, peak = rss_mb(proc.pid)
     print(f"headless agent RSS after load: {rss:7.1f} MB, peak {peak:.1f} MB (target <= 60 MB)")
 
