@@ -10,9 +10,10 @@ what the agent verifies:
 Which keys are trusted (encodings, JWKs, `TrustedKeys`) is `protocol.trust`; machine-signed requests (the
 `X-POSPal-*` headers) are `protocol.signatures`.
 
-PyJWT checks the signature; everything around it (header whitelist, canonical base64url, claim types,
-times against the injected trusted clock) is checked here and in `protocol.trust`, because PyJWT's own time
-checks read the wall clock, which the agent never trusts.
+Verifying needs only `cryptography` (the POS's `pospal-client` ships this module); PyJWT is imported only
+to sign documents whose claims JSON cannot hold as-is. Everything around the signature (header whitelist,
+canonical base64url, claim types, times against the injected trusted clock) is checked here and in
+`protocol.trust`, because PyJWT's own time checks read the wall clock, which the agent never trusts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol.errors import MachineMismatch, TokenInvalid
@@ -246,6 +246,8 @@ def encode_token(private_key: Ed25519PrivateKey, kid: str, claims: Mapping[str, 
     try:
         payload = json.dumps(dict(claims), separators=(",", ":"))
     except TypeError:
+        import jwt  # noqa: PLC0415 (signing side only; verifying never needs PyJWT)
+
         return jwt.encode(dict(claims), private_key, algorithm=ALG, headers={"kid": kid, "typ": TOKEN_TYP})
     header = json.dumps({"alg": ALG, "kid": kid, "typ": TOKEN_TYP}, separators=(",", ":"), sort_keys=True)
     signing_input = f"{b64url_encode(header.encode())}.{b64url_encode(payload.encode())}"
@@ -263,4 +265,7 @@ def make_keyset_document(
     for jwk in keys:
         public_key_from_jwk(jwk)
     payload = {"iss": ISSUER, "iat": int(iat), "keys": [dict(j) for j in keys]}
-    return jwt.encode(payload, private_key, algorithm=ALG, headers={"kid": kid, "typ": KEYSET_TYP})
+    header = json.dumps({"alg": ALG, "kid": kid, "typ": KEYSET_TYP}, separators=(",", ":"), sort_keys=True)
+    body = json.dumps(payload, separators=(",", ":"))
+    signing_input = f"{b64url_encode(header.encode())}.{b64url_encode(body.encode())}"
+    return f"{signing_input}.{b64url_encode(private_key.sign(signing_input.encode()))}"
