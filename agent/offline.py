@@ -3,10 +3,10 @@
 `request_file` signs this machine's public key and fingerprint hashes with the machine key (format:
 `protocol.offline`). `check_license_file` verifies a license file the way every token is verified (the
 trusted keys, `nbf` against the trusted clock, allowing a lag of this PC's clock below the rollback limit)
-and more: it must not have ended, it must be an offline
-license (`policy.offline`), its `mkey` claim must be this machine's public key and its bound fingerprint
-must match this machine. Any failure raises `LicenseFileRefused` with a message in the agent's language,
-and the caller changes nothing.
+and more: it must not have ended, it must be an offline license (`policy.offline`), its `mkey` claim must
+be this machine's public key and its bound fingerprint must match this machine with a decided verdict
+(`fingerprint.proves_same_machine`: a file bound to names this PC does not read is another PC's). Any
+failure raises `LicenseFileRefused` with a message in the agent's language, and the caller changes nothing.
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def check_license_file(
             raise _refuse("invalid", lang) from exc
 
     def same_machine(bound: Mapping[str, str]) -> bool:
-        return fingerprint.match(bound, hashes).ok
+        # A file must prove it is for this PC: a verdict never decided (too few components read on both
+        # sides, e.g. a file bound to another platform's component names) is not a yes, or one file
+        # would import on every PC given the key (issue 28 case 5; the POS's rule of case 1).
+        return fingerprint.proves_same_machine(bound, hashes)
 
     # The file was made on the server's clock and carried here by hand: this PC's clock may lag by less
     # than the rollback limit (PRODUCT.md "Clock": smaller skews are tolerated), so `nbf` is checked that

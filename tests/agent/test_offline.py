@@ -189,3 +189,29 @@ def test_a_pc_clock_a_few_hours_behind_takes_the_file_but_not_one_a_day_behind(r
     )
     assert status.reason == "offline_license" and status.licensed
     assert rig.service().status().reason == "offline_license"  # and after a restart, clock still behind
+
+
+@pytest.mark.parametrize(
+    "names", [("machine_guid", "smbios_uuid", "baseboard_serial"), ("platform_uuid", "serial")]
+)
+def test_one_license_file_bound_to_another_platforms_components_imports_nowhere(rig, names):
+    # The till's request was edited to carry component names this PC never reads and re-signed with its
+    # machine key: nothing would be compared, so any PC given the key would take the file.
+    svc = rig.service()
+    svc.start_trial()
+    before = _snapshot(svc)
+    data = license_file(rig, svc, fp={name: "a" * 64 for name in names})
+    with pytest.raises(LicenseFileRefused) as refused:
+        svc.import_offline_license(data)
+    assert refused.value.code == "other_machine" and _snapshot(svc) == before
+
+
+def test_a_file_that_compares_too_few_components_is_refused(rig):
+    svc = rig.service()
+    svc.start_trial()
+    own = rig.fp.hashes()
+    # Two of this PC's components (of at least three needed) and two it does not read.
+    fp = {**dict(list(own.items())[:2]), "machine_guid": "a" * 64, "smbios_uuid": "b" * 64}
+    with pytest.raises(LicenseFileRefused) as refused:
+        svc.import_offline_license(license_file(rig, svc, fp=fp))
+    assert refused.value.code == "other_machine"
