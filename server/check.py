@@ -2,11 +2,13 @@
 
 Each check returns `Finding`s: what was checked, whether it is fine, and for a problem one line that
 names the setting and the fix. Checks that talk to a service only read or log in: the Stripe price is
-fetched, the database's schema revision is read, SMTP logs in and quits, Resend lists domains. Nothing
-is sent, paid, created or migrated.
+fetched and the webhook endpoints listed, the database's schema revision is read, SMTP logs in and
+quits, Resend lists domains. Nothing is sent, paid, created or migrated.
 
     public URL      https (unless development)
-    Stripe          key mode (live/test), the price exists and is active, webhook secret is whsec_...
+    Stripe          key mode (live/test) and accepted, the pinned API version accepted, the price exists
+                    and is active, webhook secret is whsec_..., and the webhook endpoint at
+                    POSPAL_PUBLIC_URL/v1/webhooks/stripe is enabled, in that API version, with our events
     signing keys    the key directory and its private files are readable by their owner only
     database        reachable, and at this code's newest migration
     e-mail          SMTP: login accepted (no message sent); Resend: the key is accepted
@@ -28,11 +30,16 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
+from server.billing.stripe import API_VERSION
 from server.config import Settings
 from server.db import Database, current_revision, head_revision
 from server.errors import ConfigError
+from server.webhooks import CUSTOMER_EVENTS, FLAGGED_EVENTS, SUBSCRIPTION_EVENTS
 
 TIMEOUT_S = 10.0
+# Where Stripe delivers events (server/api/billing.py), and the events the server acts on.
+WEBHOOK_PATH = "/v1/webhooks/stripe"
+WEBHOOK_EVENTS = SUBSCRIPTION_EVENTS | FLAGGED_EVENTS | CUSTOMER_EVENTS
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,13 @@ def check_public_url(settings: Settings) -> list[Finding]:
 
 
 def check_stripe(settings: Settings, session: requests.Session | None = None) -> list[Finding]:
-    """Key mode, webhook secret format, and that the price exists (one GET; nothing is created)."""
+    """Key, webhook secret, API version, price and webhook endpoint: two GETs, nothing is created.
+
+    The price is read with the pinned `Stripe-Version` header, so one request shows that Stripe accepts
+    the key and the API version and has the price. The webhook endpoints are then listed to find the one
+    at this server's URL: enabled, sending the events the server handles, in the pinned API version
+    (its signing secret cannot be read back from Stripe, so only its format is checked).
+    """
     if settings.billing != "stripe":
         return [Finding(True, "billing", f"{settings.billing} (no Stripe settings to check)")]
     findings = []
@@ -87,8 +100,7 @@ def check_stripe(settings: Settings, session: requests.Session | None = None) ->
                 "moves; use the live key, or POSPAL_ENV=development for a staging server",
             )
         )
-    else:
-        findings.append(Finding(True, "Stripe key", f"{mode} mode"))
+    key_named = bool(findings)  # the key's problem is already one line: the API check adds no "ok" for it
     secret = settings.stripe_webhook_secret.reveal() if settings.stripe_webhook_secret else ""
     if secret.startswith("whsec_") and len(secret) > len("whsec_") and secret.isascii() and " " not in secret:
         findings.append(Finding(True, "Stripe webhook secret", "whsec_... format"))
@@ -102,24 +114,63 @@ def check_stripe(settings: Settings, session: requests.Session | None = None) ->
             )
         )
     if mode != "unknown":
-        findings.append(_check_price(settings, session or requests.Session()))
+        findings.extend(_check_stripe_api(settings, session or requests.Session(), mode_ok=not key_named))
     return findings
 
 
-def _check_price(settings: Settings, http: requests.Session) -> Finding:
-    assert settings.stripe_secret_key and settings.stripe_price_id
+def _stripe_get(settings: Settings, http: requests.Session, path: str) -> requests.Response:
+    assert settings.stripe_secret_key
+    base = (settings.stripe_api_base or "https://api.stripe.com").rstrip("/")
+    return http.get(
+        f"{base}{path}",
+        headers={
+            "Authorization": f"Bearer {settings.stripe_secret_key.reveal()}",
+            "Stripe-Version": API_VERSION,
+        },
+        timeout=TIMEOUT_S,
+    )
+
+
+def _stripe_error(response: requests.Response) -> str:
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return ""
+    return str(error.get("message") or error.get("code") or "")
+
+
+def _check_stripe_api(settings: Settings, http: requests.Session, *, mode_ok: bool) -> list[Finding]:
+    """The price read (key, API version, price), then the webhook endpoint: one line per problem."""
+    assert settings.stripe_price_id
     base = (settings.stripe_api_base or "https://api.stripe.com").rstrip("/")
     price = settings.stripe_price_id
+    mode = settings.stripe_key_mode()
     try:
-        response = http.get(
-            f"{base}/v1/prices/{price}",
-            headers={"Authorization": f"Bearer {settings.stripe_secret_key.reveal()}"},
-            timeout=TIMEOUT_S,
-        )
+        response = _stripe_get(settings, http, f"/v1/prices/{price}")
     except requests.RequestException as exc:
-        return Finding(False, "Stripe price", f"could not reach Stripe at {base} ({type(exc).__name__})")
+        return [Finding(False, "Stripe API", f"could not reach Stripe at {base} ({type(exc).__name__})")]
     if response.status_code == 401:
-        return Finding(False, "Stripe price", "Stripe refused STRIPE_SECRET_KEY (401): use a current key")
+        # Nothing else can be read with a refused key: the price and endpoint are not named as well.
+        return [Finding(False, "Stripe key", "Stripe refused STRIPE_SECRET_KEY (401): use a current key")]
+    findings = [Finding(True, "Stripe key", f"{mode} mode, accepted")] if mode_ok else []
+    message = _stripe_error(response)
+    if response.status_code == 400 and "version" in message.lower():
+        findings.append(
+            Finding(
+                False,
+                "Stripe API version",
+                f"Stripe does not accept API version {API_VERSION} ({message}): "
+                "install the stripe package pyproject.toml names",
+            )
+        )
+        return findings
+    findings.append(Finding(True, "Stripe API version", f"{API_VERSION} accepted"))
+    findings.append(_price_finding(settings, response, price))
+    findings.append(_check_webhook_endpoint(settings, http))
+    return findings
+
+
+def _price_finding(settings: Settings, response: requests.Response, price: str) -> Finding:
     if response.status_code == 404:
         return Finding(
             False,
@@ -136,6 +187,46 @@ def _check_price(settings: Settings, http: requests.Session) -> Finding:
     if not data.get("active", True):
         return Finding(False, "Stripe price", f"{price} is archived: make it active or use another price")
     return Finding(True, "Stripe price", f"{price} exists and is active")
+
+
+def _check_webhook_endpoint(settings: Settings, http: requests.Session) -> Finding:
+    """The endpoint at POSPAL_PUBLIC_URL/v1/webhooks/stripe: enabled, our events, our API version."""
+    url = settings.public_url.rstrip("/") + WEBHOOK_PATH
+    what = "Stripe webhook endpoint"
+    try:
+        response = _stripe_get(settings, http, "/v1/webhook_endpoints?limit=100")
+    except requests.RequestException as exc:
+        return Finding(False, what, f"could not list the webhook endpoints ({type(exc).__name__})")
+    if response.status_code == 403:
+        # A restricted key without the webhook permission: the endpoint cannot be confirmed either way.
+        return Finding(True, what, "not readable with this restricted key (nothing to confirm)")
+    if response.status_code != 200:
+        return Finding(False, what, f"Stripe answered {response.status_code} listing webhook endpoints")
+    # Matched without the scheme: a public URL that is not https is named once, by check_public_url.
+    endpoints = [
+        e
+        for e in response.json().get("data", [])
+        if str(e.get("url")).partition("://")[2] == url.partition("://")[2]
+    ]
+    create = f"create one at {url} with API version {API_VERSION} (Developers > Webhooks)"
+    if not endpoints:
+        return Finding(False, what, f"no endpoint sends to {url}: {create}")
+    endpoint = endpoints[0]
+    if endpoint.get("status") != "enabled":
+        return Finding(False, what, f"{endpoint.get('id')} at {url} is {endpoint.get('status')}: enable it")
+    version = endpoint.get("api_version")
+    if version != API_VERSION:
+        return Finding(
+            False,
+            what,
+            f"{endpoint.get('id')} sends events in API version {version or 'the account default'}, this "
+            f"server reads {API_VERSION}: {create}",
+        )
+    events = set(endpoint.get("enabled_events") or [])
+    missing = sorted(WEBHOOK_EVENTS - events) if "*" not in events else []
+    if missing:
+        return Finding(False, what, f"{endpoint.get('id')} does not send {', '.join(missing)}: add them")
+    return Finding(True, what, f"{endpoint.get('id')} at {url}, enabled, {API_VERSION}")
 
 
 def check_key_dir(settings: Settings) -> list[Finding]:

@@ -13,13 +13,28 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from server import cli
-from server.check import Finding, check_email, run_checks
+from server.billing.stripe import API_VERSION
+from server.check import WEBHOOK_EVENTS, Finding, check_email, run_checks
 from server.config import Settings
 from server.errors import ConfigError
 from tests.server.conftest import free_port
 
 STRIPE_KEY = "sk_live_checkkey"
 PRICE = "price_monthly"
+PUBLIC_URL = "https://license.example.com"
+
+
+def _endpoint(**changes) -> dict:
+    """The webhook endpoint README's Stripe section asks for, as Stripe lists it."""
+    return {
+        "id": "we_1",
+        "object": "webhook_endpoint",
+        "url": f"{PUBLIC_URL}/v1/webhooks/stripe",
+        "status": "enabled",
+        "api_version": API_VERSION,
+        "enabled_events": sorted(WEBHOOK_EVENTS),
+        **changes,
+    }
 
 
 def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
@@ -35,9 +50,13 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 class _StripeHandler(BaseHTTPRequestHandler):
-    """Stripe-shaped answers for GET /v1/prices/{id}: one live price, one archived, 404 otherwise."""
+    """Stripe-shaped answers: GET /v1/prices/{id} (one live price, one archived, 404 otherwise) and
+    GET /v1/webhook_endpoints (`endpoints`), 401 for another key, 400 for a Stripe-Version it does not know
+    (as Stripe answers)."""
 
     requests: list[tuple[str, str]] = []
+    versions: set[str] = {API_VERSION}
+    endpoints: list[dict] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         type(self).requests.append((self.command, self.path))
@@ -46,8 +65,14 @@ class _StripeHandler(BaseHTTPRequestHandler):
             "price_old": {"id": "price_old", "object": "price", "livemode": True, "active": False},
         }
         price = self.path.removeprefix("/v1/prices/")
+        version = self.headers.get("Stripe-Version")
         if self.headers.get("Authorization") != f"Bearer {STRIPE_KEY}":
             self._answer(401, {"error": {"type": "invalid_request_error", "message": "Invalid API Key"}})
+        elif version not in type(self).versions:
+            message = f"Invalid Stripe API version: {version}"
+            self._answer(400, {"error": {"type": "invalid_request_error", "message": message}})
+        elif self.path == "/v1/webhook_endpoints?limit=100":
+            self._answer(200, {"object": "list", "data": type(self).endpoints, "has_more": False})
         elif price in prices:
             self._answer(200, prices[price])
         else:
@@ -84,6 +109,8 @@ class _ResendHandler(_StripeHandler):
 @pytest.fixture
 def stripe_stub() -> Iterator[str]:
     _StripeHandler.requests = []
+    _StripeHandler.versions = {API_VERSION}
+    _StripeHandler.endpoints = [_endpoint()]
     yield from _serve(_StripeHandler)
 
 
@@ -135,7 +162,7 @@ def production_env(db_url, tmp_path, stripe_stub, smtp_server) -> dict[str, str]
         "POSPAL_DATABASE_URL": db_url,
         "POSPAL_SERVER_DATA_DIR": str(tmp_path / "data"),
         "POSPAL_SIGNING_KEY_DIR": str(key_dir),
-        "POSPAL_PUBLIC_URL": "https://license.example.com",
+        "POSPAL_PUBLIC_URL": PUBLIC_URL,
         "POSPAL_BILLING": "stripe",
         "STRIPE_SECRET_KEY": STRIPE_KEY,
         "STRIPE_WEBHOOK_SECRET": "whsec_abc123",
@@ -164,8 +191,16 @@ def test_check_passes_a_good_production_config(monkeypatch, capsys, production_e
     assert any(f"{PRICE} exists" in line for line in lines)
     sink, _port = smtp_server
     assert sink.logins == [b"user"] and sink.messages == 0  # logged in, sent nothing
+    assert "ok   Stripe API version: 2026-10-28.endive accepted" in lines
+    assert (
+        "ok   Stripe webhook endpoint: we_1 at https://license.example.com/v1/webhooks/stripe, enabled, "
+        "2026-10-28.endive" in lines
+    )
     # Stripe was only read.
-    assert _StripeHandler.requests == [("GET", f"/v1/prices/{PRICE}")]
+    assert _StripeHandler.requests == [
+        ("GET", f"/v1/prices/{PRICE}"),
+        ("GET", "/v1/webhook_endpoints?limit=100"),
+    ]
 
 
 def test_check_reports_one_line_per_problem(monkeypatch, capsys, production_env, tmp_path):
@@ -204,6 +239,69 @@ def test_check_refuses_an_archived_price(monkeypatch, capsys, production_env):
     status, lines = _check(monkeypatch, capsys, {**production_env, "STRIPE_PRICE_ID": "price_old"})
     assert status == 1
     assert any("archived" in line for line in lines)
+
+
+def test_check_names_each_stripe_problem_one_line_each(monkeypatch, capsys, production_env):
+    """A live key Stripe accepts, with a wrong webhook secret, a missing price and an endpoint in another
+    API version: three FAIL lines, the key and API version ok."""
+    _StripeHandler.endpoints = [_endpoint(api_version="2024-06-20")]
+    env = {**production_env, "STRIPE_WEBHOOK_SECRET": "sk_oops", "STRIPE_PRICE_ID": "price_gone"}
+    status, lines = _check(monkeypatch, capsys, env)
+    assert status == 1
+    stripe_lines = [line for line in lines if "Stripe" in line]
+    assert [line.split(":")[0] for line in stripe_lines] == [
+        "FAIL Stripe webhook secret",
+        "ok   Stripe key",
+        "ok   Stripe API version",
+        "FAIL Stripe price",
+        "FAIL Stripe webhook endpoint",
+    ]
+    assert "price_gone does not exist" in stripe_lines[3]
+    assert "API version 2024-06-20, this server reads 2026-10-28.endive" in stripe_lines[4]
+
+
+def test_check_fails_an_api_version_stripe_does_not_accept(monkeypatch, capsys, production_env):
+    _StripeHandler.versions = {"2025-01-01.acacia"}
+    status, lines = _check(monkeypatch, capsys, production_env)
+    assert status == 1
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL Stripe API version: Stripe does not accept API version 2026-10-28.endive")
+
+
+def test_check_fails_a_key_stripe_refuses_once(monkeypatch, capsys, production_env):
+    status, lines = _check(monkeypatch, capsys, {**production_env, "STRIPE_SECRET_KEY": "sk_live_revoked"})
+    assert status == 1
+    assert [line for line in lines if line.startswith("FAIL")] == [
+        "FAIL Stripe key: Stripe refused STRIPE_SECRET_KEY (401): use a current key"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "needle"),
+    [
+        ([], "no endpoint sends to https://license.example.com/v1/webhooks/stripe: create one"),
+        ([_endpoint(url="https://old.example.com/v1/webhooks/stripe")], "no endpoint sends to"),
+        (
+            [_endpoint(status="disabled")],
+            "we_1 at https://license.example.com/v1/webhooks/stripe is disabled",
+        ),
+        ([_endpoint(enabled_events=["checkout.session.completed"])], "does not send charge.dispute.created"),
+    ],
+)
+def test_check_fails_a_missing_or_wrong_webhook_endpoint(
+    monkeypatch, capsys, production_env, endpoints, needle
+):
+    _StripeHandler.endpoints = endpoints
+    status, lines = _check(monkeypatch, capsys, production_env)
+    assert status == 1
+    [failed] = [line for line in lines if line.startswith("FAIL")]
+    assert failed.startswith("FAIL Stripe webhook endpoint: ") and needle in failed, failed
+
+
+def test_an_endpoint_sending_every_event_passes(monkeypatch, capsys, production_env):
+    _StripeHandler.endpoints = [_endpoint(enabled_events=["*"])]
+    status, lines = _check(monkeypatch, capsys, production_env)
+    assert status == 0, lines
 
 
 def test_check_names_the_guard_when_production_uses_the_fakes(monkeypatch, capsys, production_env):
