@@ -21,18 +21,17 @@ __all__ = ["__version__", "connect"]
 def connect(target: object = None, *, settings: AgentSettings | None = None) -> AgentControl:
     """The `AgentControl` a front end talks to.
 
-    - No `target`: this PC's agent over its local API (port and bearer token from `settings`, by default
-      read from the environment), the way the tray process attaches to the running agent.
+    - No `target`: this PC's license service over its caller-checked channel (`agent.channelcontrol`;
+      where from `settings`, by default read from the environment), the way every tray attaches.
     - An `AgentService` (the agent in this very process): the in-process adapter around it.
     - Anything else is taken to be an `AgentControl` already (an `HttpControl`, a test fake): itself.
     """
     if target is None:
-        from agent import store
+        from agent.channelcontrol import ChannelControl, open_stream
         from agent.config import AgentSettings
-        from agent.remote import HttpControl
 
         settings = settings or AgentSettings.from_env()
-        return HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
+        return ChannelControl(open_stream(settings))
     from agent.control import InProcessControl
     from agent.service import AgentService
 

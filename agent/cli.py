@@ -7,8 +7,9 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
 - `status`, `trial`, `activate`, `buy`, `terminals`, `sync`, `deactivate` talk to the running agent over
-  the local API (with the api-token from the data directory); when none answers they run the agent's
-  service in this process for the one command, on the same data directory.
+  its caller-checked channel (`agent.channelcontrol`, as the tray does), or the local API with the
+  api-token from the data directory when it hosts none; when none answers they run the agent's service in
+  this process for the one command, on the same data directory.
 - Owner actions (buying on an e-mail that is already a customer's, adding this PC to its subscription,
   removing a terminal) ask for the owner's e-mailed code on stdin when the server wants it, as the window's
   owner dialog does, then try once more.
@@ -154,6 +155,10 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
         if failure.kind == portcheck.AGENT and not headless:
             return False
         raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port}: {failure.message}") from exc
+    from agent import channel
+
+    # The tray's caller-checked channel (agent.channel): the service and `run --headless` both host it.
+    tray_channel = channel.host(settings, api.routes, __version__)
     try:
         service.start()
         log.info(
@@ -171,6 +176,8 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
                 break
         return True
     finally:
+        if tray_channel is not None:
+            tray_channel.stop()
         api.stop()
         service.stop()
         log.info("agent stopped")
@@ -293,7 +300,16 @@ def _control() -> Any:
         from agent.service import AgentService
 
         return InProcessControl(AgentService(settings))
-    return HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
+    # The service's caller-checked channel, as the tray uses (the service's files are closed to this
+    # account); the bearer token only for an agent without one.
+    from agent.channelcontrol import ChannelControl, open_stream
+
+    opener = open_stream(settings)
+    try:
+        opener(1.0).close()
+    except AgentUnavailable:
+        return HttpControl(settings.agent_port, store.read_api_token(settings.data_dir))
+    return ChannelControl(opener, timeout=60.0)
 
 
 def _line(status: Any) -> str:

@@ -82,11 +82,14 @@ class AgentSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     allowed_origins: tuple[str, ...] = ()
     trusted_keys_path: Path | None = None
+    # Where the tray's channel socket lives (Linux, macOS; `agent.unixchannel`); None on Windows (a pipe).
+    runtime_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
-        """Read POSPAL_SERVER_URL, POSPAL_AGENT_PORT, POSPAL_DATA_DIR, POSPAL_AGENT_ALLOWED_ORIGINS and
-        POSPAL_TRUSTED_KEYS; raises `ConfigError` naming the variable on a malformed value.
+        """Read POSPAL_SERVER_URL, POSPAL_AGENT_PORT, POSPAL_DATA_DIR, POSPAL_AGENT_ALLOWED_ORIGINS,
+        POSPAL_RUNTIME_DIR and POSPAL_TRUSTED_KEYS; raises `ConfigError` naming the variable on a malformed
+        value.
 
         POSPAL_TRUSTED_KEYS is a development-only trust path: a release build (`agent.flavour`) ignores it,
         so nobody at the till can make the agent trust a key of their own.
@@ -128,4 +131,26 @@ class AgentSettings:
             data_dir=data_dir,
             allowed_origins=origins,
             trusted_keys_path=keys_path,
+            runtime_dir=runtime_dir(env, data_dir, explicit_data_dir=bool(raw_dir)),
         )
+
+
+SERVICE_RUNTIME_DIR = Path("/run/pospal-agent")
+
+
+def runtime_dir(env: Mapping[str, str], data_dir: Path, *, explicit_data_dir: bool) -> Path | None:
+    """The tray channel's directory: POSPAL_RUNTIME_DIR; else, beside an explicit POSPAL_DATA_DIR,
+    `<data dir>/run`; else the system service's `/run/pospal-agent` when it exists (or this is root);
+    else `<data dir>/run`. None on Windows, where the channel is a named pipe.
+
+    The service and its trays compute the same answer: the systemd unit sets POSPAL_RUNTIME_DIR, and a
+    till user's tray, with no variable set, finds the service's directory under /run.
+    """
+    if sys.platform == "win32":
+        return None
+    raw = (env.get("POSPAL_RUNTIME_DIR") or "").strip()
+    if raw:
+        return Path(raw).expanduser()
+    if not explicit_data_dir and (SERVICE_RUNTIME_DIR.is_dir() or os.geteuid() == 0):
+        return SERVICE_RUNTIME_DIR
+    return data_dir / "run"

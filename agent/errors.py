@@ -21,6 +21,7 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      └── LocalApiError                the local agent API (agent.client) failed (`status`, `code`, `extra`)
           ├── AgentUnavailable        no agent answers on the local port
           │    └── AgentStarting      an agent answers but is still starting: wait a moment
+          ├── NotGenuineService       the tray's channel is served by another account than the service
           └── AnswerRefused           an answer that fails verified_license()'s checks (`reason`)
                ├── BadProof           not proven by this machine's key for this challenge (forged, replayed)
                ├── OtherMachine       the token is bound to another PC (a proxy to another machine)
@@ -110,6 +111,16 @@ class AgentStarting(AgentUnavailable):
     def __init__(self, message: str = "The POSPal License Agent is starting.") -> None:
         super().__init__(message)
         self.code = "agent_starting"
+
+
+class NotGenuineService(LocalApiError):
+    """The tray's channel (socket, pipe) is held by an account that is not the license service's: nothing
+    is sent to it (`agent.unixchannel`, `agent.winpipe`)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"Another program pretends to be the POSPal License service: {detail}.")
+        self.code = "not_genuine_service"
+        self.detail = detail
 
 
 class AnswerRefused(LocalApiError):

@@ -48,6 +48,8 @@ _ERROR_REASONS = (
     "token_invalid",
     "revoked",
     "seats_exceeded",
+    "service_stopped",  # the tray cannot reach the license service (agent.channelcontrol)
+    "service_not_genuine",
 )
 
 
@@ -80,6 +82,9 @@ _ERROR_ACTIONS: dict[str, tuple[Action, ...]] = {
     "revoked": (Action.ACTIVATE, Action.BUY),
     # The owner raises the quantity (billing) or picks the terminals that stay (move); sync picks it up.
     "seats_exceeded": (Action.BILLING, Action.MOVE, Action.SYNC),
+    # Nothing to do here but wait: the channel reconnects by itself; Sync now asks at once.
+    "service_stopped": (Action.SYNC,),
+    "service_not_genuine": (),
 }
 
 

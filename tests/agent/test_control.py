@@ -1,7 +1,9 @@
-"""AgentControl conformance: InProcessControl and HttpControl (over a real local API) behave the same."""
+"""AgentControl conformance: InProcessControl, HttpControl (over a real local API) and ChannelControl (over
+the tray's caller-checked channel, a real Unix socket) behave the same."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import replace
 
@@ -17,22 +19,41 @@ TOKEN = "control-test-token-0123456789abcdef"
 EMAIL = "owner@cafe.example"
 
 
-@pytest.fixture(params=["in-process", "http"])
+@pytest.fixture(params=["in-process", "http", "channel"])
 def setup(request, tmp_path):
     rig = Rig(tmp_path)
     service = rig.service()
     api = LocalApi(InProcessControl(service), api_token=TOKEN, port=0, poll_interval=0.02).start()
+    channel = None
     if request.param == "in-process":
         control = InProcessControl(service)
-    else:
+    elif request.param == "http":
         control = HttpControl(api.port, TOKEN, poll_s=0.02)
+    else:
+        if sys.platform == "win32":
+            pytest.skip("the Windows channel is a named pipe (tests/agent/test_winpipe.py)")
+        from agent.channel import ChannelServer
+        from agent.channelcontrol import ChannelControl
+        from agent.unixchannel import UnixChannel, connect
+
+        channel = UnixChannel(tmp_path / "run", ChannelServer(api.routes)).start()
+        control = ChannelControl(lambda timeout: connect(tmp_path / "run", timeout=timeout), poll_s=0.02)
     yield rig, service, control
     if isinstance(control, HttpControl):
         control.close()
+    if channel is not None:
+        channel.stop()
     api.stop()
 
 
-def test_both_controls_satisfy_the_protocol(setup):
+def request_kind(control) -> str:
+    """Which door a control of the fixture goes through."""
+    from agent.channelcontrol import ChannelControl
+
+    return "channel" if isinstance(control, ChannelControl) else "other"
+
+
+def test_every_control_satisfies_the_protocol(setup):
     _, _, control = setup
     assert isinstance(control, AgentControl)
 
@@ -60,7 +81,13 @@ def test_activate_flow_and_subscription(setup):
     assert control.status().to_dict() == service.status().to_dict()
     [terminal] = control.list_terminals()
     assert terminal.this_machine and terminal.terminal_name == "Bar 1"
-    assert control.portal_url() == "http://sandbox.invalid/portal"
+    if request_kind(control) == "channel":
+        # The channel keeps the owner's proof in its session: billing waits for it (test_channel.py).
+        with pytest.raises(ServerRefused) as owner:
+            control.portal_url()
+        assert owner.value.code == "owner_proof_required"
+    else:
+        assert control.portal_url() == "http://sandbox.invalid/portal"
     diag = control.diagnostics()
     assert [c.name for c in diag.components] == ["machine_id", "disk_serial", "mac"]
     rig.cloud.online = False
