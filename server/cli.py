@@ -4,7 +4,8 @@
     pospal-server migrate                                    bring the schema to the newest revision
     pospal-server keys list | rotate [--out FILE]            signing keys
     pospal-server keys export [--out FILE]                   public JWKS for agents (trusted keys)
-    pospal-server backup PATH                                SQLite online backup (PostgreSQL: pg_dump)
+    pospal-server backup DIR                                 database (SQLite copy or pg_dump) + key dir
+    pospal-server restore DIR                                put a backup back (servers stopped)
     pospal-server worker                                     deliver outbox email (no HTTP)
     pospal-server check                                      validate the configuration before a deploy
     pospal-server admin customer show|resend EMAIL
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -182,31 +182,26 @@ def _export_jwks(jwks: dict, out: str | None) -> int:
 
 
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
-    """Copy a live SQLite database with the online backup API; explain pg_dump for PostgreSQL."""
-    source = settings.sqlite_path
-    if not settings.is_sqlite:
-        print(
-            "PostgreSQL: back up with pg_dump, for example\n"
-            f'  pg_dump --format=custom --file "{args.path}" "$POSPAL_DATABASE_URL_WITHOUT_DRIVER"\n'
-            "(use postgresql://... without '+psycopg'), and restore with pg_restore --clean --dbname ...",
-            file=sys.stderr,
-        )
-        return 2
-    if source is None or not source.exists():
-        print(f"no SQLite database at {source}", file=sys.stderr)
-        return 1
-    target = Path(args.path)
-    if target.exists():
-        print(f"{target} exists; choose a new file", file=sys.stderr)
-        return 1
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    print(f"backed up {source} to {target}")
+    """Back up the database and the signing key directory into a new directory (server.backup)."""
+    from server.backup import backup
+
+    manifest = backup(settings, Path(args.path))
+    print(
+        f"backed up the {manifest.database} database (schema {manifest.revision}) and "
+        f"{len(manifest.key_files)} key files to {args.path}"
+    )
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """Restore a `backup` directory: the database and the key files (stop the servers first)."""
+    from server.backup import restore
+
+    manifest = restore(settings, Path(args.path))
+    print(
+        f"restored the {manifest.database} database (schema {manifest.revision}) and "
+        f"{len(manifest.key_files)} key files from {args.path}; run `pospal-server migrate`, then start"
+    )
     return 0
 
 
@@ -267,9 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--out", help="write the key-set document here instead of stdout")
     keys.set_defaults(func=cmd_keys)
 
-    backup = sub.add_parser("backup", help="back up the database")
+    backup = sub.add_parser("backup", help="back up the database and the signing keys into a new directory")
     backup.add_argument("path")
     backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", help="restore a backup directory (servers stopped)")
+    restore.add_argument("path")
+    restore.set_defaults(func=cmd_restore)
 
     admin = sub.add_parser("admin", help="look up and fix customers, licenses, machines")
     admin_sub = admin.add_subparsers(dest="entity", required=True)

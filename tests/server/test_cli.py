@@ -112,17 +112,19 @@ def test_keys_export_writes_the_jwks_agents_trust(env, capsys, tmp_path):
     assert set(load_trusted_keys(target).kids()) >= {k["kid"] for k in printed["keys"]}
 
 
-def test_backup_copies_a_live_sqlite_database(env, client, make_machine, capsys, tmp_path, db_backend):
+def test_backup_copies_a_live_database_and_the_keys(env, client, make_machine, capsys, tmp_path, db_backend):
     make_machine().start_trial(client)
-    target = tmp_path / "backup.db"
-    code, _, err = run(capsys, "backup", str(target))
-    if db_backend == "postgres":
-        assert code == 2 and "pg_dump" in err
-        return
-    assert code == 0
-    with sqlite3.connect(target) as conn:
-        assert conn.execute("select count(*) from machines").fetchone() == (1,)
+    target = tmp_path / "backup"
+    code, out, err = run(capsys, "backup", str(target))
+    assert code == 0, err
+    if db_backend == "sqlite":
+        with sqlite3.connect(target / "database.sqlite3") as conn:
+            assert conn.execute("select count(*) from machines").fetchone() == (1,)
+    else:
+        assert (target / "database.pgdump").read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
+    assert any(p.suffix == ".pem" for p in (target / "keys").iterdir())
     assert run(capsys, "backup", str(target))[0] == 1  # never overwrites
+    # (tests/server/test_backup.py restores it into an empty server.)
 
 
 def test_admin_show_revoke_extend_remove_and_resend(
