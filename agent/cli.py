@@ -3,6 +3,8 @@
 Each subcommand is registered by an `_add_<name>(subparsers)` function that sets `func` on its parser;
 `main` parses and calls it. The function returns the process exit code.
 
+- `service install|remove|start|stop|run` (Windows): the license core as the "POSPal License Agent"
+  service (agent.winservice); `run` is what the Service Control Manager starts.
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
@@ -100,16 +102,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     serves this PC (a second Windows session), this one runs only its session's tray, attached to it,
     and takes over the service if that agent goes away.
     """
-    from agent import store, winprobes, winsupport
     from agent.config import AgentSettings
 
     settings = AgentSettings.from_env()
     if args.tray_only:
         return _run_tray_only(settings)
-    store.ensure_dir(settings.data_dir)
-    _setup_logging(settings.data_dir)
-    _migrate(settings)
-    supported = winsupport.check_and_tell(winprobes.windows_version())
+    supported = _prepare(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tray = _tray_supervisor(settings) if supported and not args.headless and _has_display() else None
@@ -131,9 +129,43 @@ def cmd_run(args: argparse.Namespace) -> int:
             tray.stop()
 
 
-def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -> bool:
+def run_headless(stop: threading.Event, *, on_ready: Callable[[], None] | None = None) -> int:
+    """The headless core exactly as `run --headless` runs it, until `stop` is set; returns 0.
+
+    This is the Windows service's body (agent.winservice): a service gets no signals, so its control
+    handler owns `stop`. `on_ready` is called once the local API listens and the license service runs.
+    Raises `Error` when the port cannot be bound.
+    """
+    from agent.config import AgentSettings
+
+    settings = AgentSettings.from_env()
+    _prepare(settings)
+    _serve(settings, None, stop, headless=True, on_ready=on_ready)
+    return 0
+
+
+def _prepare(settings: Any) -> bool:
+    """What every agent run does first: the data directory, the log, the per-user move; then whether this
+    Windows is supported (told once if not)."""
+    from agent import store, winprobes, winsupport
+
+    store.ensure_dir(settings.data_dir)
+    _setup_logging(settings.data_dir)
+    _migrate(settings)
+    return winsupport.check_and_tell(winprobes.windows_version())
+
+
+def _serve(
+    settings: Any,
+    tray: Any,
+    stop: threading.Event,
+    *,
+    headless: bool,
+    on_ready: Callable[[], None] | None = None,
+) -> bool:
     """Serve the local API and the license until stopped or the tray quits; False when another agent
-    already serves the port (and this one has a tray to attach). Raises `Error` for any other bind failure."""
+    already serves the port (and this one has a tray to attach). Raises `Error` for any other bind failure.
+    `on_ready` is called once both run (the Windows service tells the SCM "running" then)."""
     from agent import portcheck, store
     from agent.api import LocalApi
     from agent.control import InProcessControl
@@ -168,6 +200,8 @@ def _serve(settings: Any, tray: Any, stop: threading.Event, *, headless: bool) -
             settings.server_url,
             settings.data_dir,
         )
+        if on_ready is not None:
+            on_ready()
         if tray is not None:
             tray.start()
         # Python runs signal handlers between waits; with a tray, its Quit is noticed within a second.
@@ -536,7 +570,13 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_deactivate)
 
 
-SUBCOMMANDS = [_add_fingerprint, _add_run, _add_agent_commands]
+def _add_service(sub: argparse._SubParsersAction) -> None:
+    from agent.winservice import add_parser
+
+    add_parser(sub)
+
+
+SUBCOMMANDS = [_add_fingerprint, _add_run, _add_agent_commands, _add_service]
 
 
 def build_parser() -> argparse.ArgumentParser:
