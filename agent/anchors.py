@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import flavour
-from protocol.errors import ConfigError, KeyInvalid, KeySetRejected
+from protocol.errors import ConfigError, KeyInvalid
 from protocol.trust import TrustedKeys
 
 
@@ -37,18 +37,5 @@ def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = (
             trusted.add_jwks(json.loads(Path(extra_jwks).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyInvalid) as exc:
             raise ConfigError(f"POSPAL_TRUSTED_KEYS: cannot load a JWKS from {extra_jwks}: {exc}") from exc
-    pending = [u for u in updates if isinstance(u, str)]
-    # Updates may chain (K1 signs K2, K2 signs K3) and arrive in any order: retry until nothing changes.
-    progress = True
-    while pending and progress:
-        progress = False
-        for doc in list(pending):
-            try:
-                trusted.apply_keyset_update(doc)
-            except KeySetRejected:
-                continue
-            pending.remove(doc)
-            if doc not in trusted.accepted_updates:
-                trusted.accepted_updates.append(doc)
-            progress = True
+    trusted.apply_chain(updates)
     return trusted

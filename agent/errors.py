@@ -18,7 +18,7 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      ├── TransportError               talking to the cloud failed
      │    ├── Offline                 no answer (network down, DNS, timeout, 5xx)
      │    └── ServerRefused           the server answered with an error body (`code`, `extra`)
-     └── LocalApiError                the local agent API (agent.client) failed (`status`, `code`, `extra`)
+     └── LocalApiError                the local agent API failed (`status`, `code`, `extra`; pospal_client)
           ├── AgentUnavailable        no agent answers on the local port
           │    └── AgentStarting      an agent answers but is still starting: wait a moment
           ├── NotGenuineService       the tray's channel is served by another account than the service
@@ -32,6 +32,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+# The local API's errors are the POS client's own (pospal-client ships them), so both trees are one.
+from pospal_client.errors import (  # noqa: F401 (re-exported)
+    AgentStarting,
+    AgentUnavailable,
+    AnswerRefused,
+    BadProof,
+    LicenseExpired,
+    LocalApiError,
+    OtherMachine,
+)
 
 from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
     ConfigError,
@@ -81,38 +92,6 @@ class ServerRefused(TransportError):
         self.extra = dict(extra or {})
 
 
-class LocalApiError(Error):
-    """The local agent API answered with an error (`status` HTTP code, `code`, `extra`), or none at all."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 0,
-        code: str = "local_api_error",
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.extra = dict(extra or {})
-
-
-class AgentUnavailable(LocalApiError):
-    """No agent answers on the local port (not running, or it did not answer in time)."""
-
-    def __init__(self, message: str = "The POSPal License Agent is not running.") -> None:
-        super().__init__(message, code="agent_unavailable")
-
-
-class AgentStarting(AgentUnavailable):
-    """An agent answers on the port but is not ready to prove its answer yet (it is starting)."""
-
-    def __init__(self, message: str = "The POSPal License Agent is starting.") -> None:
-        super().__init__(message)
-        self.code = "agent_starting"
-
-
 class NotGenuineService(LocalApiError):
     """The tray's channel (socket, pipe) is held by an account that is not the license service's: nothing
     is sent to it (`agent.unixchannel`, `agent.winpipe`)."""
@@ -121,31 +100,3 @@ class NotGenuineService(LocalApiError):
         super().__init__(f"Another program pretends to be the POSPal License service: {detail}.")
         self.code = "not_genuine_service"
         self.detail = detail
-
-
-class AnswerRefused(LocalApiError):
-    """The local answer failed a check of `AgentClient.verified_license()`; `reason` says which."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message, code=self.default_code)
-        self.reason = reason
-
-    default_code = "answer_refused"
-
-
-class BadProof(AnswerRefused):
-    """Not proven by this machine's key for this challenge: a forged or replayed answer, or no token."""
-
-    default_code = "bad_proof"
-
-
-class OtherMachine(AnswerRefused):
-    """The answer's token is bound to another computer (for example, a proxy to another PC's agent)."""
-
-    default_code = "other_machine"
-
-
-class LicenseExpired(AnswerRefused):
-    """The token's offline lease, trial or paid period has run out by the POS's own clock."""
-
-    default_code = "license_expired"

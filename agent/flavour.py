@@ -15,16 +15,9 @@ A build is a release when either holds:
 
 from __future__ import annotations
 
-import importlib
-import sys
+from protocol import flavour as _rule
 
 
 def is_release() -> bool:
-    """True in a release build (see the module docstring)."""
-    if getattr(sys, "frozen", False):
-        return True
-    try:
-        build = importlib.import_module("agent._build")
-    except ImportError:
-        return False
-    return getattr(build, "RELEASE", False) is True
+    """True in a release build (see the module docstring; the rule is `protocol.flavour`)."""
+    return _rule.is_release("agent._build")

@@ -236,6 +236,33 @@ def verify_token(
     return claims
 
 
+def why_not_licensed(claims: Claims, now: float) -> str | None:
+    """The state in which this token, by itself, takes no orders at `now` (Unix time); None when it does.
+
+    The rule a POS applies to a token it verified (README step 6, and `clients/js`): `revoked`; a lease
+    run out (`offline_expired`); a trial at or past its end, or canceled (`trial_expired`); a canceled
+    subscription or one past `cancel_at` (`licensed_cancelled`); `past_due` past its payment grace
+    (`licensed_renewal_required`). It is the `licensed` half of `agent.state.compute_status`, and a test
+    holds the two to the same answer.
+    """
+    if claims.status == "revoked":
+        return "revoked"
+    if now >= claims.exp:
+        return "offline_expired"
+    if claims.kind == "trial":
+        end = claims.trial_end if claims.trial_end is not None else claims.exp
+        return "trial_expired" if claims.status == "canceled" or now >= end else None
+    if claims.status == "canceled" or (claims.cancel_at is not None and now >= claims.cancel_at):
+        return "licensed_cancelled"
+    if claims.status == "past_due":
+        pay_end = claims.payment_grace_end
+        if pay_end is None:
+            pay_end = claims.iat + claims.policy.payment_grace_s
+        if now >= pay_end:
+            return "licensed_renewal_required"
+    return None
+
+
 def encode_token(private_key: Ed25519PrivateKey, kid: str, claims: Mapping[str, Any]) -> str:
     """Sign `claims` as a compact JWS with the header `{"alg":"EdDSA","typ":"JWT","kid":kid}`.
 

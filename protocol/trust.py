@@ -26,6 +26,8 @@ ALG = "EdDSA"
 ISSUER = "pospal"
 KEYSET_TYP = "pospal-keyset+jwt"
 MAX_TOKEN_BYTES = 16 * 1024
+# Key-set updates one chain may hold: one per rotation, and the old ones expire; far more is an attack.
+MAX_CHAIN = 64
 # Anything else in a header (jku, jwk, x5u, crit, b64, ...) could steer verification; refuse it outright.
 _ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 
@@ -185,6 +187,30 @@ class TrustedKeys:
         new = [self.add(k) for k in keys if kid_for(k) not in self._keys]
         if new:
             self.accepted_updates.append(doc)
+        return new
+
+    def apply_chain(self, docs: Iterable[object], limit: int = MAX_CHAIN) -> list[str]:
+        """Apply key-set updates that may chain (K1 signs K2, K2 signs K3) and come in any order.
+
+        Each document must be signed by a key already trusted or added by another document of the
+        chain, so the roots decide everything; the rest is skipped. Returns the kids that were new.
+        Documents that are not strings, and those past `limit`, are ignored. The agent and the POS's
+        client both learn keys only here.
+        """
+        pending = [d for d in docs if isinstance(d, str)][:limit]
+        new: list[str] = []
+        progress = True
+        while pending and progress:
+            progress = False
+            for doc in list(pending):
+                try:
+                    new += self.apply_keyset_update(doc)
+                except KeySetRejected:
+                    continue
+                pending.remove(doc)
+                if doc not in self.accepted_updates:
+                    self.accepted_updates.append(doc)
+                progress = True
         return new
 
 
