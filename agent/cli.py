@@ -108,6 +108,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.tray_only:
         return _run_tray_only(settings)
     supported = _prepare(settings)
+    from agent import handoff
+
+    if handoff.inherited():  # started by pospal-launcher (agent.launcher): serve on its socket
+        from agent import launched
+
+        return launched.run(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tray = _tray_supervisor(settings) if supported and not args.headless and _has_display() else None
@@ -576,7 +582,13 @@ def _add_service(sub: argparse._SubParsersAction) -> None:
     add_parser(sub)
 
 
-SUBCOMMANDS = [_add_fingerprint, _add_run, _add_agent_commands, _add_service]
+def _add_update(sub: argparse._SubParsersAction) -> None:
+    from agent.updatecli import add_update
+
+    add_update(sub)
+
+
+SUBCOMMANDS = [_add_fingerprint, _add_run, _add_agent_commands, _add_service, _add_update]
 
 
 def build_parser() -> argparse.ArgumentParser:

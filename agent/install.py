@@ -1,0 +1,151 @@
+"""The install directory the launcher runs from: versions side by side and the pointers between them.
+
+    <install>/pospal-launcher[.exe]          the small, stable launcher (never replaced by an update)
+    <install>/versions/<version>/            one complete agent build each; its entry is ENTRY below
+    <install>/current                        the version the launcher starts (a one-line pointer file)
+    <install>/previous                       the version before the last swap (what a rollback goes to)
+    <install>/pending                        a staged version waiting for an idle moment (the agent's)
+    <install>/failed.json                    versions that failed their start check: never offered again
+    <install>/launcher.json                  the launcher's last swap: version, outcome, gap, reason
+    <install>/tuf/                           the update client's verified metadata and downloads
+
+Pointers are files, not symlinks (a Windows service account may not create symlinks), each written with
+a temporary file and `os.replace`, so a power cut leaves either the old or the new pointer. Standard
+library only: the launcher imports this and must stay small and stable across agent versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ENTRY = "pospal-agent.exe" if os.name == "nt" else "pospal-agent"
+_VERSION = re.compile(r"^\d{1,6}(\.\d{1,6}){0,3}$")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key of a dotted version; raises ValueError for anything else."""
+    if not _VERSION.match(version):
+        raise ValueError(f"not a version: {version!r}")
+    return tuple(int(p) for p in version.split("."))
+
+
+def platform_name() -> str:
+    """This OS as the update repository names it: linux, windows or darwin."""
+    if os.name == "nt":
+        return "windows"
+    return "darwin" if sys.platform == "darwin" else "linux"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file, fsync and `os.replace` (readers see old or new, whole)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Install:
+    """One install directory (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.versions = self.root / "versions"
+        self.tuf_dir = self.root / "tuf"
+
+    def entry(self, version: str) -> Path:
+        """The executable of `version`."""
+        return self.versions / version / ENTRY
+
+    def installed(self) -> list[str]:
+        """Versions with an entry on disk, oldest first."""
+        if not self.versions.is_dir():
+            return []
+        found = []
+        for d in self.versions.iterdir():
+            try:
+                version_key(d.name)
+            except ValueError:
+                continue  # a staging directory or something the operator left
+            if (d / ENTRY).exists():
+                found.append(d.name)
+        return sorted(found, key=version_key)
+
+    def _read(self, name: str) -> str | None:
+        try:
+            text = (self.root / name).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        try:
+            version_key(text)
+        except ValueError:
+            return None
+        return text
+
+    def _write(self, name: str, version: str | None) -> None:
+        path = self.root / name
+        if version is None:
+            path.unlink(missing_ok=True)
+            return
+        version_key(version)
+        atomic_write(path, f"{version}\n".encode())
+
+    def current(self) -> str | None:
+        """The pointed-at version, else the newest installed one (a fresh install has no pointer yet)."""
+        pointed = self._read("current")
+        if pointed is not None and self.entry(pointed).exists():
+            return pointed
+        installed = self.installed()
+        return installed[-1] if installed else None
+
+    def previous(self) -> str | None:
+        """The version before the last swap, when it is still installed."""
+        version = self._read("previous")
+        return version if version is not None and self.entry(version).exists() else None
+
+    def pending(self) -> str | None:
+        """The staged version waiting to be swapped in, if it is installed and has not failed."""
+        version = self._read("pending")
+        if version is None or not self.entry(version).exists() or version in self.failed():
+            return None
+        return version
+
+    def set_current(self, version: str, previous: str | None) -> None:
+        """Point `current` at `version` (and `previous` at the one it replaces)."""
+        self._write("previous", previous)
+        self._write("current", version)
+
+    def set_pending(self, version: str | None) -> None:
+        """Ask the launcher to swap to `version` at the agent's next idle exit (None: nothing pending)."""
+        self._write("pending", version)
+
+    def failed(self) -> dict[str, str]:
+        """Versions that failed their start check, with the reason."""
+        return {str(k): str(v) for k, v in self._json("failed.json").items()}
+
+    def mark_failed(self, version: str, reason: str) -> None:
+        """Remember that `version` failed to start (it is never staged or swapped to again)."""
+        failed = self.failed()
+        failed[version] = reason
+        atomic_write(self.root / "failed.json", json.dumps(failed, indent=2).encode())
+
+    def last_swap(self) -> dict[str, Any]:
+        """What the launcher recorded about its last swap ({} when none)."""
+        return self._json("launcher.json")
+
+    def record_swap(self, report: dict[str, Any]) -> None:
+        """Record the outcome of a swap for the agent (and its next refresh) to read."""
+        atomic_write(self.root / "launcher.json", json.dumps(report, indent=2).encode())
+
+    def _json(self, name: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}

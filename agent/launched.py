@@ -1,0 +1,132 @@
+"""The agent as the launcher runs it: the local API on the launcher's socket, and the update cycle.
+
+`pospal-agent run` calls `run(settings)` when a launcher lent it a listening socket (`agent.handoff`).
+It serves exactly as `run --headless` does (same `AgentService`, same `LocalApi`, same data dir and
+marks), plus the background updater (`agent.updater`). When a version is staged and the swap policy
+allows (the POS idle for a while, or the night window) and no request is being answered, it stops serving
+and exits with `EXIT_SWAP`, so the launcher starts the staged version on the same socket.
+
+`TrackedApi` is `LocalApi` that counts the requests it is answering and remembers when the last one
+came, which is what "the POS is idle" and "no request in flight" mean here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from agent import channel, handoff, store
+from agent.api import LocalApi
+from agent.config import AgentSettings
+from agent.control import InProcessControl
+from agent.install import Install
+from agent.launcher import EXIT_SWAP
+from protocol import __version__
+
+log = logging.getLogger(__name__)
+
+
+class TrackedApi(LocalApi):
+    """`LocalApi` that knows when it last got a request and how many it is still answering."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._count_lock = threading.Lock()
+        self._in_flight = 0
+        self.last_request = time.monotonic()
+        for key, route in list(self.routes.items()):
+            if route.blocking:
+                self.routes[key] = replace(route, handler=self._counted(route.handler))
+
+    def _counted(self, handler: Any) -> Any:
+        def run(body: dict[str, Any]) -> Any:
+            with self._count_lock:
+                self._in_flight += 1
+            try:
+                return handler(body)
+            finally:
+                with self._count_lock:
+                    self._in_flight -= 1
+                    self.last_request = time.monotonic()
+
+        return run
+
+    def _is_blocking(self, req: Any) -> bool:
+        # Called by the wire for every complete request, on the loop thread: the moment it arrived.
+        self.last_request = time.monotonic()
+        return super()._is_blocking(req)
+
+    def in_flight(self) -> int:
+        """Requests a worker is still answering (the loop answers the rest before it reads the next)."""
+        with self._count_lock:
+            return self._in_flight
+
+    def idle_s(self) -> float:
+        """Seconds since the last request arrived or was answered."""
+        return max(0.0, time.monotonic() - self.last_request)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve on `sock` (the launcher's) instead of the socket made at construction; before `start()`."""
+        httpd = self._httpd
+        httpd.socket.close()
+        sock.setblocking(False)
+        httpd.socket = sock
+        httpd.server_address = sock.getsockname()[:2]
+        self.port = int(httpd.server_address[1])
+        self.valid_hosts = frozenset({f"127.0.0.1:{self.port}", f"localhost:{self.port}"})
+
+
+def run(settings: AgentSettings) -> int:
+    """Serve on the launcher's socket until SIGTERM (exit 0) or a swap is due (exit `EXIT_SWAP`)."""
+    from agent.service import AgentService
+    from agent.updater import Updater
+
+    sock = handoff.take()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    install = Install(Path(_install_dir()))
+    service = AgentService(settings, probe_in_background=True)
+    api = TrackedApi(
+        InProcessControl(service),
+        api_token=store.ensure_api_token(settings.data_dir),
+        port=0,
+        allowed_origins=settings.allowed_origins,
+        prover=service.proof_material,
+    )
+    api.adopt(sock)
+    updater = Updater.for_install(install, service)
+    swapping = False
+    tray_channel = None
+    try:
+        api.start()
+        # The tray's caller-checked channel, hosted exactly as `run --headless` hosts it.
+        tray_channel = channel.host(settings, api.routes, __version__)
+        service.start()
+        updater.start()
+        log.info(
+            "agent %s serving on the launcher's 127.0.0.1:%d, install %s", __version__, api.port, install.root
+        )
+        while not stop.wait(0.05):
+            if updater.swap_due(api.idle_s()) and api.in_flight() == 0:
+                swapping = True
+                log.info("swapping to the staged agent %s", install.pending())
+                break
+        return EXIT_SWAP if swapping else 0
+    finally:
+        updater.stop()
+        if tray_channel is not None:
+            tray_channel.stop()
+        api.stop()
+        service.stop()
+
+
+def _install_dir() -> str:
+    import os
+
+    return os.environ.get("POSPAL_INSTALL_DIR", "")
