@@ -1,0 +1,76 @@
+"""packaging/linux: the agent's systemd system unit runs it under its own account, hardened, with its data
+and marks in StateDirectory and the trays' socket in RuntimeDirectory; systemd-analyze verifies it."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LINUX = Path(__file__).resolve().parent.parent / "packaging" / "linux"
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "RestrictSUIDSGID": "yes",
+    "SystemCallFilter": "@system-service",
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "UMask": "0077",
+}
+
+
+def _service() -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((LINUX / "pospal-agent.service").read_text(encoding="utf-8"))
+    return dict(parser["Service"])
+
+
+def test_the_agent_runs_headless_as_its_own_account_from_boot() -> None:
+    service = _service()
+    assert service["User"] == service["Group"] == "pospal-agent"
+    assert service["ExecStart"].endswith("pospal-agent run --headless")
+    assert service["Restart"] == "on-failure"
+    sysusers = (LINUX / "pospal-agent.sysusers.conf").read_text(encoding="utf-8")
+    # The account's home is the state directory: the release build's marks (agent/marks.py) live there.
+    assert "u pospal-agent - " in sysusers and sysusers.rstrip().endswith("/var/lib/pospal-agent")
+
+
+def test_data_and_marks_only_the_service_enters_and_the_socket_directory_others_may_only_read() -> None:
+    service = _service()
+    assert service["StateDirectory"] == "pospal-agent" and service["StateDirectoryMode"] == "0700"
+    env = service["Environment"]  # configparser keeps the last Environment= line; check the file too
+    text = (LINUX / "pospal-agent.service").read_text(encoding="utf-8")
+    assert "Environment=POSPAL_DATA_DIR=/var/lib/pospal-agent/data" in text
+    assert "Environment=HOME=/var/lib/pospal-agent" in text
+    assert env == "POSPAL_RUNTIME_DIR=/run/pospal-agent"
+    assert service["RuntimeDirectory"] == "pospal-agent" and service["RuntimeDirectoryMode"] == "0755"
+
+
+def test_the_unit_is_hardened() -> None:
+    service = _service()
+    for key, value in HARDENING.items():
+        assert service.get(key) == value, key
+
+
+def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    entry = Path(sys.executable).with_name("pospal-agent")
+    assert entry.exists(), "the pospal-agent entry point is not installed"
+    copy = tmp_path / "pospal-agent.service"
+    text = (LINUX / "pospal-agent.service").read_text(encoding="utf-8")
+    copy.write_text(text.replace("/opt/pospal-agent/venv/bin/pospal-agent", str(entry)), encoding="utf-8")
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pospal-agent" not in result.stderr, result.stderr
