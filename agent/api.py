@@ -16,15 +16,17 @@ JSON and carries `X-Content-Type-Options: nosniff`.
 
 `GET /v1/license?challenge=<16-64 random bytes, base64url>` answers the same fields plus `token` (the
 current server-signed JWS), `machine_key` (the machine's public key, which the token's `cnf.jkt` names)
-and `proof`, the machine key's signature over the challenge and the answer's hash (`protocol.proof`).
+and `proof`, the machine key's signature over the challenge and the answer's hash (`protocol.proof`),
+and, once the server has rotated its key, `keyset_updates`: the signed key-set documents the agent
+verified, so a POS that ships older keys can follow them (`pospal_client.trust`).
 The hash is computed when the status changes, so a challenge costs one Ed25519 signature. Until the
 machine key is loaded (a background thread at start) it answers 503 `starting`, and `/v1/health` says
-`"ready": false`. A POS verifies it with `agent.client.AgentClient.verified_license()`.
+`"ready": false`. A POS verifies it with `pospal_client.AgentClient.verified_license()`.
 
 Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` need the bearer token):
 
     GET  /v1/license            LicenseStatus.to_dict()
-    GET  /v1/license?challenge= LicenseStatus.to_dict() + {token, machine_key, proof}
+    GET  /v1/license?challenge= LicenseStatus.to_dict() + {token, machine_key, proof, keyset_updates?}
     GET  /v1/health             {"ok": true, "version", "ready"}
     GET  /v1/diagnostics        Diagnostics.to_dict()
     POST /v1/sync               {} -> status; on failure the error body also carries "status"
@@ -123,9 +125,11 @@ class LocalApi:
         version: str = __version__,
         poll_interval: float = 0.5,
         prover: Prover | None = None,
+        keyset_chain: Callable[[], list[str]] | None = None,
     ) -> None:
         self.control = control
         self._prover = prover
+        self._keyset_chain = keyset_chain
         # Set once the machine key is loaded (in the background: a keyring may be slow to answer).
         self.ready = threading.Event()
         self._signed: dict[str, _Signed] | None = None
@@ -229,9 +233,14 @@ class LocalApi:
         if token is None or key is None:
             token, key = None, None
         machine_key = encode_public_key(key.public_key()) if key is not None else None
+        # The key-set updates the agent verified, so a POS built with older keys follows a rotation by
+        # the same rule (`protocol.trust.TrustedKeys.apply_chain`); absent when there are none.
+        chain = list(self._keyset_chain() or []) if self._keyset_chain is not None and token else []
         signed = {}
         for lang, status in self._status_dicts.items():
             answer = {**status, "token": token, "machine_key": machine_key}
+            if chain:
+                answer["keyset_updates"] = chain
             digest = hashlib.sha256(canonical_json(answer)).hexdigest()
             signed[lang] = _Signed(dumps(answer)[:-1], digest, key)
         return signed

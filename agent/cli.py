@@ -185,6 +185,7 @@ def _serve(
             port=settings.agent_port,
             allowed_origins=settings.allowed_origins,
             prover=service.proof_material,
+            keyset_chain=service.keyset_chain,
         ).start()
     except OSError as exc:
         service.stop()

@@ -88,6 +88,11 @@ class IdentityMixin:
             cached = self._proof_key = (token, self.key_store.load())
         return token, cached[1]
 
+    def keyset_chain(self) -> list[str]:
+        """The key-set updates this agent accepted (signed documents), which its challenged answers carry."""
+        updates = self._data.get("keyset_updates")
+        return [u for u in updates if isinstance(u, str)] if isinstance(updates, list) else []
+
     def diagnostics(self) -> Diagnostics:
         """What support needs (hashes only)."""
         fp = self._get_fingerprint()
