@@ -1,15 +1,18 @@
 # POSPal license server image. Build: docker build -t pospal-server .
-# Builder: the locked dependencies (requirements.lock, with hashes) into a venv.
-FROM python:3.11-slim AS builder
+# BASE is any image with Python 3.11+ as python3 and the venv module (scripts/image_smoke.sh builds on a
+# Debian bookworm rootfs where no registry is reachable).
+ARG BASE=python:3.11-slim
+# Builder: the server's locked dependencies (requirements-server.lock: hashes, no Qt, no dev tools) into a venv.
+FROM ${BASE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
-COPY requirements.lock /tmp/requirements.lock
-RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.lock
+RUN python3 -m venv /opt/venv
+COPY requirements-server.lock /tmp/requirements-server.lock
+RUN /opt/venv/bin/pip install --require-hashes -r /tmp/requirements-server.lock
 COPY . /src
 RUN /opt/venv/bin/pip install --no-deps /src
 
 # Final: the venv only, no build tools, a non-root user.
-FROM python:3.11-slim
+FROM ${BASE}
 RUN useradd --system --uid 10001 --home-dir /var/lib/pospal --create-home pospal \
     && mkdir -p /var/lib/pospal/keys && chown -R pospal:pospal /var/lib/pospal && chmod 0700 /var/lib/pospal/keys
 COPY --from=builder /opt/venv /opt/venv

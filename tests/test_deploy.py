@@ -119,7 +119,7 @@ def test_dockerfile_final_stage_is_non_root_with_healthcheck_and_entrypoint() ->
     stages = text.split("\nFROM ")[1:]
     assert len(stages) >= 2, "the Dockerfile is not multi-stage"
     assert stages[0].split()[1:3] == ["AS", "builder"]
-    assert "--require-hashes -r /tmp/requirements.lock" in stages[0]
+    assert "--require-hashes -r /tmp/requirements-server.lock" in stages[0]
     final = stages[-1]
     users = [line.split()[1] for line in final.splitlines() if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
@@ -127,3 +127,69 @@ def test_dockerfile_final_stage_is_non_root_with_healthcheck_and_entrypoint() ->
     assert 'ENTRYPOINT ["pospal-server"]' in final
     assert 'CMD ["run", "--host", "0.0.0.0"]' in final
     assert "apt-get" not in final and "gcc" not in final
+
+
+def _uv() -> list[str]:
+    return [sys.executable, "-m", "uv"]
+
+
+def test_server_lock_is_the_locks_export_without_qt_or_dev_tools() -> None:
+    """requirements-server.lock is current (scripts/lock.sh writes it) and holds no PySide6."""
+    text = (ROOT / "requirements-server.lock").read_text(encoding="utf-8")
+    names = {line.split("==")[0] for line in text.splitlines() if line[:1].isalpha()}
+    assert {"fastapi", "uvicorn", "sqlalchemy", "psycopg", "stripe"} <= names
+    assert not names & {"pyside6-essentials", "shiboken6", "pytest", "pyinstaller", "localstripe"}
+    export = subprocess.run(
+        [
+            *_uv(),
+            "export",
+            "--frozen",
+            "--no-emit-project",
+            "--no-emit-package",
+            "pyside6-essentials",
+            "--no-emit-package",
+            "shiboken6",
+            "--format",
+            "requirements-txt",
+            "--no-header",
+            "-q",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert export.stdout == text, "requirements-server.lock is stale: run bash scripts/lock.sh"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the image is Linux")
+def test_a_server_only_install_has_no_qt_and_migrates(tmp_path: Path) -> None:
+    """What the Dockerfile's builder does: the server lock (hashes) and the project, no Qt; it serves."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = [*_uv(), "pip", "install", "-q", "--python", str(python)]
+    subprocess.run(
+        [*install, "--require-hashes", "-r", str(ROOT / "requirements-server.lock")],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    subprocess.run([*install, "--no-deps", str(ROOT)], check=True, timeout=300, capture_output=True)
+    probe = "import importlib.util as u, server.app, server.cli; print(u.find_spec('PySide6'))"
+    result = subprocess.run(
+        [str(python), "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "None"
+    env = {"PATH": "/usr/bin:/bin", "POSPAL_SERVER_DATA_DIR": str(tmp_path / "data")}
+    migrate = subprocess.run(
+        [str(venv / "bin" / "pospal-server"), "migrate"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrate.returncode == 0 and "schema at" in migrate.stdout, migrate.stderr
