@@ -7,6 +7,10 @@ and more: it must not have ended, it must be an offline license (`policy.offline
 be this machine's public key and its bound fingerprint must match this machine with a decided verdict
 (`fingerprint.proves_same_machine`: a file bound to names this PC does not read is another PC's). Any
 failure raises `LicenseFileRefused` with a message in the agent's language, and the caller changes nothing.
+
+`deactivation_file` is the till's proof that it gave its license file up (the server's `/offline/deactivate`
+frees the seat only with it, or when the file ends): signed by the machine key, naming the given-up
+token's `iat`. The caller forgets the license first.
 """
 
 from __future__ import annotations
@@ -109,6 +113,15 @@ def check_license_file(
     if held is not None and held.sub == claims.sub and held.iat > claims.iat:
         raise _refuse("older", lang)
     return CheckedLicense(lic.token, claims, lic.keyset)
+
+
+def deactivation_file(key: Ed25519PrivateKey, claims: Claims, *, now: datetime, lang: str) -> bytes:
+    """The signed deactivation file giving up the offline license `claims` (`LicenseFileRefused` if none)."""
+    if not claims.policy.offline or not claims.mid:
+        raise _refuse("invalid", lang)
+    return wire.make_deactivation(
+        key, machine_id=claims.mid, license_iat=claims.iat, created=int(now.timestamp())
+    )
 
 
 def public_key_of(key: Ed25519PrivateKey) -> str:

@@ -21,6 +21,17 @@ License file (`pospal-offline-license`, written by the server, read by the agent
 Only `token` (and the optional `keyset`, itself signed) is trusted: it is a license token whose policy says
 `offline: true` and whose `mkey` claim is the machine public key it is bound to; the other members are
 for people reading the file.
+
+Deactivation (`pospal-offline-deactivation`, written by the agent when it gives its license file up, read
+by the server's `/offline/deactivate`)::
+
+    {"type": "pospal-offline-deactivation", "v": 1, "machine_public_key": <b64url raw Ed25519>,
+     "machine_id": "m_...", "license_iat": <the given-up token's iat>, "created": <unix s>,
+     "nonce": <32 hex>, "signature": <b64url Ed25519>}
+
+signed like a request but under ``b"pospal-offline-deactivation\n"``, so neither file passes for the
+other. `license_iat` names the license file it ends: a deactivation made before a newer file was issued
+does not end that newer one.
 """
 
 from __future__ import annotations
@@ -41,18 +52,21 @@ from protocol.trust import b64url_decode, b64url_encode, decode_public_key, enco
 
 REQUEST_TYPE = "pospal-offline-request"
 LICENSE_TYPE = "pospal-offline-license"
+DEACTIVATION_TYPE = "pospal-offline-deactivation"
 VERSION = 1
 # The claim of an offline license token that names the machine public key it is bound to.
 MACHINE_KEY_CLAIM = "mkey"
 # Both files are a few KiB; anything much larger is not one of them.
 MAX_FILE_BYTES = 64 * 1024
 REQUEST_FILE_NAME = "pospal-activation-request.json"
+DEACTIVATION_FILE_NAME = "pospal-deactivation.json"
 LICENSE_FILE_NAME = "pospal-license.json"
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _KID = re.compile(r"^[0-9a-f]{16}$")
+_MACHINE_ID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _MAX_COMPONENTS = 16
 _MAX_TERMINAL = 100
 
@@ -71,6 +85,17 @@ class OfflineRequest:
 
 
 @dataclass(frozen=True)
+class OfflineDeactivation:
+    """A verified deactivation: the machine key gave up the license file whose token has `license_iat`."""
+
+    machine_public_key: str
+    machine_id: str
+    license_iat: int
+    created: int
+    nonce: str
+
+
+@dataclass(frozen=True)
 class OfflineLicense:
     """A license file's trusted parts (still to be verified: `token` by the agent's trusted keys)."""
 
@@ -82,8 +107,8 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _signing_input(doc: Mapping[str, Any]) -> bytes:
-    return REQUEST_TYPE.encode() + b"\n" + _canonical({k: v for k, v in doc.items() if k != "signature"})
+def _signing_input(doc: Mapping[str, Any], kind: str = REQUEST_TYPE) -> bytes:
+    return kind.encode() + b"\n" + _canonical({k: v for k, v in doc.items() if k != "signature"})
 
 
 def _load(data: bytes | str, kind: str) -> dict[str, Any]:
@@ -209,3 +234,59 @@ def read_license(data: bytes | str) -> OfflineLicense:
     if keyset is not None and not isinstance(keyset, str):
         raise OfflineFileInvalid("The license file's key update is malformed.")
     return OfflineLicense(token=token, keyset=keyset)
+
+
+def make_deactivation(
+    private_key: Ed25519PrivateKey,
+    *,
+    machine_id: str,
+    license_iat: int,
+    created: int,
+    nonce: str | None = None,
+) -> bytes:
+    """The signed deactivation file (UTF-8 JSON bytes): this machine key gives up that license file."""
+    doc: dict[str, Any] = {
+        "type": DEACTIVATION_TYPE,
+        "v": VERSION,
+        "machine_public_key": encode_public_key(private_key.public_key()),
+        "machine_id": machine_id,
+        "license_iat": int(license_iat),
+        "created": int(created),
+        "nonce": nonce or secrets.token_hex(16),
+    }
+    _check_deactivation_fields(doc)
+    doc["signature"] = b64url_encode(private_key.sign(_signing_input(doc, DEACTIVATION_TYPE)))
+    return json.dumps(doc, indent=2).encode("utf-8") + b"\n"
+
+
+def _check_deactivation_fields(doc: Mapping[str, Any]) -> None:
+    if not isinstance(doc.get("machine_id"), str) or not _MACHINE_ID.match(doc["machine_id"]):
+        raise OfflineFileInvalid("The deactivation file's machine id is malformed.")
+    for name in ("license_iat", "created"):
+        if type(doc.get(name)) is not int or doc[name] < 0:
+            raise OfflineFileInvalid("The deactivation file's dates are malformed.")
+    if not isinstance(doc.get("nonce"), str) or not _NONCE.match(doc["nonce"]):
+        raise OfflineFileInvalid("The deactivation file's nonce is malformed.")
+
+
+def read_deactivation(data: bytes | str) -> OfflineDeactivation:
+    """Parse and verify a deactivation file; `OfflineFileInvalid` when malformed, edited or unsigned."""
+    doc = _load(data, "deactivation file")
+    if doc.get("type") != DEACTIVATION_TYPE or doc.get("v") != VERSION:
+        raise OfflineFileInvalid("This is not a POSPal deactivation file.")
+    _check_deactivation_fields(doc)
+    signature = doc.get("signature")
+    if not isinstance(signature, str):
+        raise OfflineFileInvalid("The deactivation file is not signed.")
+    try:
+        key = decode_public_key(str(doc.get("machine_public_key") or ""))
+        key.verify(b64url_decode(signature), _signing_input(doc, DEACTIVATION_TYPE))
+    except (KeyInvalid, ValueError, InvalidSignature) as exc:
+        raise OfflineFileInvalid("The deactivation file's signature does not verify.") from exc
+    return OfflineDeactivation(
+        machine_public_key=encode_public_key(key),
+        machine_id=doc["machine_id"],
+        license_iat=doc["license_iat"],
+        created=doc["created"],
+        nonce=doc["nonce"],
+    )

@@ -348,14 +348,19 @@ def release_machine(
     if customer is not None and machine.license_id is not None:
         from server import outbox
 
+        # A till licensed by file sells on until its file ends, and keeps its seat (server/seats.py):
+        # the owner is told so rather than "it no longer takes orders".
+        until = machine.offline_until
+        running = until is not None and until > now
         outbox.enqueue(
             session,
             customer.email,
-            "terminal_removed",
+            "terminal_removed_file" if running else "terminal_removed",
             customer.locale,
             {
                 "terminal_name": machine.terminal_name or machine.id,
                 "when": now.strftime("%Y-%m-%d %H:%M UTC"),
+                **({"until": until.strftime("%Y-%m-%d %H:%M UTC")} if running and until else {}),
             },
             f"terminal-removed:{machine.id}:{int(now.timestamp())}",
             now=now,

@@ -16,7 +16,14 @@ The rules:
   its seat is released when another machine needs it (activation, a returning machine) or the quantity
   drops. When it comes back it takes a seat again only if one is free. A machine licensed by file
   (`offline_until`, set by activation by file) counts until its license file ends.
-- The invariant, kept by every change here: machines with `seat_state` None never outnumber the seats.
+- **Removed while its license file runs:** a till licensed by file cannot be told it was removed, so it
+  sells until the file ends. Removing it (owner, operator) records the removal, but its seat stays taken
+  until the file ends (`removed_file_holders`), unless the till's own deactivation proves it stopped:
+  its signed deactivation file (`/offline/deactivate`) or its own signed online deactivation, which end
+  `offline_until`. Lowering the quantity or the owner's choice of who stays takes no seat from a till
+  whose file runs, for the same reason (only more such tills than seats can leave one over).
+- The invariant, kept by every change here: machines with `seat_state` None, with the removed ones whose
+  file still runs, never outnumber the seats.
 """
 
 from __future__ import annotations
@@ -54,6 +61,12 @@ def offline_until(machine: Any) -> datetime | None:
     return getattr(machine, "offline_until", None)
 
 
+def file_running(machine: Any, now: datetime) -> bool:
+    """Whether the machine holds a license file that has not ended (it sells offline until then)."""
+    until = offline_until(machine)
+    return until is not None and until > now
+
+
 def is_idle(machine: Machine, now: datetime, idle: timedelta) -> bool:
     """Unseen for `idle` or longer, and not covered by a license file that is still running."""
     until = offline_until(machine)
@@ -87,6 +100,18 @@ def holders(session: Session, license_id: str) -> list[Machine]:
     return [m for m in bound_machines(session, license_id) if m.seat_state is None]
 
 
+def removed_file_holders(session: Session, license_id: str, now: datetime) -> list[Machine]:
+    """Machines removed from the license whose license file still runs: each keeps a seat until it ends."""
+    rows = session.scalars(
+        select(Machine).where(
+            Machine.license_id == license_id,
+            Machine.deactivated_at.is_not(None),
+            Machine.offline_until > now,
+        )
+    )
+    return sorted(rows, key=lambda m: (last_seen(m), m.id), reverse=True)
+
+
 def seat_count(session: Session, license_: License, now: datetime) -> int | None:
     """The license's seats now, or None when it is not live (cancelled, revoked: seats do not matter)."""
     subscription = session.get(Subscription, license_.subscription_id) if license_.subscription_id else None
@@ -111,9 +136,10 @@ def release_idle(session: Session, license_id: str, now: datetime, idle: timedel
 
 
 def free_seats(session: Session, license_: License, now: datetime, idle: timedelta) -> list[Machine]:
-    """Release idle holders, then return the machines still holding seats (for a `seats_full` answer)."""
+    """Release idle holders, then return the machines still holding seats (for a `seats_full` answer):
+    the holders, and removed machines whose license file still runs."""
     release_idle(session, license_.id, now, idle)
-    return holders(session, license_.id)
+    return holders(session, license_.id) + removed_file_holders(session, license_.id, now)
 
 
 def take_seat(session: Session, machine: Machine, license_: License, now: datetime, idle: timedelta) -> bool:
@@ -171,11 +197,15 @@ def reconcile(
     seats = seat_count(session, license_, now)
     if seats is None:
         return [], []
+    # Removed tills whose file still runs sell on whatever is decided here: their seats are not free.
+    total, seats = seats, max(0, seats - len(removed_file_holders(session, license_.id, now)))
     keep = list(dict.fromkeys(keep))
     machines = bound_machines(session, license_.id)
     chosen = {m.id for m in machines if m.id in keep}
     current = [m for m in machines if m.seat_state is None or m.id in chosen]
-    current.sort(key=lambda m: m.id not in chosen)  # stable: the owner's choice, then most recent
+    # Stable: tills licensed by file first (a revocation cannot reach them: freeing their seat needs their
+    # deactivation file), then the owner's choice, then the most recently seen.
+    current.sort(key=lambda m: (not file_running(m, now), m.id not in chosen))
     lost = current[seats:]
     for machine in current[:seats]:
         if machine.seat_state is not None:
@@ -192,7 +222,7 @@ def reconcile(
             restored.append(machine)
             free -= 1
     if lost:
-        _notify(session, license_, lost, seats, now)
+        _notify(session, license_, lost, total, now)
     return lost, restored
 
 

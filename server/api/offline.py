@@ -28,19 +28,26 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from protocol.emails import is_email
 from protocol.errors import OfflineFileInvalid
-from protocol.offline import LICENSE_FILE_NAME, MACHINE_KEY_CLAIM, MAX_FILE_BYTES, make_license, read_request
+from protocol.offline import (
+    LICENSE_FILE_NAME,
+    MACHINE_KEY_CLAIM,
+    MAX_FILE_BYTES,
+    make_license,
+    read_deactivation,
+    read_request,
+)
 from protocol.tokens import Policy
-from server import codes, fingerprints, licensing
+from server import codes, fingerprints, licensing, seats
 from server.api import offline_page
 from server.api.activations import bind_machine
 from server.api.deps import CODE_GUESSES_PER_HOUR_PER_IP, Services, limit_per_ip, services
 from server.api.schemas import ActivationRequest
 from server.errors import ApiError, InvalidRequest, NoSubscription
-from server.models import Customer, Machine
+from server.models import AuditLog, Customer, License, Machine
 
 router = APIRouter(tags=["offline"], include_in_schema=False)
 
@@ -164,7 +171,8 @@ def offline_start(request: Request, svc: Services = Depends(services)) -> HTMLRe
     """Step 1: ask for the owner's e-mail."""
     lang = page_language(request)
     token = new_csrf(svc.secret, svc.clock.now())
-    return _with_csrf(offline_page.start(lang, token, f"{PAGE_PATH}/code"), token, svc)
+    body = offline_page.start(lang, token, f"{PAGE_PATH}/code", f"{PAGE_PATH}/deactivate")
+    return _with_csrf(body, token, svc)
 
 
 @router.post(f"{PAGE_PATH}/code", response_class=HTMLResponse)
@@ -280,3 +288,75 @@ def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: da
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.post(f"{PAGE_PATH}/deactivate", response_class=HTMLResponse)
+def offline_deactivate(
+    request: Request,
+    csrf: str = Form(""),
+    lang: str = Form("en"),
+    upload: UploadFile | None = File(None, alias="deactivation"),
+    svc: Services = Depends(services),
+) -> HTMLResponse:
+    """A till gave its license file up (its signed deactivation file): remove it and free its seat now.
+
+    The file is the till's own proof, like its signed online deactivation, so no owner's code is needed.
+    It must be signed by the machine key of that machine and name the newest license file issued to it
+    (`license_iat`): an older deactivation does not end a file issued after it.
+    """
+    lang = page_language(request, lang)
+    try:
+        check_csrf(request, csrf, svc)
+        limit_per_ip(request, svc, "activations", ACTIVATIONS_PER_HOUR_PER_IP)
+        data = upload.file.read(MAX_FILE_BYTES + 1) if upload is not None else b""
+        try:
+            proof = read_deactivation(data)
+        except OfflineFileInvalid as exc:
+            raise ApiError(exc.message, status=422, code="invalid_request") from None
+        name = _deactivate(svc, proof, svc.clock.now())
+    except ApiError as exc:
+        return _refused(request, svc, lang, exc)
+    token = new_csrf(svc.secret, svc.clock.now())
+    return _with_csrf(offline_page.deactivated(lang, name), token, svc)
+
+
+def _deactivate(svc: Services, proof: Any, now: datetime) -> str:
+    """End the machine's license file and its seat, in one transaction; return its name for the page."""
+    with svc.db.transaction() as session:
+        machine = session.get(Machine, proof.machine_id)
+        if machine is None or machine.public_key != proof.machine_public_key or machine.license_id is None:
+            raise ApiError(
+                "This deactivation file is for no terminal of this server.", status=404, code="not_found"
+            )
+        issued = session.scalar(
+            select(func.max(AuditLog.at)).where(
+                AuditLog.machine_id == machine.id, AuditLog.action == "machine.offline_license"
+            )
+        )
+        if issued is None or proof.license_iat < int(issued.timestamp()):
+            raise ApiError(
+                "This deactivation file is older than the terminal's license file: make a new one there.",
+                status=409,
+                code="replay",
+            )
+        license_ = session.get(License, machine.license_id)
+        seats.lock_license(session, machine.license_id)
+        customer = session.get(Customer, license_.customer_id) if license_ else None
+        machine.offline_until = None  # the till gave the file up: nothing holds the seat any more
+        if machine.deactivated_at is None:
+            licensing.release_machine(
+                session, machine, customer, now, actor=f"machine:{machine.id}", action="machine.deactivated"
+            )
+        licensing.record_audit(
+            session,
+            actor=f"machine:{machine.id}",
+            action="machine.offline_deactivated",
+            license_id=machine.license_id,
+            machine_id=machine.id,
+            detail={"license_iat": proof.license_iat},
+            at=now,
+        )
+        session.flush()
+        if license_ is not None:
+            seats.reconcile(session, license_, now, actor=f"machine:{machine.id}")
+        return machine.terminal_name or machine.id

@@ -30,6 +30,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "again": "Start again",
         "terminals": "Terminals using the seats:",
         "never": "never",
+        "deactivate_intro": "Giving a terminal up? Upload the deactivation file it wrote to free its seat "
+        "before its license file ends.",
+        "deactivate_file": "The deactivation file from the terminal",
+        "deactivate": "Free the seat",
+        "deactivated": "\u201c{name}\u201d is deactivated and its seat is free.",
     },
     "el": {
         "title": "Ενεργοποίηση τερματικού POSPal χωρίς διαδίκτυο",
@@ -47,6 +52,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "again": "Ξεκινήστε ξανά",
         "terminals": "Τερματικά που χρησιμοποιούν τις θέσεις:",
         "never": "ποτέ",
+        "deactivate_intro": "Καταργείτε ένα τερματικό; Ανεβάστε το αρχείο απενεργοποίησης που έγραψε, "
+        "για να ελευθερωθεί η θέση του πριν λήξει το αρχείο άδειας.",
+        "deactivate_file": "Το αρχείο απενεργοποίησης από το τερματικό",
+        "deactivate": "Ελευθέρωση θέσης",
+        "deactivated": "Το «{name}» απενεργοποιήθηκε και η θέση του είναι ελεύθερη.",
     },
 }
 
@@ -61,8 +71,8 @@ def _hidden(fields: Mapping[str, str]) -> str:
     )
 
 
-def start(lang: str, csrf: str, action: str) -> str:
-    """Step 1: the owner's e-mail address."""
+def start(lang: str, csrf: str, action: str, deactivate_action: str | None = None) -> str:
+    """Step 1: the owner's e-mail address; and a terminal's deactivation file, to free its seat."""
     t = _t(lang)
     body = (
         f"<p class=note>{html.escape(t['intro'])}</p>"
@@ -70,7 +80,21 @@ def start(lang: str, csrf: str, action: str) -> str:
         f'<label>{html.escape(t["email"])}<input type="email" name="email" required autocomplete="email">'
         f"</label><button type=submit>{html.escape(t['send'])}</button></form>"
     )
+    if deactivate_action:
+        body += (
+            f"<p class=note>{html.escape(t['deactivate_intro'])}</p>"
+            f'<form method="post" action="{html.escape(deactivate_action)}" enctype="multipart/form-data">'
+            f"{_hidden({'csrf': csrf, 'lang': lang})}<label>{html.escape(t['deactivate_file'])}"
+            f'<input type="file" name="deactivation" required accept=".json"></label>'
+            f"<button type=submit>{html.escape(t['deactivate'])}</button></form>"
+        )
     return page(t["title"], body)
+
+
+def deactivated(lang: str, name: str) -> str:
+    """A terminal's deactivation file was accepted: its seat is free."""
+    t = _t(lang)
+    return page(t["title"], f"<p>{html.escape(t['deactivated'].format(name=name))}</p>")
 
 
 def upload(lang: str, csrf: str, action: str, email: str) -> str:

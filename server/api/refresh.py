@@ -222,6 +222,8 @@ def deactivate(
     now = svc.clock.now()
     with svc.db.transaction() as session:
         machine, _license, _sub, customer = signed_machine(session, request, raw, svc)
+        # The till's own signed deactivation is its proof: a license file it held no longer holds a seat.
+        machine.offline_until = None
         if machine.deactivated_at is None:
             licensing.release_machine(
                 session, machine, customer, now, actor=f"machine:{machine.id}", action="machine.deactivated"

@@ -145,6 +145,9 @@ class Terminal(BaseModel):
     # or "seats_exceeded"; an active one may say "offline_license" (licensed by file).
     active: bool = True
     reason: str | None = None
+    # A terminal licensed by file keeps its seat until its file ends, even once removed (reason
+    # "removed_offline_license"): it cannot be told, and sells until then.
+    seat_held_until: datetime | None = None
 
 
 class TerminalsAnswer(BaseModel):
@@ -158,6 +161,14 @@ class RemoveTerminalRequest(ProofRequest):
     """Free the seat of one terminal."""
 
     machine_id: MachineId
+
+
+class RemoveAnswer(OkAnswer):
+    """Removed. `seat_held_until`: a terminal licensed by file keeps its seat until its file ends (it sells
+    on until then) unless its deactivation file is uploaded on `/offline`; `message` says so."""
+
+    seat_held_until: datetime | None = None
+    message: str | None = None
 
 
 class KeepTerminalsRequest(ProofRequest):

@@ -32,12 +32,12 @@ from server.api.deps import (
 from server.api.refresh import signed_machine
 from server.api.schemas import (
     KeepTerminalsRequest,
-    OkAnswer,
     OwnerProofAnswer,
     OwnerProofRequest,
     PortalAnswer,
     PortalRequest,
     ProofRequest,
+    RemoveAnswer,
     RemoveTerminalRequest,
     Terminal,
     TerminalsAnswer,
@@ -206,20 +206,43 @@ def _answer(session: Session, svc: Services, license_: License, machine_id: str 
                 this_machine=m.id == machine_id,
                 active=active,
                 reason=reason,
+                seat_held_until=m.offline_until if seats.file_running(m, now) else None,
+            )
+        )
+    for m in seats.removed_file_holders(session, license_.id, now):
+        rows.append(
+            Terminal(
+                machine_id=m.id,
+                terminal_name=m.terminal_name,
+                activated_at=m.activated_at,
+                last_seen=m.last_seen_at,
+                this_machine=m.id == machine_id,
+                active=True,
+                reason="removed_offline_license",
+                seat_held_until=m.offline_until,
             )
         )
     rows.sort(key=lambda t: not t.active)  # stable: active ones first, each group oldest first
     return TerminalsAnswer(terminals=rows, seats=seats.seat_count(session, license_, now))
 
 
-@router.post("/terminals/remove", response_model=OkAnswer, dependencies=[Depends(limit_code_guesses)])
+@router.post(
+    "/terminals/remove",
+    response_model=RemoveAnswer,
+    response_model_exclude_none=True,
+    dependencies=[Depends(limit_code_guesses)],
+)
 def remove_terminal(
     body: RemoveTerminalRequest,
     request: Request,
     raw: bytes = Depends(raw_body),
     svc: Services = Depends(services),
-) -> OkAnswer:
-    """Free one terminal's seat (the owner's; a machine may remove itself); it then gets `revoked`."""
+) -> RemoveAnswer:
+    """Free one terminal's seat (the owner's; a machine may remove itself); it then gets `revoked`.
+
+    A terminal licensed by file cannot be told: it is removed, but keeps its seat until its file ends
+    unless its deactivation file is uploaded on `/offline` (`seat_held_until`, `message`).
+    """
     code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
     now = svc.clock.now()
     with svc.db.transaction() as session:
@@ -236,7 +259,19 @@ def remove_terminal(
             )
             session.flush()
             seats.reconcile(session, owner.license, now, actor=owner.actor)
-    return OkAnswer()
+        if seats.file_running(machine, now) and machine.offline_until is not None:
+            return RemoveAnswer(seat_held_until=machine.offline_until, message=file_seat_message(machine))
+    return RemoveAnswer()
+
+
+def file_seat_message(machine: Machine) -> str:
+    """What the owner is told about a removed terminal whose license file still runs."""
+    until = machine.offline_until.strftime("%Y-%m-%d") if machine.offline_until else "?"
+    return (
+        f'"{machine.terminal_name or machine.id}" is licensed by file until {until} and cannot be told it '
+        "was removed: it keeps taking orders, and its seat stays taken, until then. To free the seat now, "
+        "make a deactivation file on that terminal and upload it on the Activation by file page."
+    )
 
 
 @router.post("/terminals/keep", response_model=TerminalsAnswer, dependencies=[Depends(limit_code_guesses)])

@@ -18,6 +18,7 @@ Templates and the context keys each needs:
     trial_ending          ends_on
     terminal_added        terminal_name, when
     terminal_removed      terminal_name, when
+    terminal_removed_file terminal_name, when, until (removed while its license file runs: it sells on)
     admin_flag            event_type, event_id, customer_email, amount, detail (English only)
 """
 
@@ -188,6 +189,24 @@ CATALOGUE: dict[str, dict[str, tuple[str, str]]] = {
             "POSPal: αφαιρέθηκε τερματικό από την άδειά σας",
             "Το τερματικό «{terminal_name}» αφαιρέθηκε από την άδειά σας POSPal στις {when} και δεν "
             "δέχεται πλέον παραγγελίες.\n\nΑν δεν το κάνατε εσείς, επικοινωνήστε μαζί μας." + _SIGN_EL,
+        ),
+    },
+    "terminal_removed_file": {
+        "en": (
+            "POSPal: a terminal was removed from your license (its license file still runs)",
+            'The terminal "{terminal_name}" was removed from your POSPal license on {when}. It was '
+            "licensed by file and cannot be told: it keeps taking orders, and keeps its seat, until its "
+            "license file ends on {until}.\n\nTo free the seat now, upload the deactivation file that "
+            'terminal writes on the server\'s "Activation by file" page.\n\nIf this was not you, contact us.'
+            + _SIGN_EN,
+        ),
+        "el": (
+            "POSPal: αφαιρέθηκε τερματικό από την άδειά σας (το αρχείο άδειάς του ισχύει ακόμη)",
+            "Το τερματικό «{terminal_name}» αφαιρέθηκε από την άδειά σας POSPal στις {when}. Έχει άδεια "
+            "από αρχείο και δεν μπορεί να ενημερωθεί: δέχεται παραγγελίες και κρατά τη θέση του ως τη λήξη "
+            "του αρχείου άδειας, στις {until}.\n\nΓια να ελευθερώσετε τη θέση τώρα, ανεβάστε το αρχείο "
+            "απενεργοποίησης που γράφει εκείνο το τερματικό στη σελίδα «Ενεργοποίηση με αρχείο» του "
+            "διακομιστή.\n\nΑν δεν το κάνατε εσείς, επικοινωνήστε μαζί μας." + _SIGN_EL,
         ),
     },
     "seats_exceeded": {

@@ -240,3 +240,91 @@ def test_a_license_files_token_has_exactly_the_binding_of_an_online_token(
     online = machine.activate(client, EMAIL, login_code(client, EMAIL))
     assert online.status_code == 200
     assert by_file == verify_token(online.json()["token"], _trusted(client), clock.now()).fp == machine.fp
+
+
+def _remove(client, machine_id, code):
+    return client.post("/v1/terminals/remove", json={"email": EMAIL, "code": code, "machine_id": machine_id})
+
+
+def _deactivate(client, data: bytes):
+    page = client.get("/offline")
+    return client.post(
+        "/offline/deactivate",
+        data={"csrf": _csrf(page.text), "lang": "en"},
+        files={"deactivation": ("pospal-deactivation.json", data, "application/json")},
+    )
+
+
+def test_seats_recycled_by_file_a_removed_tills_seat_stays_taken_until_its_file_ends(
+    client, database, seed_subscription, make_machine, clock, login_code
+):
+    seed_subscription(email=EMAIL, seats=1, period_days=30)
+    pc1, pc2 = make_machine(terminal_name="Beach"), make_machine(terminal_name="Bar")
+    first = json.loads(_round_trip(client, database, pc1, clock).content)
+    removed = _remove(client, first["machine_id"], login_code(client, EMAIL, "terminals"))
+    assert removed.status_code == 200 and removed.json()["seat_held_until"]
+    assert "licensed by file until" in removed.json()["message"]
+    mail = outbox_rows(database, to=EMAIL, template="terminal_removed_file")[-1]
+    assert mail.context["terminal_name"] == "Beach" and mail.context["until"]
+    listed = client.post(
+        "/v1/terminals", json={"email": EMAIL, "code": login_code(client, EMAIL, "terminals")}
+    )
+    assert [(t["terminal_name"], t["active"], t["reason"]) for t in listed.json()["terminals"]] == [
+        ("Beach", True, "removed_offline_license")
+    ]
+    # PC2 gets no file for the same seat, and no online activation either, while PC1's file runs.
+    second = _round_trip(client, database, pc2, clock)
+    assert second.status_code == 409 and "Beach" in second.text
+    assert pc2.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 409
+    clock.advance(38 * 86400)  # the file ended: the seat is free
+    seed_subscription(email=EMAIL, seats=1, period_days=30)
+    assert _round_trip(client, database, pc2, clock).status_code == 200
+
+
+def test_a_tills_deactivation_file_frees_its_seat_and_an_older_one_does_not(
+    client, database, seed_subscription, make_machine, clock, login_code
+):
+    from protocol.offline import make_deactivation
+
+    seed_subscription(email=EMAIL, seats=1)
+    pc1, pc2 = make_machine(terminal_name="Beach"), make_machine(terminal_name="Bar")
+    first = json.loads(_round_trip(client, database, pc1, clock).content)
+    iat = verify_token(first["token"], _trusted(client), clock.now()).iat
+    now = int(clock.now().timestamp())
+    old = make_deactivation(pc1.key, machine_id=first["machine_id"], license_iat=iat, created=now)
+    clock.advance(3600)
+    renewed = json.loads(_round_trip(client, database, pc1, clock).content)  # a newer file for PC1
+    assert _deactivate(client, old).status_code == 409  # made before the newer file: it ends nothing
+    forged = make_deactivation(pc2.key, machine_id=first["machine_id"], license_iat=now + 3600, created=now)
+    assert _deactivate(client, forged).status_code == 404  # not that machine's key
+    assert _round_trip(client, database, pc2, clock).status_code == 409
+    new_iat = verify_token(renewed["token"], _trusted(client), clock.now()).iat
+    proof = make_deactivation(pc1.key, machine_id=first["machine_id"], license_iat=new_iat, created=now)
+    answer = _deactivate(client, proof)
+    assert answer.status_code == 200 and "Beach" in answer.text
+    with database.transaction() as session:
+        row = session.get(Machine, first["machine_id"])
+        assert row.offline_until is None and row.deactivated_at is not None
+    assert _round_trip(client, database, pc2, clock).status_code == 200
+
+
+def test_the_owners_choice_of_who_stays_takes_no_seat_from_a_till_licensed_by_file(
+    client, database, seed_subscription, make_machine, clock, login_code
+):
+    seed_subscription(email=EMAIL, seats=2)
+    beach = json.loads(_round_trip(client, database, make_machine(terminal_name="Beach"), clock).content)
+    bar = make_machine(terminal_name="Bar")
+    assert bar.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 200
+    with database.transaction() as session:  # the quantity drops to one seat
+        from server.models import Subscription
+
+        session.scalars(select(Subscription)).one().quantity = 1
+    code = login_code(client, EMAIL, "terminals")
+    kept = client.post(
+        "/v1/terminals/keep", json={"email": EMAIL, "code": code, "machine_ids": [bar.machine_id]}
+    )
+    assert kept.status_code == 200
+    active = {t["terminal_name"]: t["active"] for t in kept.json()["terminals"]}
+    assert active == {"Beach": True, "Bar": False}
+    with database.transaction() as session:
+        assert session.get(Machine, beach["machine_id"]).seat_state is None
