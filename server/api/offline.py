@@ -9,7 +9,12 @@ For terminals that are never online (docs/ARCHITECTURE.md, "Activation by file")
    (`activations.bind_machine`), the machine is recorded with `offline_until`, and the answer is the
    license file as a download: a license token bound to that machine key (`mkey`) with
    `policy.offline: true`, whose lease (`exp`) is the end of the paid period plus the payment grace.
-   Anything refused changes nothing (one transaction) and answers a page saying why.
+   Anything refused changes nothing (one transaction) and answers a page saying why. The fingerprint
+   must pass the same rule as an online activation (`server.fingerprints.check_complete`), and a file
+   whose terminal is on another customer's license is refused (a request file proves the machine key,
+   not who owns the till).
+3. `POST /offline/deactivate` takes a till's signed deactivation file: the till gave its license file up,
+   so its seat is freed now rather than when the file ends (`server.seats`).
 
 The forms are same-origin only: each carries a CSRF token that must equal the HttpOnly, SameSite=Strict
 cookie set with the page, be HMAC-signed by this server and younger than two hours; a request whose Origin
@@ -242,6 +247,31 @@ def offline_license(
         return _refused(request, svc, lang, exc)
 
 
+class TerminalOfAnotherOwner(ApiError):
+    """The request file's terminal is activated on someone else's subscription."""
+
+    code = "owner_proof_required"
+    default_message = (
+        "This terminal is activated on another subscription. Its request file is answered only for that "
+        "subscription: use its e-mail address, or remove the terminal there first."
+    )
+
+
+def _require_own_terminal(session: Any, customer: Customer, public_key: str) -> None:
+    """Refuse a request file whose machine is bound to another customer's license.
+
+    Anyone holding a till's request file could upload it (it holds nothing secret), so a file proves the
+    machine key only, never who owns the till: it is answered for the license the till already belongs
+    to, or, for a till on no license, for the e-mail whose code was just proven (a first activation).
+    """
+    machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
+    if machine is None or machine.license_id is None or machine.deactivated_at is not None:
+        return
+    owner = session.scalar(select(License.customer_id).where(License.id == machine.license_id))
+    if owner != customer.id:
+        raise TerminalOfAnotherOwner()
+
+
 def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: datetime) -> Response:
     """In one transaction: bind within the seats, set `offline_until`, sign; a refusal rolls all back."""
     with svc.db.transaction() as session:
@@ -249,6 +279,7 @@ def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: da
         license_ = licensing.live_license_for_customer(session, customer.id, now) if customer else None
         if customer is None or license_ is None:
             raise NoSubscription()
+        _require_own_terminal(session, customer, req.machine_public_key)
         try:
             body = ActivationRequest(
                 email=email,

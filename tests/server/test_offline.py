@@ -328,3 +328,52 @@ def test_the_owners_choice_of_who_stays_takes_no_seat_from_a_till_licensed_by_fi
     assert active == {"Beach": True, "Bar": False}
     with database.transaction() as session:
         assert session.get(Machine, beach["machine_id"]).seat_state is None
+
+
+def _round_trip_as(client, database, email, file):
+    page = client.get("/offline")
+    sent = client.post("/offline/code", data={"email": email, "csrf": _csrf(page.text), "lang": "en"})
+    code = str(outbox_rows(database, to=email, template="activation_code")[-1].context["code"])
+    return client.post(
+        "/offline/license",
+        data={"email": email, "code": code, "csrf": _csrf(sent.text), "lang": "en"},
+        files={"request": ("pospal-activation-request.json", file, "application/json")},
+    )
+
+
+@pytest.mark.parametrize("victim_by", ["file", "online"])
+def test_a_stranger_replaying_a_tills_request_file_under_their_own_email_cannot_take_the_till(
+    client, database, seed_subscription, make_machine, clock, login_code, victim_by
+):
+    stranger = "stranger@evil.example"
+    _, _, victim_license = seed_subscription(email=EMAIL, seats=1)
+    seed_subscription(email=stranger, seats=5)
+    till = make_machine(terminal_name="Beach")
+    request_file = _request_file(till, clock)
+    if victim_by == "file":
+        machine_id = json.loads(_round_trip(client, database, till, clock, file=request_file).content)[
+            "machine_id"
+        ]
+    else:
+        assert till.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 200
+        machine_id = till.machine_id
+    answer = _round_trip_as(client, database, stranger, request_file)
+    assert answer.status_code == 403 and "another subscription" in answer.text
+    with database.transaction() as session:
+        assert session.get(Machine, machine_id).license_id == victim_license
+    listed = client.post(
+        "/v1/terminals", json={"email": EMAIL, "code": login_code(client, EMAIL, "terminals")}
+    )
+    assert [t["terminal_name"] for t in listed.json()["terminals"]] == ["Beach"]
+    assert (
+        _round_trip(client, database, till, clock, file=request_file).status_code == 200
+    )  # the owner renews
+
+
+def test_a_till_on_no_license_is_licensed_by_file_for_whoever_proves_the_email(
+    client, database, seed_subscription, make_machine, clock
+):
+    seed_subscription(email="other@cafe.gr", seats=1)
+    till = make_machine()
+    assert till.start_trial(client).status_code == 200  # known to the server, on no license yet
+    assert _round_trip_as(client, database, "other@cafe.gr", _request_file(till, clock)).status_code == 200
