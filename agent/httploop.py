@@ -5,9 +5,11 @@ connections cannot drown the POS's own requests (`agent.httpd` owns the wire for
   parses requests and answers the quick routes (`GET /v1/license`, `/v1/health`) itself. Routes that may
   block (every POST, diagnostics) run on a fixed pool of `WORKERS` threads. At most `MAX_CONNECTIONS`
   connections are open: at the cap, the oldest connection that has not completed a request within
-  `PRESSURE_IDLE_S` of its accept, or a kept-alive one silent for `PRESSURE_KEEPALIVE_S`, is dropped to
-  make room; else the new one is refused (`503 busy`, then closed) and accepting pauses until one could
-  be dropped, so newcomers wait in the backlog instead of costing a refusal each.
+  `PRESSURE_IDLE_S` of its accept is dropped to make room, or, only when no connection is still on its
+  first request, the newest kept-alive one silent for `PRESSURE_KEEPALIVE_S`; else the new one is
+  refused (`503 busy`, then closed) and accepting pauses until one could be dropped, so newcomers wait
+  in the backlog instead of costing a refusal each. A connection that has completed a request (the
+  POS's, kept alive between orders) is never dropped for a flood of connections that have not.
 - **A whole-request deadline.** From a connection's accept, or the first byte of a request on a kept-alive
   one, the request line, headers and body must all arrive within `REQUEST_DEADLINE_S`; dripping one byte
   at a time does not extend it. An idle kept-alive connection is closed after `IDLE_TIMEOUT_S`.
@@ -304,29 +306,41 @@ class Server:
             self._sel.register(self.socket, selectors.EVENT_READ, None)
 
     def _evict_one(self, now: float) -> bool:
-        """At the cap, make room: drop the oldest connection that has not completed a request within
-        PRESSURE_IDLE_S of its accept (a slow-loris, however steadily it drips), else a kept-alive one
-        silent for PRESSURE_KEEPALIVE_S. A POS sends its request at once and keeps its connection."""
+        """At the cap, make room for a newcomer; returns whether a connection was dropped.
+
+        In order: a connection refused and draining; the oldest connection that has not completed a
+        request within PRESSURE_IDLE_S of its accept (a slow-loris, however steadily it drips); and
+        only when no connection is still on its first request, the newest kept-alive one silent for
+        PRESSURE_KEEPALIVE_S. So a connection that completed a request, like the POS's kept-alive one
+        silent between orders, is never dropped while a connection that has not is open (issue 28,
+        case 4): a flood of those waits in the backlog or is refused instead. Among quiet kept-alive
+        connections the newest goes first, because a POS opens its connection when it starts and keeps
+        it all day."""
         if now < self._no_victim_until:
             return False  # the last scan found none, and none can have appeared since: refuse in O(1)
         kept = None
+        first_pending = False
         soonest = now + PRESSURE_IDLE_S
+        soonest_kept = soonest
         # `_conns` is in accept order, so the first unserved one old enough is the oldest such.
         for conn in self._conns.values():
+            if conn.state == _DRAINING:
+                self._close(conn)
+                return True
             if conn.state != _READING:
                 continue
             if not conn.served:
                 if conn.born + PRESSURE_IDLE_S <= now:
                     self._close(conn)
                     return True
+                first_pending = True
                 soonest = min(soonest, conn.born + PRESSURE_IDLE_S)
-            elif kept is None:
-                if conn.last_active + PRESSURE_KEEPALIVE_S <= now:
-                    kept = conn
-                else:
-                    soonest = min(soonest, conn.last_active + PRESSURE_KEEPALIVE_S)
-        if kept is None:
-            self._no_victim_until = soonest
+            elif conn.last_active + PRESSURE_KEEPALIVE_S <= now:
+                kept = conn  # the last such in accept order: the newest
+            else:
+                soonest_kept = min(soonest_kept, conn.last_active + PRESSURE_KEEPALIVE_S)
+        if first_pending or kept is None:
+            self._no_victim_until = soonest if first_pending else soonest_kept
             return False
         self._close(kept)
         return True

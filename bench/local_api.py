@@ -17,7 +17,9 @@ dead port so the numbers show the offline case, which must be as fast as the onl
 and reconnects 0.5 s after the agent drops it) from their own process, while one POS client that was
 connected before asks `GET /v1/license` over keep-alive at 100 req/s. Prints the client's p50/p99
 (target p99 <= 5 ms), the agent's threads (target <= 64) and RSS before, during and after (target
-<= 80 MB), how many flood connections the agent refused, and whether a POS reconnecting mid-flood got in.
+<= 80 MB), how many flood connections the agent refused, and whether a POS reconnecting mid-flood got in;
+and (issue 28, case 4) 8 kept-alive POS connections silent 20 s before asking mid-flood: answers and
+refusals (target 0 refused).
 
 `--verified` (issue 19): a real `pospal-server run` (SQLite, sandbox) and a second agent on a trial;
 `AgentClient.verified_license()` timed for the first call (with this PC's fingerprint probe), cached
@@ -346,6 +348,43 @@ def reconnects(port: int, seconds: float, out: mp.Queue) -> None:
     out.put((served, refused))
 
 
+def quiet_pos(port: int, n: int, first_ask: float, out: mp.Queue) -> None:
+    """`n` kept-alive POS connections (issue 28, case 4), each answered once before the flood, then
+    silent (as a README POS between orders) until `first_ask` + 0.5 s * its number (Unix time), then
+    asking 3 times a second apart. A connection the agent dropped is reopened once and asked again, as
+    `AgentClient` does. Reports (answers, refused: anything but a 200 in time, dropped kept-alive
+    connections, shortest silence in s)."""
+    request = f"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(request)
+        read_response(s, bytearray())
+        conns.append(s)
+    last_answer = time.time()
+    asks = sorted((first_ask + 0.5 * i + k, i) for i in range(n) for k in range(3))
+    answers = refused = dropped = 0
+    for due, i in asks:
+        time.sleep(max(0.0, due - time.time()))
+        try:
+            conns[i].sendall(request)
+            ok = read_response(conns[i], bytearray()).startswith(b"HTTP/1.1 200")
+        except OSError:
+            dropped += 1
+            conns[i].close()
+            try:
+                conns[i] = socket.create_connection(("127.0.0.1", port), timeout=2)
+                conns[i].sendall(request)
+                ok = read_response(conns[i], bytearray()).startswith(b"HTTP/1.1 200")
+            except OSError:
+                ok = False
+        answers, refused = answers + ok, refused + (not ok)
+    for s in conns:
+        s.close()
+    out.put((answers, refused, dropped, first_ask - last_answer))
+
+
 def flood_run(port: int, pid: int, n: int) -> None:
     """The flood figures (see the module docstring)."""
     raise_fd_limit(n + 256)
@@ -361,8 +400,17 @@ def flood_run(port: int, pid: int, n: int) -> None:
     pos = ctx.Process(target=_paced_client, args=(port, int(rate * seconds), start_at, out, rate))
     pos.start()
     time.sleep(1.0)
+    # Kept-alive POS connections that fall silent 20 s before the flood's connections arrive and ask
+    # in the middle of it; the flood outlasts their last question.
+    quiet_n = 8
+    quiet_out: mp.Queue = ctx.Queue()
+    silent_pos = ctx.Process(target=quiet_pos, args=(port, quiet_n, time.time() + 20.5, quiet_out))
+    silent_pos.start()
+    time.sleep(0.5)
     flood_out: mp.Queue = ctx.Queue()
-    flood = ctx.Process(target=flooder, args=(port, n, seconds + 6.0, flood_out))
+    flood = ctx.Process(
+        target=flooder, args=(port, n, max(seconds + 6.0, 20.0 + 0.5 * quiet_n + 4), flood_out)
+    )
     flood.start()
     rec_out: mp.Queue = ctx.Queue()
     rec = ctx.Process(target=reconnects, args=(port, seconds, rec_out))
@@ -377,7 +425,8 @@ def flood_run(port: int, pid: int, n: int) -> None:
     lat, _t0, _t1 = out.get(timeout=60)
     opened, dropped, peak = flood_out.get(timeout=60)
     served, refused = rec_out.get(timeout=60)
-    for proc in (flood, rec):
+    q_answers, q_refused, q_dropped, q_silence = quiet_out.get(timeout=60)
+    for proc in (flood, rec, silent_pos):
         proc.join(30)
     time.sleep(11.0)  # past the request deadline: what the flood left behind
     rss_after, peak_rss = rss_mb(pid)
@@ -406,6 +455,11 @@ def flood_run(port: int, pid: int, n: int) -> None:
     print(
         f"  a POS opening a new connection each second during the flood: {served} served, "
         f"{refused} refused or timed out (2 s)"
+    )
+    print(
+        f"  {quiet_n} kept-alive POS connections silent {q_silence:.1f} s and more, then asking 3 times "
+        f"each during the flood: {q_answers} answers, {q_refused} refused (target 0), "
+        f"{q_dropped} kept-alive connections dropped by the agent"
     )
 
 

@@ -314,3 +314,52 @@ def test_dripping_connections_at_the_cap_make_room_for_the_pos(api, monkeypatch)
     finally:
         for s in drips:
             s.close()
+
+
+def test_a_kept_alive_pos_connection_survives_a_connection_flood(api, monkeypatch):
+    """Issue 28, case 4: a POS's kept-alive connection, silent between orders for longer than the
+    pressure threshold, keeps its answers while a flood of connections that never finish a request holds
+    the agent at its cap: the flood is dropped or refused, never the POS."""
+    monkeypatch.setattr(httploop, "PRESSURE_IDLE_S", 0.2)
+    monkeypatch.setattr(httploop, "PRESSURE_KEEPALIVE_S", 0.2)
+    api._httpd.max_connections = 20
+    request = b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n"
+    pos = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+    flood: list[socket.socket] = []
+    stop = threading.Event()
+
+    def flooder() -> None:
+        end = time.monotonic() + 10
+        while not stop.is_set() and time.monotonic() < end:
+            s = socket.socket()
+            s.settimeout(0.2)
+            try:
+                s.connect(("127.0.0.1", api.port))
+                s.sendall(b"GET /v1/license HTTP/1.1\r\nX-Slow: ")
+            except OSError:
+                s.close()
+                continue
+            flood.append(s)
+            if len(flood) > 100:
+                flood.pop(0).close()
+
+    thread = threading.Thread(target=flooder, daemon=True)
+    try:
+        pos.sendall(request)
+        assert _read_answer(pos)[0] == 200
+        time.sleep(0.4)  # the POS between orders: silent past PRESSURE_KEEPALIVE_S
+        thread.start()
+        time.sleep(0.4)  # the flood is at the cap
+        answers = []
+        for _ in range(5):
+            pos.sendall(request)
+            answers.append(_read_answer(pos)[0])
+            time.sleep(0.3)  # silent again past the threshold, the flood still on
+        assert answers == [200] * 5
+        assert api._httpd.connections <= 20
+    finally:
+        stop.set()
+        thread.join(5)
+        pos.close()
+        for s in flood:
+            s.close()
