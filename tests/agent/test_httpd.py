@@ -18,7 +18,7 @@ import pytest
 
 from agent import httpd, httploop
 from agent.api import LocalApi
-from tests.agent.test_api import AUTH, TOKEN, StubControl
+from tests.agent.test_api import AUTH, TOKEN, StubControl, StubStatus
 
 
 @pytest.fixture
@@ -363,3 +363,30 @@ def test_a_kept_alive_pos_connection_survives_a_connection_flood(api, monkeypatc
         pos.close()
         for s in flood:
             s.close()
+
+
+def test_the_pos_s_repeated_request_follows_status_changes_and_guards(api):
+    """The POS's usual request, answered from the read once seen, still follows each status change; the
+    same request with another Host, an Origin or a Referer still meets its guard."""
+    request = b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n"
+    pos = socket.create_connection(("127.0.0.1", api.port), timeout=5)
+    try:
+        states = []
+        for state in ("trial_active", "licensed_active", "unlicensed"):
+            api.control.set_status(StubStatus(state))
+            for _ in range(2):
+                pos.sendall(request)
+                states.append(_read_answer(pos)[1]["license_state"])
+        assert states == ["trial_active"] * 2 + ["licensed_active"] * 2 + ["unlicensed"] * 2
+    finally:
+        pos.close()
+    for extra, status in (
+        (b"Referer: http://evil.example/\r\n", 403),
+        (b"Origin: http://evil.example\r\n", 403),
+    ):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+            s.sendall(b"GET /v1/license HTTP/1.1\r\n" + _host(api) + extra + b"\r\n")
+            assert _read_answer(s)[0] == status
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(b"GET /v1/license HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert _read_answer(s)[0] == 403
