@@ -28,7 +28,8 @@ from tests.server.conftest import REPO, RunningServer, free_port, launch_server,
 
 @dataclass
 class ClientWorld:
-    """The server, its key set at start (a JSON file too), the agent, and a scratch directory."""
+    """The server (a test may restart it: keep `server` current), its key set at start (a JSON file too),
+    the agent, and a scratch directory."""
 
     server: RunningServer
     jwks: dict
@@ -73,6 +74,7 @@ def client_world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
     shutil.copyfile(sqlite_template, tmp / "server.db")
     server = launch_server(server_env(tmp), tmp / "server.log")
     agent = None
+    world = None
     try:
         trusted = write_trusted_keys(server.url, tmp / "trusted-keys.json")
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
@@ -100,7 +102,7 @@ def client_world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
     finally:
         if agent is not None:
             agent.stop()
-        server.stop()
+        (world.server if world is not None else server).stop()  # a test may have restarted it
 
 
 @pytest.fixture
