@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from agent import messages
 from agent.errors import Error
 from protocol import __version__
 
@@ -415,9 +416,17 @@ def _as_owner(control: Any, email: str | None, action: Callable[[], Any]) -> Any
     except Error as exc:
         if getattr(exc, "code", None) != OWNER_REFUSAL or not email:
             raise
-    print("Only the owner can do this.", file=sys.stderr)
+    print(messages.text("owner.cli", _language_of(control), email=email), file=sys.stderr)
     control.prove_owner(email, _emailed_code(control, email, "owner"))
     return action()
+
+
+def _language_of(control: Any) -> str:
+    """The agent's language for a message printed here (English when the control cannot say)."""
+    try:
+        return str(control.language())
+    except Exception:  # a CLI message must never fail on the language
+        return messages.DEFAULT_LANGUAGE
 
 
 def _ask_yes(question: str) -> bool:

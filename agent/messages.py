@@ -189,6 +189,28 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "el": "Ζητήστε από τον διαχειριστή να επανεκκινήσει τον υπολογιστή και να τον ελέγξει για "
         "ανεπιθύμητα προγράμματα.",
     },
+    # The owner's confirmation (issue 27): a step on the way to billing or terminal changes, never an error.
+    "owner.title": {
+        "en": "Confirm you are the owner",
+        "el": "Επιβεβαιώστε ότι είστε ο ιδιοκτήτης",
+    },
+    "owner.step": {
+        "en": "Billing and terminal changes are confirmed by the owner. Step 1: send a code to the "
+        "owner's e-mail. Step 2: enter it here. This PC then allows them for 15 minutes.",
+        "el": "Η χρέωση και οι αλλαγές τερματικών επιβεβαιώνονται από τον ιδιοκτήτη. Βήμα 1: στείλτε "
+        "κωδικό στο email του ιδιοκτήτη. Βήμα 2: πληκτρολογήστε τον εδώ. Ο υπολογιστής τις επιτρέπει "
+        "μετά για 15 λεπτά.",
+    },
+    "owner.next": {
+        "en": "Next step: the owner confirms with a code from their e-mail.",
+        "el": "Επόμενο βήμα: ο ιδιοκτήτης επιβεβαιώνει με κωδικό από το email του.",
+    },
+    "owner.cli": {
+        "en": "Next step: the owner confirms. Step 1 of 2: a 6-digit code goes to {email}. "
+        "Step 2 of 2: type it below.",
+        "el": "Επόμενο βήμα: επιβεβαίωση από τον ιδιοκτήτη. Βήμα 1 από 2: ένας 6ψήφιος κωδικός πηγαίνει "
+        "στο {email}. Βήμα 2 από 2: πληκτρολογήστε τον παρακάτω.",
+    },
     # The agent's own refusals.
     "error.checkout_expired": {
         "en": "The checkout expired before payment. Start the purchase again.",

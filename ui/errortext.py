@@ -31,6 +31,8 @@ def describe(exc: BaseException) -> str:
             return _rate_limited(exc.extra.get("retry_after"))
         if exc.code == "bad_signature":
             return t("ui.error.unknown_machine")
+        if exc.code == "owner_proof_required":
+            return t("owner.next")  # a step (the owner's dialog opens), not an error
         if exc.code in ("checkout_expired", "expired"):
             return t("ui.error.checkout_expired")
         if exc.code in _REFUSALS:

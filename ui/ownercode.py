@@ -2,7 +2,8 @@
 
 Staff can see the status and sync; opening billing, removing another terminal or choosing the terminals
 that stay needs the owner (the server answers `owner_proof_required`). The window then shows this
-dialog: the owner's e-mail (filled in from the license), "Send code", the 6-digit code from the e-mail,
+dialog, worded as a step ("Confirm you are the owner": step 1, send a code; step 2, enter it), never as
+an error: the owner's e-mail (filled in from the license), "Send code", the 6-digit code from the e-mail,
 "Confirm". Once proven, the action that was refused runs again; the proof lasts 15 minutes on this PC.
 """
 
@@ -24,13 +25,6 @@ REFUSAL = "owner_proof_required"
 
 messages.register(
     {
-        "ui.owner.title": {"en": "Only the owner can do this", "el": "Μόνο ο ιδιοκτήτης μπορεί να το κάνει"},
-        "ui.owner.intro": {
-            "en": "Billing and terminal changes need the owner. We e-mail a code to the owner's address; "
-            "enter it here. This PC then allows them for 15 minutes.",
-            "el": "Η χρέωση και οι αλλαγές τερματικών χρειάζονται τον ιδιοκτήτη. Στέλνουμε έναν κωδικό στο "
-            "email του ιδιοκτήτη· πληκτρολογήστε τον εδώ. Ο υπολογιστής τις επιτρέπει μετά για 15 λεπτά.",
-        },
         "ui.owner.email": {"en": "Owner's e-mail", "el": "Email ιδιοκτήτη"},
         "ui.owner.code": {"en": "Code from the e-mail", "el": "Κωδικός από το email"},
         "ui.owner.send": {"en": "Send code", "el": "Αποστολή κωδικού"},
@@ -60,9 +54,9 @@ class OwnerCodeDialog(QDialog):
         self.setObjectName("ownerCode")
         self.worker = worker
         self.setWindowTitle(t("ui.app_name"))
-        self.title = QLabel(t("ui.owner.title"))
+        self.title = QLabel(t("owner.title"))
         self.title.setObjectName("pageTitle")
-        self.intro = QLabel(t("ui.owner.intro"))
+        self.intro = QLabel(t("owner.step"))
         self.intro.setWordWrap(True)
         self.email = QLineEdit(email or "")
         self.email.setObjectName("owner_email")

@@ -242,7 +242,7 @@ def test_a_second_pc_buys_with_the_owners_code_and_adds_itself_then_the_owner_re
         text=True,
     )
     seen = wait_for_prompt(proc, "Code: ")
-    assert "Only the owner can do this." in seen
+    assert "Next step: the owner confirms. Step 1 of 2: a 6-digit code goes to" in seen
     proc.stdin.write(emailed_code(db_url, EMAIL) + "\n")
     proc.stdin.flush()
     seen = wait_for_prompt(proc, "Add this terminal? [y/N] ")

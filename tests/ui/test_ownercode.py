@@ -105,3 +105,23 @@ def test_owner_picks_a_terminal_over_the_quantity_to_keep(qtbot, ui, control):
     with qtbot.waitSignal(worker.action_finished, check_params_cb=lambda tag, _r: tag == "keep:m_bar"):
         page.terminals.keep_buttons["m_bar"].click()
     assert control.calls[-1] == ("keep_terminals", (["m_bar"],))
+
+
+def test_the_owner_s_code_is_asked_for_as_a_step_not_shown_as_an_error(qtbot, ui, control):
+    """Issue 27: "Only the owner can do this." read like a failure before the code prompt; the dialog
+    and the message line now say what comes next, in both languages."""
+    from agent import messages
+    from ui.errortext import describe
+
+    worker, window, _ = ui
+    with qtbot.waitSignal(worker.status_changed, timeout=2000):
+        control.set_status(make_status("licensed_active", customer_email="owner@cafe.gr"))
+    window.ask_owner("portal")
+    dialog = window.owner_dialog
+    assert dialog.title.text() == "Confirm you are the owner"
+    assert "Step 1" in dialog.intro.text() and "Step 2" in dialog.intro.text()
+    assert describe(_owner_only()).startswith("Next step:")
+    for key in ("owner.title", "owner.step", "owner.next", "owner.cli"):
+        assert messages.text(key, "el", email="a@b.gr") != messages.text(key, "en", email="a@b.gr")
+    assert "Βήμα 1" in messages.text("owner.step", "el")
+    dialog.reject()
