@@ -95,6 +95,8 @@ def login_session(pid: int | None) -> str | None:
 
 def trusted_server_uids(service_user: str = SERVICE_USER) -> frozenset[int]:
     """Accounts a genuine service runs as: root, the service account (when it exists), and this caller."""
+    if sys.platform == "win32":
+        raise errors.AgentUnavailable("Windows uses the named pipe (agent.winpipe)")
     import pwd
 
     uids = {0, os.getuid()}
@@ -132,6 +134,8 @@ def connect(
 
     Raises `AgentUnavailable` (nothing listens) or `NotGenuineService` (something else does).
     """
+    if sys.platform == "win32":
+        raise errors.AgentUnavailable("Windows uses the named pipe (agent.winpipe)")
     owners = frozenset(trusted_server_uids() if trusted_uids is None else trusted_uids)
     directory = Path(runtime_dir)
     dir_stat = _check_dir(directory, owners)
@@ -160,6 +164,8 @@ def connect(
 def prepare_runtime_dir(directory: Path) -> Path:
     """Make sure the runtime directory is this account's and closed to others' writes (created 0755 if
     missing, as systemd's RuntimeDirectory= would); raises `StoreError` otherwise."""
+    if sys.platform == "win32":
+        raise errors.AgentUnavailable("Windows uses the named pipe (agent.winpipe)")
     directory = Path(directory)
     try:
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -176,7 +182,18 @@ def prepare_runtime_dir(directory: Path) -> Path:
 class UnixChannel:
     """The listening side: accepts connections and hands each, with its `Caller`, to the `ChannelServer`."""
 
+    runtime_dir: Path
+    path: Path
+    _server: ChannelServer
+    _stop: threading.Event
+    _lock: threading.Lock
+    _open: dict[socket.socket, str]
+    _sock: socket.socket
+    _thread: threading.Thread | None
+
     def __init__(self, runtime_dir: Path, server: ChannelServer) -> None:
+        if sys.platform == "win32":
+            raise errors.StoreError("Windows uses the named pipe (agent.winpipe)")
         self.runtime_dir = prepare_runtime_dir(runtime_dir)
         self.path = socket_path(self.runtime_dir)
         self._server = server
