@@ -34,12 +34,26 @@ def row(obj: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
     """Dispatch one admin command; return the exit code (1 when the thing is not found)."""
-    handlers = {"customer": _customer, "license": _license, "machine": _machine, "outbox": _outbox}
+    handlers = {
+        "customer": _customer,
+        "license": _license,
+        "machine": _machine,
+        "outbox": _outbox,
+        "fleet": _fleet,
+    }
 
     def escaped(data: Any) -> None:
         out(text.escape_all(data))
 
     return handlers[args.entity](session, args, now, escaped)
+
+
+def _fleet(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
+    """`admin fleet versions`: terminals per agent version; `admin fleet terminals`: each one's version."""
+    from server import fleet
+
+    out(fleet.versions(session) if args.action == "versions" else fleet.terminals(session))
+    return 0
 
 
 def _customer(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:

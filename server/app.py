@@ -21,10 +21,11 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protocol.clock import Clock, SystemClock
-from server import __version__
+from server import __version__, fleet
 from server.api import activations, codes, health, keys, refresh, refresh_fast, terminals, trials
 from server.api import billing as billing_api
 from server.api import offline as offline_api
+from server.api import updates as updates_api
 from server.api.deps import Services
 from server.billing import make_provider
 from server.bodylimit import BodyLimit
@@ -162,6 +163,7 @@ def _install_routers(app: FastAPI) -> None:
         app.include_router(module.router)
     app.include_router(billing_api.router)
     app.include_router(offline_api.router)
+    updates_api.install(app)  # the signed-update repository, when POSPAL_UPDATE_REPO_DIR is set
 
 
 def _install_middleware(app: FastAPI, services: Services) -> None:
@@ -169,6 +171,8 @@ def _install_middleware(app: FastAPI, services: Services) -> None:
     # body limit and the metrics still see every refresh it answers.
     refresh_route = next(r for r in refresh.router.routes if getattr(r, "path", None) == "/v1/refresh")
     app.add_middleware(refresh_fast.RefreshFastPath, services=services, route=refresh_route)
+    # Outside the fast path, so it sees every answered refresh: the agent version per terminal.
+    app.add_middleware(fleet.FleetVersions, db=services.db, clock=services.clock)
     if services.settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -12,6 +12,7 @@
     pospal-server admin license show|revoke|extend ID
     pospal-server admin machine show|remove ID
     pospal-server admin machine clones                       machine keys seen on two computers
+    pospal-server admin fleet versions|terminals             agent versions across the fleet
 
 Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused
 (`check` and `run` with a settings problem: one `FAIL settings:` line each), 2 configuration or usage
@@ -283,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     machine = admin_sub.add_parser("machine")
     machine.add_argument("action", choices=["show", "remove", "clones"])
     machine.add_argument("id", nargs="?", default="", help="m_... (not for clones: that lists them all)")
+    fleet = admin_sub.add_parser("fleet", help="agent versions: terminals per version, or each terminal's")
+    fleet.add_argument("action", choices=["versions", "terminals"])
     outbox = admin_sub.add_parser("outbox", help="e-mail that did not go out, and why")
     outbox.add_argument("--all", action="store_true", help="also list messages that failed for good")
     admin.set_defaults(func=cmd_admin)

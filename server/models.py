@@ -372,3 +372,15 @@ class Pospal1Trial(Base):
     first_run_at: Mapped[datetime]
     ends_at: Mapped[datetime]
     imported_at: Mapped[datetime]
+
+
+class AgentVersion(Base):
+    """The agent version each terminal last ran, from its answered refreshes (`server/fleet.py`), and the
+    last update its launcher rolled back (the version and why), if any."""
+
+    __tablename__ = "agent_versions"
+
+    machine_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[str] = mapped_column(String(32))
+    update_failed: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    seen_at: Mapped[datetime]
