@@ -442,13 +442,12 @@ def _offline_request(path: str) -> int:
     from agent import store
 
     target = Path(path)
-    store.atomic_write(target, _control().offline_request(), mode=0o644)
-    print(
-        f"Wrote {target}. On any PC or phone with internet, open the server's /offline page, prove your "
-        "email, upload this file, then import the license file with "
-        "`pospal-agent activate --offline-response FILE`.",
-        file=sys.stderr,
-    )
+    control = _control()
+    store.atomic_write(target, control.offline_request(), mode=0o644)
+    lang = _language_of(control)
+    # The server's page in the request file's language (the agent's), so the owner reads it as the till does.
+    url = f"{control.diagnostics().server_url.rstrip('/')}/offline?lang={lang}"
+    print(messages.text("offline.request_saved", lang, path=target, url=url), file=sys.stderr)
     return 0
 
 

@@ -211,6 +211,15 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "el": "Επόμενο βήμα: επιβεβαίωση από τον ιδιοκτήτη. Βήμα 1 από 2: ένας 6ψήφιος κωδικός πηγαίνει "
         "στο {email}. Βήμα 2 από 2: πληκτρολογήστε τον παρακάτω.",
     },
+    # Activation by file: where the request file goes, named with this agent's own server.
+    "offline.request_saved": {
+        "en": "Wrote {path}. On any PC or phone with internet, open {url}, confirm your e-mail and upload "
+        "this file. Then import the license file it gives you with "
+        "`pospal-agent activate --offline-response FILE`.",
+        "el": "Γράφτηκε το {path}. Σε οποιονδήποτε υπολογιστή ή κινητό με διαδίκτυο, ανοίξτε τη διεύθυνση "
+        "{url}, επιβεβαιώστε το email σας και ανεβάστε αυτό το αρχείο. Μετά εισαγάγετε το αρχείο άδειας "
+        "που θα σας δώσει με `pospal-agent activate --offline-response FILE`.",
+    },
     # The agent's own refusals.
     "error.checkout_expired": {
         "en": "The checkout expired before payment. Start the purchase again.",

@@ -116,8 +116,8 @@ class OfflinePage(Page):
             self.retranslate()
         elif tag == "offline_request" and self._target is not None:
             self.save.setEnabled(True)
-            target = self._target
-            self.host.show_info(lambda: t("ui.offline.saved", path=str(target)))
+            target, url = self._target, self._url
+            self.host.show_info(lambda: t("ui.offline.saved", path=str(target), url=url))
         elif tag == "offline_import":
             self.load.setEnabled(True)
             self.host.worker.refresh()

@@ -194,7 +194,11 @@ _ENTRIES: dict[str, dict[str, str]] = {
     },
     "ui.offline.save": {"en": "Save activation request…", "el": "Αποθήκευση αιτήματος…"},
     "ui.offline.import": {"en": "Import license file…", "el": "Εισαγωγή αρχείου άδειας…"},
-    "ui.offline.saved": {"en": "Saved {path}.", "el": "Αποθηκεύτηκε: {path}."},
+    "ui.offline.saved": {
+        "en": "Saved {path}. Now open {url} on any phone or PC with internet and upload it.",
+        "el": "Αποθηκεύτηκε: {path}. Τώρα ανοίξτε τη διεύθυνση {url} σε οποιοδήποτε κινητό ή υπολογιστή με "
+        "διαδίκτυο και ανεβάστε το.",
+    },
     "ui.offline.unwritable": {"en": "Could not write {path}.", "el": "Δεν ήταν δυνατή η εγγραφή: {path}."},
     "ui.offline.unreadable": {
         "en": "Could not read the file ({detail}).",

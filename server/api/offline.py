@@ -235,6 +235,8 @@ def offline_license(
             offline_request = read_request(data)
         except OfflineFileInvalid as exc:
             raise ApiError(exc.message, status=422, code="invalid_request") from None
+        # From here on the page speaks the request file's language: the till's, whoever's browser it is.
+        lang = offline_request.locale or lang
         # The same fingerprint rule as an online activation: known names of one platform, its minimum.
         fingerprints.check_complete(offline_request.fingerprint)
         email = codes.normalize_email(email)

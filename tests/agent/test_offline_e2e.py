@@ -93,12 +93,15 @@ def test_a_greek_owner_licenses_a_pc_without_internet_by_file(mailing_server, ag
     assert GREEK.search(online.license()["message"])
 
     # The PC without internet: its server address leads nowhere.
-    offline = agents(f"http://127.0.0.1:{free_port()}", keys)
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    offline = agents(unreachable, keys)
     offline.env["POSPAL_LANGUAGE"] = "el"
     request_file = tmp_path / "usb" / "request.json"
     request_file.parent.mkdir()
     out = offline.cli("activate", "--offline-request", str(request_file))
     assert out.returncode == 0, out.stderr
+    # Where to take the file, named with this agent's own server, in the file's language (Greek).
+    assert f"{unreachable}/offline?lang=el" in out.stderr and "ανοίξτε τη διεύθυνση" in out.stderr
     assert json.loads(request_file.read_text())["type"] == "pospal-offline-request"
 
     answer = _upload(server.url, db_url, request_file)

@@ -19,6 +19,7 @@ def test_the_request_file_is_saved_where_the_owner_chose(qtbot, ui, control, tmp
         page.save.click()
     assert target.read_bytes().startswith(b'{"type": "pospal-offline-request"}')
     assert str(target) in window.banner.text()
+    assert "https://license.pospal.gr/offline" in window.banner.text()  # where to take it next
 
 
 def test_an_imported_license_file_shows_the_offline_license_and_its_end(qtbot, ui, control, tmp_path):
