@@ -31,6 +31,8 @@ from protocol import __version__
 
 log = logging.getLogger(__name__)
 
+FAILED_HEADER = "X-POSPal-Update-Failed"
+
 
 class TrackedApi(LocalApi):
     """`LocalApi` that knows when it last got a request and how many it is still answering."""
@@ -107,6 +109,7 @@ def run(settings: AgentSettings) -> int:
         api.start()
         # The tray's caller-checked channel, hosted exactly as `run --headless` hosts it.
         tray_channel = channel.host(settings, api.routes, __version__)
+        _report_rollback(install, service)
         service.start()
         updater.start()
         log.info(
@@ -124,6 +127,17 @@ def run(settings: AgentSettings) -> int:
             tray_channel.stop()
         api.stop()
         service.stop()
+
+
+def _report_rollback(install: Install, service: Any) -> None:
+    """Tell the server, with each refresh, which update the launcher last rolled back (server/fleet.py)."""
+    report = install.last_swap()
+    if report.get("outcome") != "rolled_back":
+        return
+    text = f"{report.get('to')}: {report.get('reason')}".encode("ascii", "replace").decode()[:200]
+    session = getattr(service.transport, "session", None)  # HttpTransport; test fakes have none
+    if session is not None:
+        session.headers[FAILED_HEADER] = "".join(c for c in text if c.isprintable())
 
 
 def _install_dir() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import write_trusted_keys
+from tests.agent.conftest import admin, write_trusted_keys
 from tests.agent.updatekit import Launched, Pos, Publisher, make_broken, make_version
 from tests.server.conftest import free_port
 
@@ -113,10 +113,11 @@ def test_v1_updates_itself_to_v2_while_the_pos_asks_every_10ms(
     assert set(pos.states) == {"trial_active"}
 
 
-def test_a_v3_that_crashes_at_start_is_rolled_back_by_itself(
-    launch, publisher: Publisher, tmp_path: Path
+def test_a_v3_that_crashes_at_start_is_rolled_back_by_itself_and_reported(
+    launch, publisher: Publisher, real_server, tmp_path: Path
 ) -> None:
-    launched = launch(f"http://127.0.0.1:{free_port()}")
+    launched = launch(real_server.url, write_trusted_keys(real_server.url, tmp_path / "trusted.json"))
+    assert launched.cli("trial").returncode == 0
     publisher.publish("1.2.0", make_broken(tmp_path / "build-1.2.0", "crash"))
 
     applied = launched.cli("update", "apply")
@@ -132,6 +133,12 @@ def test_a_v3_that_crashes_at_start_is_rolled_back_by_itself(
     again = launched.cli("update", "check")
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
+    # 1.0.0's first sync after the rollback tells the server which update failed, and why.
+    assert launched.cli("sync").returncode == 0
+    terminals = admin(real_server, "fleet", "terminals")
+    assert [(t["version"], t["update_failed"]) for t in terminals] == [
+        ("1.0.0", "1.2.0: exited with code 3 during its start check")
+    ]
 
 
 def test_a_new_version_that_never_answers_is_rolled_back(launch, tmp_path: Path) -> None:
