@@ -175,3 +175,14 @@ def test_choose_takes_the_newest_eligible_and_skips_failed_versions() -> None:
     assert choose(targets, "1.0.0", "m_a", "linux").version == "1.3.0"
     assert choose(targets, "1.0.0", "m_a", "linux", frozenset({"1.3.0"})).version == "1.1.0"
     assert choose(targets, "1.3.0", "m_a", "linux") is None
+
+
+def test_a_release_build_ignores_pospal_update_root(monkeypatch, tmp_path: Path) -> None:
+    from agent import flavour, updates
+
+    own = tmp_path / "my-root.json"
+    own.write_bytes(b'{"signed": "mine"}')
+    monkeypatch.setenv("POSPAL_UPDATE_ROOT", str(own))
+    assert updates.shipped_root() == own.read_bytes()  # development tree: the override is used
+    monkeypatch.setattr(flavour, "is_release", lambda: True)
+    assert updates.shipped_root() != own.read_bytes()  # a release trusts only the root it ships
