@@ -4,6 +4,8 @@ A mark document holds what must survive the data directory: the clock's high-wat
 latch, the issue time of the newest token seen, and when this PC's one provisional offline trial started.
 It is sealed with the state's key (`agent.seal`); a document that does not verify is ignored, except that
 the mere sight of a provisional trial in it means the provisional trial was used (never a new 3 days).
+So does the sight of a token's issue time: a PC that has held a server token (a trial, a purchase) never
+starts a provisional trial, even after its data directory, machine key included, was wiped (issue 27).
 
 Where the document lives is a `MarkStore`, chosen by the build flavour (`agent.flavour`):
 
@@ -53,8 +55,8 @@ class MarkStore(Protocol):
 
 @dataclass(frozen=True)
 class Marks:
-    """The marks' values (Unix seconds); `provisional_seen` says a provisional trial was recorded even if
-    its document did not verify."""
+    """The marks' values (Unix seconds); `provisional_seen` says this PC may not start a provisional trial:
+    one was recorded, or a server token was held (`token_iat`), even if its document did not verify."""
 
     high_water: int | None = None
     token_iat: int | None = None
@@ -71,8 +73,7 @@ class Marks:
             rolled_back=self.rolled_back or other.rolled_back,
             provisional_seen=self.provisional_seen
             or other.provisional_seen
-            or (self.provisional_trial is not None)
-            or (other.provisional_trial is not None),
+            or any(m.provisional_trial is not None or m.token_iat is not None for m in (self, other)),
         )
 
     def document(self, seal: Seal) -> str:
@@ -103,7 +104,7 @@ def _time(value: Any) -> int | None:
 
 def parse(text: str, seal: Seal | None) -> Marks:
     """The marks in one document; an unverifiable or malformed one gives empty marks, with
-    `provisional_seen` set when it mentions a provisional trial at all (or is not even JSON)."""
+    `provisional_seen` set when it mentions a provisional trial or a token at all (or is not even JSON)."""
     try:
         doc = json.loads(text)
     except (ValueError, RecursionError):
@@ -111,7 +112,8 @@ def parse(text: str, seal: Seal | None) -> Marks:
     if not isinstance(doc, dict):
         return Marks(provisional_seen=True)
     body = {k: v for k, v in doc.items() if k != "mac"}
-    seen = doc.get("provisional_trial") is not None
+    # A provisional trial, or a server token, ever recorded here: this PC's provisional trial is spent.
+    seen = doc.get("provisional_trial") is not None or doc.get("token_iat") is not None
     if seal is None or doc.get("format") != MARKS_FORMAT or not seal.verify(body, doc.get("mac")):
         return Marks(provisional_seen=seen)
     return Marks(

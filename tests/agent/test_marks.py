@@ -136,3 +136,11 @@ def test_release_marks_have_one_fixed_place_whatever_the_data_dir(tmp_path, monk
     a, b = marks.default_store(tmp_path / "one"), marks.default_store(tmp_path / "two")
     assert isinstance(a, FileMarkStore) and a.path == b.path
     assert tmp_path not in a.path.parents  # not from $HOME, which the user sets
+
+
+def test_a_foreign_document_that_saw_a_server_token_spends_the_provisional_trial():
+    """Issue 27: after a wipe the marks no longer verify, but a token's issue time in them still says
+    this PC held a server token, so it gets no provisional trial."""
+    doc = Marks(high_water=200, token_iat=150).document(_seal())
+    assert parse(doc, _seal()).provisional_seen
+    assert Marks(token_iat=1).merge(Marks()).provisional_seen

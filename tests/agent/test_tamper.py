@@ -324,6 +324,29 @@ def test_wiped_state_resumes_the_same_provisional_trial_never_a_new_one(rig):
     assert late.status().licensed is False
 
 
+@pytest.mark.parametrize("wipe", ["data dir", "state only"])
+def test_an_expired_trial_and_a_wiped_data_dir_offline_give_no_provisional_trial(rig, wipe):
+    """Issue 27: a server trial ran out, the data dir was wiped, the server is unreachable: the marks
+    remember that this PC held a server token, so there are no 3 more days."""
+    svc = rig.service()
+    assert svc.start_trial().license_state == "trial_active"
+    _sync_days(rig, svc, 1)
+    svc.stop()
+    rig.clock.advance(40 * DAY)
+    rig.cloud.online = False
+    if wipe == "data dir":
+        shutil.rmtree(rig.data)  # the machine key (a file here) goes with it
+    else:
+        rig.state_path.unlink()
+        (rig.data / "state.json.bak").unlink(missing_ok=True)
+    for _ in range(2):  # and again after a restart that rewrote the marks under the new key
+        again = rig.service()
+        with pytest.raises(Offline):
+            again.start_trial()
+        assert again.status().licensed is False
+        again.stop()
+
+
 def test_wiped_data_dir_gives_no_new_provisional_trial_in_a_real_agent(agents):
     agent = agents(f"http://127.0.0.1:{free_port()}")
     assert agent.cli("trial").returncode == 0
