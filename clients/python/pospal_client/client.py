@@ -32,8 +32,10 @@ across the network, so one stuck call never holds up another thread.
 
 - a proven answer decides (`licensed`);
 - an agent that is starting, or not there at all: the last proven answer decides until its own next
-  change (its lease end at the latest); with none, "starting" may sell for `starting_limit_s` (60 s)
-  from the first such answer, so a till is not stopped at Windows login, and then no longer;
+  change (its lease end at the latest); with none, and only while this client has never had an answer
+  proven, "starting" may sell for `starting_limit_s` (60 s) from the first such answer, so a till is
+  not stopped at Windows login, and then no longer (the count never restarts);
+- any other error answer counts as no agent;
 - a refused answer (forged, relayed, replayed, expired) never sells.
 """
 
@@ -136,6 +138,7 @@ class AgentClient:
         self._verified: _Verified | None = None
         self._last_proven: _Verified | None = None
         self._starting_since: float | None = None
+        self._proven_once = False
         self._lock = threading.Lock()
 
     # -- the POS app's calls ---------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class AgentClient:
         with self._lock:
             self._verified = verified
             self._last_proven = verified
-            self._starting_since = None
+            self._proven_once = True
         return dict(verified.status)
 
     def can_sell(self) -> bool:
@@ -228,10 +231,13 @@ class AgentClient:
             if proven is not None:
                 return proven
             since = self._starting_since
-            return since is not None and self._clock.monotonic() - since < self.starting_limit_s
+            if self._proven_once or since is None:
+                return False
+            return self._clock.monotonic() - since < self.starting_limit_s
         except AnswerRefused:
             return False
-        except AgentUnavailable:
+        except LocalApiError:
+            # No agent, or an error answer (not a proof either way): the last proof, while it holds.
             return bool(self._proven_still())
 
     def last_proven(self) -> dict[str, Any] | None:
@@ -392,6 +398,8 @@ class AgentClient:
                     raise AgentUnavailable("The POSPal License Agent closed the connection.") from exc
             except (wire.Timeout, TimeoutError) as exc:
                 raise AgentUnavailable("The POSPal License Agent did not answer in time.") from exc
+            except wire.Cut as exc:
+                raise AgentUnavailable("The POSPal License Agent stopped in mid-answer.") from exc
             except wire.TooLarge as exc:
                 raise LocalApiError("The agent's answer is too large.", code="answer_too_large") from exc
             except wire.Malformed as exc:

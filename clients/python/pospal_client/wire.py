@@ -34,6 +34,10 @@ class Closed(WireError):
     """The peer closed the connection before any byte of an answer (a kept-alive connection gone idle)."""
 
 
+class Cut(WireError):
+    """The peer closed the connection in the middle of an answer."""
+
+
 class TooLarge(WireError):
     """The answer is larger than the cap."""
 
@@ -75,7 +79,7 @@ class Connection:
     def exchange(self, request: bytes, deadline: float, limit: int) -> Answer:
         """Send `request` and read one answer, all before `deadline` (`time.monotonic()` seconds).
 
-        Raises `Timeout`, `Closed`, `TooLarge`, `Malformed`, or `OSError` (refused, reset); on any of
+        Raises `Timeout`, `Closed`, `Cut`, `TooLarge`, `Malformed`, or `OSError` (refused, reset); on any of
         them the connection is closed.
         """
         try:
@@ -102,7 +106,7 @@ class Connection:
             if not chunk:
                 if not buf:
                     raise Closed("closed before answering")
-                raise Malformed("closed inside the answer's head")
+                raise Cut("closed inside the answer's head")
             buf += chunk
         status, headers, http10 = _parse_head(bytes(buf[:end]))
         body = buf[end + 4 :]
@@ -129,7 +133,7 @@ class Connection:
         while len(body) < length:
             chunk = _recv(sock, deadline, length - len(body))
             if not chunk:
-                raise Malformed("closed inside the answer's body")
+                raise Cut("closed inside the answer's body")
             body += chunk
         if len(body) > length:
             raise Malformed("more bytes than the answer's Content-Length")
