@@ -195,3 +195,39 @@ def test_a_server_only_install_has_no_qt_and_migrates(tmp_path: Path) -> None:
         check=False,
     )
     assert migrate.returncode == 0 and "schema at" in migrate.stdout, migrate.stderr
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error} substitution."""
+    import re
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        assert op != ":?", f"compose would refuse: {arg}"
+        return arg if op == ":-" else ""
+
+    return re.sub(r"\$\{([A-Z_]+)(:-|:\?)?([^}]*)\}", one, value)
+
+
+def test_compose_passes_every_setting_a_production_server_needs() -> None:
+    """The servers' environment, with a .env of the production secrets, loads as a production Settings."""
+    yaml = pytest.importorskip("yaml")
+    from server.config import Settings
+
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    dotenv = {
+        "POSTGRES_PASSWORD": "pw",
+        "POSPAL_SERVER_SECRET": "s" * 32,
+        "POSPAL_DOMAIN": "license.example.com",
+        "STRIPE_SECRET_KEY": "sk_live_x",
+        "STRIPE_WEBHOOK_SECRET": "whsec_x",
+        "STRIPE_PRICE_ID": "price_x",
+        "SMTP_URL": "smtps://user:pw@smtp.example.com:465",
+    }
+    for name in ("server-1", "server-2", "worker", "migrate"):
+        env = {k: _interpolate(str(v), dotenv) for k, v in compose["services"][name]["environment"].items()}
+        settings = Settings.from_env(env)
+        assert (settings.environment, settings.billing, settings.email) == ("production", "stripe", "smtp")
+        assert settings.public_url == "https://license.example.com"
