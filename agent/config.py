@@ -45,13 +45,15 @@ def _writable(path: Path) -> bool:
 def default_data_dir() -> Path:
     """The per-machine data dir (used when POSPAL_DATA_DIR is not set): one identity for every user.
 
-    Windows: `%ProgramData%\\POSPal\\License Agent` (the installer creates it with its ACL; see
-    docs/ARCHITECTURE.md). Elsewhere `/var/lib/pospal` (macOS: the site data dir) when this account can
-    write there, else the user data dir (a developer's machine, an agent run without privileges).
+    Windows: `%ProgramData%\\POSPal\\License Agent` (`pospal-agent service install`, run by the
+    installer, sets its DACL: agent/winacl.py). Elsewhere `/var/lib/pospal` (macOS: the site data dir) when
+    this account can write there, else the user data dir (a developer's machine, an agent run without
+    privileges).
     """
     if sys.platform == "win32":
-        base = os.environ.get("ProgramData") or os.environ.get("ALLUSERSPROFILE") or r"C:\ProgramData"
-        return Path(base) / "POSPal" / "License Agent"
+        from agent.winacl import data_root  # the root the installer protects (its DACL)
+
+        return data_root() / "License Agent"
     machine = (
         Path(platformdirs.site_data_dir(APP_NAME, APP_AUTHOR))
         if sys.platform == "darwin"

@@ -165,11 +165,37 @@ def granted(policy: Policy, token: Iterable[str]) -> int:
     return mask
 
 
+def program_data(env: dict[str, str] | None = None) -> Path:
+    """The ProgramData folder: the shell's known folder on Windows, which a service sees as the installer
+    does (a service's environment may lack %ProgramData%; Wine's services.exe sets it to C:\\users\\Public),
+    else the environment's, else C:\\ProgramData."""
+    known = _known_program_data() if sys.platform == "win32" else None
+    if known:
+        return Path(known)
+    env = dict(os.environ) if env is None else env
+    return Path(env.get("ProgramData") or env.get("ALLUSERSPROFILE") or r"C:\ProgramData")
+
+
+def _known_program_data() -> str | None:  # pragma: no cover - Windows only
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    import uuid
+
+    folder = (ctypes.c_byte * 16).from_buffer_copy(uuid.UUID("62AB5D82-FDC1-4DC3-A9DD-070D1D495D97").bytes_le)
+    out = ctypes.c_wchar_p()
+    shell32, ole32 = ctypes.WinDLL("shell32"), ctypes.WinDLL("ole32")
+    if shell32.SHGetKnownFolderPath(ctypes.byref(folder), 0, None, ctypes.byref(out)) != 0:
+        return None
+    try:
+        return out.value
+    finally:
+        ole32.CoTaskMemFree(out)
+
+
 def data_root(env: dict[str, str] | None = None) -> Path:
     """`%ProgramData%\\POSPal`, the directory the DACL is set on (agent.config puts the data below it)."""
-    env = dict(os.environ) if env is None else env
-    base = env.get("ProgramData") or env.get("ALLUSERSPROFILE") or r"C:\ProgramData"
-    return Path(base) / DATA_ROOT_NAME
+    return program_data(env) / DATA_ROOT_NAME
 
 
 # ------------------------------------------------------------------------------------------- Windows
