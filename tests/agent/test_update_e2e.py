@@ -151,3 +151,34 @@ def test_a_new_version_that_never_answers_is_rolled_back(launch, tmp_path: Path)
     assert report["outcome"] == "rolled_back"
     assert "did not answer" in report["reason"]
     launched.wait_for(lambda: _version(launched) == "1.0.0", 30, "1.0.0 answering again")
+
+
+def test_an_offline_till_updates_from_a_usb_bundle(launch, publisher: Publisher, tmp_path: Path) -> None:
+    launched = launch(f"http://127.0.0.1:{free_port()}")
+    publisher.publish("1.1.0", make_version(tmp_path / "build-1.1.0", "1.1.0"))
+    stick = publisher.repo.bundle(tmp_path / "usb" / "pospal-update", "linux")
+    publisher.stop()  # no line to the update server: only the stick
+    launched.env["POSPAL_UPDATE_URL"] = f"http://127.0.0.1:{free_port()}"
+    assert launched.cli("update", "check").returncode == 1  # offline: the check fails, nothing else
+
+    applied = launched.cli("update", "apply", "--from", str(stick))
+    assert applied.returncode == 0, applied.stderr
+    launched.wait_for(lambda: _version(launched) == "1.1.0", 60, "the swap to 1.1.0 from the stick")
+
+
+def test_a_tampered_usb_bundle_is_refused_and_nothing_is_staged(
+    launch, publisher: Publisher, tmp_path: Path
+) -> None:
+    launched = launch(f"http://127.0.0.1:{free_port()}")
+    publisher.publish("1.1.0", make_version(tmp_path / "build-1.1.0", "1.1.0"))
+    stick = publisher.repo.bundle(tmp_path / "usb" / "pospal-update", "linux")
+    build = next((stick / "targets" / "linux").iterdir())
+    data = bytearray(build.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same length, other bytes
+    build.write_bytes(bytes(data))
+
+    applied = launched.cli("update", "apply", "--from", str(stick))
+    assert applied.returncode == 1
+    assert "refused" in applied.stderr
+    assert not (launched.install / "pending").exists()
+    assert not (launched.install / "versions" / "1.1.0").exists()
