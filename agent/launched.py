@@ -25,6 +25,7 @@ from agent import channel, handoff, store
 from agent.api import LocalApi
 from agent.config import AgentSettings
 from agent.control import InProcessControl
+from agent.httpd import ApiError
 from agent.install import Install
 from agent.launcher import EXIT_SWAP
 from protocol import __version__
@@ -41,6 +42,7 @@ class TrackedApi(LocalApi):
         super().__init__(*args, **kwargs)
         self._count_lock = threading.Lock()
         self._in_flight = 0
+        self._closed = False
         self.last_request = time.monotonic()
         for key, route in list(self.routes.items()):
             if route.blocking:
@@ -49,6 +51,11 @@ class TrackedApi(LocalApi):
     def _counted(self, handler: Any) -> Any:
         def run(body: dict[str, Any]) -> Any:
             with self._count_lock:
+                if self._closed:
+                    # The agent is handing over to a new version: nothing new starts that it could cut off.
+                    raise ApiError(
+                        503, "updating", "The agent is updating; ask again in a moment.", {"retry_after": 1}
+                    )
                 self._in_flight += 1
             try:
                 return handler(body)
@@ -63,6 +70,17 @@ class TrackedApi(LocalApi):
         # Called by the wire for every complete request, on the loop thread: the moment it arrived.
         self.last_request = time.monotonic()
         return super()._is_blocking(req)
+
+    def close_gate(self, wait_s: float = 30.0) -> bool:
+        """Start no more worker requests (they get 503 `updating`) and wait for those running to finish;
+        True when none is left within `wait_s`. The loop's own answers (`GET /v1/license`, `/v1/health`)
+        go on until the agent stops."""
+        with self._count_lock:
+            self._closed = True
+        end = time.monotonic() + wait_s
+        while self.in_flight() and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.in_flight() == 0
 
     def in_flight(self) -> int:
         """Requests a worker is still answering (the loop answers the rest before it reads the next)."""
@@ -117,6 +135,8 @@ def run(settings: AgentSettings) -> int:
         )
         while not stop.wait(0.05):
             if updater.swap_due(api.idle_s()) and api.in_flight() == 0:
+                if not api.close_gate():
+                    log.warning("a request is still running after 30 s; swapping anyway")
                 swapping = True
                 log.info("swapping to the staged agent %s", install.pending())
                 break

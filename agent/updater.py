@@ -162,8 +162,12 @@ class Updater:
         """The updater of the running agent: its settings from the environment, its terminal id from the
         license (the machine id), the shipped update root (none: updates are off, swaps of staged
         versions still happen)."""
-        settings = UpdateSettings.from_env(service.settings.server_url)
-        root = shipped_root()
+        try:
+            settings = UpdateSettings.from_env(service.settings.server_url)
+            root = shipped_root()
+        except Error as exc:  # a bad update setting turns updates off; it never stops the license
+            log.warning("automatic updates are off: %s", exc.message)
+            settings, root = UpdateSettings(), None
         client = None
         if root is not None and settings.url:
             url = settings.url

@@ -63,3 +63,18 @@ def test_serves_on_the_lent_socket_and_tracks_requests_in_flight() -> None:
         waiting.close()
     finally:
         lent.close()
+
+
+def test_once_the_gate_closes_no_new_worker_request_starts_but_the_license_still_answers() -> None:
+    api = TrackedApi(StubControl(), api_token=TOKEN, port=0, poll_interval=0.02).start()
+    try:
+        assert api.close_gate(wait_s=1)
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+        headers = {"Host": f"127.0.0.1:{api.port}", "Authorization": f"Bearer {TOKEN}"}
+        conn.request("POST", "/v1/sync", body=b"{}", headers={**headers, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())["error"]) == (503, "updating")
+        conn.close()
+        assert get(api.port, "/v1/license")["license_state"] == "trial_active"
+    finally:
+        api.stop()
