@@ -350,8 +350,9 @@ class AgentService(FlowsMixin, IdentityMixin):
                 self._data["terminal_name"] = claims.terminal
             self._changed()
         self._save()
-        if force:
-            self.engine.schedule_in(self.engine.interval_s())
+        # A token from the server is a sync: the next one is a whole interval away, and the status published
+        # just below says so (a trial or a purchase showed the old time; inside a sync the engine sets it).
+        self.engine.schedule_in(self.engine.interval_s())
         self.refresh_status()
 
     def _load_token(self) -> None:

@@ -339,3 +339,23 @@ def test_a_slow_fingerprint_probe_does_not_delay_the_first_answer(rig):
     release.set()
     assert seen.wait(10)
     assert svc.status().reason == "machine_changed"
+
+
+def test_after_a_trial_or_a_purchase_next_sync_is_the_real_next_time(rig):
+    """Issue 27: next_sync stayed at the time the first (empty) sync had set, after a trial and after an
+    activation; a token from the server is a sync, so the next one is a whole interval from then."""
+    svc = rig.service()
+    svc.engine.run_due()  # the first sync at start: nothing to sync yet
+    before = svc.status().next_sync
+    rig.clock.advance(3600)
+    trial = svc.start_trial()
+    assert trial.license_state == "trial_active"
+    low, high = (rig.clock.now() + timedelta(seconds=s * svc._policy().sync_s) for s in (0.5, 1.5))
+    assert trial.next_sync != before and low <= trial.next_sync <= high
+    rig.clock.advance(3600)
+    svc.request_code("owner@cafe.example", "activate")
+    bought = svc.activate("owner@cafe.example", rig.cloud.codes["owner@cafe.example"])
+    assert bought.license_state == "licensed_active"
+    assert bought.next_sync > trial.next_sync and bought.next_sync >= rig.clock.now() + timedelta(
+        seconds=0.5 * svc._policy().sync_s
+    )
