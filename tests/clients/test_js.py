@@ -1,0 +1,72 @@
+"""clients/js (Node, standard library only): README's test vectors give their verdicts, and against a real
+agent the genuine answer is accepted while a fake agent on the port, a replayed and an edited answer, and a
+relay to a POS on another OS are refused. After a rotation (see test_rotation) the same checks follow the
+chain; here the vectors carry one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from protocol.fingerprint import current
+from tests.clients.test_edges import WINDOWS_PC
+from tests.clients.test_flask import genuine_answer
+from tests.server.conftest import REPO
+
+CLI = REPO / "clients" / "js" / "cli.mjs"
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (.ci/run installs nodejs)")
+
+
+def node(*args: str) -> str:
+    out = subprocess.run([NODE, str(CLI), *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def readme_vectors() -> dict:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return json.loads(re.search(r"<!-- local-answer-vectors -->\n```json\n(.*?)\n```", text, re.S).group(1))
+
+
+def test_the_readme_vectors_give_their_verdicts_in_node(tmp_path):
+    doc = readme_vectors()
+    path = tmp_path / "vectors.json"
+    path.write_text(json.dumps(doc))
+    got = dict(line.split("\t") for line in node("vectors", str(path)).splitlines())
+    want = {"genuine": doc["verdict"], **{v["name"]: v["verdict"] for v in doc["variants"]}}
+    assert got == want
+
+
+def ask(port: int, world, tmp_path, this_pc: dict | None = None) -> dict:
+    pc = tmp_path / "this-pc.json"
+    pc.write_text(json.dumps(this_pc if this_pc is not None else current().hashes()))
+    out = node("verify", "--port", str(port), "--trusted", str(world.trusted_path), "--this-pc", str(pc))
+    return json.loads(out)
+
+
+def test_node_accepts_the_genuine_agent(client_world, tmp_path):
+    assert ask(client_world.agent.port, client_world, tmp_path)["verdict"] == "licensed"
+
+
+@pytest.mark.parametrize("attack", ["fake agent", "replayed answer", "edited answer"])
+def test_node_refuses_what_the_agent_did_not_prove(client_world, impostor, tmp_path, attack):
+    if attack == "fake agent":
+        answer = {"license_state": "licensed_active", "licensed": True}
+    else:
+        answer = genuine_answer(client_world)
+        if attack == "edited answer":
+            answer["days_left"] = 3650
+    canned = tmp_path / "answer.json"
+    canned.write_text(json.dumps(answer))
+    assert ask(impostor("answer", str(canned)), client_world, tmp_path)["verdict"] == "bad_proof"
+
+
+def test_node_refuses_an_answer_relayed_to_a_pos_on_another_os(client_world, impostor, tmp_path):
+    relay = impostor("proxy", str(client_world.agent.port))
+    assert ask(relay, client_world, tmp_path, WINDOWS_PC)["verdict"] == "other_machine"
