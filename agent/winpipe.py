@@ -13,9 +13,9 @@ and reverts: that is the `Caller` credentials are bound to (`agent.channel`).
 SECURITY_IDENTIFICATION, so the server may identify the tray but never act as it, and only with
 GENERIC_READ | FILE_WRITE_DATA. Before a byte is written the tray reads the pipe object's owner SID from
 its own handle (GetSecurityInfo): the owner is whoever created the first instance, and a user's process
-cannot make it anyone but itself. Trusted owners (`trusted_owners`): SYSTEM, Administrators, LocalService,
-NetworkService, the service's SID, and the tray's own user (an agent one runs oneself). Anything else:
-`NotGenuineService`.
+cannot make it anyone but itself (the service names its own user as the owner). Trusted owners
+(`trusted_owners`): SYSTEM, Administrators, LocalService, NetworkService, the service's SID, and the
+tray's own user (an agent one runs oneself). Anything else: `NotGenuineService`.
 
 The pywin32 calls go through `win`, a namespace of the modules (`win32pipe`, `win32file`,
 `win32security`, `win32api`, `pywintypes`), so tests drive this very code with fakes on Linux.
@@ -106,13 +106,15 @@ def service_sid() -> str:
 
 
 def pipe_dacl(win: Any) -> Any:
-    """The pipe's security attributes: SYSTEM and the service all, interactive users `CLIENT_ACCESS`."""
+    """The pipe's security attributes: SYSTEM and the service all, interactive users `CLIENT_ACCESS`;
+    owned by this process's user, named explicitly (a token's default owner may be a group: Wine's is)."""
     sec = win.win32security
     acl = sec.ACL()
     acl.AddAccessAllowedAce(ACL_REVISION, GENERIC_ALL, sec.ConvertStringSidToSid(SYSTEM))
     acl.AddAccessAllowedAce(ACL_REVISION, GENERIC_ALL, sec.ConvertStringSidToSid(service_sid()))
     acl.AddAccessAllowedAce(ACL_REVISION, CLIENT_ACCESS, sec.ConvertStringSidToSid(INTERACTIVE))
     sd = sec.SECURITY_DESCRIPTOR()
+    sd.SetSecurityDescriptorOwner(sec.ConvertStringSidToSid(own_sid(win)), 0)
     sd.SetSecurityDescriptorDacl(1, acl, 0)
     attributes = sec.SECURITY_ATTRIBUTES()
     attributes.SECURITY_DESCRIPTOR = sd

@@ -8,7 +8,7 @@ shaped like the pywin32 modules winpipe calls (`win32pipe`, `win32file`, `win32s
   FILE_CREATE_PIPE_INSTANCE in the pipe's DACL, fails with ERROR_ACCESS_DENIED;
 - opening a pipe needs the asked access granted by its DACL to the caller's user SID or a group it is in
   (INTERACTIVE for processes in a session other than 0);
-- the pipe's owner is its first creator's user SID;
+- the pipe's owner is its first creator's user SID (naming another owner fails: ERROR_INVALID_OWNER);
 - impersonating a client gives the server thread the client's user SID and session.
 """
 
@@ -102,6 +102,9 @@ class _SD:
     def SetSecurityDescriptorDacl(self, _present: int, acl: _ACL, _defaulted: int) -> None:  # noqa: N802
         self.dacl = acl
 
+    def SetSecurityDescriptorOwner(self, sid: str, _defaulted: int) -> None:  # noqa: N802
+        self.owner = sid
+
     def GetSecurityDescriptorOwner(self) -> str:  # noqa: N802
         assert self.owner is not None
         return self.owner
@@ -143,7 +146,10 @@ class _Process:
         with k.lock:
             pipe = k.pipes.get(name)
             if pipe is None:
-                aces = attributes.SECURITY_DESCRIPTOR.dacl.aces if attributes is not None else []
+                sd = attributes.SECURITY_DESCRIPTOR if attributes is not None else _SD()
+                if sd.owner not in (None, self.me.sid):  # only one's own user may be named the owner
+                    raise WinError(1307, "CreateNamedPipe", "ERROR_INVALID_OWNER")
+                aces = sd.dacl.aces if sd.dacl is not None else []
                 pipe = k.pipes[name] = _Pipe(name, self.me.sid, list(aces))
             elif open_mode & winpipe.FILE_FLAG_FIRST_PIPE_INSTANCE:
                 raise WinError(winpipe.ERROR_ACCESS_DENIED, "CreateNamedPipe", "first instance exists")
