@@ -3,10 +3,11 @@
 Prints one JSON document: the trusted server key set, "this PC"'s fingerprint hashes, and cases, each with
 the time to check at, a challenge, the agent's answer (token, machine_key, proof and the status fields),
 the digest and signed message in between, and the expected verdict (`licensed`); then variants that change
-one thing, each with its verdict (`bad_proof`, `other_machine` or `license_expired`). Every key is
+one thing (or bring a whole `answer`: after a key rotation, with its `keyset_updates` chain), each with its
+verdict (`licensed`, `bad_proof`, `other_machine` or `license_expired`). Every key is
 derived from a fixed seed and Ed25519 signatures are deterministic, so the output never changes; the
 README carries it, and tests/test_readme_vectors.py checks the README's copy against this script and
-against `agent.client.verify_local_answer`.
+against `pospal_client.verify_local_answer`, and clients/js against its own verifier.
 
 Usage: .venv/bin/python scripts/local_answer_vectors.py
 """
@@ -23,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from agent.fingerprint import hash_component  # noqa: E402
+from protocol.fingerprint import hash_component  # noqa: E402
 from protocol.proof import answer_digest, proof_message, sign_answer  # noqa: E402
-from protocol.tokens import encode_token  # noqa: E402
+from protocol.tokens import encode_token, make_keyset_document  # noqa: E402
 from protocol.trust import b64url_encode, encode_public_key, jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
 
 NOW = 1780315200  # 2026-06-01T12:00:00Z
@@ -80,6 +81,21 @@ def vectors() -> dict[str, Any]:
     challenge = b64url_encode(bytes(range(32)))
     digest = answer_digest(answer)
     genuine = {**answer, "proof": sign_answer(machine, challenge, digest)}
+
+    def signed_by(signer: Ed25519PrivateKey, chain_signer: Ed25519PrivateKey) -> dict[str, Any]:
+        """The same answer with its token from `signer` and a key-set update naming it, by `chain_signer`."""
+        jwks = [jwk_from_public_key(k.public_key()) for k in (server, signer)]
+        update = make_keyset_document(chain_signer, kid_for(chain_signer.public_key()), jwks, iat - DAY)
+        body = {
+            **status,
+            "token": encode_token(signer, kid_for(signer.public_key()), claims),
+            "machine_key": encode_public_key(machine.public_key()),
+            "keyset_updates": [update],
+        }
+        return {**body, "proof": sign_answer(machine, challenge, answer_digest(body))}
+
+    rotated = _key("pospal test vector: the server's next signing key")
+    stranger = _key("pospal test vector: a key nobody trusts")
     return {
         "trusted_keys": {"keys": [jwk_from_public_key(server.public_key())]},
         "this_pc": _hashes("till"),
@@ -98,6 +114,24 @@ def vectors() -> dict[str, Any]:
             {"name": "edited after signing", "answer_changes": {"days_left": 3650}, "verdict": "bad_proof"},
             {"name": "another PC", "this_pc": _hashes("other-pc"), "verdict": "other_machine"},
             {"name": "lease run out", "now": claims["exp"] + 1, "verdict": "license_expired"},
+            {
+                "name": "relayed to a PC of another OS (nothing to compare)",
+                "this_pc": {
+                    name: hash_component(name, f"other-os-{name}".upper())
+                    for name in ("machine_guid", "smbios_uuid", "baseboard_serial", "bios_serial")
+                },
+                "verdict": "other_machine",
+            },
+            {
+                "name": "after a key rotation (token from a new key, chain signed by the trusted one)",
+                "answer": signed_by(rotated, server),
+                "verdict": "licensed",
+            },
+            {
+                "name": "a chain no trusted key signed",
+                "answer": signed_by(stranger, stranger),
+                "verdict": "bad_proof",
+            },
         ],
     }
 
@@ -108,7 +142,7 @@ def cases(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     out = [("genuine", base, doc["verdict"])]
     for variant in doc["variants"]:
         case = {**base, **{k: variant[k] for k in ("now", "challenge", "this_pc") if k in variant}}
-        case["answer"] = {**base["answer"], **variant.get("answer_changes", {})}
+        case["answer"] = {**variant.get("answer", base["answer"]), **variant.get("answer_changes", {})}
         out.append((variant["name"], case, variant["verdict"]))
     return out
 
