@@ -171,6 +171,13 @@ class RemoveAnswer(OkAnswer):
     message: str | None = None
 
 
+class RenameTerminalRequest(ProofRequest):
+    """Give one terminal of the license a new name (issue 27)."""
+
+    machine_id: MachineId
+    terminal_name: Annotated[TerminalName, StringConstraints(min_length=1)]
+
+
 class KeepTerminalsRequest(ProofRequest):
     """The owner's choice of the terminals that keep their seats (at most the quantity)."""
 

@@ -1,4 +1,4 @@
-"""Owner routes on a license: prove the owner, list, remove and keep terminals, open the billing portal.
+"""Owner routes on a license: prove the owner, list, remove, keep and rename terminals, the billing portal.
 
 Anyone at an activated terminal (a machine-signed request) may list the license's terminals. Whatever
 frees a seat or reaches billing needs the owner (server/authority.py): the request carries
@@ -39,6 +39,7 @@ from server.api.schemas import (
     ProofRequest,
     RemoveAnswer,
     RemoveTerminalRequest,
+    RenameTerminalRequest,
     Terminal,
     TerminalsAnswer,
 )
@@ -302,6 +303,44 @@ def keep_terminals(
                 f"Your subscription has {count} seat(s): choose at most {count} terminal(s)."
             )
         seats.reconcile(session, owner.license, now, keep=chosen, actor=owner.actor)
+        session.flush()
+        return _answer(session, svc, owner.license, owner.machine_id)
+
+
+@router.post("/terminals/rename", response_model=TerminalsAnswer, dependencies=[Depends(limit_code_guesses)])
+def rename_terminal(
+    body: RenameTerminalRequest,
+    request: Request,
+    raw: bytes = Depends(raw_body),
+    svc: Services = Depends(services),
+) -> TerminalsAnswer:
+    """Give one terminal of the license a new name: the owner's list, the e-mails and its next token say it.
+
+    A machine renames itself with its signature alone (the till's own name). Another terminal needs the
+    owner: a proof remembered on the asking machine, or an unspent owner's code, which this spends.
+    """
+    code_id = _prove(request, body, svc, authority.PROOF_PURPOSES, allow_used=False)
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        owner = _owner(session, request, raw, body, svc, code_id)
+        machine = session.get(Machine, body.machine_id)
+        if owner.license is None or machine is None or machine.license_id != owner.license.id:
+            raise NotFound("No terminal with this id on your subscription.")
+        if machine.id != owner.machine_id:
+            owner.require_proof()
+        if code_id is not None:
+            codes.consume(session, code_id, now)
+        if machine.terminal_name != body.terminal_name:
+            licensing.record_audit(
+                session,
+                actor=owner.actor,
+                action="machine.renamed",
+                license_id=owner.license.id,
+                machine_id=machine.id,
+                detail={"from": machine.terminal_name, "to": body.terminal_name},
+                at=now,
+            )
+            machine.terminal_name = body.terminal_name
         session.flush()
         return _answer(session, svc, owner.license, owner.machine_id)
 
