@@ -12,7 +12,8 @@
   (`agent.launched`) also waits until no request is being answered, then exits for the launcher.
 
 Settings: `POSPAL_UPDATE_URL` (default `<POSPAL_SERVER_URL>/updates`), `POSPAL_UPDATE_IDLE_S`,
-`POSPAL_UPDATE_WINDOW` (`HH:MM-HH:MM` local time, or `off`), `POSPAL_UPDATE_CHECK_S`.
+`POSPAL_UPDATE_WINDOW` (`HH:MM-HH:MM` local time, or `off`), `POSPAL_UPDATE_CHECK_S`,
+`POSPAL_UPDATE_FIRST_CHECK_S` (the first check's delay instead of a random 1-30 min).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class UpdateSettings:
     check_s: float = 86400.0
     idle_s: float = 300.0
     window: tuple[int, int] | None = (120, 300)  # minutes after local midnight: 02:00-05:00
+    first_check_s: tuple[float, float] = FIRST_CHECK_S
 
     @classmethod
     def from_env(cls, server_url: str, env: Mapping[str, str] | None = None) -> UpdateSettings:
@@ -68,9 +70,11 @@ class UpdateSettings:
         try:
             idle = float(env.get("POSPAL_UPDATE_IDLE_S") or cls.idle_s)
             check = float(env.get("POSPAL_UPDATE_CHECK_S") or cls.check_s)
+            raw_first = env.get("POSPAL_UPDATE_FIRST_CHECK_S")
+            first = (float(raw_first), float(raw_first)) if raw_first else FIRST_CHECK_S
         except ValueError as exc:
             raise ConfigError(
-                "POSPAL_UPDATE_IDLE_S / POSPAL_UPDATE_CHECK_S: not a number of seconds"
+                "POSPAL_UPDATE_IDLE_S / _CHECK_S / _FIRST_CHECK_S: not a number of seconds"
             ) from exc
         raw = (env.get("POSPAL_UPDATE_WINDOW") or "").strip()
         window = cls.window
@@ -82,7 +86,7 @@ class UpdateSettings:
                 window = (_minutes(start), _minutes(end))
             except ValueError as exc:
                 raise ConfigError(f"POSPAL_UPDATE_WINDOW: {raw!r} is not HH:MM-HH:MM (or off)") from exc
-        return cls(url=url, check_s=check, idle_s=idle, window=window)
+        return cls(url=url, check_s=check, idle_s=idle, window=window, first_check_s=first)
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,7 @@ class Updater:
         return self.settings.check_s * (1.0 + self._rng.uniform(-JITTER, JITTER))
 
     def _loop(self) -> None:
-        wait = self._rng.uniform(*FIRST_CHECK_S)
+        wait = self._rng.uniform(*self.settings.first_check_s)
         while not self._stop.wait(wait):
             failed = False
             try:

@@ -42,7 +42,9 @@ def launch(tmp_path: Path, publisher: Publisher) -> Iterator:
     """Factory: `launch(server_url, trusted_keys=None, deadline=20)` -> a started launcher on v1.0.0."""
     made: list[Launched] = []
 
-    def start(server_url: str, trusted_keys: Path | None = None, deadline: float = 20) -> Launched:
+    def start(
+        server_url: str, trusted_keys: Path | None = None, deadline: float = 20, first_check_s: float = 3600
+    ) -> Launched:
         install = tmp_path / "install"
         make_version(install / "versions" / "1.0.0", "1.0.0")
         (install / "current").write_text("1.0.0\n")
@@ -59,6 +61,7 @@ def launch(tmp_path: Path, publisher: Publisher) -> Iterator:
             POSPAL_UPDATE_URL=publisher.serve(),
             POSPAL_UPDATE_IDLE_S="0",
             POSPAL_UPDATE_WINDOW="off",
+            POSPAL_UPDATE_FIRST_CHECK_S=str(first_check_s),
         )
         if trusted_keys is not None:
             env["POSPAL_TRUSTED_KEYS"] = str(trusted_keys)
@@ -99,8 +102,9 @@ def test_v1_updates_itself_to_v2_while_the_pos_asks_every_10ms(
         applied = launched.cli("update", "apply")
         assert applied.returncode == 0, applied.stderr
         assert "staged 1.1.0" in applied.stdout
-        launched.wait_for(lambda: _version(launched) == "1.1.0", 60, "the swap to 1.1.0")
-        launched.wait_for(lambda: pos.answers > 20, 10, "answers after the swap")
+        launched.wait_for((launched.install / "launcher.json").exists, 60, "the swap to 1.1.0")
+        answered = pos.answers
+        launched.wait_for(lambda: pos.answers > answered + 20, 10, "answers after the swap")
     finally:
         pos.stop()
 
@@ -108,6 +112,7 @@ def test_v1_updates_itself_to_v2_while_the_pos_asks_every_10ms(
     print(f"\nPOS answers {pos.answers}, longest gap {pos.longest_gap_s * 1000:.0f} ms")
     after = launched.cli("status", "--json")
     assert _license_fields(json.loads(after.stdout)) == _license_fields(json.loads(before.stdout))
+    assert _version(launched) == "1.1.0"
     assert (launched.install / "current").read_text().strip() == "1.1.0"
     assert json.loads((launched.install / "launcher.json").read_text())["outcome"] == "swapped"
     assert set(pos.states) == {"trial_active"}
@@ -153,6 +158,17 @@ def test_a_new_version_that_never_answers_is_rolled_back(launch, tmp_path: Path)
     launched.wait_for(lambda: _version(launched) == "1.0.0", 30, "1.0.0 answering again")
 
 
+def test_the_agent_checks_by_itself_and_swaps_with_nobody_asking(
+    launch, publisher: Publisher, tmp_path: Path
+) -> None:
+    publisher.publish("1.1.0", make_version(tmp_path / "build-1.1.0", "1.1.0"))
+    launched = launch(f"http://127.0.0.1:{free_port()}", first_check_s=1)
+    swapped = launched.install / "launcher.json"
+    launched.wait_for(swapped.exists, 60, "the scheduled update to 1.1.0")
+    assert json.loads(swapped.read_text())["outcome"] == "swapped"
+    assert _version(launched) == "1.1.0"
+
+
 def test_an_offline_till_updates_from_a_usb_bundle(launch, publisher: Publisher, tmp_path: Path) -> None:
     launched = launch(f"http://127.0.0.1:{free_port()}")
     publisher.publish("1.1.0", make_version(tmp_path / "build-1.1.0", "1.1.0"))
@@ -163,7 +179,8 @@ def test_an_offline_till_updates_from_a_usb_bundle(launch, publisher: Publisher,
 
     applied = launched.cli("update", "apply", "--from", str(stick))
     assert applied.returncode == 0, applied.stderr
-    launched.wait_for(lambda: _version(launched) == "1.1.0", 60, "the swap to 1.1.0 from the stick")
+    launched.wait_for((launched.install / "launcher.json").exists, 60, "the swap to 1.1.0 from the stick")
+    assert _version(launched) == "1.1.0"
 
 
 def test_a_tampered_usb_bundle_is_refused_and_nothing_is_staged(
