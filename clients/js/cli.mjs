@@ -1,7 +1,7 @@
 // Command line around pospal-verify.mjs, for tests, CI and bench/ (no dependencies beyond Node).
 //
 //   node cli.mjs vectors FILE            README's test vectors: one "name<TAB>verdict" line per case
-//   node cli.mjs verify OPTIONS          ask the agent once: {"verdict", "licensed", "kids"}
+//   node cli.mjs verify OPTIONS          ask the agent once: {"verdict", "licensed", "kids", "elapsed_ms"}
 //   node cli.mjs bench OPTIONS [N]       N re-challenged verified calls, then N reused ones: p50/p99 (ms)
 //
 // OPTIONS: --port P --trusted JWKS_FILE --this-pc HASHES_FILE [--timeout-ms T]
@@ -51,12 +51,15 @@ function client(opt) {
 
 async function verify(opt) {
   const agent = client(opt);
+  const started = performance.now();
+  const elapsed = () => performance.now() - started;
   try {
     const status = await agent.verifiedLicense();
-    console.log(JSON.stringify({ verdict: status.licensed ? "licensed" : "not_licensed", licensed: status.licensed, kids: agent.trusted.kids() }));
+    const verdict = status.licensed ? "licensed" : "not_licensed";
+    console.log(JSON.stringify({ verdict, licensed: status.licensed, kids: agent.trusted.kids(), elapsed_ms: elapsed() }));
   } catch (err) {
     if (!(err instanceof LocalApiError)) throw err;
-    console.log(JSON.stringify({ verdict: err.code, message: err.message, kids: agent.trusted.kids() }));
+    console.log(JSON.stringify({ verdict: err.code, message: err.message, kids: agent.trusted.kids(), elapsed_ms: elapsed() }));
   } finally {
     agent.close();
   }

@@ -286,6 +286,27 @@ function nextChange(c, now) {
   return future.length ? Math.min(...future) : now;
 }
 
+// A verified token's claims, per trusted set: the agent's token changes at each sync, not per call.
+const claimsCache = new WeakMap();
+
+function tokenClaims(token, chain, trusted) {
+  const cached = claimsCache.get(trusted);
+  if (cached && cached.token === token) return cached.claims;
+  if (Array.isArray(chain) && chain.length) trusted.applyChain(chain);
+  const claims = checkClaims(verifyJws(token, trusted, "JWT").payload);
+  claimsCache.set(trusted, { token, claims });
+  return claims;
+}
+
+let lastMachineKey = { text: null, key: null };
+
+function machineKey(text) {
+  if (lastMachineKey.text !== text) {
+    lastMachineKey = { text, key: publicKeyFromRaw(b64urlDecodeLenient(text || "")) };
+  }
+  return lastMachineKey.key;
+}
+
 export function answerDigest(answer) {
   const body = Object.fromEntries(Object.entries(answer).filter(([k]) => k !== "proof"));
   return crypto.createHash("sha256").update(canonicalJson(body), "utf8").digest("hex");
@@ -299,12 +320,10 @@ export function verifyLocalAnswer(challenge, answer, { trustedKeys, thisPc, now 
     if (answer.licensed === false) return { status, changesAt: now };
     throw new BadProof("no_token", "The answer says licensed but carries no token to prove it.");
   }
-  trusted.applyChain(answer.keyset_updates);
-  const claims = checkClaims(verifyJws(answer.token, trusted, "JWT").payload);
+  const claims = tokenClaims(answer.token, answer.keyset_updates, trusted);
   const jkt = claims.cnf && typeof claims.cnf === "object" ? claims.cnf.jkt : undefined;
   if (typeof jkt !== "string") throw new BadProof("unbound", "The agent's token names no machine key.");
-  const raw = b64urlDecodeLenient(answer.machine_key || "");
-  const key = publicKeyFromRaw(raw);
+  const key = machineKey(answer.machine_key);
   if (!key) throw new BadProof("key", "The answer carries no valid machine key.");
   if (jwkThumbprint(answer.machine_key) !== jkt) throw new BadProof("key", "The answer is signed by a key its token does not name.");
   const proof = typeof answer.proof === "string" ? b64urlDecodeStrict(answer.proof) : null;
