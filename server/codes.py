@@ -15,7 +15,8 @@ needs no table of its own and is shared by every instance.
 
 Checking is two-step so that wrong guesses count even when the request then fails: `prove_email`
 checks (and records the attempt) in its own transaction; `consume` marks a one-time code used inside
-the caller's transaction, so a failed activation does not burn the code.
+the caller's transaction, so a failed activation does not burn the code. Every code has one purpose and
+one use: each route names the purposes it takes, and every route that acts on a code spends it.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ MAX_ATTEMPTS = 5
 ATTEMPT_WINDOW = timedelta(hours=1)
 LOCKED_MESSAGE = "Too many wrong codes for this email. Wait an hour, then ask for a new code."
 REQUESTS_PER_HOUR = 5
-# Listing and removing terminals takes several calls with the same code, and may follow the activation
-# that was refused for lack of seats, so those accept a live code of either purpose, used or not.
+# One purpose and one use per code (issue 28 case 9): the route that acts on a code spends it, and a spent
+# code proves nothing. Listing terminals changes nothing, so a live code of these purposes lists them even
+# once spent (`pospal-agent terminals --remove` lists after removing); "activate" is among them because an
+# activation refused for lack of seats lists the terminals holding them. Removing and keeping terminals
+# take the owner's proof codes, unspent, and spend them; an unspent activation code may remove only the
+# one terminal its own refused activation needs (server/api/terminals.py), and its activation spends it.
 TERMINAL_PURPOSES = ("terminals", "activate")
 
 
@@ -177,6 +182,11 @@ def prove_email(
         except (BadCode, TooManyAttempts, CodeExpired) as exc:
             failure = exc  # leave the block normally so the attempt count is committed
     raise failure
+
+
+def purpose_of(session: Session, code_id: int) -> str | None:
+    """The purpose of the code with this id (None when there is no such code)."""
+    return session.scalar(select(LoginCode.purpose).where(LoginCode.id == code_id))
 
 
 def consume(session: Session, code_id: int, now: datetime) -> None:

@@ -49,8 +49,11 @@ from server.models import Customer, License, Machine
 router = APIRouter(prefix="/v1", tags=["terminals"])
 
 OWNER_ROUTES_PER_HOUR_PER_IP = 120
-# A code that lists terminals may also remove or keep them, and so may an owner's proof code.
+# Listing (read-only) takes any of these codes, spent or not; removing and keeping take an unspent owner's
+# code and spend it, and removing also an unspent activation code for the seat its activation needs
+# (server/codes.py: one purpose, one use).
 _TERMINAL_CODES = codes.TERMINAL_PURPOSES + authority.PROOF_PURPOSES
+_REMOVE_CODES = (*authority.PROOF_PURPOSES, "activate")
 _NO_PROOF = "Sign the request from an activated computer, or give the email and its code."
 
 
@@ -244,7 +247,7 @@ def remove_terminal(
     A terminal licensed by file cannot be told: it is removed, but keeps its seat until its file ends
     unless its deactivation file is uploaded on `/offline` (`seat_held_until`, `message`).
     """
-    code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
+    code_id = _prove(request, body, svc, _REMOVE_CODES, allow_used=False)
     now = svc.clock.now()
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
@@ -253,6 +256,8 @@ def remove_terminal(
             raise NotFound("No terminal with this id on your subscription.")
         if machine.id != owner.machine_id:
             owner.require_proof()
+        if code_id is not None:
+            _spend_for_removal(session, svc, owner.license, code_id, now)
         if machine.deactivated_at is None:
             seats.lock_license(session, owner.license.id)
             licensing.release_machine(
@@ -263,6 +268,24 @@ def remove_terminal(
         if seats.file_running(machine, now) and machine.offline_until is not None:
             return RemoveAnswer(seat_held_until=machine.offline_until, message=file_seat_message(machine))
     return RemoveAnswer()
+
+
+def _spend_for_removal(session: Session, svc: Services, license_: License, code_id: int, now) -> None:
+    """Spend the code that removes a terminal; an activation code only frees the seat its activation needs.
+
+    An owner's code is spent here. An activation code is left for its activation (which spends it), so it
+    may remove a terminal only while no seat is free: once its one seat is free, it removes no more.
+    """
+    if codes.purpose_of(session, code_id) != "activate":
+        codes.consume(session, code_id, now)
+        return
+    seats.lock_license(session, license_.id)
+    idle = seats.idle_after(svc.settings.seat_idle_days)
+    if len(seats.free_seats(session, license_, now, idle)) < (seats.seat_count(session, license_, now) or 0):
+        raise BadCode(
+            "A seat is free already: this activation code activates a terminal. To remove more, use a "
+            "code asked for managing terminals."
+        )
 
 
 def file_seat_message(machine: Machine) -> str:
@@ -283,13 +306,15 @@ def keep_terminals(
     svc: Services = Depends(services),
 ) -> TerminalsAnswer:
     """The owner chooses which terminals keep their seats; the others (beyond the quantity) stop."""
-    code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
+    code_id = _prove(request, body, svc, authority.PROOF_PURPOSES, allow_used=False)
     now = svc.clock.now()
     with svc.db.transaction() as session:
         owner = _owner(session, request, raw, body, svc, code_id)
         owner.require_proof()
         if owner.license is None:
             raise NoSubscription()
+        if code_id is not None:
+            codes.consume(session, code_id, now)
         seats.lock_license(session, owner.license.id)
         count = seats.seat_count(session, owner.license, now)
         if count is None:

@@ -97,3 +97,61 @@ def test_portal_refuses_foreign_return_urls(client, seed_subscription, login_cod
     assert bar.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": owner}).status_code == 200
     response = bar.post(client, "/v1/portal", {"return_url": "https://evil.example/phish"})
     assert response.status_code == 422
+
+
+# -- issue 28 case 9: every code has one purpose and one use ----------------------------------------
+
+
+def test_a_waiters_used_activation_code_removed_a_till(client, seed_subscription, login_code, make_machine):
+    seed_subscription(email="owner@cafe.gr", seats=2)
+    bar, waiter = make_machine(terminal_name="Bar"), make_machine(terminal_name="Waiter")
+    assert bar.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr")).status_code == 200
+    used = login_code(client, "owner@cafe.gr")
+    assert waiter.activate(client, "owner@cafe.gr", used).status_code == 200
+    body = {"email": "owner@cafe.gr", "code": used, "machine_id": bar.machine_id}
+    assert client.post("/v1/terminals/remove", json=body).status_code == 401
+    assert token_claims(bar.refresh(client).json()["token"])["status"] == "active"
+
+
+def test_a_used_activation_code_was_accepted_by_keep(client, seed_subscription, login_code, make_machine):
+    bar, terrace = activated(client, seed_subscription, login_code, make_machine)
+    used = login_code(client, "owner@cafe.gr")
+    third = make_machine(terminal_name="Third")
+    assert third.activate(client, "owner@cafe.gr", used).status_code == 409  # full: the code is not spent
+    body = {"email": "owner@cafe.gr", "code": used, "machine_ids": [bar.machine_id]}
+    assert client.post("/v1/terminals/keep", json=body).status_code == 401  # not a keep code, spent or not
+    remove = {"email": "owner@cafe.gr", "code": used, "machine_id": terrace.machine_id}
+    assert client.post("/v1/terminals/remove", json=remove).status_code == 200  # frees the seat it needs
+    again = {"email": "owner@cafe.gr", "code": used, "machine_id": bar.machine_id}
+    assert client.post("/v1/terminals/remove", json=again).status_code == 401  # but only that one seat
+    assert third.activate(client, "owner@cafe.gr", used).status_code == 200
+    assert client.post("/v1/terminals/keep", json=body).status_code == 401  # and spent by the activation
+
+
+def test_an_owners_code_spent_proving_on_one_till_was_accepted_again(
+    client, seed_subscription, login_code, make_machine
+):
+    bar, terrace = activated(client, seed_subscription, login_code, make_machine)
+    code = login_code(client, "owner@cafe.gr", "owner")
+    assert bar.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": code}).status_code == 200
+    assert terrace.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": code}).status_code == 401
+    for path, extra in (
+        ("/v1/terminals/remove", {"machine_id": terrace.machine_id}),
+        ("/v1/terminals/keep", {"machine_ids": [terrace.machine_id]}),
+    ):
+        answer = client.post(path, json={"email": "owner@cafe.gr", "code": code, **extra})
+        assert answer.status_code == 401, path
+    assert token_claims(terrace.refresh(client).json()["token"])["status"] == "active"
+
+
+def test_a_terminals_code_removes_once_then_still_lists(client, seed_subscription, login_code, make_machine):
+    bar, terrace = activated(client, seed_subscription, login_code, make_machine)
+    code = login_code(client, "owner@cafe.gr", "terminals")
+    body = {"email": "owner@cafe.gr", "code": code}
+    assert (
+        client.post("/v1/terminals/remove", json={**body, "machine_id": terrace.machine_id}).status_code
+        == 200
+    )
+    assert client.post("/v1/terminals/remove", json={**body, "machine_id": bar.machine_id}).status_code == 401
+    listed = client.post("/v1/terminals", json=body)  # `pospal-agent terminals --remove` lists afterwards
+    assert [t["terminal_name"] for t in listed.json()["terminals"]] == ["Bar"]
