@@ -135,6 +135,19 @@ class Install:
         failed[version] = reason
         atomic_write(self.root / "failed.json", json.dumps(failed, indent=2).encode())
 
+    def prune(self, keep: set[str | None]) -> list[str]:
+        """Delete installed versions not in `keep` (and leftover staging dirs); returns what went."""
+        import shutil
+
+        gone = []
+        for d in self.versions.iterdir() if self.versions.is_dir() else ():
+            if d.name in keep or not d.is_dir():
+                continue
+            if d.name.startswith(".staging-") or d.name in self.installed():
+                shutil.rmtree(d, ignore_errors=True)
+                gone.append(d.name)
+        return gone
+
     def last_swap(self) -> dict[str, Any]:
         """What the launcher recorded about its last swap ({} when none)."""
         return self._json("launcher.json")

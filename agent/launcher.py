@@ -13,7 +13,9 @@ an update in `<install>/pending` and the POS is idle (`agent.launched`); the lau
    stops it, points `current` back, marks the version failed (`failed.json`: never staged again), records
    the reason for the agent to report, and starts the previous version again.
 
-Any other exit of the agent (a crash) restarts the same version after 1, 2, 5, 15, 30, 60 s. SIGTERM /
+Any other exit of the agent (a crash) restarts the same version after 1, 2, 5, 15, 30, 60 s; a version
+that dies 3 times in a row within 2 minutes of its start gives way to `previous` (marked failed, recorded
+as `fell_back`). After a good swap only the new and the previous versions stay on disk. SIGTERM /
 Ctrl+C stops the agent (SIGTERM on POSIX; on Windows the process is ended) and then the launcher. The
 launcher imports only the standard library and `agent.install`/`agent.handoff`, which are standard
 library too, so an update can never break it. It never touches the license data dir or the marks: each
@@ -45,6 +47,7 @@ DEFAULT_DEADLINE_S = 20.0
 STOP_WAIT_S = 10.0
 _RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0)
 _HEALTHY_RUN_S = 120.0  # a version that ran this long counts as healthy again
+FALLBACK_AFTER = 3  # quick deaths in a row before a version gives way to the previous one
 
 
 def probe(port: int, path: str, timeout: float) -> dict | None:
@@ -145,6 +148,7 @@ class Launcher:
         if problem is None:
             self.install.set_pending(None)
             self.install.record_swap({**report, "outcome": "swapped"})
+            self.install.prune(keep={new, old})
             log.info("now running agent %s (was %s)", new, old)
             return new
         log.warning("agent %s %s; going back to %s", new, problem, old)
@@ -158,6 +162,29 @@ class Launcher:
         report["gap_s"] = round(time.monotonic() - stopped_at, 3)
         self.install.record_swap({**report, "outcome": "rolled_back", "reason": problem})
         return old
+
+    def _fall_back(self, code: int | None) -> bool:
+        """A version that keeps dying soon after its start (after a reboot, say) gives way to the previous
+        one, like a failed swap; False when there is no previous version to go back to."""
+        bad, previous = self.version, self.install.previous()
+        if bad is None or previous is None or previous == bad:
+            return False
+        reason = f"exited with code {code} {FALLBACK_AFTER} times in a row soon after starting"
+        log.warning("agent %s %s; going back to %s", bad, reason, previous)
+        self.install.mark_failed(bad, reason)
+        self.install.set_current(previous, previous=None)
+        self.install.record_swap(
+            {
+                "from": bad,
+                "to": previous,
+                "at": time.time(),
+                "gap_s": None,
+                "outcome": "fell_back",
+                "reason": reason,
+            }
+        )
+        self._spawn(previous)
+        return True
 
     # -- the loop --------------------------------------------------------------------------------------
 
@@ -183,6 +210,12 @@ class Launcher:
                     crashes = 0
                 else:
                     crashes = 0 if time.monotonic() - started > _HEALTHY_RUN_S else crashes + 1
+                    if code != EXIT_SWAP and crashes >= FALLBACK_AFTER and self._fall_back(code):
+                        crashes = 0
+                        assert self.proc is not None
+                        proc = self.proc
+                        started = time.monotonic()
+                        continue
                     step = min(max(crashes, 1), len(_RESTART_DELAYS)) - 1
                     delay = 0.0 if code == EXIT_SWAP else _RESTART_DELAYS[step]
                     log.warning("agent %s exited with %s; restarting in %.0f s", self.version, code, delay)

@@ -208,6 +208,7 @@ class Updater:
                 return None
             build = client.download(offer)
             stage(self.install, build, offer.version)
+            build.unlink(missing_ok=True)  # unpacked: the zip would only take the till's disk
             self.install.set_pending(offer.version)
             self.last_result = f"{self.clock.now():%Y-%m-%d %H:%M}Z: staged {offer.version}"
             log.info(

@@ -199,3 +199,38 @@ def test_a_tampered_usb_bundle_is_refused_and_nothing_is_staged(
     assert "refused" in applied.stderr
     assert not (launched.install / "pending").exists()
     assert not (launched.install / "versions" / "1.1.0").exists()
+
+
+def test_a_version_that_keeps_dying_after_a_restart_gives_way_to_the_previous_one(tmp_path: Path) -> None:
+    install = tmp_path / "install"
+    make_version(install / "versions" / "1.0.0", "1.0.0")
+    make_broken(install / "versions" / "1.1.0", "crash")
+    (install / "current").write_text("1.1.0\n")  # swapped in yesterday; since this boot it dies at once
+    (install / "previous").write_text("1.0.0\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
+    env.update(
+        POSPAL_SERVER_URL=f"http://127.0.0.1:{free_port()}",
+        POSPAL_DATA_DIR=str(tmp_path / "agent-data"),
+        POSPAL_RUNTIME_DIR=str(tmp_path / "run"),
+        POSPAL_AGENT_PORT=str(port),
+    )
+    launched = Launched(install, port, env, tmp_path / "launcher.log")
+    try:
+        launched.start(ready_s=60)
+        assert _version(launched) == "1.0.0"
+        assert (install / "current").read_text().strip() == "1.0.0"
+        assert json.loads((install / "launcher.json").read_text())["outcome"] == "fell_back"
+        assert "1.1.0" in json.loads((install / "failed.json").read_text())
+    finally:
+        launched.stop()
+
+
+def test_after_a_good_swap_only_the_new_and_previous_versions_stay(launch, tmp_path: Path) -> None:
+    launched = launch(f"http://127.0.0.1:{free_port()}")
+    versions = launched.install / "versions"
+    make_version(versions / "0.9.0", "0.9.0")  # an old one left from before
+    make_version(versions / "1.1.0", "1.1.0")
+    (launched.install / "pending").write_text("1.1.0\n")
+    launched.wait_for((launched.install / "launcher.json").exists, 60, "the swap to 1.1.0")
+    assert sorted(p.name for p in versions.iterdir()) == ["1.0.0", "1.1.0"]
