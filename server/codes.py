@@ -42,9 +42,10 @@ ATTEMPT_WINDOW = timedelta(hours=1)
 LOCKED_MESSAGE = "Too many wrong codes for this email. Wait an hour, then ask for a new code."
 REQUESTS_PER_HOUR = 5
 # One purpose and one use per code (issue 28 case 9): the route that acts on a code spends it, and a spent
-# code proves nothing. Listing terminals changes nothing, so a live code of these purposes lists them even
-# once spent (`pospal-agent terminals --remove` lists after removing); "activate" is among them because an
-# activation refused for lack of seats lists the terminals holding them. Removing and keeping terminals
+# code proves nothing. Listing terminals changes nothing: a live code of these purposes lists them, and a
+# `terminals` code still does once its removal spent it (`pospal-agent terminals --remove` lists after
+# removing); "activate" is among them because an activation refused for lack of seats lists the terminals
+# holding them. Removing and keeping terminals
 # take the owner's proof codes, unspent, and spend them; an unspent activation code may remove only the
 # one terminal its own refused activation needs (server/api/terminals.py), and its activation spends it.
 TERMINAL_PURPOSES = ("terminals", "activate")

@@ -44,7 +44,7 @@ from server.api.schemas import (
     TerminalsAnswer,
 )
 from server.errors import ApiError, BadCode, BillingError, InvalidRequest, NoSubscription, NotFound
-from server.models import Customer, License, Machine
+from server.models import Customer, License, LoginCode, Machine
 
 router = APIRouter(prefix="/v1", tags=["terminals"])
 
@@ -189,10 +189,19 @@ def list_terminals(
     """The license's terminals: active ones (holding seats) first, then inactive ones and why."""
     code_id = _prove(request, body, svc, _TERMINAL_CODES, allow_used=True)
     with svc.db.transaction() as session:
+        if code_id is not None and not _lists_once_spent(session, code_id):
+            raise BadCode()
         owner = _owner(session, request, raw, body, svc, code_id)
         if owner.license is None:
             raise NoSubscription()
         return _answer(session, svc, owner.license, owner.machine_id)
+
+
+def _lists_once_spent(session: Session, code_id: int) -> bool:
+    """Whether this code may list terminals: unspent, or a `terminals` code its own removal spent (the CLI
+    lists after removing). A spent activation or owner's code lists nothing."""
+    row = session.get(LoginCode, code_id)
+    return row is not None and (row.used_at is None or row.purpose == "terminals")
 
 
 def _answer(session: Session, svc: Services, license_: License, machine_id: str | None) -> TerminalsAnswer:

@@ -155,3 +155,15 @@ def test_a_terminals_code_removes_once_then_still_lists(client, seed_subscriptio
     assert client.post("/v1/terminals/remove", json={**body, "machine_id": bar.machine_id}).status_code == 401
     listed = client.post("/v1/terminals", json=body)  # `pospal-agent terminals --remove` lists afterwards
     assert [t["terminal_name"] for t in listed.json()["terminals"]] == ["Bar"]
+
+
+def test_a_spent_activation_or_owners_code_lists_no_terminals(
+    client, seed_subscription, login_code, make_machine
+):
+    bar, terrace = activated(client, seed_subscription, login_code, make_machine, seats=3)
+    used = login_code(client, "owner@cafe.gr")
+    assert make_machine().activate(client, "owner@cafe.gr", used).status_code == 200
+    assert client.post("/v1/terminals", json={"email": "owner@cafe.gr", "code": used}).status_code == 401
+    owner = login_code(client, "owner@cafe.gr", "owner")
+    assert bar.post(client, "/v1/owner", {"email": "owner@cafe.gr", "code": owner}).status_code == 200
+    assert client.post("/v1/terminals", json={"email": "owner@cafe.gr", "code": owner}).status_code == 401
