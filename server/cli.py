@@ -13,6 +13,7 @@
     pospal-server admin machine show|remove ID
     pospal-server admin machine clones                       machine keys seen on two computers
     pospal-server admin fleet versions|terminals             agent versions across the fleet
+    pospal-server import-pospal1 FILE [--dry-run]            the old POSPal server's customers (D1 export)
 
 Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused
 (`check` and `run` with a settings problem: one `FAIL settings:` line each), 2 configuration or usage
@@ -236,6 +237,29 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
         return admin.run(session, args, now, _print)
 
 
+# ------------------------------------------------------------------------------------ import-pospal1
+
+
+def cmd_import_pospal1(settings: Settings, args: argparse.Namespace) -> int:
+    """Import the old POSPal server's customers and trials (server/pospal1.py); one line per row."""
+    from server.billing import make_provider
+    from server.billing.sync import WebhookContext
+    from server.pospal1 import run_import
+
+    db = Database(settings.database_url, pool_size=1)
+    clock = SystemClock()
+    try:
+        provider = make_provider(settings, db, clock)
+        ctx = WebhookContext(clock, settings.public_url, settings.system_admin_email)
+        report = run_import(db, provider, Path(args.file), clock, ctx, dry_run=args.dry_run)
+    finally:
+        db.dispose()
+    for line in report.lines:
+        print(line.text())
+    print(report.summary())
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -289,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     outbox = admin_sub.add_parser("outbox", help="e-mail that did not go out, and why")
     outbox.add_argument("--all", action="store_true", help="also list messages that failed for good")
     admin.set_defaults(func=cmd_admin)
+
+    old = sub.add_parser("import-pospal1", help="import the old POSPal server's customers (D1 export)")
+    old.add_argument("file", help="what `wrangler d1 export` wrote (SQL), or the SQLite file")
+    old.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
+    old.set_defaults(func=cmd_import_pospal1)
     return parser
 
 

@@ -57,6 +57,10 @@ class BillingError(Error):
     """The billing provider failed or answered something we cannot use."""
 
 
+class ImportRefused(Error):
+    """An import file (`pospal-server import-pospal1`) cannot be read at all; nothing was written."""
+
+
 class WebhookSignatureInvalid(BillingError):
     """A billing webhook's signature header is missing, does not match, or is too old."""
 

@@ -110,12 +110,14 @@ def sync_subscription(
     event: Mapping[str, Any] | None = None,
     customer_hint: str | None = None,
     fetched: FetchedState | None = None,
+    announce: bool = True,
 ) -> tuple[Subscription, ProviderSubscription]:
     """Bring our mirror of one subscription to the provider's state in `fetched`; announce transitions.
 
     Without `fetched` the provider is asked here, inside the caller's transaction: fine for a rare
     operator path, but webhooks fetch first (`fetch_subscription_state`) and then write briefly.
-    Returns our row and the provider state it now mirrors.
+    Returns our row and the provider state it now mirrors. `announce=False` queues no e-mail: an import
+    of customers who already pay (`server/pospal1.py`) is no transition they need to hear about.
     """
     if fetched is None:
         fetched = fetch_subscription_state(provider, subscription_id, now)
@@ -158,7 +160,8 @@ def sync_subscription(
             },
             at=now,
         )
-    _announce(session, customer, row, before, after, ctx, now)
+    if announce:
+        _announce(session, customer, row, before, after, ctx, now)
     return row, current
 
 
