@@ -9,7 +9,7 @@ repository served over loopback HTTP, and for each of `--swaps` updates:
 - the swap: a POS thread asks `AgentClient.license()` every 10 ms throughout; the longest time between two
   answers (target <= 2 s), failed calls (target 0), and the launcher's own stop-to-answer gap.
 
-Usage: .venv/bin/python bench/update_swap.py [--swaps 3]
+Usage: .venv/bin/python bench/update_swap.py [--swaps 3] [--pad-mb 40]
 """
 
 from __future__ import annotations
@@ -34,6 +34,13 @@ from tests.server.conftest import free_port  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--swaps", type=int, default=3)
+    parser.add_argument(
+        "--pad-mb",
+        type=float,
+        default=0.0,
+        help="add this many MB of incompressible bytes to each build "
+        "(a frozen Windows bundle is tens of MB; the source-tree builds here are ~0.2 MB)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pospal-update-bench-") as tmp:
         base = Path(tmp)
@@ -60,7 +67,10 @@ def main() -> int:
         try:
             for i in range(1, args.swaps + 1):
                 version = f"1.{i}.0"
-                publisher.publish(version, make_version(base / f"build-{version}", version))
+                build = make_version(base / f"build-{version}", version)
+                if args.pad_mb:
+                    (build / "padding.bin").write_bytes(os.urandom(int(args.pad_mb * 1024 * 1024)))
+                publisher.publish(version, build)
                 size = (publisher.builds / f"{version}.zip").stat().st_size
                 pos = Pos(port).start()
                 time.sleep(0.5)
