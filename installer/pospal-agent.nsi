@@ -2,11 +2,15 @@
 ;
 ; What it does:
 ;   - installs per machine into Program Files, with Start menu shortcuts;
-;   - starts the agent at login for every user (HKLM Run key);
-;   - upgrades in place: stops a running agent, replaces the program files, keeps the license data, and
-;     starts the agent again in each logged-in user's session (never as the installer's own account);
-;   - uninstalls cleanly, keeping the license data unless "Remove my license data" is ticked, which
-;     removes the per-machine data (%ProgramData%\POSPal, with the sealed machine key) too;
+;   - installs and starts the license service "POSPal License Agent" (POSPalAgent, automatic start at
+;     boot, NT SERVICE\POSPalAgent, restarted on failure) through `pospal-agent.exe service install`,
+;     which also sets the DACLs of %ProgramData%\POSPal, the marks key and the service (agent/winacl.py);
+;   - starts only the tray at login for every user (HKLM Run key: `run --tray-only`);
+;   - upgrades in place: stops the service and the trays, replaces the program files, keeps the license
+;     data (the same files, re-protected), installs the service again over itself and starts it;
+;   - works the same when a deployment tool runs it as SYSTEM: nothing runs as the installer's account;
+;   - uninstalls cleanly: the service is stopped and removed; the license data is kept unless "Remove my
+;     license data" is ticked (or /REMOVEDATA), which removes %ProgramData%\POSPal with the sealed key;
 ;   - carries version info and shows the EULA.
 ;
 ; Compile (Linux or Windows; makensis runs from this directory, so pass absolute paths):
@@ -70,7 +74,9 @@ RequestExecutionLevel admin
 !define DATA_SUBDIR "POSPal\POSPal License Agent"
 ; Older versions kept the machine key in the user's Credential Manager under this target.
 !define KEYRING_TARGET "POSPal License Agent"
-; The scheduled task that starts the agent in every logged-in session after an upgrade.
+; The license service (agent/winservice.py).
+!define SERVICE "POSPalAgent"
+; Versions before the service started the whole agent in each session with this scheduled task: removed.
 !define START_TASK "POSPal License Agent start"
 
 Name "${PRODUCT}"
@@ -97,8 +103,6 @@ VIAddVersionKey /LANG=0 "LegalCopyright" "Copyright (c) ${COMPANY}"
 !define MUI_ICON "..\packaging\pospal.ico"
 !define MUI_UNICON "..\packaging\pospal.ico"
 !define MUI_ABORTWARNING
-!define MUI_FINISHPAGE_RUN
-!define MUI_FINISHPAGE_RUN_FUNCTION StartAgentAsUser
 !define MUI_UNCOMPONENTSPAGE_NODESC
 
 !insertmacro MUI_PAGE_WELCOME
@@ -123,20 +127,24 @@ LangString Need64 ${LANG_GREEK} "Το ${PRODUCT} χρειάζεται Windows 10
 LangString Uninstall ${LANG_ENGLISH} "Uninstall ${PRODUCT}"
 LangString Uninstall ${LANG_GREEK} "Απεγκατάσταση ${PRODUCT}"
 
-; Stop every running agent (all users' sessions, and the tray processes it started, which run the same
-; executable) before files are replaced or removed. taskkill without /F asks politely first; the agent
-; writes its cache atomically (temp file + rename), so the forced kill that may follow cannot corrupt
-; license data. /IM matches every process of that name, so no /T (which Wine's taskkill lacks) is needed.
-Var AgentWasRunning
+; Stop the service (it saves its state and releases the port; `service stop` waits for STOPPED), then
+; every tray (all users' sessions) and any agent an older, per-session version started, before files are
+; replaced or removed. An older pospal-agent.exe has no `service` command and just prints its usage.
+; taskkill without /F asks politely first; the agent writes its cache atomically (temp file + rename), so
+; the forced kill that may follow cannot corrupt license data. /IM matches every process of that name, so
+; no /T (which Wine's taskkill lacks) is needed.
 !macro StopAgent
   DetailPrint "Stopping ${PRODUCT}..."
+  ${If} ${FileExists} "$INSTDIR\${CLI_EXE}"
+    nsExec::ExecToLog '"$INSTDIR\${CLI_EXE}" service stop'
+    Pop $0
+  ${EndIf}
   nsExec::Exec '"$SYSDIR\taskkill.exe" /IM ${PROCESS}'
   Pop $0
   ; taskkill exits 0 when it found the process (128 when none ran).
   ${If} $0 == 0
-    StrCpy $AgentWasRunning 1
+    Sleep 2000
   ${EndIf}
-  Sleep 2000
   nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${PROCESS}'
   Pop $0
   nsExec::Exec '"$SYSDIR\taskkill.exe" /F /IM ${CLI_EXE}'
@@ -158,29 +166,6 @@ Function .onInit
   ${EndIf}
 FunctionEnd
 
-; The installer runs elevated, maybe as SYSTEM (a deployment tool) with nobody's Explorer to borrow:
-; starting the agent from it would run it as the wrong account. Instead a scheduled task whose principal
-; is the Users group (S-1-5-32-545), "run only when the user is logged on", starts it in each logged-in
-; user's session as that user, with a limited token. With nobody logged in it starts nothing, and the
-; HKLM Run value starts the agent at the next login. The task is registered once and removed at uninstall.
-Function StartAgentAsUser
-  InitPluginsDir
-  FileOpen $0 "$PLUGINSDIR\start-task.xml" w
-  FileWrite $0 '<?xml version="1.0" encoding="UTF-8"?>$\r$\n'
-  FileWrite $0 '<Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">$\r$\n'
-  FileWrite $0 '<RegistrationInfo><Description>Starts ${PRODUCT} for each logged-in user after an upgrade.</Description></RegistrationInfo>$\r$\n'
-  FileWrite $0 '<Principals><Principal id="Users"><GroupId>S-1-5-32-545</GroupId><RunLevel>LeastPrivilege</RunLevel></Principal></Principals>$\r$\n'
-  FileWrite $0 '<Settings><MultipleInstancesPolicy>Parallel</MultipleInstancesPolicy><DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries><StopIfGoingOnBatteries>false</StopIfGoingOnBatteries><ExecutionTimeLimit>PT0S</ExecutionTimeLimit><AllowStartOnDemand>true</AllowStartOnDemand><Enabled>true</Enabled></Settings>$\r$\n'
-  FileWrite $0 '<Actions Context="Users"><Exec><Command>"$INSTDIR\${APP_EXE}"</Command></Exec></Actions>$\r$\n'
-  FileWrite $0 '</Task>$\r$\n'
-  FileClose $0
-  nsExec::ExecToLog '"$SYSDIR\schtasks.exe" /Create /F /TN "${START_TASK}" /XML "$PLUGINSDIR\start-task.xml"'
-  Pop $0
-  nsExec::ExecToLog '"$SYSDIR\schtasks.exe" /Run /TN "${START_TASK}"'
-  Pop $1
-  DetailPrint "start task: create $0, run $1"
-FunctionEnd
-
 Section "-Program" SecMain
   SetOutPath "$INSTDIR"
   !insertmacro StopAgent
@@ -194,8 +179,27 @@ Section "-Program" SecMain
   CreateShortcut "$SMPROGRAMS\${PRODUCT}\${PRODUCT}.lnk" "$INSTDIR\${APP_EXE}" "" "$INSTDIR\${APP_EXE}" 0
   CreateShortcut "$SMPROGRAMS\${PRODUCT}\$(Uninstall).lnk" "$INSTDIR\Uninstall.exe"
 
-  ; Start at login for every user of this PC.
-  WriteRegStr HKLM "${REG_RUN}" "${RUN_VALUE}" '"$INSTDIR\${APP_EXE}"'
+  ; The tray alone starts at login in every user's session; the license core is the service.
+  WriteRegStr HKLM "${REG_RUN}" "${RUN_VALUE}" '"$INSTDIR\${APP_EXE}" run --tray-only'
+  ; An older version's per-session start task, if any.
+  nsExec::Exec '"$SYSDIR\schtasks.exe" /Delete /F /TN "${START_TASK}"'
+  Pop $0
+
+  ; The service: created, or updated in place on an upgrade (same name, so the same service SID and
+  ; data); the data directory, marks key and service DACLs set; then started. Nothing here depends on
+  ; who runs the installer (an administrator, or SYSTEM under a deployment tool).
+  DetailPrint "Installing the ${PRODUCT} service..."
+  nsExec::ExecToLog '"$INSTDIR\${CLI_EXE}" service install'
+  Pop $0
+  ${If} $0 != 0
+    MessageBox MB_ICONSTOP|MB_OK "The ${PRODUCT} service could not be installed (exit $0)." /SD IDOK
+    SetErrorLevel 2
+    Abort
+  ${EndIf}
+  nsExec::ExecToLog '"$INSTDIR\${CLI_EXE}" service start'
+  Pop $0
+  ; Not fatal: a service that cannot start yet (the port taken) is retried by its recovery actions.
+  DetailPrint "service start: $0"
 
   WriteRegStr HKLM "${REG_APP}" "InstallDir" "$INSTDIR"
   WriteRegStr HKLM "${REG_APP}" "Version" "${VERSION}"
@@ -213,18 +217,11 @@ Section "-Program" SecMain
   WriteRegDWORD HKLM "${REG_UNINSTALL}" "EstimatedSize" "$0"
 SectionEnd
 
-; A silent upgrade (an update pushed by the shop's IT) has no finish page: start the agent again if
-; it was running, so the POS keeps its license answer without waiting for the next login. (A silent
-; first install, e.g. by a deployment tool running as SYSTEM, leaves the start to the next login.)
-Function .onInstSuccess
-  ${If} ${Silent}
-  ${AndIf} $AgentWasRunning == 1
-    Call StartAgentAsUser
-  ${EndIf}
-FunctionEnd
-
 Section "-un.$(SecProgram)" UnSecMain
   !insertmacro StopAgent
+  nsExec::ExecToLog '"$INSTDIR\${CLI_EXE}" service remove'
+  Pop $0
+  DetailPrint "service remove: $0"
   DeleteRegValue HKLM "${REG_RUN}" "${RUN_VALUE}"
   ; The tray's own "start at login" toggle writes the same value under HKCU for the user who ran it.
   DeleteRegValue HKCU "${REG_RUN}" "${RUN_VALUE}"
