@@ -142,7 +142,15 @@ class Repository:
         if bump:
             md.signed.version += 1
         md.signed.expires = self.now + EXPIRY[role]
-        root = md.signed if role == "root" else self.load("root").signed
+        usable = self._signers(role, md.signed if role == "root" else None)
+        md.signatures.clear()
+        for signer in usable:
+            md.sign(signer, append=True)
+        self._write(md)
+
+    def _signers(self, role: str, root: Root | None = None) -> list[Signer]:
+        """The keys of `role` at hand, at least its threshold; else `PublishError` naming where to look."""
+        root = root or self.load("root").signed
         keyids = root.roles[role].keyids
         signers = load_signers(role, self.key_dirs)
         usable = [signers[k] for k in keyids if k in signers]
@@ -152,10 +160,7 @@ class Repository:
                 f"signing {role} needs {root.roles[role].threshold} of its keys; found {len(usable)} in "
                 f"{', '.join(map(str, self.key_dirs))} (the {where} key directory)"
             )
-        md.signatures.clear()
-        for signer in usable:
-            md.sign(signer, append=True)
-        self._write(md)
+        return usable
 
     def _write(self, md: Metadata[Any]) -> None:
         role = md.signed.type
@@ -196,6 +201,8 @@ class Repository:
             raise PublishError(f"platform must be one of {', '.join(PLATFORMS)}")
         if not 0 <= release.rollout <= 100:
             raise PublishError("rollout is a percentage, 0 to 100")
+        for role in ("targets", "snapshot", "timestamp"):
+            self._signers(role)  # every key at hand before anything is written
         data = build.read_bytes()
         name = release.target_path()
         target = TargetFile.from_data(name, data, ["sha256"])
