@@ -112,6 +112,23 @@ def _non_durable_engine(url: str, *, echo: bool = False) -> Engine:
     )
 
 
+def _statement_engine(url: str, *, echo: bool = False) -> Engine:
+    """A PostgreSQL engine for single statements, each its own transaction, not waiting for the WAL flush.
+
+    One statement in autocommit is one round trip: no BEGIN and no COMMIT of their own (see
+    `Database.statement`).
+    """
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=2,
+        max_overflow=8,
+        pool_recycle=3600,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": "-c synchronous_commit=off", "connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -186,6 +203,7 @@ class Database:
         # PostgreSQL: non-durable transactions get their own small pool whose connections already run
         # with `synchronous_commit = off`, which saves a `SET LOCAL` round trip on every refresh.
         self._non_durable = None if is_sqlite(url) else _non_durable_engine(url, echo=echo)
+        self._statements = None if is_sqlite(url) else _statement_engine(url, echo=echo)
         # Engines connect lazily, so this costs nothing until the first `read()`.
         self._reader = _reader_engine(url, echo=echo)
         # One writer per process at a time on SQLite (see the module docstring).
@@ -255,12 +273,27 @@ class Database:
             if lock is not None:
                 lock.release()
 
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """PostgreSQL only: a connection whose every statement commits alone, without waiting for the WAL.
+
+        For one statement that does a whole non-durable write (the refresh hot path's nonces and last-seen
+        times, in one statement with data-modifying CTEs): one round trip instead of BEGIN, the
+        statement and COMMIT. Only for writes whose loss in a database crash is harmless.
+        """
+        if self._statements is None:
+            raise RuntimeError("Database.statement is for PostgreSQL; SQLite writes use try_begin")
+        with self._statements.connect() as connection:
+            yield connection
+
     def dispose(self) -> None:
         """Close every pooled connection (tests and shutdown)."""
         self.engine.dispose()
         self._reader.dispose()
         if self._non_durable is not None:
             self._non_durable.dispose()
+        if self._statements is not None:
+            self._statements.dispose()
 
 
 def lock_for(session: Session, name: str) -> None:

@@ -9,7 +9,10 @@ refreshes an event loop is serving and loads them together with `machines.load_m
 - reads take no write lock (`Database.read`), so a flush never waits for a writer;
 - while the connection is open, each refresh's token parts (kid, claims, key-set document) are
   computed by the `parts` callable, since they may need the database (a key rotation);
-- any failure (the database is down) is handed to every refresh of that flush.
+- any failure (the database is down) is handed to every refresh of that flush;
+- PostgreSQL: the flush runs on the queue's own thread (`OffLoop`), so the loop goes on parsing,
+  verifying and signing other refreshes during the round trip; one flush is in flight at a time, and
+  the ids queued meanwhile make the next one. SQLite's reads are in-process and short: on the loop.
 
 Used only from the event loop's thread, like `server.refresh_writes`.
 """
@@ -26,6 +29,7 @@ from sqlalchemy import Connection
 
 from server import machines
 from server.db import Database
+from server.offloop import OffLoop
 
 # Most reads one flush takes; more wait for the next flush.
 MAX_BATCH = 256
@@ -59,6 +63,7 @@ class RefreshReads:
         self._pending: list[_Request] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
+        self._off = None if db.is_sqlite else OffLoop("refresh-reads")
         # Figures for tests: flushes run and machine ids read in them.
         self.flushes = 0
         self.read = 0
@@ -81,26 +86,36 @@ class RefreshReads:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._off is not None and self._off.busy:
+            return  # the flush in flight schedules the next one when it is done
         batch = self._pending[: self.max_batch]
         del self._pending[: len(batch)]
         if not batch:
             return
-        try:
-            with self.db.read() as connection:
-                states = machines.load_machine_states(connection, [r.machine_id for r in batch])
-                answers = []
-                for request in batch:
-                    state = states.get(request.machine_id)
-                    parts = (
-                        None
-                        if state is None
-                        else self.parts(connection, state, request.now, request.known_kids)
-                    )
-                    answers.append(None if state is None else MachineRead(state, parts))
-        except Exception as exc:  # the database is down: every refresh of the flush fails alike
+        if self._off is not None:
+            assert self._loop is not None
+            self._off.run(self._loop, lambda: self._read(batch), lambda outcome: self._settle(batch, outcome))
+        else:
+            self._settle(batch, _outcome(lambda: self._read(batch)))
+
+    def _read(self, batch: list[_Request]) -> list[MachineRead | None]:
+        with self.db.read() as connection:
+            states = machines.load_machine_states(connection, [r.machine_id for r in batch])
+            answers: list[MachineRead | None] = []
+            for request in batch:
+                state = states.get(request.machine_id)
+                parts = (
+                    None if state is None else self.parts(connection, state, request.now, request.known_kids)
+                )
+                answers.append(None if state is None else MachineRead(state, parts))
+            return answers
+
+    def _settle(self, batch: list[_Request], outcome: tuple[Any, BaseException | None]) -> None:
+        answers, error = outcome
+        if error is not None:  # the database is down: every refresh of the flush fails alike
             for request in batch:
                 if not request.future.done():
-                    request.future.set_exception(exc)
+                    request.future.set_exception(error)
         else:
             self.flushes += 1
             self.read += len(batch)
@@ -110,3 +125,10 @@ class RefreshReads:
         if self._pending and not self._scheduled and self._loop is not None:
             self._scheduled = True
             self._loop.call_soon(self._flush)
+
+
+def _outcome(work: Callable[[], Any]) -> tuple[Any, BaseException | None]:
+    try:
+        return work(), None
+    except Exception as exc:
+        return None, exc

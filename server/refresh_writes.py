@@ -11,9 +11,16 @@ the refreshes an event loop is serving and commits them together:
   SQLite, or another thread of this one) it tries again a moment later while the loop goes on serving
   other requests, whose writes join the same flush;
 - each flush is one `INSERT ... ON CONFLICT DO NOTHING RETURNING` for the nonces and one `UPDATE` for
-  the last-seen times, so each refresh learns whether its nonce was new (a replay was not);
+  the last-seen times, so each refresh learns whether its nonce was new (a replay was not). On
+  PostgreSQL both are one statement (`_PG_WRITE`: the INSERT and the UPDATE as data-modifying CTEs, the
+  rows as arrays) on an autocommit connection, so a flush is one round trip, not four (BEGIN, INSERT,
+  UPDATE, COMMIT), and one statement text whatever the batch size (prepared once by psycopg);
 - if a flush fails because of one write's values, its writes are retried one per transaction, so the
   other refreshes still succeed; any other failure is handed to every refresh of that flush.
+
+PostgreSQL: the flush's statement runs on the queue's own thread (`server.offloop.OffLoop`), so the
+loop goes on serving other refreshes during the round trip; one flush is in flight at a time, and the
+writes queued meanwhile make the next one.
 
 The writes are not durable (`Database.try_begin(durable=False)`): losing the last moments of nonces and
 last-seen times in a database crash is harmless. Used only from the event loop's thread.
@@ -25,13 +32,15 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from server import machines, nonces
 from server.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from server.errors import ServerBusy
+from server.offloop import OffLoop, Outcome
 
 # Most writes one flush takes; more wait for the next flush.
 MAX_BATCH = 256
@@ -40,6 +49,48 @@ PURGE_EVERY = 1000
 # Pauses between tries while the write lock is taken: from FIRST_PAUSE_S growing to MAX_PAUSE_S.
 FIRST_PAUSE_S = 0.0002
 MAX_PAUSE_S = 0.002
+
+
+# The PostgreSQL flush in one statement. Nonces go in sorted (two flushes inserting overlapping nonces
+# take their locks in the same order); machine rows locked by another transaction are skipped, and a
+# last-seen time never moves backwards (as machines.touch_machines). Times are naive UTC, as stored.
+_PG_WRITE = text(
+    """
+    WITH new AS (
+        INSERT INTO request_nonces (nonce, machine_id, expires_at)
+        SELECT n, m, e
+        FROM unnest(CAST(:nonces AS varchar[]), CAST(:owners AS varchar[]), CAST(:expires AS timestamp[]))
+            AS rows (n, m, e)
+        ORDER BY n
+        ON CONFLICT (nonce) DO NOTHING
+        RETURNING nonce
+    ), seen AS (
+        UPDATE machines SET last_seen_at = :seen
+        WHERE id IN (
+            SELECT id FROM machines WHERE id = ANY(CAST(:machines AS varchar[])) FOR UPDATE SKIP LOCKED
+        )
+        AND (last_seen_at IS NULL OR last_seen_at < :seen)
+    )
+    SELECT nonce FROM new
+    """
+)
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    # None stays None: the database refuses it (NOT NULL), and only that write fails (see _flush).
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _write_pg(connection: Connection, writes: list[SeenWrite]) -> set[str]:
+    """The nonces and last-seen times of `writes` (distinct nonces) in one statement; the new nonces."""
+    params = {
+        "nonces": [w.nonce for w in writes],
+        "owners": [w.machine_id[:40] for w in writes],
+        "expires": [_naive_utc(w.expires) for w in writes],
+        "machines": sorted({w.machine_id for w in writes}),
+        "seen": _naive_utc(max(w.seen for w in writes)),
+    }
+    return set(connection.execute(_PG_WRITE, params).scalars())
 
 
 @dataclass(frozen=True)
@@ -66,6 +117,7 @@ class RefreshWrites:
         self._busy_since: float | None = None
         self._isolate = 0  # how many of the next writes to commit one per transaction
         self._since_purge = 0
+        self._off = None if db.is_sqlite else OffLoop("refresh-writes")
 
     def submit(self, write: SeenWrite) -> asyncio.Future[bool]:
         """Queue `write`; the future says whether its nonce was new (False: a replay)."""
@@ -85,8 +137,8 @@ class RefreshWrites:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if not self._pending:
-            return
+        if not self._pending or (self._off is not None and self._off.busy):
+            return  # a flush in flight schedules the next one when it is done
         single = self._isolate > 0
         batch = self._pending[: 1 if single else self.max_batch]
         # Two refreshes with one nonce in one flush: the first decides, the others are replays.
@@ -94,27 +146,47 @@ class RefreshWrites:
         for write, _future in batch:
             unique.setdefault(write.nonce, write)
         purge = self._since_purge + len(batch) >= self.purge_every
+        if self._off is not None:
+            assert self._loop is not None
+            self._off.run(
+                self._loop,
+                lambda: self._write_pg(unique, purge),
+                lambda outcome: self._done(batch, unique, purge, single, outcome),
+            )
+            return
         try:
-            with self.db.try_begin(durable=False) as connection:
-                if connection is None:
-                    self._retry_later()
-                    return
-                new = nonces.remember_many(
-                    connection, [(w.nonce, w.machine_id, w.expires) for w in unique.values()]
-                )
-                machines.touch_machines(
-                    connection, [w.machine_id for w in unique.values()], max(w.seen for w in unique.values())
-                )
-                if purge:
-                    nonces.purge_expired(connection, min(w.seen for w in unique.values()))
-        except (DataError, IntegrityError) as exc:
-            if len(batch) > 1:
-                self._isolate = len(batch)  # find the write at fault: one per transaction
-                self._schedule()
-                return
-            self._settle(batch, error=exc)
-        except Exception as exc:  # the database is down or refused: every refresh of the flush fails
-            self._settle(batch, error=exc)
+            new = self._write_sqlite(unique, purge)
+        except Exception as exc:
+            self._done(batch, unique, purge, single, (None, exc))
+            return
+        if new is None:
+            self._retry_later()
+            return
+        self._done(batch, unique, purge, single, (new, None))
+
+    def _write_pg(self, unique: dict[str, SeenWrite], purge: bool) -> set[str]:
+        """The flush in one autocommit statement (plus the purge when due)."""
+        with self.db.statement() as connection:
+            new = _write_pg(connection, list(unique.values()))
+            if purge:
+                nonces.purge_expired(connection, min(w.seen for w in unique.values()))
+            return new
+
+    def _done(
+        self,
+        batch: list[tuple[SeenWrite, asyncio.Future[bool]]],
+        unique: dict[str, SeenWrite],
+        purge: bool,
+        single: bool,
+        outcome: Outcome,
+    ) -> None:
+        new, error = outcome
+        if isinstance(error, DataError | IntegrityError) and len(batch) > 1:
+            self._isolate = len(batch)  # find the write at fault: one per transaction
+            self._schedule()
+            return
+        if error is not None:  # the database is down or refused: every refresh of the flush fails
+            self._settle(batch, error=error)
         else:
             self._since_purge = 0 if purge else self._since_purge + len(batch)
             self._settle(batch, accepted={w.nonce for w in unique.values()} & new, firsts=unique)
@@ -122,6 +194,20 @@ class RefreshWrites:
             self._isolate -= 1
         if self._pending:
             self._schedule()
+
+    def _write_sqlite(self, unique: dict[str, SeenWrite], purge: bool) -> set[str] | None:
+        """The flush in one SQLite transaction; None when the write lock is taken (nothing written)."""
+        with self.db.try_begin(durable=False) as connection:
+            if connection is None:
+                return None
+            entries = [(w.nonce, w.machine_id, w.expires) for w in unique.values()]
+            new = nonces.remember_many(connection, entries)
+            machines.touch_machines(
+                connection, [w.machine_id for w in unique.values()], max(w.seen for w in unique.values())
+            )
+            if purge:
+                nonces.purge_expired(connection, min(w.seen for w in unique.values()))
+            return new
 
     def _settle(
         self,

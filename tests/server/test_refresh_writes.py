@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from protocol.tokens import verify_token
 from protocol.trust import TrustedKeys, decode_public_key
-from server import nonces
+from server import nonces, refresh_writes
 from server.machines import touch_machines
 from server.models import Machine, RequestNonce
 from server.refresh_writes import RefreshWrites, SeenWrite
@@ -66,20 +66,25 @@ def refresh_request(machine: Any) -> tuple[bytes, dict[str, str]]:
 
 
 class CommitCounter:
-    """Counts transactions committed on any engine while it is installed."""
+    """Counts the statements that store nonces, on any engine, while it is installed.
+
+    Each is one write of a flush: its own transaction on SQLite, a single autocommit statement holding
+    the nonces and the last-seen times on PostgreSQL.
+    """
 
     def __init__(self) -> None:
         self.commits = 0
 
     def __enter__(self) -> CommitCounter:
-        event.listen(Engine, "commit", self._on_commit)
+        event.listen(Engine, "before_cursor_execute", self._on_execute)
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        event.remove(Engine, "commit", self._on_commit)
+        event.remove(Engine, "before_cursor_execute", self._on_execute)
 
-    def _on_commit(self, _connection: Any) -> None:
-        self.commits += 1
+    def _on_execute(self, _connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "INSERT INTO request_nonces" in statement:
+            self.commits += 1
 
 
 def sqlite_path(database: Any) -> Path:
@@ -253,10 +258,14 @@ def test_a_database_failure_reaches_every_write_of_the_flush_and_the_next_flush_
     def down(*_args: Any, **_kwargs: Any) -> set[str]:
         raise OperationalError("INSERT", {}, Exception("server closed the connection"))
 
+    # SQLite stores nonces with nonces.remember_many; PostgreSQL writes the whole flush in one statement.
+    real_pg = refresh_writes._write_pg
     monkeypatch.setattr(nonces, "remember_many", down)
+    monkeypatch.setattr(refresh_writes, "_write_pg", down)
     failed = asyncio.run(submit_all(queue, [write(clock, n) for n in range(3)]))
     assert all(isinstance(r, OperationalError) for r in failed)
     monkeypatch.setattr(nonces, "remember_many", real)
+    monkeypatch.setattr(refresh_writes, "_write_pg", real_pg)
     # Nothing was stored, so the same nonces are new when retried.
     assert asyncio.run(submit_all(queue, [write(clock, n) for n in range(3)])) == [True] * 3
 
@@ -284,5 +293,19 @@ def test_last_seen_never_moves_backwards(client, make_machine, database, clock):
         touch_machines(connection, [machine.machine_id], later)
     with database.begin() as connection:
         touch_machines(connection, [machine.machine_id], clock.now())  # an older batch, late
+    with database.transaction() as session:
+        assert session.get(Machine, machine.machine_id).last_seen_at == later
+
+
+def test_a_flush_never_moves_last_seen_backwards(client, make_machine, database, clock):
+    (machine,) = trial_machines(client, make_machine, 1)
+    later = clock.now() + timedelta(hours=1)
+    queue = RefreshWrites(database)
+
+    def seen_at(n: int, when: Any) -> SeenWrite:
+        return SeenWrite(f"n-seen-{n}", machine.machine_id, when + timedelta(minutes=5), when)
+
+    assert asyncio.run(submit_all(queue, [seen_at(1, later)])) == [True]
+    assert asyncio.run(submit_all(queue, [seen_at(2, clock.now())])) == [True]  # an older batch, late
     with database.transaction() as session:
         assert session.get(Machine, machine.machine_id).last_seen_at == later
