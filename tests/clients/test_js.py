@@ -1,12 +1,13 @@
 """clients/js (Node, standard library only): README's test vectors give their verdicts, and against a real
 agent the genuine answer is accepted while a fake agent on the port, a replayed and an edited answer, and a
-relay to a POS on another OS are refused. After a rotation (see test_rotation) the same checks follow the
-chain; here the vectors carry one.
+relay to a POS on another OS are refused; README's Node snippet runs and verifies. After a rotation the
+same checks follow the chain: the vectors carry one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -70,3 +71,25 @@ def test_node_refuses_what_the_agent_did_not_prove(client_world, impostor, tmp_p
 def test_node_refuses_an_answer_relayed_to_a_pos_on_another_os(client_world, impostor, tmp_path):
     relay = impostor("proxy", str(client_world.agent.port))
     assert ask(relay, client_world, tmp_path, WINDOWS_PC)["verdict"] == "other_machine"
+
+
+def test_the_readme_node_snippet_verifies_the_real_agent(client_world, tmp_path):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"\*\*JavaScript \(Node\)\.\*\*.*?```js\n(.*?)\n```", text, re.S).group(1)
+    module = (REPO / "clients" / "js" / "pospal-verify.mjs").as_uri()
+    script = tmp_path / "pos.mjs"
+    script.write_text(
+        snippet.replace("./clients/js/pospal-verify.mjs", module)
+        + '\nconsole.log("VERDICT", status.licensed, await agent.canSell());\nagent.close();\n'
+    )
+    fp = current()
+    components = [{"name": c.name, "ok": c.ok, "hash": c.hash} for c in fp.components]
+    (tmp_path / "this-pc.json").write_text(json.dumps({"components": components}))
+    shutil.copyfile(client_world.trusted_path, tmp_path / "trusted-keys.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
+    env["POSPAL_AGENT_PORT"] = str(client_world.agent.port)
+    run = subprocess.run(
+        [NODE, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert "VERDICT true true" in run.stdout, run.stdout + run.stderr
