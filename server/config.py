@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +108,38 @@ def _days(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+MAX_MIGRATION_WINDOW = timedelta(days=180)
+
+
+def _window(env: Mapping[str, str], name: str) -> tuple[datetime, datetime] | None:
+    """`START/END`, two ISO 8601 times with a zone (or dates, read as 00:00 UTC); None when unset."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    start_text, _, end_text = raw.partition("/")
+    try:
+        start, end = _instant(start_text), _instant(end_text)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be START/END in ISO 8601 (2027-03-01T00:00Z/2027-05-01T00:00Z), not {raw!r}"
+        ) from None
+    if end <= start:
+        raise ConfigError(f"{name} ends before it starts: {raw!r}")
+    if end - start > MAX_MIGRATION_WINDOW:
+        # The old unlock token is a permanent bearer secret: accept it only for the switch-over.
+        raise ConfigError(f"{name} is longer than {MAX_MIGRATION_WINDOW.days} days: {raw!r}")
+    return start, end
+
+
+def _instant(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        if len(text.strip()) > 10:
+            raise ValueError("a time needs its zone")
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
 class _Problems:
     """Every settings problem found while reading, so that all of them are named at once, not the first."""
 
@@ -181,6 +214,8 @@ class Settings:
     environment: str = "development"
     # A terminal unseen this many days stops counting against its license's seats (server/seats.py).
     seat_idle_days: int = 30
+    # POSPAL_MIGRATION_WINDOW=START/END: when the old POSPal's unlock token is accepted (POST /v1/migrations).
+    migration_window: tuple[datetime, datetime] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -227,6 +262,7 @@ class Settings:
             test_clock_file=Path(clock_file) if (clock_file := env.get("POSPAL_TEST_CLOCK_FILE")) else None,
             environment=environment,
             seat_idle_days=problems.read(lambda: _days(env, "POSPAL_SEAT_IDLE_DAYS", 30), 30),
+            migration_window=problems.read(lambda: _window(env, "POSPAL_MIGRATION_WINDOW"), None),
         )
         problems.lines.extend(settings.problems())
         problems.raise_any()

@@ -87,12 +87,14 @@ def bind_machine(
     via: str,
     code_id: int | None = None,
     nonce: str | None = None,
+    notify: bool = True,
 ) -> ActivationAnswer:
     """Bind the machine with `public_key` to `license_` if a seat is free (idle ones are freed first).
 
     Shared by activation and "add this terminal". `nonce` (the signed request's) goes in the token as
     its `rn` claim. Raises `SeatsFull` listing the terminals that hold
-    the seats, so the owner can remove one.
+    the seats, so the owner can remove one. `notify=False`: the caller sends its own e-mail instead of
+    `terminal_added` (the old POSPal's take-over).
     """
     seats.lock_license(session, license_.id)
     machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
@@ -113,7 +115,7 @@ def bind_machine(
             detail={"terminal_name": machine.terminal_name, "via": via},
             at=now,
         )
-    if not bound:
+    if not bound and notify:
         _notify(session, customer, machine, now)
     claims = licensing.claims_for_machine(session, machine, now)
     return ActivationAnswer(

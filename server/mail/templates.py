@@ -18,6 +18,7 @@ Templates and the context keys each needs:
     trial_ending          ends_on
     terminal_added        terminal_name, when
     terminal_removed      terminal_name, when
+    pospal1_takeover      terminal_name, when (a PC of the old POSPal took over with the old unlock token)
     terminal_removed_file terminal_name, when, until (removed while its license file runs: it sells on)
     admin_flag            event_type, event_id, customer_email, amount, detail (English only)
 """
@@ -177,6 +178,23 @@ CATALOGUE: dict[str, dict[str, tuple[str, str]]] = {
             "Το τερματικό «{terminal_name}» ενεργοποιήθηκε στην άδειά σας POSPal στις {when}.\n\n"
             "Αν δεν το κάνατε εσείς, αφαιρέστε το από το POSPal License Agent («Μεταφορά άδειας») και "
             "επικοινωνήστε μαζί μας." + _SIGN_EL,
+        ),
+    },
+    "pospal1_takeover": {
+        "en": (
+            "POSPal: your license moved to the new POSPal",
+            'The computer "{terminal_name}" moved your POSPal license to the new POSPal License Agent on '
+            "{when}, with the unlock key of the old POSPal app. Your subscription goes on as it was: "
+            "nothing is charged again.\n\nThe old unlock key works only this once. Other computers "
+            "join with a code sent to this address.\n\nIf this was not you, contact us at once." + _SIGN_EN,
+        ),
+        "el": (
+            "POSPal: η άδειά σας μεταφέρθηκε στο νέο POSPal",
+            "Ο υπολογιστής «{terminal_name}» μετέφερε την άδεια POSPal σας στο νέο POSPal License Agent "
+            "στις {when}, με το κλειδί ξεκλειδώματος της παλιάς εφαρμογής POSPal. Η συνδρομή σας "
+            "συνεχίζεται όπως ήταν: δεν χρεώνεται τίποτα ξανά.\n\nΤο παλιό κλειδί ισχύει μόνο αυτή τη "
+            "φορά. Οι άλλοι υπολογιστές προστίθενται με κωδικό που στέλνεται σε αυτή τη διεύθυνση.\n\n"
+            "Αν δεν το κάνατε εσείς, επικοινωνήστε μαζί μας αμέσως." + _SIGN_EL,
         ),
     },
     "terminal_removed": {
