@@ -33,7 +33,10 @@ from protocol.errors import ConfigError, KeyInvalid
 from protocol.trust import TrustedKeys
 
 TRUST_FILE_NAME = "key-updates.json"
-_REPO_KEYS = Path(__file__).resolve().parents[3] / "agent" / "keys" / "trusted.json"
+# Where the agent's keys sit when they are not inside this package: beside it in the agent's own bundle
+# (PyInstaller puts agent/keys next to pospal_client), or in a source checkout.
+_HERE = Path(__file__).resolve()
+_AGENT_KEYS = [p / "agent" / "keys" / "trusted.json" for p in (_HERE.parents[1], _HERE.parents[3])]
 
 
 def is_release() -> bool:
@@ -42,11 +45,12 @@ def is_release() -> bool:
 
 
 def bundled_jwks() -> dict[str, Any]:
-    """The agent's shipped JWKS: the wheel's copy, or in a source checkout agent/keys/trusted.json."""
+    """The agent's shipped JWKS: the wheel's copy, else agent/keys/trusted.json (agent bundle, checkout)."""
     packaged = resources.files("pospal_client").joinpath("keys/trusted.json")
     if packaged.is_file():
         return json.loads(packaged.read_text(encoding="utf-8"))
-    return json.loads(_REPO_KEYS.read_text(encoding="utf-8"))
+    path = next((p for p in _AGENT_KEYS if p.is_file()), _AGENT_KEYS[-1])
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def default_roots(environ: Mapping[str, str] | None = None) -> TrustedKeys:
