@@ -48,12 +48,35 @@ def fresh_venv(root: Path, wheel: Path) -> Path:
     uv = [sys.executable, "-m", "uv"]
     subprocess.run(uv + ["venv", "-q", "--python", sys.executable, str(root)], check=True, timeout=120)
     python = root / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
-    subprocess.run(
-        uv + ["pip", "install", "-q", "--offline", "--python", str(python), str(wheel)],
-        check=True,
-        timeout=300,
-    )
+    install = uv + ["pip", "install", "-q", "--offline", "--python", str(python)]
+    if subprocess.run(install + [str(wheel)], capture_output=True, timeout=300).returncode != 0:
+        # uv's cache lacks cryptography's wheel (a venv restored without it): take the installed copy of
+        # cryptography and its dependencies, then the wheel without resolving. Still no index.
+        _copy_distributions(python, ("cryptography", "cffi", "pycparser"))
+        subprocess.run(install + ["--no-deps", str(wheel)], check=True, timeout=300)
     return python
+
+
+def _copy_distributions(python: Path, names: tuple[str, ...]) -> None:
+    """Copy installed distributions (their files, from RECORD) into the venv of `python`."""
+    from importlib import metadata
+
+    target = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    for name in names:
+        dist = metadata.distribution(name)
+        for file in dist.files or []:
+            src = Path(dist.locate_file(file))
+            if src.is_file() and ".." not in file.parts:
+                dest = target / file
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest)
 
 
 def readme_snippet() -> str:
