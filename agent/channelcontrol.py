@@ -54,7 +54,7 @@ def stopped_status(reason: str, lang: str = "en") -> LicenseStatus:
     from agent.state import LicenseStatus
 
     def line(lg: str) -> str:
-        parts = (messages.text(f"status.{reason}", lg), messages.text(f"fix.{reason}", lg))
+        parts = (messages.text(f"channel.{reason}", lg), messages.text(f"channel.{reason}.fix", lg))
         return " ".join(p for p in parts if p)
 
     return LicenseStatus(

@@ -169,22 +169,23 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "el": "Ο ιδιοκτήτης μπορεί να προσθέσει τερματικό στη Διαχείριση χρέωσης ή να διαλέξει ποια "
         "τερματικά μένουν στη Μεταφορά.",
     },
-    # Not a license state: what the tray shows while it cannot reach the service (agent.channelcontrol).
-    "status.service_stopped": {
+    # Not a license state (so not `status.`): what the tray shows while it cannot reach the service
+    # (agent.channelcontrol: reason service_stopped or service_not_genuine, under license_error).
+    "channel.service_stopped": {
         "en": "The POSPal License service is not running, so this window cannot show the license.",
         "el": "Η υπηρεσία αδειών POSPal δεν εκτελείται, γι' αυτό το παράθυρο δεν μπορεί να δείξει την άδεια.",
     },
-    "fix.service_stopped": {
+    "channel.service_stopped.fix": {
         "en": "Restart the computer, or ask the administrator to start the service. This window reconnects "
         "by itself.",
         "el": "Επανεκκινήστε τον υπολογιστή ή ζητήστε από τον διαχειριστή να ξεκινήσει την υπηρεσία. Το "
         "παράθυρο θα συνδεθεί ξανά μόνο του.",
     },
-    "status.service_not_genuine": {
+    "channel.service_not_genuine": {
         "en": "Another program pretends to be the POSPal License service. Nothing was sent to it.",
         "el": "Ένα άλλο πρόγραμμα παριστάνει την υπηρεσία αδειών POSPal. Δεν στάλθηκε τίποτα σε αυτό.",
     },
-    "fix.service_not_genuine": {
+    "channel.service_not_genuine.fix": {
         "en": "Ask the administrator to restart the computer and check it for unwanted programs.",
         "el": "Ζητήστε από τον διαχειριστή να επανεκκινήσει τον υπολογιστή και να τον ελέγξει για "
         "ανεπιθύμητα προγράμματα.",

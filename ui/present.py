@@ -48,9 +48,9 @@ _ERROR_REASONS = (
     "token_invalid",
     "revoked",
     "seats_exceeded",
-    "service_stopped",  # the tray cannot reach the license service (agent.channelcontrol)
-    "service_not_genuine",
 )
+# The tray cannot reach the genuine license service (agent.channelcontrol): not a license state.
+_CHANNEL_REASONS = ("service_stopped", "service_not_genuine")
 
 
 class Action(enum.Enum):
@@ -163,6 +163,8 @@ def _detail(status) -> str:
     state, reason, n = status.license_state, status.reason, status.days_left
     left = days(n if n is not None else 0)
     if state == "license_error":
+        if reason in _CHANNEL_REASONS:
+            return " ".join(p for p in (t(f"channel.{reason}"), t(f"channel.{reason}.fix")) if p)
         if reason in _ERROR_REASONS and messages.has(f"status.{reason}"):
             # The agent's own catalogue explains each error and its fix; the UI shows the same words.
             parts = (t(f"status.{reason}"), t(f"fix.{reason}"))

@@ -77,7 +77,7 @@ def test_the_tray_says_the_service_stopped_and_reconnects_when_it_restarts(tmp_p
 
 def test_the_stopped_status_speaks_english_and_greek() -> None:
     status = stopped_status("service_stopped", "el")
-    assert status.message.startswith(messages.text("status.service_stopped", "el"))
+    assert status.message.startswith(messages.text("channel.service_stopped", "el"))
     assert dict(status.translations)["en"].startswith("The POSPal License service is not running")
     assert stopped_status("service_not_genuine").message.startswith("Another program pretends")
 

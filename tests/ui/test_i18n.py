@@ -80,3 +80,19 @@ def test_a_greek_system_starts_in_greek():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "el"
+
+
+@pytest.mark.parametrize("reason", ["service_stopped", "service_not_genuine"])
+def test_the_tray_says_in_greek_and_english_when_it_cannot_reach_the_service(reason):
+    from agent.channelcontrol import stopped_status
+    from ui.present import Kind, present
+
+    try:
+        for lang in ("el", "en"):
+            strings.language.set(lang)
+            view = present(stopped_status(reason, lang))
+            assert view.kind is Kind.STOPPED
+            assert view.detail.startswith(messages.text(f"channel.{reason}", lang))
+            assert (GREEK.search(view.detail) is not None) == (lang == "el")
+    finally:
+        strings.language.set("en")
