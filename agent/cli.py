@@ -201,6 +201,7 @@ def _serve(
     tray_channel = channel.host(settings, api.routes, __version__)
     try:
         service.start()
+        _take_over_old_app(service, settings)
         log.info(
             "agent %s listening on 127.0.0.1:%d, server %s, data %s",
             __version__,
@@ -223,6 +224,18 @@ def _serve(
         api.stop()
         service.stop()
         log.info("agent stopped")
+
+
+def _take_over_old_app(service: Any, settings: Any) -> None:
+    """First run on a PC of the old POSPal app: move its license (agent/pospal1.py), off the start path."""
+    from agent import pospal1
+
+    threading.Thread(
+        target=pospal1.take_over_once,
+        args=(service, settings.data_dir, dict(os.environ)),
+        name="pospal1-take-over",
+        daemon=True,
+    ).start()
 
 
 def _port_taken(port: int) -> bool:

@@ -167,6 +167,10 @@ class HttpTransport:
         """`POST /v1/activations`."""
         return self._post("/v1/activations", body, identity)
 
+    def migrate(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /v1/migrations`: the old POSPal app's e-mail and unlock token (agent/pospal1.py)."""
+        return self._post("/v1/migrations", body, identity)
+
     def refresh(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
         """`POST /v1/refresh`."""
         return self._post("/v1/refresh", body, identity)
