@@ -39,6 +39,8 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/terminals          {email?, code?} -> {"terminals": [Terminal.to_dict()]}
     POST /v1/terminals/remove   {machine_id, email?, code?} -> {"ok": true}
     POST /v1/terminals/keep     {machine_ids} -> {"terminals": [...]}: the owner's choice of who keeps a seat
+    POST /v1/terminals/rename   {name, machine_id?, email?, code?} -> {"terminals": [...], "status"}: this PC,
+                                or (the owner) another terminal
     POST /v1/terminals/add      {email, confirm?, expected_quantity?} -> AddTerminal + {"status"}
     POST /v1/owner              {email, code} -> {"ok": true}: the owner's proof on this PC (15 minutes)
     POST /v1/deactivate         {} -> status
@@ -160,6 +162,7 @@ class LocalApi:
             ("POST", "/v1/terminals"): Route(self._post_terminals, auth=True),
             ("POST", "/v1/terminals/remove"): Route(self._post_terminals_remove, auth=True),
             ("POST", "/v1/terminals/keep"): Route(self._post_terminals_keep, auth=True),
+            ("POST", "/v1/terminals/rename"): Route(self._post_terminals_rename, auth=True),
             ("POST", "/v1/terminals/add"): Route(self._post_terminals_add, auth=True),
             ("POST", "/v1/owner"): Route(self._post_owner, auth=True),
             ("POST", "/v1/deactivate"): Route(self._post_deactivate, auth=True),
@@ -360,6 +363,15 @@ class LocalApi:
             _req_str(body, "machine_id"), _opt_str(body, "email"), _opt_str(body, "code")
         )
         return 200, {"ok": True}
+
+    def _post_terminals_rename(self, body: dict[str, Any]) -> tuple[int, Any]:
+        terminals = self.control.rename_terminal(
+            _req_str(body, "name"),
+            _opt_str(body, "machine_id"),
+            _opt_str(body, "email"),
+            _opt_str(body, "code"),
+        )
+        return 200, {"terminals": [t.to_dict() for t in terminals], "status": self.control.status().to_dict()}
 
     def _post_terminals_keep(self, body: dict[str, Any]) -> tuple[int, Any]:
         ids = body.get("machine_ids")

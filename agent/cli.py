@@ -8,13 +8,15 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
-- `status`, `trial`, `activate`, `buy`, `terminals`, `sync`, `deactivate` talk to the running agent over
-  its caller-checked channel (`agent.channelcontrol`, as the tray does), or the local API with the
+- `status`, `trial`, `activate`, `buy`, `terminals`, `rename`, `sync`, `deactivate` talk to the running
+  agent over its caller-checked channel (`agent.channelcontrol`, as the tray does), or the local API with the
   api-token from the data directory when it hosts none; when none answers they run the agent's service in
   this process for the one command, on the same data directory.
 - Owner actions (buying on an e-mail that is already a customer's, adding this PC to its subscription,
-  removing a terminal) ask for the owner's e-mailed code on stdin when the server wants it, as the window's
-  owner dialog does, then try once more.
+  removing or renaming another terminal) ask for the owner's e-mailed code on stdin when the server wants
+  it, as the window's owner dialog does, then try once more.
+- `trial`, `activate` and `buy` take `--name` (this terminal's name, sent with its activation); `rename NAME
+  [--terminal ID]` renames this PC, or another terminal of the license.
 
 Settings come from POSPAL_SERVER_URL, POSPAL_AGENT_PORT and POSPAL_DATA_DIR. Exit codes: 0 done (for
 `status`: licensed), 1 failed or (for `status`) not licensed, 2 usage, 130 interrupted. Errors are one
@@ -389,7 +391,36 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_trial(args: argparse.Namespace) -> int:
     """Start (or resume) this machine's trial (with `--email`, the server sends a reminder before it ends)."""
-    return _report(_control().start_trial(args.email))
+    control = _control()
+    _name_this_pc(control, args.name)
+    return _report(control.start_trial(args.email))
+
+
+def _name_this_pc(control: Any, name: str | None) -> None:
+    """`--name`: this PC's terminal name, kept before it activates and sent with its activation."""
+    if name is not None:
+        control.rename_terminal(name)
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    """Rename this PC, or with `--terminal ID` another terminal of the license (the owner's).
+
+    Renaming another terminal needs the owner: on an activated PC the owner's e-mailed code when the
+    server asks (as for removing one); with `--email` (a PC not activated), a code e-mailed to the owner.
+    """
+    control = _control()
+    if args.email:
+        if not args.terminal:
+            raise Error("give --terminal ID: the terminal to rename on the owner's license")
+        code = _emailed_code(control, args.email, "owner")
+        terminals = control.rename_terminal(args.name, args.terminal, args.email, code)
+    else:
+        owner = control.status().customer_email
+        terminals = _as_owner(control, owner, lambda: control.rename_terminal(args.name, args.terminal))
+    if not terminals:
+        print(f"This PC is now called {control.status().terminal_name}.", file=sys.stderr)
+    _print_terminals(terminals)
+    return 0
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
@@ -401,6 +432,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
     if not args.email:
         raise Error("give EMAIL, --offline-request FILE or --offline-response FILE")
     control = _control()
+    _name_this_pc(control, args.name)
     return _report(control.activate(args.email, _emailed_code(control, args.email, "activate")))
 
 
@@ -416,6 +448,7 @@ def _emailed_code(control: Any, email: str, purpose: str) -> str:
 
 
 OWNER_REFUSAL = "owner_proof_required"
+_NAME_HELP = "this terminal's name in the owner's list (default: the host name and a short tag)"
 
 
 def _as_owner(control: Any, email: str | None, action: Callable[[], Any]) -> Any:
@@ -484,6 +517,7 @@ def cmd_buy(args: argparse.Namespace) -> int:
         print("Restaurant name (for the invoice): ", end="", file=sys.stderr, flush=True)
         restaurant = sys.stdin.readline().strip()
     control = _control()
+    _name_this_pc(control, args.name)
     # The invoice needs a name; the email stands in when none was given (the portal can change it).
     email, name = args.email, restaurant or args.email
     try:
@@ -544,11 +578,15 @@ def cmd_terminals(args: argparse.Namespace) -> int:
         if args.remove:
             _as_owner(control, owner, lambda: control.remove_terminal(args.remove))
         terminals = control.list_terminals()
+    _print_terminals(terminals)
+    return 0
+
+
+def _print_terminals(terminals: Sequence[Any]) -> None:
     for t in terminals:
         state = "active" if t.active else (t.reason or "inactive")
         here = "  (this PC)" if t.this_machine else ""
         print(f"{t.machine_id}  {t.terminal_name or '-':<20} {state}{here}")
-    return 0
 
 
 def cmd_sync(_args: argparse.Namespace) -> int:
@@ -567,9 +605,11 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
     trial = sub.add_parser("trial", help="start the 30-day trial")
     trial.add_argument("--email", help="where to send a reminder 3 days before the trial ends (optional)")
+    trial.add_argument("--name", help=_NAME_HELP)
     trial.set_defaults(func=cmd_trial)
     p = sub.add_parser("activate", help="activate this PC with a code emailed to EMAIL, or by file")
     p.add_argument("email", nargs="?")
+    p.add_argument("--name", help=_NAME_HELP)
     offline = p.add_mutually_exclusive_group()
     offline.add_argument(
         "--offline-request", metavar="FILE", help="write an activation request file for a PC without internet"
@@ -581,6 +621,7 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("buy", help="buy a subscription: open Checkout, then wait for the payment")
     p.add_argument("email")
     p.add_argument("--restaurant", default="", help="restaurant name for the invoice")
+    p.add_argument("--name", help=_NAME_HELP)
     p.add_argument("--quantity", type=int, default=1, help="number of terminals")
     p.add_argument(
         "--new-subscription",
@@ -593,6 +634,11 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--remove", metavar="ID", help="free the seat of the terminal with this id")
     p.add_argument("--email", help="the owner's e-mail, from a PC that is not activated (a code is sent)")
     p.set_defaults(func=cmd_terminals)
+    p = sub.add_parser("rename", help="rename this PC, or (the owner's) another terminal of the license")
+    p.add_argument("name", help="the new name, as the owner's terminal list and e-mails show it")
+    p.add_argument("--terminal", metavar="ID", help="the terminal to rename (default: this PC)")
+    p.add_argument("--email", help="the owner's e-mail, from a PC that is not activated (a code is sent)")
+    p.set_defaults(func=cmd_rename)
     sub.add_parser("sync", help="sync with the license server now").set_defaults(func=cmd_sync)
     p = sub.add_parser("deactivate", help="deactivate this PC and free its seat")
     p.set_defaults(func=cmd_deactivate)

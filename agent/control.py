@@ -87,6 +87,12 @@ class AgentControl(Protocol):
         """Free a seat by removing another terminal."""
         ...
 
+    def rename_terminal(
+        self, name: str, machine_id: str | None = None, email: str | None = None, code: str | None = None
+    ) -> list[Terminal]:
+        """Rename this PC (no `machine_id`) or, as the owner, another terminal; returns the terminals."""
+        ...
+
     def deactivate(self) -> LicenseStatus:
         """Deactivate this PC, freeing its seat."""
         ...
@@ -180,6 +186,12 @@ class InProcessControl:
     def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
         """Remove a terminal."""
         self._service.remove_terminal(machine_id, email, code)
+
+    def rename_terminal(
+        self, name: str, machine_id: str | None = None, email: str | None = None, code: str | None = None
+    ) -> list[Terminal]:
+        """Rename a terminal."""
+        return self._service.rename_terminal(name, machine_id, email, code)
 
     def deactivate(self) -> LicenseStatus:
         """Deactivate this PC."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +220,39 @@ class FlowsMixin:
         rows = self.transport.list_terminals(identity, body)
         return [Terminal.from_dict(r) for r in rows]
 
+    def rename_terminal(
+        self, name: str, machine_id: str | None = None, email: str | None = None, code: str | None = None
+    ) -> list[Terminal]:
+        """Rename this PC (no `machine_id`, or its own), or as the owner another terminal of the license.
+
+        Before activation this PC's name is kept here and sent when it activates. Once activated the
+        server renames it (the owner's list, the e-mails and the next token say it; renaming needs the
+        server) and this PC keeps its own new name at once. Returns the license's terminals (none before
+        activation).
+        """
+        clean = clean_terminal_name(name)
+        own = self._data.get("machine_id")
+        target = machine_id or own
+        if target is None and not (email and code):
+            with self._lock:
+                self._data["terminal_name"] = clean
+                self._changed()
+            self._save()
+            self.refresh_status()
+            return []
+        if target is None:
+            raise InvalidInput("Name the terminal to rename (its machine id).")
+        identity, body = self._signed_or_code(email, code)
+        body.update(machine_id=target, terminal_name=clean)
+        rows = self.transport.rename_terminal(identity, body)
+        if target == own:
+            with self._lock:
+                self._data["terminal_name"] = clean
+                self._changed()
+            self._save()
+            self.refresh_status()
+        return [Terminal.from_dict(r) for r in rows]
+
     def remove_terminal(self, machine_id: str, email: str | None = None, code: str | None = None) -> None:
         """Remove a terminal from the license (frees a seat)."""
         identity, body = self._signed_or_code(email, code)
@@ -309,7 +343,7 @@ class FlowsMixin:
             self.trusted_clock.advance_to(datetime.fromtimestamp(checked.claims.srv, UTC))
             self._data.update(token=checked.token, machine_id=checked.claims.mid)
             self._data.pop("provisional_trial_started", None)
-            if checked.claims.terminal and not self._data.get("terminal_name"):
+            if checked.claims.terminal:
                 self._data["terminal_name"] = checked.claims.terminal
             self._changed()
         self._save()
@@ -328,3 +362,18 @@ class FlowsMixin:
             self._changed()
         self._save()
         self.refresh_status()
+
+
+TERMINAL_NAME_MAX = 100
+
+
+def clean_terminal_name(name: object) -> str:
+    """A terminal name as the server takes it: trimmed, 1 to 100 characters, no control characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("Give the terminal a name.")
+    clean = name.strip()
+    if len(clean) > TERMINAL_NAME_MAX:
+        raise InvalidInput(f"A terminal name has at most {TERMINAL_NAME_MAX} characters.")
+    if any(unicodedata.category(ch).startswith("C") for ch in clean):
+        raise InvalidInput("A terminal name cannot hold control characters.")
+    return clean

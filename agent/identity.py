@@ -14,11 +14,13 @@ and the flows and the sync call them on the service. It uses these attributes of
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import fingerprint, messages, store
@@ -37,6 +39,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def key_tag(key: Ed25519PrivateKey) -> str:
+    """Four hex digits of the machine public key's SHA-256: the default terminal name's suffix."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:4].upper()
+
+
 class IdentityMixin:
     """Part of `AgentService`: the fingerprint, the clone check, Diagnostics and the machine-signed bodies."""
 
@@ -49,6 +57,7 @@ class IdentityMixin:
     engine: SyncEngine
     transport: CloudTransport
     load_status: store.LoadStatus
+    _key_tag: str | None
 
     if TYPE_CHECKING:
 
@@ -230,6 +239,8 @@ class IdentityMixin:
         return self._hashes()
 
     def _machine_body(self, key: Ed25519PrivateKey) -> dict[str, Any]:
+        # Known from here on: the default name (host name and this tag) tells two tills of one image apart.
+        self._key_tag = key_tag(key)
         return {
             "fingerprint": self._hashes(),
             "machine_public_key": encode_public_key(key.public_key()),

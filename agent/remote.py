@@ -188,6 +188,14 @@ class HttpControl:
         body = {k: v for k, v in (("machine_id", machine_id), ("email", email), ("code", code)) if v}
         self._call("POST", "/v1/terminals/remove", body, timeout=60)
 
+    def rename_terminal(
+        self, name: str, machine_id: str | None = None, email: str | None = None, code: str | None = None
+    ) -> list[Terminal]:
+        """`POST /v1/terminals/rename`."""
+        pairs = (("name", name), ("machine_id", machine_id), ("email", email), ("code", code))
+        data = self._call("POST", "/v1/terminals/rename", {k: v for k, v in pairs if v}, timeout=60)
+        return [Terminal.from_dict(t) for t in data.get("terminals", [])]
+
     def prove_owner(self, email: str, code: str) -> None:
         """`POST /v1/owner`."""
         self._call("POST", "/v1/owner", {"email": email, "code": code}, timeout=60)

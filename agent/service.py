@@ -112,7 +112,9 @@ class AgentService(FlowsMixin, IdentityMixin):
         self._status: LicenseStatus | None = None
         self._hw_saved: datetime | None = None
         self.load_status = store.LoadStatus.MISSING
-        self._default_terminal = terminal_name or socket.gethostname() or "POS"
+        self._explicit_terminal = terminal_name
+        self._host_name = socket.gethostname() or "POS"
+        self._key_tag: str | None = None  # set once the machine key is used (agent.identity.key_tag)
         self._env_language = agent_language.from_env()
         self._system_language = agent_language.system_language()
         self.engine = SyncEngine(
@@ -245,8 +247,13 @@ class AgentService(FlowsMixin, IdentityMixin):
 
     @property
     def terminal_name(self) -> str:
-        """This terminal's name (stored, else the host name)."""
-        return self._data.get("terminal_name") or self._default_terminal
+        """This terminal's name: the stored one (the server's, or set here before activation), else the
+        host name with a tag of this PC's machine key once known (`vm-3F2A`), so two tills made from one
+        image, both called `vm`, still differ in the owner's list."""
+        stored = self._data.get("terminal_name") or self._explicit_terminal
+        if stored:
+            return str(stored)
+        return f"{self._host_name}-{self._key_tag}" if self._key_tag else self._host_name
 
     @property
     def language(self) -> str:
@@ -346,7 +353,8 @@ class AgentService(FlowsMixin, IdentityMixin):
                 token_iat=newest,
             )
             self._data.pop("provisional_trial_started", None)
-            if claims.terminal and not self._data.get("terminal_name"):
+            if claims.terminal:
+                # The server's name wins: the owner may have renamed this till from another PC.
                 self._data["terminal_name"] = claims.terminal
             self._changed()
         self._save()

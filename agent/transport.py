@@ -96,6 +96,12 @@ class CloudTransport(Protocol):
         """`POST /v1/terminals/remove`."""
         ...
 
+    def rename_terminal(
+        self, identity: MachineIdentity | None, body: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`POST /v1/terminals/rename` -> the terminals."""
+        ...
+
     def portal(self, identity: MachineIdentity | None, body: Mapping[str, Any]) -> str:
         """`POST /v1/portal` -> the portal URL."""
         ...
@@ -189,6 +195,13 @@ class HttpTransport:
     def remove_terminal(self, identity: MachineIdentity | None, body: Mapping[str, Any]) -> None:
         """`POST /v1/terminals/remove`."""
         self._post("/v1/terminals/remove", body, identity)
+
+    def rename_terminal(
+        self, identity: MachineIdentity | None, body: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """`POST /v1/terminals/rename`."""
+        terminals = self._post("/v1/terminals/rename", body, identity).get("terminals", [])
+        return [t for t in terminals if isinstance(t, dict)]
 
     def prove_owner(self, identity: MachineIdentity, body: Mapping[str, Any]) -> None:
         """`POST /v1/owner`."""

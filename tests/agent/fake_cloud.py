@@ -172,6 +172,11 @@ class FakeCloud:
         self._call("terminals_remove")
         self.machines[body["machine_id"]]["active"] = False
 
+    def rename_terminal(self, identity, body):
+        self._call("terminals_rename")
+        self.machines[body["machine_id"]]["terminal"] = body["terminal_name"]
+        return self.list_terminals(identity, body)
+
     def portal(self, identity, body):
         self._call("portal")
         return "http://sandbox.invalid/portal"

@@ -359,3 +359,46 @@ def test_after_a_trial_or_a_purchase_next_sync_is_the_real_next_time(rig):
     assert bought.next_sync > trial.next_sync and bought.next_sync >= rig.clock.now() + timedelta(
         seconds=0.5 * svc._policy().sync_s
     )
+
+
+def test_two_tills_made_from_one_image_both_called_vm_get_names_the_owner_tells_apart(tmp_path, monkeypatch):
+    """Issue 27: two tills both showed as `vm` (their host name) in the owner's list. The default name
+    carries a tag of each PC's own machine key, so they differ from the first activation on."""
+    import agent.service as service_mod
+
+    monkeypatch.setattr(service_mod.socket, "gethostname", lambda: "vm")
+    names = []
+    for till in ("a", "b"):
+        (tmp_path / till).mkdir()
+        rig = Rig(tmp_path / till)
+        svc = rig.service()
+        svc._explicit_terminal = None  # the Rig names its till; a real one starts with none
+        assert svc.start_trial().license_state == "trial_active"
+        (machine,) = rig.cloud.machines.values()
+        names.append(machine["terminal"])
+        assert svc.status().terminal_name == machine["terminal"]
+    assert names[0] != names[1] and all(n.startswith("vm-") and len(n) == 7 for n in names)
+
+
+def test_a_till_is_named_before_activation_and_renamed_later_through_the_server(rig):
+    """Set at activation, renamed later from this PC, and renamed by the owner from elsewhere: the
+    server's name is the one every till shows."""
+    svc = rig.service()
+    assert svc.rename_terminal("  Bar  ") == []  # not activated: kept here, sent with the activation
+    assert svc.status().terminal_name == "Bar"
+    svc.request_code("owner@cafe.example", "activate")
+    status = svc.activate("owner@cafe.example", rig.cloud.codes["owner@cafe.example"])
+    machine_id = status.machine_id
+    assert rig.cloud.machines[machine_id]["terminal"] == "Bar"
+    terminals = svc.rename_terminal("Terrace")
+    assert [t.terminal_name for t in terminals] == ["Terrace"] and svc.status().terminal_name == "Terrace"
+    rig.cloud.machines[machine_id]["terminal"] = "Kitchen"  # the owner renamed it from another PC
+    svc.sync_now()
+    assert svc.status().terminal_name == "Kitchen"
+    for bad in ("", "   ", "Bar\x1b[31m", "x" * 101):
+        with pytest.raises(InvalidInput):
+            svc.rename_terminal(bad)
+    rig.cloud.online = False
+    with pytest.raises(Offline):  # renaming an activated till needs the server
+        svc.rename_terminal("Patio")
+    assert svc.status().terminal_name == "Kitchen"

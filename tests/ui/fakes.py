@@ -9,6 +9,7 @@ cannot drift from the contract.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
@@ -208,6 +209,18 @@ class FakeControl:
         if len(self.terminals) == before:
             raise ServerRefused("not_found", "No such terminal.")
         self.seats_full = False
+
+    def rename_terminal(self, name: str, machine_id=None, email=None, code=None) -> list[Terminal]:
+        """Rename this PC (no `machine_id`) or another terminal; the status follows this PC's name."""
+        self._call("rename_terminal", name, machine_id, email, code)
+        mine = next((t.machine_id for t in self.terminals if t.this_machine), None)
+        target = machine_id or mine
+        self.terminals = [
+            replace(t, terminal_name=name) if t.machine_id == target else t for t in self.terminals
+        ]
+        if target == mine:
+            self.set_status(replace(self._status, terminal_name=name))
+        return list(self.terminals)
 
     def deactivate(self) -> LicenseStatus:
         """Deactivate: the status goes to license_missing."""
