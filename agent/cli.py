@@ -100,7 +100,7 @@ def _has_display() -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM, Ctrl+C or Quit in the tray; with `--tray-only`, only the tray.
 
-    The tray is a child process (agent.supervisor) talking to the agent over the local API, restarted
+    The tray is a child process (agent.supervisor) talking to the agent over its channel, restarted
     with backoff when it dies, so a Qt abort never stops the license answer. When another agent already
     serves this PC (a second Windows session), this one runs only its session's tray, attached to it,
     and takes over the service if that agent goes away.
@@ -273,7 +273,7 @@ def _migrate(settings: Any) -> None:
 
 
 def _run_tray_only(settings: Any) -> int:
-    """The tray alone, attached to the running agent over the local API (the agent's supervised child)."""
+    """The tray alone, attached to the running agent over its channel (its child, or a login's tray)."""
     from agent import connect
     from agent.supervisor import EXIT_NO_UI
 
@@ -342,7 +342,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _control() -> Any:
-    """The running agent over its local API, or else this process's own service on the same data dir."""
+    """The running agent over its channel (else its local API), or else this process's own service on the
+    same data dir."""
     from agent import store
     from agent.client import AgentClient
     from agent.config import AgentSettings

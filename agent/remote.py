@@ -1,4 +1,7 @@
-"""`HttpControl`: the `AgentControl` of a tray whose agent runs as a separate process (the local API).
+"""`HttpControl`: the `AgentControl` over the local API of an agent in another process, with the bearer token.
+
+Trays use the caller-checked channel instead (`agent.channelcontrol.ChannelControl`, which reuses these
+methods); this is for the CLI against an agent without a channel, and for scripts that hold the token.
 
 Every call is one request to `127.0.0.1` with the bearer token, and `subscribe` polls `GET /v1/license`
 (answered from memory, so it costs the agent next to nothing). Server refusals the agent passes on come

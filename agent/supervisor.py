@@ -2,10 +2,10 @@
 
 Qt reports its fatal errors (a missing ICU or platform plugin, a GPU driver, Wine's missing WinRT) by
 aborting the process. The tray therefore runs as a child (`pospal-agent run --tray-only`), talking to
-the agent over the local API like any other client. `ChildSupervisor` starts it and, when it dies,
-starts it again after a growing delay; after `max_failures` quick deaths in a row it gives up (logged)
-and the agent goes on serving the POS headless. A child that exits 0 was quit by the user: that is
-reported through `quit`, never restarted.
+the agent over its caller-checked channel like any other tray (`agent.channelcontrol`).
+`ChildSupervisor` starts it and, when it dies, starts it again after a growing delay; after
+`max_failures` quick deaths in a row it gives up (logged) and the agent goes on serving the POS
+headless. A child that exits 0 was quit by the user: that is reported through `quit`, never restarted.
 
 The child's output goes to `tray.log` in the data directory when it can be written, so Qt's last words
 before an abort are kept for support.
