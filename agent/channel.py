@@ -15,10 +15,11 @@ must carry it, and one presented by another account or session is refused (401 `
 unknown one after a service restart (401 `credential_unknown`: the tray says hello again).
 
 **The owner's proof stays in its session.** The owner's routes (billing, removing another terminal, choosing
-the terminals that keep seats, adding this terminal to the subscription) are refused here, locally, with
-403 `owner_proof_required` unless *this credential* proved the owner's e-mail (`POST /v1/owner`) within
-`OWNER_GRANT_S`. The server remembers a proof per machine key, so without this a waiter in a second session
-could spend the owner's money within the 15 minutes after the owner proved it in the first.
+the terminals that keep seats, adding this terminal to the subscription, renaming another terminal) are
+refused here, locally, with 403 `owner_proof_required` unless *this credential* proved the owner's e-mail
+(`POST /v1/owner`) within `OWNER_GRANT_S`. The server remembers a proof per machine key, so without this
+a waiter in a second session could spend the owner's money within the 15 minutes after the owner proved
+it in the first.
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ OWNER_ROUTES = frozenset(
         ("POST", "/v1/terminals/add"),
     }
 )
-# Removing a terminal with the owner's e-mail and code in the body (from a PC not activated yet) is
-# proven by that code itself, at the server; no other owner route reads a code from its body.
-CODE_PROVEN = ("POST", "/v1/terminals/remove")
+# Removing or renaming a terminal with the owner's e-mail and code in the body is proven by that code
+# itself, at the server; no other owner route reads a code from its body.
+CODE_PROVEN = frozenset({("POST", "/v1/terminals/remove"), ("POST", "/v1/terminals/rename")})
+# Renaming is the owner's only when it names another terminal than this PC.
+RENAME = ("POST", "/v1/terminals/rename")
 _LENGTH = struct.Struct(">I")
 
 
@@ -179,8 +182,8 @@ class ChannelServer:
             route = self._routes.get((method, path))
             if route is None:
                 raise ApiError(404, "not_found", "No such route.")
-            proven_by_code = (method, path) == CODE_PROVEN and bool(body.get("email") and body.get("code"))
-            if (method, path) in OWNER_ROUTES and not proven_by_code and not self._owner(credential):
+            proven_by_code = (method, path) in CODE_PROVEN and bool(body.get("email") and body.get("code"))
+            if self._owners_only(method, path, body) and not proven_by_code and not self._owner(credential):
                 raise ApiError(
                     403,
                     "owner_proof_required",
@@ -230,6 +233,21 @@ class ChannelServer:
             )
             raise ApiError(401, "wrong_caller", "This credential belongs to another user or session.")
         return credential
+
+    def _owners_only(self, method: str, path: str, body: Mapping[str, Any]) -> bool:
+        if (method, path) in OWNER_ROUTES:
+            return True
+        if (method, path) != RENAME or not body.get("machine_id"):
+            return False
+        return body.get("machine_id") != self._own_machine_id()
+
+    def _own_machine_id(self) -> str | None:
+        route = self._routes.get(("GET", "/v1/license"))
+        if route is None:
+            return None
+        _status, answer = route.handler({})
+        data = json.loads(answer) if isinstance(answer, bytes) else answer
+        return data.get("machine_id") if isinstance(data, dict) else None
 
     def _owner(self, credential: str) -> bool:
         with self._lock:

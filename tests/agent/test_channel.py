@@ -35,13 +35,16 @@ def _routes(calls: list[tuple[str, dict[str, Any]]]) -> dict[tuple[str, str], _R
         raise errors.ServerRefused("seats_full", "No free seat.", {"terminals": []})
 
     return {
-        ("GET", "/v1/license"): record("/v1/license", b'{"license_state":"trial_active"}'),
+        ("GET", "/v1/license"): _Route(
+            lambda _b: (200, b'{"license_state":"trial_active","machine_id":"m_1"}')
+        ),
         ("POST", "/v1/owner"): record("/v1/owner"),
         ("POST", "/v1/portal"): record("/v1/portal", {"url": "https://billing.example/x"}),
         ("POST", "/v1/terminals/remove"): record("/v1/terminals/remove"),
         ("POST", "/v1/terminals/keep"): record("/v1/terminals/keep"),
         ("POST", "/v1/terminals/add"): record("/v1/terminals/add"),
         ("POST", "/v1/activate"): _Route(refuse),
+        ("POST", "/v1/terminals/rename"): record("/v1/terminals/rename"),
     }
 
 
@@ -67,7 +70,7 @@ def _ask(
 def test_the_caller_reads_the_status_with_its_own_credential() -> None:
     server = ChannelServer(_routes([]))
     answer = _ask(server, ALICE, _hello(server, ALICE), "/v1/license", method="GET")
-    assert answer == {"status": 200, "body": {"license_state": "trial_active"}}
+    assert answer == {"status": 200, "body": {"license_state": "trial_active", "machine_id": "m_1"}}
 
 
 def test_another_users_credential_is_refused() -> None:
@@ -173,3 +176,19 @@ def test_frames_round_trip_and_oversized_or_garbage_frames_are_refused() -> None
         read_frame(_Bytes((3).to_bytes(4, "big") + b"[1]"))
     with pytest.raises(ChannelError):
         read_frame(_Bytes((10).to_bytes(4, "big") + b"{}"))
+
+
+def test_staff_rename_this_pc_but_another_terminal_only_as_the_owner() -> None:
+    calls: list = []
+    server = ChannelServer(_routes(calls))
+    credential = _hello(server, BOB)
+    for body in ({"name": "Bar 2"}, {"name": "Bar 2", "machine_id": "m_1"}):
+        assert _ask(server, BOB, credential, "/v1/terminals/rename", body)["status"] == 200, body
+    other = {"name": "Kitchen", "machine_id": "m_9"}
+    assert (
+        _ask(server, BOB, credential, "/v1/terminals/rename", other)["body"]["error"]
+        == "owner_proof_required"
+    )
+    proven = {**other, "email": "o@x.gr", "code": "123456"}
+    assert _ask(server, BOB, credential, "/v1/terminals/rename", proven)["status"] == 200
+    assert [body for path, body in calls if path.endswith("rename")][-1] == proven
