@@ -74,3 +74,18 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pospal-agent" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Linux only: the release marks go to the account's home")
+@pytest.mark.parametrize("release", [True, False])
+def test_the_marks_land_in_the_state_directory_only_the_service_writes(monkeypatch, release: bool) -> None:
+    from agent import flavour, marks
+
+    sysusers = (LINUX / "pospal-agent.sysusers.conf").read_text(encoding="utf-8")
+    home = Path(sysusers.split()[-1])
+    state = Path("/var/lib") / _service()["StateDirectory"]
+    monkeypatch.setattr(flavour, "is_release", lambda: release)
+    monkeypatch.setattr(marks, "_home", lambda: home)
+    store = marks.default_store(state / "data")  # POSPAL_DATA_DIR in the unit
+    assert isinstance(store, marks.FileMarkStore)
+    assert store.path.is_relative_to(state) and not store.path.is_relative_to(state / "data")
