@@ -147,8 +147,8 @@ class Launcher:
         report = {"from": old, "to": new, "at": time.time(), "gap_s": round(time.monotonic() - stopped_at, 3)}
         if problem is None:
             self.install.set_pending(None)
-            self.install.record_swap({**report, "outcome": "swapped"})
             self.install.prune(keep={new, old})
+            self.install.record_swap({**report, "outcome": "swapped"})  # last: the swap is done
             log.info("now running agent %s (was %s)", new, old)
             return new
         log.warning("agent %s %s; going back to %s", new, problem, old)
