@@ -6,11 +6,13 @@ do. Below it, the facts the owner asks about: plan, renewal or end date, days le
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from ui import rename as rename_words
 from ui.icons import color_for, icon_for_kind
+from ui.page import button
 from ui.present import View, counts_down, end_row, format_date, format_datetime, plan_name, present
 from ui.strings import days, t
 
@@ -26,7 +28,10 @@ def tint(color: QColor, amount: float) -> str:
 
 
 class StatusCard(QFrame):
-    """Headline band plus facts grid for one LicenseStatus."""
+    """Headline band plus facts grid for one LicenseStatus; ``rename_requested`` when "Rename…" beside the
+    terminal's name is pressed (ui/rename.py)."""
+
+    rename_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -80,6 +85,10 @@ class StatusCard(QFrame):
             grid.addWidget(value, row, 1, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             self.labels[name], self.values[name] = label, value
         grid.setColumnStretch(1, 1)
+        self.rename = button("rename")
+        self.rename.setFlat(True)
+        self.rename.clicked.connect(self.rename_requested.emit)
+        grid.addWidget(self.rename, _ROWS.index("terminal"), 2, Qt.AlignmentFlag.AlignRight)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -124,6 +133,7 @@ class StatusCard(QFrame):
         self.labels["days_left"].setText(t("ui.card.days_left"))
         self.labels["last_sync"].setText(t("ui.card.last_sync"))
         self.labels["terminal"].setText(t("ui.card.terminal"))
+        self.rename.setText(t(rename_words.BUTTON))
         self.sync_hint.setText(t("ui.action.syncing"))
         if status is None:
             self.headline.setText(t("ui.busy"))

@@ -1,4 +1,5 @@
-"""Moving the license to another PC: deactivate this one, or list the terminals and remove one.
+"""Moving the license to another PC: deactivate this one, or list the terminals and remove one (or rename
+one, ui/rename.py).
 
 Both stop a till from taking orders, so both ask first; declining changes nothing.
 """
@@ -9,6 +10,7 @@ from PySide6.QtWidgets import QHBoxLayout
 
 from ui.errortext import describe
 from ui.page import Host, Page, button, wrapped_label
+from ui.rename import RenameDialog
 from ui.strings import t
 from ui.terminals import TerminalList
 
@@ -22,7 +24,8 @@ class MovePage(Page):
         self.deactivate_button = button("danger")
         self.list_button = button("move_list")
         self.back = button("move_back")
-        self.terminals = TerminalList()
+        self.terminals = TerminalList(renamable=True)
+        self.rename_dialog: RenameDialog | None = None
         row = QHBoxLayout()
         row.addWidget(self.back)
         row.addStretch(1)
@@ -37,6 +40,7 @@ class MovePage(Page):
         self.back.clicked.connect(lambda: host.show_page("overview"))
         self.terminals.remove_requested.connect(self.remove)
         self.terminals.keep_requested.connect(self.keep)
+        self.terminals.rename_requested.connect(self.rename)
 
     def retranslate(self) -> None:
         """Texts in the current language."""
@@ -69,6 +73,16 @@ class MovePage(Page):
         if not self.host.confirm(t("ui.remove.title", name=name), t("ui.remove.text"), t("ui.move.remove")):
             return
         self.host.worker.call(f"remove:{machine_id}", "remove_terminal", machine_id)
+
+    def rename(self, machine_id: str, name: str) -> None:
+        """Rename a terminal of the list (another one needs the owner: the window asks for the code)."""
+        self.rename_dialog = RenameDialog(self.host.worker, name, machine_id, self)
+        self.rename_dialog.renamed.connect(self._renamed)
+        self.rename_dialog.open()
+
+    def _renamed(self, terminals: list) -> None:
+        if terminals:
+            self.terminals.set_terminals(terminals)
 
     def keep(self, machine_id: str, _name: str) -> None:
         """The owner picks a terminal over the quantity to take a seat (the least recently seen stops)."""

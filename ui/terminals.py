@@ -1,4 +1,5 @@
-"""A list of a license's terminals, each with a Remove button (used by Move and by "seats full").
+"""A list of a license's terminals, each with a Remove button (used by Move and by "seats full"); in the
+owner's list (Move) also a Rename button.
 
 Rows come from ``agent.control.Terminal`` objects or from the plain dicts a ``seats_full`` refusal
 carries; both have ``machine_id``, ``terminal_name`` and ``last_seen``. A terminal that holds no seat
@@ -11,6 +12,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from agent import messages
+from ui import rename as rename_words
 from ui.page import button
 from ui.present import format_datetime
 from ui.strings import t
@@ -39,17 +41,20 @@ class TerminalList(QFrame):
     """Rows of terminals; ``remove_requested(machine_id, name)`` when a Remove button is pressed."""
 
     remove_requested = Signal(str, str)
+    rename_requested = Signal(str, str)  # (machine_id, name): the owner renames a terminal (ui/rename.py)
     keep_requested = Signal(str, str)  # an inactive terminal over the quantity should take a seat
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, renamable: bool = False) -> None:
         super().__init__(parent)
         self.setObjectName("terminalList")
+        self._renamable = renamable  # the owner's list (Move) offers Rename; "seats full" does not
         self._rows: list = []
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 4, 0, 4)
         self._layout.setSpacing(6)
         self.remove_buttons: dict[str, object] = {}
         self.keep_buttons: dict[str, object] = {}
+        self.rename_buttons: dict[str, object] = {}
         self.hide()
 
     def set_terminals(self, rows: list) -> None:
@@ -65,6 +70,7 @@ class TerminalList(QFrame):
                 widget.deleteLater()
         self.remove_buttons = {}
         self.keep_buttons = {}
+        self.rename_buttons = {}
         for row in self._rows:
             self._layout.addWidget(self._row_widget(row))
         self.setVisible(bool(self._rows))
@@ -97,6 +103,12 @@ class TerminalList(QFrame):
             keep.clicked.connect(lambda _=False, m=machine_id, n=name: self.keep_requested.emit(m, n))
             line.addWidget(keep)
             self.keep_buttons[machine_id] = keep
+        if self._renamable:
+            rename = button("rename")
+            rename.setText(t(rename_words.BUTTON))
+            rename.clicked.connect(lambda _=False, m=machine_id, n=name: self.rename_requested.emit(m, n))
+            line.addWidget(rename)
+            self.rename_buttons[machine_id] = rename
         if not this_pc:
             remove = button("danger")
             remove.setText(t("ui.move.remove"))

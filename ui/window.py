@@ -37,6 +37,7 @@ from ui.overview import OverviewPage
 from ui.ownercode import OwnerCodeDialog, needs_owner
 from ui.page import Page, button
 from ui.present import Action
+from ui.rename import RenameDialog
 from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
 from ui.style import STYLESHEET
 from ui.trial import TrialPage
@@ -74,6 +75,8 @@ class AgentWindow(QWidget):
         self.hide_on_close = True
 
         self.card = StatusCard()
+        self.card.rename_requested.connect(self.rename_this_pc)
+        self.rename_dialog: RenameDialog | None = None
         # The card always gets its natural height (the facts legible); the task panel takes what is left.
         self.card.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         self.banner = Banner()
@@ -254,6 +257,18 @@ class AgentWindow(QWidget):
         self.owner_dialog = OwnerCodeDialog(self.worker, email, self)
         self.owner_dialog.proven.connect(lambda: self._owner_proven(tag))
         self.owner_dialog.open()
+
+    def rename_this_pc(self) -> None:
+        """The card's "Rename…": this terminal's name, as the owner's list and the e-mails show it."""
+        current = self.status.terminal_name if self.status is not None else None
+        self.rename_dialog = RenameDialog(self.worker, current, None, self)
+        self.rename_dialog.renamed.connect(lambda _terminals: self._renamed())
+        self.rename_dialog.open()
+
+    def _renamed(self) -> None:
+        self.worker.refresh()
+        name = self.rename_dialog.name.text().strip() if self.rename_dialog is not None else ""
+        self.show_info(lambda: t("ui.rename.done", name=name))
 
     def _owner_proven(self, tag: str) -> None:
         self.clear_message()
