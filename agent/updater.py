@@ -5,7 +5,7 @@
   hour. `pospal-agent update check|apply` checks on demand. A check never touches the license: it runs
   on its own thread, and its failures are log lines.
 - **Staging:** the verified build (a zip of one version's directory) is unpacked into
-  `<install>/versions/.staging-<v>/`, must contain the entry (`agent.install.ENTRY`), and is renamed to
+  `<install>/versions/.staging-<v>-<pid>/`, must contain the entry (`agent.install.ENTRY`), and is renamed to
   `versions/<v>/` in one step; then `pending` names it. Versions the launcher marked failed are skipped.
 - **When to swap** (`SwapPolicy`): a version is pending, and the POS sent nothing for `idle_s` (5 min),
   or the local time is inside the night window (`POSPAL_UPDATE_WINDOW`, default 02:00-05:00). The agent
@@ -113,7 +113,8 @@ def stage(install: Install, build: Path, version: str) -> Path:
     final = install.versions / version
     if (final / ENTRY).exists():
         return final
-    staging = install.versions / f".staging-{version}"
+    # Per process: the scheduled check and `pospal-agent update apply` may stage the same version at once.
+    staging = install.versions / f".staging-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -123,7 +124,9 @@ def stage(install: Install, build: Path, version: str) -> Path:
         if not entry.is_file():
             raise UpdateError(f"update {version} has no {ENTRY}")
         entry.chmod(entry.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        shutil.rmtree(final, ignore_errors=True)
+        if (final / ENTRY).exists():
+            return final  # the other one finished first: its copy is the same verified build
+        shutil.rmtree(final, ignore_errors=True)  # a directory without its entry, left by hand
         os.replace(staging, final)
     except (OSError, zipfile.BadZipFile) as exc:
         raise UpdateError(f"cannot unpack update {version}: {exc}") from exc
