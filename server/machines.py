@@ -15,7 +15,8 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, String, any_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from server.db import connection_of
@@ -56,6 +57,9 @@ _STATE_COLUMNS = select(
 )
 _MACHINE_STATE = _STATE_COLUMNS.where(_M.c.id == bindparam("p_machine"))
 _MACHINE_STATES = _STATE_COLUMNS.where(_M.c.id.in_(bindparam("p_machines", expanding=True)))
+# PostgreSQL: the ids as one array parameter, so every batch size is the same statement text, which
+# SQLAlchemy compiles once and psycopg prepares once (an IN list is a new statement for each size).
+_MACHINE_STATES_PG = _STATE_COLUMNS.where(_M.c.id == any_(bindparam("p_machines", type_=ARRAY(String))))
 
 
 @dataclass
@@ -84,7 +88,8 @@ def load_machine_states(connection: Connection, machine_ids: Iterable[str]) -> d
     ids = sorted(set(machine_ids))
     if not ids:
         return {}
-    rows = connection.execute(_MACHINE_STATES, {"p_machines": ids})
+    statement = _MACHINE_STATES_PG if connection.dialect.name == "postgresql" else _MACHINE_STATES
+    rows = connection.execute(statement, {"p_machines": ids})
     return {row.id: _state_from_row(row) for row in rows}
 
 
