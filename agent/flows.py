@@ -314,6 +314,22 @@ class FlowsMixin:
             known_kids=self._trusted.kids(),
         )
 
+    def offline_deactivation(self) -> bytes:
+        """Give this PC's license file up: forget the license, and return the signed deactivation file that
+        frees its seat on the server's `/offline` page (else the seat stays taken until the file ends)."""
+        key = self.key_store.load()
+        claims = self._claims
+        if key is None or claims is None:
+            raise LicenseFileRefused("invalid", messages.text("error.offline_file_invalid", self.language))
+        data = offline.deactivation_file(key, claims, now=self.trusted_clock.now(), lang=self.language)
+        with self._lock:
+            # The newest-token mark (kept outside the data dir too) moves past the given-up token, so neither
+            # a state file put back from a copy nor the same license file imported again licenses this PC.
+            self._data["token_iat"] = max(self._data.get("token_iat") or 0, offline.past(claims))
+        self._forget_license()
+        log.info("offline license of %s given up; deactivation file written", claims.mid)
+        return data
+
     def import_offline_license(self, data: bytes | str) -> LicenseStatus:
         """Make a license file this PC's license, only when every check passes (else nothing changes).
 
@@ -335,6 +351,7 @@ class FlowsMixin:
                 public_key=offline.public_key_of(key),
                 held=self._claims,
                 lang=self.language,
+                newest_iat=self._data.get("token_iat"),
             )
             if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
                 self._data["keyset_updates"] = list(self._trusted.accepted_updates)

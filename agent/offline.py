@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import fingerprint, messages
+from agent.cache import IAT_LEEWAY_S, check_fresh
 from agent.errors import KeySetRejected, LicenseFileRefused, MachineMismatch, OfflineFileInvalid, TokenInvalid
 from protocol import offline as wire
 from protocol.tokens import Claims, Policy, verify_token
@@ -70,11 +71,14 @@ def check_license_file(
     public_key: str,
     held: Claims | None,
     lang: str,
+    newest_iat: int | None = None,
 ) -> CheckedLicense:
     """Verify a license file for this machine; raises `LicenseFileRefused` (nothing is changed here).
 
     `trusted` is only read: a key-set update in the file is checked on a copy. `held` is the token the
-    agent holds, which a file older than it may not replace (an old file replayed after a newer one).
+    agent holds, which a file older than it may not replace (an old file replayed after a newer one);
+    `newest_iat` the newest token time this PC has seen (`agent.cache.check_fresh`'s rule), which also
+    refuses a file this PC gave up (`past`).
     """
     try:
         lic = wire.read_license(data)
@@ -112,6 +116,10 @@ def check_license_file(
         raise _refuse("other_machine", lang)
     if held is not None and held.sub == claims.sub and held.iat > claims.iat:
         raise _refuse("older", lang)
+    try:
+        check_fresh(claims, None, newest_iat)
+    except TokenInvalid as exc:
+        raise _refuse("older", lang) from exc
     return CheckedLicense(lic.token, claims, lic.keyset)
 
 
@@ -122,6 +130,11 @@ def deactivation_file(key: Ed25519PrivateKey, claims: Claims, *, now: datetime, 
     return wire.make_deactivation(
         key, machine_id=claims.mid, license_iat=claims.iat, created=int(now.timestamp())
     )
+
+
+def past(claims: Claims) -> int:
+    """A newest-token time that `check_fresh` refuses `claims` under: the mark for a given-up license."""
+    return claims.iat + IAT_LEEWAY_S + 1
 
 
 def public_key_of(key: Ed25519PrivateKey) -> str:

@@ -215,3 +215,37 @@ def test_a_file_that_compares_too_few_components_is_refused(rig):
     with pytest.raises(LicenseFileRefused) as refused:
         svc.import_offline_license(license_file(rig, svc, fp=fp))
     assert refused.value.code == "other_machine"
+
+
+def test_giving_a_license_file_up_forgets_it_and_writes_a_signed_deactivation_for_that_file(rig):
+    svc = rig.service()
+    svc.import_offline_license(license_file(rig, svc, days=40))
+    held = svc._claims
+    data = svc.offline_deactivation()
+    proof = wire.read_deactivation(data)
+    assert (proof.machine_id, proof.license_iat) == ("m_offline", held.iat)
+    assert proof.machine_public_key == wire.read_request(svc.offline_request()).machine_public_key
+    assert svc.status().licensed is False
+    with pytest.raises(LicenseFileRefused):  # nothing left to give up
+        svc.offline_deactivation()
+    doc = json.loads(data)
+    doc["license_iat"] += 1  # an edited file does not verify
+    with pytest.raises(wire.OfflineFileInvalid):
+        wire.read_deactivation(json.dumps(doc))
+
+
+def test_a_given_up_license_file_is_not_revived_by_importing_it_again_or_restoring_the_state(rig):
+    svc = rig.service()
+    data = license_file(rig, svc, days=40)
+    svc.import_offline_license(data)
+    state = svc.settings.data_dir / "state.json"
+    copy = state.read_bytes()
+    svc.offline_deactivation()
+    with pytest.raises(LicenseFileRefused) as refused:
+        svc.import_offline_license(data)
+    assert refused.value.code == "older" and not svc.status().licensed
+    state.write_bytes(copy)  # the sealed state from before the deactivation, put back
+    again = rig.service()
+    assert not again.status().licensed
+    rig.clock.advance(DAY)  # a file the server issues later is taken
+    assert again.import_offline_license(license_file(rig, again, days=40)).licensed
