@@ -18,7 +18,7 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      ├── TransportError               talking to the cloud failed
      │    ├── Offline                 no answer (network down, DNS, timeout, 5xx)
      │    └── ServerRefused           the server answered with an error body (`code`, `extra`)
-     └── LocalApiError                the local agent API failed (`status`, `code`, `extra`; pospal_client)
+     └── LocalApiError                the local agent API failed (`status`, `code`, `extra`; protocol.errors)
           ├── AgentUnavailable        no agent answers on the local port
           │    └── AgentStarting      an agent answers but is still starting: wait a moment
           ├── NotGenuineService       the tray's channel is served by another account than the service
@@ -33,25 +33,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# The local API's errors are the POS client's own (pospal-client ships them), so both trees are one.
-from pospal_client.errors import (  # noqa: F401 (re-exported)
+from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
     AgentStarting,
     AgentUnavailable,
     AnswerRefused,
     BadProof,
-    LicenseExpired,
-    LocalApiError,
-    OtherMachine,
-)
-
-from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
     ConfigError,
     Error,
     InvalidInput,
     KeyInvalid,
     KeySetRejected,
+    LicenseExpired,
+    LocalApiError,
     MachineMismatch,
     OfflineFileInvalid,
+    OtherMachine,
     RequestSignatureInvalid,
     TokenError,
     TokenInvalid,

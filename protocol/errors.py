@@ -11,7 +11,12 @@ Each error carries a `message` a person can read::
      │         ├── MachineMismatch    the token is bound to another machine (fingerprint / machine id)
      │         └── KeySetRejected     a key-set update not signed by an already trusted key
      ├── RequestSignatureInvalid      a machine-signed request does not verify
-     └── OfflineFileInvalid           an activation request / license file is malformed or unsigned
+     ├── OfflineFileInvalid           an activation request / license file is malformed or unsigned
+     └── LocalApiError                the agent's local API failed, as a POS client sees it
+          ├── AgentUnavailable        no agent answers on the local port (or not within the deadline)
+          │    └── AgentStarting      an agent answers but is still starting
+          └── AnswerRefused           an answer that fails the POS's checks (`reason`)
+               ├── BadProof, OtherMachine, LicenseExpired
 
 `agent.errors` grows this tree with the agent's own errors; the server maps these to HTTP answers.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 # Every error code the license server's API answers with, and its HTTP status: the one map. The server's
 # `ApiError` classes take their status from it, and the agent's local API passes a server refusal on to
@@ -105,3 +111,66 @@ class RequestSignatureInvalid(Error):
 
 class OfflineFileInvalid(Error):
     """An offline activation request or license file is malformed, or its signature does not verify."""
+
+
+# -- the local API, as a POS client sees it (pospal_client and agent.errors re-export these) ----------
+
+
+class LocalApiError(Error):
+    """The local agent API answered with an error (`status`, `code`), or not at all."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: str = "local_api_error",
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.extra = dict(extra or {})
+
+
+class AgentUnavailable(LocalApiError):
+    """No agent answers on the local port (not installed, not started, crashed, or too slow)."""
+
+    def __init__(self, message: str = "The POSPal License Agent is not running.") -> None:
+        super().__init__(message, code="agent_unavailable")
+
+
+class AgentStarting(AgentUnavailable):
+    """Something answers on the port but is not ready to prove its answers yet."""
+
+    def __init__(self, message: str = "The POSPal License Agent is starting.") -> None:
+        super().__init__(message)
+        self.code = "agent_starting"
+
+
+class AnswerRefused(LocalApiError):
+    """An answer that `verified_license()` does not accept; `reason` says which check failed."""
+
+    default_code = "answer_refused"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, code=self.default_code)
+        self.reason = reason
+
+
+class BadProof(AnswerRefused):
+    """The answer is not proven by this PC's agent for this challenge, or its token is not genuine."""
+
+    default_code = "bad_proof"
+
+
+class OtherMachine(AnswerRefused):
+    """The token belongs to another PC, or too few identifiers could be compared to say it is this one."""
+
+    default_code = "other_machine"
+
+
+class LicenseExpired(AnswerRefused):
+    """The token's lease (or its trial, or the subscription) has run out by this PC's clock."""
+
+    default_code = "license_expired"
