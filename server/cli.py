@@ -14,6 +14,7 @@
     pospal-server admin machine clones                       machine keys seen on two computers
     pospal-server admin fleet versions|terminals             agent versions across the fleet
     pospal-server import-pospal1 FILE [--dry-run]            the old POSPal server's customers (D1 export)
+    pospal-server stripe reconcile                           mirror every allow-listed subscription
 
 Settings come from the environment (see server.config). Exit codes: 0 ok, 1 not found or refused
 (`check` and `run` with a settings problem: one `FAIL settings:` line each), 2 configuration or usage
@@ -260,6 +261,26 @@ def cmd_import_pospal1(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stripe(settings: Settings, args: argparse.Namespace) -> int:
+    """`stripe reconcile`: mirror every subscription of an allow-listed price; 1 when one failed."""
+    from server.billing import make_provider
+    from server.billing.reconcile import reconcile
+    from server.billing.sync import WebhookContext
+
+    db = Database(settings.database_url, pool_size=1)
+    clock = SystemClock()
+    prices = settings.adoptable_prices()
+    try:
+        provider = make_provider(settings, db, clock)
+        ctx = WebhookContext(clock, settings.public_url, settings.system_admin_email, prices)
+        report = reconcile(db, provider, sorted(prices) if prices is not None else [None], ctx, clock)
+    finally:
+        db.dispose()
+    for line in report.text():
+        print(line)
+    return 1 if report.count("failed") else 0
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -318,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     old.add_argument("file", help="what `wrangler d1 export` wrote (SQL), or the SQLite file")
     old.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
     old.set_defaults(func=cmd_import_pospal1)
+
+    stripe_cmd = sub.add_parser("stripe", help="Stripe upkeep")
+    stripe_sub = stripe_cmd.add_subparsers(dest="stripe_command", required=True)
+    stripe_sub.add_parser("reconcile", help="mirror every subscription of an allow-listed price")
+    stripe_cmd.set_defaults(func=cmd_stripe)
     return parser
 
 

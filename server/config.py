@@ -192,6 +192,8 @@ class Settings:
     stripe_secret_key: Secret | None = None
     stripe_webhook_secret: Secret | None = None
     stripe_price_id: str | None = None
+    # More prices whose subscriptions are ours (STRIPE_ALLOWED_PRICE_IDS): older or yearly prices.
+    stripe_allowed_prices: tuple[str, ...] = ()
     stripe_api_base: str | None = None
     stripe_automatic_tax: bool = False
     email: str = "console"
@@ -243,6 +245,7 @@ class Settings:
             stripe_secret_key=stripe_key,
             stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
             stripe_price_id=env.get("STRIPE_PRICE_ID") or None,
+            stripe_allowed_prices=_origins(env.get("STRIPE_ALLOWED_PRICE_IDS", "")),
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_automatic_tax=problems.read(lambda: _flag(env, "STRIPE_AUTOMATIC_TAX", False), False),
             email=problems.choice(env, "POSPAL_EMAIL", EMAIL_CHOICES, "console"),
@@ -343,6 +346,12 @@ class Settings:
     def is_development(self) -> bool:
         """True for a development server (loopback public URL or POSPAL_ENV=development)."""
         return self.environment == "development"
+
+    def adoptable_prices(self) -> frozenset[str] | None:
+        """The prices whose Stripe subscriptions are POSPal's (None: the sandbox, where all are)."""
+        if self.billing != "stripe":
+            return None
+        return frozenset(p for p in (self.stripe_price_id, *self.stripe_allowed_prices) if p)
 
     def stripe_key_mode(self) -> str | None:
         """'live' or 'test' from the Stripe secret key's prefix, 'unknown' otherwise; None without a key."""

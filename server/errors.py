@@ -61,6 +61,10 @@ class ImportRefused(Error):
     """An import file (`pospal-server import-pospal1`) cannot be read at all; nothing was written."""
 
 
+class NotAdopted(BillingError):
+    """A provider subscription that is not POSPal's (another price, not made by our checkout)."""
+
+
 class WebhookSignatureInvalid(BillingError):
     """A billing webhook's signature header is missing, does not match, or is too old."""
 

@@ -46,7 +46,7 @@ from server.billing.sync import (
     sync_subscription,
 )
 from server.db import Database
-from server.errors import BillingError
+from server.errors import BillingError, NotAdopted
 from server.licensing import record_audit
 from server.models import Checkout, Customer, StripeEvent
 from server.outbox import enqueue
@@ -253,16 +253,21 @@ def _apply_subscription_event(
     if fetched.subscription is None:
         # A one-off invoice or a checkout without a subscription: nothing to mirror.
         return
-    row, current = sync_subscription(
-        session,
-        provider,
-        fetched.subscription.subscription.id,
-        ctx,
-        now,
-        event=event,
-        customer_hint=checkout.customer_id if checkout else None,
-        fetched=fetched.subscription,
-    )
+    try:
+        row, current = sync_subscription(
+            session,
+            provider,
+            fetched.subscription.subscription.id,
+            ctx,
+            now,
+            event=event,
+            customer_hint=checkout.customer_id if checkout else None,
+            fetched=fetched.subscription,
+        )
+    except NotAdopted as exc:
+        # Another product's subscription on the same Stripe account: recorded as handled, not mirrored.
+        log.info("subscription_not_adopted", extra={"event_id": event.get("id"), "reason": str(exc)})
+        return
     if checkout is None and current.metadata.get("pospal_checkout_id"):
         # A payment that completed later (e.g. after 3-D Secure) still finishes the agent's checkout.
         checkout = session.get(Checkout, current.metadata["pospal_checkout_id"], with_for_update=True)

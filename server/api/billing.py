@@ -148,6 +148,7 @@ def _context(svc: Services) -> WebhookContext:
         clock=svc.clock,
         public_url=svc.settings.public_url,
         system_admin_email=svc.settings.system_admin_email,
+        adoptable_prices=svc.settings.adoptable_prices(),
     )
 
 

@@ -8,7 +8,7 @@ provider's *current* state, which is what makes events safe to apply in any orde
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,8 @@ class ProviderSubscription:
     cancel_at_period_end: bool
     trial_end: int | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The prices of its items (Stripe); empty for the sandbox, whose subscriptions are all ours.
+    price_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,10 @@ class BillingProvider(Protocol):
         self, subscription_id: str, quantity: int, idempotency_key: str
     ) -> ProviderSubscription:
         """Change the subscription to `quantity` terminals now, prorated and invoiced at once."""
+        ...
+
+    def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:
+        """Every subscription of `price_id` (all statuses), for `pospal-server stripe reconcile`."""
         ...
 
 

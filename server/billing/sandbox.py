@@ -13,6 +13,7 @@ end", "Resume" and "Cancel now", which cover every billing email and state.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -113,6 +114,14 @@ class SandboxBilling:
             cancel_at_period_end=bool(data.get("cancel_at_period_end")),
             metadata=dict(data.get("metadata") or {}),
         )
+
+    def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:
+        """Every sandbox subscription (the sandbox has one price: ours)."""
+        with self._reader.connect() as conn:
+            kind = SandboxObject.kind == "subscription"
+            ids = conn.execute(select(SandboxObject.id).where(kind).order_by(SandboxObject.id)).all()
+        for (subscription_id,) in ids:
+            yield self.fetch_subscription(subscription_id)
 
     def fetch_customer_email(self, customer_id: str) -> str | None:
         """Return a sandbox customer's email (None for an unknown customer)."""

@@ -165,6 +165,15 @@ class StripeBilling:
             sub = self.client.v1.subscriptions.retrieve(subscription_id)
         return subscription_from_stripe(_plain(sub))
 
+    def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:
+        """Every subscription of `price_id`, whatever its status, page by page."""
+        params: dict[str, Any] = {"status": "all", "limit": 100}
+        if price_id:
+            params["price"] = price_id
+        with _translated():
+            for sub in self.client.v1.subscriptions.list(params=params).auto_paging_iter():  # type: ignore[arg-type]
+                yield subscription_from_stripe(_plain(sub))
+
     def fetch_customer_email(self, customer_id: str) -> str | None:
         """Return the customer's email, or None for a deleted or email-less customer."""
         with _translated():
@@ -313,7 +322,18 @@ def subscription_from_stripe(sub: Mapping[str, Any]) -> ProviderSubscription:
         cancel_at_period_end=bool(sub.get("cancel_at_period_end")),
         trial_end=int(sub["trial_end"]) if sub.get("trial_end") else None,
         metadata={str(k): str(v) for k, v in (sub.get("metadata") or {}).items()},
+        price_ids=tuple(_price_id(item) for item in items if _price_id(item)),
     )
+
+
+def _price_id(item: Mapping[str, Any]) -> str:
+    """An item's price id; `plan`, the price's older shape (and localstripe's), when there is no price."""
+    for key in ("price", "plan"):
+        value = item.get(key)
+        found = value.get("id") if isinstance(value, Mapping) else value
+        if found:
+            return str(found)
+    return ""
 
 
 def _payment_intents(invoice: Mapping[str, Any]) -> list[Any]:

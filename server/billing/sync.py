@@ -35,7 +35,7 @@ from server.billing.base import (
     ProviderInvoice,
     ProviderSubscription,
 )
-from server.errors import BillingError
+from server.errors import BillingError, NotAdopted
 from server.licensing import PAYMENT_GRACE, ensure_license_for_subscription, record_audit
 from server.models import Customer, Subscription
 from server.outbox import enqueue
@@ -52,6 +52,8 @@ class WebhookContext:
     clock: Clock
     public_url: str
     system_admin_email: str | None = None
+    # Only subscriptions of these prices are adopted when no checkout of ours made them (None: any).
+    adoptable_prices: frozenset[str] | None = None
 
     @property
     def manage_url(self) -> str:
@@ -130,6 +132,7 @@ def sync_subscription(
     ).first()
     before: _Snapshot | None = None
     if row is None:
+        _require_adoptable(fetched.subscription, ctx, customer_hint)
         row = _insert_subscription(session, provider, fetched, customer_hint, now)
         if row.status != "":
             before = _Snapshot.of(row)  # another transaction created it first; we now hold its lock
@@ -163,6 +166,20 @@ def sync_subscription(
     if announce:
         _announce(session, customer, row, before, after, ctx, now)
     return row, current
+
+
+def _require_adoptable(current: ProviderSubscription, ctx: WebhookContext, customer_hint: str | None) -> None:
+    """Raise `NotAdopted` for a subscription we never saw, made outside our checkout, of another price.
+
+    A Stripe account often sells more than POSPal (the old POSPal's QR menus, say): a subscription
+    is taken for a POSPal license only when our checkout made it (its metadata or the checkout names the
+    customer) or its price is on the allow-list.
+    """
+    if ctx.adoptable_prices is None or customer_hint or current.metadata.get("pospal_customer_id"):
+        return
+    if not set(current.price_ids) & ctx.adoptable_prices:
+        prices = ", ".join(current.price_ids) or "none"
+        raise NotAdopted(f"subscription {current.id} has price {prices}, not one of ours: not adopted")
 
 
 def _mirrored(row: Subscription, fetched: ProviderSubscription) -> ProviderSubscription:

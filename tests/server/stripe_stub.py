@@ -135,6 +135,15 @@ class StripeStub:
                     "currency": "eur",
                     "recurring": {"interval": "month"},
                 }
+            if method == "GET" and path == "/v1/subscriptions":
+                price = params.get("price")
+                found = [
+                    s
+                    for s in self.subscriptions.values()
+                    if price is None
+                    or any((i.get("price") or {}).get("id") == price for i in s["items"]["data"])
+                ]
+                return 200, {"object": "list", "data": found, "has_more": False, "url": path}
             if method == "GET" and parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
                 return self._get(self.subscriptions, parts[2])
             return 404, {"error": {"type": "invalid_request_error", "message": f"no route {method} {path}"}}
