@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -145,3 +146,15 @@ def test_a_chain_planted_in_the_trust_file_adds_no_key(client_world, rotated, tm
             this_pc=current().hashes(),
             now=datetime.now(UTC),
         )
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (.ci/run installs nodejs)")
+def test_a_node_pos_built_with_the_old_keys_follows_the_rotation_too(client_world, rotated, tmp_path):
+    _, new_kid = rotated
+    this_pc = tmp_path / "this-pc.json"
+    this_pc.write_text(json.dumps(current().hashes()))
+    argv = [shutil.which("node"), str(REPO / "clients" / "js" / "cli.mjs"), "verify"]
+    argv += ["--port", str(client_world.agent.port), "--trusted", str(client_world.trusted_path)]
+    argv += ["--this-pc", str(this_pc)]
+    out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert out["verdict"] == "licensed" and new_kid in out["kids"]
