@@ -48,6 +48,8 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/language           {language} -> {"language", "status"} (the window's choice, persisted)
     POST /v1/offline/request    {} -> {"file", "file_name"}: the activation request file (activation by file)
     POST /v1/offline/license    {file} -> status: import a license file (422 with nothing changed if refused)
+    POST /v1/offline/deactivate {} -> {"file", "file_name"}: give the license file up (the license is
+                                forgotten); the deactivation file frees its seat on the server's /offline
 
 `GET /v1/license?lang=el|en` (or `Accept-Language`) answers in that language, not changing the agent's.
 
@@ -170,6 +172,7 @@ class LocalApi:
             ("POST", "/v1/language"): Route(self._post_language, auth=True),
             ("POST", "/v1/offline/request"): Route(self._post_offline_request, auth=True),
             ("POST", "/v1/offline/license"): Route(self._post_offline_license, auth=True),
+            ("POST", "/v1/offline/deactivate"): Route(self._post_offline_deactivate, auth=True),
         }
         self.publish(control.status())
 
@@ -404,6 +407,15 @@ class LocalApi:
         from protocol.offline import REQUEST_FILE_NAME
 
         return 200, {"file": self.control.offline_request().decode("utf-8"), "file_name": REQUEST_FILE_NAME}
+
+    def _post_offline_deactivate(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        from protocol.offline import DEACTIVATION_FILE_NAME
+
+        try:
+            data = self.control.offline_deactivation()
+        except errors.LicenseFileRefused as exc:
+            raise ApiError(422, f"license_file_{exc.code}", exc.message) from exc
+        return 200, {"file": data.decode("utf-8"), "file_name": DEACTIVATION_FILE_NAME}
 
     def _post_offline_license(self, body: dict[str, Any]) -> tuple[int, Any]:
         try:

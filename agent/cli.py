@@ -595,8 +595,22 @@ def cmd_sync(_args: argparse.Namespace) -> int:
     return _report(_control().sync_now())
 
 
-def cmd_deactivate(_args: argparse.Namespace) -> int:
-    """Deactivate this PC (frees its seat)."""
+def cmd_deactivate(args: argparse.Namespace) -> int:
+    """Deactivate this PC (frees its seat); `--offline-file FILE`: give a license file up, by file."""
+    if args.offline_file:
+        from pathlib import Path
+
+        from agent import store
+
+        target = Path(args.offline_file)
+        control = _control()
+        store.atomic_write(target, control.offline_deactivation(), mode=0o644)
+        print(
+            f"Wrote {target}; this PC's license file is given up. Upload the file on the server's /offline "
+            "page to free its seat now (otherwise the seat stays taken until the license file ends).",
+            file=sys.stderr,
+        )
+        return _report(control.status())
     return _report(_control().deactivate())
 
 
@@ -642,6 +656,11 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_rename)
     sub.add_parser("sync", help="sync with the license server now").set_defaults(func=cmd_sync)
     p = sub.add_parser("deactivate", help="deactivate this PC and free its seat")
+    p.add_argument(
+        "--offline-file",
+        metavar="FILE",
+        help="give a license file up: write the deactivation file for /offline",
+    )
     p.set_defaults(func=cmd_deactivate)
 
 

@@ -117,6 +117,10 @@ class AgentControl(Protocol):
         """Import a license file from the server; refused (`LicenseFileRefused`) with nothing changed."""
         ...
 
+    def offline_deactivation(self) -> bytes:
+        """Give the license file up: forget it, and return the deactivation file that frees its seat."""
+        ...
+
     # The owner's actions (issue 13): billing, removing another terminal and choosing the terminals that
     # stay answer ServerRefused("owner_proof_required") until the owner proved their e-mail on this PC
     # (request_code(email, "owner"), then prove_owner); the proof lasts 15 minutes.
@@ -230,3 +234,7 @@ class InProcessControl:
     def import_offline_license(self, data: bytes) -> LicenseStatus:
         """Import a license file."""
         return self._service.import_offline_license(data)
+
+    def offline_deactivation(self) -> bytes:
+        """Give the license file up; the deactivation file."""
+        return self._service.offline_deactivation()

@@ -237,6 +237,10 @@ class HttpControl:
         """`POST /v1/offline/request`."""
         return str(self._call("POST", "/v1/offline/request", {})["file"]).encode("utf-8")
 
+    def offline_deactivation(self) -> bytes:
+        """`POST /v1/offline/deactivate`."""
+        return str(self._call("POST", "/v1/offline/deactivate", {})["file"]).encode("utf-8")
+
     def import_offline_license(self, data: bytes) -> LicenseStatus:
         """`POST /v1/offline/license`."""
         text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)

@@ -4,7 +4,8 @@ A `pospal-server run` (sandbox billing, console mail to a file, its outbox worke
 `pospal-agent` processes: a Greek owner buys 2 terminals on an online PC; a second PC that never reaches
 the server writes a request file, the owner uploads it on the `/offline` page and imports the license
 file; license files for another machine, edited ones, and one for an over-full plan are refused with
-nothing changed. The owner's e-mails, delivered by the server's own worker, are in Greek.
+nothing changed. A till removed while its file runs keeps its seat until it gives the file up (its
+deactivation file, uploaded on the page). The owner's e-mails, delivered by the server's own worker, are in Greek.
 """
 
 from __future__ import annotations
@@ -161,6 +162,37 @@ def test_a_greek_owner_licenses_a_pc_without_internet_by_file(mailing_server, ag
     offline.stop()
     offline.start()
     assert offline.license()["reason"] == "offline_license"
+
+    # Seats recycled by file (issue 28 case 7): the owner removes the till licensed by file, but it cannot
+    # be told, so its seat stays taken until the file ends; the third PC still gets no file.
+    machine_id = offline.license()["machine_id"]
+    assert requests.post(
+        f"{server.url}/v1/codes", json={"email": EMAIL, "purpose": "terminals"}, timeout=10
+    ).ok
+    removed = requests.post(
+        f"{server.url}/v1/terminals/remove",
+        json={"email": EMAIL, "code": emailed_code(db_url, EMAIL), "machine_id": machine_id},
+        timeout=10,
+    )
+    assert removed.status_code == 200 and removed.json()["seat_held_until"], removed.text
+    assert _upload(server.url, db_url, third_request).status_code == 409
+    # The till gives its file up: the agent forgets it and writes the deactivation file, which frees it.
+    deactivation = tmp_path / "usb" / "deactivation.json"
+    out = offline.cli("deactivate", "--offline-file", str(deactivation))
+    assert "Traceback" not in out.stderr and "/offline" in out.stderr, out.stderr
+    assert json.loads(deactivation.read_text())["type"] == "pospal-offline-deactivation"
+    assert not offline.license()["licensed"]
+    with requests.Session() as browser:
+        page = browser.get(f"{server.url}/offline", timeout=10)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        freed = browser.post(
+            f"{server.url}/offline/deactivate",
+            data={"csrf": csrf, "lang": "en"},
+            files={"deactivation": ("deactivation.json", deactivation.read_bytes(), "application/json")},
+            timeout=10,
+        )
+    assert freed.status_code == 200, freed.text
+    assert _upload(server.url, db_url, third_request).status_code == 200
 
     # Greek e-mails: welcome/receipt, the codes, the terminal added.
     mails = _wait_for_mail(mail_dir, EMAIL, 4)
