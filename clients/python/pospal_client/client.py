@@ -24,9 +24,9 @@ Otherwise it raises `BadProof`, `OtherMachine` or `LicenseExpired` (all `AnswerR
 port raises `AgentUnavailable`, and an agent still starting raises `AgentStarting`. A verified answer is
 reused until the token's next state change or `recheck_s` (60 s) passes, whichever is first.
 
-Every call has one total deadline (`timeout`, 2 s), for connecting, sending and every read, and an answer
-over 256 KiB is refused unread. Each thread keeps its own keep-alive connection and no lock is held
-across the network, so one stuck call never holds up another thread.
+Every call has one total deadline (`timeout`, 2 s), for connecting, sending and every read; an answer to
+a challenge over 256 KiB (any other over 16 MiB) is refused unread. Each thread keeps its own keep-alive
+connection and no lock is held across the network, so one stuck call never holds up another thread.
 
 `can_sell()` never blocks a sale because of the agent for long, and never for ever:
 
@@ -74,6 +74,8 @@ DEFAULT_RECHECK_S = 60.0
 DEFAULT_STARTING_LIMIT_S = 60.0
 # A challenge answer is a status, a token (at most 16 KiB) and a few key-set updates: 256 KiB is ample.
 MAX_ANSWER_BYTES = 256 * 1024
+# Any other answer (the tray's terminal lists, say) is capped too, more loosely.
+MAX_OTHER_ANSWER_BYTES = 16 * 1024 * 1024
 # Fields of a challenge answer that are proof, not status.
 _PROOF_FIELDS = ("token", "machine_key", "proof", "keyset_updates")
 _NO_NBF_CHECK = datetime(9999, 1, 1, tzinfo=UTC)
@@ -371,7 +373,7 @@ class AgentClient:
         """Send one request and return the decoded JSON answer, all within `timeout` (total).
 
         Raises `AgentUnavailable` (no answer in time, refused, reset) or `LocalApiError` (an error answer,
-        with the API's `code`; `answer_too_large` past `max_bytes`).
+        with the API's `code`; `answer_too_large` past `max_bytes`, default 16 MiB).
         """
         payload = b"" if body is None else json.dumps(body).encode("utf-8")
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: application/json"]
@@ -382,7 +384,7 @@ class AgentClient:
             lines.append(f"Authorization: Bearer {bearer}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
         wait = self.timeout if timeout is None else timeout
-        limit = self.max_answer_bytes if max_bytes is None else max_bytes
+        limit = MAX_OTHER_ANSWER_BYTES if max_bytes is None else max_bytes
         # Real time, not the injected clock: this bounds the call, it judges no license.
         deadline = time.monotonic() + wait
         conn = self._connection()
