@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from protocol import text
+
 # Printable, no spaces or controls, one @, a dot in the domain. Deliverability is the mailer's business.
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 EMAIL = re.compile(EMAIL_PATTERN)
@@ -13,4 +15,7 @@ MAX_LENGTH = 320
 def is_email(value: str) -> bool:
     """True when `value` (stripped) looks like an address the server will accept."""
     value = value.strip()
-    return 3 <= len(value) <= MAX_LENGTH and EMAIL.fullmatch(value) is not None
+    # No C1 or bidi characters either (protocol.text): an address is shown to the operator and the owner.
+    return (
+        3 <= len(value) <= MAX_LENGTH and EMAIL.fullmatch(value) is not None and text.problem(value) is None
+    )

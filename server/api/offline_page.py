@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from protocol import text
 from server.api.billing_pages import page
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -116,7 +117,8 @@ def failed(lang: str, message: str, again: str, terminals: Iterable[Mapping[str,
     """Why the request was refused (and, for full seats, which terminals hold them)."""
     t = _t(lang)
     rows = "".join(
-        f"<li>{html.escape(str(row.get('terminal_name') or row.get('machine_id') or ''))} "
+        # Names stored before the text rule may hold bidi characters: shown escaped, never obeyed.
+        f"<li>{html.escape(text.escape(str(row.get('terminal_name') or row.get('machine_id') or '')))} "
         f"({html.escape(str(row.get('last_seen') or t['never']))})</li>"
         for row in terminals
     )

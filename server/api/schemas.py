@@ -21,6 +21,7 @@ Email = Annotated[
         max_length=MAX_LENGTH,
         pattern=EMAIL_PATTERN,
     ),
+    AfterValidator(text.check),
 ]
 Code = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, pattern=r"^[0-9 -]+$")

@@ -26,3 +26,10 @@ def test_ordinary_names_in_any_script_pass_unchanged(value):
 def test_escape_all_reaches_nested_values_and_keys():
     data = {"name\u202e": ["a\u009b", ("b\x1b",)], "n": 5}
     assert text.escape_all(data) == {"name\\u202e": ["a\\u009b", ["b\\u001b"]], "n": 5}
+
+
+def test_an_email_address_with_c1_or_bidi_characters_is_not_an_address():
+    from protocol.emails import is_email
+
+    assert is_email("owner@cafe.gr")
+    assert not is_email("owner\u202e@cafe.gr") and not is_email("owner@cafe\u009b.gr")

@@ -377,3 +377,12 @@ def test_a_till_on_no_license_is_licensed_by_file_for_whoever_proves_the_email(
     till = make_machine()
     assert till.start_trial(client).status_code == 200  # known to the server, on no license yet
     assert _round_trip_as(client, database, "other@cafe.gr", _request_file(till, clock)).status_code == 200
+
+
+def test_control_characters_in_an_email_address_are_refused_by_the_json_api_and_the_page(client):
+    assert (
+        client.post("/v1/codes", json={"email": "a\u202e@cafe.gr", "purpose": "activate"}).status_code == 422
+    )
+    page = client.get("/offline")
+    sent = client.post("/offline/code", data={"email": "a\u009b@cafe.gr", "csrf": _csrf(page.text)})
+    assert sent.status_code == 422
