@@ -5,7 +5,8 @@ A `pospal-server run` (sandbox billing, console mail to a file, its outbox worke
 the server writes a request file, the owner uploads it on the `/offline` page and imports the license
 file; license files for another machine, edited ones, and one for an over-full plan are refused with
 nothing changed. A till removed while its file runs keeps its seat until it gives the file up (its
-deactivation file, uploaded on the page). The owner's e-mails, delivered by the server's own worker, are in Greek.
+deactivation file, uploaded on the page). The owner's e-mails, delivered by the server's own worker, are
+in Greek.
 """
 
 from __future__ import annotations
