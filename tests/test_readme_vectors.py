@@ -2,7 +2,8 @@
 
 A POS written in another language is built against the README's vectors, so they must be exactly what
 scripts/local_answer_vectors.py prints, and each case must give its stated verdict through the same checks
-`AgentClient.verified_license()` runs (`agent.client.verify_local_answer`).
+`AgentClient.verified_license()` runs (`pospal_client.verify_local_answer`; tests/clients/test_js.py runs
+them through clients/js too).
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from agent.client import verify_local_answer
-from agent.errors import AnswerRefused
+from pospal_client import AnswerRefused, verify_local_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
