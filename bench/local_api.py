@@ -587,7 +587,7 @@ def main() -> None:
             verified_run(Path(tmp), args.verified_calls)
 
 
-_ROUNDS = 2
+_ROUNDS = 4
 
 
 def _ratio(label: str, agent: list[float], floor: list[float]) -> None:
