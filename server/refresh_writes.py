@@ -1,6 +1,7 @@
 """Group commit for the refresh hot path: many refreshes' nonces and last-seen times, one transaction.
 
-Every refresh writes two small things: its nonce (replay protection) and the machine's last-seen time.
+Every refresh writes two small things: its nonce (replay protection) and the machine's last-seen time
+(at most once per `TOUCH_EVERY` per machine and queue: a write that changes nearly nothing is skipped).
 One transaction per refresh means one write-lock turn per refresh; on SQLite two worker processes
 then spend much of their time handing that lock back and forth. `RefreshWrites` queues the writes of
 the refreshes an event loop is serving and commits them together:
@@ -31,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DataError, IntegrityError
@@ -46,6 +48,10 @@ from server.offloop import OffLoop, Outcome
 MAX_BATCH = 256
 # Expired nonces are deleted in the flush after every this many writes.
 PURGE_EVERY = 1000
+# A machine's last-seen time is written at most once per this interval by one queue (it refreshes far
+# less often in real use; idle seats are counted in days). Refreshes in between store only their nonce.
+TOUCH_EVERY = timedelta(seconds=60)
+MAX_TOUCHED = 100_000
 # Pauses between tries while the write lock is taken: from FIRST_PAUSE_S growing to MAX_PAUSE_S.
 FIRST_PAUSE_S = 0.0002
 MAX_PAUSE_S = 0.002
@@ -81,13 +87,16 @@ def _naive_utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _write_pg(connection: Connection, writes: list[SeenWrite]) -> set[str]:
-    """The nonces and last-seen times of `writes` (distinct nonces) in one statement; the new nonces."""
+def _write_pg(connection: Connection, writes: list[SeenWrite], touch: list[str]) -> set[str]:
+    """The nonces of `writes` (distinct) and the last-seen times of machines `touch`, in one statement.
+
+    Returns the nonces that were new.
+    """
     params = {
         "nonces": [w.nonce for w in writes],
         "owners": [w.machine_id[:40] for w in writes],
         "expires": [_naive_utc(w.expires) for w in writes],
-        "machines": sorted({w.machine_id for w in writes}),
+        "machines": sorted(touch),
         "seen": _naive_utc(max(w.seen for w in writes)),
     }
     return set(connection.execute(_PG_WRITE, params).scalars())
@@ -118,6 +127,7 @@ class RefreshWrites:
         self._isolate = 0  # how many of the next writes to commit one per transaction
         self._since_purge = 0
         self._off = None if db.is_sqlite else OffLoop("refresh-writes")
+        self._touched: dict[str, datetime] = {}  # machine id -> the last-seen time this queue last wrote
 
     def submit(self, write: SeenWrite) -> asyncio.Future[bool]:
         """Queue `write`; the future says whether its nonce was new (False: a replay)."""
@@ -146,28 +156,29 @@ class RefreshWrites:
         for write, _future in batch:
             unique.setdefault(write.nonce, write)
         purge = self._since_purge + len(batch) >= self.purge_every
+        touch = self._due_for_touch(unique.values())
         if self._off is not None:
             assert self._loop is not None
             self._off.run(
                 self._loop,
-                lambda: self._write_pg(unique, purge),
-                lambda outcome: self._done(batch, unique, purge, single, outcome),
+                lambda: self._write_pg(unique, touch, purge),
+                lambda outcome: self._done(batch, unique, touch, purge, single, outcome),
             )
             return
         try:
-            new = self._write_sqlite(unique, purge)
+            new = self._write_sqlite(unique, touch, purge)
         except Exception as exc:
-            self._done(batch, unique, purge, single, (None, exc))
+            self._done(batch, unique, touch, purge, single, (None, exc))
             return
         if new is None:
             self._retry_later()
             return
-        self._done(batch, unique, purge, single, (new, None))
+        self._done(batch, unique, touch, purge, single, (new, None))
 
-    def _write_pg(self, unique: dict[str, SeenWrite], purge: bool) -> set[str]:
+    def _write_pg(self, unique: dict[str, SeenWrite], touch: list[str], purge: bool) -> set[str]:
         """The flush in one autocommit statement (plus the purge when due)."""
         with self.db.statement() as connection:
-            new = _write_pg(connection, list(unique.values()))
+            new = _write_pg(connection, list(unique.values()), touch)
             if purge:
                 nonces.purge_expired(connection, min(w.seen for w in unique.values()))
             return new
@@ -176,6 +187,7 @@ class RefreshWrites:
         self,
         batch: list[tuple[SeenWrite, asyncio.Future[bool]]],
         unique: dict[str, SeenWrite],
+        touch: list[str],
         purge: bool,
         single: bool,
         outcome: Outcome,
@@ -189,22 +201,36 @@ class RefreshWrites:
             self._settle(batch, error=error)
         else:
             self._since_purge = 0 if purge else self._since_purge + len(batch)
+            self._remember_touched(touch, max(w.seen for w in unique.values()))
             self._settle(batch, accepted={w.nonce for w in unique.values()} & new, firsts=unique)
         if single:
             self._isolate -= 1
         if self._pending:
             self._schedule()
 
-    def _write_sqlite(self, unique: dict[str, SeenWrite], purge: bool) -> set[str] | None:
+    def _due_for_touch(self, writes: Iterable[SeenWrite]) -> list[str]:
+        """The machines of `writes` whose last-seen time this queue did not write in the last TOUCH_EVERY."""
+        due = []
+        for machine_id, seen in {w.machine_id: w.seen for w in writes}.items():
+            written = self._touched.get(machine_id)
+            if written is None or seen - written >= TOUCH_EVERY or seen < written:
+                due.append(machine_id)
+        return due
+
+    def _remember_touched(self, touched: list[str], seen: datetime) -> None:
+        if len(self._touched) > MAX_TOUCHED:
+            self._touched.clear()  # a bound on memory: the next flushes write those machines again
+        for machine_id in touched:
+            self._touched[machine_id] = seen
+
+    def _write_sqlite(self, unique: dict[str, SeenWrite], touch: list[str], purge: bool) -> set[str] | None:
         """The flush in one SQLite transaction; None when the write lock is taken (nothing written)."""
         with self.db.try_begin(durable=False) as connection:
             if connection is None:
                 return None
             entries = [(w.nonce, w.machine_id, w.expires) for w in unique.values()]
             new = nonces.remember_many(connection, entries)
-            machines.touch_machines(
-                connection, [w.machine_id for w in unique.values()], max(w.seen for w in unique.values())
-            )
+            machines.touch_machines(connection, touch, max(w.seen for w in unique.values()))
             if purge:
                 nonces.purge_expired(connection, min(w.seen for w in unique.values()))
             return new

@@ -309,3 +309,31 @@ def test_a_flush_never_moves_last_seen_backwards(client, make_machine, database,
     assert asyncio.run(submit_all(queue, [seen_at(2, clock.now())])) == [True]  # an older batch, late
     with database.transaction() as session:
         assert session.get(Machine, machine.machine_id).last_seen_at == later
+
+
+def test_last_seen_is_written_once_a_minute_while_every_nonce_is_stored(
+    client, make_machine, database, clock
+):
+    (machine,) = trial_machines(client, make_machine, 1)
+    queue = RefreshWrites(database)
+
+    def at(n: int) -> SeenWrite:
+        return SeenWrite(f"n-minute-{n}", machine.machine_id, clock.now() + timedelta(minutes=5), clock.now())
+
+    def last_seen() -> Any:
+        with database.transaction() as session:
+            return session.get(Machine, machine.machine_id).last_seen_at
+
+    first = clock.now()
+    with CommitCounter() as counter:
+        assert asyncio.run(submit_all(queue, [at(1)])) == [True]
+        clock.advance(seconds=30)
+        assert asyncio.run(submit_all(queue, [at(2)])) == [True]  # the nonce is kept, last-seen is not moved
+        assert last_seen() == first
+        clock.advance(seconds=30)
+        assert asyncio.run(submit_all(queue, [at(3)])) == [True]
+    assert last_seen() == clock.now()
+    assert counter.commits == 3
+    with database.transaction() as session:
+        stored = set(session.scalars(select(RequestNonce.nonce)))
+    assert {"n-minute-1", "n-minute-2", "n-minute-3"} <= stored
