@@ -9,6 +9,10 @@
     <install>/launcher.json                  the launcher's last swap: version, outcome, gap, reason
     <install>/tuf/                           the update client's verified metadata and downloads
 
+`python -m agent.install seed DIR ENTRY` makes the first version of an install from an agent installed
+another way (the Linux service's venv, `packaging/linux/install.sh`): `versions/<this version>/` holds
+only an entry that runs ENTRY, and `current` points at it unless a newer version already runs.
+
 Pointers are files, not symlinks (a Windows service account may not create symlinks), each written with
 a temporary file and `os.replace`, so a power cut leaves either the old or the new pointer. Standard
 library only: the launcher imports this and must stay small and stable across agent versions.
@@ -19,11 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ENTRY = "pospal-agent.exe" if os.name == "nt" else "pospal-agent"
+SEEDED = "seeded-from"  # in a version made by `seed`: the entry it runs
 _VERSION = re.compile(r"^\d{1,6}(\.\d{1,6}){0,3}$")
 
 
@@ -162,3 +169,58 @@ class Install:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def seed(self, version: str, entry: Path) -> bool:
+        """Make `versions/<version>/` an entry that runs `entry` (POSIX: a shell script), and point
+        `current` at it unless a newer version is current; True when it is current now.
+
+        Other seeded versions running the same `entry` go: that entry now runs this version's code, so
+        they would answer with the wrong version (and a rollback to them would fail its start check).
+        """
+        version_key(version)
+        if os.name == "nt":
+            raise ValueError("seed makes a POSIX entry script; Windows installs ship their versions")
+        self.versions.mkdir(parents=True, exist_ok=True)
+        here = self.versions / version
+        here.mkdir(exist_ok=True)
+        script = f'#!/bin/sh\nexec {shlex.quote(str(entry))} "$@"\n'
+        atomic_write(here / ENTRY, script.encode())
+        os.chmod(here / ENTRY, 0o755)
+        atomic_write(here / SEEDED, f"{entry}\n".encode())
+        import shutil
+
+        for other in self.installed():
+            if other != version and self._seeded_from(other) == str(entry):
+                shutil.rmtree(self.versions / other, ignore_errors=True)
+        current = self._read("current")
+        if current is not None and self.entry(current).exists() and version_key(current) > version_key(version):
+            return False
+        self.set_current(version, previous=None)
+        return True
+
+    def _seeded_from(self, version: str) -> str | None:
+        try:
+            return (self.versions / version / SEEDED).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m agent.install seed DIR ENTRY`: this agent's version as the first version of DIR."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 3 or args[0] != "seed":
+        print("usage: python -m agent.install seed INSTALL_DIR AGENT_ENTRY", file=sys.stderr)
+        return 2
+    from protocol import __version__
+
+    install, entry = Install(Path(args[1])), Path(args[2]).absolute()
+    if not os.access(entry, os.X_OK):
+        print(f"agent.install: {entry} is not an executable agent entry", file=sys.stderr)
+        return 1
+    made_current = install.seed(__version__, entry)
+    print(f"{__version__} {'is current' if made_current else f'installed; {install.current()} stays current'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
