@@ -8,6 +8,7 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
+  Where the Linux system service serves this PC (agent.linuxservice), a user's `run` is only the tray.
 - `status`, `trial`, `activate`, `buy`, `terminals`, `rename`, `sync`, `deactivate` talk to the running
   agent over its caller-checked channel (`agent.channelcontrol`, as the tray does), or the local API with the
   api-token from the data directory when it hosts none; when none answers they run the agent's service in
@@ -110,9 +111,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = AgentSettings.from_env()
     if args.tray_only:
         return _run_tray_only(settings)
-    supported = _prepare(settings)
-    from agent import handoff
+    from agent import handoff, linuxservice
 
+    if not handoff.inherited() and linuxservice.serves_for_others(settings.runtime_dir):
+        return _beside_the_service(settings, args.headless)
+    supported = _prepare(settings)
     if handoff.inherited():  # started by pospal-launcher (agent.launcher): serve on its socket
         from agent import launched
 
@@ -136,6 +139,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if tray is not None:
             tray.stop()
+
+
+def _beside_the_service(settings: Any, headless: bool) -> int:
+    """A user's `run` while the Linux system service serves this PC (agent.linuxservice): only this
+    session's tray, attached to the service, so no second core takes 7421 while the service restarts."""
+    if headless or not _has_display():
+        print(
+            "pospal-agent: the POSPal License service serves this PC (systemctl status pospal-agent); "
+            + ("a second agent here would compete for its port." if headless else "no display for a tray."),
+            file=sys.stderr,
+        )
+        return 1 if headless else 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("the POSPal License service serves this PC: running only this session's tray")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tray = _tray_supervisor(settings)
+    tray.start()
+    try:
+        while not stop.wait(1.0) and not tray.quit.is_set():
+            pass
+    finally:
+        tray.stop()
+    return 0
 
 
 def run_headless(stop: threading.Event, *, on_ready: Callable[[], None] | None = None) -> int:
