@@ -22,7 +22,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from protocol.clock import Clock, SystemClock
 from server import __version__, fleet
-from server.api import activations, codes, health, keys, migrations, refresh, refresh_fast, terminals, trials
+from server.api import (
+    activations,
+    codes,
+    health,
+    keys,
+    migrations,
+    pause,
+    refresh,
+    refresh_fast,
+    terminals,
+    trials,
+)
 from server.api import billing as billing_api
 from server.api import offline as offline_api
 from server.api import updates as updates_api
@@ -159,7 +170,7 @@ def _lifespan(services: Services, run_worker: bool) -> Callable[[FastAPI], Abstr
 
 
 def _install_routers(app: FastAPI) -> None:
-    for module in (trials, codes, activations, migrations, refresh, terminals, keys, health):
+    for module in (trials, codes, activations, migrations, pause, refresh, terminals, keys, health):
         app.include_router(module.router)
     app.include_router(billing_api.router)
     app.include_router(offline_api.router)

@@ -25,6 +25,8 @@ from protocol.trust import ISSUER, jwk_thumbprint
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial, table_of
 
 POLICY = Policy()
+# While paused, tills ask every minute, so a resume (by date or by the owner) licenses them within one.
+PAUSED_POLICY = Policy(sync_s=60)
 PAYMENT_GRACE = timedelta(seconds=POLICY.payment_grace_s)
 TRIAL_LENGTH = timedelta(days=30)
 DEFAULT_PLAN = "pospal-monthly"
@@ -91,6 +93,14 @@ def subscription_state(license_: License, subscription: Subscription | None, now
     state["period_end"] = _ts(period_end)
     cancel_at = subscription.cancel_at or (period_end if subscription.cancel_at_period_end else None)
     state["cancel_at"] = _ts(cancel_at)
+    resumes_at = getattr(subscription, "pause_resumes_at", None)
+    if getattr(subscription, "paused", False) and not comp and (resumes_at is None or now < resumes_at):
+        # A seasonal pause: nothing is collected, so nothing sells. Agents that know only the seed's
+        # statuses see `canceled` (licensed_cancelled); this one reads `paused` and `resumes_at`.
+        state.update(
+            status="canceled", paused=True, resumes_at=_ts(resumes_at), policy=PAUSED_POLICY.to_claim()
+        )
+        return state
     if comp or status in _ACTIVE:
         state["status"] = "active"
     elif status in _PAST_DUE:

@@ -45,6 +45,8 @@ _STATE_COLUMNS = select(
     _S.c.cancel_at_period_end.label("s_cancel_at_period_end"),
     _S.c.first_failed_at.label("s_first_failed_at"),
     _S.c.payment_action_url.label("s_payment_action_url"),
+    _S.c.paused.label("s_paused"),
+    _S.c.pause_resumes_at.label("s_pause_resumes_at"),
     _S.c.updated_at.label("s_updated_at"),
     _C.c.email.label("c_email"),
     _T.c.id.label("t_id"),
@@ -123,6 +125,8 @@ def _state_from_row(row: Any) -> MachineState:
                 cancel_at_period_end=row.s_cancel_at_period_end,
                 first_failed_at=row.s_first_failed_at,
                 payment_action_url=row.s_payment_action_url,
+                paused=bool(row.s_paused),
+                pause_resumes_at=row.s_pause_resumes_at,
                 updated_at=row.s_updated_at,
             )
     if row.t_id is not None:

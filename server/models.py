@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -114,6 +115,10 @@ class Subscription(Base):
     # The unpaid renewal waits for the bank's confirmation (3-D Secure): the invoice page where the owner
     # confirms it. None when nothing waits.
     payment_action_url: Mapped[str | None] = mapped_column(Text)
+    # A seasonal pause (Stripe `pause_collection`): nothing is collected and the tills stop until
+    # `pause_resumes_at` (None: until the owner resumes). Terminals keep their seats meanwhile.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    pause_resumes_at: Mapped[datetime | None]
 
 
 class License(Base):

@@ -74,6 +74,9 @@ SUBSCRIPTION_EVENTS = frozenset(
         "customer.subscription.created",
         "customer.subscription.updated",
         "customer.subscription.deleted",
+        # A subscription whose status became `paused` (a trial that ended without a card) and back.
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
     }
 )
 FLAGGED_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})

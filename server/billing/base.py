@@ -33,6 +33,9 @@ class ProviderSubscription:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # The prices of its items (Stripe); empty for the sandbox, whose subscriptions are all ours.
     price_ids: tuple[str, ...] = ()
+    # Collection paused (Stripe `pause_collection`) until `pause_resumes_at` (None: until resumed).
+    paused: bool = False
+    pause_resumes_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,10 @@ class BillingProvider(Protocol):
         self, subscription_id: str, quantity: int, idempotency_key: str
     ) -> ProviderSubscription:
         """Change the subscription to `quantity` terminals now, prorated and invoiced at once."""
+        ...
+
+    def set_pause(self, subscription_id: str, paused: bool, resumes_at: int | None) -> ProviderSubscription:
+        """Pause collection (nothing is charged) until `resumes_at` (None: until resumed), or resume now."""
         ...
 
     def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:

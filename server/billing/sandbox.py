@@ -113,7 +113,18 @@ class SandboxBilling:
             cancel_at=data.get("cancel_at"),
             cancel_at_period_end=bool(data.get("cancel_at_period_end")),
             metadata=dict(data.get("metadata") or {}),
+            paused=bool(data.get("pause_collection")),
+            pause_resumes_at=(data.get("pause_collection") or {}).get("resumes_at"),
         )
+
+    def set_pause(self, subscription_id: str, paused: bool, resumes_at: int | None) -> ProviderSubscription:
+        """Set or clear the sandbox subscription's `pause_collection`."""
+        with self.db.transaction() as session:
+            row = self._row(session, subscription_id, "subscription")
+            data = dict(row.data)
+            data["pause_collection"] = {"behavior": "void", "resumes_at": resumes_at} if paused else None
+            self._save(row, data)
+        return self.fetch_subscription(subscription_id)
 
     def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:
         """Every sandbox subscription (the sandbox has one price: ours)."""

@@ -165,6 +165,15 @@ class StripeBilling:
             sub = self.client.v1.subscriptions.retrieve(subscription_id)
         return subscription_from_stripe(_plain(sub))
 
+    def set_pause(self, subscription_id: str, paused: bool, resumes_at: int | None) -> ProviderSubscription:
+        """Set or clear `pause_collection` (behavior `void`: no invoice is collected while paused)."""
+        pause: Any = ""  # an empty value clears the pause (Stripe's way to unset a hash)
+        if paused:
+            pause = {"behavior": "void", **({"resumes_at": resumes_at} if resumes_at else {})}
+        with _translated():
+            sub = self.client.v1.subscriptions.update(subscription_id, params={"pause_collection": pause})
+        return subscription_from_stripe(_plain(sub))
+
     def list_subscriptions(self, price_id: str | None) -> Iterator[ProviderSubscription]:
         """Every subscription of `price_id`, whatever its status, page by page."""
         params: dict[str, Any] = {"status": "all", "limit": 100}
@@ -307,6 +316,7 @@ def subscription_from_stripe(sub: Mapping[str, Any]) -> ProviderSubscription:
     first = items[0] if items else {}
     quantity = sub.get("quantity") or first.get("quantity") or 1
     period_end = sub.get("current_period_end") or first.get("current_period_end")
+    pause = sub.get("pause_collection") if isinstance(sub.get("pause_collection"), Mapping) else None
     customer = sub.get("customer")
     if isinstance(customer, Mapping):
         customer = customer.get("id")
@@ -323,6 +333,8 @@ def subscription_from_stripe(sub: Mapping[str, Any]) -> ProviderSubscription:
         trial_end=int(sub["trial_end"]) if sub.get("trial_end") else None,
         metadata={str(k): str(v) for k, v in (sub.get("metadata") or {}).items()},
         price_ids=tuple(_price_id(item) for item in items if _price_id(item)),
+        paused=bool(pause),
+        pause_resumes_at=int(pause["resumes_at"]) if pause and pause.get("resumes_at") else None,
     )
 
 

@@ -300,6 +300,8 @@ def _apply(
         # The invoice's own state decides, whichever of payment_failed / payment_action_required came
         # first: "confirm the payment" when the bank waits for the owner, "update your card" otherwise.
         row.payment_action_url = (invoice.hosted_invoice_url or None) if invoice.needs_action else None
+    row.paused = current.paused
+    row.pause_resumes_at = _dt(current.pause_resumes_at) if current.paused else None
     row.updated_at = now
     row.provider_updated = max(row.provider_updated or 0, stamp)
 

@@ -135,6 +135,19 @@ class StripeStub:
                     "currency": "eur",
                     "recurring": {"interval": "month"},
                 }
+            if method == "POST" and parts[:2] == ["v1", "subscriptions"] and len(parts) == 3:
+                if parts[2] not in self.subscriptions:
+                    return self._get(self.subscriptions, parts[2])
+                sub = self.subscriptions[parts[2]]
+                if "pause_collection" in params and not params["pause_collection"]:
+                    sub["pause_collection"] = None  # Stripe clears a hash given as ""
+                elif "pause_collection[behavior]" in params:
+                    resumes = params.get("pause_collection[resumes_at]")
+                    sub["pause_collection"] = {
+                        "behavior": params["pause_collection[behavior]"],
+                        "resumes_at": int(resumes) if resumes else None,
+                    }
+                return 200, sub
             if method == "GET" and path == "/v1/subscriptions":
                 price = params.get("price")
                 found = [
