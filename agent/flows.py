@@ -26,6 +26,7 @@ from agent import messages, offline, store
 from agent.cache import SealedCache
 from agent.clock import TrustedClock
 from agent.errors import Error, InvalidInput, LicenseFileRefused, ServerRefused
+from agent.identity import key_tag
 from agent.sync import SyncEngine
 from agent.transport import CloudTransport, MachineIdentity
 from agent.values import AddTerminal, Checkout, Terminal
@@ -51,6 +52,7 @@ class FlowsMixin:
     _token_problem: str | None
     _trusted: TrustedKeys
     _generation: int
+    _key_tag: str | None
     trusted_clock: TrustedClock
     key_store: store.MachineKeyStore
     transport: CloudTransport
@@ -305,6 +307,7 @@ class FlowsMixin:
     def offline_request(self) -> bytes:
         """The activation request file for this PC: its public key, fingerprint hashes and a signature."""
         key = self.key_store.load_or_create()
+        self._key_tag = key_tag(key)  # the default name tells two tills of one image apart here too
         return offline.request_file(
             key,
             self._hashes(),
@@ -353,7 +356,7 @@ class FlowsMixin:
                 lang=self.language,
                 newest_iat=self._data.get("token_iat"),
             )
-            if checked.keyset and self._trusted.apply_keyset_update(checked.keyset):
+            if checked.keyset and self._trusted.apply_chain([checked.keyset]):
                 self._data["keyset_updates"] = list(self._trusted.accepted_updates)
             self._claims, self._token_problem = checked.claims, None
             # A PC clock that lags the server a little must still accept this token after a restart.

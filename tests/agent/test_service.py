@@ -365,6 +365,7 @@ def test_two_tills_made_from_one_image_both_called_vm_get_names_the_owner_tells_
     """Issue 27: two tills both showed as `vm` (their host name) in the owner's list. The default name
     carries a tag of each PC's own machine key, so they differ from the first activation on."""
     import agent.service as service_mod
+    from protocol.offline import read_request
 
     monkeypatch.setattr(service_mod.socket, "gethostname", lambda: "vm")
     names = []
@@ -378,6 +379,12 @@ def test_two_tills_made_from_one_image_both_called_vm_get_names_the_owner_tells_
         names.append(machine["terminal"])
         assert svc.status().terminal_name == machine["terminal"]
     assert names[0] != names[1] and all(n.startswith("vm-") and len(n) == 7 for n in names)
+    # A till activated by file names itself the same way in its request file.
+    (tmp_path / "c").mkdir()
+    svc = Rig(tmp_path / "c").service()
+    svc._explicit_terminal = None
+    name = read_request(svc.offline_request()).terminal_name
+    assert name is not None and name.startswith("vm-") and name not in names
 
 
 def test_a_till_is_named_before_activation_and_renamed_later_through_the_server(rig):
