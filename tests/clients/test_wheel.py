@@ -104,10 +104,17 @@ def test_the_wheel_holds_the_client_the_kernel_and_the_shipped_keys(tmp_path):
     assert [r for r in requires if "extra ==" not in r] == ["Requires-Dist: cryptography>=42"]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without POSPAL_* and PYTHON* (no PYTHONPATH into the repository)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "PYTHON"))}
+    return {**env, **extra}
+
+
 def test_the_fresh_venv_has_only_the_client_and_cryptography(venv_python):
     out = subprocess.run(
         [str(venv_python), "-c", LIST_DISTRIBUTIONS],
         cwd=venv_python.parent,
+        env=clean_env(),
         capture_output=True,
         text=True,
         check=True,
@@ -116,7 +123,7 @@ def test_the_fresh_venv_has_only_the_client_and_cryptography(venv_python):
     assert set(eval(out)) <= {"pospal-client", "pospal_client", "cryptography", "cffi", "pycparser"}
     for absent in ("agent", "server", "jwt", "PySide6", "flask"):
         argv = [str(venv_python), "-c", f"import {absent}"]
-        probe = subprocess.run(argv, cwd=venv_python.parent, capture_output=True, timeout=60)
+        probe = subprocess.run(argv, cwd=venv_python.parent, env=clean_env(), capture_output=True, timeout=60)
         assert probe.returncode != 0, absent
 
 
@@ -126,8 +133,7 @@ def test_the_readme_snippet_verifies_the_real_agent_from_the_fresh_venv(venv_pyt
         readme_snippet()
         + "\nstatus = agent.verified_license()\nprint('VERDICT', status['licensed'], agent.can_sell())\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "PYTHON"))}
-    env.update(
+    env = clean_env(
         HOME=str(tmp_path),
         POSPAL_AGENT_PORT=str(client_world.agent.port),
         POSPAL_TRUSTED_KEYS=str(client_world.trusted_path),
@@ -143,8 +149,7 @@ def test_the_readme_snippet_verifies_the_real_agent_from_the_fresh_venv(venv_pyt
 def test_without_the_trust_file_the_fresh_venv_refuses_the_demo_agent(venv_python, client_world, tmp_path):
     # The demo server's key is not among the agent's shipped keys: without POSPAL_TRUSTED_KEYS the client
     # must not take the demo's answer as proven.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSPAL_", "PYTHON"))}
-    env.update(HOME=str(tmp_path), POSPAL_AGENT_PORT=str(client_world.agent.port))
+    env = clean_env(HOME=str(tmp_path), POSPAL_AGENT_PORT=str(client_world.agent.port))
     code = "from pospal_client import AgentClient; print('SELL', AgentClient().can_sell())"
     run = subprocess.run(
         [str(venv_python), "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
