@@ -100,6 +100,23 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Buy a subscription to take orders again.",
         "el": "Αγοράστε συνδρομή για να δέχεστε ξανά παραγγελίες.",
     },
+    # licensed_cancelled, reason paused: the owner paused the subscription for the season
+    "status.paused": {
+        "en": "POSPal is paused for the season until you resume it.",
+        "el": "Το POSPal είναι σε παύση για τη σεζόν μέχρι να το επαναφέρετε.",
+    },
+    "status.paused_until": {
+        "en": "POSPal is paused for the season until {date}.",
+        "el": "Το POSPal είναι σε παύση για τη σεζόν έως τις {date}.",
+    },
+    "fix.paused": {
+        "en": "Nothing is charged meanwhile, and every terminal keeps its place.",
+        "el": "Στο μεταξύ δεν χρεώνεται τίποτα και κάθε τερματικό κρατά τη θέση του.",
+    },
+    "fix.paused_until": {
+        "en": "Nothing is charged meanwhile, and every terminal keeps its place.",
+        "el": "Στο μεταξύ δεν χρεώνεται τίποτα και κάθε τερματικό κρατά τη θέση του.",
+    },
     # license_missing
     "status.not_activated": {
         "en": "This computer is not activated.",

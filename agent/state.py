@@ -251,6 +251,15 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
     last_sync = inputs.last_sync.timestamp() if inputs.last_sync is not None else c.iat
     if c.kind == "trial":
         return _trial(c, last_sync, now, status)
+    if c.raw.get("paused") is True and c.status == "canceled":
+        # A seasonal pause: `licensed_cancelled` for POS apps that know only those names (no orders),
+        # reason `paused` with its own message; the server asks for a sync every minute meanwhile.
+        resumes = c.raw.get("resumes_at")
+        if isinstance(resumes, int) and resumes > now:
+            return status(
+                "licensed_cancelled", False, "paused", message_of="paused_until", date=status.date(resumes)
+            )
+        return status("licensed_cancelled", False, "paused")
     if c.status == "canceled" or (c.cancel_at is not None and now >= c.cancel_at):
         return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)
     if c.status == "past_due":
