@@ -259,7 +259,7 @@ class TerminalOfAnotherOwner(ApiError):
     )
 
 
-def _require_own_terminal(session: Any, customer: Customer, public_key: str) -> None:
+def _require_own_terminal(session: Any, customer: Customer, public_key: str, now: datetime) -> None:
     """Refuse a request file whose machine is bound to another customer's license.
 
     Anyone holding a till's request file could upload it (it holds nothing secret), so a file proves the
@@ -267,7 +267,10 @@ def _require_own_terminal(session: Any, customer: Customer, public_key: str) -> 
     to, or, for a till on no license, for the e-mail whose code was just proven (a first activation).
     """
     machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
-    if machine is None or machine.license_id is None or machine.deactivated_at is not None:
+    if machine is None or machine.license_id is None:
+        return
+    # A removed till whose file still runs keeps its seat there (server.seats): it is still that license's.
+    if machine.deactivated_at is not None and not seats.file_running(machine, now):
         return
     owner = session.scalar(select(License.customer_id).where(License.id == machine.license_id))
     if owner != customer.id:
@@ -281,7 +284,7 @@ def _issue(svc: Services, email: str, code: str, code_id: int, req: Any, now: da
         license_ = licensing.live_license_for_customer(session, customer.id, now) if customer else None
         if customer is None or license_ is None:
             raise NoSubscription()
-        _require_own_terminal(session, customer, req.machine_public_key)
+        _require_own_terminal(session, customer, req.machine_public_key, now)
         try:
             body = ActivationRequest(
                 email=email,

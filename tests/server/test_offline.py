@@ -341,7 +341,7 @@ def _round_trip_as(client, database, email, file):
     )
 
 
-@pytest.mark.parametrize("victim_by", ["file", "online"])
+@pytest.mark.parametrize("victim_by", ["file", "online", "file, then removed"])
 def test_a_stranger_replaying_a_tills_request_file_under_their_own_email_cannot_take_the_till(
     client, database, seed_subscription, make_machine, clock, login_code, victim_by
 ):
@@ -350,13 +350,15 @@ def test_a_stranger_replaying_a_tills_request_file_under_their_own_email_cannot_
     seed_subscription(email=stranger, seats=5)
     till = make_machine(terminal_name="Beach")
     request_file = _request_file(till, clock)
-    if victim_by == "file":
+    if victim_by.startswith("file"):
         machine_id = json.loads(_round_trip(client, database, till, clock, file=request_file).content)[
             "machine_id"
         ]
     else:
         assert till.activate(client, EMAIL, login_code(client, EMAIL)).status_code == 200
         machine_id = till.machine_id
+    if victim_by == "file, then removed":  # its file runs on, and so does its seat on the owner's license
+        assert _remove(client, machine_id, login_code(client, EMAIL, "terminals")).status_code == 200
     answer = _round_trip_as(client, database, stranger, request_file)
     assert answer.status_code == 403 and "another subscription" in answer.text
     with database.transaction() as session:
