@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 
 import pytest
 
 from protocol.fingerprint import current
-from tests.clients.test_edges import WINDOWS_PC
+from tests.clients.scripted import ScriptedServer, read_request
+from tests.clients.test_edges import WINDOWS_PC, _drip
 from tests.clients.test_flask import genuine_answer
 from tests.server.conftest import REPO
 
@@ -93,3 +95,41 @@ def test_the_readme_node_snippet_verifies_the_real_agent(client_world, tmp_path)
     )
     assert run.returncode == 0, run.stderr
     assert "VERDICT true true" in run.stdout, run.stdout + run.stderr
+
+
+def test_node_gives_up_on_a_one_byte_per_second_answer_at_its_deadline(client_world, tmp_path):
+    sent: list[int] = []
+    stop = threading.Event()
+    server = ScriptedServer(_drip(sent, stop))
+    try:
+        pc = tmp_path / "this-pc.json"
+        pc.write_text(json.dumps(current().hashes()))
+        argv = ["verify", "--port", str(server.port), "--trusted", str(client_world.trusted_path)]
+        out = json.loads(node(*argv, "--this-pc", str(pc), "--timeout-ms", "1000"))
+        assert out["verdict"] == "agent_unavailable"
+        assert len(sent) <= 3  # it gave up while the answer was still dripping
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_node_refuses_a_300_mib_answer_without_reading_it(client_world, tmp_path):
+    size = 300 * 1024 * 1024
+    sent: list[int] = []
+
+    def huge(_index: int, sock) -> None:
+        read_request(sock)
+        sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode())
+        for _ in range(size // 65536):
+            sock.sendall(b"x" * 65536)
+            sent.append(1)
+
+    server = ScriptedServer(huge)
+    try:
+        pc = tmp_path / "this-pc.json"
+        pc.write_text(json.dumps(current().hashes()))
+        argv = ["verify", "--port", str(server.port), "--trusted", str(client_world.trusted_path)]
+        assert json.loads(node(*argv, "--this-pc", str(pc)))["verdict"] == "bad_proof"
+        assert len(sent) < size // 65536
+    finally:
+        server.stop()
