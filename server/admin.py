@@ -221,7 +221,9 @@ def _terminals(machines: Any, args: argparse.Namespace, now: datetime) -> list[d
     for machine in machines:
         active, why = seats.describe(machine, now, idle)
         if machine.deactivated_at is not None:
-            active, why = False, "removed"
+            # Removed while its license file runs: it sells on and keeps its seat until the file ends.
+            running = seats.file_running(machine, now)
+            active, why = (True, "removed_offline_license") if running else (False, "removed")
         rows.append({**row(machine, hide=("fingerprint",)), "active": active, "why": why})
     return rows
 

@@ -27,3 +27,22 @@ def test_admin_customer_show_wrote_raw_c1_and_bidi_characters_to_the_operators_t
     shown = json.loads(out)
     assert shown["customer"]["name"] == "Cafe \\u009b2J\\u202eevil\\u001b[31m"
     assert shown["licenses"][0]["machines"][0]["terminal_name"] == "Till \\u202e1"
+
+
+def test_admin_machine_remove_of_a_till_licensed_by_file_says_its_seat_stays_taken(
+    client, seed_subscription, make_machine, database, clock
+):
+    import argparse
+
+    from server import admin
+    from tests.server.test_offline import EMAIL, _round_trip
+
+    seed_subscription(email=EMAIL, seats=1)
+    doc = json.loads(_round_trip(client, database, make_machine(terminal_name="Beach"), clock).content)
+    printed = []
+    args = argparse.Namespace(entity="machine", action="remove", id=doc["machine_id"], seat_idle_days=30)
+    with database.transaction() as session:  # the operator's command, on the test's clock
+        assert admin.run(session, args, clock.now(), printed.append) == 0
+    shown = printed[0]["machine"]
+    assert (shown["active"], shown["why"]) == (True, "removed_offline_license") and shown["offline_until"]
+    assert _round_trip(client, database, make_machine(terminal_name="Bar"), clock).status_code == 409
