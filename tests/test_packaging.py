@@ -48,8 +48,43 @@ def test_nothing_the_agent_or_tray_imports_is_excluded():
     assert sorted(m for m in used if _excluded(m)) == []
 
 
+def _with_their_dependencies(modules: set[str]) -> set[str]:
+    """`modules` plus the top-level modules of every installed distribution they need, transitively.
+
+    The agent imports `tuf`, and tuf imports `securesystemslib`: a package the server also imports
+    directly is agent-side as well when an agent-side package needs it, and must be bundled.
+    """
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    by_module = metadata.packages_distributions()
+    modules_of: dict[str, set[str]] = {}
+    for module, dists in by_module.items():
+        for dist in dists:
+            modules_of.setdefault(dist.lower().replace("_", "-"), set()).add(module)
+    todo = [dist for module in modules for dist in by_module.get(module, [])]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return set(modules) | {m for dist in seen for m in modules_of.get(dist, set())}
+
+
 def test_server_only_packages_are_excluded():
-    agent_side = {m.split(".")[0] for m in _top_level_imports("agent") | _top_level_imports("ui")}
+    agent_side = _with_their_dependencies(
+        {m.split(".")[0] for m in _top_level_imports("agent") | _top_level_imports("ui")}
+    )
     server_third_party = {
         m.split(".")[0]
         for m in _top_level_imports("server")
