@@ -5,7 +5,8 @@ what the agent verifies:
 
 - verify: `verify_token(token, trusted, now)` -> `Claims` (the JWS checks of `protocol.trust.verify_jws`,
   then required claims, `nbf` with 60 s leeway, optional `exp` / fingerprint / machine id checks);
-- sign: `encode_token`, `make_keyset_document`.
+- sign: `encode_token`, `make_authority_keyset` (the offline authority's key-set document), and
+  `make_keyset_document` (the legacy document signed by a token key, which agents and the POS refuse).
 
 Which keys are trusted (encodings, JWKs, `TrustedKeys`) is `protocol.trust`; machine-signed requests (the
 `X-POSPal-*` headers) are `protocol.signatures`.
@@ -284,7 +285,7 @@ def encode_token(private_key: Ed25519PrivateKey, kid: str, claims: Mapping[str, 
 def make_keyset_document(
     private_key: Ed25519PrivateKey, kid: str, jwks: Iterable[Mapping[str, Any]] | Mapping[str, Any], iat: int
 ) -> str:
-    """Sign a key-set update `{"iss","iat","keys"}` with an (older, already trusted) key `kid`.
+    """Sign a legacy key-set update `{"iss","iat","keys"}` with a token key `kid` (refused by agents now).
 
     `jwks` is a JWKS document or a list of JWKs; private members are refused.
     """
@@ -296,3 +297,38 @@ def make_keyset_document(
     body = json.dumps(payload, separators=(",", ":"))
     signing_input = f"{b64url_encode(header.encode())}.{b64url_encode(body.encode())}"
     return f"{signing_input}.{b64url_encode(private_key.sign(signing_input.encode()))}"
+
+
+def make_authority_keyset(
+    signers: Iterable[tuple[Ed25519PrivateKey, str]],
+    *,
+    version: int,
+    keys: Iterable[Mapping[str, Any]] | Mapping[str, Any],
+    revoked: Iterable[str] = (),
+    iat: int,
+) -> str:
+    """A key-set document signed by the offline key-set authority (`protocol.trust`'s module docstring).
+
+    `signers` are (private key, kid) pairs of authority keys; `keys` the token keys to trust (a JWKS or
+    a list of JWKs; private members are refused); `revoked` the kids never to trust again.
+    """
+    jwks = keys.get("keys", []) if isinstance(keys, Mapping) else list(keys)
+    for jwk in jwks:
+        public_key_from_jwk(jwk)
+    payload = {
+        "iss": ISSUER,
+        "iat": int(iat),
+        "version": int(version),
+        "keys": [dict(j) for j in jwks],
+        "revoked": sorted(set(revoked)),
+    }
+    payload_b64 = b64url_encode(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
+    signatures = []
+    for private_key, kid in signers:
+        header = json.dumps(
+            {"alg": ALG, "kid": kid, "typ": KEYSET_TYP}, separators=(",", ":"), sort_keys=True
+        )
+        protected = b64url_encode(header.encode())
+        signature = b64url_encode(private_key.sign(f"{protected}.{payload_b64}".encode()))
+        signatures.append({"protected": protected, "signature": signature})
+    return json.dumps({"payload": payload_b64, "signatures": signatures}, separators=(",", ":"))

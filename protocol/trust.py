@@ -1,10 +1,21 @@
 """Trusted token keys: Ed25519 key encodings, JWKs, the trusted key set, and compact JWS verification.
 
 The agent accepts a token only if it is signed (EdDSA) by a key in its `TrustedKeys`: the bundled JWKS
-(`agent/keys/trusted.json`), plus `POSPAL_TRUSTED_KEYS`, plus keys added by key-set updates that an
-already trusted key signed. `verify_jws` is the one place a compact JWS is checked against that set:
-canonical base64url only, a header of just `alg`/`typ`/`kid`, EdDSA only, a trusted `kid`. What the
-payload means (license claims, key-set documents) is `protocol.tokens`' business.
+(`agent/keys/trusted.json`), plus `POSPAL_TRUSTED_KEYS`, plus the keys of the newest key-set document
+signed by the offline key-set authority, minus the kids that document revokes. `verify_jws` is the one
+place a compact JWS is checked against that set: canonical base64url only, a header of just
+`alg`/`typ`/`kid`, EdDSA only, a trusted `kid`. What the payload means is `protocol.tokens`' business.
+
+**Key-set documents chain to an offline authority, never to a token key.** The anchors file may hold
+`"keyset_authority": {"threshold": t, "keys": [JWKs]}`: the publisher's offline key-set keys
+(`scripts/publish_update.py keyset-init`). A key-set document is a JWS in the general JSON serialization
+(RFC 7515 7.2.1) whose payload `{"iss","iat","version","keys","revoked"}` carries at least `t` valid
+signatures by distinct authority keys. The newest `version` wins: its `keys` join the roots, its
+`revoked` kids are removed (roots too) and stay out; an older version is refused (rollback). A document
+signed by a token key (the online server's, or a stolen one) is refused; without an authority in the
+anchors no key-set document is accepted at all. The agent gets the document through TUF
+(`agent/updates.py`, a target signed by the offline targets key) and carries it in its challenged answer,
+so a POS applies the same rule from the same shipped anchors.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ ALG = "EdDSA"
 ISSUER = "pospal"
 KEYSET_TYP = "pospal-keyset+jwt"
 MAX_TOKEN_BYTES = 16 * 1024
-# Key-set updates one chain may hold: one per rotation, and the old ones expire; far more is an attack.
+# A key-set document: a few dozen keys and revoked kids, and a signature per authority key.
+MAX_KEYSET_BYTES = 64 * 1024
+# Key-set documents one answer may carry (the newest counts); far more is an attack.
 MAX_CHAIN = 64
 # Anything else in a header (jku, jwk, x5u, crit, b64, ...) could steer verification; refuse it outright.
 _ALLOWED_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
@@ -112,39 +125,99 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> Ed25519PublicKey:
     return key
 
 
-class TrustedKeys:
-    """The set of public keys whose tokens the agent accepts, by kid.
+class KeysetAuthority:
+    """The offline keys that sign key-set documents, and how many distinct ones must sign (threshold)."""
 
-    `accepted_updates` lists the signed key-set documents that added keys, in order; persist *those*
-    (not the bare keys) so a key added through an update is re-verified from the roots on every load,
-    and a tampered cache file cannot slip a key in.
+    def __init__(self, keys: Iterable[Ed25519PublicKey] = (), threshold: int = 1) -> None:
+        self.keys: dict[str, Ed25519PublicKey] = {kid_for(k): k for k in keys}
+        self.threshold = max(1, int(threshold))
+
+    @classmethod
+    def from_doc(cls, doc: object) -> KeysetAuthority | None:
+        """Parse `{"threshold": t, "keys": [JWKs]}`; None when absent; `KeyInvalid` when malformed."""
+        if doc is None:
+            return None
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("keys"), list):
+            raise KeyInvalid("keyset_authority has no 'keys' list.")
+        threshold = doc.get("threshold", 1)
+        if type(threshold) is not int or not 1 <= threshold <= len(doc["keys"]):
+            raise KeyInvalid("keyset_authority threshold must be between 1 and its number of keys.")
+        return cls([public_key_from_jwk(jwk) for jwk in doc["keys"]], threshold)
+
+    def merged(self, other: KeysetAuthority | None) -> KeysetAuthority:
+        """Both sets of keys; the larger threshold (adding anchors never lowers the bar)."""
+        if other is None:
+            return self
+        return KeysetAuthority(
+            [*self.keys.values(), *other.keys.values()], max(self.threshold, other.threshold)
+        )
+
+    def to_doc(self) -> dict[str, Any]:
+        """The `keyset_authority` member of an anchors file."""
+        return {
+            "threshold": self.threshold,
+            "keys": [jwk_from_public_key(self.keys[k]) for k in sorted(self.keys)],
+        }
+
+
+class TrustedKeys:
+    """The set of public keys whose tokens the agent accepts, by kid (see the module docstring).
+
+    `accepted_updates` holds the newest key-set document applied (the signed document, not bare keys):
+    persist it so every load re-verifies it from the anchors, and a tampered cache file cannot slip a key
+    in. `keyset_version` is its version (0: none), `revoked` the kids it revoked.
     """
 
-    def __init__(self, keys: Iterable[Ed25519PublicKey] = ()) -> None:
+    def __init__(
+        self, keys: Iterable[Ed25519PublicKey] = (), authority: KeysetAuthority | None = None
+    ) -> None:
+        self._roots: dict[str, Ed25519PublicKey] = {}
+        self._learned: dict[str, Ed25519PublicKey] = {}
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self.authority = authority
+        self.revoked: frozenset[str] = frozenset()
+        self.keyset_version = 0
         self.accepted_updates: list[str] = []
         for key in keys:
             self.add(key)
 
     @classmethod
     def from_jwks(cls, doc: Mapping[str, Any]) -> TrustedKeys:
-        """Build from a JWKS document `{"keys": [...]}`; raises `KeyInvalid` on a malformed key."""
+        """Build from a JWKS document (`keys`, optional `keyset_authority`); `KeyInvalid` if malformed."""
         trusted = cls()
         trusted.add_jwks(doc)
         return trusted
 
+    def copy(self) -> TrustedKeys:
+        """An independent copy (roots, authority, the applied document), to try a document on."""
+        other = TrustedKeys(self._roots.values(), self.authority)
+        other._learned = dict(self._learned)
+        other.revoked, other.keyset_version = self.revoked, self.keyset_version
+        other.accepted_updates = list(self.accepted_updates)
+        other._rebuild()
+        return other
+
+    def _rebuild(self) -> None:
+        merged = {**self._roots, **self._learned}
+        self._keys = {kid: key for kid, key in merged.items() if kid not in self.revoked}
+
     def add(self, public_key: Ed25519PublicKey) -> str:
-        """Trust a key (root of trust: bundled or configured); returns its kid."""
+        """Trust a key (root of trust: bundled or configured); returns its kid. A revoked kid stays out."""
         kid = kid_for(public_key)
-        self._keys[kid] = public_key
+        self._roots[kid] = public_key
+        self._rebuild()
         return kid
 
     def add_jwks(self, doc: Mapping[str, Any]) -> list[str]:
-        """Trust every key of a JWKS document; returns their kids."""
+        """Trust every key of a JWKS document (and its `keyset_authority`, if any); returns their kids."""
         keys = doc.get("keys") if isinstance(doc, Mapping) else None
         if not isinstance(keys, list):
             raise KeyInvalid("Key set document has no 'keys' list.")
-        return [self.add(public_key_from_jwk(jwk)) for jwk in keys]
+        authority = KeysetAuthority.from_doc(doc.get("keyset_authority"))
+        kids = [self.add(public_key_from_jwk(jwk)) for jwk in keys]
+        if authority is not None:
+            self.authority = authority.merged(self.authority)
+        return kids
 
     def get(self, kid: str) -> Ed25519PublicKey | None:
         """The key with this kid, or None."""
@@ -160,58 +233,123 @@ class TrustedKeys:
         """Sorted kids (sent to the server as `known_kids`)."""
         return sorted(self._keys)
 
-    def to_jwks(self) -> dict[str, list[dict[str, str]]]:
-        """All trusted keys as a JWKS document."""
-        return {"keys": [jwk_from_public_key(self._keys[k]) for k in self.kids()]}
+    def to_jwks(self) -> dict[str, Any]:
+        """All trusted keys as a JWKS document (with the authority, when there is one)."""
+        doc: dict[str, Any] = {"keys": [jwk_from_public_key(self._keys[k]) for k in self.kids()]}
+        if self.authority is not None:
+            doc["keyset_authority"] = self.authority.to_doc()
+        return doc
+
+    def verify_keyset(self, doc: object) -> dict[str, Any]:
+        """The payload of a key-set document signed by the authority's threshold; else `KeySetRejected`."""
+        if self.authority is None:
+            raise KeySetRejected("authority", "Key update rejected: this build trusts no key-set authority.")
+        return verify_keyset_document(doc, self.authority)
 
     def apply_keyset_update(self, doc: str) -> list[str]:
-        """Add the keys of a signed key-set document; returns the kids that were new.
+        """Apply an authority-signed key-set document; returns the kids that became trusted.
 
-        The document must be a compact JWS with `typ` `pospal-keyset+jwt`, signed (EdDSA) by a key this
-        set already trusts. Anything else raises `KeySetRejected` and changes nothing.
+        The same version again changes nothing; an older one raises `KeySetRejected` (`rollback`), as
+        does anything not signed by the authority's threshold (a token key's signature counts for none).
         """
-        try:
-            header, payload = verify_jws(doc, self, expected_typ=KEYSET_TYP)
-        except TokenInvalid as exc:
-            raise KeySetRejected(exc.reason, "Key update rejected: not signed by a trusted key.") from exc
+        payload = self.verify_keyset(doc)
+        version = payload["version"]
+        if version < self.keyset_version:
+            raise KeySetRejected("rollback", "Key update rejected: older than the key set this PC holds.")
+        if version == self.keyset_version:
+            return []
+        before = set(self._keys)
+        self._learned = {kid_for(k): k for k in payload["keys"]}
+        self.revoked = frozenset(self.revoked | set(payload["revoked"]))
+        self.keyset_version = version
+        self.accepted_updates = [doc]
+        self._rebuild()
+        return sorted(set(self._keys) - before)
+
+    def apply_chain(self, docs: Iterable[object], limit: int = MAX_CHAIN) -> list[str]:
+        """Apply the newest authority-signed document among `docs`; returns the kids that were new.
+
+        Documents that are not strings, do not verify, or are past `limit`, are skipped. The agent and
+        the POS's client both learn keys only here (and in `apply_keyset_update`).
+        """
+        best: tuple[int, str] | None = None
+        for doc in [d for d in docs if isinstance(d, str)][:limit]:
+            try:
+                version = self.verify_keyset(doc)["version"]
+            except KeySetRejected:
+                continue
+            if best is None or version > best[0]:
+                best = (version, doc)
+        if best is None or best[0] <= self.keyset_version:
+            return []
+        return self.apply_keyset_update(best[1])
+
+
+def verify_keyset_document(doc: object, authority: KeysetAuthority) -> dict[str, Any]:
+    """Check a key-set document (see the module docstring); returns its payload with `keys` parsed.
+
+    Raises `KeySetRejected`: `format` (not a general-JSON JWS), `signature` (fewer than the threshold of
+    distinct authority keys signed it), `claims` (a malformed payload).
+    """
+    if not isinstance(doc, str) or len(doc) > MAX_KEYSET_BYTES:
+        raise KeySetRejected("format", "Key update rejected: malformed document.")
+    try:
+        outer = json.loads(doc)
+        payload_b64 = outer["payload"]
+        signatures = outer["signatures"]
+        if not isinstance(payload_b64, str) or not isinstance(signatures, list):
+            raise TypeError("shape")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise KeySetRejected("format", "Key update rejected: not signed by the key-set authority.") from exc
+    signers: set[str] = set()
+    for entry in signatures[: 2 * len(authority.keys) + 2]:
+        kid = _keyset_signature_kid(entry, payload_b64, authority)
+        if kid is not None:
+            signers.add(kid)
+    if len(signers) < authority.threshold:
+        raise KeySetRejected("signature", "Key update rejected: not signed by the key-set authority.")
+    try:
+        payload = json.loads(b64url_decode(payload_b64))
+        keys = [public_key_from_jwk(jwk) for jwk in payload["keys"]]
+        revoked = payload.get("revoked", [])
         if (
             payload.get("iss") != ISSUER
             or type(payload.get("iat")) is not int
-            or not isinstance(payload.get("keys"), list)
+            or type(payload.get("version")) is not int
+            or payload["version"] < 1
+            or not isinstance(revoked, list)
+            or not all(isinstance(k, str) for k in revoked)
         ):
-            raise KeySetRejected("claims", "Key update rejected: malformed document.")
-        try:
-            keys = [public_key_from_jwk(jwk) for jwk in payload["keys"]]
-        except KeyInvalid as exc:
-            raise KeySetRejected("claims", "Key update rejected: malformed key.") from exc
-        new = [self.add(k) for k in keys if kid_for(k) not in self._keys]
-        if new:
-            self.accepted_updates.append(doc)
-        return new
+            raise TypeError("claims")
+    except (ValueError, TypeError, KeyError, KeyInvalid) as exc:
+        raise KeySetRejected("claims", "Key update rejected: malformed document.") from exc
+    return {**payload, "keys": keys, "revoked": revoked}
 
-    def apply_chain(self, docs: Iterable[object], limit: int = MAX_CHAIN) -> list[str]:
-        """Apply key-set updates that may chain (K1 signs K2, K2 signs K3) and come in any order.
 
-        Each document must be signed by a key already trusted or added by another document of the
-        chain, so the roots decide everything; the rest is skipped. Returns the kids that were new.
-        Documents that are not strings, and those past `limit`, are ignored. The agent and the POS's
-        client both learn keys only here.
-        """
-        pending = [d for d in docs if isinstance(d, str)][:limit]
-        new: list[str] = []
-        progress = True
-        while pending and progress:
-            progress = False
-            for doc in list(pending):
-                try:
-                    new += self.apply_keyset_update(doc)
-                except KeySetRejected:
-                    continue
-                pending.remove(doc)
-                if doc not in self.accepted_updates:
-                    self.accepted_updates.append(doc)
-                progress = True
-        return new
+def _keyset_signature_kid(entry: object, payload_b64: str, authority: KeysetAuthority) -> str | None:
+    """The authority kid whose valid signature `entry` is, or None (any defect: it counts for nothing)."""
+    if not isinstance(entry, Mapping):
+        return None
+    protected, signature = entry.get("protected"), entry.get("signature")
+    if not isinstance(protected, str) or not isinstance(signature, str):
+        return None
+    try:
+        header = json.loads(b64url_decode(protected))
+        raw_signature = b64url_decode(signature)
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or set(header) != {"alg", "typ", "kid"}:
+        return None
+    if header["alg"] != ALG or header["typ"] != KEYSET_TYP:
+        return None
+    key = authority.keys.get(header["kid"]) if isinstance(header["kid"], str) else None
+    if key is None or len(raw_signature) != 64:
+        return None
+    try:
+        key.verify(raw_signature, f"{protected}.{payload_b64}".encode("ascii"))
+    except (InvalidSignature, UnicodeEncodeError):
+        return None
+    return header["kid"]
 
 
 # ------------------------------------------------------------------------------------------------- JWS

@@ -3,7 +3,8 @@
 Prints one JSON document: the trusted server key set, "this PC"'s fingerprint hashes, and cases, each with
 the time to check at, a challenge, the agent's answer (token, machine_key, proof and the status fields),
 the digest and signed message in between, and the expected verdict (`licensed`); then variants that change
-one thing (or bring a whole `answer`: after a key rotation, with its `keyset_updates` chain), each with its
+one thing (or bring a whole `answer`: after a key rotation, with its `keyset_updates` document signed by
+the offline key-set authority that `trusted_keys.keyset_authority` names), each with its
 verdict (`licensed`, `bad_proof`, `other_machine` or `license_expired`). Every key is
 derived from a fixed seed and Ed25519 signatures are deterministic, so the output never changes; the
 README carries it, and tests/test_readme_vectors.py checks the README's copy against this script and
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from protocol.fingerprint import hash_component  # noqa: E402
 from protocol.proof import answer_digest, proof_message, sign_answer  # noqa: E402
-from protocol.tokens import encode_token, make_keyset_document  # noqa: E402
+from protocol.tokens import encode_token, make_authority_keyset, make_keyset_document  # noqa: E402
 from protocol.trust import b64url_encode, encode_public_key, jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
 
 NOW = 1780315200  # 2026-06-01T12:00:00Z
@@ -82,10 +83,17 @@ def vectors() -> dict[str, Any]:
     digest = answer_digest(answer)
     genuine = {**answer, "proof": sign_answer(machine, challenge, digest)}
 
+    authority = _key("pospal test vector: the offline key-set authority")
+
     def signed_by(signer: Ed25519PrivateKey, chain_signer: Ed25519PrivateKey) -> dict[str, Any]:
-        """The same answer with its token from `signer` and a key-set update naming it, by `chain_signer`."""
+        """The same answer with its token from `signer` and a key-set document naming it, by `chain_signer`
+        (the offline authority's, or a token key's legacy document, which counts for nothing)."""
         jwks = [jwk_from_public_key(k.public_key()) for k in (server, signer)]
-        update = make_keyset_document(chain_signer, kid_for(chain_signer.public_key()), jwks, iat - DAY)
+        chain_kid = kid_for(chain_signer.public_key())
+        if chain_signer is authority:
+            update = make_authority_keyset([(authority, chain_kid)], version=1, keys=jwks, iat=iat - DAY)
+        else:
+            update = make_keyset_document(chain_signer, chain_kid, jwks, iat - DAY)
         body = {
             **status,
             "token": encode_token(signer, kid_for(signer.public_key()), claims),
@@ -97,7 +105,10 @@ def vectors() -> dict[str, Any]:
     rotated = _key("pospal test vector: the server's next signing key")
     stranger = _key("pospal test vector: a key nobody trusts")
     return {
-        "trusted_keys": {"keys": [jwk_from_public_key(server.public_key())]},
+        "trusted_keys": {
+            "keys": [jwk_from_public_key(server.public_key())],
+            "keyset_authority": {"threshold": 1, "keys": [jwk_from_public_key(authority.public_key())]},
+        },
         "this_pc": _hashes("till"),
         "now": NOW,
         "challenge": challenge,
@@ -123,9 +134,14 @@ def vectors() -> dict[str, Any]:
                 "verdict": "other_machine",
             },
             {
-                "name": "after a key rotation (token from a new key, chain signed by the trusted one)",
-                "answer": signed_by(rotated, server),
+                "name": "after a key rotation (a new key's token, key set signed by the offline authority)",
+                "answer": signed_by(rotated, authority),
                 "verdict": "licensed",
+            },
+            {
+                "name": "a key set signed only by the trusted (online) token key",
+                "answer": signed_by(stranger, server),
+                "verdict": "bad_proof",
             },
             {
                 "name": "a chain no trusted key signed",

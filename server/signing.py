@@ -4,9 +4,14 @@ The private key for kid K lives in `POSPAL_SIGNING_KEY_DIR/K.pem` (mode 0600, di
 database row says which keys exist and which is current (the newest one not retired). Several server
 instances share keys by sharing that directory (a volume or a copied secret) and the database.
 
-On first run, when no key exists, `SigningKeys.ensure_current` makes one. Rotation makes a new key,
+On first run, when no key exists, `SigningKeys.ensure_current` makes one. Rotation makes a new key and
 retires the old one (its tokens stay valid until they expire, so it stays in the JWKS for one offline
-lease) and returns a key-set document signed by the old key, which agents that trust the old key accept.
+lease). Agents trust a new key only through a key-set document signed by the offline key-set authority
+(`protocol.trust`; `scripts/publish_update.py keyset` makes it and offers it to the fleet by TUF). The
+server cannot sign one: it only hands out the published copy, `keyset.json` in the key directory
+(`KEYSET_FILE`), to an agent that does not know the current key yet (a new install, an offline license
+file). The legacy document `rotate` still returns, signed by the old key, is accepted only by agents from
+before the authority existed.
 
 The same directory also holds `server-secret`, the HMAC key for login codes and trial component hashes.
 """
@@ -40,6 +45,7 @@ from server.errors import SigningError
 from server.models import SigningKey
 
 SERVER_SECRET_FILE = "server-secret"  # noqa: S105 (a file name)
+KEYSET_FILE = "keyset.json"  # the authority-signed key-set document, as published
 # How long an instance may keep using its view of which key is current (see `_key_snapshot`).
 CACHE_S = 10.0
 
@@ -243,15 +249,19 @@ class SigningKeys:
     def keyset_for(
         self, session: Session | Connection, known_kids: Iterable[str], now: datetime
     ) -> str | None:
-        """A key-set document an agent that trusts `known_kids` can verify, or None if it needs none.
+        """A key-set document for an agent that trusts `known_kids`, or None if it needs none.
 
-        Signed by the newest key the agent already trusts that we can still sign with. An agent that
-        says nothing about its keys gets one signed by the most recently retired key.
+        The published authority document (`KEYSET_FILE`) when there is one. Otherwise the legacy document
+        signed by the newest key the agent already trusts that we can still sign with (an agent that says
+        nothing about its keys gets one signed by the most recently retired key).
         """
         current, listing = self._key_snapshot(session)
         known = [k for k in known_kids if isinstance(k, str)]
         if current in known:
             return None
+        published = self.published_keyset()
+        if published is not None:
+            return published
         if known:
             candidates = [kid for kid, _retired in listing if kid in known]
         else:
@@ -261,6 +271,14 @@ class SigningKeys:
                 with session_of(session) as orm_session:
                     return self.keyset_document(orm_session, kid, now)
         return None
+
+    def published_keyset(self) -> str | None:
+        """The authority-signed key-set document in the key directory, or None (absent or unreadable)."""
+        try:
+            text = (self.key_dir / KEYSET_FILE).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text or None
 
     def sign(self, session: Session, claims: Mapping[str, Any]) -> str:
         """Sign token claims with the current key."""

@@ -4,7 +4,8 @@
 // nothing but Node's standard `crypto` and `http`:
 //
 //   1. the token (compact JWS) verifies against the POS's own trusted keys, which follow a key rotation
-//      only through key-set updates signed by a key already trusted (`TrustedKeys.applyChain`);
+//      only through key-set documents signed by the offline key-set authority named in its anchors
+//      (`keyset_authority`, threshold; revoked kids leave for good; `TrustedKeys.applyChain`);
 //   2. `machine_key`'s RFC 7638 thumbprint is the token's `cnf.jkt`, and `proof` is its Ed25519 signature
 //      over "pospal-local-answer/v1\n" + challenge + "\n" + hex SHA-256 of the RFC 8785 canonical answer
 //      without `proof` (a fake, replayed or edited answer fails here);
@@ -22,6 +23,7 @@ export const MAX_ANSWER_BYTES = 256 * 1024;
 export const MIN_COMPARED = 3;
 const MAX_TOKEN_BYTES = 16 * 1024;
 const MAX_CHAIN = 64;
+const MAX_KEYSET_BYTES = 64 * 1024;
 const PROOF_CONTEXT = "pospal-local-answer/v1";
 const PROOF_FIELDS = new Set(["token", "machine_key", "proof", "keyset_updates"]);
 const REQUIRED_CLAIMS = ["iss", "aud", "sub", "kind", "mid", "fp", "status", "iat", "nbf", "exp", "srv", "policy"];
@@ -153,9 +155,31 @@ function keyFromJwk(jwk) {
   return { kid, key };
 }
 
+// The offline key-set authority ({threshold, keys}) that alone may sign key-set documents.
+function authorityFrom(doc) {
+  if (doc === undefined || doc === null) return null;
+  if (typeof doc !== "object" || !Array.isArray(doc.keys)) throw new Error("keyset_authority has a 'keys' list");
+  const threshold = doc.threshold === undefined ? 1 : doc.threshold;
+  if (!Number.isInteger(threshold) || threshold < 1 || threshold > doc.keys.length) {
+    throw new Error("keyset_authority threshold is between 1 and its number of keys");
+  }
+  const keys = new Map();
+  for (const jwk of doc.keys) {
+    const parsed = keyFromJwk(jwk);
+    if (!parsed) throw new Error("not an Ed25519 public JWK");
+    keys.set(parsed.kid, parsed.key);
+  }
+  return { threshold, keys };
+}
+
 export class TrustedKeys {
   constructor() {
-    this.keys = new Map();
+    this.keys = new Map(); // what tokens may be signed by: roots and the document's keys, minus revoked
+    this.roots = new Map();
+    this.learned = new Map();
+    this.revoked = new Set();
+    this.authority = null;
+    this.keysetVersion = 0;
     this.acceptedUpdates = [];
   }
 
@@ -165,48 +189,99 @@ export class TrustedKeys {
     for (const jwk of doc.keys) {
       const parsed = keyFromJwk(jwk);
       if (!parsed) throw new Error("not an Ed25519 public JWK");
-      trusted.keys.set(parsed.kid, parsed.key);
+      trusted.roots.set(parsed.kid, parsed.key);
     }
+    trusted.authority = authorityFrom(doc.keyset_authority);
+    trusted.rebuild();
     return trusted;
+  }
+
+  rebuild() {
+    this.keys = new Map([...this.roots, ...this.learned].filter(([kid]) => !this.revoked.has(kid)));
   }
 
   kids() {
     return [...this.keys.keys()].sort();
   }
 
-  // One key-set update, signed by a key already trusted; returns the kids that were new, or throws.
-  applyKeysetUpdate(doc) {
-    const { payload } = verifyJws(doc, this, "pospal-keyset+jwt");
-    if (payload.iss !== "pospal" || !Number.isInteger(payload.iat) || !Array.isArray(payload.keys)) {
+  // A key-set document (JWS general JSON) signed by the authority's threshold of distinct keys: its
+  // payload, or throws. A token key's signature counts for nothing (protocol/trust.py, the same rule).
+  verifyKeyset(doc) {
+    const bad = () => new BadProof("keyset", "Key update rejected: not signed by the key-set authority.");
+    if (!this.authority || typeof doc !== "string" || doc.length > MAX_KEYSET_BYTES) throw bad();
+    let outer;
+    try {
+      outer = JSON.parse(doc);
+    } catch {
+      throw bad();
+    }
+    if (!outer || typeof outer.payload !== "string" || !Array.isArray(outer.signatures)) throw bad();
+    const signers = new Set();
+    for (const entry of outer.signatures.slice(0, 2 * this.authority.keys.size + 2)) {
+      if (!entry || typeof entry.protected !== "string" || typeof entry.signature !== "string") continue;
+      let header;
+      try {
+        header = JSON.parse(b64urlDecodeLenient(entry.protected).toString("utf8"));
+      } catch {
+        continue;
+      }
+      if (!header || Object.keys(header).sort().join(",") !== "alg,kid,typ") continue;
+      if (header.alg !== "EdDSA" || header.typ !== "pospal-keyset+jwt") continue;
+      const key = this.authority.keys.get(header.kid);
+      const signature = b64urlDecodeLenient(entry.signature);
+      if (!key || !signature || signature.length !== 64) continue;
+      if (ed25519Verify(key, Buffer.from(`${entry.protected}.${outer.payload}`, "ascii"), signature)) {
+        signers.add(header.kid);
+      }
+    }
+    if (signers.size < this.authority.threshold) throw bad();
+    let payload;
+    try {
+      payload = JSON.parse(b64urlDecodeLenient(outer.payload).toString("utf8"));
+    } catch {
+      throw bad();
+    }
+    const revoked = payload && payload.revoked === undefined ? [] : payload && payload.revoked;
+    if (
+      !payload || payload.iss !== "pospal" || !Number.isInteger(payload.iat) || !Number.isInteger(payload.version) ||
+      payload.version < 1 || !Array.isArray(payload.keys) || !Array.isArray(revoked) ||
+      revoked.some((k) => typeof k !== "string")
+    ) {
       throw new BadProof("keyset", "Key update rejected: malformed document.");
     }
     const parsed = payload.keys.map(keyFromJwk);
     if (parsed.some((p) => p === null)) throw new BadProof("keyset", "Key update rejected: malformed key.");
-    const fresh = parsed.filter((p) => !this.keys.has(p.kid));
-    for (const p of fresh) this.keys.set(p.kid, p.key);
-    if (fresh.length) this.acceptedUpdates.push(doc);
-    return fresh.map((p) => p.kid);
+    return { version: payload.version, keys: parsed, revoked };
   }
 
-  // Updates that may chain (K1 signs K2, K2 signs K3) in any order: the agent's own rule.
+  // The newest authority document wins: its keys join the roots, its revoked kids leave for good; an
+  // older version is refused (rollback). Returns the kids that became trusted, or throws.
+  applyKeysetUpdate(doc) {
+    const { version, keys, revoked } = this.verifyKeyset(doc);
+    if (version < this.keysetVersion) throw new BadProof("keyset", "Key update rejected: older than the one held.");
+    if (version === this.keysetVersion) return [];
+    const before = new Set(this.keys.keys());
+    this.learned = new Map(keys.map((p) => [p.kid, p.key]));
+    for (const kid of revoked) this.revoked.add(kid);
+    this.keysetVersion = version;
+    this.acceptedUpdates = [doc];
+    this.rebuild();
+    return this.kids().filter((kid) => !before.has(kid));
+  }
+
+  // Of the documents given, the newest that verifies is applied; the rest are skipped.
   applyChain(docs) {
-    let pending = (Array.isArray(docs) ? docs : []).filter((d) => typeof d === "string").slice(0, MAX_CHAIN);
-    const added = [];
-    let progress = true;
-    while (pending.length && progress) {
-      progress = false;
-      for (const doc of [...pending]) {
-        try {
-          added.push(...this.applyKeysetUpdate(doc));
-        } catch {
-          continue;
-        }
-        pending = pending.filter((d) => d !== doc);
-        if (!this.acceptedUpdates.includes(doc)) this.acceptedUpdates.push(doc);
-        progress = true;
+    let best = null;
+    for (const doc of (Array.isArray(docs) ? docs : []).filter((d) => typeof d === "string").slice(0, MAX_CHAIN)) {
+      try {
+        const { version } = this.verifyKeyset(doc);
+        if (!best || version > best.version) best = { version, doc };
+      } catch {
+        continue;
       }
     }
-    return added;
+    if (!best || best.version <= this.keysetVersion) return [];
+    return this.applyKeysetUpdate(best.doc);
   }
 }
 

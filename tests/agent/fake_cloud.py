@@ -17,8 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import Offline, ServerRefused
-from protocol.tokens import Policy, encode_token, make_keyset_document
+from protocol.tokens import Policy, encode_token
 from protocol.trust import jwk_from_public_key, kid_for
+from tests.agent.tokenkit import Authority
 
 DAY = 86400
 
@@ -40,6 +41,8 @@ class FakeCloud:
         self.licenses: dict[str, dict[str, Any]] = {}
         self.checkouts: dict[str, dict[str, Any]] = {}
         self.pending_keyset: str | None = None
+        self.authority = Authority()  # the publisher's offline key-set keys, in the JWKS write_jwks writes
+        self.keyset_version = 0
         self.opened: list[str] = []
         self.answers: list[dict[str, Any]] = []  # every token answer, in order (replay tests serve old ones)
         self._ids = itertools.count(1)
@@ -50,13 +53,16 @@ class FakeCloud:
         return int(self.clock.now().timestamp())
 
     def write_jwks(self, path: Path) -> Path:
-        path.write_text(json.dumps({"keys": [jwk_from_public_key(self.key.public_key())]}))
+        jwks = {"keys": [jwk_from_public_key(self.key.public_key())]}
+        path.write_text(json.dumps(self.authority.anchors(jwks)))
         return path
 
     def rotate(self) -> None:
-        """New signing key; the next answer carries a key-set document signed by the old key."""
+        """New signing key; the next answer carries the offline authority's key-set document for it."""
         new = Ed25519PrivateKey.generate()
-        doc = make_keyset_document(self.key, self.kid, [jwk_from_public_key(new.public_key())], self.now())
+        self.keyset_version += 1
+        jwks = [jwk_from_public_key(k.public_key()) for k in (self.key, new)]
+        doc = self.authority.keyset(self.keyset_version, jwks, iat=self.now())
         self.key, self.kid, self.pending_keyset = new, kid_for(new.public_key()), doc
 
     def pay(self, checkout_id: str) -> None:

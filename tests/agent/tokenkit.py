@@ -85,3 +85,25 @@ DELETE = _DELETE
 def claims(**overrides: Any) -> tokens.Claims:
     """Verified-shape `Claims` built from `payload(**overrides)` (no signature involved)."""
     return tokens.Claims.from_payload(payload(**overrides), kid="0" * 16)
+
+
+@dataclass
+class Authority:
+    """The offline key-set authority (its keys and threshold), signing key-set documents for tests."""
+
+    signers: list[Signer] = field(default_factory=lambda: [Signer()])
+    threshold: int = 1
+
+    def doc(self) -> dict[str, Any]:
+        """The `keyset_authority` member of an anchors file."""
+        return {"threshold": self.threshold, "keys": [s.jwk() for s in self.signers]}
+
+    def anchors(self, jwks: dict[str, Any]) -> dict[str, Any]:
+        """A JWKS with this authority added (what POSPAL_TRUSTED_KEYS or agent/keys/trusted.json hold)."""
+        return {**jwks, "keyset_authority": self.doc()}
+
+    def keyset(self, version: int, keys: Any, revoked: tuple[str, ...] = (), iat: int = NOW_TS) -> str:
+        """A key-set document trusting `keys` (a JWKS or JWKs) and revoking `revoked`, signed by all."""
+        return tokens.make_authority_keyset(
+            [(s.key, s.kid) for s in self.signers], version=version, keys=keys, revoked=revoked, iat=iat
+        )

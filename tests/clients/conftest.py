@@ -15,13 +15,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.agent.conftest import AgentProcess, write_trusted_keys
+from tests.agent.tokenkit import Authority
 from tests.processes import new_group_kwargs, signal_group
 from tests.server.conftest import REPO, RunningServer, free_port, launch_server, sqlite_template  # noqa: F401
 
@@ -36,6 +37,7 @@ class ClientWorld:
     trusted_path: Path
     agent: AgentProcess
     tmp: Path
+    authority: Authority = field(default_factory=Authority)  # the offline key-set keys in `jwks`
 
     def api_token(self) -> str:
         """The agent's bearer token for POST calls."""
@@ -77,6 +79,8 @@ def client_world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
     world = None
     try:
         trusted = write_trusted_keys(server.url, tmp / "trusted-keys.json")
+        authority = Authority()
+        trusted.write_text(json.dumps(authority.anchors(json.loads(trusted.read_text()))))
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSPAL_")}
         env.update(
             PYTHONPATH=str(REPO),
@@ -90,7 +94,7 @@ def client_world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
         env.pop("WAYLAND_DISPLAY", None)
         agent = AgentProcess(int(env["POSPAL_AGENT_PORT"]), env, tmp / "agent-data", tmp / "agent.log")
         agent.start()
-        world = ClientWorld(server, json.loads(trusted.read_text()), trusted, agent, tmp)
+        world = ClientWorld(server, json.loads(trusted.read_text()), trusted, agent, tmp, authority)
         resp = requests.post(
             f"http://127.0.0.1:{agent.port}/v1/trial",
             json={},

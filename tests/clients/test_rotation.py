@@ -1,7 +1,8 @@
 """Trust that follows key rotation (issue 27 item 2), with real processes.
 
 The server rotates (`pospal-server keys rotate`, then a restart so it signs with the new key at once), the
-agent syncs and gets a token from the new key plus the key-set document the old key signed. A POS client
+publisher signs the new key set with the offline key-set authority (the server hands out that copy), the
+agent syncs and gets a token from the new key plus that document. A POS client
 built with only the old keys verifies the new tokens through the agent's challenged answer, which carries
 that chain, and keeps what it learned in its trust file; a client started later with the same file trusts
 the new key before asking. A chain that no trusted key signed is refused, by a real impostor process and
@@ -17,8 +18,10 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.client import AgentClient
@@ -47,6 +50,10 @@ def rotated(client_world):
     assert out.returncode == 0, out.stderr
     world.server.stop()
     world.server = restart_server(world.server, world.tmp / "server-2.log")
+    # The publisher signs the new key set offline; the server hands the published copy to agents.
+    jwks = requests.get(f"{world.server.url}/v1/keys", timeout=10).json()
+    key_dir = world.server.env["POSPAL_SIGNING_KEY_DIR"]
+    (Path(key_dir) / "keyset.json").write_text(world.authority.keyset(1, jwks))
     world.sync()
     new_kid = re.search(r"new signing key (\w+)", out.stderr).group(1)
     assert new_kid not in old_kids

@@ -17,6 +17,7 @@ from pospal_client import trust
 from protocol.errors import ConfigError
 from protocol.tokens import make_keyset_document
 from protocol.trust import TrustedKeys, jwk_from_public_key, kid_for
+from tests.agent.tokenkit import Authority, Signer
 
 
 def jwks_file(tmp_path, key) -> str:
@@ -53,17 +54,32 @@ def test_an_unreadable_trust_path_names_the_variable(tmp_path):
 
 
 def test_learned_keys_persist_as_documents_and_reverify_from_the_roots(tmp_path):
-    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    update = make_keyset_document(old, kid_for(old.public_key()), [jwk_from_public_key(new.public_key())], 1)
+    old, new, authority = Signer(), Signer(), Authority()
+    update = authority.keyset(1, [new.jwk()])
+
+    def roots(anchor: Authority) -> TrustedKeys:
+        return TrustedKeys.from_jwks(anchor.anchors({"keys": [old.jwk()]}))
+
     path = tmp_path / "state" / "key-updates.json"
-    store = trust.TrustStore(TrustedKeys([old.public_key()]), path)
-    assert store.learn([update]) == [kid_for(new.public_key())]
+    store = trust.TrustStore(roots(authority), path)
+    assert store.learn([update]) == [new.kid]
     assert json.loads(path.read_text()) == {"keyset_updates": [update]}
     assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary file left
-    again = trust.TrustStore(TrustedKeys([old.public_key()]), path)
-    assert kid_for(new.public_key()) in again.keys.kids()
-    stranger = trust.TrustStore(TrustedKeys([Ed25519PrivateKey.generate().public_key()]), path)
-    assert kid_for(new.public_key()) not in stranger.keys.kids()  # the file alone proves nothing
+    again = trust.TrustStore(roots(authority), path)
+    assert new.kid in again.keys.kids()
+    stranger = trust.TrustStore(roots(Authority()), path)
+    assert new.kid not in stranger.keys.kids()  # the file alone proves nothing
+
+
+def test_a_keyset_signed_by_the_old_online_key_teaches_the_pos_nothing(tmp_path):
+    old, thief = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    update = make_keyset_document(
+        old, kid_for(old.public_key()), [jwk_from_public_key(thief.public_key())], 1
+    )
+    anchors = Authority().anchors({"keys": [jwk_from_public_key(old.public_key())]})
+    store = trust.TrustStore(TrustedKeys.from_jwks(anchors), tmp_path / "key-updates.json")
+    assert store.learn([update]) == []
+    assert kid_for(thief.public_key()) not in store.keys.kids()
 
 
 def test_the_default_trust_file_is_per_user(monkeypatch):

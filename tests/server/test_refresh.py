@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from protocol.tokens import verify_token
 from protocol.trust import TrustedKeys, decode_public_key
+from tests.agent.tokenkit import Authority
 from tests.server.conftest import token_claims
 
 
@@ -111,19 +112,20 @@ def test_a_different_computer_does_not_rebind(client, make_machine):
     assert claims["fp"] == original
 
 
-def test_refresh_sends_a_keyset_signed_by_a_key_the_agent_knows_after_rotation(
-    client, app, clock, make_machine
-):
+def test_refresh_sends_the_published_authority_keyset_after_rotation(client, app, clock, make_machine):
     machine = make_machine()
     machine.start_trial(client)
     old_kid = client.get("/v1/keys").json()["keys"][0]["kid"]
-    old_trust = trusted(client)
+    authority = Authority()
+    old_trust = TrustedKeys.from_jwks(authority.anchors(client.get("/v1/keys").json()))
     services = app.state.services
     with services.db.transaction() as session:
-        new_kid, _doc = services.keys.rotate(session, clock.now())
+        new_kid, _legacy = services.keys.rotate(session, clock.now())
+        published = authority.keyset(1, services.keys.jwks(session, clock.now()))
+    (services.keys.key_dir / "keyset.json").write_text(published)
     response = machine.post(client, "/v1/refresh", {"fingerprint": machine.fp, "known_kids": [old_kid]})
     body = response.json()
-    assert body["keyset"]
+    assert body["keyset"] == published
     assert new_kid not in old_trust
     assert old_trust.apply_keyset_update(body["keyset"]) == [new_kid]
     # With the update applied, the agent verifies the token signed by the new key.

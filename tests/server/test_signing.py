@@ -12,6 +12,7 @@ from protocol.tokens import verify_token
 from protocol.trust import TrustedKeys, decode_public_key
 from server.errors import SigningError
 from server.signing import SigningKeys, load_server_secret
+from tests.agent.tokenkit import Authority
 from tests.server.conftest import token_claims
 
 
@@ -38,15 +39,23 @@ def test_tokens_verify_with_the_published_key(database, clock, tmp_path):
         assert verify_token(token, trust(keys, session, clock.now()), clock.now()).sub == "lic_1"
 
 
-def test_rotation_document_is_accepted_by_agents_that_trust_the_old_key(database, clock, tmp_path):
+def test_rotation_reaches_agents_only_through_the_published_authority_document(database, clock, tmp_path):
+    """The document `rotate` signs with the old (online) key is refused; the offline authority's copy in
+    the key directory is what agents are sent, and it makes the new key trusted."""
+    authority = Authority()
     keys = SigningKeys(tmp_path / "keys")
     with database.transaction() as session:
         old = keys.ensure_current(session, clock.now())
-        agent_trust = trust(keys, session, clock.now())
+        agent_trust = TrustedKeys.from_jwks(authority.anchors(keys.jwks(session, clock.now())))
         old_token = keys.sign(session, _claims(clock))
-        new, document = keys.rotate(session, clock.now())
+        new, legacy = keys.rotate(session, clock.now())
         assert keys.current_kid(session) == new != old
         new_token = keys.sign(session, _claims(clock))
+        assert keys.keyset_for(session, [old], clock.now()) == legacy
+        with pytest.raises(KeySetRejected):
+            agent_trust.apply_keyset_update(legacy)
+        (tmp_path / "keys" / "keyset.json").write_text(authority.keyset(1, keys.jwks(session, clock.now())))
+        document = keys.keyset_for(session, [old], clock.now())
     with pytest.raises(Exception):  # noqa: B017 - any TokenInvalid: the new key is not trusted yet
         verify_token(new_token, agent_trust, clock.now())
     assert agent_trust.apply_keyset_update(document) == [new]
@@ -69,7 +78,7 @@ def test_a_keyset_signed_by_an_unknown_key_is_rejected(database, clock, tmp_path
         _, forged = theirs.rotate(session, clock.now())
     other_db.dispose()
     with pytest.raises(KeySetRejected):
-        agent_trust.apply_keyset_update(forged)
+        TrustedKeys.from_jwks(Authority().anchors(agent_trust.to_jwks())).apply_keyset_update(forged)
 
 
 def test_retired_key_leaves_the_jwks_after_one_offline_lease(database, clock, tmp_path):
