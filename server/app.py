@@ -28,6 +28,7 @@ from server.api import (
     health,
     keys,
     migrations,
+    owner_page,
     pause,
     refresh,
     refresh_fast,
@@ -170,7 +171,18 @@ def _lifespan(services: Services, run_worker: bool) -> Callable[[FastAPI], Abstr
 
 
 def _install_routers(app: FastAPI) -> None:
-    for module in (trials, codes, activations, migrations, pause, refresh, terminals, keys, health):
+    for module in (
+        trials,
+        codes,
+        activations,
+        migrations,
+        pause,
+        owner_page,
+        refresh,
+        terminals,
+        keys,
+        health,
+    ):
         app.include_router(module.router)
     app.include_router(billing_api.router)
     app.include_router(offline_api.router)

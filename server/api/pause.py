@@ -81,6 +81,17 @@ def _set(
         if row is None or row.status not in ("active", "trialing", "past_due"):
             raise NoSubscription("There is no running subscription to pause or resume.")
         provider_id = row.provider_subscription_id
+    return apply_pause(svc, provider_id, paused=paused, resumes_at=resumes_at, code_id=code_id)
+
+
+def apply_pause(
+    svc: Services, provider_id: str, *, paused: bool, resumes_at: int | None, code_id: int | None = None
+) -> PauseAnswer:
+    """Ask the provider to pause (or resume) `provider_id`, then mirror its answer at once.
+
+    Shared with the owner's web page (`server/api/owner_page.py`); `code_id` is spent only once the
+    provider has answered, so a provider refusal leaves the owner's code usable for a retry.
+    """
     if svc.billing is None:
         raise ApiError("Billing is not available on this server.", status=503, code="billing_unavailable")
     try:
