@@ -185,7 +185,7 @@ class Install:
         here.mkdir(exist_ok=True)
         script = f'#!/bin/sh\nexec {shlex.quote(str(entry))} "$@"\n'
         atomic_write(here / ENTRY, script.encode())
-        os.chmod(here / ENTRY, 0o755)
+        os.chmod(here / ENTRY, 0o755)  # noqa: S103 - whoever runs the launcher runs it; it holds no secret
         atomic_write(here / SEEDED, f"{entry}\n".encode())
         import shutil
 
@@ -193,7 +193,11 @@ class Install:
             if other != version and self._seeded_from(other) == str(entry):
                 shutil.rmtree(self.versions / other, ignore_errors=True)
         current = self._read("current")
-        if current is not None and self.entry(current).exists() and version_key(current) > version_key(version):
+        if (
+            current is not None
+            and self.entry(current).exists()
+            and version_key(current) > version_key(version)
+        ):
             return False
         self.set_current(version, previous=None)
         return True
@@ -218,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"agent.install: {entry} is not an executable agent entry", file=sys.stderr)
         return 1
     made_current = install.seed(__version__, entry)
-    print(f"{__version__} {'is current' if made_current else f'installed; {install.current()} stays current'}")
+    print(
+        f"{__version__} {'is current' if made_current else f'installed; {install.current()} stays current'}"
+    )
     return 0
 
 

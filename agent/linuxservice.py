@@ -15,7 +15,7 @@ not a defence: the till user cannot bind the port while the launcher holds it, w
 from __future__ import annotations
 
 import os
-import pwd
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,6 +33,10 @@ UNIT_DIRS = (
 
 
 def _account_uid() -> int | None:
+    if sys.platform == "win32":
+        return None
+    import pwd
+
     try:
         return pwd.getpwnam(ACCOUNT).pw_uid
     except KeyError:
@@ -41,7 +45,7 @@ def _account_uid() -> int | None:
 
 def serves_for_others(runtime_dir: Path | None, unit_dirs: Iterable[Path] = UNIT_DIRS) -> bool:
     """True when the service serves this PC and this process is not the service's account."""
-    if os.name != "posix":
+    if sys.platform == "win32":
         return False
     uid = os.geteuid()
     if uid == _account_uid():

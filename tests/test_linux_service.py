@@ -108,4 +108,4 @@ def test_install_sh_is_valid_bash_and_seeds_from_the_venv_it_installs() -> None:
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=30).returncode == 0
     text = script.read_text(encoding="utf-8")
     assert '-m agent.install seed "$install_dir" "$venv/bin/pospal-agent"' in text
-    assert "install_dir=\"$state/install\"" in text and "state=/var/lib/pospal-agent" in text
+    assert 'install_dir="$state/install"' in text and "state=/var/lib/pospal-agent" in text

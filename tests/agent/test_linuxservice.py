@@ -87,7 +87,9 @@ def test_a_users_run_with_a_display_is_only_the_tray(beside_the_service: FakeTra
     assert beside_the_service.started and beside_the_service.stopped
 
 
-def test_a_users_run_without_a_display_runs_nothing(beside_the_service: FakeTray, monkeypatch, capsys) -> None:
+def test_a_users_run_without_a_display_runs_nothing(
+    beside_the_service: FakeTray, monkeypatch, capsys
+) -> None:
     monkeypatch.setattr(cli, "_has_display", lambda: False)
     assert cli.main(["run"]) == 0
     assert "the POSPal License service serves this PC" in capsys.readouterr().err
