@@ -299,6 +299,39 @@ class AgentService(FlowsMixin, IdentityMixin):
             return True
         return False
 
+    def adopt_keyset(self, doc: str) -> list[str]:
+        """Apply a key-set document from the update metadata (`agent.updater`); returns the new kids.
+
+        Only the offline authority's newest document counts (`protocol.trust`); anything else is a log
+        line. A newer one is kept in the sealed state and the held token re-checked, so a token signed by
+        a key it revokes stops licensing now (the next sync brings one from a trusted key).
+        """
+        with self._lock:
+            before = self._trusted.keyset_version
+            try:
+                new = self._trusted.apply_keyset_update(doc)
+            except KeySetRejected as exc:
+                log.warning("ignored a key-set update: %s", exc.message)
+                return []
+            if self._trusted.keyset_version == before:
+                return []
+            self._data["keyset_updates"] = list(self._trusted.accepted_updates)
+            log.info(
+                "trusted key set is now version %d (new %s; revoked %s)",
+                self._trusted.keyset_version,
+                ", ".join(new) or "none",
+                ", ".join(sorted(self._trusted.revoked)) or "none",
+            )
+            self._load_token()
+            self._changed()
+        self._save()
+        self.refresh_status()
+        return new
+
+    def keyset_version(self) -> int:
+        """The version of the authority's key-set document this agent holds (0: none yet)."""
+        return self._trusted.keyset_version
+
     def _on_sync_result(self, result: SyncResult) -> None:
         self.refresh_status()
 
@@ -319,9 +352,10 @@ class AgentService(FlowsMixin, IdentityMixin):
         with self._lock:
             if keyset:
                 try:
+                    held = self._trusted.keyset_version
                     new = self._trusted.apply_keyset_update(keyset)
-                    if new:
-                        log.info("trusting new signing keys %s", ", ".join(new))
+                    if self._trusted.keyset_version != held:
+                        log.info("trusting new signing keys %s", ", ".join(new) or "(none)")
                         self._data["keyset_updates"] = list(self._trusted.accepted_updates)
                 except KeySetRejected as exc:
                     log.warning("ignored a key-set update: %s", exc.message)

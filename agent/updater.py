@@ -7,6 +7,9 @@
 - **Staging:** the verified build (a zip of one version's directory) is unpacked into
   `<install>/versions/.staging-<v>-<pid>/`, must contain the entry (`agent.install.ENTRY`), and is renamed to
   `versions/<v>/` in one step; then `pending` names it. Versions the launcher marked failed are skipped.
+- **Trusted keys:** every check also fetches the key-set target (`UpdateClient.keyset`) and hands it to
+  `on_keyset` (the service's `adopt_keyset`): a new token key or a revocation rides on the same check,
+  and a key-set problem never stops an update (a log line).
 - **When to swap** (`SwapPolicy`): a version is pending, and the POS sent nothing for `idle_s` (5 min),
   or the local time is inside the night window (`POSPAL_UPDATE_WINDOW`, default 02:00-05:00). The agent
   (`agent.launched`) also waits until no request is being answered, then exits for the launcher.
@@ -148,8 +151,10 @@ class Updater:
         clock: Clock | None = None,
         current: str = __version__,
         rng: random.Random | None = None,
+        on_keyset: Callable[[str], Any] | None = None,
     ) -> None:
         self.install = install
+        self._on_keyset = on_keyset
         self._client = client
         self._terminal = terminal
         self.settings = settings or UpdateSettings()
@@ -187,7 +192,14 @@ class Updater:
         def terminal() -> str:
             return service.status().machine_id or ""
 
-        return cls(install, client, terminal=terminal, settings=settings, clock=service.clock)
+        return cls(
+            install,
+            client,
+            terminal=terminal,
+            settings=settings,
+            clock=service.clock,
+            on_keyset=getattr(service, "adopt_keyset", None),
+        )
 
     # -- checking and staging --------------------------------------------------------------------------
 
@@ -206,6 +218,7 @@ class Updater:
             if client is None:
                 raise UpdateError("this build has no update root: updates are off")
             offer = self.check(client)
+            self._keyset(client)
             if offer is None:
                 self.last_result = f"{self.clock.now():%Y-%m-%d %H:%M}Z: up to date ({self.current})"
                 return None
@@ -220,6 +233,17 @@ class Updater:
                 offer.channel,
             )
             return offer.version
+
+    def _keyset(self, client: UpdateClient) -> None:
+        """Hand the verified key-set target to `on_keyset` (the agent applies only the authority's newest)."""
+        if self._on_keyset is None:
+            return
+        try:
+            doc = client.keyset()
+            if doc is not None:
+                self._on_keyset(doc)
+        except Error as exc:
+            log.warning("the trusted key set was not updated: %s", exc.message)
 
     def apply_bundle(self, bundle: Path, root: bytes) -> str | None:
         """Stage from a USB update bundle, verified against the same metadata rules as online."""

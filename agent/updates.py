@@ -13,6 +13,11 @@ for nothing.
 Sources: the update server over HTTPS (the agent's own session: OS trust store and proxy), or a directory
 with the repository's `metadata/` and `targets/` (a USB update bundle), verified the same way.
 
+The same metadata carries the trusted token keys: the target `keys/keyset.json` is the key-set document
+the offline key-set authority signed (`protocol.trust`), offered under the offline targets key.
+`UpdateClient.keyset` fetches it after a check (length and hashes checked); the agent applies it
+(`AgentService.adopt_keyset`), so a new key or a revocation reaches every till on its next check.
+
 Who gets what is in each target's signed `custom` (`server/updates.py`): `beta` targets go only to the
 machine ids they list; `stable` ones to the terminals whose bucket (`bucket(terminal, version)`, a hash,
 so the same terminals stay in as the percentage grows) is under `rollout`.
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 ROOT_RESOURCE = "keys/update-root.json"
 ROOT_ENV = "POSPAL_UPDATE_ROOT"
 BUNDLE_SCHEME = "bundle"
+KEYSET_TARGET = "keys/keyset.json"
 # Metadata caps (bytes): a mirror serving endless metadata is cut off here; targets by their signed length.
 _MAX_METADATA = 512 * 1024
 
@@ -246,6 +252,24 @@ class UpdateClient:
         # ngclient has no public listing of targets; its verified set is the one to read.
         trusted = self._updater._trusted_set  # noqa: SLF001
         return choose(dict(trusted.targets.targets), current, terminal, self.platform, skip)
+
+    def keyset(self) -> str | None:
+        """The key-set document the verified targets offer (after `check`), or None when there is none.
+
+        Raises `UpdateError` when it is offered but cannot be fetched or fails its length or hashes.
+        """
+        from tuf.api.exceptions import DownloadError, RepositoryError
+
+        if self._updater is None:
+            raise UpdateError("check the update metadata before asking for the key set")
+        try:
+            info = self._updater.get_targetinfo(KEYSET_TARGET)
+            if info is None:
+                return None
+            path = self._updater.find_cached_target(info) or self._updater.download_target(info)
+            return Path(path).read_text(encoding="utf-8")
+        except (RepositoryError, DownloadError, OSError, UnicodeDecodeError) as exc:
+            raise UpdateError(f"key set refused: {exc.__class__.__name__}: {exc}") from exc
 
     def download(self, offer: Offer) -> Path:
         """The offered build, downloaded (or found cached) and checked against its length and hashes."""

@@ -9,15 +9,22 @@
     publish_update.py rotate  --repo R --keys K --keys O --role targets --new-keys K2
     publish_update.py root    --repo R --out agent/keys/update-root.json   (the root a build ships)
     publish_update.py bundle  --repo R --out /media/usb/pospal-update [--platform windows]
+    publish_update.py keyset-init --repo R --keys K [--count 2 --threshold 2]   (the key-set authority)
+    publish_update.py anchors --repo R --jwks JWKS --out agent/keys/trusted.json  (what builds ship)
+    publish_update.py keyset  --repo R --keys K --keys O --jwks JWKS [--revoke KID,KID]
 
-K (root and targets keys) stays offline; O (snapshot and timestamp) lives with the server. A build is a
-zip of one version's directory, holding its entry `pospal-agent` / `pospal-agent.exe` (agent/install.py).
+K (root, targets and key-set keys) stays offline; O (snapshot and timestamp) lives with the server.
+`keyset` signs the token keys agents trust (JWKS: `pospal-server keys export`) and the kids revoked, and
+offers them to the fleet; copy R/keyset.json into the server's key directory too (README, key rotation).
+A build is a zip of one version's directory, holding its entry `pospal-agent` / `pospal-agent.exe`
+(agent/install.py).
 See server/updates.py for the layout and the roles.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -32,7 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run one publishing command; exit 1 with one line when it cannot be done."""
     p = argparse.ArgumentParser(prog="publish_update.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("init", "add", "rollout", "refresh", "rotate", "root", "bundle"):
+    for name in (
+        "init",
+        "add",
+        "rollout",
+        "refresh",
+        "rotate",
+        "root",
+        "bundle",
+        "keyset-init",
+        "anchors",
+        "keyset",
+    ):
         c = sub.add_parser(name)
         c.add_argument("--repo", required=True, type=Path)
         c.add_argument("--keys", action="append", type=Path, default=[], help="a key directory (repeat)")
@@ -55,6 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["root"].add_argument("--out", required=True, type=Path)
     sub.choices["bundle"].add_argument("--out", required=True, type=Path)
     sub.choices["bundle"].add_argument("--platform")
+    sub.choices["keyset-init"].add_argument("--count", type=int, default=1)
+    sub.choices["keyset-init"].add_argument("--threshold", type=int, default=1)
+    sub.choices["anchors"].add_argument("--jwks", required=True, type=Path, help="the token keys builds ship")
+    sub.choices["anchors"].add_argument("--out", required=True, type=Path)
+    sub.choices["keyset"].add_argument("--jwks", required=True, type=Path, help="the token keys to trust")
+    sub.choices["keyset"].add_argument(
+        "--revoke", default="", help="kids never to trust again, comma separated"
+    )
     args = p.parse_args(argv)
 
     now = datetime.now(UTC).replace(microsecond=0)
@@ -91,6 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bundle":
             repo.bundle(args.out, args.platform)
             print(f"update bundle in {args.out}: `pospal-agent update apply --from {args.out}` on the till")
+        elif args.command == "keyset-init":
+            repo.keyset_init(args.count, args.threshold)
+            print(
+                f"key-set authority: {args.count} key(s) in {keys[0]}, threshold {args.threshold}; "
+                "ship it with `anchors`"
+            )
+        elif args.command == "anchors":
+            jwks = json.loads(args.jwks.read_text(encoding="utf-8"))
+            doc = {"keys": jwks.get("keys", []), "keyset_authority": repo.authority()}
+            args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            print(f"wrote {len(doc['keys'])} token key(s) and the key-set authority to {args.out}")
+        elif args.command == "keyset":
+            jwks = json.loads(args.jwks.read_text(encoding="utf-8"))
+            revoked = tuple(k for k in args.revoke.split(",") if k)
+            version, _doc = repo.publish_keyset(jwks, revoked)
+            print(
+                f"key set version {version} offered ({len(jwks.get('keys', []))} key(s), revoked: "
+                f"{', '.join(revoked) or 'none new'}); copy {args.repo / 'keyset.json'} "
+                "into the server's key directory"
+            )
     except PublishError as exc:
         print(f"publish_update.py: {exc}", file=sys.stderr)
         return 1

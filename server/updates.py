@@ -15,11 +15,20 @@ Each key is a PEM file `<role>.<keyid[:16]>.pem` in a key directory; an operator
 on a machine (or stick) of their own and hands `--keys` the directories a command needs. A target's
 `custom` says who gets it: `{"version", "channel": "stable"|"beta", "rollout": 0-100, "terminals": [...]}`
 (beta: only the listed machine ids; stable: the terminals whose deterministic bucket is under `rollout`).
+
+The trusted token keys ride on the same repository (issue 24 item 5). `keyset_init` makes the offline
+key-set authority (`keyset.<kid>.pem`, threshold in `keyset-authority.json`), whose public half every
+build ships in `agent/keys/trusted.json` (`anchors`). `publish_keyset` signs a key-set document
+(`protocol.tokens.make_authority_keyset`: the token keys to trust, the kids revoked, the next version) with
+those keys and offers it as the target `keys/keyset.json`, signed by the offline targets key like a build;
+a plain copy lands in `keyset.json` at the repository's top, for the server's key directory (it hands it
+to agents that do not know its current key yet). The online server key can sign neither.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -27,7 +36,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import (
     Metadata,
@@ -40,6 +55,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from protocol.tokens import make_authority_keyset
+from protocol.trust import KeysetAuthority, b64url_decode, kid_for
 from server.errors import Error
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
@@ -51,6 +68,8 @@ EXPIRY = {
     "timestamp": timedelta(days=1),
 }
 CHANNELS = ("stable", "beta")
+KEYSET_TARGET = "keys/keyset.json"
+KEYSET_ROLE = "keyset"  # the PEM files of the offline key-set authority: keyset.<kid>.pem
 PLATFORMS = ("linux", "windows", "darwin")
 
 
@@ -268,6 +287,80 @@ class Repository:
             self._snapshot_and_timestamp()
         return signer.public_key.keyid
 
+    # -- the trusted token keys ----------------------------------------------------------------------
+
+    def keyset_init(self, count: int = 1, threshold: int = 1) -> dict[str, Any]:
+        """Make the offline key-set authority (`count` keys in the first key dir); returns its anchor."""
+        if (self.path / "keyset-authority.json").exists():
+            raise PublishError(f"{self.path} already has a key-set authority")
+        if not 1 <= threshold <= count:
+            raise PublishError("the key-set threshold must be between 1 and the number of keys")
+        self.key_dirs[0].mkdir(parents=True, exist_ok=True)
+        keys = []
+        for _ in range(count):
+            private = Ed25519PrivateKey.generate()
+            keys.append(private.public_key())
+            path = self.key_dirs[0] / f"{KEYSET_ROLE}.{_kid(private)}.pem"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(_pem(private))
+        anchor = KeysetAuthority(keys, threshold).to_doc()
+        self.path.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path / "keyset-authority.json", json.dumps(anchor, indent=2).encode() + b"\n")
+        return anchor
+
+    def authority(self) -> dict[str, Any]:
+        """The `keyset_authority` every build ships (from `keyset-authority.json`)."""
+        try:
+            return json.loads((self.path / "keyset-authority.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PublishError(f"no key-set authority in {self.path} (run `keyset-init` first)") from exc
+
+    def published_keyset(self) -> dict[str, Any] | None:
+        """The payload of the key-set document last published here, or None."""
+        try:
+            outer = json.loads((self.path / "keyset.json").read_text(encoding="utf-8"))
+            return json.loads(b64url_decode(outer["payload"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def publish_keyset(self, jwks: dict[str, Any], revoked: tuple[str, ...] = ()) -> tuple[int, str]:
+        """Sign and offer the trusted token keys (`jwks`) and the revoked kids; returns (version, doc).
+
+        The version is one more than the last published; revoked kids accumulate (a revocation is for
+        good). Needs the authority's threshold of key-set keys, and the targets, snapshot and timestamp
+        keys, all at hand before anything is written.
+        """
+        anchor = KeysetAuthority.from_doc(self.authority())
+        assert anchor is not None
+        signers = [(key, kid) for kid, key in _keyset_signers(self.key_dirs).items() if kid in anchor.keys]
+        if len(signers) < anchor.threshold:
+            raise PublishError(
+                f"signing the key set needs {anchor.threshold} of its offline keys; found {len(signers)} in "
+                f"{', '.join(map(str, self.key_dirs))}"
+            )
+        for role in ("targets", "snapshot", "timestamp"):
+            self._signers(role)
+        previous = self.published_keyset() or {}
+        version = int(previous.get("version") or 0) + 1
+        gone = sorted(set(previous.get("revoked") or []) | set(revoked))
+        listed = [k for k in jwks.get("keys", []) if k.get("kid") not in gone]
+        doc = make_authority_keyset(
+            signers, version=version, keys=listed, revoked=gone, iat=int(self.now.timestamp())
+        )
+        data = doc.encode()
+        target = TargetFile.from_data(KEYSET_TARGET, data, ["sha256"])
+        target.unrecognized_fields["custom"] = {"keyset_version": version}
+        dest = self.targets_dir / "keys" / f"{target.hashes['sha256']}.keyset.json"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(dest, data)
+        md = self.load("targets")
+        md.signed.targets[KEYSET_TARGET] = target
+        self._sign_and_write(md)
+        self._snapshot_and_timestamp()
+        _atomic_write(self.path / "keyset.json", data)
+        return version, doc
+
     def bundle(self, out: Path, platform: str | None = None) -> Path:
         """Copy the repository (metadata and, optionally, one platform's targets) for a USB stick."""
         if out.exists():
@@ -277,6 +370,9 @@ class Repository:
         dest = out / "targets" / platform if platform else out / "targets"
         if source.exists():
             shutil.copytree(source, dest)
+        keys = self.targets_dir / "keys"
+        if platform and keys.exists():
+            shutil.copytree(keys, out / "targets" / "keys")  # the key set travels on the stick too
         return out
 
     # -- snapshot and timestamp ------------------------------------------------------------------------
@@ -298,6 +394,25 @@ class Repository:
             hashes={"sha256": hashlib.sha256(raw).hexdigest()},
         )
         self._sign_and_write(timestamp, bump=not first)
+
+
+def _kid(private: Ed25519PrivateKey) -> str:
+    return kid_for(private.public_key())
+
+
+def _pem(private: Ed25519PrivateKey) -> bytes:
+    return private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def _keyset_signers(key_dirs: list[Path]) -> dict[str, Ed25519PrivateKey]:
+    """The key-set authority's private keys found in `key_dirs`, by kid."""
+    found: dict[str, Ed25519PrivateKey] = {}
+    for key_dir in key_dirs:
+        for path in sorted(key_dir.glob(f"{KEYSET_ROLE}.*.pem")):
+            private = load_pem_private_key(path.read_bytes(), password=None)
+            if isinstance(private, Ed25519PrivateKey):
+                found[_kid(private)] = private
+    return found
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

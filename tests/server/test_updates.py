@@ -144,3 +144,35 @@ def test_the_script_publishes_and_bundles(tmp_path) -> None:
     assert run("bundle", "--repo", "r", "--out", "usb", "--platform", "linux").returncode == 0
     assert (tmp_path / "usb" / "metadata" / "timestamp.json").exists()
     assert len(list((tmp_path / "usb" / "targets" / "linux").iterdir())) == 1
+
+
+def test_the_key_set_needs_the_offline_key_set_keys_and_revocations_stay(dirs) -> None:
+    """`publish_keyset` signs with the authority's threshold (the online directory alone cannot), counts
+    versions up, keeps every revoked kid, and what it offers verifies under the anchors builds ship."""
+    from protocol.trust import TrustedKeys
+    from tests.agent.tokenkit import Signer
+
+    repo_dir, offline, online = dirs
+    repo = Repository(repo_dir, [offline, online], NOW)
+    repo.init()
+    anchor = repo.keyset_init(count=2, threshold=2)
+    assert len(list(offline.glob("keyset.*.pem"))) == 2 and not list(online.glob("keyset.*"))
+    k1, k2 = Signer(), Signer()
+    with pytest.raises(PublishError, match="needs 2"):
+        Repository(repo_dir, [online], NOW).publish_keyset({"keys": [k1.jwk()]})
+    one = next(offline.glob("keyset.*.pem"))
+    alone = repo_dir.parent / "one-keyset-key"
+    alone.mkdir()
+    (alone / one.name).write_bytes(one.read_bytes())
+    with pytest.raises(PublishError, match="needs 2"):
+        Repository(repo_dir, [alone, offline.parent / "nothing", online], NOW).publish_keyset({"keys": []})
+
+    v1, doc1 = repo.publish_keyset({"keys": [k1.jwk()]})
+    v2, doc2 = repo.publish_keyset({"keys": [k1.jwk(), k2.jwk()]}, revoked=(k1.kid,))
+    v3, doc3 = repo.publish_keyset({"keys": [k1.jwk(), k2.jwk()]})  # listing k1 again does not bring it back
+    assert (v1, v2, v3) == (1, 2, 3)
+    assert (repo_dir / "keyset.json").read_text() == doc3
+    assert signed(repo_dir, "targets.json")["targets"]["keys/keyset.json"]["custom"] == {"keyset_version": 3}
+    trusted = TrustedKeys.from_jwks({"keys": [], "keyset_authority": anchor})
+    trusted.apply_chain([doc1, doc3, doc2])
+    assert trusted.kids() == [k2.kid] and trusted.revoked == {k1.kid} and trusted.keyset_version == 3
