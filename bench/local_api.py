@@ -10,8 +10,9 @@ dead port so the numbers show the offline case, which must be as fast as the onl
 - the agent's resident memory (RSS) after the load                     (target <= 60 MB)
 - the bare-socket floor (issue 23): a `ThreadingHTTPServer` with TCP_NODELAY in its own process,
   answering the agent's own `GET /v1/license` body (send_response, two headers, the body; `--floor
-  one-write`: the whole answer in one write), with the same clients in the same run, in rounds
-  alternating with the agent; prints each p99 as agent / floor (target <= 0.6x)
+  one-write`: the whole answer in one write), side by side in the same run: each client keeps one
+  connection to each and asks them in turn, so both see the same moments of a busy machine; prints each
+  p99 as agent / floor, for 1 and 16 clients and the paced run (target <= 0.6x)
 
 `--flood N` (issue 12): N slow connections (each sends half a request head, then one byte every 2 s,
 and reconnects 0.5 s after the agent drops it) from their own process, while one POS client that was
@@ -130,39 +131,50 @@ def start_floor(agent_port: int, one_write: bool) -> tuple[mp.Process, int]:
     return proc, ready.get(timeout=30)
 
 
-def client(port: int, n: int, start_at: float, out: mp.Queue, rate: float = 0.0) -> None:
+def client(port: int | tuple[int, ...], n: int, start_at: float, out: mp.Queue, rate: float = 0.0) -> None:
     """One keep-alive client: warm up, wait for the common start, send `n` requests, report latencies.
 
     With `rate` > 0 the client sends on a fixed schedule (`rate` requests a second) instead of as fast as
     it can, and each latency runs from the request's scheduled time, so a client that falls behind counts
-    its queueing delay too (no coordinated omission).
+    its queueing delay too (no coordinated omission). Given several ports, it keeps one connection to each
+    and sends its requests to them in turn (`n` each), so every server sees the same moments of a busy
+    machine; the latencies are reported per port, each from its own send.
     """
-    request = f"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = bytearray()
-    for _ in range(200):
-        sock.sendall(request)
-        read_response(sock, buf)
+    ports = (port,) if isinstance(port, int) else tuple(port)
+    conns = []
+    for target in ports:
+        request = f"GET /v1/license HTTP/1.1\r\nHost: 127.0.0.1:{target}\r\n\r\n".encode()
+        sock = socket.create_connection(("127.0.0.1", target))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray()
+        for _ in range(200):
+            sock.sendall(request)
+            read_response(sock, buf)
+        conns.append((sock, request, buf))
     while time.time() < start_at:
         time.sleep(0.001)
-    lat = []
+    lat: list[list[float]] = [[] for _ in ports]
     perf = time.perf_counter
+    k = len(ports)
     t0 = perf()
-    for i in range(n):
+    for i in range(n * k):
+        sock, request, buf = conns[i % k]
         s = perf()
         if rate > 0:
-            due = t0 + i / rate
+            due = t0 + i / (rate * k)
             if due > s:
                 time.sleep(due - s)
-            s = due
+            # Alone, a latency runs from the scheduled time; side by side, from the send, so one
+            # server's slow answer never counts against the next request, to the other one.
+            s = due if k == 1 else perf()
         sock.sendall(request)
         response = read_response(sock, buf)
-        lat.append(perf() - s)
+        lat[i % k].append(perf() - s)
+        assert response.startswith(b"HTTP/1.1 200"), response[:80]
     t1 = perf()
-    assert response.startswith(b"HTTP/1.1 200"), response[:80]
-    sock.close()
-    out.put((lat, t0, t1))
+    for sock, _request, _buf in conns:
+        sock.close()
+    out.put((lat if k > 1 else lat[0], t0, t1))
 
 
 def run_clients(port: int, clients: int, n: int, rate: float = 0.0) -> tuple[list[float], float]:
@@ -170,6 +182,21 @@ def run_clients(port: int, clients: int, n: int, rate: float = 0.0) -> tuple[lis
 
     Returns (all latencies, req/s).
     """
+    results = _run(port, clients, n, rate)
+    lat = [x for r in results for x in r[0]]
+    # Each client times its own run; the load lasts from the first start to the last end. perf_counter is
+    # system-wide monotonic on Linux, so the processes' readings compare.
+    span = max(r[2] for r in results) - min(r[1] for r in results)
+    return lat, len(lat) / span
+
+
+def run_side_by_side(ports: tuple[int, ...], clients: int, n: int, rate: float = 0.0) -> list[list[float]]:
+    """`clients` processes, each asking every port in turn (`n` requests each): latencies per port."""
+    results = _run(ports, clients, n, rate)
+    return [[x for r in results for x in r[0][i]] for i in range(len(ports))]
+
+
+def _run(port: int | tuple[int, ...], clients: int, n: int, rate: float) -> list:
     ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
     out: mp.Queue = ctx.Queue()
     start_at = time.time() + 1.0 + 0.05 * clients
@@ -179,11 +206,7 @@ def run_clients(port: int, clients: int, n: int, rate: float = 0.0) -> tuple[lis
     results = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join(30)
-    lat = [x for r in results for x in r[0]]
-    # Each client times its own run; the load lasts from the first start to the last end. perf_counter is
-    # system-wide monotonic on Linux, so the processes' readings compare.
-    span = max(r[2] for r in results) - min(r[1] for r in results)
-    return lat, len(lat) / span
+    return results
 
 
 def pct(values: list[float], p: float) -> float:
@@ -587,16 +610,6 @@ def main() -> None:
             verified_run(Path(tmp), args.verified_calls)
 
 
-_ROUNDS = 4
-
-
-def _ratio(label: str, agent: list[float], floor: list[float]) -> None:
-    print(
-        f"  p99 agent / floor, {label}: {pct(agent, 99):.3f} / {pct(floor, 99):.3f} ms = "
-        f"{pct(agent, 99) / pct(floor, 99):.2f}x (target <= 0.6x)"
-    )
-
-
 def basic_run(proc: subprocess.Popen, port: int, first: float, args: argparse.Namespace) -> None:
     """Start-up, keep-alive latency and throughput, memory (the original figures)."""
     cpu = cpu_seconds(proc.pid)
@@ -606,45 +619,44 @@ def basic_run(proc: subprocess.Popen, port: int, first: float, args: argparse.Na
         f"CPU used by then {cpu * 1000:.0f} ms)"
     )
     print(f"headless agent RSS, idle:     {idle_rss:8.1f} MB      (target <= 60 MB)")
+    for clients in (1, args.clients):
+        lat, rps = run_clients(port, clients, max(1000, args.requests // clients))
+        print(
+            f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}: "
+            f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+            f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s "
+            f"over {len(lat)} requests "
+            f"(targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)"
+        )
+    # Flat out, 16 closed-loop clients on 2 shared cores queue behind each other (Little's law:
+    # mean latency = clients / throughput), so also measure 16 terminals that together ask at
+    # the target rate of 3,200 req/s, each on its own schedule.
+    per_client = args.paced_total / args.clients
+    lat, rps = run_clients(port, args.clients, int(per_client * 3), rate=per_client)
+    print(
+        f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
+        "in all: "
+        f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
+        f"mean {statistics.fmean(lat) * 1000:.3f} ms, {rps:,.0f} req/s over {len(lat)} requests"
+    )
     floor, floor_port = start_floor(port, args.floor == "one-write")
-    print(f"floor: {args.floor}")
+    print(
+        f"side by side with the bare-socket floor ({args.floor}): each client asks the agent and the floor "
+        "in turn over one connection to each"
+    )
     try:
-        for clients in (1, args.clients):
-            per = max(1000, args.requests // clients)
-            # Alternate agent and floor in rounds, so both see the same share of a busy machine.
-            got: dict[str, tuple[list[float], list[float]]] = {"agent": ([], []), "floor": ([], [])}
-            for _ in range(_ROUNDS):
-                for name, target in (("agent", port), ("floor", floor_port)):
-                    lat, rps = run_clients(target, clients, per // _ROUNDS)
-                    got[name][0].extend(lat)
-                    got[name][1].append(rps)
-            for name in ("agent", "floor"):
-                lat, rates = got[name]
-                print(
-                    f"GET /v1/license, {clients:2d} client{'s' if clients > 1 else ' '}, {name}: "
-                    f"p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-                    f"mean {statistics.fmean(lat) * 1000:.3f} ms, {statistics.fmean(rates):,.0f} req/s "
-                    f"over {len(lat)} requests"
-                    + (" (targets p50 <= 0.5 ms, p99 <= 2 ms, >= 3000 req/s)" if name == "agent" else "")
-                )
-            _ratio(f"{clients} client{'s' if clients > 1 else ''}", got["agent"][0], got["floor"][0])
-        # Flat out, 16 closed-loop clients on 2 shared cores queue behind each other (Little's law:
-        # mean latency = clients / throughput), so also measure 16 terminals that together ask at
-        # the target rate of 3,200 req/s, each on its own schedule.
-        per_client = args.paced_total / args.clients
-        paced: dict[str, list[float]] = {"agent": [], "floor": []}
-        for _ in range(_ROUNDS):
-            for name, target in (("agent", port), ("floor", floor_port)):
-                lat, rps = run_clients(target, args.clients, int(per_client * 3 / _ROUNDS), rate=per_client)
-                paced[name].extend(lat)
-        for name in ("agent", "floor"):
-            lat = paced[name]
+        runs = [
+            (f"{c} client{'s' if c > 1 else ''}", c, max(1000, args.requests // c), 0.0)
+            for c in (1, args.clients)
+        ]
+        runs.append((f"{args.clients} clients paced", args.clients, int(per_client * 3), per_client))
+        for label, clients, n, rate in runs:
+            agent, floor_lat = run_side_by_side((port, floor_port), clients, n, rate)
             print(
-                f"GET /v1/license, {args.clients:2d} clients paced at {args.paced_total:,.0f} req/s "
-                f"in all, {name}: p50 {pct(lat, 50):.3f} ms, p99 {pct(lat, 99):.3f} ms, "
-                f"mean {statistics.fmean(lat) * 1000:.3f} ms over {len(lat)} requests"
+                f"  {label:18s} agent p50 {pct(agent, 50):.3f} ms, p99 {pct(agent, 99):.3f} ms; floor p50 "
+                f"{pct(floor_lat, 50):.3f} ms, p99 {pct(floor_lat, 99):.3f} ms; p99 agent / floor "
+                f"{pct(agent, 99) / pct(floor_lat, 99):.2f}x (target <= 0.6x)"
             )
-        _ratio(f"{args.clients} clients paced", paced["agent"], paced["floor"])
     finally:
         floor.terminate()
         floor.join(10)
