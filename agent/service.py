@@ -44,6 +44,8 @@ from protocol.trust import TrustedKeys
 
 log = logging.getLogger(__name__)
 
+KEYSET_HEADER = "X-POSPal-Keyset"
+
 # A token just received from the server is "now" by definition; its nbf says nothing about our clock.
 _FRESH = datetime(9999, 1, 1, tzinfo=UTC)
 # Persist the high-water mark when it has moved this far since it was last saved.
@@ -153,6 +155,7 @@ class AgentService(FlowsMixin, IdentityMixin):
                 self._token_problem = "token_invalid"  # noqa: S105 (a reason code, not a secret)
         if self._probe_in_background and self._fingerprint is None:
             threading.Thread(target=self._probe, name="pospal-fingerprint", daemon=True).start()
+        self._report_keyset()
         self.refresh_status()
 
     def start(self, scheduler: bool = True) -> AgentService:
@@ -325,12 +328,19 @@ class AgentService(FlowsMixin, IdentityMixin):
             self._load_token()
             self._changed()
         self._save()
+        self._report_keyset()
         self.refresh_status()
         return new
 
     def keyset_version(self) -> int:
         """The version of the authority's key-set document this agent holds (0: none yet)."""
         return self._trusted.keyset_version
+
+    def _report_keyset(self) -> None:
+        """Say which key set this agent trusts on its requests (`X-POSPal-Keyset`, `server/fleet.py`)."""
+        session = getattr(self.transport, "session", None)  # HttpTransport; test fakes have none
+        if session is not None and self._trusted.keyset_version:
+            session.headers[KEYSET_HEADER] = str(self._trusted.keyset_version)
 
     def _on_sync_result(self, result: SyncResult) -> None:
         self.refresh_status()
@@ -357,6 +367,7 @@ class AgentService(FlowsMixin, IdentityMixin):
                     if self._trusted.keyset_version != held:
                         log.info("trusting new signing keys %s", ", ".join(new) or "(none)")
                         self._data["keyset_updates"] = list(self._trusted.accepted_updates)
+                        self._report_keyset()
                 except KeySetRejected as exc:
                     log.warning("ignored a key-set update: %s", exc.message)
             token = answer.get("token")

@@ -49,10 +49,12 @@ def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer)
 
 
 def _fleet(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
-    """`admin fleet versions`: terminals per agent version; `admin fleet terminals`: each one's version."""
+    """`admin fleet versions`: terminals per agent version; `keysets`: per trusted key-set version;
+    `terminals`: each one's version and key set."""
     from server import fleet
 
-    out(fleet.versions(session) if args.action == "versions" else fleet.terminals(session))
+    summaries = {"versions": fleet.versions, "keysets": fleet.keysets, "terminals": fleet.terminals}
+    out(summaries[args.action](session))
     return 0
 
 

@@ -12,7 +12,7 @@
     pospal-server admin license show|revoke|extend ID
     pospal-server admin machine show|remove ID
     pospal-server admin machine clones                       machine keys seen on two computers
-    pospal-server admin fleet versions|terminals             agent versions across the fleet
+    pospal-server admin fleet versions|keysets|terminals     agent versions and key sets across the fleet
     pospal-server import-pospal1 FILE [--dry-run]            the old POSPal server's customers (D1 export)
     pospal-server stripe reconcile                           mirror every allow-listed subscription
 
@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     machine.add_argument("action", choices=["show", "remove", "clones"])
     machine.add_argument("id", nargs="?", default="", help="m_... (not for clones: that lists them all)")
     fleet = admin_sub.add_parser("fleet", help="agent versions: terminals per version, or each terminal's")
-    fleet.add_argument("action", choices=["versions", "terminals"])
+    fleet.add_argument("action", choices=["versions", "keysets", "terminals"])
     outbox = admin_sub.add_parser("outbox", help="e-mail that did not go out, and why")
     outbox.add_argument("--all", action="store_true", help="also list messages that failed for good")
     admin.set_defaults(func=cmd_admin)

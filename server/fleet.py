@@ -2,12 +2,14 @@
 
 Every agent sends `User-Agent: pospal-agent/<version>` and signs its refresh with its machine key
 (`X-POSPal-Machine`); under the launcher it also sends `X-POSPal-Update-Failed: <version>: <reason>`
-after a rolled-back update. `FleetVersions` is an ASGI middleware around the app (outside the refresh
-fast path) that notes these headers for every `POST /v1/refresh` answered 200, which proves the machine
-signed it, and never reads the body. A terminal's row in `agent_versions` is written only when what it
+after a rolled-back update, and `X-POSPal-Keyset: <n>`, the version of the offline authority's key-set
+document it trusts (`protocol.trust`). `FleetVersions` is an ASGI middleware around the app (outside the
+refresh fast path) that notes these headers for every `POST /v1/refresh` answered 200, which proves the
+machine signed it, and never reads the body. A terminal's row in `agent_versions` is written only when what it
 reports changes (a per-instance memory of the last value), off the event loop, after the answer went out,
-so a steady fleet costs no database writes. `versions()` and `terminals()` are what
-`pospal-server admin fleet versions|terminals` print.
+so a steady fleet costs no database writes. `versions()`, `keysets()` and `terminals()` are what
+`pospal-server admin fleet versions|keysets|terminals` print: before retiring a token key, every terminal
+should trust a key-set version that lists its successor (README, key rotation).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _UA = re.compile(rb"^pospal-agent/(\d{1,6}(?:\.\d{1,6}){0,3})\b")
 _MACHINE = re.compile(rb"^m_[A-Za-z0-9_-]{1,37}$")
+_KEYSET = re.compile(rb"^[0-9]{1,9}$")
 _PATHS = frozenset({"/v1/refresh"})
 
 
@@ -48,7 +51,7 @@ class FleetVersions:
         self.app = app
         self.db = db
         self.clock = clock
-        self._known: dict[str, tuple[str, str | None]] = {}
+        self._known: dict[str, tuple[str, str | None, int | None]] = {}
         self._lock = threading.Lock()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -70,7 +73,12 @@ class FleetVersions:
 
         await self.app(scope, receive, noting_send)
         if status and status[0] == 200:
-            report = (ua.group(1).decode(), _failed(headers.get(b"x-pospal-update-failed")))
+            keyset = headers.get(b"x-pospal-keyset", b"")
+            report = (
+                ua.group(1).decode(),
+                _failed(headers.get(b"x-pospal-update-failed")),
+                int(keyset) if _KEYSET.match(keyset) else None,
+            )
             machine_id = machine.decode()
             with self._lock:
                 changed = self._known.get(machine_id) != report
@@ -78,17 +86,20 @@ class FleetVersions:
             if changed:
                 await asyncio.to_thread(self._record, machine_id, *report)
 
-    def _record(self, machine_id: str, version: str, failed: str | None) -> None:
+    def _record(self, machine_id: str, version: str, failed: str | None, keyset: int | None) -> None:
         try:
             with self.db.begin(durable=False) as conn:
                 insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
                 values: dict[str, Any] = {"machine_id": machine_id, "version": version}
-                values.update(update_failed=failed, seen_at=self.clock.now())
+                values.update(update_failed=failed, seen_at=self.clock.now(), keyset_version=keyset)
                 statement = insert(table_of(AgentVersion)).values(**values)
                 conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=["machine_id"],
-                        set_={k: statement.excluded[k] for k in ("version", "update_failed", "seen_at")},
+                        set_={
+                            k: statement.excluded[k]
+                            for k in ("version", "update_failed", "seen_at", "keyset_version")
+                        },
                     )
                 )
         except Exception:  # the answer went out; a lost version row is written at the next change
@@ -112,8 +123,17 @@ def versions(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def keysets(session: Session) -> list[dict[str, Any]]:
+    """Terminals per trusted key-set version (newest first; `null`: none reported, or an older agent)."""
+    counts = Counter(session.scalars(select(AgentVersion.keyset_version)).all())
+    return [
+        {"keyset_version": v, "terminals": counts[v]}
+        for v in sorted(counts, key=lambda v: -1 if v is None else v, reverse=True)
+    ]
+
+
 def terminals(session: Session) -> list[dict[str, Any]]:
-    """Every terminal with a known version: machine, terminal name, version, last update failure."""
+    """Every terminal with a known version: machine, terminal name, version, last update failure, key set."""
     rows = session.execute(
         select(AgentVersion, Machine.terminal_name)
         .join(Machine, Machine.id == AgentVersion.machine_id, isouter=True)
@@ -125,6 +145,7 @@ def terminals(session: Session) -> list[dict[str, Any]]:
             "terminal_name": name,
             "version": av.version,
             "update_failed": av.update_failed,
+            "keyset_version": av.keyset_version,
             "seen_at": av.seen_at,
         }
         for av, name in rows

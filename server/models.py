@@ -380,8 +380,8 @@ class Pospal1Trial(Base):
 
 
 class AgentVersion(Base):
-    """The agent version each terminal last ran, from its answered refreshes (`server/fleet.py`), and the
-    last update its launcher rolled back (the version and why), if any."""
+    """The agent version each terminal last ran, from its answered refreshes (`server/fleet.py`), the last
+    update its launcher rolled back (the version and why), if any, and the key-set version it trusts."""
 
     __tablename__ = "agent_versions"
 
@@ -389,3 +389,5 @@ class AgentVersion(Base):
     version: Mapped[str] = mapped_column(String(32))
     update_failed: Mapped[str | None] = mapped_column(String(200), nullable=True)
     seen_at: Mapped[datetime]
+    # The version of the offline authority's key-set document it trusts (None: none yet, or an older agent).
+    keyset_version: Mapped[int | None] = mapped_column(Integer, nullable=True)

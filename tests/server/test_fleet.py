@@ -67,3 +67,29 @@ def test_admin_fleet_counts_terminals_per_version(client, make_machine, database
         listed = fleet.terminals(session)
     assert {t["machine_id"] for t in listed} == {t.machine_id for t in tills}
     assert {t["terminal_name"] for t in listed} == {"Till 1"}
+
+
+def test_admin_fleet_keysets_says_which_terminals_still_trust_an_older_key_set(
+    client, make_machine, database
+) -> None:
+    """Before retiring a token key, the operator waits until no terminal trusts a key set older than the
+    one that lists its successor: `admin fleet keysets` counts terminals per reported version."""
+    tills = [make_machine() for _ in range(3)]
+    for till, keyset in zip(tills, ("2", "1", None), strict=True):
+        assert till.start_trial(client).status_code == 200
+        raw, headers = till.signed("/v1/refresh", {"fingerprint": till.fp, "known_kids": []})
+        headers["User-Agent"] = "pospal-agent/1.1.0"
+        if keyset is not None:
+            headers["X-POSPal-Keyset"] = keyset
+        assert client.post("/v1/refresh", content=raw, headers=headers).status_code == 200
+    printed: list[Any] = []
+    with database.transaction() as session:
+        args = argparse.Namespace(entity="fleet", action="keysets")
+        assert admin.run(session, args, None, printed.append) == 0
+        assert printed[0] == [
+            {"keyset_version": 2, "terminals": 1},
+            {"keyset_version": 1, "terminals": 1},
+            {"keyset_version": None, "terminals": 1},
+        ]
+        by_machine = {t["machine_id"]: t["keyset_version"] for t in fleet.terminals(session)}
+    assert by_machine == {tills[0].machine_id: 2, tills[1].machine_id: 1, tills[2].machine_id: None}
