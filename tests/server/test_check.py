@@ -428,3 +428,13 @@ def test_a_check_that_crashes_is_a_problem_not_a_traceback(tmp_path):
 
     findings = run_checks(Settings.from_env({"POSPAL_SERVER_DATA_DIR": str(tmp_path)}), [broken])
     assert findings == [Finding(False, "broken", "check failed: RuntimeError('boom')")]
+
+
+def test_readme_asks_for_the_webhook_events_check_asks_for():
+    """An endpoint set up as README's Stripe section says passes check: the same events, no more, no less."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("and these events: ", 1)[1].split("Its\n", 1)[0].split(". Its", 1)[0]
+    assert set(re.findall(r"`([a-z_.]+)`", listed)) == WEBHOOK_EVENTS
