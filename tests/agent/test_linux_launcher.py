@@ -319,6 +319,7 @@ def test_an_update_from_the_signed_repository_swaps_the_service_to_it(
     install = service.till.install
     _wait(lambda: (install.root / "launcher.json").exists(), 90, "the swap to 1.1.0", service.log)
     assert install.last_swap()["outcome"] == "swapped"
+    print(f"\nswap 1.0.0 -> 1.1.0 under the unit's layout: local API gap {install.last_swap()['gap_s']} s")
     _wait(lambda: (service.health() or {}).get("version") == "1.1.0", 30, "1.1.0 answering", service.log)
     after = probe(service.till.port, "/v1/license", 2.0)
     assert after is not None and before is not None
