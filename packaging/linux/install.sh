@@ -25,6 +25,7 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 # The unit's environment (with any drop-in's), for commands run as the service's account.
 as_service() {
   local env
+  [ -f "$unit" ] || die "the service is not installed (install.sh install)"
   env="$(systemctl show -p Environment --value pospal-agent)"
   # shellcheck disable=SC2086  # the unit's NAME=value words, none with spaces
   (cd / && runuser -u "$account" -- env $env POSPAL_INSTALL_DIR="$install_dir" "$@")
@@ -44,8 +45,9 @@ cmd_install() {
       *) die "unknown option $1" ;;
     esac
   done
-  [ -x "$venv/bin/pospal-agent" ] && [ -x "$venv/bin/pospal-launcher" ] ||
+  if [ ! -x "$venv/bin/pospal-agent" ] || [ ! -x "$venv/bin/pospal-launcher" ]; then
     die "$venv/bin has no pospal-agent and pospal-launcher (pip install this project into $venv first)"
+  fi
   install -m 0644 "$here/pospal-agent.sysusers.conf" /usr/lib/sysusers.d/pospal-agent.conf
   systemd-sysusers /usr/lib/sysusers.d/pospal-agent.conf
   install -m 0644 "$here/pospal-agent.tmpfiles.conf" /usr/lib/tmpfiles.d/pospal-agent.conf
@@ -61,17 +63,19 @@ cmd_install() {
   echo "pospal-agent is running: systemctl status pospal-agent, journalctl -u pospal-agent"
 }
 
+bundle_copy=""  # global: the EXIT trap removes it after the function has returned
+
 cmd_update() {
-  local args=(update apply) tmp=""
+  local args=(update apply)
   venv="$(installed_venv)"
   if [ "${1:-}" = "--from" ]; then
     [ -d "${2:-}" ] || die "--from needs the bundle's directory"
     # The service's account may not read a stick mounted for a user: it reads a copy of its own.
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    cp -r "$2" "$tmp/bundle"
-    chown -R "$account:" "$tmp"
-    args+=(--from "$tmp/bundle")
+    bundle_copy="$(mktemp -d)"
+    trap 'rm -rf "$bundle_copy"' EXIT
+    cp -r "$2" "$bundle_copy/bundle"
+    chown -R "$account:" "$bundle_copy"
+    args+=(--from "$bundle_copy/bundle")
   elif [ $# -gt 0 ]; then
     die "unknown option $1"
   fi
