@@ -36,6 +36,8 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/checkout           {email, restaurant_name, quantity?} -> {checkout_id, url}
     POST /v1/checkout/wait      {checkout_id, poll_s?, timeout_s?} -> {"complete": bool, "status": status}
     POST /v1/portal             {} -> {url}
+    POST /v1/subscription/pause {resumes_at?} -> status: pause for the season (the owner's)
+    POST /v1/subscription/resume {} -> status
     POST /v1/terminals          {email?, code?} -> {"terminals": [Terminal.to_dict()]}
     POST /v1/terminals/remove   {machine_id, email?, code?} -> {"ok": true}
     POST /v1/terminals/keep     {machine_ids} -> {"terminals": [...]}: the owner's choice of who keeps a seat
@@ -68,6 +70,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -161,6 +164,8 @@ class LocalApi:
             ("POST", "/v1/checkout"): Route(self._post_checkout, auth=True),
             ("POST", "/v1/checkout/wait"): Route(self._post_checkout_wait, auth=True),
             ("POST", "/v1/portal"): Route(self._post_portal, auth=True),
+            ("POST", "/v1/subscription/pause"): Route(self._post_pause, auth=True),
+            ("POST", "/v1/subscription/resume"): Route(self._post_resume, auth=True),
             ("POST", "/v1/terminals"): Route(self._post_terminals, auth=True),
             ("POST", "/v1/terminals/remove"): Route(self._post_terminals_remove, auth=True),
             ("POST", "/v1/terminals/keep"): Route(self._post_terminals_keep, auth=True),
@@ -356,6 +361,21 @@ class LocalApi:
 
     def _post_portal(self, _body: dict[str, Any]) -> tuple[int, Any]:
         return 200, {"url": self.control.portal_url()}
+
+    def _post_pause(self, body: dict[str, Any]) -> tuple[int, Any]:
+        raw = _opt_str(body, "resumes_at")
+        resumes_at = None
+        if raw:
+            try:
+                resumes_at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                raise ApiError(422, "invalid_request", "resumes_at must be an ISO 8601 time.") from None
+            if resumes_at.tzinfo is None:
+                raise ApiError(422, "invalid_request", "resumes_at needs a time zone (use ...Z).")
+        return 200, self.control.pause_subscription(resumes_at).to_dict()
+
+    def _post_resume(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self.control.resume_subscription().to_dict()
 
     def _post_terminals(self, body: dict[str, Any]) -> tuple[int, Any]:
         terminals = self.control.list_terminals(_opt_str(body, "email"), _opt_str(body, "code"))

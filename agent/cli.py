@@ -9,10 +9,10 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
   Where the Linux system service serves this PC (agent.linuxservice), a user's `run` is only the tray.
-- `status`, `trial`, `activate`, `buy`, `terminals`, `rename`, `sync`, `deactivate` talk to the running
-  agent over its caller-checked channel (`agent.channelcontrol`, as the tray does), or the local API with the
-  api-token from the data directory when it hosts none; when none answers they run the agent's service in
-  this process for the one command, on the same data directory.
+- `status`, `trial`, `activate`, `buy`, `terminals`, `rename`, `sync`, `pause`, `resume`, `deactivate` talk
+  to the running agent over its caller-checked channel (`agent.channelcontrol`, as the tray does), or the
+  local API with the api-token from the data directory when it hosts none; when none answers they run
+  the agent's service in this process for the one command, on the same data directory.
 - Owner actions (buying on an e-mail that is already a customer's, adding this PC to its subscription,
   removing or renaming another terminal) ask for the owner's e-mailed code on stdin when the server wants
   it, as the window's owner dialog does, then try once more.
@@ -617,6 +617,28 @@ def _print_terminals(terminals: Sequence[Any]) -> None:
         print(f"{t.machine_id}  {t.terminal_name or '-':<20} {state}{here}")
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pause the subscription for the season (`--until DATE`, else until `resume`); the owner's code."""
+    from datetime import UTC, datetime
+
+    resumes_at = None
+    if args.until:
+        try:
+            resumes_at = datetime.fromisoformat(args.until).replace(tzinfo=UTC)
+        except ValueError:
+            raise Error(f"--until must be a date (YYYY-MM-DD), not {args.until!r}") from None
+    control = _control()
+    owner = control.status().customer_email
+    return _report(_as_owner(control, owner, lambda: control.pause_subscription(resumes_at)))
+
+
+def cmd_resume(_args: argparse.Namespace) -> int:
+    """Resume the paused subscription now; the owner's code when asked."""
+    control = _control()
+    owner = control.status().customer_email
+    return _report(_as_owner(control, owner, control.resume_subscription))
+
+
 def cmd_sync(_args: argparse.Namespace) -> int:
     """Sync with the server now."""
     return _report(_control().sync_now())
@@ -682,6 +704,16 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--email", help="the owner's e-mail, from a PC that is not activated (a code is sent)")
     p.set_defaults(func=cmd_rename)
     sub.add_parser("sync", help="sync with the license server now").set_defaults(func=cmd_sync)
+    p = sub.add_parser(
+        "pause", help="pause the subscription for the season (the owner's): nothing is charged"
+    )
+    p.add_argument(
+        "--until", metavar="DATE", help="resume by itself on this day (YYYY-MM-DD); default: never"
+    )
+    p.set_defaults(func=cmd_pause)
+    sub.add_parser("resume", help="resume a paused subscription now (the owner's)").set_defaults(
+        func=cmd_resume
+    )
     p = sub.add_parser("deactivate", help="deactivate this PC and free its seat")
     p.add_argument(
         "--offline-file",

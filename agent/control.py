@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 # Re-exported: ui/ and the CLI take the value types and the e-mail rule from here.
@@ -77,6 +78,14 @@ class AgentControl(Protocol):
 
     def portal_url(self) -> str:
         """A billing-portal URL for this machine's license."""
+        ...
+
+    def pause_subscription(self, resumes_at: datetime | None = None) -> LicenseStatus:
+        """Pause the subscription for the season until `resumes_at` (None: until resumed); the owner's."""
+        ...
+
+    def resume_subscription(self) -> LicenseStatus:
+        """Resume the paused subscription now; the owner's."""
         ...
 
     def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
@@ -182,6 +191,14 @@ class InProcessControl:
     def portal_url(self) -> str:
         """Billing portal URL."""
         return self._service.portal_url()
+
+    def pause_subscription(self, resumes_at: datetime | None = None) -> LicenseStatus:
+        """Pause for the season."""
+        return self._service.pause_subscription(resumes_at)
+
+    def resume_subscription(self) -> LicenseStatus:
+        """Resume now."""
+        return self._service.resume_subscription()
 
     def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
         """The license's terminals."""

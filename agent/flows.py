@@ -71,6 +71,8 @@ class FlowsMixin:
 
         def refresh_status(self) -> LicenseStatus: ...
 
+        def sync_now(self) -> LicenseStatus: ...
+
         def _accept(self, answer: dict[str, Any], gen: int, nonce: str, force: bool = False) -> None: ...
 
         def _save(self) -> None: ...
@@ -215,6 +217,29 @@ class FlowsMixin:
     def portal_url(self) -> str:
         """A billing-portal URL for this machine's license (machine-signed)."""
         return self.transport.portal(self._identity(), {"locale": self.language})
+
+    def pause_subscription(self, resumes_at: datetime | None = None) -> LicenseStatus:
+        """Pause the subscription for the season until `resumes_at` (None: until resumed); the owner's.
+
+        Machine-signed; the server wants the owner's proof on this PC (`owner_proof_required` until then).
+        Every till (this one at once) then shows `licensed_cancelled` / `paused`.
+        """
+        body: dict[str, Any] = {}
+        if resumes_at is not None:
+            body["resumes_at"] = resumes_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        self.transport.set_pause(self._identity(), True, body)
+        return self._synced_after_owner_change()
+
+    def resume_subscription(self) -> LicenseStatus:
+        """Resume a paused subscription now (the owner's); this till is licensed again at once."""
+        self.transport.set_pause(self._identity(), False, {})
+        return self._synced_after_owner_change()
+
+    def _synced_after_owner_change(self) -> LicenseStatus:
+        try:
+            return self.sync_now()
+        except Error:
+            return self.status()  # the change is made; the next scheduled sync (within a minute) shows it
 
     def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
         """The license's terminals: machine-signed, or proven by `email` + `code`."""

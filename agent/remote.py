@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from agent.values import AddTerminal, Checkout, Diagnostics, StatusCallback, Terminal
@@ -179,6 +180,15 @@ class HttpControl:
     def portal_url(self) -> str:
         """`POST /v1/portal`."""
         return str(self._call("POST", "/v1/portal", {}, timeout=60)["url"])
+
+    def pause_subscription(self, resumes_at: datetime | None = None) -> LicenseStatus:
+        """`POST /v1/subscription/pause`."""
+        body = {"resumes_at": resumes_at.isoformat()} if resumes_at is not None else {}
+        return status_from_dict(self._call("POST", "/v1/subscription/pause", body, timeout=60))
+
+    def resume_subscription(self) -> LicenseStatus:
+        """`POST /v1/subscription/resume`."""
+        return status_from_dict(self._call("POST", "/v1/subscription/resume", {}, timeout=60))
 
     def list_terminals(self, email: str | None = None, code: str | None = None) -> list[Terminal]:
         """`POST /v1/terminals`."""

@@ -106,6 +106,10 @@ class CloudTransport(Protocol):
         """`POST /v1/portal` -> the portal URL."""
         ...
 
+    def set_pause(self, identity: MachineIdentity, paused: bool, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /v1/subscription/pause` (or `/resume`) -> `{paused, resumes_at}`."""
+        ...
+
     def prove_owner(self, identity: MachineIdentity, body: Mapping[str, Any]) -> None:
         """`POST /v1/owner` (signed): the owner's code proves their e-mail on this machine."""
         ...
@@ -172,6 +176,10 @@ class HttpTransport:
     def activate(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
         """`POST /v1/activations`."""
         return self._post("/v1/activations", body, identity)
+
+    def set_pause(self, identity: MachineIdentity, paused: bool, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /v1/subscription/pause` or `/v1/subscription/resume` (the owner's proof on this PC)."""
+        return self._post(f"/v1/subscription/{'pause' if paused else 'resume'}", body, identity)
 
     def migrate(self, identity: MachineIdentity, body: Mapping[str, Any]) -> dict[str, Any]:
         """`POST /v1/migrations`: the old POSPal app's e-mail and unlock token (agent/pospal1.py)."""

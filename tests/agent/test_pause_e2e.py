@@ -49,6 +49,61 @@ def _owner_code(server, db_path) -> str:
     return str(json.loads(context)["code"])
 
 
+def _codes_sent(db_path) -> int:
+    conn = sqlite3.connect(db_path)
+    try:
+        query = "SELECT count(*) FROM outbox WHERE to_email = ? AND template = 'activation_code'"
+        return int(conn.execute(query, (EMAIL,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _latest_code(db_path) -> str:
+    conn = sqlite3.connect(db_path)
+    try:
+        (context,) = conn.execute(
+            "SELECT context FROM outbox WHERE to_email = ? AND template = 'activation_code' ORDER BY id DESC",
+            (EMAIL,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(json.loads(context)["code"])
+
+
+def _cli_as_owner(agent, db_path, *args: str) -> subprocess.CompletedProcess:
+    """`pospal-agent ARGS`, typing the owner's e-mailed code when it asks (as the owner would)."""
+    before = _codes_sent(db_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", *args],
+        cwd=REPO,
+        env=agent.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _codes_sent(db_path) == before and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(_latest_code(db_path) + "\n", timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def _local(agent, path: str, body: dict) -> requests.Response:
+    token = (agent.data_dir / "api-token").read_text().strip()
+    return requests.post(
+        f"http://127.0.0.1:{agent.port}{path}",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+    )
+
+
 def _pause(server, db_path, resumes_at: datetime | None) -> dict:
     body = {"email": EMAIL, "code": _owner_code(server, db_path)}
     if resumes_at is not None:
@@ -90,11 +145,13 @@ def test_pause_for_the_winter_resume_in_spring_and_an_expired_pause(server_env, 
         before = till.license()
         assert before["license_state"] == "licensed_active"
 
-        # November: paused until April. Stripe collects nothing; the till stops taking orders.
-        spring = now + timedelta(days=150)
-        assert _pause(server, db_path, spring)["paused"] is True
+        # November: the owner pauses at the till until April (`pospal-agent pause`, the owner's code).
+        # Stripe collects nothing; the till stops taking orders at once.
+        spring = (now + timedelta(days=150)).date()
+        out = _cli_as_owner(till, db_path, "pause", "--until", spring.isoformat())
+        assert out.returncode == 0 and out.stdout.startswith("licensed_cancelled"), out.stderr
         assert stub.subscriptions["sub_1Old0007"]["pause_collection"]["behavior"] == "void"
-        paused = _synced(till)
+        paused = till.license()
         assert (paused["license_state"], paused["reason"], paused["licensed"]) == (
             "licensed_cancelled",
             "paused",
@@ -104,13 +161,12 @@ def test_pause_for_the_winter_resume_in_spring_and_an_expired_pause(server_env, 
         next_sync = datetime.fromisoformat(paused["next_sync"].replace("Z", "+00:00"))
         assert next_sync - datetime.now(UTC) <= timedelta(seconds=70)  # a resume is seen within a minute
 
-        # April, early: the owner resumes at once; the same terminal is licensed at its next sync.
+        # April, early: the owner resumes from the tray (its local API: the owner's proof, then resume).
         code = _owner_code(server, db_path)
-        resumed = requests.post(
-            f"{server.url}/v1/subscription/resume", json={"email": EMAIL, "code": code}, timeout=10
-        )
-        assert resumed.status_code == 200 and resumed.json()["paused"] is False
-        after = _synced(till)
+        assert _local(till, "/v1/owner", {"email": EMAIL, "code": code}).status_code == 200
+        resumed = _local(till, "/v1/subscription/resume", {})
+        assert resumed.status_code == 200 and resumed.json()["license_state"] == "licensed_active"
+        after = till.license()
         assert (after["license_state"], after["machine_id"]) == ("licensed_active", before["machine_id"])
 
         # A pause whose date has passed ends by itself: no webhook, no owner.

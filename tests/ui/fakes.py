@@ -196,6 +196,16 @@ class FakeControl:
         self._call("portal_url")
         return "https://billing.example/portal/session"
 
+    def pause_subscription(self, resumes_at=None) -> LicenseStatus:
+        """Pause for the season (the status is unchanged in the fake)."""
+        self._call("pause_subscription", resumes_at)
+        return self._status
+
+    def resume_subscription(self) -> LicenseStatus:
+        """Resume now."""
+        self._call("resume_subscription")
+        return self._status
+
     def list_terminals(self, email=None, code=None) -> list[Terminal]:
         """The terminals."""
         self._call("list_terminals", email, code)
