@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from protocol import text
-from server import licensing, seats
+from server import fleet, licensing, seats
 from server.codes import normalize_email
 from server.models import AuditLog, Customer, License, LoginCode, Machine, Outbox, Subscription, Trial
 
@@ -51,8 +51,6 @@ def run(session: Session, args: argparse.Namespace, now: datetime, out: Printer)
 def _fleet(session: Session, args: argparse.Namespace, now: datetime, out: Printer) -> int:
     """`admin fleet versions`: terminals per agent version; `keysets`: per trusted key-set version;
     `terminals`: each one's version and key set."""
-    from server import fleet
-
     summaries = {"versions": fleet.versions, "keysets": fleet.keysets, "terminals": fleet.terminals}
     out(summaries[args.action](session))
     return 0
@@ -217,16 +215,23 @@ def _license_summary(
 
 
 def _terminals(machines: Any, args: argparse.Namespace, now: datetime) -> list[dict[str, Any]]:
-    """Machines as the operator sees them: last seen, and whether each holds a seat now and why not."""
+    """Machines as the operator sees them: last seen, whether each holds a seat now and why not, and the
+    agent version it last reported (`server/fleet.py`)."""
     idle = seats.idle_after(getattr(args, "seat_idle_days", seats.DEFAULT_IDLE_DAYS))
     rows = []
+    machines = list(machines)
+    session = object_session(machines[0]) if machines else None
+    versions = fleet.versions_of(session, [m.id for m in machines]) if session is not None else {}
     for machine in machines:
         active, why = seats.describe(machine, now, idle)
         if machine.deactivated_at is not None:
             # Removed while its license file runs: it sells on and keeps its seat until the file ends.
             running = seats.file_running(machine, now)
             active, why = (True, "removed_offline_license") if running else (False, "removed")
-        rows.append({**row(machine, hide=("fingerprint",)), "active": active, "why": why})
+        agent = versions.get(machine.id)
+        rows.append(
+            {**row(machine, hide=("fingerprint",)), "active": active, "why": why, "agent_version": agent}
+        )
     return rows
 
 

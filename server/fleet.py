@@ -123,6 +123,16 @@ def versions(session: Session) -> list[dict[str, Any]]:
     ]
 
 
+def versions_of(session: Session, machine_ids: list[str]) -> dict[str, str]:
+    """The agent version each of these machines last reported (those that did), by machine id."""
+    if not machine_ids:
+        return {}
+    rows = session.execute(
+        select(AgentVersion.machine_id, AgentVersion.version).where(AgentVersion.machine_id.in_(machine_ids))
+    ).all()
+    return {machine_id: version for machine_id, version in rows}
+
+
 def keysets(session: Session) -> list[dict[str, Any]]:
     """Terminals per trusted key-set version (newest first; `null`: none reported, or an older agent)."""
     counts = Counter(session.scalars(select(AgentVersion.keyset_version)).all())

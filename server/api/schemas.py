@@ -149,6 +149,8 @@ class Terminal(BaseModel):
     # A terminal licensed by file keeps its seat until its file ends, even once removed (reason
     # "removed_offline_license"): it cannot be told, and sells until then.
     seat_held_until: datetime | None = None
+    # The agent version it last reported in a refresh (`server/fleet.py`); None before its first one.
+    agent_version: str | None = None
 
 
 class TerminalsAnswer(BaseModel):

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import authority, codes, licensing, seats
+from server import authority, codes, fleet, licensing, seats
 from server.api.deps import (
     Services,
     check_and_remember,
@@ -208,7 +208,10 @@ def _answer(session: Session, svc: Services, license_: License, machine_id: str 
     now = svc.clock.now()
     idle = seats.idle_after(svc.settings.seat_idle_days)
     rows = []
-    for m in sorted(seats.bound_machines(session, license_.id), key=lambda m: (m.activated_at, m.id)):
+    bound = sorted(seats.bound_machines(session, license_.id), key=lambda m: (m.activated_at, m.id))
+    held = seats.removed_file_holders(session, license_.id, now)
+    versions = fleet.versions_of(session, [m.id for m in (*bound, *held)])
+    for m in bound:
         active, reason = seats.describe(m, now, idle)
         rows.append(
             Terminal(
@@ -220,9 +223,10 @@ def _answer(session: Session, svc: Services, license_: License, machine_id: str 
                 active=active,
                 reason=reason,
                 seat_held_until=m.offline_until if seats.file_running(m, now) else None,
+                agent_version=versions.get(m.id),
             )
         )
-    for m in seats.removed_file_holders(session, license_.id, now):
+    for m in held:
         rows.append(
             Terminal(
                 machine_id=m.id,
@@ -233,6 +237,7 @@ def _answer(session: Session, svc: Services, license_: License, machine_id: str 
                 active=True,
                 reason="removed_offline_license",
                 seat_held_until=m.offline_until,
+                agent_version=versions.get(m.id),
             )
         )
     rows.sort(key=lambda t: not t.active)  # stable: active ones first, each group oldest first

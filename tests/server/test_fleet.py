@@ -93,3 +93,21 @@ def test_admin_fleet_keysets_says_which_terminals_still_trust_an_older_key_set(
         ]
         by_machine = {t["machine_id"]: t["keyset_version"] for t in fleet.terminals(session)}
     assert by_machine == {tills[0].machine_id: 2, tills[1].machine_id: 1, tills[2].machine_id: None}
+
+
+def test_the_owners_terminal_list_and_admin_show_each_terminals_agent_version(
+    client, make_machine, database, seed_subscription, login_code, clock
+) -> None:
+    seed_subscription(email="owner@cafe.gr", seats=2)
+    bar, terrace = make_machine(terminal_name="Bar"), make_machine(terminal_name="Terrace")
+    for till in (bar, terrace):
+        assert till.activate(client, "owner@cafe.gr", login_code(client, "owner@cafe.gr")).status_code == 200
+    assert refresh(client, bar, "pospal-agent/1.2.0").status_code == 200
+    listed = bar.post(client, "/v1/terminals", {}).json()["terminals"]
+    assert {t["terminal_name"]: t["agent_version"] for t in listed} == {"Bar": "1.2.0", "Terrace": None}
+    printed: list[Any] = []
+    with database.transaction() as session:
+        args = argparse.Namespace(entity="customer", action="show", email="owner@cafe.gr")
+        assert admin.run(session, args, clock.now(), printed.append) == 0
+    machines = [m for lic in printed[0]["licenses"] for m in lic["machines"]]
+    assert {m["terminal_name"]: m["agent_version"] for m in machines} == {"Bar": "1.2.0", "Terrace": None}
