@@ -4,8 +4,9 @@ Starts `pospal-launcher` (a real process) on agent 1.0.0 built from this tree (i
 dead port: the license answer is served from memory either way), publishes newer builds in a TUF
 repository served over loopback HTTP, and for each of `--swaps` updates:
 
-- the update's cost: the build's bytes and the time `pospal-agent update apply` takes (check, download,
-  verify, unpack);
+- the update's cost: the build's bytes (the full file: no patches), the signed metadata a check fetches
+  when something changed (timestamp, snapshot, targets) and when nothing did (the timestamp alone), and
+  the time `pospal-agent update apply` takes (check, download, verify, unpack);
 - the swap: a POS thread asks `AgentClient.license()` every 10 ms throughout; the longest time between two
   answers (target <= 2 s), failed calls (target 0), and the launcher's own stop-to-answer gap.
 
@@ -64,6 +65,7 @@ def main() -> int:
         )
         launched = Launched(install, port, env, base / "launcher.log").start()
         rows = []
+        costs: list[list[int]] = []
         try:
             for i in range(1, args.swaps + 1):
                 version = f"1.{i}.0"
@@ -72,6 +74,15 @@ def main() -> int:
                     (build / "padding.bin").write_bytes(os.urandom(int(args.pad_mb * 1024 * 1024)))
                 publisher.publish(version, build)
                 size = (publisher.builds / f"{version}.zip").stat().st_size
+                meta = publisher.repo.meta_dir
+                targets_v = publisher.repo.load("targets").signed.version
+                snapshot_v = publisher.repo.load("snapshot").signed.version
+                metadata = [
+                    meta / "timestamp.json",
+                    meta / f"{snapshot_v}.snapshot.json",
+                    meta / f"{targets_v}.targets.json",
+                ]
+                metadata_bytes = [p.stat().st_size for p in metadata]
                 pos = Pos(port).start()
                 time.sleep(0.5)
                 started = time.perf_counter()
@@ -87,6 +98,7 @@ def main() -> int:
                 pos.stop()
                 report = json.loads((install / "launcher.json").read_text())
                 rows.append((version, size, apply_s, pos, report))
+                costs.append(metadata_bytes)
         finally:
             launched.stop()
             publisher.stop()
@@ -105,6 +117,11 @@ def main() -> int:
         f"POS longest gap: median {statistics.median(gaps) * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms "
         f"(target <= 2000); failed calls {failures} (target 0)"
     )
+    for (version, size, *_), (ts, snap, targets) in zip(rows, costs, strict=True):
+        print(
+            f"{version}: full build {size} bytes; a check that finds it fetches {ts + snap + targets} bytes "
+            f"of metadata (timestamp {ts}, snapshot {snap}, targets {targets}); with nothing new, {ts}"
+        )
     for _, _, _, pos, _ in rows:
         for failure in pos.failures[:3]:
             print(f"  failed: {failure}")
