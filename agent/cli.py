@@ -104,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     The tray is a child process (agent.supervisor) talking to the agent over its channel, restarted
     with backoff when it dies, so a Qt abort never stops the license answer. When another agent already
     serves this PC (a second Windows session), this one runs only its session's tray, attached to it,
-    and takes over the service if that agent goes away.
+    and takes over the service if that agent goes away; where the Linux system service serves this PC
+    (agent.linuxservice), a user's run is only the tray from the start and never takes over.
     """
     from agent.config import AgentSettings
 
