@@ -2,7 +2,7 @@
 
     pospal-server run [--host H] [--port P] [--workers N]   serve (default 127.0.0.1:8000)
     pospal-server migrate                                    bring the schema to the newest revision
-    pospal-server keys list | rotate [--out FILE]            signing keys
+    pospal-server keys list | prepare | rotate [--out FILE]  signing keys
     pospal-server keys export [--out FILE]                   public JWKS for agents (trusted keys)
     pospal-server backup DIR                                 database (SQLite copy or pg_dump) + key dir
     pospal-server restore DIR                                put a backup back (servers stopped)
@@ -129,6 +129,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     with db.transaction() as session:
         if args.keys_command == "export":
             return _export_jwks(keys.jwks(session, now), args.out)
+        if args.keys_command == "prepare":
+            kid = keys.prepare()
+            print(
+                f"next signing key {kid} (not signing yet); put this key set in "
+                "`publish_update.py keyset --jwks`, then `keys rotate`",
+                file=sys.stderr,
+            )
+            return _export_jwks(keys.next_jwks(session, now), args.out)
         if args.keys_command == "rotate":
             kid, document = keys.rotate(session, now)
             print(f"new signing key {kid}", file=sys.stderr)
@@ -304,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub.add_parser("list")
     export = keys_sub.add_parser("export", help="the public JWKS agents trust (stdout, or --out FILE)")
     export.add_argument("--out", help="write it to this file instead of printing it")
-    rotate = keys_sub.add_parser("rotate")
-    rotate.add_argument("--out", help="write the key-set document here instead of stdout")
+    prepare = keys_sub.add_parser("prepare", help="make the next key; print the key set to publish with it")
+    prepare.add_argument("--out", help="write that JWKS to this file instead of printing it")
+    rotate = keys_sub.add_parser("rotate", help="make the prepared (or a new) key current")
+    rotate.add_argument("--out", help="write the legacy key-set document here instead of stdout")
     keys.set_defaults(func=cmd_keys)
 
     backup = sub.add_parser("backup", help="back up the database and the signing keys into a new directory")

@@ -11,7 +11,9 @@ lease). Agents trust a new key only through a key-set document signed by the off
 server cannot sign one: it only hands out the published copy, `keyset.json` in the key directory
 (`KEYSET_FILE`), to an agent that does not know the current key yet (a new install, an offline license
 file). The legacy document `rotate` still returns, signed by the old key, is accepted only by agents from
-before the authority existed.
+before the authority existed. So a rotation starts with `prepare`: the next key's file is made (and named
+in `NEXT_KEY_FILE`) without signing anything, its public half goes into the key set the publisher signs
+offline, and `rotate` later makes that key current (README, key rotation).
 
 The same directory also holds `server-secret`, the HMAC key for login codes and trial component hashes.
 """
@@ -46,6 +48,7 @@ from server.models import SigningKey
 
 SERVER_SECRET_FILE = "server-secret"  # noqa: S105 (a file name)
 KEYSET_FILE = "keyset.json"  # the authority-signed key-set document, as published
+NEXT_KEY_FILE = "next-key"  # the kid `prepare` made: its private key waits for `rotate`
 # How long an instance may keep using its view of which key is current (see `_key_snapshot`).
 CACHE_S = 10.0
 
@@ -149,10 +152,13 @@ class SigningKeys:
         return True
 
     def _new_key(self, session: Session, now: datetime) -> SigningKey:
-        private = Ed25519PrivateKey.generate()
+        private = self._prepared()
+        if private is None:
+            private = Ed25519PrivateKey.generate()
+            pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            _write_private(self._path(kid_for(private.public_key())), pem)
         kid = kid_for(private.public_key())
-        pem = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-        _write_private(self._path(kid), pem)
+        (self.key_dir / NEXT_KEY_FILE).unlink(missing_ok=True)
         row = SigningKey(kid=kid, public_key=encode_public_key(private.public_key()), created_at=now)
         session.add(row)
         session.flush()
@@ -207,8 +213,44 @@ class SigningKeys:
         """The kid tokens are signed with now (from the database, cached briefly)."""
         return self._key_snapshot(session)[0]
 
+    def _prepared(self) -> Ed25519PrivateKey | None:
+        """The key `prepare` made and no row names yet, or None."""
+        try:
+            kid = (self.key_dir / NEXT_KEY_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        try:
+            return self.private_key(kid)
+        except SigningError:
+            return None
+
+    def prepare(self) -> str:
+        """Make the next signing key (its file only: nothing signs with it yet); returns its kid.
+
+        Idempotent: a key already prepared is kept. `rotate` makes it current.
+        """
+        private = self._prepared()
+        if private is None:
+            private = Ed25519PrivateKey.generate()
+            kid = kid_for(private.public_key())
+            _write_private(
+                self._path(kid), private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            )
+            _write_private(self.key_dir / NEXT_KEY_FILE, kid.encode("ascii"))
+            with self._lock:
+                self._private[kid] = private
+        return kid_for(private.public_key())
+
+    def next_jwks(self, session: Session, now: datetime) -> dict[str, Any]:
+        """The published keys plus the prepared one: what the next key set must list."""
+        jwks = self.jwks(session, now)
+        private = self._prepared()
+        if private is not None and kid_for(private.public_key()) not in {k["kid"] for k in jwks["keys"]}:
+            jwks["keys"].append(jwk_from_public_key(private.public_key()))
+        return jwks
+
     def rotate(self, session: Session, now: datetime) -> tuple[str, str | None]:
-        """Make a new current key and retire the old one.
+        """Make the prepared key (or a new one) current and retire the old one.
 
         Returns `(new_kid, keyset_document)`. The document lists the published keys and is signed by
         the previous key, so agents that trust it learn the new one; None when there was no previous key.

@@ -134,3 +134,23 @@ def _claims(clock):
 
 
 del token_claims
+
+
+def test_a_prepared_key_signs_nothing_until_rotate_makes_it_current(database, clock, tmp_path):
+    """`prepare` lets the publisher list the next key in a key set before any token is signed with it."""
+    keys = SigningKeys(tmp_path / "keys")
+    with database.transaction() as session:
+        old = keys.ensure_current(session, clock.now())
+        nxt = keys.prepare()
+        assert keys.prepare() == nxt != old  # asking again keeps the same next key
+        assert keys.current_kid(session) == old
+        assert verify_token(
+            keys.sign(session, _claims(clock)), trust(keys, session, clock.now()), clock.now()
+        )
+        assert [k["kid"] for k in keys.next_jwks(session, clock.now())["keys"]] == [old, nxt]
+        assert [k["kid"] for k in keys.jwks(session, clock.now())["keys"]] == [old]  # not published yet
+    again = SigningKeys(tmp_path / "keys")  # another instance (or the CLI later) finds it
+    with database.transaction() as session:
+        new, _ = again.rotate(session, clock.now())
+        assert new == nxt == again.current_kid(session)
+    assert not (tmp_path / "keys" / "next-key").exists()
