@@ -102,21 +102,15 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     # licensed_cancelled, reason paused: the owner paused the subscription for the season
     "status.paused": {
-        "en": "POSPal is paused for the season until you resume it.",
-        "el": "Το POSPal είναι σε παύση για τη σεζόν μέχρι να το επαναφέρετε.",
-    },
-    "status.paused_until": {
-        "en": "POSPal is paused for the season until {date}.",
-        "el": "Το POSPal είναι σε παύση για τη σεζόν έως τις {date}.",
+        "en": "POSPal is paused for the season, {until}.",
+        "el": "Το POSPal είναι σε παύση για τη σεζόν, {until}.",
     },
     "fix.paused": {
         "en": "Nothing is charged meanwhile, and every terminal keeps its place.",
         "el": "Στο μεταξύ δεν χρεώνεται τίποτα και κάθε τερματικό κρατά τη θέση του.",
     },
-    "fix.paused_until": {
-        "en": "Nothing is charged meanwhile, and every terminal keeps its place.",
-        "el": "Στο μεταξύ δεν χρεώνεται τίποτα και κάθε τερματικό κρατά τη θέση του.",
-    },
+    "pause.until_date": {"en": "until {date}", "el": "έως τις {date}"},
+    "pause.until_resumed": {"en": "until you resume it", "el": "μέχρι να το επαναφέρετε"},
     # license_missing
     "status.not_activated": {
         "en": "This computer is not activated.",

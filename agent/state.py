@@ -256,10 +256,10 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         # reason `paused` with its own message; the server asks for a sync every minute meanwhile.
         resumes = c.raw.get("resumes_at")
         if isinstance(resumes, int) and resumes > now:
-            return status(
-                "licensed_cancelled", False, "paused", message_of="paused_until", date=status.date(resumes)
-            )
-        return status("licensed_cancelled", False, "paused")
+            until = messages.text("pause.until_date", status.lang, date=status.date(resumes))
+        else:
+            until = messages.text("pause.until_resumed", status.lang)
+        return status("licensed_cancelled", False, "paused", until=until)
     if c.status == "canceled" or (c.cancel_at is not None and now >= c.cancel_at):
         return status("licensed_cancelled", False, "subscription_ended", 0, valid_until)
     if c.status == "past_due":

@@ -1,7 +1,8 @@
 """The window's main page: the actions that fit the current state, the most useful one first.
 
 Only actions that make sense are shown (``ui.present.actions_for``); the first is the primary button. The
-page also runs the one-click actions (sync, trial, billing portal) and reports how they went.
+page also runs the one-click actions (sync, trial, billing portal, pause and resume) and reports how they
+went.
 """
 
 from __future__ import annotations
@@ -21,9 +22,22 @@ _LABELS = {
     Action.BILLING: "ui.action.billing",
     Action.MOVE: "ui.action.move",
     Action.CONFIRM: "ui.action.confirm_payment",
+    Action.PAUSE: "ui.action.pause",
+    Action.RESUME: "ui.action.resume",
 }
-_TAGS = {Action.SYNC: "sync", Action.TRIAL: "trial", Action.BILLING: "portal"}
-_DONE = {"sync": "ui.sync.done", "trial": "ui.trial.done"}
+_TAGS = {
+    Action.SYNC: "sync",
+    Action.TRIAL: "trial",
+    Action.BILLING: "portal",
+    Action.PAUSE: "pause",
+    Action.RESUME: "resume",
+}
+_DONE = {
+    "sync": "ui.sync.done",
+    "trial": "ui.trial.done",
+    "pause": "ui.pause.done",
+    "resume": "ui.resume.done",
+}
 
 
 class OverviewPage(Page):
@@ -100,6 +114,11 @@ class OverviewPage(Page):
             self.host.show_page("activate")
         elif action is Action.MOVE:
             self.host.show_page("move")
+        elif action is Action.PAUSE:
+            # "Until I resume" here; a resume date is on the owner's page or `pospal-agent pause --until`.
+            self.host.worker.call("pause", "pause_subscription")
+        elif action is Action.RESUME:
+            self.host.worker.call("resume", "resume_subscription")
         elif action is Action.CONFIRM:
             if self._confirm_url:
                 self.host.open_url(self._confirm_url)  # the invoice page where the bank asks to approve

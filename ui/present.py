@@ -63,13 +63,15 @@ class Action(enum.Enum):
     BILLING = "billing"
     MOVE = "move"
     CONFIRM = "confirm"  # confirm a renewal payment with the bank (3-D Secure), in the browser
+    PAUSE = "pause"  # pause the subscription for the season, until resumed (the owner's)
+    RESUME = "resume"  # resume a paused subscription now (the owner's)
 
 
 _ACTIONS: dict[str, tuple[Action, ...]] = {
     "license_missing": (Action.TRIAL, Action.BUY, Action.ACTIVATE),
     "trial_active": (Action.BUY, Action.ACTIVATE, Action.SYNC),
     "trial_expired": (Action.BUY, Action.ACTIVATE, Action.SYNC),
-    "licensed_active": (Action.BILLING, Action.MOVE, Action.SYNC),
+    "licensed_active": (Action.BILLING, Action.MOVE, Action.SYNC, Action.PAUSE),
     "licensed_grace": (Action.SYNC, Action.BILLING, Action.MOVE),
     "licensed_renewal_required": (Action.BILLING, Action.SYNC, Action.MOVE),
     "licensed_cancelled": (Action.BUY, Action.BILLING, Action.ACTIVATE, Action.SYNC),
@@ -127,6 +129,9 @@ def actions_for(state: str, reason: str | None) -> tuple[Action, ...]:
     """The actions that make sense in ``state``, the most useful first."""
     if state == "license_error":
         return _ERROR_ACTIONS.get(reason or "", (Action.SYNC, Action.ACTIVATE))
+    if reason == "paused":
+        # Paused for the season: resuming is the one thing to do (a sync picks up a resume made elsewhere).
+        return (Action.RESUME, Action.SYNC, Action.BILLING)
     if reason == "payment_action_required":
         # The card is fine: the bank waits for the owner's approval. Sync picks up the confirmed payment.
         return (Action.CONFIRM, Action.SYNC, Action.BILLING)

@@ -128,6 +128,16 @@ _ENTRIES: dict[str, dict[str, str]] = {
     "ui.action.confirm_payment": {"en": "Confirm payment", "el": "Επιβεβαίωση πληρωμής"},
     "ui.action.activate": {"en": "Activate this PC", "el": "Ενεργοποίηση υπολογιστή"},
     "ui.action.move": {"en": "Move license", "el": "Μεταφορά άδειας"},
+    "ui.action.pause": {"en": "Pause for the season", "el": "Παύση για τη σεζόν"},
+    "ui.action.resume": {"en": "Resume now", "el": "Επαναφορά τώρα"},
+    "ui.pause.done": {
+        "en": "Paused until you resume: nothing is charged and every terminal keeps its place.",
+        "el": "Σε παύση μέχρι να την επαναφέρετε: δεν χρεώνεται τίποτα και κάθε τερματικό κρατά τη θέση του.",
+    },
+    "ui.resume.done": {
+        "en": "Resumed: every terminal takes orders again within a minute.",
+        "el": "Επαναφέρθηκε: κάθε τερματικό δέχεται ξανά παραγγελίες μέσα σε ένα λεπτό.",
+    },
     "ui.action.quit": {"en": "Quit", "el": "Έξοδος"},
     "ui.action.diagnostics": {"en": "Diagnostics", "el": "Διαγνωστικά"},
     # Quit confirmation.

@@ -157,7 +157,7 @@ def test_pause_for_the_winter_resume_in_spring_and_an_expired_pause(server_env, 
             "paused",
             False,
         )
-        assert "paused for the season until" in paused["message"]
+        assert "paused for the season, until" in paused["message"]
         next_sync = datetime.fromisoformat(paused["next_sync"].replace("Z", "+00:00"))
         assert next_sync - datetime.now(UTC) <= timedelta(seconds=70)  # a resume is seen within a minute
 

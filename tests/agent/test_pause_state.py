@@ -19,14 +19,15 @@ def test_a_pause_until_spring_stops_orders_and_says_until_when_in_greek_too():
     el = _status("el", status="canceled", paused=True, resumes_at=spring)
 
     assert (en.license_state, en.licensed, en.reason) == ("licensed_cancelled", False, "paused")
-    assert en.message.startswith("POSPal is paused for the season until ") and "keeps its place" in en.message
-    assert el.message.startswith("Το POSPal είναι σε παύση για τη σεζόν έως τις ")
+    assert en.message.startswith("POSPal is paused for the season, until ")
+    assert "keeps its place" in en.message
+    assert el.message.startswith("Το POSPal είναι σε παύση για τη σεζόν, έως τις ")
 
 
 def test_a_pause_until_resumed_has_no_date():
     status = _status(status="canceled", paused=True, resumes_at=None)
     assert (status.license_state, status.reason) == ("licensed_cancelled", "paused")
-    assert status.message.startswith("POSPal is paused for the season until you resume it.")
+    assert status.message.startswith("POSPal is paused for the season, until you resume it.")
 
 
 def test_a_resumed_token_is_licensed_again():

@@ -161,6 +161,16 @@ ROWS = [
         0,
         claims={"status": "canceled"},
     ),
+    # a seasonal pause (issue 26): no orders, its own reason
+    Row(
+        "paused for the season",
+        T + HOUR,
+        "licensed_cancelled",
+        False,
+        "paused",
+        None,
+        claims={"status": "canceled", "paused": True, "resumes_at": T + 150 * DAY},
+    ),
     # the trial's day 30
     Row(
         "trial day 30 last second",

@@ -23,7 +23,7 @@ TABLE = [
         "POSPal: Licensed",
         True,
         ("Manage subscription", True),
-        [Action.BILLING, Action.MOVE, Action.SYNC],
+        [Action.BILLING, Action.MOVE, Action.SYNC, Action.PAUSE],
     ),
     (
         "trial_active",
