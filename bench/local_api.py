@@ -86,6 +86,9 @@ def floor_server(ready: mp.Queue, body: bytes, one_write: bool) -> None:
     (`one_write`: the whole answer prebuilt and sent in one write, a harder floor)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    if hasattr(os, "setsid"):
+        os.setsid()  # its own session, as the agent's (start_new_session): the scheduler treats them alike
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
