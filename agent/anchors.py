@@ -1,7 +1,8 @@
-"""The agent's trust anchors: the public keys it ships with, plus the key-set updates they signed.
+"""The agent's trust anchors: the public keys it ships with, plus the newest key-set document the offline
+key-set authority it ships signed.
 
 The kernel (`protocol.trust`) knows how to check keys; this module decides which keys the agent starts
-from. The shipped set is `agent/keys/trusted.json`.
+from. The shipped set is `agent/keys/trusted.json`: the token keys and `keyset_authority`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ def bundled_jwks() -> dict[str, Any]:
 
 
 def load_trusted_keys(extra_jwks: Path | None = None, updates: Iterable[str] = ()) -> TrustedKeys:
-    """Trusted keys = bundled JWKS ∪ `extra_jwks` (POSPAL_TRUSTED_KEYS) ∪ re-verified key-set `updates`.
+    """Trusted keys = (bundled JWKS ∪ `extra_jwks` (POSPAL_TRUSTED_KEYS) ∪ the newest re-verified key-set
+    document of `updates`) minus the kids it revokes.
 
     An unreadable or malformed `extra_jwks` raises `ConfigError` naming POSPAL_TRUSTED_KEYS. A persisted
-    update that no longer verifies (for example the cache was tampered with) is dropped.
+    document that no longer verifies (for example the cache was tampered with) is dropped.
 
     A release build (`agent.flavour`) never adds `extra_jwks`: its anchors are the bundled keys only.
     """

@@ -9,11 +9,12 @@ Roots are, in order of precedence:
   `demo-data/trusted-keys.json`), ignored by a release build (`protocol.flavour`: frozen, or
   `pospal_client._build` saying `RELEASE = True`).
 
-After `pospal-server keys rotate`, the agent's challenged answer carries the key-set updates it verified
-(`keyset_updates`). `TrustStore.learn` applies them with the kernel's rule (`TrustedKeys.apply_chain`):
-a new key is trusted only through a document signed by a key already trusted. What it learned is written
-to `path` (atomically) as those signed documents, never as bare keys, so every load re-verifies them from
-the roots and an edited file cannot add a key.
+After a key rotation, the agent's challenged answer carries the key-set document it verified
+(`keyset_updates`). `TrustStore.learn` applies it with the kernel's rule (`TrustedKeys.apply_chain`): a
+new key is trusted only through a document signed by the offline key-set authority the roots name
+(`keyset_authority`), never by a token key, and the kids it revokes leave. What it learned is written to
+`path` (atomically) as that signed document, never as bare keys, so every load re-verifies it from the
+roots and an edited file cannot add a key.
 """
 
 from __future__ import annotations
