@@ -184,7 +184,10 @@ def _known_program_data() -> str | None:  # pragma: no cover - Windows only
 
     folder = (ctypes.c_byte * 16).from_buffer_copy(uuid.UUID("62AB5D82-FDC1-4DC3-A9DD-070D1D495D97").bytes_le)
     out = ctypes.c_wchar_p()
-    shell32, ole32 = ctypes.WinDLL("shell32"), ctypes.WinDLL("ole32")
+    try:
+        shell32, ole32 = ctypes.WinDLL("shell32"), ctypes.WinDLL("ole32")
+    except (AttributeError, OSError):  # no shell (a test that only says it is Windows): use the environment
+        return None
     if shell32.SHGetKnownFolderPath(ctypes.byref(folder), 0, None, ctypes.byref(out)) != 0:
         return None
     try:
