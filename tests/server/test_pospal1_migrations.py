@@ -137,3 +137,13 @@ def test_the_window_setting_is_checked():
         with pytest.raises(ConfigError) as caught:
             Settings.from_env({**base, "POSPAL_MIGRATION_WINDOW": bad})
         assert "POSPAL_MIGRATION_WINDOW" in str(caught.value)
+
+
+def test_check_names_a_bad_migration_window(server_env, monkeypatch, capsys):
+    from server.cli import main
+
+    for name, value in {**server_env, "POSPAL_MIGRATION_WINDOW": "2027-05-01/2027-03-01"}.items():
+        monkeypatch.setenv(name, value)
+
+    assert main(["check"]) == 1
+    assert "FAIL settings: POSPAL_MIGRATION_WINDOW ends before it starts" in capsys.readouterr().out
