@@ -38,3 +38,84 @@ def test_the_programdata_copy_is_searched_before_the_old_exe_folder(tmp_path):
     dirs = old_dirs({"PROGRAMDATA": str(tmp_path / "pd"), "POSPAL_OLD_APP_DIR": str(tmp_path / "exe")})
     assert dirs[0] == tmp_path / "pd" / "POSPal"
     assert dirs[-2:] == [tmp_path / "exe" / "data", tmp_path / "exe"]
+
+
+class _Status:
+    def __init__(self, state: str, reason: str = "not_activated") -> None:
+        self.license_state, self.reason = state, reason
+
+
+class _Service:
+    """Just what `take_over_once` uses of the agent service; `answer` is what the server does."""
+
+    def __init__(self, answer, state: str = "license_missing") -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self._state, self.language, self._generation, self.accepted = state, "el", 0, []
+        key = Ed25519PrivateKey.generate()
+        self.key_store = type("Keys", (), {"load_or_create": staticmethod(lambda: key)})()
+        outer = self
+
+        class Transport:
+            def migrate(self, identity, body):
+                outer.sent = body
+                return answer(body)
+
+        self.transport = Transport()
+
+    def status(self):
+        return _Status(self._state)
+
+    def _machine_body(self, key):
+        return {"fingerprint": {}, "machine_public_key": "k"}
+
+    def _accept(self, answer, gen, nonce, force=False):
+        self.accepted.append(answer)
+        self._state = "licensed_active"
+
+
+def _old_files(tmp_path):
+    from agent.pospal1 import old_hardware_id
+
+    folder = tmp_path / "old"
+    (folder / "data").mkdir(parents=True)
+    record = {**RECORD, "hardware_id": old_hardware_id()}
+    (folder / "data" / LICENSE_FILE).write_text(seal_old_license(record, old_hardware_id()))
+    return {"POSPAL_OLD_APP_DIR": str(folder)}
+
+
+def test_take_over_once_outcomes_are_kept_and_only_offline_is_tried_again(tmp_path):
+    from agent.errors import Offline, ServerRefused
+    from agent.pospal1 import RESULT_FILE, take_over_once
+
+    env = _old_files(tmp_path)
+
+    def offline(_body):
+        raise Offline("down")
+
+    data = tmp_path / "offline-pc"
+    data.mkdir()
+    assert take_over_once(_Service(offline), data, env) == "offline"
+    assert not (data / RESULT_FILE).exists()  # tried again at the next start
+
+    def used(_body):
+        raise ServerRefused("migration_used", "Already moved.")
+
+    data = tmp_path / "second-pc"
+    data.mkdir()
+    assert take_over_once(_Service(used), data, env) == "refused:migration_used"
+    assert take_over_once(_Service(used), data, env) == "skipped"  # once: the refusal is remembered
+
+    data = tmp_path / "first-pc"
+    data.mkdir()
+    service = _Service(lambda body: {"token": "t", "machine_id": "m_1", "license_id": "lic_1"})
+    assert take_over_once(service, data, env) == "licensed"
+    assert service.sent["email"] == "owner@cafe.gr" and service.sent["unlock_token"] == "abc123"
+    assert service.sent["locale"] == "el"
+
+    data = tmp_path / "licensed-pc"
+    data.mkdir()
+    assert take_over_once(_Service(used, state="licensed_active"), data, env) == "skipped"
+    data = tmp_path / "no-old-app"
+    data.mkdir()
+    assert take_over_once(_Service(used), data, {}) == "none"
