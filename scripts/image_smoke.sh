@@ -69,7 +69,7 @@ say "image $IMAGE: $((size / 1000000)) MB (base $(( $(podman image inspect "$BAS
 # The image as shipped: its default CMD (run --host 0.0.0.0) on a new SQLite demo database, on podman's
 # own network, until its HEALTHCHECK passes (podman cannot schedule health checks without systemd: run it).
 say "default CMD on the bridge network, HEALTHCHECK"
-podman rm -f "$NAME-health" >/dev/null 2>&1 || true
+podman rm -f -v "$NAME-health" >/dev/null 2>&1 || true
 podman --runtime runc run -d --name "$NAME-health" --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" \
   --ulimit nproc=4096:4096 -e POSPAL_AUTO_MIGRATE=1 -e POSPAL_OUTBOX_WORKER=0 -e POSPAL_SERVER_SECRET=smoke \
   "$IMAGE" >/dev/null 2>&1
@@ -78,8 +78,8 @@ for _ in $(seq 60); do
   if podman --runtime runc healthcheck run "$NAME-health" >/dev/null 2>&1; then healthy=1; break; fi
   sleep 0.5
 done
-[ "$healthy" = 1 ] || { podman logs --tail 30 "$NAME-health"; podman rm -f "$NAME-health" >/dev/null; exit 1; }
-podman rm -f -t 2 "$NAME-health" >/dev/null 2>&1
+[ "$healthy" = 1 ] || { podman logs --tail 30 "$NAME-health"; podman rm -f -v "$NAME-health" >/dev/null; exit 1; }
+podman rm -f -v -t 2 "$NAME-health" >/dev/null 2>&1
 
 work=$(mktemp -d)
 db="pospal_smoke_$(date +%s)_$$"
@@ -89,7 +89,7 @@ caddy_pid=""
 cleanup() {
   set +e
   [ -n "$caddy_pid" ] && kill "$caddy_pid" 2>/dev/null && wait "$caddy_pid" 2>/dev/null
-  for c in migrate server-1 server-2 worker; do podman rm -f -t 2 "$NAME-$c" >/dev/null 2>&1; done
+  for c in migrate server-1 server-2 worker; do podman rm -f -v -t 2 "$NAME-$c" >/dev/null 2>&1; done
   podman volume rm -f "$NAME-keys" >/dev/null 2>&1
   psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1
   rm -rf "$work"
