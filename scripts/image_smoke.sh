@@ -63,6 +63,7 @@ fi
 
 say "building $IMAGE"
 podman build -q --isolation chroot --format docker --build-arg BASE="$BASE" -t "$IMAGE" . >/dev/null
+podman image prune -f >/dev/null  # earlier builds of the image, untagged now: bound the disk they take
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "image $IMAGE: $((size / 1000000)) MB (base $(( $(podman image inspect "$BASE" --format '{{.Size}}') / 1000000 )) MB)"
 
