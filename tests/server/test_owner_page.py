@@ -1,4 +1,5 @@
-"""The owner's page through the app (TestClient: HTML forms and cookies; no browser in this environment).
+"""The owner's page through the app (TestClient: HTML forms and cookies; the real browser's run is
+tests/server/test_owner_page_browser.py).
 
 Behind the e-mailed code: the terminals with name, version and last seen; rename, remove, pause and
 resume, the portal; in Greek; forms refused without the page's token or from another origin.
