@@ -6,6 +6,7 @@ days pass for both at once; the agent talks to it over HTTP through the real Htt
 
 from __future__ import annotations
 
+import json
 import random
 import secrets
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from agent.service import AgentService
 from agent.store import MachineKeyStore
 from agent.transport import HttpTransport
 from tests.agent.conftest import buy, pay, subscription_action, write_trusted_keys
+from tests.agent.tokenkit import Authority
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -33,6 +35,8 @@ class World:
         self.server = inproc_server(self.clock)
         self.tmp = tmp_path
         self.keys = write_trusted_keys(self.server.url, tmp_path / "trusted.json")
+        self.authority = Authority()  # the publisher's offline key-set keys, in the agent's anchors
+        self.keys.write_text(json.dumps(self.authority.anchors(json.loads(self.keys.read_text()))))
         self.fp = Fingerprint(
             tuple(
                 Component(n, True, secrets.token_hex(32))
@@ -143,13 +147,16 @@ def test_a_simulated_month_makes_at_most_five_sync_requests_a_day(world):
 
 
 def test_refresh_learns_a_rotated_server_key_and_keeps_trusting_it(world):
-    """Key-set updates: the operator rotates; the next refresh carries a document signed by the old key."""
+    """Key-set updates: the operator rotates and publishes the authority's key set in the key directory;
+    the next refresh carries it."""
     svc = world.bought()
     # Rotate through the running app's own key store (a rotation from another process, such as
     # `pospal-server keys rotate`, reaches a running instance within its 10 s key cache).
     services = world.server.app.state.services
     with services.db.transaction() as session:
         new_kid, _ = services.keys.rotate(session, world.clock.now())
+        published = world.authority.keyset(1, services.keys.jwks(session, world.clock.now()))
+    (services.keys.key_dir / "keyset.json").write_text(published)
     world.clock.advance(svc.engine.seconds_until_due())
     assert svc.engine.run_due().ok
     assert svc._claims.kid == new_kid and svc.status().license_state == "licensed_active"
