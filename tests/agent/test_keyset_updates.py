@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -153,3 +154,17 @@ def test_key_set_metadata_signed_by_a_revoked_targets_key_is_refused(world):
     with pytest.raises(UpdateError, match="refused"):
         world.check(svc)
     assert svc.keyset_version() == 1 and KEYSET_TARGET in md.signed.targets
+
+
+def test_the_agent_reports_the_key_set_it_trusts_on_its_requests(world):
+    """`X-POSPal-Keyset` rides on the transport's session (what `admin fleet keysets` counts), from the
+    check that brought the key set and again after a restart."""
+    world.rig.cloud.session = SimpleNamespace(headers={})  # as HttpTransport's requests session
+    svc, _ = activated(world.rig)
+    assert "X-POSPal-Keyset" not in world.rig.cloud.session.headers
+    world.repo.publish_keyset(jwks(world.rig.cloud.key))
+    world.check(svc)
+    assert world.rig.cloud.session.headers["X-POSPal-Keyset"] == "1"
+    world.rig.cloud.session.headers.clear()
+    world.rig.service()
+    assert world.rig.cloud.session.headers["X-POSPal-Keyset"] == "1"
