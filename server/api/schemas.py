@@ -59,6 +59,9 @@ class TrialRequest(_Body):
     # Optional: where to send the reminder 3 days before the trial ends (the latest one given wins).
     email: Email | None = None
     locale: Locale | None = None
+    # An old POSPal till with an old trial file: the old app's hardware id of this PC (sha256 hex), so an
+    # imported trial still running (`pospal1_trials`) keeps its remaining days.
+    pospal1_hardware_id: Annotated[str, Field(pattern="^[0-9a-f]{64}$")] | None = None
 
     @field_validator("provisional_started_at")
     @classmethod

@@ -3,6 +3,13 @@
 The request must carry its platform's minimum of components (`server.fingerprints`), and any one
 strong component seen on an earlier trial finds that trial, so a reinstall, a new machine key or a few
 changed parts never start a second one. The per-address limit counts an IPv6 /64 as one address.
+
+An old POSPal till whose trial was still running on the old server when it was imported
+(`pospal1_trials`, keyed by the old app's hardware id) sends that id: a PC the server has not seen
+then continues the old trial (its first run and end date, so only the remaining days; a PC already on
+a later trial moves back to the old dates, the earliest start winning as for any PC), and the old id
+is remembered as one of the trial's components, so a reinstall that sends it again finds the same
+trial. An id the import did not record changes nothing (a fresh trial, as on any new PC).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from server.api.deps import (
 )
 from server.api.schemas import TokenAnswer, TrialRequest
 from server.db import lock_for
-from server.models import Machine, Trial, TrialComponent, table_of
+from server.models import Machine, Pospal1Trial, Trial, TrialComponent, table_of
 
 router = APIRouter(prefix="/v1", tags=["trials"])
 
@@ -59,11 +66,14 @@ def start_trial(
         # the second waits here, then finds the machine and trial the first one made.
         lock_for(session, f"trial-machine:{public_key}")
         machine = session.scalars(select(Machine).where(Machine.public_key == public_key)).first()
+        old_trial = _imported_trial(session, body.pospal1_hardware_id)
+        if old_trial is not None:
+            hashes.append(licensing.trial_component_hash(svc.secret, "pospal1", old_trial.hardware_hash))
         if machine is not None and machine.license_id and machine.deactivated_at is None:
             # Already licensed: the trial would be a downgrade, so answer with the license.
             claims = licensing.claims_for_machine(session, machine, now)
         else:
-            trial, action = _trial_for(session, machine, hashes, body, public_key, now)
+            trial, action = _trial_for(session, machine, hashes, body, public_key, now, old_trial)
             machine, verdict = _join_trial(session, machine, trial, body, public_key, now)
             licensing.record_audit(
                 session,
@@ -88,11 +98,24 @@ def _trial_for(
     body: TrialRequest,
     public_key: str,
     now: datetime,
+    old_trial: Pospal1Trial | None = None,
 ) -> tuple[Trial, str]:
     """The trial this machine resumes, or a new one; with the audit action that says which."""
     trial = _find_trial(session, machine, hashes)
     action = "trial.resumed"
-    if trial is None:
+    if trial is None and old_trial is not None:
+        # The old server's trial goes on where it was: its dates, not a fresh 30 days.
+        trial = Trial(
+            first_seen_at=old_trial.first_run_at, ends_at=old_trial.ends_at, machine_public_key=public_key
+        )
+        session.add(trial)
+        session.flush()
+        action = "trial.pospal1_continued"
+    elif trial is not None and old_trial is not None and old_trial.first_run_at < trial.first_seen_at:
+        # This PC's old trial began first: the earliest start wins, as for any PC (never a longer trial).
+        trial.first_seen_at = old_trial.first_run_at
+        trial.ends_at = min(trial.ends_at, old_trial.ends_at)
+    elif trial is None:
         start = now
         if body.provisional_started_at is not None:
             start = min(now, max(now - PROVISIONAL_MAX, body.provisional_started_at))
@@ -163,3 +186,10 @@ def _remember_components(session: Session, trial_id: str, hashes: list[str]) -> 
             .values(component_hash=component_hash, trial_id=trial_id)
             .on_conflict_do_nothing(index_elements=["component_hash"])
         )
+
+
+def _imported_trial(session: Session, hardware_id: str | None) -> Pospal1Trial | None:
+    """The old server's trial of this old hardware id, as the import recorded it; None when there is none."""
+    if hardware_id is None:
+        return None
+    return session.get(Pospal1Trial, hardware_id)

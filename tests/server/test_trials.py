@@ -207,3 +207,68 @@ def test_ipv6_trial_limit_per_64(app, make_machine):
     assert statuses[:-1] == [200] * TRIALS_PER_HOUR_PER_IP
     assert statuses[-1] == 429
     assert trial_from("2001:db8:1:3::1") == 200  # the next /64 is someone else
+
+
+def _imported_trial(database, clock, hardware_id: str, *, days_ago: int, length: int = 30) -> None:
+    """What `pospal-server import-pospal1` records for an old trial still running on the old server."""
+    from server.models import Pospal1Trial
+
+    first = clock.now() - timedelta(days=days_ago)
+    with database.transaction() as session:
+        session.add(
+            Pospal1Trial(
+                hardware_hash=hardware_id,
+                first_run_at=first,
+                ends_at=first + timedelta(days=length),
+                imported_at=clock.now(),
+            )
+        )
+
+
+OLD_ID = "ab" * 32
+
+
+def test_an_imported_old_trial_keeps_its_remaining_days(client, make_machine, clock, database):
+    """An old till 20 days into its old trial gets the 10 days left, not a fresh 30, nor a refusal."""
+    _imported_trial(database, clock, OLD_ID, days_ago=20)
+    response = make_machine().start_trial(client, pospal1_hardware_id=OLD_ID)
+    claims = token_claims(response.json()["token"])
+    assert claims["status"] == "trialing"
+    assert claims["trial_end"] == int((clock.now() + timedelta(days=10)).timestamp())
+
+
+def test_a_reinstall_sending_the_old_id_again_finds_the_same_trial(client, make_machine, clock, database):
+    _imported_trial(database, clock, OLD_ID, days_ago=5)
+    end = trial_end(make_machine().start_trial(client, pospal1_hardware_id=OLD_ID))
+    clock.advance(days=3)
+    assert trial_end(make_machine().start_trial(client, pospal1_hardware_id=OLD_ID)) == end
+
+
+def test_an_old_id_the_import_did_not_record_starts_a_fresh_trial(client, make_machine, clock, database):
+    _imported_trial(database, clock, OLD_ID, days_ago=5)
+    response = make_machine().start_trial(client, pospal1_hardware_id="cd" * 32)
+    assert trial_end(response) == int((clock.now() + timedelta(days=30)).timestamp())
+
+
+def test_a_pc_already_on_a_new_trial_keeps_the_earlier_start(client, make_machine, clock, database):
+    """The earliest trial wins, as for any PC: the old one started first, so its end date holds."""
+    _imported_trial(database, clock, OLD_ID, days_ago=25)
+    machine = make_machine()
+    trial_end(machine.start_trial(client))
+    assert trial_end(machine.start_trial(client, pospal1_hardware_id=OLD_ID)) == int(
+        (clock.now() + timedelta(days=5)).timestamp()
+    )
+
+
+def test_an_imported_trial_that_has_since_ended_gives_an_ended_trial(client, make_machine, clock, database):
+    """Still one trial per PC: an old trial that ran out after the import is not started again."""
+    _imported_trial(database, clock, OLD_ID, days_ago=2)
+    clock.advance(days=29)
+    response = make_machine().start_trial(client, pospal1_hardware_id=OLD_ID)
+    claims = token_claims(response.json()["token"])
+    assert claims["trial_end"] < claims["iat"]
+
+
+def test_a_malformed_old_id_is_invalid_request(client, make_machine):
+    response = make_machine().start_trial(client, pospal1_hardware_id="not-hex")
+    assert response.status_code == 422
