@@ -52,6 +52,9 @@ Endpoints (POST bodies are JSON objects; all POSTs and `GET /v1/diagnostics` nee
     POST /v1/offline/license    {file} -> status: import a license file (422 with nothing changed if refused)
     POST /v1/offline/deactivate {} -> {"file", "file_name"}: give the license file up (the license is
                                 forgotten); the deactivation file frees its seat on the server's /offline
+    GET  /v1/update             UpdateStatus.to_dict(): running, staged, last check, last swap or rollback
+    POST /v1/update/check       {} -> UpdateStatus: check now (stages what is offered); a failed check is
+                                its `check_outcome`, never an error (an update never blocks licensing)
 
 `GET /v1/license?lang=el|en` (or `Accept-Language`) answers in that language, not changing the agent's.
 
@@ -178,6 +181,8 @@ class LocalApi:
             ("POST", "/v1/offline/request"): Route(self._post_offline_request, auth=True),
             ("POST", "/v1/offline/license"): Route(self._post_offline_license, auth=True),
             ("POST", "/v1/offline/deactivate"): Route(self._post_offline_deactivate, auth=True),
+            ("GET", "/v1/update"): Route(self._get_update, auth=True),
+            ("POST", "/v1/update/check"): Route(self._post_update_check, auth=True),
         }
         self.publish(control.status())
 
@@ -436,6 +441,12 @@ class LocalApi:
         except errors.LicenseFileRefused as exc:
             raise ApiError(422, f"license_file_{exc.code}", exc.message) from exc
         return 200, {"file": data.decode("utf-8"), "file_name": DEACTIVATION_FILE_NAME}
+
+    def _get_update(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self.control.update_status().to_dict()
+
+    def _post_update_check(self, _body: dict[str, Any]) -> tuple[int, Any]:
+        return 200, self.control.check_updates().to_dict()
 
     def _post_offline_license(self, body: dict[str, Any]) -> tuple[int, Any]:
         try:

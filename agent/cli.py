@@ -650,16 +650,13 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
     if args.offline_file:
         from pathlib import Path
 
-        from agent import store
+        from agent import messages, store
 
         target = Path(args.offline_file)
         control = _control()
         store.atomic_write(target, control.offline_deactivation(), mode=0o644)
-        print(
-            f"Wrote {target}; this PC's license file is given up. Upload the file on the server's /offline "
-            "page to free its seat now (otherwise the seat stays taken until the license file ends).",
-            file=sys.stderr,
-        )
+        url = f"{control.diagnostics().server_url.rstrip('/')}/offline"
+        print(messages.text("offline.given_up", control.language(), path=target, url=url), file=sys.stderr)
         return _report(control.status())
     return _report(_control().deactivate())
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from agent.updatestate import UpdateStatus  # noqa: F401
+
 # Re-exported: ui/ and the CLI take the value types and the e-mail rule from here.
 from agent.values import (  # noqa: F401
     AddTerminal,
@@ -33,6 +35,7 @@ from protocol.emails import is_email  # noqa: F401
 if TYPE_CHECKING:
     from agent.service import AgentService
     from agent.state import LicenseStatus
+    from agent.updatestate import UpdateDesk
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,16 @@ class AgentControl(Protocol):
         """Give the license file up: forget it, and return the deactivation file that frees its seat."""
         ...
 
+    # Signed updates (agent.updatestate): they never block licensing, so a failed check is an outcome in
+    # the answer (`check_outcome == "failed"`), not an exception.
+    def update_status(self) -> UpdateStatus:
+        """The running version, a staged one, the last check and the launcher's last swap or rollback."""
+        ...
+
+    def check_updates(self) -> UpdateStatus:
+        """Check for an update now (staging what is offered; it swaps in at the next idle moment)."""
+        ...
+
     # The owner's actions (issue 13): billing, removing another terminal and choosing the terminals that
     # stay answer ServerRefused("owner_proof_required") until the owner proved their e-mail on this PC
     # (request_code(email, "owner"), then prove_owner); the proof lasts 15 minutes.
@@ -151,8 +164,10 @@ class AgentControl(Protocol):
 class InProcessControl:
     """AgentControl over an `AgentService` in the same process: each call goes straight to the service."""
 
-    def __init__(self, service: AgentService) -> None:
+    def __init__(self, service: AgentService, updates: UpdateDesk | None = None) -> None:
         self._service = service
+        # The running agent's updates (`agent.launched`); None: this agent does not update itself.
+        self._updates = updates
 
     def status(self) -> LicenseStatus:
         """The service's current status."""
@@ -255,3 +270,15 @@ class InProcessControl:
     def offline_deactivation(self) -> bytes:
         """Give the license file up; the deactivation file."""
         return self._service.offline_deactivation()
+
+    def update_status(self) -> UpdateStatus:
+        """The update state (`enabled=False` when this agent does not update itself)."""
+        from agent import updatestate
+
+        return self._updates.status() if self._updates is not None else updatestate.off()
+
+    def check_updates(self) -> UpdateStatus:
+        """Check for an update now."""
+        from agent import updatestate
+
+        return self._updates.check_now() if self._updates is not None else updatestate.off()

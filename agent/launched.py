@@ -106,21 +106,23 @@ def run(settings: AgentSettings) -> int:
     """Serve on the launcher's socket until SIGTERM (exit 0) or a swap is due (exit `EXIT_SWAP`)."""
     from agent.service import AgentService
     from agent.updater import Updater
+    from agent.updatestate import UpdateDesk
 
     sock = handoff.take()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     install = Install(Path(_install_dir()))
     service = AgentService(settings, probe_in_background=True)
+    updater = Updater.for_install(install, service)
     api = TrackedApi(
-        InProcessControl(service),
+        # The tray's "Check for updates" and update status go through the same updater.
+        InProcessControl(service, updates=UpdateDesk(updater)),
         api_token=store.ensure_api_token(settings.data_dir),
         port=0,
         allowed_origins=settings.allowed_origins,
         prover=service.proof_material,
     )
     api.adopt(sock)
-    updater = Updater.for_install(install, service)
     swapping = False
     tray_channel = None
     try:

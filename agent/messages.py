@@ -261,6 +261,30 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "This license file is older than the license this PC already has.",
         "el": "Αυτό το αρχείο άδειας είναι παλαιότερο από την άδεια που έχει ήδη ο υπολογιστής.",
     },
+    # Giving a license file up (offline deactivation): the CLI's `deactivate --offline-file` and the window.
+    "offline.give_up": {"en": "Give up this license file…", "el": "Παράδοση αυτού του αρχείου άδειας…"},
+    "offline.give_up.title": {"en": "Give up the license file?", "el": "Παράδοση του αρχείου άδειας;"},
+    "offline.give_up.text": {
+        "en": "This PC stops being licensed at once and the POS stops taking orders here. A deactivation "
+        "file is saved; uploading it on the server's page frees this PC's seat for another one.",
+        "el": "Ο υπολογιστής παύει αμέσως να έχει άδεια και το POS σταματά να δέχεται παραγγελίες εδώ. "
+        "Αποθηκεύεται ένα αρχείο απενεργοποίησης· η μεταφόρτωσή του στη σελίδα του διακομιστή "
+        "ελευθερώνει τη θέση του για άλλον υπολογιστή.",
+    },
+    "offline.give_up.yes": {"en": "Give it up", "el": "Παράδοση"},
+    "offline.give_up.unwritten": {
+        "en": "Could not write {path}. This PC's license file is given up; its deactivation file is kept: "
+        "press Give up again to save it somewhere else.",
+        "el": "Δεν ήταν δυνατή η εγγραφή: {path}. Το αρχείο άδειας παραδόθηκε· το αρχείο απενεργοποίησης "
+        "κρατιέται: πατήστε ξανά Παράδοση για να το αποθηκεύσετε αλλού.",
+    },
+    "offline.given_up": {
+        "en": "Wrote {path}; this PC's license file is given up. Upload this deactivation file on {url} "
+        "to free its seat now; otherwise the seat stays taken until the license file ends.",
+        "el": "Γράφτηκε το {path}· το αρχείο άδειας αυτού του υπολογιστή παραδόθηκε. Ανεβάστε αυτό το αρχείο "
+        "απενεργοποίησης στο {url} για να ελευθερωθεί η θέση του τώρα· αλλιώς η θέση μένει "
+        "πιασμένη έως τη λήξη του αρχείου άδειας.",
+    },
 }
 
 # (key, language) pairs a lookup had to fall back for; a set, so it stays small however often it happens.

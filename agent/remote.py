@@ -21,6 +21,7 @@ from agent.values import AddTerminal, Checkout, Diagnostics, StatusCallback, Ter
 
 if TYPE_CHECKING:
     from agent.state import LicenseStatus
+    from agent.updatestate import UpdateStatus
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,18 @@ class HttpControl:
     def offline_deactivation(self) -> bytes:
         """`POST /v1/offline/deactivate`."""
         return str(self._call("POST", "/v1/offline/deactivate", {})["file"]).encode("utf-8")
+
+    def update_status(self) -> UpdateStatus:
+        """`GET /v1/update`."""
+        from agent.updatestate import UpdateStatus as Status
+
+        return Status.from_dict(self._call("GET", "/v1/update"))
+
+    def check_updates(self) -> UpdateStatus:
+        """`POST /v1/update/check` (a download may take minutes on a slow line)."""
+        from agent.updatestate import UpdateStatus as Status
+
+        return Status.from_dict(self._call("POST", "/v1/update/check", {}, timeout=600))
 
     def import_offline_license(self, data: bytes) -> LicenseStatus:
         """`POST /v1/offline/license`."""

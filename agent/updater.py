@@ -168,6 +168,19 @@ class Updater:
         self._pending_seen: str | None = None
         self._pending_checked = -1e9
         self.last_result = ""
+        # The last check as (outcome, when, detail) for `agent.updatestate` (the tray); None before one.
+        self.last_check: tuple[str, datetime, str] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this agent checks for updates (an update root and a source)."""
+        return self._client is not None
+
+    def note_failure(self, message: str) -> None:
+        """Record a failed check (its words are what the tray shows)."""
+        now = self.clock.now()
+        self.last_result = f"{now:%Y-%m-%d %H:%M}Z: failed: {message}"
+        self.last_check = ("failed", now, message)
 
     @classmethod
     def for_install(cls, install: Install, service: Any) -> Updater:
@@ -220,13 +233,17 @@ class Updater:
             offer = self.check(client)
             self._keyset(client)
             if offer is None:
-                self.last_result = f"{self.clock.now():%Y-%m-%d %H:%M}Z: up to date ({self.current})"
+                now = self.clock.now()
+                self.last_result = f"{now:%Y-%m-%d %H:%M}Z: up to date ({self.current})"
+                self.last_check = ("up_to_date", now, self.current)
                 return None
             build = client.download(offer)
             stage(self.install, build, offer.version)
             build.unlink(missing_ok=True)  # unpacked: the zip would only take the till's disk
             self.install.set_pending(offer.version)
-            self.last_result = f"{self.clock.now():%Y-%m-%d %H:%M}Z: staged {offer.version}"
+            now = self.clock.now()
+            self.last_result = f"{now:%Y-%m-%d %H:%M}Z: staged {offer.version}"
+            self.last_check = ("staged", now, offer.version)
             log.info(
                 "staged agent %s (%s channel); it takes over at the next idle moment",
                 offer.version,
@@ -289,7 +306,7 @@ class Updater:
                 self.check_and_stage()
             except Error as exc:
                 failed = True
-                self.last_result = f"{self.clock.now():%Y-%m-%d %H:%M}Z: failed: {exc.message}"
+                self.note_failure(exc.message)
                 log.warning("update check failed: %s", exc.message)
             except Exception:  # a bug in a check must never reach the license service
                 failed = True

@@ -33,7 +33,9 @@ class Terminal:
 
     `active` says whether it holds one of the subscription's seats; when not, `reason` says why ("idle":
     unseen for the server's idle days; "seats_exceeded": over the quantity). An active one licensed by
-    file says "offline_license".
+    file says "offline_license"; one the owner removed that still runs its license file says
+    "removed_offline_license", and `seat_held_until` says when its seat frees (unless its deactivation file
+    is uploaded first).
     """
 
     machine_id: str
@@ -43,6 +45,7 @@ class Terminal:
     this_machine: bool
     active: bool = True
     reason: str | None = None
+    seat_held_until: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the local API body)."""
@@ -59,6 +62,7 @@ class Terminal:
             this_machine=bool(data.get("this_machine", False)),
             active=bool(data.get("active", True)),
             reason=data.get("reason"),
+            seat_held_until=data.get("seat_held_until"),
         )
 
 

@@ -20,6 +20,7 @@ class MovePage(Page):
 
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.move.title")
+        self._by_file = False  # licensed by file: "Give up this license file…" replaces Deactivate
         self.intro = wrapped_label("intro")
         self.deactivate_button = button("danger")
         self.list_button = button("move_list")
@@ -46,7 +47,7 @@ class MovePage(Page):
         """Texts in the current language."""
         super().retranslate()
         self.intro.setText(t("ui.move.intro"))
-        self.deactivate_button.setText(t("ui.move.deactivate"))
+        self.deactivate_button.setText(t("offline.give_up" if self._by_file else "ui.move.deactivate"))
         self.list_button.setText(t("ui.move.list"))
         self.back.setText(t("ui.back"))
         self.terminals.retranslate()
@@ -56,8 +57,16 @@ class MovePage(Page):
         self.terminals.set_terminals([])
         self.list_terminals()
 
+    def on_status(self, status) -> None:
+        """A PC licensed by file gives its file up instead (the offline page): it cannot deactivate online."""
+        self._by_file = bool(getattr(status, "offline_license", False))
+        self.retranslate()
+
     def deactivate(self) -> None:
-        """Deactivate this PC, after the owner confirms."""
+        """Deactivate this PC, after the owner confirms (licensed by file: the offline page's give-up)."""
+        if self._by_file:
+            self.host.show_page("offline")
+            return
         if not self.host.confirm(t("ui.deactivate.title"), t("ui.deactivate.text"), t("ui.deactivate.yes")):
             return
         self.deactivate_button.setEnabled(False)

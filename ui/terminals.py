@@ -3,7 +3,9 @@ owner's list (Move) also a Rename button.
 
 Rows come from ``agent.control.Terminal`` objects or from the plain dicts a ``seats_full`` refusal
 carries; both have ``machine_id``, ``terminal_name`` and ``last_seen``. A terminal that holds no seat
-(``active`` false) says why: unseen for the server's idle days, or over the subscription's quantity.
+(``active`` false) says why: unseen for the server's idle days, or over the subscription's quantity. A
+terminal the owner removed that still runs its license file (``removed_offline_license``) keeps its seat
+until ``seat_held_until``: it says so, with the date, and offers no Remove (it is removed already).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from agent import messages
 from ui import rename as rename_words
 from ui.page import button
-from ui.present import format_datetime
+from ui.present import format_date, format_datetime
 from ui.strings import t
 
 messages.register(
@@ -24,6 +26,12 @@ messages.register(
         "ui.terminal.idle": {
             "en": "Inactive: not seen for a month, its seat is free",
             "el": "Ανενεργό: δεν εμφανίστηκε για έναν μήνα, η θέση του είναι ελεύθερη",
+        },
+        "ui.terminal.removed_offline_license": {
+            "en": "Removed, but its license file runs until {date}: it keeps its seat until then, unless "
+            "its deactivation file is uploaded on the server's /offline page",
+            "el": "Αφαιρέθηκε, αλλά το αρχείο άδειάς του ισχύει έως {date}: κρατά τη θέση του ως τότε, "
+            "εκτός αν ανεβεί το αρχείο απενεργοποίησής του στη σελίδα /offline του διακομιστή",
         },
         "ui.terminal.seats_exceeded": {
             "en": "Inactive: over the subscription's number of terminals",
@@ -88,11 +96,17 @@ class TerminalList(QFrame):
         title = QLabel(f"{name}  ·  {t('ui.move.this_pc')}" if this_pc else name)
         title.setObjectName("terminalName")
         seen_text = t("ui.move.last_seen", when=format_datetime(_get(row, "last_seen")))
-        if _get(row, "active") is False:
+        held = _get(row, "reason") == "removed_offline_license"
+        if held:
+            # Not an ordinary active terminal: removed, and still selling on its file until the date.
+            date = format_date(_get(row, "seat_held_until"))
+            seen_text += "  ·  " + t("ui.terminal.removed_offline_license", date=date)
+        elif _get(row, "active") is False:
             # Inactive terminals stay listed with the reason: unseen for a month, or over the quantity.
             seen_text += "  ·  " + t(f"ui.terminal.{_get(row, 'reason') or 'inactive'}")
         seen = QLabel(seen_text)
         seen.setObjectName("factLabel")
+        seen.setWordWrap(held)
         words.addWidget(title)
         words.addWidget(seen)
         line.addLayout(words, 1)
@@ -103,6 +117,8 @@ class TerminalList(QFrame):
             keep.clicked.connect(lambda _=False, m=machine_id, n=name: self.keep_requested.emit(m, n))
             line.addWidget(keep)
             self.keep_buttons[machine_id] = keep
+        if held:  # removed already: nothing to rename or remove; only its deactivation file frees the seat
+            return box
         if self._renamable:
             rename = button("rename")
             rename.setText(t(rename_words.BUTTON))

@@ -1,8 +1,9 @@
 """The tray icon: what staff see during service.
 
 A coloured shield (the state), a one-line tooltip, and a short menu: the status line, Open, Sync now,
-Buy or Manage subscription, Quit. Quit asks first, because the POS depends on the agent. A notification
-pops when the state gets worse or the days left cross 5, 3 or 1; otherwise the tray stays quiet.
+Buy or Manage subscription, Check for updates (on demand; the window's updates page shows what it found),
+Quit. Quit asks first, because the POS depends on the agent. A notification pops when the state gets
+worse or the days left cross 5, 3 or 1; otherwise the tray stays quiet.
 
 The window is built the first time it is needed (Open, Buy, Manage, a second launch): most days nobody
 opens it, and the icon shows sooner and the process stays smaller without it.
@@ -22,6 +23,7 @@ from ui.icons import icon_for_kind, icon_for_state
 from ui.notify import Notice, notice_for
 from ui.present import Action, present
 from ui.strings import language, t
+from ui.updates import CHECK_TAG
 from ui.worker import ControlWorker
 
 
@@ -49,12 +51,14 @@ class Tray(QObject):
         self.open_action = QAction(self.menu)
         self.sync_action = QAction(self.menu)
         self.subscription_action = QAction(self.menu)
+        self.updates_action = QAction(self.menu)
         self.quit_action = QAction(self.menu)
         self.menu.addAction(self.status_action)
         self.menu.addSeparator()
         self.menu.addAction(self.open_action)
         self.menu.addAction(self.sync_action)
         self.menu.addAction(self.subscription_action)
+        self.menu.addAction(self.updates_action)
         self.menu.addSeparator()
         self.menu.addAction(self.quit_action)
         self.icon.setContextMenu(self.menu)
@@ -64,6 +68,8 @@ class Tray(QObject):
         self.open_action.triggered.connect(self.open_window)
         self.sync_action.triggered.connect(lambda: self.worker.call("sync", "sync_now"))
         self.subscription_action.triggered.connect(self._subscription)
+        # On demand: the window's updates page shows what the check found (ui/updates.py).
+        self.updates_action.triggered.connect(lambda: self.window.check_updates())
         self.quit_action.triggered.connect(self.ask_quit)
         self.icon.activated.connect(self._activated)
         self.worker.status_changed.connect(self.on_status)
@@ -126,6 +132,9 @@ class Tray(QObject):
     def _refresh(self) -> None:
         self.open_action.setText(t("ui.action.open"))
         self.quit_action.setText(t("ui.action.quit"))
+        checking = self.worker.is_pending(CHECK_TAG)
+        self.updates_action.setText(t("ui.update.checking" if checking else "ui.action.check_updates"))
+        self.updates_action.setEnabled(not checking)
         label, enabled = self.subscription_label()
         self.subscription_action.setText(label)
         self.subscription_action.setEnabled(enabled)

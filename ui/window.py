@@ -41,6 +41,7 @@ from ui.rename import RenameDialog
 from ui.strings import LANGUAGE_NAMES, LANGUAGES, language, t
 from ui.style import STYLESHEET
 from ui.trial import TrialPage
+from ui.updates import UpdatesPage
 from ui.worker import ControlWorker
 
 # Platforms without window stacking (headless rendering): raise() or new size hints would only log a
@@ -90,6 +91,7 @@ class AgentWindow(QWidget):
         # The two pages the window drives itself, with their own types; all of them by name in `pages`.
         self.overview_page = OverviewPage(self)
         self.wait_page = WaitPage(self)
+        self.updates_page = UpdatesPage(self)
         self.pages: dict[str, Page] = {
             "overview": self.overview_page,
             "trial": TrialPage(self),
@@ -99,6 +101,7 @@ class AgentWindow(QWidget):
             "move": MovePage(self),
             "offline": OfflinePage(self),
             "diagnostics": DiagnosticsPage(self),
+            "updates": self.updates_page,
         }
         self.stack = QStackedWidget()
         for page in self.pages.values():
@@ -119,6 +122,8 @@ class AgentWindow(QWidget):
         self.autostart_box.toggled.connect(self._toggle_autostart)
         self.diagnostics_button = button("link")
         self.diagnostics_button.clicked.connect(lambda: self.show_page("diagnostics"))
+        self.updates_button = button("link")
+        self.updates_button.clicked.connect(lambda: self.show_page("updates"))
         self.language_box = QComboBox()
         self.language_box.setObjectName("language")
         for code in LANGUAGES:
@@ -128,6 +133,7 @@ class AgentWindow(QWidget):
         footer = QHBoxLayout()
         footer.addWidget(self.autostart_box)
         footer.addStretch(1)
+        footer.addWidget(self.updates_button)
         footer.addWidget(self.diagnostics_button)
         footer.addWidget(self.language_box)
         return footer
@@ -281,6 +287,13 @@ class AgentWindow(QWidget):
             self.show_page("overview")
         self.overview_page.trigger(action)
 
+    def check_updates(self) -> None:
+        """Bring the window up on the updates page and check now (the tray's "Check for updates")."""
+        self.bring_up()
+        if self.page != "updates":
+            self.show_page("updates")
+        self.updates_page.check_now()
+
     def bring_up(self) -> None:
         """Show, un-minimise and raise the window."""
         self.show()
@@ -299,6 +312,7 @@ class AgentWindow(QWidget):
         self.autostart_box.setText(t("ui.settings.autostart"))
         self._autostart_tooltip()
         self.diagnostics_button.setText(t("ui.action.diagnostics"))
+        self.updates_button.setText(t("ui.action.updates"))
         self.language_box.setToolTip(t("ui.settings.language"))
         index = LANGUAGES.index(language.code)
         if self.language_box.currentIndex() != index:

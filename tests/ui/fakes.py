@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
 from agent.errors import Offline, ServerRefused
 from agent.state import LicenseStatus
+from agent.updatestate import UpdateStatus
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 RIGHT_CODE = "424242"
@@ -76,6 +77,9 @@ class FakeControl:
         self.paid = threading.Event()
         self.seats_full = seats_full
         self._language = "en"
+        # What "Check for updates" finds next: "up_to_date", "staged" (1.1.0) or "failed" (its words).
+        self.update_outcome = "up_to_date"
+        self.updates = UpdateStatus(enabled=True, current="1.0.0")
         self.terminals = [
             Terminal("m_front", "Front counter", NOW.isoformat(), NOW.isoformat(), True),
             Terminal("m_bar", "Beach bar", NOW.isoformat(), (NOW - timedelta(days=40)).isoformat(), False),
@@ -287,6 +291,42 @@ class FakeControl:
             make_status("licensed_active", reason="offline_license", offline_license=True, days_left=40)
         )
         return self._status
+
+    def offline_deactivation(self) -> bytes:
+        """Give a license file up like the agent: refused without one, else forgotten, and a signed file."""
+        self._call("offline_deactivation")
+        if not self._status.offline_license:
+            from agent.errors import LicenseFileRefused
+
+            raise LicenseFileRefused("invalid", "This PC holds no license file to give up.")
+        self.set_status(make_status("license_missing"))
+        return b'{"type": "pospal-offline-deactivation"}\n'
+
+    def update_status(self) -> UpdateStatus:
+        """The update state as last set or checked."""
+        self._call("update_status")
+        return self.updates
+
+    def check_updates(self) -> UpdateStatus:
+        """A check that finds ``update_outcome``; a failure is an outcome, never an exception."""
+        self._call("check_updates")
+        when = NOW.isoformat()
+        if self.update_outcome == "staged":
+            self.updates = replace(
+                self.updates, pending="1.1.0", check_outcome="staged", checked_at=when, check_detail="1.1.0"
+            )
+        elif self.update_outcome == "failed":
+            self.updates = replace(
+                self.updates,
+                check_outcome="failed",
+                checked_at=when,
+                check_detail="cannot reach https://license.pospal.gr/updates",
+            )
+        else:
+            self.updates = replace(
+                self.updates, check_outcome="up_to_date", checked_at=when, check_detail="1.0.0"
+            )
+        return self.updates
 
 
 class BlockingControl(FakeControl):

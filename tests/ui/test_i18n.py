@@ -48,6 +48,7 @@ def test_switching_to_greek_re_translates_card_and_menu(qtbot, ui, control):
         "Άνοιγμα POSPal Agent",
         "Συγχρονισμός τώρα",
         "Διαχείριση συνδρομής",
+        "Έλεγχος για ενημερώσεις",
         "Έξοδος",
     ]
     assert tray.icon.toolTip() == "POSPal: Ενεργή άδεια, εκτός σύνδεσης, απομένουν 3 ημέρες"

@@ -190,7 +190,14 @@ def test_payment_grace_over_turns_the_icon_red(qtbot, ui, control):
 def test_menu_has_the_promised_items_in_order(ui):
     _, _, tray = ui
     texts = [a.text() for a in tray.menu.actions() if not a.isSeparator()]
-    assert texts == ["Not activated", "Open POSPal Agent", "Sync now", "Buy subscription", "Quit"]
+    assert texts == [
+        "Not activated",
+        "Open POSPal Agent",
+        "Sync now",
+        "Buy subscription",
+        "Check for updates",
+        "Quit",
+    ]
 
 
 def test_open_shows_the_window(qtbot, ui):
