@@ -252,6 +252,9 @@ class IdentityMixin:
         with self._lock:
             provisional = self._data.get("provisional_trial_started")
             email = self._data.get("trial_email")
+            old_trial = self._data.get("pospal1_hardware_id")  # agent/pospal1.py: an old trial on this PC
+        if old_trial:
+            body["pospal1_hardware_id"] = old_trial
         if provisional is not None:
             body["provisional_started_at"] = provisional
         if email:

@@ -16,8 +16,10 @@ token to `POST /v1/migrations` and keeps the token it answers. Whatever happens,
 where they are (the old app, if started again, still finds them), and the result is written to
 `pospal1.json` in the data dir so the exchange is tried once: a refusal (window closed, token already
 used, no subscription) falls back to the normal activation with a log line saying why; only "offline"
-is tried again at the next start. An old trial file carries nothing over: the new agent's trial starts
-on its own, as on any PC the server has not seen.
+is tried again at the next start. An old trial file (`trial.json`, found when there is no old license)
+is not read (its signature uses a secret every copy of the old app ships): only its presence counts.
+The agent then keeps this PC's old hardware id and sends it with its trial request, and the server
+continues the old trial from the old server's own record (`pospal1_trials`), with its remaining days.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 
 LICENSE_FILE = "server_license.enc"
 RESULT_FILE = "pospal1.json"
+TRIAL_FILE = "trial.json"
+# Where the agent keeps this PC's old hardware id for its trial request (agent/identity.py sends it).
+TRIAL_ID_KEY = "pospal1_hardware_id"
 # The old app's fixed key-derivation inputs (its `APP_SECRET_KEY` is formatted as a decimal integer).
 _OLD_SECRET = str(0x8F3A2B1C9D4E5F6A)
 _OLD_SALT = b"pospal_license_salt_v1"
@@ -180,7 +185,8 @@ def exchange(service: AgentService, old: OldLicense) -> LicenseStatus:
 def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]) -> str:
     """On a PC with no license yet, exchange the old app's license once; the outcome, also logged.
 
-    Outcomes: `licensed`, `none` (no old license here), `refused:<code>`, `offline` (tried again at the
+    Outcomes: `licensed`, `none` (no old license here), `trial` (an old trial file, no license: its old
+    hardware id is kept for the trial request), `refused:<code>`, `offline` (tried again at the
     next start), `skipped` (this agent already has a license or a trial).
     """
     result_path = data_dir / RESULT_FILE
@@ -189,8 +195,12 @@ def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]
     now = service.status()
     if now.license_state != "license_missing" and now.reason != "provisional_trial":
         return _done(result_path, "skipped")
-    old = find_old_license(old_dirs(env))
+    dirs = old_dirs(env)
+    old = find_old_license(dirs)
     if old is None:
+        if remember_old_trial(service, dirs):
+            log.info("an old POSPal trial is on this PC: the trial continues it where the server knows it")
+            return _done(result_path, "trial")
         return _done(result_path, "none")
     try:
         status = exchange(service, old)
@@ -210,6 +220,18 @@ def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]
         return _done(result_path, "refused:error")
     log.info("the old POSPal license of %s moved to this agent: %s", old.email, status.license_state)
     return _done(result_path, "licensed")
+
+
+def remember_old_trial(service: AgentService, dirs: list[Path], hardware_id: str | None = None) -> bool:
+    """With an old trial file in `dirs`, keep this PC's old hardware id for the trial request; True if so."""
+    if not any((d / TRIAL_FILE).is_file() for d in dirs):
+        return False
+    hardware_id = hardware_id or old_hardware_id()
+    with service._lock:
+        service._data[TRIAL_ID_KEY] = hardware_id
+        service._changed()
+    service._save()
+    return True
 
 
 def _done(path: Path, outcome: str) -> str:

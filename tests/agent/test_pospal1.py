@@ -119,3 +119,36 @@ def test_take_over_once_outcomes_are_kept_and_only_offline_is_tried_again(tmp_pa
     data = tmp_path / "no-old-app"
     data.mkdir()
     assert take_over_once(_Service(used), data, {}) == "none"
+
+
+def test_an_old_trial_file_sends_this_pcs_old_id_with_the_trial_request(tmp_path):
+    """No old license but an old trial.json: the first trial request carries the old hardware id, so the
+    server can continue the old trial; the old file is left as it was."""
+    from agent.pospal1 import RESULT_FILE, TRIAL_FILE, take_over_once
+    from tests.agent.test_service import Rig
+
+    folder = tmp_path / "old"
+    (folder / "data").mkdir(parents=True)
+    old_trial = folder / "data" / TRIAL_FILE
+    old_trial.write_text('{"first_run_date": "2026-02-20", "signature": "x"}')
+    rig = Rig(tmp_path)
+    svc = rig.service()
+    assert take_over_once(svc, tmp_path / "data", {"POSPAL_OLD_APP_DIR": str(folder)}) == "trial"
+    assert (tmp_path / "data" / RESULT_FILE).exists()
+    svc.start_trial()
+    sent = rig.cloud.trial_bodies[-1]["pospal1_hardware_id"]
+    assert len(sent) == 64 and int(sent, 16) >= 0
+    assert old_trial.read_text().startswith('{"first_run_date"')
+    # Kept in the agent's state: a trial request after a restart sends it too.
+    assert rig.service()._trial_body(svc.key_store.load_or_create())["pospal1_hardware_id"] == sent
+
+
+def test_without_an_old_trial_file_no_old_id_is_sent(tmp_path):
+    from agent.pospal1 import take_over_once
+    from tests.agent.test_service import Rig
+
+    rig = Rig(tmp_path)
+    svc = rig.service()
+    assert take_over_once(svc, tmp_path / "data", {}) == "none"
+    svc.start_trial()
+    assert "pospal1_hardware_id" not in rig.cloud.trial_bodies[-1]
