@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QGridLayout, QPushButton
 from ui.errortext import describe
 from ui.page import Host, Page, button
 from ui.present import Action, actions_for
+from ui.season import PauseDialog, done_text
 from ui.strings import t
 
 _LABELS = {
@@ -35,7 +36,6 @@ _TAGS = {
 _DONE = {
     "sync": "ui.sync.done",
     "trial": "ui.trial.done",
-    "pause": "ui.pause.done",
     "resume": "ui.resume.done",
 }
 
@@ -48,6 +48,7 @@ class OverviewPage(Page):
         self._state = None
         self._reason = None
         self._confirm_url: str | None = None
+        self.pause_dialog: PauseDialog | None = None
         self.buttons: dict[Action, QPushButton] = {}
         for action in Action:
             b = button(f"action_{action.value}")
@@ -115,8 +116,9 @@ class OverviewPage(Page):
         elif action is Action.MOVE:
             self.host.show_page("move")
         elif action is Action.PAUSE:
-            # "Until I resume" here; a resume date is on the owner's page or `pospal-agent pause --until`.
-            self.host.worker.call("pause", "pause_subscription")
+            # Until when (a date, or until resumed) is asked in a small dialog; it runs the pause itself.
+            self.pause_dialog = PauseDialog(self.host.worker, self)
+            self.pause_dialog.open()
         elif action is Action.RESUME:
             self.host.worker.call("resume", "resume_subscription")
         elif action is Action.CONFIRM:
@@ -142,6 +144,9 @@ class OverviewPage(Page):
         self.retranslate()
         if tag == "portal":
             self.host.open_url(str(result))
+        elif tag == "pause":
+            until = self.pause_dialog.chosen if self.pause_dialog is not None else None
+            self.host.show_info(lambda: done_text(until))
         else:
             key = _DONE[tag]
             self.host.show_info(lambda: t(key))
