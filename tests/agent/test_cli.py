@@ -217,3 +217,27 @@ def test_a_second_session_attaches_its_tray_and_takes_over_when_the_first_agent_
             os.killpg(second.pid, signal.SIGKILL)
             second.wait(5)
     assert second.returncode == 0, log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("lang", "words"),
+    [
+        ("en", "this PC's license file is given up. Upload this deactivation file on"),
+        ("el", "το αρχείο άδειας αυτού του υπολογιστή παραδόθηκε. Ανεβάστε αυτό το αρχείο"),
+    ],
+)
+def test_deactivate_offline_file_says_where_to_upload_it_in_the_agents_language(
+    monkeypatch, capsys, tmp_path, lang, words
+):
+    from tests.ui.fakes import FakeControl, make_status
+
+    control = FakeControl()
+    control.set_status(make_status("licensed_active", reason="offline_license", offline_license=True))
+    control.set_language(lang)
+    monkeypatch.setattr(cli, "_control", lambda: control)
+    target = tmp_path / "pospal-deactivation.json"
+    cli.main(["deactivate", "--offline-file", str(target)])
+    assert control.status().license_state == "license_missing"  # the file is given up
+    err = capsys.readouterr().err
+    assert str(target) in err and words in err and "https://license.pospal.gr/offline" in err
+    assert target.read_bytes().startswith(b'{"type": "pospal-offline-deactivation"}')

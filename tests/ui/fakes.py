@@ -310,6 +310,8 @@ class FakeControl:
     def check_updates(self) -> UpdateStatus:
         """A check that finds ``update_outcome``; a failure is an outcome, never an exception."""
         self._call("check_updates")
+        if not self.updates.enabled:  # like the agent: nothing is checked
+            return self.updates
         when = NOW.isoformat()
         if self.update_outcome == "staged":
             self.updates = replace(

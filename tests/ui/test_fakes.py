@@ -95,3 +95,20 @@ def test_conforms_to_the_agent_control_contract(subject):
     gone = control.deactivate()
     assert gone.licensed is False
     assert len(pushed) == count
+
+
+def test_give_up_and_updates_conform(subject):
+    """Giving up a license file a PC does not hold is refused with nothing changed; the update status and
+    an on-demand check answer an UpdateStatus (a check never raises for what it finds)."""
+    from agent.errors import LicenseFileRefused
+    from agent.updatestate import UpdateStatus
+
+    control, _ = subject
+    with pytest.raises(LicenseFileRefused):
+        control.offline_deactivation()
+    assert control.status().license_state == "license_missing"
+    status = control.update_status()
+    assert isinstance(status, UpdateStatus) and status.current
+    checked = control.check_updates()
+    assert isinstance(checked, UpdateStatus) and checked.current == status.current
+    assert checked.check_outcome in (None, "up_to_date", "staged", "failed")
