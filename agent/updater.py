@@ -7,9 +7,12 @@
 - **Staging:** the verified build (a zip of one version's directory) is unpacked into
   `<install>/versions/.staging-<v>-<pid>/`, must contain the entry (`agent.install.ENTRY`), and is renamed to
   `versions/<v>/` in one step; then `pending` names it. Versions the launcher marked failed are skipped.
-- **Trusted keys:** every check also fetches the key-set target (`UpdateClient.keyset`) and hands it to
-  `on_keyset` (the service's `adopt_keyset`): a new token key or a revocation rides on the same check,
-  and a key-set problem never stops an update (a log line).
+- **Trusted keys:** every check also fetches the key-set target (`UpdateClient.keyset`), keeps it as
+  `<install>/tuf/keyset.json` and hands it to `on_keyset` (the service's `adopt_keyset`): a new token key
+  or a revocation rides on the same check, and a key-set problem never stops an update (a log line). A
+  check made without the service (`pospal-agent update apply --from USB`) leaves the kept copy, which the
+  agent adopts when it starts (the swap to the staged version restarts it); the document is the offline
+  authority's, verified again whatever brought it.
 - **When to swap** (`SwapPolicy`): a version is pending, and the POS sent nothing for `idle_s` (5 min),
   or the local time is inside the night window (`POSPAL_UPDATE_WINDOW`, default 02:00-05:00). The agent
   (`agent.launched`) also waits until no request is being answered, then exits for the launcher.
@@ -35,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError, Error
-from agent.install import ENTRY, Install, version_key
+from agent.install import ENTRY, Install, atomic_write, version_key
 from agent.updates import Offer, UpdateClient, UpdateError, shipped_root
 from protocol import __version__
 from protocol.clock import Clock, SystemClock
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 FIRST_CHECK_S = (60.0, 1800.0)
 RETRY_S = 3600.0
+KEPT_KEYSET = "keyset.json"  # in the install's tuf dir: the last verified key-set target
 JITTER = 0.25
 
 
@@ -252,15 +256,27 @@ class Updater:
             return offer.version
 
     def _keyset(self, client: UpdateClient) -> None:
-        """Hand the verified key-set target to `on_keyset` (the agent applies only the authority's newest)."""
+        """Keep the verified key-set target; hand it to `on_keyset` (only the authority's newest counts)."""
+        try:
+            doc = client.keyset()
+            if doc is None:
+                return
+            atomic_write(self.install.tuf_dir / KEPT_KEYSET, doc.encode("utf-8"))
+        except (Error, OSError) as exc:
+            log.warning("the trusted key set was not updated: %s", getattr(exc, "message", exc))
+            return
+        if self._on_keyset is not None:
+            self._on_keyset(doc)
+
+    def adopt_kept_keyset(self) -> None:
+        """Hand the key set the last check kept (perhaps another process's) to `on_keyset`."""
         if self._on_keyset is None:
             return
         try:
-            doc = client.keyset()
-            if doc is not None:
-                self._on_keyset(doc)
-        except Error as exc:
-            log.warning("the trusted key set was not updated: %s", exc.message)
+            doc = (self.install.tuf_dir / KEPT_KEYSET).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return
+        self._on_keyset(doc)
 
     def apply_bundle(self, bundle: Path, root: bytes) -> str | None:
         """Stage from a USB update bundle, verified against the same metadata rules as online."""
@@ -282,7 +298,8 @@ class Updater:
     # -- the schedule ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the check schedule on a daemon thread (nothing when updates are off)."""
+        """Adopt the kept key set, then run the check schedule on a daemon thread (none: updates off)."""
+        self.adopt_kept_keyset()
         if self._client is None:
             return
         self._thread = threading.Thread(target=self._loop, name="pospal-updates", daemon=True)

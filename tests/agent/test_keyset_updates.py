@@ -168,3 +168,18 @@ def test_the_agent_reports_the_key_set_it_trusts_on_its_requests(world):
     world.rig.cloud.session.headers.clear()
     world.rig.service()
     assert world.rig.cloud.session.headers["X-POSPal-Keyset"] == "1"
+
+
+def test_a_key_set_from_a_usb_bundle_applied_without_the_service_is_adopted_at_the_next_start(world):
+    """`pospal-agent update apply --from USB` runs without the service (no `on_keyset`): it keeps the
+    verified key set in the install, and the agent takes it when its updater starts (after the swap)."""
+    svc, _ = activated(world.rig)
+    new = Signer()
+    world.repo.publish_keyset(jwks(world.rig.cloud.key, new.key))
+    usb = world.repo.bundle(world.tmp / "usb", "linux")
+    cli = Updater(world.install, None, terminal=lambda: "m_1")  # what updatecli builds
+    cli.apply_bundle(usb, (world.repo.meta_dir / "1.root.json").read_bytes())
+    assert new.kid not in svc._trusted
+    again = world.rig.service()
+    Updater(world.install, None, terminal=lambda: "m_1", on_keyset=again.adopt_keyset).start()
+    assert new.kid in again._trusted and again.keyset_version() == 1
