@@ -283,6 +283,7 @@ def _configure(handle: Any) -> None:  # pragma: no cover - Windows only
 
 
 def _control(action: str, timeout_s: float) -> None:  # pragma: no cover - Windows only
+    # WaitForServiceStatus counts quarter seconds with range(): whole seconds only.
     import win32service
     import win32serviceutil
 
@@ -292,7 +293,7 @@ def _control(action: str, timeout_s: float) -> None:  # pragma: no cover - Windo
         except win32service.error as exc:
             if exc.winerror != 1056:  # ERROR_SERVICE_ALREADY_RUNNING
                 raise Error(f"cannot start {SERVICE_NAME}: {exc.strerror}") from exc
-        win32serviceutil.WaitForServiceStatus(SERVICE_NAME, win32service.SERVICE_RUNNING, timeout_s)
+        win32serviceutil.WaitForServiceStatus(SERVICE_NAME, win32service.SERVICE_RUNNING, int(timeout_s))
         return
     try:
         win32serviceutil.StopService(SERVICE_NAME)
@@ -300,7 +301,7 @@ def _control(action: str, timeout_s: float) -> None:  # pragma: no cover - Windo
         if exc.winerror not in (1062, 1060):  # ERROR_SERVICE_NOT_ACTIVE, ERROR_SERVICE_DOES_NOT_EXIST
             raise Error(f"cannot stop {SERVICE_NAME}: {exc.strerror}") from exc
         return
-    win32serviceutil.WaitForServiceStatus(SERVICE_NAME, win32service.SERVICE_STOPPED, timeout_s)
+    win32serviceutil.WaitForServiceStatus(SERVICE_NAME, win32service.SERVICE_STOPPED, int(timeout_s))
 
 
 def start(timeout_s: float = 30.0) -> None:  # pragma: no cover - Windows only

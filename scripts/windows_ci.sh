@@ -4,7 +4,8 @@
 #  2. scripts/windows_build.sh: the Windows bundle from build.spec and the 64-bit installer, with both
 #     exes, the uninstaller and the installer signed, each signature checked by `osslsigncode verify`;
 #  3. a second installer (next patch version) for the upgrade test;
-#  4. scripts/windows_smoke.sh: install, run, trial/status, upgrade, uninstall, uninstall with data removal;
+#  4. scripts/windows_smoke.sh: install (the service POSPalAgent), boot, trial/status, kill, stop/start,
+#     upgrade, uninstall, uninstall with data removal;
 #  5. the tests marked `windows`, under Windows Python.
 # Any failure fails the step. The figures (bundle and installer size, first answer, time) end the output.
 set -euo pipefail

@@ -5,16 +5,28 @@
 #
 # DIR holds the server whose public key the bundle was built with (scripts/windows_ci.sh makes both).
 # Every check fails the script (no warn-and-skip):
-#  1. Setup.exe /S: files in Program Files, both Start menu shortcuts, the HKLM Run value pointing at the
-#     installed exe, the Add/Remove Programs keys;
-#  2. the installed POSPalLicenseAgent.exe, started as the Run value starts it at login (its tray cannot
-#     start under Wine), answers GET /v1/license on 127.0.0.1; the time to the first answer is printed;
+#  1. Setup.exe /S: files in Program Files, both Start menu shortcuts, the HKLM Run value starting only the
+#     tray (`run --tray-only`), the Add/Remove Programs keys, and the service POSPalAgent registered
+#     (automatic start, `pospal-agent.exe service run`, NT SERVICE\POSPalAgent) and started by Setup;
+#  2. boot: the prefix stopped (`wineserver -k`), then `wineboot` alone: Wine's services.exe starts the
+#     service with no user process and no tray; the time from boot to the first GET /v1/license answer
+#     is printed (windows-figure: boot-answer-ms);
 #  3. pospal-agent.exe trial, then status --json, against a Linux server (sandbox billing): trial_active;
-#  4. SETUP_V2 /S over the running agent: the version in the registry changes, the old agent is stopped,
-#     and the agent (restarted by the installer, or at the next login) still says trial_active;
-#  5. Uninstall.exe /S: files, Run value, shortcuts and uninstall keys gone, license data kept;
-#  6. reinstall, then Uninstall.exe /S /REMOVEDATA: the license data is gone too.
-# The agent listens on a free port (POSPAL_AGENT_PORT) so a developer's own agent on 7421 is left alone.
+#  4. a kill of the service's process: Wine 8's services.exe runs no recovery actions (see below), so this
+#     shows how far it goes (the SCM's restart is covered by tests/agent/test_winservice.py), then boots
+#     again and checks the license survived the kill;
+#  5. `service stop`: the process ends and the port is released; `service start`: it answers again;
+#  6. SETUP_V2 /S over the running service: the version changes, the service is stopped, replaced and
+#     started, and still says trial_active with the same machine id;
+#  7. Uninstall.exe /S: the service, files, Run value, shortcuts and uninstall keys gone, license data kept;
+#  8. reinstall, then Uninstall.exe /S /REMOVEDATA: the license data is gone too.
+# Under Wine a prefix whose only processes are system ones and services shuts down (its services are
+# killed, without SHUTDOWN): a Windows PC does not. So an idle Windows process (a sleeping python.exe, no
+# POSPal code, no tray) stands for the PC staying up between steps; the boot step starts it only after
+# services.exe has started the service by itself.
+# The service reads its settings from the system environment (as on Windows, where services get no
+# user's environment): POSPAL_AGENT_PORT (a free port, so a developer's own agent on 7421 is left alone)
+# and POSPAL_SERVER_URL go into HKLM's Session Manager\Environment for this run, and out again at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -25,7 +37,6 @@ SETUP2="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
-AGENT_PID=""
 cleanup() {
   # Only what this script started: the Linux server by its pid, and this dedicated prefix's wineserver.
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
@@ -51,8 +62,6 @@ DATA_DIRS=("$C/ProgramData/POSPal" "$C/users/$(id -un)/AppData/Local/POSPal/POSP
 
 reg_value() { wine_run reg query "$1" /v "$2" /reg:64 2>/dev/null | tr -d '\r' | awk -v v="$2" '$1 == v {sub(/^[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t]+/, ""); print}'; }
 license_data_present() { local d; for d in "${DATA_DIRS[@]}"; do [ -n "$(ls -A "$d" 2>/dev/null)" ] && return 0; done; return 1; }
-# Wine 8's tasklist lists nothing; Wine's processes are Linux processes named by their exe's path.
-agent_running() { pgrep -f 'POSPal License Agent/POSPalLicenseAgent.exe' >/dev/null; }
 # The whole prefix quiet (an uninstaller relaunches itself from %TEMP% and returns at once), bounded.
 prefix_idle() { timeout "${1:-120}" wineserver -w || fail "Windows processes still running after ${1:-120} s"; }
 
@@ -69,44 +78,43 @@ SERVER_PID=$!
 for _ in $(seq 300); do curl -fsS -o /dev/null "$POSPAL_PUBLIC_URL/health" 2>/dev/null && break; sleep 0.2; done
 curl -fsS -o /dev/null "$POSPAL_PUBLIC_URL/health" || fail "the server did not start"
 
-# The Windows processes inherit these (Wine passes the Linux environment through).
+# The Windows processes inherit these (Wine passes the Linux environment through); the service gets them
+# from the system environment, like any Windows service.
 AGENT_PORT="$(free_port)"
 export POSPAL_AGENT_PORT="$AGENT_PORT" POSPAL_SERVER_URL="$POSPAL_PUBLIC_URL"
 unset POSPAL_DATA_DIR POSPAL_TRUSTED_KEYS
 AGENT_URL="http://127.0.0.1:$AGENT_PORT"
+SYSENV='HKLM\System\CurrentControlSet\Control\Session Manager\Environment'
+SERVICE_KEY='HKLM\System\CurrentControlSet\Services\POSPalAgent'
 
 # A clean slate: nothing left from an earlier run in this prefix.
 wineserver -k 2>/dev/null || true
 [ -f "$INSTDIR/Uninstall.exe" ] && { wine_run "$INSTDIR/Uninstall.exe" /S /REMOVEDATA >/dev/null || true; prefix_idle; }
 rm -rf "${DATA_DIRS[@]}" "$INSTDIR"
+wine_run reg add "$SYSENV" /v POSPAL_AGENT_PORT /d "$AGENT_PORT" /f >/dev/null
+wine_run reg add "$SYSENV" /v POSPAL_SERVER_URL /d "$POSPAL_PUBLIC_URL" /f >/dev/null
+wineserver -w
+# Only this prefix's variables (the trap's cleanup runs this too).
+unset_sysenv() { wine_run reg delete "$SYSENV" /v POSPAL_AGENT_PORT /f >/dev/null 2>&1 || true
+                 wine_run reg delete "$SYSENV" /v POSPAL_SERVER_URL /f >/dev/null 2>&1 || true; }
+trap 'unset_sysenv; cleanup' EXIT
 
-# --- 1. install -----------------------------------------------------------------------------------
-t0=$(now_ms)
-wine_run "$SETUP1" /S >"$WORK/setup1.log" || fail "Setup.exe /S exited non-zero"
-prefix_idle
-ok "installed in $(( ($(now_ms) - t0) / 1000 )) s"
-for f in POSPalLicenseAgent.exe pospal-agent.exe Uninstall.exe EULA.txt _internal; do
-  [ -e "$INSTDIR/$f" ] || fail "$f is not in Program Files"
-done
-for f in "POSPal License Agent.lnk" "Uninstall POSPal License Agent.lnk"; do
-  [ -f "$MENU/$f" ] || fail "Start menu shortcut missing: $f"
-done
-run_value="$(reg_value "$RUN_KEY" POSPalLicenseAgent)"
-[ "$run_value" = "\"$WIN_INSTDIR\\POSPalLicenseAgent.exe\"" ] || fail "HKLM Run value is [$run_value]"
-[ "$(reg_value "$UNINSTALL_KEY" QuietUninstallString)" = "\"$WIN_INSTDIR\\Uninstall.exe\" /S" ] || fail "no QuietUninstallString"
-if [ -n "${POSPAL_VERIFY_CA:-}" ]; then  # the uninstaller was signed while makensis wrote it
-  osslsigncode verify -CAfile "$POSPAL_VERIFY_CA" -in "$INSTDIR/Uninstall.exe" >/dev/null || fail "Uninstall.exe is not signed"
-fi
-v1="$(reg_value "$UNINSTALL_KEY" DisplayVersion)"
-[ -n "$v1" ] || fail "no DisplayVersion"
-ok "files, shortcuts, Run value, uninstall keys (version $v1)"
-
-# --- 2. the installed agent answers ----------------------------------------------------------------
-start_agent() {  # as the Run value starts it at login: no arguments
-  local log="$1"
-  (wine "$INSTDIR/POSPalLicenseAgent.exe" </dev/null 2>&1 | cat >>"$log") &
-  AGENT_PID=$!
+KEEPER_MARK="pospal-smoke-keeper"
+# Started first, and it opens the SCM, so that the prefix's wineserver and services.exe (which Wine starts
+# on the first SCM call) inherit its output, not that of a command whose pipe this script then waits on:
+# they would hold that open for as long as the prefix runs.
+keeper_start() {
+  (winpy -c "import time, win32service; win32service.OpenSCManager(None, None, 1); time.sleep(900)  # $KEEPER_MARK" \
+     >/dev/null 2>&1) &
+  for _ in $(seq 300); do pgrep -f "$KEEPER_MARK" >/dev/null && pgrep -f 'system32.services.exe' >/dev/null && return 0; sleep 0.1; done
+  fail "the idle Windows process did not start"
 }
+keeper_stop() {  # by its pid: only the process this script started
+  local pid
+  for pid in $(pgrep -f "$KEEPER_MARK" || true); do kill "$pid" 2>/dev/null || true; done
+}
+service_pid() { pgrep -f 'pospal-agent.exe service run' || true; }
+tray_running() { pgrep -f 'POSPalLicenseAgent.exe' >/dev/null; }
 wait_license() {  # prints the ms to the first answer with a license_state
   local t0 i body
   t0=$(now_ms)
@@ -117,67 +125,145 @@ wait_license() {  # prints the ms to the first answer with a license_state
   done
   return 1
 }
-start_agent "$WORK/agent1.log"
-ms="$(wait_license)" || fail "the installed agent did not answer GET /v1/license within 60 s"
-ok "installed POSPalLicenseAgent.exe answered GET /v1/license $ms ms after start"
-echo "windows-figure: first-answer-ms=$ms"
+port_closed() { ! curl -fsS --max-time 2 -o /dev/null "$AGENT_URL/v1/license" 2>/dev/null; }
+# A boot of the prefix with nothing else running: Wine's services.exe starts the automatic services.
+# (The service's own process keeps the prefix up; without one, Wine ends services.exe too.)
+boot() {
+  wineserver -k 2>/dev/null || true
+  timeout 60 wineserver -w 2>/dev/null || true
+  BOOT_T0=$(now_ms)
+  (wine wineboot </dev/null 2>&1 | cat >>"$WORK/boot.log") &
+  for _ in $(seq 300); do [ -n "$(service_pid)" ] && break; sleep 0.1; done
+  keeper_start
+}
+fail_logs() { for f in "$DATA"/agent.log; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done >&2; }
+DATA="$C/ProgramData/POSPal/License Agent"
+
+# --- 1. install -----------------------------------------------------------------------------------
+keeper_start
+t0=$(now_ms)
+wine_run "$SETUP1" /S >"$WORK/setup1.log" || { fail_logs; fail "Setup.exe /S exited non-zero"; }
+ok "installed in $(( ($(now_ms) - t0) / 1000 )) s"
+for f in POSPalLicenseAgent.exe pospal-agent.exe Uninstall.exe EULA.txt _internal; do
+  [ -e "$INSTDIR/$f" ] || fail "$f is not in Program Files"
+done
+for f in "POSPal License Agent.lnk" "Uninstall POSPal License Agent.lnk"; do
+  [ -f "$MENU/$f" ] || fail "Start menu shortcut missing: $f"
+done
+run_value="$(reg_value "$RUN_KEY" POSPalLicenseAgent)"
+[ "$run_value" = "\"$WIN_INSTDIR\\POSPalLicenseAgent.exe\" run --tray-only" ] || fail "HKLM Run value is [$run_value]"
+[ "$(reg_value "$UNINSTALL_KEY" QuietUninstallString)" = "\"$WIN_INSTDIR\\Uninstall.exe\" /S" ] || fail "no QuietUninstallString"
+if [ -n "${POSPAL_VERIFY_CA:-}" ]; then  # the uninstaller was signed while makensis wrote it
+  osslsigncode verify -CAfile "$POSPAL_VERIFY_CA" -in "$INSTDIR/Uninstall.exe" >/dev/null || fail "Uninstall.exe is not signed"
+fi
+v1="$(reg_value "$UNINSTALL_KEY" DisplayVersion)"
+[ -n "$v1" ] || fail "no DisplayVersion"
+[ "$(reg_value "$SERVICE_KEY" ImagePath)" = "\"$WIN_INSTDIR\\pospal-agent.exe\" service run" ] \
+  || fail "service ImagePath is [$(reg_value "$SERVICE_KEY" ImagePath)]"
+[ "$(reg_value "$SERVICE_KEY" Start)" = 0x2 ] || fail "the service is not automatic start"
+[ "$(reg_value "$SERVICE_KEY" ObjectName)" = 'NT SERVICE\POSPalAgent' ] || fail "service account [$(reg_value "$SERVICE_KEY" ObjectName)]"
+ok "files, shortcuts, tray-only Run value, uninstall keys, service POSPalAgent (automatic, NT SERVICE\\POSPalAgent) (version $v1)"
+ms="$(wait_license)" || { fail_logs; fail "the service Setup started did not answer GET /v1/license"; }
+[ -n "$(service_pid)" ] || fail "something answers, but not the installed service"
+ok "Setup started the service: it answers GET /v1/license"
+
+# --- 2. the service starts with the boot, with no user process ------------------------------------
+boot
+wait_license >/dev/null || { fail_logs; fail "after wineboot the service did not answer GET /v1/license within 60 s"; }
+ms=$(( $(now_ms) - BOOT_T0 ))
+echo "windows-figure: boot-answer-ms=$ms"
+[ -n "$(service_pid)" ] || fail "no service process after the boot"
+tray_running && fail "a tray runs after a boot with nobody logged in"
+ok "boot: services.exe started the service before any other Windows process (no tray, no user program)"
+[ "$ms" -le 3000 ] && ok "after wineboot alone the service answered in $ms ms (within 3 s)" \
+  || echo "note: after wineboot alone the service answered in $ms ms (over 3 s on this busy machine)"
 
 # --- 3. trial and status through the console twin --------------------------------------------------
 cli() { wine_run "$INSTDIR/pospal-agent.exe" "$@"; }
-cli trial >"$WORK/trial.log" || fail "pospal-agent.exe trial exited non-zero"
+cli trial >"$WORK/trial.log" || { fail_logs; fail "pospal-agent.exe trial exited non-zero"; }
 cli status --json >"$WORK/status.json" || fail "pospal-agent.exe status --json exited non-zero"
-state() { "$LINUX_PY" -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):])["license_state"])'; }
-[ "$(state <"$WORK/status.json")" = trial_active ] || fail "status --json: $(cat "$WORK/status.json")"
+field() { "$LINUX_PY" -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):]).get(sys.argv[1]))' "$1"; }
+[ "$(field license_state <"$WORK/status.json")" = trial_active ] || fail "status --json: $(cat "$WORK/status.json")"
+machine1="$(field machine_id <"$WORK/status.json")"
 license_data_present || fail "no license data on disk after the trial"
-ok "pospal-agent.exe trial; status --json: trial_active"
+ok "pospal-agent.exe trial; status --json: trial_active (machine $machine1)"
 
-# --- 4. upgrade over the running agent --------------------------------------------------------------
-wine_run "$SETUP2" /S >"$WORK/setup2.log" || fail "the upgrade's Setup.exe /S exited non-zero"
+# --- 4. a kill of the service's process ------------------------------------------------------------
+pid="$(service_pid)"
+[ -n "$pid" ] || fail "no service process to kill"
+kill -9 $pid
+t0=$(now_ms)
+restarted=""
+for _ in $(seq 150); do
+  sleep 0.1
+  new="$(service_pid)"
+  [ -n "$new" ] && [ "$new" != "$pid" ] && { restarted=$(( $(now_ms) - t0 )); break; }
+done
+if [ -n "$restarted" ]; then
+  ms="$(wait_license)" || fail "the restarted service does not answer"
+  echo "windows-figure: kill-restart-answer-ms=$(( restarted + ms ))"
+  ok "the SCM restarted the killed service: answering $(( restarted + ms )) ms after the kill"
+else
+  echo "note: Wine 8's services.exe applies no recovery actions (its QueryServiceConfig2 knows no"
+  echo "      FAILURE_ACTIONS level): the killed service was not restarted within 15 s. The restart is"
+  echo "      Windows' (configured by service install: restart after 2 s, 2 s, 10 s); the exit it reacts to"
+  echo "      is tested with a fake SCM (tests/agent/test_winservice.py)."
+  echo "windows-figure: kill-restart-answer-ms=n/a-under-wine"
+fi
+boot
+wait_license >/dev/null || { fail_logs; fail "the service did not come back with the next boot"; }
+cli status --json >"$WORK/status-kill.json" || fail "status after the kill"
+[ "$(field license_state <"$WORK/status-kill.json")" = trial_active ] || fail "after the kill: $(cat "$WORK/status-kill.json")"
+ok "after the kill and a boot: still trial_active"
+
+# --- 5. a clean stop, then a start -----------------------------------------------------------------
+cli service stop >"$WORK/stop.log" || { cat "$WORK/stop.log"; fail "pospal-agent.exe service stop exited non-zero"; }
+for _ in $(seq 100); do [ -z "$(service_pid)" ] && break; sleep 0.1; done
+[ -z "$(service_pid)" ] || fail "the service process still runs after service stop"
+port_closed || fail "the port still answers after service stop"
+grep -q "service stopped" "$DATA/agent.log" || fail "agent.log does not say the service stopped"
+ok "service stop: the process ended and the port is free"
+t0=$(now_ms)
+cli service start >"$WORK/start.log" || { cat "$WORK/start.log"; fail_logs; fail "pospal-agent.exe service start exited non-zero"; }
+ms="$(wait_license)" || fail "the started service does not answer"
+echo "windows-figure: service-start-answer-ms=$(( $(now_ms) - t0 ))"
+ok "service start: answering $(( $(now_ms) - t0 )) ms after the start command"
+
+# --- 6. upgrade over the running service ------------------------------------------------------------
+old_pid="$(service_pid)"
+wine_run "$SETUP2" /S >"$WORK/setup2.log" || { fail_logs; fail "the upgrade's Setup.exe /S exited non-zero"; }
 v2="$(reg_value "$UNINSTALL_KEY" DisplayVersion)"
 [ "$v2" != "$v1" ] || fail "DisplayVersion still $v1 after the upgrade"
-[ -f "$INSTDIR/POSPalLicenseAgent.exe" ] || fail "the upgrade removed the executable"
-if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
-  for _ in $(seq 100); do kill -0 "$AGENT_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$AGENT_PID" 2>/dev/null && fail "the upgrade left the old agent running"
-fi
-# The restart: a scheduled task for the Users group, run in each logged-in session as its user.
-TASK="$C/windows/system32/tasks/POSPal License Agent start"
-[ -f "$TASK" ] || fail "the upgrade registered no start task"
-# Wine stores a lossy copy (no principal, no command), so the definition itself is checked on Linux by
-# tests/test_installer_task.py; here: it was registered by this installer.
-grep -q 'Starts POSPal License Agent for each logged-in user' "$TASK" || fail "not our start task: $(cat "$TASK")"
-ok "the upgrade registered its per-session start task"
-if ms="$(wait_license)"; then
-  ok "the upgrade restarted the agent (answering after $ms ms)"
-else
-  # Wine's Task Scheduler registers and "runs" the task but starts nothing (no logged-in Windows
-  # session), so start the agent as the next login would. The license must have survived either way.
-  agent_running && fail "an agent runs but does not answer"
-  echo "note: no agent restarted by the upgrade here; starting it as the next login would"
-  start_agent "$WORK/agent2.log"
-  wait_license >/dev/null || fail "the upgraded agent did not answer"
-fi
+[ -f "$INSTDIR/pospal-agent.exe" ] || fail "the upgrade removed the executable"
+ms="$(wait_license)" || { fail_logs; fail "the upgraded service does not answer"; }
+new_pid="$(service_pid)"
+[ -n "$new_pid" ] && [ "$new_pid" != "$old_pid" ] || fail "the upgrade did not restart the service (pid $old_pid -> $new_pid)"
 cli status --json >"$WORK/status2.json" || fail "status after the upgrade"
-[ "$(state <"$WORK/status2.json")" = trial_active ] || fail "after the upgrade: $(cat "$WORK/status2.json")"
-ok "upgraded $v1 -> $v2 in place; still trial_active"
+[ "$(field license_state <"$WORK/status2.json")" = trial_active ] || fail "after the upgrade: $(cat "$WORK/status2.json")"
+[ "$(field machine_id <"$WORK/status2.json")" = "$machine1" ] || fail "the upgrade changed the machine id"
+ok "upgraded $v1 -> $v2 in place: service restarted, still trial_active, same machine id"
 
-# --- 5. uninstall, keeping the data -----------------------------------------------------------------
+# --- 7. uninstall, keeping the data -----------------------------------------------------------------
 wine_run "$INSTDIR/Uninstall.exe" /S >"$WORK/uninstall.log" || fail "Uninstall.exe /S exited non-zero"
+keeper_stop
 prefix_idle
-[ -e "$INSTDIR/POSPalLicenseAgent.exe" ] && fail "the exe is still installed"
+[ -e "$INSTDIR/pospal-agent.exe" ] && fail "the exe is still installed"
 [ -e "$INSTDIR/_internal" ] && fail "_internal is still installed"
 [ -e "$INSTDIR" ] && fail "the install directory is still there: $(ls "$INSTDIR")"
 [ -e "$MENU" ] && fail "Start menu entries still there"
-[ -e "$TASK" ] && fail "the start task is still registered"
+[ -n "$(service_pid)" ] && fail "the service still runs"
+wine_run reg query "$SERVICE_KEY" /reg:64 >/dev/null 2>&1 && fail "the service is still registered"
 [ -z "$(reg_value "$RUN_KEY" POSPalLicenseAgent)" ] || fail "the HKLM Run value is still there"
 wine_run reg query "$UNINSTALL_KEY" /reg:64 >/dev/null 2>&1 && fail "the uninstall key is still there"
 license_data_present || fail "a plain uninstall removed the license data"
-ok "uninstalled: files, shortcuts, Run value and uninstall keys removed; license data kept"
+ok "uninstalled: service, files, shortcuts, Run value and uninstall keys removed; license data kept"
 
-# --- 6. uninstall with data removal -----------------------------------------------------------------
+# --- 8. uninstall with data removal -----------------------------------------------------------------
+keeper_start
 wine_run "$SETUP2" /S >"$WORK/setup3.log" || fail "reinstall"
-prefix_idle
+wait_license >/dev/null || fail "the reinstalled service does not answer"
 wine_run "$INSTDIR/Uninstall.exe" /S /REMOVEDATA >"$WORK/uninstall2.log" || fail "Uninstall.exe /S /REMOVEDATA"
+keeper_stop
 prefix_idle
 [ -e "$INSTDIR" ] && fail "the install directory is still there"
 license_data_present && fail "/REMOVEDATA left license data: $(ls "${DATA_DIRS[@]}" 2>/dev/null)"
