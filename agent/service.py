@@ -325,7 +325,11 @@ class AgentService(FlowsMixin, IdentityMixin):
                 ", ".join(new) or "none",
                 ", ".join(sorted(self._trusted.revoked)) or "none",
             )
-            self._load_token()
+            if self._claims is not None and self._claims.kid not in self._trusted:
+                # The token held was signed by a key this document revokes: it licenses nothing now.
+                log.warning("the license token held is signed by a revoked key; it re-syncs")
+                self._claims = None
+                self._token_problem = "token_invalid"  # noqa: S105 (a reason code, not a secret)
             self._changed()
         self._save()
         self._report_keyset()
