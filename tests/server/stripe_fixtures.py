@@ -43,8 +43,13 @@ def subscription(
     quantity: int = 1,
     period_end: int = 1_800_000_000,
     metadata: dict | None = None,
+    pause_collection: dict | None = None,
 ) -> dict[str, Any]:
-    """A subscription at the current API version: its period and quantity live on the item."""
+    """A subscription at the current API version: its period and quantity live on the item.
+
+    Collection is not paused unless `pause_collection` says so: Stripe's published example object has
+    `pause_collection` set (`mark_uncollectible`), which the server rightly reads as a seasonal pause.
+    """
     sub = fixture(
         "subscription",
         id=sub_id,
@@ -54,6 +59,7 @@ def subscription(
         cancel_at=None,
         cancel_at_period_end=False,
         latest_invoice=None,
+        pause_collection=pause_collection,
     )
     item = sub["items"]["data"][0]
     item.update(

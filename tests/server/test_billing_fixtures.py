@@ -251,3 +251,14 @@ def test_an_older_fetch_never_overwrites_a_newer_one(stub, database, clock):
             )
     row = _row(database)
     assert (row.status, row.quantity, row.first_failed_at) == ("active", 3, None)
+
+
+def test_a_subscription_whose_collection_is_paused_licenses_as_paused(stripe_client, stub, database, clock):
+    _customer(database, clock, stripe_id=CUS)
+    stub.subscriptions[SUB] = fx.subscription(
+        SUB, CUS, pause_collection={"behavior": "void", "resumes_at": 1_900_000_000}
+    )
+    _deliver(stripe_client, event("customer.subscription.updated", stub.subscriptions[SUB]))
+    state = _token_state(database, clock)
+    paused = (state["status"], state.get("paused"), state.get("resumes_at"))
+    assert paused == ("canceled", True, 1_900_000_000)
