@@ -1,8 +1,9 @@
 """A loopback TCP server whose every connection runs a test's script: slow, huge, or proxying answers.
 
-`ScriptedServer(script)` listens on a free port; each accepted connection runs `script(index, sock)` in its
-own thread (index counts connections from 0). `stop()` closes the listener and every connection and joins
-the threads. Scripts must be bounded (they end when the socket errors or their loop count runs out).
+`ScriptedServer(script)` listens on a free port (or on `port`, to stand in for an agent that was there);
+each accepted connection runs `script(index, sock)` in its own thread (index counts connections from 0).
+`stop()` closes the listener and every connection and joins the threads. Scripts must be bounded (they
+end when the socket errors or their loop count runs out).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def read_request(sock: socket.socket) -> bytes:
 class ScriptedServer:
     """See the module docstring."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, port: int = 0) -> None:
         self._script = script
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port = self._listener.getsockname()[1]
         self._listener.settimeout(0.05)  # so the accept loop sees stop() at once
         self._conns: list[socket.socket] = []

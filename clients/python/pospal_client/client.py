@@ -27,6 +27,11 @@ reused until the token's next state change or `recheck_s` (60 s) passes, whichev
 Every call has one total deadline (`timeout`, 2 s), for connecting, sending and every read; an answer to
 a challenge over 256 KiB (any other over 16 MiB) is refused unread. Each thread keeps its own keep-alive
 connection and no lock is held across the network, so one stuck call never holds up another thread.
+Within that deadline a call is retried transparently (`pospal_client.retry`) when the agent answers
+`503 busy` (a flood of connections) or `503 updating` (an update swapping versions), after the
+`Retry-After` it asks for, and when a fresh connection is refused or reset while an agent that answered
+before swaps versions; a retry that cannot finish before the deadline is not started, and the caller
+gets the last error. `503 starting` is not retried: it raises `AgentStarting` at once (rules below).
 
 `can_sell()` never blocks a sale because of the agent for long, and never for ever:
 
@@ -52,7 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pospal_client import wire
+from pospal_client import retry, wire
 from pospal_client.errors import (
     AgentStarting,
     AgentUnavailable,
@@ -141,6 +146,8 @@ class AgentClient:
         self._last_proven: _Verified | None = None
         self._starting_since: float | None = None
         self._proven_once = False
+        # Whether the agent answered this client's last exchange: a refused connection then is a swap.
+        self._reached = False
         self._lock = threading.Lock()
 
     # -- the POS app's calls ---------------------------------------------------------------------------
@@ -372,8 +379,10 @@ class AgentClient:
     ) -> dict[str, Any]:
         """Send one request and return the decoded JSON answer, all within `timeout` (total).
 
-        Raises `AgentUnavailable` (no answer in time, refused, reset) or `LocalApiError` (an error answer,
-        with the API's `code`; `answer_too_large` past `max_bytes`, default 16 MiB).
+        `503 busy`/`updating` answers and a swap's refused or reset connections are retried inside that
+        deadline (see the module docstring). Raises `AgentUnavailable` (no answer in time, refused, reset)
+        or `LocalApiError` (an error answer, with the API's `code`; `answer_too_large` past `max_bytes`,
+        default 16 MiB).
         """
         payload = b"" if body is None else json.dumps(body).encode("utf-8")
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Accept: application/json"]
@@ -387,17 +396,33 @@ class AgentClient:
         limit = MAX_OTHER_ANSWER_BYTES if max_bytes is None else max_bytes
         # Real time, not the injected clock: this bounds the call, it judges no license.
         deadline = time.monotonic() + wait
+        budget = retry.Budget(deadline)
         conn = self._connection()
-        # A kept-alive connection the agent closed while idle never got the request: resend once, on a
-        # fresh connection. A fresh connection that closes unanswered is an agent that is not there.
-        for attempt in (1, 2):
+        resent = False
+        while True:
+            # A kept-alive connection the agent closed while idle never got the request: resend once, at
+            # once, on a fresh connection. A fresh connection refused, reset or closed unanswered is an
+            # agent swapping versions when one answered before (retried within the deadline; a GET only,
+            # unless it was refused and so never sent), else an agent that is not there.
             reused = conn.is_open
+            budget.begin()
             try:
                 answer = conn.exchange(request, deadline, limit)
-                break
-            except wire.Closed as exc:
-                if attempt == 2 or not reused:
+            except (wire.Closed, BrokenPipeError, ConnectionResetError) as exc:
+                if reused and not resent:
+                    resent = True
+                    continue
+                if method == "GET" and self._reached and budget.retry_gap():
+                    continue
+                self._reached = False
+                if isinstance(exc, wire.Closed):
                     raise AgentUnavailable("The POSPal License Agent closed the connection.") from exc
+                raise AgentUnavailable() from exc
+            except ConnectionRefusedError as exc:
+                if self._reached and budget.retry_gap():
+                    continue
+                self._reached = False
+                raise AgentUnavailable() from exc
             except (wire.Timeout, TimeoutError) as exc:
                 raise AgentUnavailable("The POSPal License Agent did not answer in time.") from exc
             except wire.Cut as exc:
@@ -406,16 +431,20 @@ class AgentClient:
                 raise LocalApiError("The agent's answer is too large.", code="answer_too_large") from exc
             except wire.Malformed as exc:
                 raise LocalApiError(f"The agent sent a malformed answer: {exc}.") from exc
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                if attempt == 2 or not reused:
-                    raise AgentUnavailable() from exc
             except OSError as exc:
                 raise AgentUnavailable() from exc
-        status = answer.status
-        try:
-            data = json.loads(answer.body) if answer.body else {}
-        except ValueError as exc:
-            raise LocalApiError("The agent sent an answer that is not JSON.", status=status) from exc
+            self._reached = True
+            status = answer.status
+            try:
+                data = json.loads(answer.body) if answer.body else {}
+            except ValueError as exc:
+                raise LocalApiError("The agent sent an answer that is not JSON.", status=status) from exc
+            if status == 503 and isinstance(data, dict) and data.get("error") in retry.RETRY_CODES:
+                # busy (too many connections) or updating (a swap): it asked us to come back, and did
+                # not act on the request.
+                if budget.retry(retry.retry_after(answer.headers, data)):
+                    continue
+            break
         if status >= 400:
             data = data if isinstance(data, dict) else {}
             code = str(data.get("error") or "local_api_error")
