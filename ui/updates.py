@@ -44,7 +44,7 @@ messages.register(
         "ui.update.staged": {"en": "{when}: {detail} downloaded", "el": "{when}: λήφθηκε η {detail}"},
         "ui.update.failed": {"en": "{when}: failed: {detail}", "el": "{when}: απέτυχε: {detail}"},
         "ui.update.last_swap": {"en": "Last update", "el": "Τελευταία ενημέρωση"},
-        "ui.update.swapped": {"en": "{old} → {new}", "el": "{old} → {new}"},
+        "ui.update.swapped": {"en": "updated from {old} to {new}", "el": "ενημέρωση από {old} σε {new}"},
         "ui.update.rolled_back": {
             "en": "{new} failed its start check and was rolled back to {old}: {reason}",
             "el": "Η {new} απέτυχε στον έλεγχο εκκίνησης και έγινε επαναφορά στην {old}: {reason}",
