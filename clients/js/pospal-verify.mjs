@@ -14,7 +14,11 @@
 //   4. by this PC's clock the lease has not run out and the answer is no more licensed than the token.
 //
 // Errors carry `code`: bad_proof, other_machine, license_expired (all refusals), agent_unavailable,
-// agent_starting. Every call has one total deadline and answers over 256 KiB are refused.
+// agent_starting. Every call has one total deadline and answers over 256 KiB are refused. Within that
+// deadline a call is retried transparently on `503 busy` (a connection flood) and `503 updating` (an
+// update swapping versions), after the Retry-After asked for, and on a fresh connection refused or reset
+// while an agent that answered before swaps versions; a retry that cannot finish in time is not started
+// (`Budget`), and the caller gets the last error. `503 starting` is not retried (canSell's own rule).
 
 import crypto from "node:crypto";
 import http from "node:http";
@@ -454,7 +458,7 @@ function get(host, port, path, timeoutMs, agent) {
           }
           chunks.push(chunk);
         });
-        res.on("end", () => done(resolve, { status: res.statusCode, body: Buffer.concat(chunks) }));
+        res.on("end", () => done(resolve, { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on("error", (err) => done(reject, new AgentUnavailable(`The POSPal License Agent failed: ${err.message}`)));
       },
     );
@@ -462,16 +466,76 @@ function get(host, port, path, timeoutMs, agent) {
       req.destroy();
       done(reject, new AgentUnavailable("The POSPal License Agent did not answer in time."));
     }, timeoutMs);
-    req.on("error", () => done(reject, new AgentUnavailable()));
+    req.on("error", (err) => {
+      const failure = new AgentUnavailable();
+      // What a retry needs to know: refused (never sent), or reset/closed on a fresh or reused socket.
+      failure.cause = err && err.code;
+      failure.reused = Boolean(req.reusedSocket);
+      done(reject, failure);
+    });
     req.end();
   });
+}
+
+// -- retries inside the deadline -----------------------------------------------------------------------
+
+export const RETRY_CODES = new Set(["busy", "updating"]);
+export const MIN_WAIT_MS = 50; // a Retry-After of 0 must not turn into a hot loop
+export const DEFAULT_WAIT_MS = 250; // a 503 busy/updating without Retry-After
+export const MIN_ATTEMPT_MS = 50; // what one more exchange on loopback needs, at the least
+export const MAX_ATTEMPTS = 64;
+const GAP_FIRST_MS = 50;
+const GAP_MAX_MS = 400;
+
+// The attempts of one call before `deadline` (ms on `clock()`). begin() before each attempt; after a
+// retriable failure, retry(waitMs) sleeps and resolves true when one more attempt (as long as the last,
+// at least MIN_ATTEMPT_MS) still fits before the deadline, else resolves false at once without sleeping.
+export class Budget {
+  constructor(deadline, clock = () => performance.now(), sleep = (ms) => new Promise((r) => setTimeout(r, ms))) {
+    this.deadline = deadline;
+    this.clock = clock;
+    this.sleep = sleep;
+    this.attempts = 0;
+    this.started = 0;
+    this.gap = GAP_FIRST_MS;
+  }
+
+  begin() {
+    this.attempts += 1;
+    this.started = this.clock();
+  }
+
+  async retry(waitMs) {
+    if (this.attempts >= MAX_ATTEMPTS) return false;
+    const now = this.clock();
+    const wait = Math.max(waitMs, MIN_WAIT_MS);
+    if (now + wait + Math.max(MIN_ATTEMPT_MS, now - this.started) > this.deadline) return false;
+    await this.sleep(wait);
+    return true;
+  }
+
+  retryGap() {
+    const wait = this.gap;
+    this.gap = Math.min(this.gap * 2, GAP_MAX_MS);
+    return this.retry(wait);
+  }
+}
+
+// The milliseconds a 503 asks to wait: Retry-After (seconds), else the body's retry_after, else 250 ms.
+export function retryAfterMs(headers, body) {
+  const text = String((headers && headers["retry-after"]) || "").trim();
+  if (/^[0-9]{1,6}$/.test(text)) return Number(text) * 1000;
+  const value = body && body.retry_after;
+  if (typeof value === "number" && Number.isFinite(value) && value >= 0 && value < 1e6) return value * 1000;
+  return DEFAULT_WAIT_MS;
 }
 
 export class AgentClient {
   // trustedKeys: the POS's JWKS (or a TrustedKeys); thisPc: this PC's fingerprint hashes
   // (`pospal-agent fingerprint --json`, names to hashes). Optional: port, host, timeoutMs, recheckMs,
   // startingLimitMs, now (() => Unix seconds), onLearned (kids, acceptedUpdates) to persist a rotation.
-  constructor({ trustedKeys, thisPc, port, host = "127.0.0.1", timeoutMs = 2000, recheckMs = 60000, startingLimitMs = 60000, now, onLearned } = {}) {
+  // clockMs and sleepMs (tests) replace performance.now and setTimeout for the retries' budget.
+  constructor({ trustedKeys, thisPc, port, host = "127.0.0.1", timeoutMs = 2000, recheckMs = 60000, startingLimitMs = 60000, now, onLearned, clockMs, sleepMs } = {}) {
     this.trusted = trustedKeys instanceof TrustedKeys ? trustedKeys : TrustedKeys.fromJwks(trustedKeys);
     this.thisPc = thisPc || {};
     this.port = port ?? Number(process.env.POSPAL_AGENT_PORT || 7421);
@@ -486,13 +550,44 @@ export class AgentClient {
     this.lastProven = null;
     this.startingSince = null;
     this.provenOnce = false;
+    this.clockMs = clockMs || (() => performance.now());
+    this.sleepMs = sleepMs || ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.reached = false; // the agent answered the last exchange: a refused connection now is a swap
+  }
+
+  // One GET with its retries (busy, updating, a swap's refused or reset connection) inside one deadline.
+  async getWithRetries(path) {
+    const budget = new Budget(this.clockMs() + this.timeoutMs, this.clockMs, this.sleepMs);
+    for (;;) {
+      budget.begin();
+      let res;
+      try {
+        res = await get(this.host, this.port, path, Math.max(1, budget.deadline - this.clockMs()), this.httpAgent);
+      } catch (err) {
+        const swapped = err instanceof AgentUnavailable && ["ECONNREFUSED", "ECONNRESET", "EPIPE"].includes(err.cause);
+        if (swapped && (err.reused || this.reached) && (await budget.retryGap())) continue;
+        if (swapped) this.reached = false;
+        throw err;
+      }
+      this.reached = true;
+      if (res.status === 503) {
+        let data = null;
+        try {
+          data = JSON.parse(res.body.toString("utf8"));
+        } catch {
+          data = null;
+        }
+        if (data && RETRY_CODES.has(data.error) && (await budget.retry(retryAfterMs(res.headers, data)))) continue;
+      }
+      return res;
+    }
   }
 
   async verifiedLicense() {
     const cached = this.verified;
     if (cached && performance.now() < cached.recheckAt && this.now() < cached.changesAt) return { ...cached.status };
     const challenge = b64urlEncode(crypto.randomBytes(32));
-    const res = await get(this.host, this.port, `/v1/license?challenge=${challenge}`, this.timeoutMs, this.httpAgent);
+    const res = await this.getWithRetries(`/v1/license?challenge=${challenge}`);
     let data;
     try {
       data = res.body.length ? JSON.parse(res.body.toString("utf8")) : {};

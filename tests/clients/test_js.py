@@ -1,7 +1,8 @@
 """clients/js (Node, standard library only): README's test vectors give their verdicts, and against a real
 agent the genuine answer is accepted while a fake agent on the port, a replayed and an edited answer, and a
 relay to a POS on another OS are refused; README's Node snippet runs and verifies. After a rotation the
-same checks follow the chain: the vectors carry one.
+same checks follow the chain: the vectors carry one. Like the Python client, it rides over `503 busy`,
+`503 updating` and a swap's refused connection inside its one deadline (`Budget`, also on a fake clock).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from protocol.fingerprint import current
 from tests.clients.scripted import ScriptedServer, read_request
 from tests.clients.test_edges import WINDOWS_PC, _drip
 from tests.clients.test_flask import genuine_answer
+from tests.clients.test_retry import OK, UPDATING, _busy_with, _counting
 from tests.server.conftest import REPO
 
 CLI = REPO / "clients" / "js" / "cli.mjs"
@@ -133,3 +135,123 @@ def test_node_refuses_a_300_mib_answer_without_reading_it(client_world, tmp_path
         assert len(sent) < size // 65536
     finally:
         server.stop()
+
+
+# -- retries inside the deadline (issue 28 case 4, issue 24) ---------------------------------------------
+
+
+def _verify_plain(port: int, tmp_path, timeout_ms: int = 5000) -> dict:
+    """`cli.mjs verify` against a loopback server whose answers need no keys (not licensed)."""
+    (tmp_path / "none.json").write_text('{"keys": []}')
+    (tmp_path / "pc.json").write_text("{}")
+    argv = ["verify", "--port", str(port), "--trusted", str(tmp_path / "none.json")]
+    return json.loads(node(*argv, "--this-pc", str(tmp_path / "pc.json"), "--timeout-ms", str(timeout_ms)))
+
+
+@pytest.mark.parametrize("refusal", ["busy", "updating"])
+def test_node_rides_over_a_busy_or_updating_agent(tmp_path, refusal):
+    asked: list[int] = []
+    first = _busy_with(1) if refusal == "busy" else UPDATING
+    server = ScriptedServer(_counting([first], OK, asked))
+    try:
+        assert _verify_plain(server.port, tmp_path)["verdict"] == "not_licensed"
+        assert len(asked) == 2
+    finally:
+        server.stop()
+
+
+def test_node_against_an_agent_busy_for_ever_gets_busy_by_its_deadline(tmp_path):
+    asked: list[int] = []
+    server = ScriptedServer(_counting([], _busy_with(0), asked))
+    try:
+        assert _verify_plain(server.port, tmp_path, timeout_ms=1000)["verdict"] == "busy"
+        assert 2 <= len(asked) <= 64
+    finally:
+        server.stop()
+
+
+def test_node_does_not_wait_for_a_retry_after_past_its_deadline(tmp_path):
+    asked: list[int] = []
+    server = ScriptedServer(_counting([], _busy_with(30), asked))
+    try:
+        assert _verify_plain(server.port, tmp_path, timeout_ms=2000)["verdict"] == "busy"
+        assert len(asked) == 1
+    finally:
+        server.stop()
+
+
+SWAP_SCRIPT = """
+import { AgentClient } from %(module)s;
+import readline from "node:readline";
+const agent = new AgentClient({ trustedKeys: { keys: [] }, thisPc: {}, port: %(port)d, timeoutMs: 10000 });
+const lines = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+console.log("FIRST", (await agent.verifiedLicense()).licensed);
+await lines.next();
+agent.forgetVerified();
+console.log("SECOND", (await agent.verifiedLicense()).licensed);
+agent.close();
+process.exit(0);
+"""
+
+
+def test_node_rides_over_a_refused_connection_while_the_agent_swaps(tmp_path):
+    old = ScriptedServer(_counting([], OK, []))
+    port = old.port
+    module = json.dumps((REPO / "clients" / "js" / "pospal-verify.mjs").as_uri())
+    script = tmp_path / "swap.mjs"
+    script.write_text(SWAP_SCRIPT % {"module": module, "port": port})
+    proc = subprocess.Popen([NODE, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    asked: list[int] = []
+    servers = [old]
+    starter = threading.Timer(0.3, lambda: servers.append(ScriptedServer(_counting([], OK, asked), port)))
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().split() == ["FIRST", "false"]
+        old.stop()  # nothing listens on the port for a moment, then the new version does
+        starter.start()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=30)
+        assert out.split() == ["SECOND", "false"]
+        assert len(asked) == 1
+    finally:
+        starter.join(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for server in servers:
+            server.stop()
+
+
+BUDGET_SCRIPT = """
+import { Budget, MAX_ATTEMPTS } from %(module)s;
+let seed = 28;
+const rand = () => ((seed = (seed * 1103515245 + 12345) %% 2147483648) / 2147483648);
+let worst = -Infinity, most = 0;
+for (let i = 0; i < 500; i++) {
+  let now = 1000;
+  const budget = new Budget(now + 100 + rand() * 4900, () => now, async (ms) => { now += ms; });
+  const took = rand() * 500, wait = [0, 10, 300, 1000, 3000, 60000][Math.floor(rand() * 6)];
+  const gap = rand() < 0.3;
+  for (;;) {
+    budget.begin();
+    if (budget.attempts > 1) worst = Math.max(worst, now + took - budget.deadline);
+    now += Math.min(took, budget.deadline - now);
+    if (!(await (gap ? budget.retryGap() : budget.retry(wait)))) break;
+  }
+  worst = Math.max(worst, now - budget.deadline);
+  most = Math.max(most, budget.attempts);
+}
+console.log(JSON.stringify({ worst, most, max: MAX_ATTEMPTS }));
+"""
+
+
+def test_node_retry_budget_never_passes_the_deadline_on_a_fake_clock(tmp_path):
+    module = json.dumps((REPO / "clients" / "js" / "pospal-verify.mjs").as_uri())
+    script = tmp_path / "budget.mjs"
+    script.write_text(BUDGET_SCRIPT % {"module": module})
+    run = subprocess.run([NODE, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["worst"] <= 0  # no retry started that could not finish, no time spent past the deadline
+    assert 1 <= out["most"] <= out["max"]
