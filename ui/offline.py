@@ -78,11 +78,15 @@ class OfflinePage(Page):
         row = QHBoxLayout()
         row.addWidget(self.back)
         row.addStretch(1)
-        row.addWidget(self.give_up)
         row.addWidget(self.save)
         row.addWidget(self.load)
         self.layout_.addWidget(self.intro)
         self.layout_.addLayout(row)
+        # Its own row: beside the three others its words would be cut off.
+        give_up_row = QHBoxLayout()
+        give_up_row.addStretch(1)
+        give_up_row.addWidget(self.give_up)
+        self.layout_.addLayout(give_up_row)
         self.layout_.addStretch(1)
 
     def retranslate(self) -> None:
