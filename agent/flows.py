@@ -401,7 +401,15 @@ class FlowsMixin:
 
     def _forget_license(self) -> None:
         with self._lock:
-            for key in ("token", "machine_id", "last_sync", "provisional_trial_started", "checkout"):
+            # `pospal1_notice` too: once a license was here, an old app's refusal is old news.
+            for key in (
+                "token",
+                "machine_id",
+                "last_sync",
+                "provisional_trial_started",
+                "checkout",
+                "pospal1_notice",
+            ):
                 self._data.pop(key, None)
             self._claims, self._token_problem = None, None
             self._changed()

@@ -117,6 +117,8 @@ class IdentityMixin:
                 "trusted_kids": ", ".join(self._trusted.kids()),
                 "cache": self.load_status.value,
                 "sync_attempts": self.engine.attempts,
+                # agent/pospal1.py: why the old POSPal app's license was not moved here, if it was not.
+                "old_app_move": self._data.get("pospal1_notice"),
                 **self._identity_diagnostics(fp),
                 **(self.transport.describe_network() if hasattr(self.transport, "describe_network") else {}),
             },

@@ -120,6 +120,52 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Start a free trial, buy a subscription, or activate with your email.",
         "el": "Ξεκινήστε δωρεάν δοκιμή, αγοράστε συνδρομή ή ενεργοποιήστε με το email σας.",
     },
+    # license_missing after an old POSPal license was not moved (agent/pospal1.py NOTICES): not reasons of
+    # their own (the reason stays not_activated), so not `status.` keys
+    "old_app.used": {
+        "en": "The old POSPal license was already moved to another computer.",
+        "el": "Η παλιά άδεια POSPal έχει ήδη μεταφερθεί σε άλλον υπολογιστή.",
+    },
+    "old_app.used.fix": {
+        "en": "Nothing is lost: activate this PC with the code sent to the owner's email, or start a free "
+        "trial.",
+        "el": "Δεν χάθηκε τίποτα: ενεργοποιήστε τον υπολογιστή με τον κωδικό που στέλνεται στο email του "
+        "ιδιοκτήτη ή ξεκινήστε δωρεάν δοκιμή.",
+    },
+    "old_app.closed": {
+        "en": "The old POSPal license cannot be moved any more (the move-over period has ended).",
+        "el": "Η παλιά άδεια POSPal δεν μεταφέρεται πια (η περίοδος μεταφοράς έληξε).",
+    },
+    "old_app.closed.fix": {
+        "en": "Nothing is lost: activate with the code sent to the owner's email, buy a subscription, or "
+        "start a free trial.",
+        "el": "Δεν χάθηκε τίποτα: ενεργοποιήστε με τον κωδικό που στέλνεται στο email του ιδιοκτήτη, "
+        "αγοράστε συνδρομή ή ξεκινήστε δωρεάν δοκιμή.",
+    },
+    "old_app.refused": {
+        "en": "The old POSPal license could not be moved: the server did not accept it (no current "
+        "subscription for it).",
+        "el": "Η παλιά άδεια POSPal δεν μεταφέρθηκε: ο διακομιστής δεν τη δέχτηκε (δεν υπάρχει ενεργή "
+        "συνδρομή γι' αυτήν).",
+    },
+    "old_app.refused.fix": {
+        "en": "Nothing is lost and the old files are kept: activate with the code sent to the owner's "
+        "email, buy a subscription, or start a free trial.",
+        "el": "Δεν χάθηκε τίποτα και τα παλιά αρχεία μένουν: ενεργοποιήστε με τον κωδικό που στέλνεται στο "
+        "email του ιδιοκτήτη, αγοράστε συνδρομή ή ξεκινήστε δωρεάν δοκιμή.",
+    },
+    "old_app.unreadable": {
+        "en": "An old POSPal license is on this PC, but it cannot be read (damaged, or from another "
+        "computer).",
+        "el": "Υπάρχει παλιά άδεια POSPal σε αυτόν τον υπολογιστή, αλλά δεν διαβάζεται (κατεστραμμένη ή "
+        "από άλλον υπολογιστή).",
+    },
+    "old_app.unreadable.fix": {
+        "en": "Nothing is lost and the file is left as it is: activate with the code sent to the owner's "
+        "email, buy a subscription, or start a free trial.",
+        "el": "Δεν χάθηκε τίποτα και το αρχείο μένει ως έχει: ενεργοποιήστε με τον κωδικό που στέλνεται "
+        "στο email του ιδιοκτήτη, αγοράστε συνδρομή ή ξεκινήστε δωρεάν δοκιμή.",
+    },
     # license_error
     "status.offline_expired": {
         "en": "This terminal has been offline for too long and orders are paused.",

@@ -15,7 +15,9 @@ On the first run with no license, `take_over_once` reads the license, sends the 
 token to `POST /v1/migrations` and keeps the token it answers. Whatever happens, the old files are left
 where they are (the old app, if started again, still finds them), and the result is written to
 `pospal1.json` in the data dir so the exchange is tried once: a refusal (window closed, token already
-used, no subscription) falls back to the normal activation with a log line saying why; only "offline"
+used, no subscription) or a file this PC cannot open falls back to the normal activation, and the status
+message (the window's card, the POS's `message`) and the diagnostics (`old_app_move`) say why, with the
+state still `license_missing`/`not_activated`; only "offline"
 is tried again at the next start. An old trial file (`trial.json`, found when there is no old license)
 is not read (its signature uses a secret every copy of the old app ships): only its presence counts.
 The agent then keeps this PC's old hardware id and sends it with its trial request, and the server
@@ -55,6 +57,10 @@ log = logging.getLogger(__name__)
 LICENSE_FILE = "server_license.enc"
 RESULT_FILE = "pospal1.json"
 TRIAL_FILE = "trial.json"
+# Why an old license was not moved, kept in the agent's state (`pospal1_notice`) so the status message and
+# the diagnostics say so (agent/messages.py `old_app.<notice>`), by the server's refusal code.
+NOTICE_KEY = "pospal1_notice"
+NOTICES = {"migration_used": "used", "migration_closed": "closed"}
 # Where the agent keeps this PC's old hardware id for its trial request (agent/identity.py sends it).
 TRIAL_ID_KEY = "pospal1_hardware_id"
 # The old app's fixed key-derivation inputs (its `APP_SECRET_KEY` is formatted as a decimal integer).
@@ -185,9 +191,10 @@ def exchange(service: AgentService, old: OldLicense) -> LicenseStatus:
 def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]) -> str:
     """On a PC with no license yet, exchange the old app's license once; the outcome, also logged.
 
-    Outcomes: `licensed`, `none` (no old license here), `trial` (an old trial file, no license: its old
-    hardware id is kept for the trial request), `refused:<code>`, `offline` (tried again at the
-    next start), `skipped` (this agent already has a license or a trial).
+    Outcomes: `licensed`, `none` (no old license here), `refused:unreadable` (a file this PC cannot
+    open), `trial` (an old trial file, no license: its old hardware id is kept for the trial request),
+    `refused:<code>`, `offline` (tried again at the next start), `skipped` (this agent already has a
+    license or a trial). A refusal also sets the status message saying why (`_notice`).
     """
     result_path = data_dir / RESULT_FILE
     if result_path.exists():
@@ -197,6 +204,9 @@ def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]
         return _done(result_path, "skipped")
     dirs = old_dirs(env)
     old = find_old_license(dirs)
+    if old is None and any((d / LICENSE_FILE).is_file() for d in dirs):
+        _notice(service, "unreadable")  # damaged, or another PC's: say so, and leave the file as it is
+        return _done(result_path, "refused:unreadable")
     if old is None:
         if remember_old_trial(service, dirs):
             log.info("an old POSPal trial is on this PC: the trial continues it where the server knows it")
@@ -211,12 +221,14 @@ def take_over_once(service: AgentService, data_dir: Path, env: Mapping[str, str]
             old.path,
             exc.message,
         )
+        _notice(service, NOTICES.get(exc.code, "refused"))
         return _done(result_path, f"refused:{exc.code}")
     except Offline:
         log.info("the old POSPal license could not be moved yet (offline); it is tried at the next start")
         return "offline"
     except Error as exc:
         log.warning("the old POSPal license was not moved: %s", exc)
+        _notice(service, "refused")
         return _done(result_path, "refused:error")
     log.info("the old POSPal license of %s moved to this agent: %s", old.email, status.license_state)
     return _done(result_path, "licensed")
@@ -232,6 +244,15 @@ def remember_old_trial(service: AgentService, dirs: list[Path], hardware_id: str
         service._changed()
     service._save()
     return True
+
+
+def _notice(service: AgentService, notice: str) -> None:
+    """Keep why the old license was not moved, and publish the status whose message now says so."""
+    with service._lock:
+        service._data[NOTICE_KEY] = notice
+        service._changed()
+    service._save()
+    service.refresh_status()
 
 
 def _done(path: Path, outcome: str) -> str:

@@ -51,6 +51,7 @@ def status_from_dict(data: Mapping[str, Any]) -> LicenseStatus:
         seats=data.get("seats"),
         customer_email=data.get("customer_email"),
         payment_action_url=data.get("payment_action_url") or None,
+        old_app_notice=data.get("old_app_notice") or None,
         machine_id=data.get("machine_id"),
         terminal_name=data.get("terminal_name"),
         last_sync=when("last_sync"),

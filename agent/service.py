@@ -246,6 +246,7 @@ class AgentService(FlowsMixin, IdentityMixin):
             next_sync=self.engine.next_sync,
             agent_version=__version__,
             language=self.language,
+            old_app_notice=self._data.get("pospal1_notice"),
         )
 
     @property

@@ -76,6 +76,9 @@ class StatusInputs:
     next_sync: datetime | None = None
     agent_version: str | None = None
     language: str = "en"
+    # Why the old POSPal app's license on this PC was not moved (agent/pospal1.py `NOTICES`), if it was
+    # not: a PC with no license says so in its message; the state and reason stay `not_activated`.
+    old_app_notice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class LicenseStatus:
     # A renewal waiting for the bank's confirmation (3-D Secure): the invoice page where the owner confirms
     # it ("Confirm payment"). In the local API body only when set.
     payment_action_url: str | None = None
+    # license_missing only: why the old POSPal app's license on this PC was not moved (`used`, `closed`,
+    # `refused`, `unreadable`; agent/pospal1.py). In the local API body only when set.
+    old_app_notice: str | None = None
     # True when the token is an offline license (activation by file): no sync is needed until its end.
     offline_license: bool = False
     # The token policy's `warn_days`: the tray warns when `days_left` falls to it (and again at 3 and 1).
@@ -132,6 +138,7 @@ class LicenseStatus:
             "next_sync": iso(self.next_sync),
             "agent_version": self.agent_version,
             **({"payment_action_url": self.payment_action_url} if self.payment_action_url else {}),
+            **({"old_app_notice": self.old_app_notice} if self.old_app_notice else {}),
             "offline_license": self.offline_license,
             "warn_days": self.warn_days,
         }
@@ -236,7 +243,7 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
         return status.error("token_invalid")
     c = inputs.claims
     if c is None:
-        return _without_token(inputs.provisional_trial_started, now, status)
+        return _without_token(inputs.provisional_trial_started, now, status, inputs.old_app_notice)
 
     valid_until = c.trial_end if c.kind == "trial" else (c.cancel_at or c.period_end)
     if c.status == "revoked":
@@ -267,10 +274,17 @@ def compute_status(inputs: StatusInputs) -> LicenseStatus:
     return _licensed(c, valid_until, last_sync, now, status)
 
 
-def _without_token(started: datetime | None, now: float, status: _Status) -> LicenseStatus:
+def _without_token(
+    started: datetime | None, now: float, status: _Status, old_app_notice: str | None = None
+) -> LicenseStatus:
     """No token: not activated, or the provisional trial of a first run that could not reach the server."""
     if started is None:
-        return status("license_missing", False, "not_activated")
+        # An old POSPal license that could not be moved: the same state, with a message saying why.
+        missing = status("license_missing", False, "not_activated")
+        if not old_app_notice or not messages.has(f"old_app.{old_app_notice}"):
+            return missing
+        said = (messages.text(f"old_app.{old_app_notice}{part}", status.lang) for part in ("", ".fix"))
+        return _replace(missing, message=" ".join(said), old_app_notice=old_app_notice)
     end = started.timestamp() + Policy().provisional_trial_s
     # A start in the future was never real (an edited cache): invalid, so it cannot stretch the trial.
     if now >= end or started.timestamp() > now + _FUTURE_LEEWAY_S:

@@ -175,6 +175,10 @@ def _detail(status) -> str:
             parts = (t(f"status.{reason}"), t(f"fix.{reason}"))
             return " ".join(p for p in parts if p)
         return t("ui.detail.license_error")
+    notice = getattr(status, "old_app_notice", None)
+    if state == "license_missing" and notice and messages.has(f"old_app.{notice}"):
+        # The old POSPal license was not moved: say why, and that activating, buying or a trial still work.
+        return f"{t(f'old_app.{notice}')} {t(f'old_app.{notice}.fix')}"
     if reason == "offline_license":
         return t("ui.detail.offline_license", date=format_date(status.grace_until))
     if reason in ("cancel_scheduled", "provisional_trial", "payment_grace_ended", "payment_action_required"):

@@ -51,7 +51,10 @@ class _Service:
     def __init__(self, answer, state: str = "license_missing") -> None:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+        import threading
+
         self._state, self.language, self._generation, self.accepted = state, "el", 0, []
+        self._lock, self._data, self.published = threading.Lock(), {}, 0
         key = Ed25519PrivateKey.generate()
         self.key_store = type("Keys", (), {"load_or_create": staticmethod(lambda: key)})()
         outer = self
@@ -65,6 +68,16 @@ class _Service:
 
     def status(self):
         return _Status(self._state)
+
+    def _changed(self):
+        self._generation += 1
+
+    def _save(self):
+        pass
+
+    def refresh_status(self):
+        self.published += 1
+        return self.status()
 
     def _machine_body(self, key):
         return {"fingerprint": {}, "machine_public_key": "k"}
@@ -152,3 +165,60 @@ def test_without_an_old_trial_file_no_old_id_is_sent(tmp_path):
     assert take_over_once(svc, tmp_path / "data", {}) == "none"
     svc.start_trial()
     assert "pospal1_hardware_id" not in rig.cloud.trial_bodies[-1]
+
+
+def _refuse(code: str):
+    """`POST /v1/migrations` refusing as the server does (here: the old token was already used)."""
+
+    def migrate(identity, body):
+        from agent.errors import ServerRefused
+
+        raise ServerRefused(code, "Refused.")
+
+    return migrate
+
+
+def test_a_refused_move_says_why_in_the_status_message_and_activation_is_still_offered(tmp_path):
+    """The window's card and the POS's message say the old key was already used (English and Greek);
+    the state stays license_missing / not_activated, the old file stays, and a trial still starts."""
+    from agent.pospal1 import take_over_once
+    from tests.agent.test_service import Rig
+
+    env = _old_files(tmp_path)
+    old_file = tmp_path / "old" / "data" / LICENSE_FILE
+    before = old_file.read_bytes()
+    rig = Rig(tmp_path)
+    rig.cloud.migrate = _refuse("migration_used")
+    svc = rig.service()
+    seen = []
+    svc.subscribe(seen.append)
+    assert take_over_once(svc, tmp_path / "data", env) == "refused:migration_used"
+    status = svc.status()
+    assert (status.license_state, status.reason) == ("license_missing", "not_activated")
+    assert status.message.startswith("The old POSPal license was already moved to another computer.")
+    assert "activate this PC with the code sent to the owner's email" in status.message
+    assert status.message_in("el").startswith("Η παλιά άδεια POSPal έχει ήδη μεταφερθεί")
+    assert seen and seen[-1] is status  # pushed to the window at once, not only at the next poll
+    assert svc.diagnostics().extra["old_app_move"] == "used"
+    assert old_file.read_bytes() == before
+    # Kept across a restart, and gone once the PC is licensed some other way (here: the trial).
+    restarted = rig.service()
+    assert restarted.status().message.startswith("The old POSPal license was already moved")
+    assert restarted.start_trial().license_state == "trial_active"
+
+
+def test_a_damaged_old_license_says_it_cannot_be_read_and_is_left_as_it_is(tmp_path):
+    from agent.pospal1 import take_over_once
+    from tests.agent.test_service import Rig
+
+    folder = tmp_path / "old"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / LICENSE_FILE).write_text("not a license")
+    rig = Rig(tmp_path)
+    svc = rig.service()
+    assert take_over_once(svc, tmp_path / "data", {"POSPAL_OLD_APP_DIR": str(folder)}) == "refused:unreadable"
+    assert svc.status().license_state == "license_missing"
+    assert "cannot be read" in svc.status().message
+    assert svc.status().message_in("el").startswith("Υπάρχει παλιά άδεια POSPal")
+    assert (folder / "data" / LICENSE_FILE).read_text() == "not a license"
+    assert sum(rig.cloud.calls.values()) == 0  # nothing sent for a file this PC cannot open
