@@ -325,7 +325,12 @@ def check_server(
         if t in COUNTED_TEMPLATES and have[(e, t)] > want[(e, t)]
     }
     out["emails_lost"] = len(not_sent) + len(missing_at_sink) + sum(w - h for w, h in short.values())
-    out["emails_duplicated"] = dup_at_sink + sum(h - w for w, h in extra.values())
+    # Two kinds of second copy. The outbox writing a second e-mail is a bug (`emails_duplicated`). The
+    # same outbox row reaching the sink twice under the same Message-ID is SMTP's at-least-once: the server
+    # was SIGKILLed after the sink accepted a message and before the row was marked sent, so the lease
+    # ran out and the message went again (server/mail/smtp.py: receivers drop it by its Message-ID).
+    out["emails_duplicated"] = sum(h - w for w, h in extra.values())
+    out["emails_redelivered"] = dup_at_sink
     out["email_problems"] = {
         "not_sent": not_sent[:10],
         "missing_at_sink": missing_at_sink[:10],

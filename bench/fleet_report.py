@@ -68,6 +68,9 @@ def text(r: dict[str, Any]) -> str:
         f"server errors never retried ok:   {errs['not_retried_ok']}",
         f"agent-side exceptions:            {r['agent_exceptions']}",
         "",
+        f"emails sent again after a server SIGKILL, same Message-ID (at most one per kill): "
+        f"{srv.get('emails_redelivered', 0)} (kills: {len(r.get('kills', []))})",
+        "",
         "## Figures",
         f"server errors seen by agents:     {errs['total']} (5xx or no answer; by fault: {errs['by_fault']}; "
         f"no answer outside faults (keep-alive race, retried): {errs['no_answer_outside_faults']})",
