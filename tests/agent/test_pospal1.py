@@ -49,9 +49,9 @@ class _Service:
     """Just what `take_over_once` uses of the agent service; `answer` is what the server does."""
 
     def __init__(self, answer, state: str = "license_missing") -> None:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
         import threading
+
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         self._state, self.language, self._generation, self.accepted = state, "el", 0, []
         self._lock, self._data, self.published = threading.Lock(), {}, 0
