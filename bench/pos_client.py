@@ -156,22 +156,13 @@ def main() -> None:
     import requests
     from pospal_client import AgentClient
 
-    from bench.server_refresh import fresh_database, start_server, stop
+    from bench.server_refresh import fresh_database, sandbox_server_env, start_server, stop
     from protocol.fingerprint import current
 
     node = shutil.which("node")
     tmp = Path(tempfile.mkdtemp(prefix="pos-client-bench-"))
     url, cleanup = fresh_database("sqlite", tmp, None)
-    env = {
-        "POSPAL_DATABASE_URL": url,
-        "POSPAL_SERVER_DATA_DIR": str(tmp / "sdata"),
-        "POSPAL_SIGNING_KEY_DIR": str(tmp / "skeys"),
-        "POSPAL_BILLING": "sandbox",
-        "POSPAL_EMAIL": "console",
-        "POSPAL_OUTBOX_WORKER": "0",
-        "POSPAL_LOG_LEVEL": "WARNING",
-        "POSPAL_SERVER_SECRET": "bench-pos-client",
-    }
+    env = sandbox_server_env(url, tmp, "bench-pos-client")
     server, sport = start_server(env, 1, tmp / "server.log")
     agent = None
     try:

@@ -146,6 +146,20 @@ def group_cpu_seconds(pgids: list[int]) -> float:
 # ------------------------------------------------------------------------------------------- setup
 
 
+def sandbox_server_env(url: str, workdir: Path, secret: str) -> dict[str, str]:
+    """The settings of a quiet sandbox server on `url` for a bench: its data and keys under `workdir`."""
+    return {
+        "POSPAL_DATABASE_URL": url,
+        "POSPAL_SERVER_DATA_DIR": str(workdir / "sdata"),
+        "POSPAL_SIGNING_KEY_DIR": str(workdir / "skeys"),
+        "POSPAL_BILLING": "sandbox",
+        "POSPAL_EMAIL": "console",
+        "POSPAL_OUTBOX_WORKER": "0",
+        "POSPAL_LOG_LEVEL": "WARNING",
+        "POSPAL_SERVER_SECRET": secret,
+    }
+
+
 def fresh_database(kind: str, workdir: Path, pg_url: str | None) -> tuple[str, object]:
     """Create and migrate an empty database; return its URL and a cleanup callable."""
     if kind == "sqlite":
