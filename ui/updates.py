@@ -114,6 +114,11 @@ class UpdatesPage(Page):
     def __init__(self, host: Host) -> None:
         super().__init__(host, "ui.update.title")
         self.update_status = None
+        # A status read asked for before a check finished may come back after it, holding the state from
+        # before the check: results of checks count up, and a read that started under an older count is
+        # stale and dropped.
+        self._checks_done = 0
+        self._read_asked_at = 0
         self.intro = wrapped_label("intro")
         self.facts = QFormLayout()
         self.facts.setVerticalSpacing(4)
@@ -132,6 +137,7 @@ class UpdatesPage(Page):
 
     def on_shown(self) -> None:
         """Read the update state each time the page opens (from files: quick, but off the UI thread)."""
+        self._read_asked_at = self._checks_done
         self.host.worker.call(STATUS_TAG, "update_status")
 
     def check_now(self) -> None:
@@ -181,8 +187,11 @@ class UpdatesPage(Page):
         """A fresh update state arrived (and, after a check, what it found)."""
         if tag not in (STATUS_TAG, CHECK_TAG):
             return
+        if tag == STATUS_TAG and self._read_asked_at != self._checks_done:
+            return  # read before the last check ended: that check's result is newer
         self.update_status = result
         if tag == CHECK_TAG:
+            self._checks_done += 1
             self.check.setEnabled(True)
             failed = result.enabled and result.check_outcome == "failed"
             (self.host.show_error if failed else self.host.show_info)(lambda: done_text(result))

@@ -112,3 +112,31 @@ def test_an_agent_that_does_not_update_itself_says_so(qtbot, ui, control):
     assert window.banner.text() == (
         "This agent does not update itself (it was not installed with the updater)."
     )
+
+
+def test_a_status_read_that_returns_after_a_check_does_not_undo_what_the_check_found(qtbot, ui, control):
+    """Seen once in CI: the opening read came back after "Check for updates" and put back the old state."""
+    import threading
+
+    worker, window, _ = ui
+    control.update_outcome = "staged"
+    release = threading.Event()
+    before = control.updates  # the state as the opening read sees it, before the check
+    read = control.update_status
+
+    def slow_read():
+        read()
+        assert release.wait(5)
+        return before
+
+    control.update_status = slow_read
+    window.show_page("updates")
+    page = window.pages["updates"]
+    checked(qtbot, worker, page.check.click)
+    assert facts(page)["Ready to install"] == "1.1.0, at the next quiet moment"
+    with qtbot.waitSignal(
+        worker.action_finished, timeout=2000, check_params_cb=lambda tag, _r: tag == "update_status"
+    ):
+        release.set()
+    assert facts(page)["Ready to install"] == "1.1.0, at the next quiet moment"
+    assert window.banner.text().startswith("Version 1.1.0 is downloaded and verified")
