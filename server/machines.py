@@ -91,7 +91,8 @@ def load_machine_states(connection: Connection, machine_ids: Iterable[str]) -> d
     if not ids:
         return {}
     statement = _MACHINE_STATES_PG if connection.dialect.name == "postgresql" else _MACHINE_STATES
-    rows = connection.execute(statement, {"p_machines": ids})
+    # `.all()` fetches the batch at once (iterating asks the driver for one row at a time).
+    rows = connection.execute(statement, {"p_machines": ids}).all()
     return {row.id: _state_from_row(row) for row in rows}
 
 
