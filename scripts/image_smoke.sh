@@ -84,8 +84,12 @@ podman rm -f -v -t 2 "$NAME-health" >/dev/null 2>&1
 
 work=$(mktemp -d)
 db="pospal_smoke_$(date +%s)_$$"
-port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-P1=$(port); P2=$(port); HTTPS=$(port); HTTP=$(port)
+# Four free ports from sockets held open together: one at a time, the kernel may hand the same port out twice
+# (a run here got server-2's port equal to Caddy's, and server-2 exited on "address already in use").
+read -r P1 P2 HTTPS HTTP < <(.venv/bin/python -c 'import socket
+s = [socket.socket() for _ in range(4)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*(x.getsockname()[1] for x in s))')
 caddy_pid=""
 cleanup() {
   set +e
