@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from protocol import __version__
+from pospal_protocol import __version__
 
 if TYPE_CHECKING:
     from agent.config import AgentSettings
@@ -21,19 +21,19 @@ __all__ = ["__version__", "connect"]
 def connect(target: object = None, *, settings: AgentSettings | None = None) -> AgentControl:
     """The `AgentControl` a front end talks to.
 
-    - No `target`: this PC's license service over its caller-checked channel (`agent.channelcontrol`;
+    - No `target`: this PC's license service over its caller-checked channel (`agent.link.channelcontrol`;
       where from `settings`, by default read from the environment), the way every tray attaches.
     - An `AgentService` (the agent in this very process): the in-process adapter around it.
     - Anything else is taken to be an `AgentControl` already (an `HttpControl`, a test fake): itself.
     """
     if target is None:
-        from agent.channelcontrol import ChannelControl, open_stream
         from agent.config import AgentSettings
+        from agent.link.channelcontrol import ChannelControl, open_stream
 
         settings = settings or AgentSettings.from_env()
         return ChannelControl(open_stream(settings))
     from agent.control import InProcessControl
-    from agent.service import AgentService
+    from agent.core.service import AgentService
 
     if isinstance(target, AgentService):
         return InProcessControl(target)

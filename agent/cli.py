@@ -4,13 +4,13 @@ Each subcommand is registered by an `_add_<name>(subparsers)` function that sets
 `main` parses and calls it. The function returns the process exit code.
 
 - `service install|remove|start|stop|run` (Windows): the license core as the "POSPal License Agent"
-  service (agent.winservice); `run` is what the Service Control Manager starts.
+  service (agent.host.winservice); `run` is what the Service Control Manager starts.
 - `run [--headless]` runs the agent: local API, sync schedule and cache, plus the tray when a display
   exists, as a supervised child process (`run --tray-only`, which loads the UI through the
   `pospal_agent.frontends` entry point; the agent process itself never imports PySide6).
-  Where the Linux system service serves this PC (agent.linuxservice), a user's `run` is only the tray.
+  Where the Linux system service serves this PC (agent.host.linuxservice), a user's `run` is only the tray.
 - `status`, `trial`, `activate`, `buy`, `terminals`, `rename`, `sync`, `pause`, `resume`, `deactivate` talk
-  to the running agent over its caller-checked channel (`agent.channelcontrol`, as the tray does), or the
+  to the running agent over its caller-checked channel (`agent.link.channelcontrol`, as the tray does), or the
   local API with the api-token from the data directory when it hosts none; when none answers they run
   the agent's service in this process for the one command, on the same data directory.
 - Owner actions (buying on an e-mail that is already a customer's, adding this PC to its subscription,
@@ -38,14 +38,14 @@ from typing import Any
 
 from agent import messages
 from agent.errors import Error
-from protocol import __version__
+from pospal_protocol import __version__
 
 log = logging.getLogger("agent.cli")
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     """Print each fingerprint component: name, whether its source worked, and its hash (never raw values)."""
-    from agent import fingerprint
+    from pospal_protocol import fingerprint
 
     fp = fingerprint.current()
     rows = [c.to_dict() for c in fp.components]
@@ -92,7 +92,7 @@ def _setup_logging(data_dir: Any) -> None:
 
 def _has_display() -> bool:
     if os.name == "nt":
-        from agent.winsupport import interactive_session
+        from agent.host.winsupport import interactive_session
 
         return interactive_session()  # session 0 (SYSTEM, a service) has no desktop for a tray
     return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -101,24 +101,25 @@ def _has_display() -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM, Ctrl+C or Quit in the tray; with `--tray-only`, only the tray.
 
-    The tray is a child process (agent.supervisor) talking to the agent over its channel, restarted
+    The tray is a child process (agent.link.supervisor) talking to the agent over its channel, restarted
     with backoff when it dies, so a Qt abort never stops the license answer. When another agent already
     serves this PC (a second Windows session), this one runs only its session's tray, attached to it,
     and takes over the service if that agent goes away; where the Linux system service serves this PC
-    (agent.linuxservice), a user's run is only the tray from the start and never takes over.
+    (agent.host.linuxservice), a user's run is only the tray from the start and never takes over.
     """
     from agent.config import AgentSettings
 
     settings = AgentSettings.from_env()
     if args.tray_only:
         return _run_tray_only(settings)
-    from agent import handoff, linuxservice
+    from agent.host import linuxservice
+    from agent.selfupdate import handoff
 
     if not handoff.inherited() and linuxservice.serves_for_others(settings.runtime_dir):
         return _beside_the_service(settings, args.headless)
     supported = _prepare(settings)
-    if handoff.inherited():  # started by pospal-launcher (agent.launcher): serve on its socket
-        from agent import launched
+    if handoff.inherited():  # started by pospal-launcher (agent.selfupdate.launcher): serve on its socket
+        from agent.selfupdate import launched
 
         return launched.run(settings)
     stop = threading.Event()
@@ -143,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _beside_the_service(settings: Any, headless: bool) -> int:
-    """A user's `run` while the Linux system service serves this PC (agent.linuxservice): only this
+    """A user's `run` while the Linux system service serves this PC (agent.host.linuxservice): only this
     session's tray, attached to the service, so no second core takes 7421 while the service restarts."""
     if headless or not _has_display():
         print(
@@ -169,7 +170,7 @@ def _beside_the_service(settings: Any, headless: bool) -> int:
 def run_headless(stop: threading.Event, *, on_ready: Callable[[], None] | None = None) -> int:
     """The headless core exactly as `run --headless` runs it, until `stop` is set; returns 0.
 
-    This is the Windows service's body (agent.winservice): a service gets no signals, so its control
+    This is the Windows service's body (agent.host.winservice): a service gets no signals, so its control
     handler owns `stop`. `on_ready` is called once the local API listens and the license service runs.
     Raises `Error` when the port cannot be bound.
     """
@@ -184,7 +185,9 @@ def run_headless(stop: threading.Event, *, on_ready: Callable[[], None] | None =
 def _prepare(settings: Any) -> bool:
     """What every agent run does first: the data directory, the log, the per-user move; then whether this
     Windows is supported (told once if not)."""
-    from agent import store, winprobes, winsupport
+    from agent.host import winsupport
+    from agent.vault import store
+    from pospal_protocol import winprobes
 
     store.ensure_dir(settings.data_dir)
     _setup_logging(settings.data_dir)
@@ -203,10 +206,11 @@ def _serve(
     """Serve the local API and the license until stopped or the tray quits; False when another agent
     already serves the port (and this one has a tray to attach). Raises `Error` for any other bind failure.
     `on_ready` is called once both run (the Windows service tells the SCM "running" then)."""
-    from agent import portcheck, store
-    from agent.api import LocalApi
     from agent.control import InProcessControl
-    from agent.service import AgentService
+    from agent.core.service import AgentService
+    from agent.localapi import portcheck
+    from agent.localapi.api import LocalApi
+    from agent.vault import store
 
     service = AgentService(settings, probe_in_background=True)
     try:
@@ -225,9 +229,9 @@ def _serve(
         if failure.kind == portcheck.AGENT and not headless:
             return False
         raise Error(f"cannot listen on 127.0.0.1:{settings.agent_port}: {failure.message}") from exc
-    from agent import channel
+    from agent.link import channel
 
-    # The tray's caller-checked channel (agent.channel): the service and `run --headless` both host it.
+    # The tray's caller-checked channel (agent.link.channel): the service and `run --headless` both host it.
     tray_channel = channel.host(settings, api.routes, __version__)
     try:
         service.start()
@@ -257,8 +261,9 @@ def _serve(
 
 
 def _take_over_old_app(service: Any, settings: Any) -> None:
-    """First run on a PC of the old POSPal app: move its license (agent/pospal1.py), off the start path."""
-    from agent import pospal1
+    """First run on a PC of the old POSPal app: move its license (agent/vault/pospal1.py), off the start
+    path."""
+    from agent.vault import pospal1
 
     threading.Thread(
         target=pospal1.take_over_once,
@@ -269,7 +274,8 @@ def _take_over_old_app(service: Any, settings: Any) -> None:
 
 
 def _port_taken(port: int) -> bool:
-    from agent.client import health
+    from pospal_client.client import health
+
     from agent.errors import LocalApiError
 
     try:
@@ -280,14 +286,15 @@ def _port_taken(port: int) -> bool:
 
 
 def _tray_supervisor(settings: Any) -> Any:
-    from agent.supervisor import ChildSupervisor, child_env, tray_command
+    from agent.link.supervisor import ChildSupervisor, child_env, tray_command
 
     return ChildSupervisor(tray_command(), env=child_env(), log_path=settings.data_dir / "tray.log")
 
 
 def _migrate(settings: Any) -> None:
     """Move a per-user install's data to the per-machine directory (first start of this version)."""
-    from agent import config, migrate
+    from agent import config
+    from agent.vault import migrate
 
     if os.environ.get("POSPAL_DATA_DIR"):
         return  # an explicit directory is the operator's choice: nothing to move
@@ -303,7 +310,7 @@ def _migrate(settings: Any) -> None:
 def _run_tray_only(settings: Any) -> int:
     """The tray alone, attached to the running agent over its channel (its child, or a login's tray)."""
     from agent import connect
-    from agent.supervisor import EXIT_NO_UI
+    from agent.link.supervisor import EXIT_NO_UI
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -372,23 +379,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _control() -> Any:
     """The running agent over its channel (else its local API), or else this process's own service on the
     same data dir."""
-    from agent import store
-    from agent.client import AgentClient
+    from pospal_client.client import AgentClient
+
     from agent.config import AgentSettings
     from agent.control import InProcessControl
     from agent.errors import AgentUnavailable
-    from agent.remote import HttpControl
+    from agent.localapi.remote import HttpControl
+    from agent.vault import store
 
     settings = AgentSettings.from_env()
     try:
         AgentClient(settings.agent_port, timeout=1.0).health()
     except AgentUnavailable:
-        from agent.service import AgentService
+        from agent.core.service import AgentService
 
         return InProcessControl(AgentService(settings))
     # The service's caller-checked channel, as the tray uses (the service's files are closed to this
     # account); the bearer token only for an agent without one.
-    from agent.channelcontrol import ChannelControl, open_stream
+    from agent.link.channelcontrol import ChannelControl, open_stream
 
     opener = open_stream(settings)
     try:
@@ -514,7 +522,7 @@ def _offline_request(path: str) -> int:
     """Write this PC's activation request file to `path` (atomically), then say what to do with it."""
     from pathlib import Path
 
-    from agent import store
+    from agent.vault import store
 
     target = Path(path)
     control = _control()
@@ -650,7 +658,8 @@ def cmd_deactivate(args: argparse.Namespace) -> int:
     if args.offline_file:
         from pathlib import Path
 
-        from agent import messages, store
+        from agent import messages
+        from agent.vault import store
 
         target = Path(args.offline_file)
         control = _control()
@@ -722,13 +731,13 @@ def _add_agent_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_service(sub: argparse._SubParsersAction) -> None:
-    from agent.winservice import add_parser
+    from agent.host.winservice import add_parser
 
     add_parser(sub)
 
 
 def _add_update(sub: argparse._SubParsersAction) -> None:
-    from agent.updatecli import add_update
+    from agent.selfupdate.updatecli import add_update
 
     add_update(sub)
 

@@ -46,12 +46,12 @@ def default_data_dir() -> Path:
     """The per-machine data dir (used when POSPAL_DATA_DIR is not set): one identity for every user.
 
     Windows: `%ProgramData%\\POSPal\\License Agent` (`pospal-agent service install`, run by the
-    installer, sets its DACL: agent/winacl.py). Elsewhere `/var/lib/pospal` (macOS: the site data dir) when
-    this account can write there, else the user data dir (a developer's machine, an agent run without
+    installer, sets its DACL: agent/host/winacl.py). Elsewhere `/var/lib/pospal` (macOS: the site data dir)
+    when this account can write there, else the user data dir (a developer's machine, an agent run without
     privileges).
     """
     if sys.platform == "win32":
-        from agent.winacl import data_root  # the root the installer protects (its DACL)
+        from agent.host.winacl import data_root  # the root the installer protects (its DACL)
 
         return data_root() / "License Agent"
     machine = (
@@ -84,7 +84,8 @@ class AgentSettings:
     data_dir: Path = field(default_factory=default_data_dir)
     allowed_origins: tuple[str, ...] = ()
     trusted_keys_path: Path | None = None
-    # Where the tray's channel socket lives (Linux, macOS; `agent.unixchannel`); None on Windows (a pipe).
+    # Where the tray's channel socket lives (Linux, macOS; `agent.link.unixchannel`); None on Windows (a
+    # pipe).
     runtime_dir: Path | None = None
 
     @classmethod

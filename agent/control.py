@@ -3,7 +3,7 @@
 Two implementations share the Protocol:
 
 - `InProcessControl` wraps an `AgentService` living in the same process (the tray app's default).
-- `agent.remote.HttpControl` talks to an agent running as a separate process, over the local API with
+- `agent.localapi.remote.HttpControl` talks to an agent running as a separate process, over the local API with
   the bearer token.
 
 Every method blocks; the UI calls them from a worker thread. `status()` answers from memory and never waits
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from agent.updatestate import UpdateStatus  # noqa: F401
+from agent.selfupdate.updatestate import UpdateStatus  # noqa: F401
 
 # Re-exported: ui/ and the CLI take the value types and the e-mail rule from here.
 from agent.values import (  # noqa: F401
@@ -30,12 +30,12 @@ from agent.values import (  # noqa: F401
     StatusCallback,
     Terminal,
 )
-from protocol.emails import is_email  # noqa: F401
+from pospal_protocol.emails import is_email  # noqa: F401
 
 if TYPE_CHECKING:
-    from agent.service import AgentService
-    from agent.state import LicenseStatus
-    from agent.updatestate import UpdateDesk
+    from agent.core.service import AgentService
+    from agent.core.state import LicenseStatus
+    from agent.selfupdate.updatestate import UpdateDesk
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ class AgentControl(Protocol):
         """Give the license file up: forget it, and return the deactivation file that frees its seat."""
         ...
 
-    # Signed updates (agent.updatestate): they never block licensing, so a failed check is an outcome in
-    # the answer (`check_outcome == "failed"`), not an exception.
+    # Signed updates (agent.selfupdate.updatestate): they never block licensing, so a failed check is an
+    # outcome in the answer (`check_outcome == "failed"`), not an exception.
     def update_status(self) -> UpdateStatus:
         """The running version, a staged one, the last check and the launcher's last swap or rollback."""
         ...
@@ -166,7 +166,7 @@ class InProcessControl:
 
     def __init__(self, service: AgentService, updates: UpdateDesk | None = None) -> None:
         self._service = service
-        # The running agent's updates (`agent.launched`); None: this agent does not update itself.
+        # The running agent's updates (`agent.selfupdate.launched`); None: this agent does not update itself.
         self._updates = updates
 
     def status(self) -> LicenseStatus:
@@ -273,12 +273,12 @@ class InProcessControl:
 
     def update_status(self) -> UpdateStatus:
         """The update state (`enabled=False` when this agent does not update itself)."""
-        from agent import updatestate
+        from agent.selfupdate import updatestate
 
         return self._updates.status() if self._updates is not None else updatestate.off()
 
     def check_updates(self) -> UpdateStatus:
         """Check for an update now."""
-        from agent import updatestate
+        from agent.selfupdate import updatestate
 
         return self._updates.check_now() if self._updates is not None else updatestate.off()

@@ -1,4 +1,4 @@
-"""Every error the agent raises, rooted in one `Error` (the protocol kernel's, `protocol.errors`).
+"""Every error the agent raises, rooted in one `Error` (the protocol kernel's, `pospal_protocol.errors`).
 
 Each error carries a `message` a person can read (the UI shows it as is)::
 
@@ -18,7 +18,8 @@ Each error carries a `message` a person can read (the UI shows it as is)::
      ├── TransportError               talking to the cloud failed
      │    ├── Offline                 no answer (network down, DNS, timeout, 5xx)
      │    └── ServerRefused           the server answered with an error body (`code`, `extra`)
-     └── LocalApiError                the local agent API failed (`status`, `code`, `extra`; protocol.errors)
+     └── LocalApiError                the local agent API failed (`status`, `code`, `extra`;
+     pospal_protocol.errors)
           ├── AgentUnavailable        no agent answers on the local port
           │    └── AgentStarting      an agent answers but is still starting: wait a moment
           ├── NotGenuineService       the tray's channel is served by another account than the service
@@ -33,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
+from pospal_protocol.errors import (  # noqa: F401  (re-exported: the agent's tree grows the protocol's)
     AgentStarting,
     AgentUnavailable,
     AnswerRefused,
@@ -90,7 +91,7 @@ class ServerRefused(TransportError):
 
 class NotGenuineService(LocalApiError):
     """The tray's channel (socket, pipe) is held by an account that is not the license service's: nothing
-    is sent to it (`agent.unixchannel`, `agent.winpipe`)."""
+    is sent to it (`agent.link.unixchannel`, `agent.link.winpipe`)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"Another program pretends to be the POSPal License service: {detail}.")

@@ -15,9 +15,9 @@ A build is a release when either holds:
 
 from __future__ import annotations
 
-from protocol import flavour as _rule
+from pospal_protocol import flavour as _rule
 
 
 def is_release() -> bool:
-    """True in a release build (see the module docstring; the rule is `protocol.flavour`)."""
+    """True in a release build (see the module docstring; the rule is `pospal_protocol.flavour`)."""
     return _rule.is_release("agent._build")

@@ -5,7 +5,7 @@ Keys are dotted strings; every entry has an `en` and an `el` text with `str.form
 catalogue, so the status line the agent computes and the window's words never disagree.
 
 Status messages: every reason `compute_status` can give has `status.<reason>` (what is the case) and
-`fix.<reason>` (what to do; may be empty). `agent.state` joins the two into `LicenseStatus.message`.
+`fix.<reason>` (what to do; may be empty). `agent.core.state` joins the two into `LicenseStatus.message`.
 `error.<code>` are the agent's own refusals (shown by the CLI, the UI and the local API).
 
 A lookup that has to fall back (an unknown key, or a key without a text in the asked language) is
@@ -120,8 +120,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Start a free trial, buy a subscription, or activate with your email.",
         "el": "Ξεκινήστε δωρεάν δοκιμή, αγοράστε συνδρομή ή ενεργοποιήστε με το email σας.",
     },
-    # license_missing after an old POSPal license was not moved (agent/pospal1.py NOTICES): not reasons of
-    # their own (the reason stays not_activated), so not `status.` keys
+    # license_missing after an old POSPal license was not moved (agent/vault/pospal1.py NOTICES): not reasons
+    # of their own (the reason stays not_activated), so not `status.` keys
     "old_app.used": {
         "en": "The old POSPal license was already moved to another computer.",
         "el": "Η παλιά άδεια POSPal έχει ήδη μεταφερθεί σε άλλον υπολογιστή.",
@@ -227,7 +227,7 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "τερματικά μένουν στη Μεταφορά.",
     },
     # Not a license state (so not `status.`): what the tray shows while it cannot reach the service
-    # (agent.channelcontrol: reason service_stopped or service_not_genuine, under license_error).
+    # (agent.link.channelcontrol: reason service_stopped or service_not_genuine, under license_error).
     "channel.service_stopped": {
         "en": "The POSPal License service is not running, so this window cannot show the license.",
         "el": "Η υπηρεσία αδειών POSPal δεν εκτελείται, γι' αυτό το παράθυρο δεν μπορεί να δείξει την άδεια.",

@@ -1,8 +1,8 @@
 """The plain value types the agent hands its clients: Checkout, Terminal, AddTerminal, Diagnostics.
 
 They live apart from `agent.control` (the AgentControl protocol and InProcessControl) so that
-`agent.service`, `agent.remote` and `agent.control` all import them from here and none of those modules
-imports another at run time. Each is a frozen dataclass with its JSON form (the local API body).
+`agent.core.service`, `agent.localapi.remote` and `agent.control` all import them from here and none of those
+modules imports another at run time. Each is a frozen dataclass with its JSON form (the local API body).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.state import LicenseStatus
+    from agent.core.state import LicenseStatus
 
 
 @dataclass(frozen=True)

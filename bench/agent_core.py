@@ -20,14 +20,14 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from agent.fingerprint import hash_component, match  # noqa: E402
-from agent.state import StatusInputs, compute_status  # noqa: E402
-from protocol import tokens, trust  # noqa: E402
+from agent.core.state import StatusInputs, compute_status  # noqa: E402
+from pospal_protocol import tokens, trust  # noqa: E402
+from pospal_protocol.fingerprint import hash_component, match  # noqa: E402
 
 COLD_FP = """
 import json, time
 t0 = time.perf_counter()
-from agent import fingerprint
+from pospal_protocol import fingerprint
 t1 = time.perf_counter()
 fp = fingerprint.current()
 t2 = time.perf_counter()
@@ -129,7 +129,7 @@ def main() -> None:
         f"median {statistics.median(probe):.1f} ms, max {max(probe):.1f} ms  (target <= 500)"
     )
     print(
-        f"  plus importing agent.fingerprint: median {statistics.median(total):.1f} ms, "
+        f"  plus importing pospal_protocol.fingerprint: median {statistics.median(total):.1f} ms, "
         f"max {max(total):.1f} ms"
     )
 

@@ -31,14 +31,14 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from agent import fingerprint
-from agent.clock import FakeClock
+from agent.cloud.transport import HttpTransport
 from agent.config import AgentSettings
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
 from agent.errors import Error as AgentError
 from agent.errors import Offline, ServerRefused
-from agent.service import AgentService
-from agent.store import MachineKeyStore
-from agent.transport import HttpTransport
+from agent.vault.store import MachineKeyStore
+from pospal_protocol import fingerprint
 
 COMPONENTS = ("machine_id", "product_uuid", "board_serial", "disk_serial", "mac")
 # A step's action that cannot run (server down) is tried again at the next steps, this many times.

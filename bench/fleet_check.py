@@ -5,7 +5,7 @@ after 48 h without sync; offline lease 14 days; payment grace 7 days from the fi
 cancellation runs to the period end; strict-majority fingerprint match, healed at the next sync; a clock
 set back more than 24 h is a rollback until a sync succeeds; a first run offline gets a 3-day
 provisional trial and the server's first-seen date wins) applied to the agent's own history: what the
-script did to it, when, and which of its requests the server answered. It never calls `agent.state`.
+script did to it, when, and which of its requests the server answered. It never calls `agent.core.state`.
 
 The server checks read the database: every webhook event processed, every outbox row sent once and
 received by the SMTP sink exactly once, the emails each customer's history calls for, and an audit row
@@ -277,7 +277,7 @@ def check_server(
     from sqlalchemy import create_engine, func, select
     from sqlalchemy.orm import Session
 
-    from agent import fingerprint
+    from pospal_protocol import fingerprint
     from server.models import AuditLog, License, Machine, Outbox, StripeEvent, Subscription
 
     engine = create_engine(db_url)

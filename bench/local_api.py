@@ -497,10 +497,10 @@ def verified_run(tmp: Path, n: int) -> None:
     """The verified-call figures (see the module docstring)."""
     sys.path.insert(0, str(REPO))
     import requests
+    from pospal_client.client import AgentClient
 
-    from agent import fingerprint
-    from agent.client import AgentClient
     from bench.server_refresh import fresh_database, sandbox_server_env, start_server, stop
+    from pospal_protocol import fingerprint
 
     url, cleanup = fresh_database("sqlite", tmp, None)
     env = sandbox_server_env(url, tmp, "bench-local-api")

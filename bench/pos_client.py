@@ -157,7 +157,7 @@ def main() -> None:
     from pospal_client import AgentClient
 
     from bench.server_refresh import fresh_database, sandbox_server_env, start_server, stop
-    from protocol.fingerprint import current
+    from pospal_protocol.fingerprint import current
 
     node = shutil.which("node")
     tmp = Path(tempfile.mkdtemp(prefix="pos-client-bench-"))

@@ -20,7 +20,9 @@ machine's cores with the server, which the report says.
     python bench/server_refresh.py --instances 2        # PostgreSQL: 1 server, then 1 and 2 behind lb_proxy
 
 Output: one JSON line per run (db, instances, workers, clients, requests, errors, req/s, p50, p90, p99,
-max, and for refresh runs the ceiling's req/s and the ratio), then a table and the verdict at 32 clients.
+max, CPU ms per request of the server processes, the load generator and, on PostgreSQL runs, every
+`postgres` process; for refresh runs the ceiling's req/s and the ratio), then a table and the verdict
+at 32 clients.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from protocol.signatures import new_nonce, sign_request  # noqa: E402
-from protocol.trust import encode_public_key  # noqa: E402
+from pospal_protocol.signatures import new_nonce, sign_request  # noqa: E402
+from pospal_protocol.trust import encode_public_key  # noqa: E402
 from server.db import Database, upgrade  # noqa: E402
 from server.licensing import ensure_license_for_subscription  # noqa: E402
 from server.models import Customer, Machine, Subscription  # noqa: E402
@@ -72,6 +74,7 @@ class Result:
     latencies_ms: list[float]
     proxy: bool = False
     server_cpu_s: float = 0.0
+    db_cpu_s: float | None = None
     client_cpu_s: float = 0.0
     ceiling_req_per_s: float | None = None
 
@@ -114,6 +117,9 @@ class Result:
             # CPU spent per request, independent of what else the machine is doing.
             "server_cpu_ms_per_req": round(self.server_cpu_s * 1000 / max(1, self.requests), 3),
             "client_cpu_ms_per_req": round(self.client_cpu_s * 1000 / max(1, self.requests), 3),
+            "db_cpu_ms_per_req": None
+            if self.db_cpu_s is None
+            else round(self.db_cpu_s * 1000 / max(1, self.requests), 3),
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "ceiling_req_per_s": None if self.ceiling_req_per_s is None else round(self.ceiling_req_per_s, 1),
             "ratio": None if self.ratio is None else round(self.ratio, 3),
@@ -140,6 +146,22 @@ def group_cpu_seconds(pgids: list[int]) -> float:
         # After the command name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
         if int(fields[2]) in pgids:
             total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """User+system CPU seconds of every live PostgreSQL process on this machine (its backends)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name, fields = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, ValueError, IndexError):
+            continue
+        if name == "postgres":
+            values = fields.split()
+            total += int(values[11]) + int(values[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -389,17 +411,22 @@ async def drive(
 
 def measure(
     port: int, machines: list, clients: int, seconds: float, max_rate: int, pgids: list[int]
-) -> tuple[int, int, float, list[float], float, float]:
-    """Warm up briefly, then run the timed load; also return server and client CPU seconds used."""
+) -> tuple[int, int, float, list[float], float, float, float]:
+    """Warm up briefly, then run the timed load; also return server, client and PostgreSQL CPU seconds.
+
+    PostgreSQL's share is every `postgres` process on the machine, so only PostgreSQL runs report it.
+    """
     warm = presign(machines, 200)
     asyncio.run(drive(port, warm, min(clients, 8), 2.0))
     requests = presign(machines, int(max_rate * seconds))
     server_before, client_before = group_cpu_seconds(pgids), time.process_time()
+    db_before = postgres_cpu_seconds()
     count, errors, elapsed, latencies = asyncio.run(drive(port, requests, clients, seconds))
     server_cpu = group_cpu_seconds(pgids) - server_before
+    db_cpu = postgres_cpu_seconds() - db_before
     if count >= len(requests):  # the run stopped early: still a true rate, over a shorter time
         print(f"# used all {count} pre-signed requests in {elapsed:.1f} s: raise --max-rate", flush=True)
-    return count, errors, elapsed, latencies, server_cpu, time.process_time() - client_before
+    return count, errors, elapsed, latencies, server_cpu, time.process_time() - client_before, db_cpu
 
 
 def run_db(
@@ -441,7 +468,7 @@ def run_db(
             servers.append(proxy_proc)
         pgids = [proc.pid for proc in servers]  # each was started in its own process group
         for clients in args.clients:
-            count, errors, elapsed, latencies, server_cpu, client_cpu = measure(
+            count, errors, elapsed, latencies, server_cpu, client_cpu, db_cpu = measure(
                 port, machines, clients, args.seconds, args.max_rate, pgids
             )
             results.append(
@@ -457,6 +484,7 @@ def run_db(
                     proxy,
                     server_cpu_s=server_cpu,
                     client_cpu_s=client_cpu,
+                    db_cpu_s=db_cpu if kind == "postgres" else None,
                     ceiling_req_per_s=(ceiling_at or {}).get(clients),
                 )
             )
@@ -479,7 +507,7 @@ def run_ceiling(args: argparse.Namespace, workdir: Path) -> list[Result]:
     results = []
     try:
         for clients in args.clients:
-            count, errors, elapsed, latencies, server_cpu, client_cpu = measure(
+            count, errors, elapsed, latencies, server_cpu, client_cpu, _db_cpu = measure(
                 port, machines, clients, args.seconds, args.max_rate, [proc.pid]
             )
             results.append(
@@ -559,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'db':9} {'inst':>6} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
-        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9} {'ratio':>6}"
+        f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9} {'pg cpu ms':>9} "
+        f"{'ratio':>6}"
     )
     for r in results:
         row = r.row()
@@ -568,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['db']:9} {served_by:>6} {row['workers']:>3} {row['clients']:>7} "
             f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
             f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7} {row['server_cpu_ms_per_req']:>9} "
+            f"{'' if row['db_cpu_ms_per_req'] is None else row['db_cpu_ms_per_req']:>9} "
             f"{'' if r.ratio is None else f'{r.ratio:.2f}x':>6}"
         )
     print()

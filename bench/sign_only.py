@@ -2,7 +2,7 @@
 
 `POST /v1/refresh` here does only what no refresh can skip: read the body, parse its JSON, build claims
 of a real refresh token's shape and size (fingerprint, policy, cnf, the request's nonce as `rn`), and
-sign them as an EdDSA JWT with `protocol.tokens.encode_token`, the server's own signer. It touches no
+sign them as an EdDSA JWT with `pospal_protocol.tokens.encode_token`, the server's own signer. It touches no
 database and checks no request signature. It is served the way `pospal-server run` serves
 (server/cli.py `cmd_run`: uvicorn, uvloop, httptools, no access log, `--workers` processes on one
 port), so the same load generator against it gives the most a refresh could reach on this machine.
@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.serialization import (  # noqa: E402
 )
 from fastapi import FastAPI, Request, Response  # noqa: E402
 
-from protocol.signatures import H_MACHINE, H_NONCE  # noqa: E402
-from protocol.tokens import Policy, encode_token  # noqa: E402
-from protocol.trust import jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
+from pospal_protocol.signatures import H_MACHINE, H_NONCE  # noqa: E402
+from pospal_protocol.tokens import Policy, encode_token  # noqa: E402
+from pospal_protocol.trust import jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
 from server.cli import uvicorn_options  # noqa: E402
 
 SEED_ENV = "POSPAL_BENCH_SIGN_SEED"

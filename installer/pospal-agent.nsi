@@ -4,7 +4,7 @@
 ;   - installs per machine into Program Files, with Start menu shortcuts;
 ;   - installs and starts the license service "POSPal License Agent" (POSPalAgent, automatic start at
 ;     boot, NT SERVICE\POSPalAgent, restarted on failure) through `pospal-agent.exe service install`,
-;     which also sets the DACLs of %ProgramData%\POSPal, the marks key and the service (agent/winacl.py);
+;     which also sets the DACLs of %ProgramData%\POSPal, the marks key and the service (agent/host/winacl.py);
 ;   - starts only the tray at login for every user (HKLM Run key: `run --tray-only`);
 ;   - upgrades in place: stops the service and the trays, replaces the program files, keeps the license
 ;     data (the same files, re-protected), installs the service again over itself and starts it;
@@ -16,7 +16,7 @@
 ; Compile (Linux or Windows; makensis runs from this directory, so pass absolute paths):
 ;   makensis -DVERSION=1.0.0 -DBUNDLE_DIR=/abs/dist/POSPalLicenseAgent -DOUTFILE=/abs/dist/setup.exe \
 ;            installer/pospal-agent.nsi
-; scripts/build_installer.sh does this with the version read from protocol/__init__.py.
+; scripts/build_installer.sh does this with the version read from pospal_protocol/__init__.py.
 
 ; 64-bit installer: a 64-bit-only Wine (CI) cannot start NSIS's default 32-bit stub, and the agent is
 ; 64-bit only anyway. Implies Unicode.
@@ -32,7 +32,7 @@ ManifestDPIAware true
 RequestExecutionLevel admin
 
 !ifndef VERSION
-  !error "pass -DVERSION=X.Y.Z (scripts/build_installer.sh reads it from protocol/__init__.py)"
+  !error "pass -DVERSION=X.Y.Z (scripts/build_installer.sh reads it from pospal_protocol/__init__.py)"
 !endif
 !ifndef BUNDLE_DIR
   !error "pass -DBUNDLE_DIR=<absolute path of dist/POSPalLicenseAgent>"
@@ -74,7 +74,7 @@ RequestExecutionLevel admin
 !define DATA_SUBDIR "POSPal\POSPal License Agent"
 ; Older versions kept the machine key in the user's Credential Manager under this target.
 !define KEYRING_TARGET "POSPal License Agent"
-; The license service (agent/winservice.py).
+; The license service (agent/host/winservice.py).
 !define SERVICE "POSPalAgent"
 ; Versions before the service started the whole agent in each session with this scheduled task: removed.
 !define START_TASK "POSPal License Agent start"

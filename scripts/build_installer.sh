@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle="$(cd "${1:-dist/POSPalLicenseAgent}" && pwd)"
 version="${POSPAL_INSTALLER_VERSION:-}"
-[ -n "$version" ] || version="$(sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' protocol/__init__.py)"
+[ -n "$version" ] || version="$(sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' pospal_protocol/__init__.py)"
 mkdir -p dist
 out="${2:-dist/POSPalLicenseAgent-Setup-${version}.exe}"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"

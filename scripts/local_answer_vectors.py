@@ -25,10 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from protocol.fingerprint import hash_component  # noqa: E402
-from protocol.proof import answer_digest, proof_message, sign_answer  # noqa: E402
-from protocol.tokens import encode_token, make_authority_keyset, make_keyset_document  # noqa: E402
-from protocol.trust import b64url_encode, encode_public_key, jwk_from_public_key, jwk_thumbprint, kid_for  # noqa: E402
+from pospal_protocol.fingerprint import hash_component  # noqa: E402
+from pospal_protocol.proof import answer_digest, proof_message, sign_answer  # noqa: E402
+from pospal_protocol.tokens import encode_token, make_authority_keyset, make_keyset_document  # noqa: E402
+from pospal_protocol.trust import (  # noqa: E402
+    b64url_encode,
+    encode_public_key,
+    jwk_from_public_key,
+    jwk_thumbprint,
+    kid_for,
+)
 
 NOW = 1780315200  # 2026-06-01T12:00:00Z
 DAY = 86400

@@ -17,7 +17,7 @@ K (root, targets and key-set keys) stays offline; O (snapshot and timestamp) liv
 `keyset` signs the token keys agents trust (JWKS: `pospal-server keys export`) and the kids revoked, and
 offers them to the fleet; copy R/keyset.json into the server's key directory too (README, key rotation).
 A build is a zip of one version's directory, holding its entry `pospal-agent` / `pospal-agent.exe`
-(agent/install.py).
+(agent/selfupdate/install.py).
 See server/updates.py for the layout and the roles.
 """
 

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol.clock import SystemClock  # noqa: E402
+from pospal_protocol.clock import SystemClock  # noqa: E402
 from tests.server.conftest import MachineKey, token_claims  # noqa: E402
 
 EMAIL = "owner@smoke.example"

@@ -143,9 +143,9 @@ windows_server_prepare() {
   ) || { cat "$1/prepare.log" >&2; return 1; }
 }
 
-# The product version (protocol/__init__.py is its one home).
+# The product version (pospal_protocol/__init__.py is its one home).
 pospal_version() {
-  sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' "$POSPAL_ROOT/protocol/__init__.py"
+  sed -n 's/^__version__ *= *["'\'']\([^"'\'']*\)["'\''].*/\1/p' "$POSPAL_ROOT/pospal_protocol/__init__.py"
 }
 
 # Everything, in order. Safe to call again: each part checks what is already there.

@@ -1,5 +1,5 @@
 """POSPal license server: trials, activations, token signing, Stripe billing, email outbox."""
 
-from protocol import __version__
+from pospal_protocol import __version__
 
 __all__ = ["__version__"]

@@ -4,7 +4,7 @@ and list e-mail that is stuck (`admin outbox`).
 Each change is made in the caller's transaction with an audit row whose actor is `admin`, and machines
 learn about it at their next refresh through a signed token (never an unsigned message).
 
-Everything printed goes through `protocol.text.escape_all`: names a stranger typed (a restaurant, a
+Everything printed goes through `pospal_protocol.text.escape_all`: names a stranger typed (a restaurant, a
 terminal) reach the operator's terminal with control, C1 and bidi characters written as `\\uXXXX`, so
 they cannot recolour, reorder or erase what the operator reads.
 """
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from protocol import text
+from pospal_protocol import text
 from server import fleet, licensing, seats
 from server.codes import normalize_email
 from server.models import AuditLog, Customer, License, LoginCode, Machine, Outbox, Subscription, Trial

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from protocol.clock import Clock, SystemClock
+from pospal_protocol.clock import Clock, SystemClock
 from server import __version__, fleet
 from server.api import (
     activations,

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from protocol.clock import SystemClock
+from pospal_protocol.clock import SystemClock
 from server.config import Settings
 from server.db import Database, current_revision, head_revision, upgrade
 from server.errors import ConfigError, Error

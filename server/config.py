@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import platformdirs
 from sqlalchemy.engine import make_url
 
-from protocol.tokens import Policy
+from pospal_protocol.tokens import Policy
 from server.errors import ConfigError
 
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.errors import HTTP_STATUS, http_status
+from pospal_protocol.errors import HTTP_STATUS, http_status
 
 
 class Error(Exception):
@@ -102,8 +102,8 @@ class TemplateError(Error):
 class ApiError(Error):
     """An error answered to the client as JSON: ``{"error": code, "message": message, **extra}``.
 
-    A subclass names its `code`; its HTTP `status` comes from `protocol.errors.HTTP_STATUS`, the one map
-    of codes to statuses (a code missing from it is a programming error, caught at import).
+    A subclass names its `code`; its HTTP `status` comes from `pospal_protocol.errors.HTTP_STATUS`, the one
+    map of codes to statuses (a code missing from it is a programming error, caught at import).
     """
 
     status: int = 400
@@ -114,7 +114,7 @@ class ApiError(Error):
         super().__init_subclass__(**kwargs)
         if "code" in cls.__dict__:
             if cls.code not in HTTP_STATUS:
-                raise TypeError(f"{cls.__name__}: {cls.code!r} is not in protocol.errors.HTTP_STATUS")
+                raise TypeError(f"{cls.__name__}: {cls.code!r} is not in pospal_protocol.errors.HTTP_STATUS")
             if "status" in cls.__dict__ and cls.status != HTTP_STATUS[cls.code]:
                 raise TypeError(f"{cls.__name__}: status {cls.status} is not HTTP_STATUS[{cls.code!r}]")
             cls.status = HTTP_STATUS[cls.code]

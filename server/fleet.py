@@ -3,8 +3,8 @@
 Every agent sends `User-Agent: pospal-agent/<version>` and signs its refresh with its machine key
 (`X-POSPal-Machine`); under the launcher it also sends `X-POSPal-Update-Failed: <version>: <reason>`
 after a rolled-back update, and `X-POSPal-Keyset: <n>`, the version of the offline authority's key-set
-document it trusts (`protocol.trust`). `FleetVersions` is an ASGI middleware around the app (outside the
-refresh fast path) that notes these headers for every `POST /v1/refresh` answered 200, which proves the
+document it trusts (`pospal_protocol.trust`). `FleetVersions` is an ASGI middleware around the app (outside
+the refresh fast path) that notes these headers for every `POST /v1/refresh` answered 200, which proves the
 machine signed it, and never reads the body. A terminal's row in `agent_versions` is written only when what it
 reports changes (a per-instance memory of the last value), off the event loop, after the answer went out,
 so a steady fleet costs no database writes. `versions()`, `keysets()` and `terminals()` are what
@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
+from pospal_protocol.clock import Clock
 from server.db import Database
 from server.models import AgentVersion, Machine, table_of
 

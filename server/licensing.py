@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from protocol.clock import SystemClock
-from protocol.errors import KeyInvalid
-from protocol.tokens import AUDIENCE, Policy
-from protocol.trust import ISSUER, jwk_thumbprint
+from pospal_protocol.clock import SystemClock
+from pospal_protocol.errors import KeyInvalid
+from pospal_protocol.tokens import AUDIENCE, Policy
+from pospal_protocol.trust import ISSUER, jwk_thumbprint
 from server.models import AuditLog, Customer, License, Machine, Subscription, Trial, table_of
 
 POLICY = Policy()

@@ -51,7 +51,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock, SystemClock
+from pospal_protocol.clock import Clock, SystemClock
 from server.db import Database
 from server.errors import MailConfigError, MailRejected, MailTemporaryError, TemplateError
 from server.mail.base import Mailer, OutgoingEmail

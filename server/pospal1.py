@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
-from protocol.emails import is_email
+from pospal_protocol.clock import Clock
+from pospal_protocol.emails import is_email
 from server.billing.base import BillingProvider
 from server.billing.sync import FetchedState, WebhookContext, sync_subscription
 from server.db import Database
@@ -215,7 +215,7 @@ def _clean_name(value: Any) -> str | None:
         return None
     name = value.strip()[:200]
     try:
-        from protocol import text  # the shared rule for typed names, when this tree has it
+        from pospal_protocol import text  # the shared rule for typed names, when this tree has it
     except ImportError:
         return name if name.isprintable() else None
     return None if text.problem(name) else name

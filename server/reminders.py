@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
+from pospal_protocol.clock import Clock
 from server.billing.base import LIVE_STATUSES
 from server.db import Database
 from server.jobs import run_once_per

@@ -7,7 +7,7 @@ instances share keys by sharing that directory (a volume or a copied secret) and
 On first run, when no key exists, `SigningKeys.ensure_current` makes one. Rotation makes a new key and
 retires the old one (its tokens stay valid until they expire, so it stays in the JWKS for one offline
 lease). Agents trust a new key only through a key-set document signed by the offline key-set authority
-(`protocol.trust`; `scripts/publish_update.py keyset` makes it and offers it to the fleet by TUF). The
+(`pospal_protocol.trust`; `scripts/publish_update.py keyset` makes it and offers it to the fleet by TUF). The
 server cannot sign one: it only hands out the published copy, `keyset.json` in the key directory
 (`KEYSET_FILE`), to an agent that does not know the current key yet (a new install, an offline license
 file). The legacy document `rotate` still returns, signed by the old key, is accepted only by agents from
@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from protocol.tokens import Policy, encode_token, make_keyset_document
-from protocol.trust import encode_public_key, jwk_from_public_key, kid_for
+from pospal_protocol.tokens import Policy, encode_token, make_keyset_document
+from pospal_protocol.trust import encode_public_key, jwk_from_public_key, kid_for
 from server.db import session_of
 from server.errors import SigningError
 from server.models import SigningKey
@@ -51,6 +51,8 @@ KEYSET_FILE = "keyset.json"  # the authority-signed key-set document, as publish
 NEXT_KEY_FILE = "next-key"  # the kid `prepare` made: its private key waits for `rotate`
 # How long an instance may keep using its view of which key is current (see `_key_snapshot`).
 CACHE_S = 10.0
+# A key-set file changed less than this long ago is read again on every request (`published_keyset`).
+SETTLE_S = 2
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -116,6 +118,7 @@ class SigningKeys:
         self._private: dict[str, Ed25519PrivateKey] = {}
         self._lock = threading.Lock()
         self._snapshot: tuple[float, str, list[tuple[str, bool]]] | None = None
+        self._published: tuple[tuple[int, int, int, int], str | None] | None = None
 
     # ------------------------------------------------------------------------------------ key files
 
@@ -274,7 +277,7 @@ class SigningKeys:
 
     def jwks(self, session: Session, now: datetime) -> dict[str, Any]:
         """The JWKS served at `GET /v1/keys` (public keys only, current first)."""
-        from protocol.trust import decode_public_key
+        from pospal_protocol.trust import decode_public_key
 
         return {
             "keys": [
@@ -315,12 +318,31 @@ class SigningKeys:
         return None
 
     def published_keyset(self) -> str | None:
-        """The authority-signed key-set document in the key directory, or None (absent or unreadable)."""
+        """The authority-signed key-set document in the key directory, or None (absent or unreadable).
+
+        Every refresh from an agent that does not know the current key asks for it, so the text is kept
+        with the file's identity (inode, size, modification and change times) and read again only when
+        a `stat` shows another file: a newly published document is served from the next request on.
+        File times are coarse (a few ms), so a file changed within `SETTLE_S` is read every time: two
+        writes inside one tick could otherwise look like one file.
+        """
+        path = self.key_dir / KEYSET_FILE
         try:
-            text = (self.key_dir / KEYSET_FILE).read_text(encoding="utf-8").strip()
+            info = os.stat(path)
+        except OSError:
+            return None
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        cached = self._published
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        try:
+            text = path.read_text(encoding="utf-8").strip() or None
         except (OSError, UnicodeDecodeError):
             return None
-        return text or None
+        # The file system's clock, not the service's: it is what stamped st_mtime and st_ctime.
+        settled = time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > SETTLE_S * 1_000_000_000
+        self._published = (identity, text) if settled else None
+        return text
 
     def sign(self, session: Session, claims: Mapping[str, Any]) -> str:
         """Sign token claims with the current key."""

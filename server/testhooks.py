@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from protocol.clock import Clock, SystemClock
+from pospal_protocol.clock import Clock, SystemClock
 from server.api.deps import Services, services
 from server.config import Settings
 

@@ -19,10 +19,10 @@ on a machine (or stick) of their own and hands `--keys` the directories a comman
 The trusted token keys ride on the same repository (issue 24 item 5). `keyset_init` makes the offline
 key-set authority (`keyset.<kid>.pem`, threshold in `keyset-authority.json`), whose public half every
 build ships in `agent/keys/trusted.json` (`anchors`). `publish_keyset` signs a key-set document
-(`protocol.tokens.make_authority_keyset`: the token keys to trust, the kids revoked, the next version) with
-those keys and offers it as the target `keys/keyset.json`, signed by the offline targets key like a build;
-a plain copy lands in `keyset.json` at the repository's top, for the server's key directory (it hands it
-to agents that do not know its current key yet). The online server key can sign neither.
+(`pospal_protocol.tokens.make_authority_keyset`: the token keys to trust, the kids revoked, the next version)
+with those keys and offers it as the target `keys/keyset.json`, signed by the offline targets key like a
+build; a plain copy lands in `keyset.json` at the repository's top, for the server's key directory (it hands
+it to agents that do not know its current key yet). The online server key can sign neither.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from protocol.tokens import make_authority_keyset
-from protocol.trust import KeysetAuthority, b64url_decode, kid_for
+from pospal_protocol.tokens import make_authority_keyset
+from pospal_protocol.trust import KeysetAuthority, b64url_decode, kid_for
 from server.errors import Error
 
 ROLES = ("root", "targets", "snapshot", "timestamp")

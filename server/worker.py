@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from protocol.clock import Clock, SystemClock
+from pospal_protocol.clock import Clock, SystemClock
 from server.db import Database
 from server.mail import make_mailer
 from server.mail.base import Mailer

@@ -1,6 +1,6 @@
 """The import rules docs/ARCHITECTURE.md states, checked on the source (every `import` and `from`).
 
-- `protocol/` (the wire format) imports none of `agent`, `server`, `ui`.
+- `pospal_protocol/` (the wire format) imports none of `agent`, `server`, `ui`.
 - `server/` imports nothing from `agent/` or `ui/`.
 - `agent/` imports nothing from `server/`, `ui/` or PySide6.
 - `ui/` reaches the agent only through `agent.control` (and `agent.connect()`, the composition root that
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 FORBIDDEN = {
-    "protocol": {"agent", "server", "ui", "PySide6", "shiboken6"},
+    "pospal_protocol": {"agent", "server", "ui", "PySide6", "shiboken6"},
     "server": {"agent", "ui", "PySide6", "shiboken6"},
     "agent": {"server", "ui", "PySide6", "shiboken6"},
 }
@@ -77,11 +78,11 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
     assert {root for _, root in imported_roots(probe)} == {"agent", "server"}
 
 
-PACKAGES = ("protocol", "agent", "server", "ui")
+PACKAGES = ("pospal_protocol", "agent", "server", "ui")
 
 
 def module_name(path: Path) -> str:
-    """`agent/api.py` -> `agent.api`; `server/api/__init__.py` -> `server.api`."""
+    """`agent/localapi/api.py` -> `agent.localapi.api`; `server/api/__init__.py` -> `server.api`."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -153,3 +154,41 @@ def import_cycles() -> list[list[str]]:
 
 def test_no_import_cycles_between_modules():
     assert import_cycles() == []
+
+
+def architecture_tree() -> set[str]:
+    """Every path docs/ARCHITECTURE.md's package tree names (`agent/core/service.py`, ...), by indentation."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    for block in text.split("```")[1::2]:
+        for line in block.splitlines():
+            m = re.match(r"^( *)([\w./<>-]+?(?:/|\.py))(?: |$)", line)
+            if not m:
+                continue
+            indent, name = len(m.group(1)), m.group(2)
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            path = "".join(part for _, part in stack) + name
+            named.add(path)
+            if name.endswith("/"):
+                stack.append((indent, name))
+    return named
+
+
+@pytest.mark.parametrize("package", ["agent", "pospal_protocol"])
+def test_architecture_names_every_module_where_it_lives(package):
+    named = architecture_tree()
+    files = sorted((ROOT / package).rglob("*.py"))
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in files
+        if path.name != "_build.py"
+        and not (path.name == "__init__.py" and path.parent != ROOT / package)
+        and str(path.relative_to(ROOT)) not in named
+    ]
+    assert files and missing == []
+    stale = sorted(
+        p for p in named if p.startswith(f"{package}/") and p.endswith(".py") and not (ROOT / p).exists()
+    )
+    assert stale == []

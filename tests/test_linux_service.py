@@ -42,7 +42,7 @@ def test_the_agent_runs_under_the_launcher_as_its_own_account_from_boot() -> Non
     assert service["KillMode"] == "mixed"  # the launcher stops the agent it runs, not systemd beside it
     assert service["Restart"] == "on-failure"
     sysusers = (LINUX / "pospal-agent.sysusers.conf").read_text(encoding="utf-8")
-    # The account's home is the state directory: the release build's marks (agent/marks.py) live there.
+    # The account's home is the state directory: the release build's marks (agent/vault/marks.py) live there.
     assert "u pospal-agent - " in sysusers and sysusers.rstrip().endswith("/var/lib/pospal-agent")
 
 
@@ -82,7 +82,8 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="Linux only: the release marks go to the account's home")
 @pytest.mark.parametrize("release", [True, False])
 def test_the_marks_land_in_the_state_directory_only_the_service_writes(monkeypatch, release: bool) -> None:
-    from agent import flavour, marks
+    from agent import flavour
+    from agent.vault import marks
 
     sysusers = (LINUX / "pospal-agent.sysusers.conf").read_text(encoding="utf-8")
     home = Path(sysusers.split()[-1])
@@ -107,5 +108,5 @@ def test_install_sh_is_valid_bash_and_seeds_from_the_venv_it_installs() -> None:
     script = LINUX / "install.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=30).returncode == 0
     text = script.read_text(encoding="utf-8")
-    assert '-m agent.install seed "$install_dir" "$venv/bin/pospal-agent"' in text
+    assert '-m agent.selfupdate.install seed "$install_dir" "$venv/bin/pospal-agent"' in text
     assert 'install_dir="$state/install"' in text and "state=/var/lib/pospal-agent" in text

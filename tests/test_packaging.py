@@ -221,7 +221,8 @@ def test_private_key_material_fails_the_build(tmp_path, dest, blob):
 
 
 def test_version_resource_comes_from_the_agent_version():
-    """One version: protocol/__init__.py. The agent, the server and the installed metadata all show it."""
+    """One version: pospal_protocol/__init__.py. The agent, the server and the installed metadata all show
+    it."""
     from importlib.metadata import version as installed_version
 
     import agent
@@ -230,7 +231,7 @@ def test_version_resource_comes_from_the_agent_version():
     version = support.read_version(ROOT)
     assert version == agent.__version__ == server.__version__ == installed_version("pospal-license")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'dynamic = ["version"]' in pyproject and 'attr = "protocol.__version__"' in pyproject
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "pospal_protocol.__version__"' in pyproject
     assert not re.search(r"^version\s*=\s*\"", pyproject, re.M)  # no literal second copy to drift
 
 

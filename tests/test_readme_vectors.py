@@ -66,7 +66,7 @@ def test_each_readme_vector_gives_its_verdict(name, case, verdict):
 
 
 def test_the_readme_digest_and_signed_message_are_the_answers():
-    from protocol.proof import answer_digest, proof_message
+    from pospal_protocol.proof import answer_digest, proof_message
 
     assert answer_digest(README["answer"]) == README["digest"]
     assert proof_message(README["challenge"], README["digest"]).decode() == README["signed_message"]

@@ -21,7 +21,12 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout
 
-from protocol.offline import DEACTIVATION_FILE_NAME, LICENSE_FILE_NAME, MAX_FILE_BYTES, REQUEST_FILE_NAME
+from pospal_protocol.offline import (
+    DEACTIVATION_FILE_NAME,
+    LICENSE_FILE_NAME,
+    MAX_FILE_BYTES,
+    REQUEST_FILE_NAME,
+)
 from ui.errortext import describe
 from ui.page import Host, Page, button, wrapped_label
 from ui.strings import t

@@ -49,7 +49,7 @@ _ERROR_REASONS = (
     "revoked",
     "seats_exceeded",
 )
-# The tray cannot reach the genuine license service (agent.channelcontrol): not a license state.
+# The tray cannot reach the genuine license service (agent.link.channelcontrol): not a license state.
 _CHANNEL_REASONS = ("service_stopped", "service_not_genuine")
 
 

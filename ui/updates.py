@@ -1,8 +1,8 @@
 """The updates page: the running version, a staged one, the last check and the last swap or rollback, and
 "Check for updates" on demand (also in the tray's menu).
 
-Everything comes from `AgentControl.update_status()` / `check_updates()` (`agent.updatestate`). An update
-never blocks licensing, so a failed check is a line of text on this page (its own words), never a
+Everything comes from `AgentControl.update_status()` / `check_updates()` (`agent.selfupdate.updatestate`). An
+update never blocks licensing, so a failed check is a line of text on this page (its own words), never a
 traceback, and the till keeps selling whatever the page says.
 """
 

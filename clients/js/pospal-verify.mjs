@@ -209,7 +209,7 @@ export class TrustedKeys {
   }
 
   // A key-set document (JWS general JSON) signed by the authority's threshold of distinct keys: its
-  // payload, or throws. A token key's signature counts for nothing (protocol/trust.py, the same rule).
+  // payload, or throws. A token key's signature counts for nothing (pospal_protocol/trust.py, the same rule).
   verifyKeyset(doc) {
     const bad = () => new BadProof("keyset", "Key update rejected: not signed by the key-set authority.");
     if (!this.authority || typeof doc !== "string" || doc.length > MAX_KEYSET_BYTES) throw bad();

@@ -54,7 +54,7 @@ cmd_install() {
   systemd-tmpfiles --create /usr/lib/tmpfiles.d/pospal-agent.conf
   # The first version (or this venv's newer one): versions/<v>/pospal-agent runs the venv's agent.
   # From /, so that python finds the venv's agent package, never a checkout in the working directory.
-  (cd / && runuser -u "$account" -- "$venv/bin/python" -m agent.install seed "$install_dir" "$venv/bin/pospal-agent")
+  (cd / && runuser -u "$account" -- "$venv/bin/python" -m agent.selfupdate.install seed "$install_dir" "$venv/bin/pospal-agent")
   sed "s|/opt/pospal-agent/venv/|$venv/|" "$here/pospal-agent.service" > "$unit.tmp"
   chmod 0644 "$unit.tmp" && mv "$unit.tmp" "$unit"
   systemctl daemon-reload

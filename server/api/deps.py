@@ -17,10 +17,10 @@ from fastapi import Request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
-from protocol.errors import KeyInvalid, RequestSignatureInvalid
-from protocol.signatures import SignedRequest, verify_request_signature
-from protocol.trust import decode_public_key
+from pospal_protocol.clock import Clock
+from pospal_protocol.errors import KeyInvalid, RequestSignatureInvalid
+from pospal_protocol.signatures import SignedRequest, verify_request_signature
+from pospal_protocol.trust import decode_public_key
 from server import nonces
 from server.config import Settings
 from server.db import Database

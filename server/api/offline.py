@@ -4,7 +4,8 @@ For terminals that are never online (docs/ARCHITECTURE.md, "Activation by file")
 
 1. `GET /offline` asks for the owner's e-mail; `POST /offline/code` e-mails a code (`server.codes`, the
    same codes as an online activation, written in the page's language).
-2. `POST /offline/license` takes the code and the request file (`protocol.offline`, signed by the machine
+2. `POST /offline/license` takes the code and the request file (`pospal_protocol.offline`, signed by the
+machine
    key). The e-mail is proven, the seats are checked exactly as for an online activation
    (`activations.bind_machine`), the machine is recorded with `offline_until`, and the answer is the
    license file as a download: a license token bound to that machine key (`mkey`) with
@@ -35,9 +36,9 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from protocol.emails import is_email
-from protocol.errors import OfflineFileInvalid
-from protocol.offline import (
+from pospal_protocol.emails import is_email
+from pospal_protocol.errors import OfflineFileInvalid
+from pospal_protocol.offline import (
     LICENSE_FILE_NAME,
     MACHINE_KEY_CLAIM,
     MAX_FILE_BYTES,
@@ -45,7 +46,7 @@ from protocol.offline import (
     read_deactivation,
     read_request,
 )
-from protocol.tokens import Policy
+from pospal_protocol.tokens import Policy
 from server import codes, fingerprints, licensing, seats
 from server.api import offline_page
 from server.api.activations import bind_machine

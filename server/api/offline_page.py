@@ -11,7 +11,7 @@ import html
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from protocol import text
+from pospal_protocol import text
 from server.api.billing_pages import page
 
 TEXTS: dict[str, dict[str, str]] = {

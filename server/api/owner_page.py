@@ -27,8 +27,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from protocol import text
-from protocol.emails import is_email
+from pospal_protocol import text
+from pospal_protocol.emails import is_email
 from server import codes, licensing, seats
 from server.api import owner_page_html as pages
 from server.api.deps import CODE_GUESSES_PER_HOUR_PER_IP, Services, limit_per_ip, services

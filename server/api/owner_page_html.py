@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from protocol import text
+from pospal_protocol import text
 from server.api.billing_pages import page
 
 TEXTS: dict[str, dict[str, str]] = {

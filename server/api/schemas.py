@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from protocol import text
-from protocol.emails import EMAIL_PATTERN, MAX_LENGTH
+from pospal_protocol import text
+from pospal_protocol.emails import EMAIL_PATTERN, MAX_LENGTH
 
 # No control characters anywhere: PostgreSQL text cannot hold NUL, and nothing legitimate needs them.
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -27,7 +27,7 @@ Code = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12, pattern=r"^[0-9 -]+$")
 ]
 PublicKey = Annotated[str, StringConstraints(min_length=40, max_length=64, pattern=r"^[A-Za-z0-9_\-+/=]+$")]
-# A name a person typed: text only, no C1, bidi or other format characters either (protocol.text).
+# A name a person typed: text only, no C1, bidi or other format characters either (pospal_protocol.text).
 TerminalName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=100, pattern=_PRINTABLE),

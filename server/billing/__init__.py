@@ -14,7 +14,7 @@ from server.billing.sandbox import SandboxBilling
 from server.billing.stripe import StripeBilling
 
 if TYPE_CHECKING:
-    from protocol.clock import Clock
+    from pospal_protocol.clock import Clock
     from server.config import Settings
     from server.db import Database
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from protocol.clock import Clock
+from pospal_protocol.clock import Clock
 from server.billing.base import BillingProvider, ProviderSubscription
 from server.billing.sync import FetchedState, WebhookContext, sync_subscription
 from server.db import Database

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
+from pospal_protocol.clock import Clock
 from server.billing.base import (
     CheckoutRequest,
     CheckoutSession,

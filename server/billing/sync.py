@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from protocol.clock import Clock
+from pospal_protocol.clock import Clock
 from server import seats
 from server.billing.base import (
     FAILED_PAYMENT_STATUSES,

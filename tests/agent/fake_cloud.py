@@ -17,8 +17,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import Offline, ServerRefused
-from protocol.tokens import Policy, encode_token
-from protocol.trust import jwk_from_public_key, kid_for
+from pospal_protocol.tokens import Policy, encode_token
+from pospal_protocol.trust import jwk_from_public_key, kid_for
 from tests.agent.tokenkit import Authority
 
 DAY = 86400

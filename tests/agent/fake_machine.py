@@ -21,21 +21,21 @@ def _value(machine: str, name: str) -> str:
 
 def probes(machine: str) -> list:
     """Fixed probes for `machine`."""
-    from agent.probes import FuncProbe
+    from pospal_protocol.probes import FuncProbe
 
     return [FuncProbe(name, lambda name=name: _value(machine, name)) for name in NAMES]
 
 
 def hashes(machine: str) -> dict[str, str]:
     """The fingerprint hashes an agent on `machine` binds (what the POS on that machine probes)."""
-    from agent.fingerprint import hash_component, normalize
+    from pospal_protocol.fingerprint import hash_component, normalize
 
     return {name: hash_component(name, normalize(_value(machine, name)) or "") for name in NAMES}
 
 
 def install(machine: str) -> None:
     """Make this process's fingerprint that of `machine`."""
-    import agent.fingerprint as fingerprint
+    import pospal_protocol.fingerprint as fingerprint
 
     fingerprint.default_probes = lambda platform=None: probes(machine)
     fingerprint.clear_cache()

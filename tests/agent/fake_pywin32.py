@@ -1,4 +1,4 @@
-"""An in-memory Windows for agent/winpipe.py: named pipes with owners and DACLs, tokens, impersonation.
+"""An in-memory Windows for agent/link/winpipe.py: named pipes with owners and DACLs, tokens, impersonation.
 
 `Kernel` is the machine (its pipes); `Kernel.process(sid, session)` gives one process's view, a namespace
 shaped like the pywin32 modules winpipe calls (`win32pipe`, `win32file`, `win32security`, `win32api`,
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from agent import winpipe
+from agent.link import winpipe
 
 FILE_CREATE_PIPE_INSTANCE = 0x0004
 GENERIC_WRITE = 0x40000000

@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from agent import errors
-from agent.api import LocalApi
 from agent.control import Checkout, Diagnostics, FingerprintSource, Terminal
-from agent.httpd import MAX_BODY
+from agent.localapi.api import LocalApi
+from agent.localapi.httpd import MAX_BODY
 
 TOKEN = "t0k3n-for-tests"
 ALLOWED = "http://pos.example"
@@ -432,9 +432,9 @@ def test_license_answers_at_once_while_a_sync_hangs_on_a_silent_server(tmp_path)
     import statistics
     import time
 
-    from agent.clock import SystemClock
+    from agent.cloud.transport import HttpTransport
     from agent.control import InProcessControl
-    from agent.transport import HttpTransport
+    from agent.core.clock import SystemClock
     from tests.agent.test_e2e import BlackHole, license_latencies
     from tests.agent.test_service import Rig
 

@@ -1,4 +1,5 @@
-"""The sealed state cache (agent/cache.py): what a load believes, what a save writes, and the freshness rule
+"""The sealed state cache (agent/vault/cache.py): what a load believes, what a save writes, and the freshness
+rule
 for fetched tokens."""
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from keyring.backends import fail
 
-from agent import migrate, store
-from agent.cache import IAT_LEEWAY_S, SealedCache, check_fresh
 from agent.errors import TokenInvalid
-from agent.marks import MemoryMarkStore
-from agent.seal import Seal, seal_key, seal_state
+from agent.vault import migrate, store
+from agent.vault.cache import IAT_LEEWAY_S, SealedCache, check_fresh
+from agent.vault.marks import MemoryMarkStore
+from agent.vault.seal import Seal, seal_key, seal_state
 from tests.agent.test_store import FakeSealer, MemoryKeyring
 from tests.agent.tokenkit import NOW_TS, claims
 

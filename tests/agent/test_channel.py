@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 
 from agent import errors
-from agent.channel import MAX_FRAME, OWNER_GRANT_S, Caller, ChannelError, ChannelServer, encode, read_frame
+from agent.link.channel import (
+    MAX_FRAME,
+    OWNER_GRANT_S,
+    Caller,
+    ChannelError,
+    ChannelServer,
+    encode,
+    read_frame,
+)
 
 
 class _Route:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from agent import errors, messages
-from agent.channel import ChannelServer
-from agent.channelcontrol import ChannelControl, stopped_status
+from agent.link.channel import ChannelServer
+from agent.link.channelcontrol import ChannelControl, stopped_status
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets; Windows: test_winpipe.py")
 
@@ -30,13 +30,13 @@ def _routes(state: str) -> dict:
 
 
 def _serve(run: Path, state: str):
-    from agent.unixchannel import UnixChannel
+    from agent.link.unixchannel import UnixChannel
 
     return UnixChannel(run, ChannelServer(_routes(state))).start()
 
 
 def _control(run: Path) -> ChannelControl:
-    from agent.unixchannel import connect
+    from agent.link.unixchannel import connect
 
     return ChannelControl(lambda t: connect(run, timeout=t), poll_s=0.02)
 
@@ -96,7 +96,7 @@ def test_a_socket_directory_others_may_write_is_not_the_service(tmp_path: Path) 
 
 
 def test_a_socket_served_by_an_untrusted_account_gets_nothing(tmp_path: Path) -> None:
-    from agent.unixchannel import connect
+    from agent.link.unixchannel import connect
 
     run = tmp_path / "run"
     channel = _serve(run, "trial_active")

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, store
-from agent.api import LocalApi
+from agent import cli
 from agent.control import InProcessControl
 from agent.errors import Offline
-from agent.remote import HttpControl
+from agent.localapi.api import LocalApi
+from agent.localapi.remote import HttpControl
+from agent.vault import store
 from tests.agent.conftest import REPO
 from tests.agent.contract import PRODUCT_LICENSE_FIELDS
 from tests.agent.test_api import StubControl

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import cli
-from agent import fingerprint as fpm
+from pospal_protocol import fingerprint as fpm
 
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE_ID = Path("/etc/machine-id")

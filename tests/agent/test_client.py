@@ -1,4 +1,5 @@
-"""agent.client against a real local API server (with a stub agent behind it) and against dead ports."""
+"""pospal_client.client against a real local API server (with a stub agent behind it) and against dead
+ports."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import socket
 import threading
 
 import pytest
+from pospal_client import client as client_mod
+from pospal_client.client import AgentClient
 
-from agent import client as client_mod
-from agent.api import LocalApi
-from agent.client import AgentClient
 from agent.errors import AgentUnavailable, LocalApiError
+from agent.localapi.api import LocalApi
 from tests.agent.test_api import TOKEN, StubControl, StubStatus
 
 
@@ -117,8 +118,8 @@ from datetime import timedelta  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from agent.errors import AgentStarting, BadProof, LicenseExpired, OtherMachine  # noqa: E402
-from protocol.clock import FakeClock  # noqa: E402
-from protocol.trust import encode_public_key, jwk_thumbprint  # noqa: E402
+from pospal_protocol.clock import FakeClock  # noqa: E402
+from pospal_protocol.trust import encode_public_key, jwk_thumbprint  # noqa: E402
 from tests.agent import tokenkit  # noqa: E402
 
 
@@ -332,8 +333,8 @@ def test_a_challenge_answer_comes_in_the_language_asked_and_verifies(machine):
     """`?lang=el&challenge=...` proves the Greek answer the same way (the status carries translations)."""
     import dataclasses
 
-    from agent.state import StatusInputs, compute_status
-    from protocol.tokens import Claims, verify_token
+    from agent.core.state import StatusInputs, compute_status
+    from pospal_protocol.tokens import Claims, verify_token
 
     token = machine.token()
     claims: Claims = verify_token(token, machine.signer.trusted(), tokenkit.NOW)
@@ -349,7 +350,7 @@ def test_a_challenge_answer_comes_in_the_language_asked_and_verifies(machine):
         english = c.verified_license()
         greek = c.request("GET", "/v1/license?lang=el&challenge=" + "A" * 43)
         assert greek["message"] != english["message"] and greek["proof"]
-        from protocol.proof import verify_answer
+        from pospal_protocol.proof import verify_answer
 
         assert verify_answer(machine.key.public_key(), "A" * 43, greek)
     finally:

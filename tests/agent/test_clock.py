@@ -1,4 +1,4 @@
-"""Clock, FakeClock and the trusted clock with its high-water mark (agent/clock.py)."""
+"""Clock, FakeClock and the trusted clock with its high-water mark (agent/core/clock.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.clock import FakeClock, SystemClock, TrustedClock
+from agent.core.clock import FakeClock, SystemClock, TrustedClock
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 H = 3600

@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from agent.api import LocalApi
 from agent.control import AgentControl, Checkout, InProcessControl
 from agent.errors import LocalApiError, Offline, ServerRefused
-from agent.remote import HttpControl, status_from_dict
+from agent.localapi.api import LocalApi
+from agent.localapi.remote import HttpControl, status_from_dict
 from tests.agent.test_service import Rig
 
 TOKEN = "control-test-token-0123456789abcdef"
@@ -32,9 +32,9 @@ def setup(request, tmp_path):
     else:
         if sys.platform == "win32":
             pytest.skip("the Windows channel is a named pipe (tests/agent/test_winpipe.py)")
-        from agent.channel import ChannelServer
-        from agent.channelcontrol import ChannelControl
-        from agent.unixchannel import UnixChannel, connect
+        from agent.link.channel import ChannelServer
+        from agent.link.channelcontrol import ChannelControl
+        from agent.link.unixchannel import UnixChannel, connect
 
         channel = UnixChannel(tmp_path / "run", ChannelServer(api.routes)).start()
         control = ChannelControl(lambda timeout: connect(tmp_path / "run", timeout=timeout), poll_s=0.02)
@@ -48,7 +48,7 @@ def setup(request, tmp_path):
 
 def request_kind(control) -> str:
     """Which door a control of the fixture goes through."""
-    from agent.channelcontrol import ChannelControl
+    from agent.link.channelcontrol import ChannelControl
 
     return "channel" if isinstance(control, ChannelControl) else "other"
 

@@ -162,8 +162,8 @@ def wait_for_prompt(proc, text: str, timeout: float = 30) -> str:
 def test_move_the_license_to_a_new_pc(real_server, agents, tmp_path):
     """Seats full on the new PC -> list terminals with an emailed code -> remove the old one -> activate."""
     from agent.errors import ServerRefused
-    from agent.remote import HttpControl
-    from agent.store import read_api_token
+    from agent.localapi.remote import HttpControl
+    from agent.vault.store import read_api_token
     from tests.agent.conftest import emailed_code
 
     db_url = real_server.env["POSPAL_DATABASE_URL"]

@@ -1,4 +1,4 @@
-"""Fingerprint hashing, the hard deadline and the majority match (agent/fingerprint.py)."""
+"""Fingerprint hashing, the hard deadline and the majority match (pospal_protocol/fingerprint.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import fingerprint as fpm
-from agent.probes import FuncProbe, windows_probes
+from pospal_protocol import fingerprint as fpm
+from pospal_protocol.probes import FuncProbe, windows_probes
 
 # ------------------------------------------------------------------------------------ hashing, matching
 

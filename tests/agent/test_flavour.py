@@ -20,10 +20,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import flavour
-from agent.anchors import bundled_jwks, load_trusted_keys
 from agent.config import AgentSettings
-from protocol.tokens import Policy, encode_token
-from protocol.trust import jwk_from_public_key, kid_for
+from agent.core.anchors import bundled_jwks, load_trusted_keys
+from pospal_protocol.tokens import Policy, encode_token
+from pospal_protocol.trust import jwk_from_public_key, kid_for
 from tests.agent.rogue_server import RogueServer
 from tests.server.conftest import REPO, free_port
 

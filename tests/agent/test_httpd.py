@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from agent import httpd, httploop
-from agent.api import LocalApi
+from agent.localapi import httpd, httploop
+from agent.localapi.api import LocalApi
 from tests.agent.test_api import AUTH, TOKEN, StubControl, StubStatus
 
 

@@ -1,4 +1,5 @@
-"""agent/install.py: the first version of an install made from an agent installed another way (the Linux
+"""agent/selfupdate/install.py: the first version of an install made from an agent installed another way (the
+Linux
 service's venv), as `packaging/linux/install.sh` makes it."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.install import ENTRY, Install, main
+from agent.selfupdate.install import ENTRY, Install, main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="seed writes a POSIX entry script")
 

@@ -1,11 +1,11 @@
 """Trusted token keys from the offline root (issue 24 items 5 and 6), through the agent's update check.
 
 The publisher (`server.updates`) makes the offline key-set authority and offers key-set documents as a
-TUF target; the agent's update check (`agent.updater.Updater` with `agent.updates.UpdateClient` on the
-repository directory, the USB-bundle path) hands the verified document to `AgentService.adopt_keyset`,
-against FakeCloud. The attacks: a key-set update signed only by the online token key (from the server's
-answer), a stolen online key after the fleet learned its revocation, and metadata signed by a targets key
-the root revoked.
+TUF target; the agent's update check (`agent.selfupdate.updater.Updater` with
+`agent.selfupdate.updates.UpdateClient` on the repository directory, the USB-bundle path) hands the verified
+document to `AgentService.adopt_keyset`, against FakeCloud. The attacks: a key-set update signed only by the
+online token key (from the server's answer), a stolen online key after the fleet learned its revocation, and
+metadata signed by a targets key the root revoked.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from agent.errors import TokenInvalid
-from agent.install import Install
-from agent.updater import Updater
-from agent.updates import KEYSET_TARGET, UpdateClient, UpdateError
-from protocol.tokens import make_keyset_document
-from protocol.trust import jwk_from_public_key, kid_for
+from agent.selfupdate.install import Install
+from agent.selfupdate.updater import Updater
+from agent.selfupdate.updates import KEYSET_TARGET, UpdateClient, UpdateError
+from pospal_protocol.tokens import make_keyset_document
+from pospal_protocol.trust import jwk_from_public_key, kid_for
 from server.updates import Repository, load_signers
 from tests.agent.test_service import Rig, activated
 from tests.agent.tokenkit import Authority, Signer

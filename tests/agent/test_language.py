@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from agent import language, messages
+from agent.core.state import ERROR_REASONS, compute_status
 from agent.errors import InvalidInput
-from agent.state import ERROR_REASONS, compute_status
 from tests.agent.test_service import Rig
 from tests.agent.test_state import CATALOGUE_REASONS, DAY, ROWS, Row, T
 from tests.agent.tokenkit import HOUR
@@ -228,8 +228,8 @@ def _http(port: int, method: str, path: str, body: dict | None = None, headers: 
 
 
 def test_the_local_api_answers_a_pos_in_its_own_language_without_changing_the_agents(tmp_path, monkeypatch):
-    from agent.api import LocalApi
     from agent.control import InProcessControl
+    from agent.localapi.api import LocalApi
 
     _no_env_language(monkeypatch, "en_US.UTF-8")
     svc = Rig(tmp_path).service()

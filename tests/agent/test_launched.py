@@ -1,4 +1,5 @@
-"""The agent under the launcher (agent/launched.py): it serves on a socket it was lent, and knows when the
+"""The agent under the launcher (agent/selfupdate/launched.py): it serves on a socket it was lent, and knows
+when the
 POS is idle and whether a request is still being answered (what a swap waits for)."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ import json
 import socket
 import threading
 
-from agent import handoff
-from agent.launched import TrackedApi
+from agent.selfupdate import handoff
+from agent.selfupdate.launched import TrackedApi
 from tests.agent.test_api import TOKEN, StubControl, StubStatus
 
 

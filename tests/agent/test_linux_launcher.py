@@ -1,7 +1,7 @@
 """The Linux system service as packaging/linux lays it out, with real accounts and processes, without
 systemd: the unit's own ExecStart= and Environment= lines (paths mapped into a temporary root) run as the
 service's account with setpriv, on a state directory made as its tmpfiles conf makes it, with the first
-version seeded from the installed agent as install.sh seeds it (`python -m agent.install seed`).
+version seeded from the installed agent as install.sh seeds it (`python -m agent.selfupdate.install seed`).
 
 It shows: the agent answers `GET /v1/license` under `pospal-launcher`; `pospal-agent update apply` as the
 service's account (what `install.sh update` runs) stages a newer build from a local TUF repository and the
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.install import Install
-from agent.launcher import probe
+from agent.selfupdate.install import Install
+from agent.selfupdate.launcher import probe
 from tests.agent.updatekit import Publisher, make_version
 from tests.processes import new_group_kwargs, signal_group
 from tests.server.conftest import free_port
@@ -167,8 +167,8 @@ def till(publisher: Publisher) -> Iterator[Till]:
     try:
         _tmpfiles(made)
         seed = subprocess.run(
-            [*made.as_service(), sys.executable, "-m", "agent.install", "seed", str(made.state / "install"),
-             str(VENV_BIN / "pospal-agent")],
+            [*made.as_service(), sys.executable, "-m", "agent.selfupdate.install", "seed",
+             str(made.state / "install"), str(VENV_BIN / "pospal-agent")],
             cwd="/", capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert seed.returncode == 0, seed.stderr

@@ -1,4 +1,4 @@
-"""agent/linuxservice.py and `pospal-agent run` beside the Linux system service: a user's own run (a
+"""agent/host/linuxservice.py and `pospal-agent run` beside the Linux system service: a user's own run (a
 desktop autostart entry) is only the tray, so it never takes port 7421 while the service restarts.
 (tests/agent/test_linux_launcher.py shows it with real accounts and processes.)"""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import cli, linuxservice
+from agent import cli
+from agent.host import linuxservice
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the Linux system service")
 

@@ -1,4 +1,4 @@
-"""Tamper marks outside the data directory (agent/marks.py): one conformance suite for every MarkStore
+"""Tamper marks outside the data directory (agent/vault/marks.py): one conformance suite for every MarkStore
 (the file, the registry against a fake winreg, and the in-memory fake), then the marks' own rules."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import marks
 from agent.errors import StoreError
-from agent.marks import FileMarkStore, Marks, MemoryMarkStore, RegistryMarkStore, parse, read_marks
-from agent.seal import Seal, seal_key
+from agent.vault import marks
+from agent.vault.marks import FileMarkStore, Marks, MemoryMarkStore, RegistryMarkStore, parse, read_marks
+from agent.vault.seal import Seal, seal_key
 
 
 class FakeWinreg:

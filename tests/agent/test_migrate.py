@@ -1,11 +1,11 @@
-"""Moving a per-user install's identity into the per-machine data dir (agent/migrate.py)."""
+"""Moving a per-user install's identity into the per-machine data dir (agent/vault/migrate.py)."""
 
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import migrate, store
+from agent.vault import migrate, store
 from tests.agent.test_store import FakeSealer, MemoryKeyring
 
 

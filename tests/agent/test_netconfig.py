@@ -1,4 +1,4 @@
-"""The OS trust store and the proxy (agent/netconfig.py): a TLS-intercepting proxy whose root is in the
+"""The OS trust store and the proxy (agent/cloud/netconfig.py): a TLS-intercepting proxy whose root is in the
 OS store (here OpenSSL's `SSL_CERT_FILE`) but not in certifi, reached through an authenticated proxy."""
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent import netconfig
-from agent.clock import SystemClock
+from agent.cloud import netconfig
+from agent.cloud.transport import HttpTransport
+from agent.core.clock import SystemClock
 from agent.errors import Offline
-from agent.transport import HttpTransport
 
 HOST = "license.pospal.test"
 

@@ -1,4 +1,5 @@
-"""Activation by file on the agent (agent/offline.py): the request file, and which license files it takes."""
+"""Activation by file on the agent (agent/core/offline.py): the request file, and which license files it
+takes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import json
 import pytest
 
 from agent.errors import LicenseFileRefused, Offline
-from protocol import offline as wire
-from protocol.tokens import Policy, encode_token
-from protocol.trust import b64url_decode, b64url_encode
+from pospal_protocol import offline as wire
+from pospal_protocol.tokens import Policy, encode_token
+from pospal_protocol.trust import b64url_decode, b64url_encode
 from tests.agent.test_service import Rig
 from tests.agent.tokenkit import DAY, payload
 

@@ -16,13 +16,13 @@ import pytest
 from keyring.backends import fail
 from sqlalchemy import select
 
-from agent.clock import FakeClock
+from agent.cloud.transport import HttpTransport
 from agent.config import AgentSettings
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
 from agent.errors import ServerRefused
-from agent.fingerprint import Component, Fingerprint
-from agent.service import AgentService
-from agent.store import MachineKeyStore
-from agent.transport import HttpTransport
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.agent.conftest import buy, emailed_code, write_trusted_keys
 
 EMAIL = "owner@taverna.example"

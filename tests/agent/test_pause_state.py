@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.state import StatusInputs, compute_status
+from agent.core.state import StatusInputs, compute_status
 from tests.agent.tokenkit import DAY, NOW, NOW_TS, claims
 
 

@@ -1,4 +1,5 @@
-"""Why the agent could not take its port (agent/portcheck.py), and what `pospal-agent run` does then."""
+"""Why the agent could not take its port (agent/localapi/portcheck.py), and what `pospal-agent run` does
+then."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from agent import portcheck
+from agent.localapi import portcheck
 from tests.agent.conftest import REPO
 
 

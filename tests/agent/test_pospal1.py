@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.pospal1 import LICENSE_FILE, find_old_license, old_dirs, read_old_license, seal_old_license
+from agent.vault.pospal1 import LICENSE_FILE, find_old_license, old_dirs, read_old_license, seal_old_license
 
 HW = "a" * 64
 RECORD = {"customer_email": "Owner@Cafe.gr", "unlock_token": "abc123", "hardware_id": HW, "version": "1.0"}
@@ -88,7 +88,7 @@ class _Service:
 
 
 def _old_files(tmp_path):
-    from agent.pospal1 import old_hardware_id
+    from agent.vault.pospal1 import old_hardware_id
 
     folder = tmp_path / "old"
     (folder / "data").mkdir(parents=True)
@@ -99,7 +99,7 @@ def _old_files(tmp_path):
 
 def test_take_over_once_outcomes_are_kept_and_only_offline_is_tried_again(tmp_path):
     from agent.errors import Offline, ServerRefused
-    from agent.pospal1 import RESULT_FILE, take_over_once
+    from agent.vault.pospal1 import RESULT_FILE, take_over_once
 
     env = _old_files(tmp_path)
 
@@ -137,7 +137,7 @@ def test_take_over_once_outcomes_are_kept_and_only_offline_is_tried_again(tmp_pa
 def test_an_old_trial_file_sends_this_pcs_old_id_with_the_trial_request(tmp_path):
     """No old license but an old trial.json: the first trial request carries the old hardware id, so the
     server can continue the old trial; the old file is left as it was."""
-    from agent.pospal1 import RESULT_FILE, TRIAL_FILE, take_over_once
+    from agent.vault.pospal1 import RESULT_FILE, TRIAL_FILE, take_over_once
     from tests.agent.test_service import Rig
 
     folder = tmp_path / "old"
@@ -157,7 +157,7 @@ def test_an_old_trial_file_sends_this_pcs_old_id_with_the_trial_request(tmp_path
 
 
 def test_without_an_old_trial_file_no_old_id_is_sent(tmp_path):
-    from agent.pospal1 import take_over_once
+    from agent.vault.pospal1 import take_over_once
     from tests.agent.test_service import Rig
 
     rig = Rig(tmp_path)
@@ -181,7 +181,7 @@ def _refuse(code: str):
 def test_a_refused_move_says_why_in_the_status_message_and_activation_is_still_offered(tmp_path):
     """The window's card and the POS's message say the old key was already used (English and Greek);
     the state stays license_missing / not_activated, the old file stays, and a trial still starts."""
-    from agent.pospal1 import take_over_once
+    from agent.vault.pospal1 import take_over_once
     from tests.agent.test_service import Rig
 
     env = _old_files(tmp_path)
@@ -208,7 +208,7 @@ def test_a_refused_move_says_why_in_the_status_message_and_activation_is_still_o
 
 
 def test_a_damaged_old_license_says_it_cannot_be_read_and_is_left_as_it_is(tmp_path):
-    from agent.pospal1 import take_over_once
+    from agent.vault.pospal1 import take_over_once
     from tests.agent.test_service import Rig
 
     folder = tmp_path / "old"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.pospal1 import LICENSE_FILE, RESULT_FILE, old_hardware_id, seal_old_license
+from agent.vault.pospal1 import LICENSE_FILE, RESULT_FILE, old_hardware_id, seal_old_license
 from server.pospal1 import load_export
 from tests.agent.conftest import REPO, write_trusted_keys
 from tests.server.conftest import launch_server

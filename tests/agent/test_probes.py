@@ -1,4 +1,5 @@
-"""Fingerprint sources per OS (agent/probes.py): Linux on a faked /sys and /proc, Windows on recorded
+"""Fingerprint sources per OS (pospal_protocol/probes.py): Linux on a faked /sys and /proc, Windows on
+recorded
 SMBIOS bytes and adapter records, macOS from ioreg output, and the real probes where they can run."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import fingerprint as fpm
-from agent import probes, smbios, winprobes
-from agent.winprobes import AdapterRecord
+from pospal_protocol import fingerprint as fpm
+from pospal_protocol import probes, smbios, winprobes
+from pospal_protocol.winprobes import AdapterRecord
 
 # ------------------------------------------------------------------------------------- Linux, faked /sys
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agent.clock import FakeClock, TrustedClock
+from agent.core.clock import FakeClock, TrustedClock
 from tests.agent.fake_cloud import DAY
 from tests.agent.test_service import Rig, activated
 

@@ -1,10 +1,10 @@
-"""Sealing local state (agent/seal.py): a MAC under the machine key, which is not in the sealed file."""
+"""Sealing local state (agent/vault/seal.py): a MAC under the machine key, which is not in the sealed file."""
 
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.seal import SEAL_FIELD, Seal, seal_key, seal_state, unseal_state
+from agent.vault.seal import SEAL_FIELD, Seal, seal_key, seal_state, unseal_state
 
 
 def _seal() -> Seal:

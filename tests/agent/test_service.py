@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from keyring.backends import fail
 
-from agent.clock import FakeClock
 from agent.config import AgentSettings
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
 from agent.errors import InvalidInput, Offline, ServerRefused
-from agent.fingerprint import Component, Fingerprint
-from agent.service import AgentService
-from agent.store import MachineKeyStore
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.agent.fake_cloud import DAY, FakeCloud
 
 FP = Fingerprint(
@@ -364,8 +364,8 @@ def test_after_a_trial_or_a_purchase_next_sync_is_the_real_next_time(rig):
 def test_two_tills_made_from_one_image_both_called_vm_get_names_the_owner_tells_apart(tmp_path, monkeypatch):
     """Issue 27: two tills both showed as `vm` (their host name) in the owner's list. The default name
     carries a tag of each PC's own machine key, so they differ from the first activation on."""
-    import agent.service as service_mod
-    from protocol.offline import read_request
+    import agent.core.service as service_mod
+    from pospal_protocol.offline import read_request
 
     monkeypatch.setattr(service_mod.socket, "gethostname", lambda: "vm")
     names = []

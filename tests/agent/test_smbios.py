@@ -1,4 +1,4 @@
-"""The SMBIOS table parser (agent/smbios.py) on tables built byte by byte per DMTF DSP0134."""
+"""The SMBIOS table parser (pospal_protocol/smbios.py) on tables built byte by byte per DMTF DSP0134."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import smbios
+from pospal_protocol import smbios
 
 UUID_BYTES = bytes.fromhex("4445 4c4c 4200 1035 8052 b4c04f564433".replace(" ", ""))
 UUID_TEXT = "4C4C4544-0042-3510-8052-B4C04F564433"  # the first three fields little-endian (SMBIOS >= 2.6)

@@ -1,4 +1,5 @@
-"""The license state function, table by table, at the exact boundaries PRODUCT.md names (agent/state.py)."""
+"""The license state function, table by table, at the exact boundaries PRODUCT.md names
+(agent/core/state.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from agent import fingerprint, messages
-from agent.clock import FakeClock, TrustedClock
-from agent.state import ERROR_REASONS, LICENSE_STATES, LicenseStatus, StatusInputs, compute_status
+from agent import messages
+from agent.core.clock import FakeClock, TrustedClock
+from agent.core.state import ERROR_REASONS, LICENSE_STATES, LicenseStatus, StatusInputs, compute_status
+from pospal_protocol import fingerprint
 from tests.agent.contract import PRODUCT_LICENSE_FIELDS
 from tests.agent.tokenkit import DAY, FP, HOUR, NOW, NOW_TS, claims
 

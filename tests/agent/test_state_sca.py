@@ -1,4 +1,4 @@
-"""A renewal waiting for 3-D Secure is "payment needs confirming", not "payment failed" (agent/state.py).
+"""A renewal waiting for 3-D Secure is "payment needs confirming", not "payment failed" (agent/core/state.py).
 
 The server puts the invoice page in the token (`payment_action_url`) while the bank waits for the owner;
 the state says so in both languages, carries the link for the window's "Confirm payment", and keeps the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from agent.state import StatusInputs, compute_status
+from agent.core.state import StatusInputs, compute_status
 from tests.agent.tokenkit import DAY, HOUR, NOW, NOW_TS, claims
 
 URL = "https://invoice.stripe.com/i/acct_1/test_YWNjdF8x"

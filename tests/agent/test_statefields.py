@@ -1,8 +1,9 @@
-"""The cached state's field types (agent/statefields.py): wrong types cost the field, never the start."""
+"""The cached state's field types (agent/vault/statefields.py): wrong types cost the field, never the
+start."""
 
 from __future__ import annotations
 
-from agent.statefields import PRIVILEGED, clean
+from agent.vault.statefields import PRIVILEGED, clean
 
 GOOD = {
     "token": "a.b.c",

@@ -1,4 +1,4 @@
-"""Durable cache, machine key and API token files (agent/store.py)."""
+"""Durable cache, machine key and API token files (agent/vault/store.py)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import keyring.backends.fail
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import store
 from agent.errors import KeyStoreError
-from agent.store import LoadStatus, MachineKeyStore, StateStore
+from agent.vault import store
+from agent.vault.store import LoadStatus, MachineKeyStore, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 POSIX = os.name == "posix"
@@ -90,7 +90,7 @@ CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[3])
     from pathlib import Path
-    from agent.store import StateStore
+    from agent.vault.store import StateStore
     cache = StateStore(Path(sys.argv[1]))
     new = {"v": "new", "gen": int(sys.argv[2]), "pad": "n" * 65536}
     print("ready", flush=True)
@@ -222,7 +222,7 @@ def test_a_key_an_earlier_version_kept_in_the_keyring_moves_to_the_machine_store
 @pytest.mark.windows
 @pytest.mark.skipif(sys.platform != "win32", reason="DPAPI is Windows-only")
 def test_real_dpapi_machine_scope_round_trip(tmp_path):
-    from agent.dpapi import MachineSealer
+    from agent.vault.dpapi import MachineSealer
 
     keys = MachineKeyStore(tmp_path, backend=keyring.backends.fail.Keyring())
     assert isinstance(keys.sealer, MachineSealer)

@@ -1,4 +1,5 @@
-"""The tray in its own process (agent/supervisor.py, `pospal-agent run`): a child that aborts is restarted
+"""The tray in its own process (agent/link/supervisor.py, `pospal-agent run`): a child that aborts is
+restarted
 with backoff, a bounded number of times, and the local API answers the POS throughout."""
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import time
 import pytest
 import requests
 
-from agent import supervisor
-from agent.supervisor import ChildSupervisor, describe_exit
+from agent.link import supervisor
+from agent.link.supervisor import ChildSupervisor, describe_exit
 from tests.agent.conftest import REPO, free_port
 
 ABORT = [sys.executable, "-c", "import os; os.abort()"]

@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from agent.clock import FakeClock
+from agent.cloud.sync import BACKOFF_CAP_S, SyncEngine
+from agent.core.clock import FakeClock
 from agent.errors import Offline, ServerRefused
-from agent.sync import BACKOFF_CAP_S, SyncEngine
-from protocol.tokens import Policy
+from pospal_protocol.tokens import Policy
 
 DAY = 86400
 
@@ -171,7 +171,7 @@ def test_a_month_with_an_outage_day_stays_under_five_a_day_on_average():
 
 
 def test_real_scheduler_runs_the_first_sync_and_stops():
-    from agent.clock import SystemClock
+    from agent.core.clock import SystemClock
 
     synced = threading.Event()
     engine = SyncEngine(SystemClock(), lambda: synced.set() or True)

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from keyring.backends import fail
 
-from agent.clock import FakeClock
 from agent.config import AgentSettings
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
 from agent.errors import Offline, TokenInvalid
-from agent.fingerprint import Component, Fingerprint
-from agent.marks import MemoryMarkStore
-from agent.seal import Seal, seal_key, seal_state
-from agent.service import AgentService
-from agent.store import MachineKeyStore
+from agent.vault.marks import MemoryMarkStore
+from agent.vault.seal import Seal, seal_key, seal_state
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.agent.conftest import admin, pay, write_trusted_keys
 from tests.agent.fake_cloud import DAY, FakeCloud
 from tests.agent.rogue_server import RogueServer

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import errors, unixchannel
-from agent.channel import encode, read_frame
-from agent.channelcontrol import ChannelControl
+from agent import errors
+from agent.link import unixchannel
+from agent.link.channel import encode, read_frame
+from agent.link.channelcontrol import ChannelControl
 from tests.processes import new_group_kwargs, signal_group
 from tests.server.conftest import free_port
 
@@ -116,7 +117,7 @@ class Layout:
 
     @property
     def marks(self) -> Path:
-        """The development build's mark file, beside the data dir (agent/marks.py)."""
+        """The development build's mark file, beside the data dir (agent/vault/marks.py)."""
         return self.data.parent / f"{self.data.name}.marks.json"
 
 

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 import pytest
 from keyring.backends import fail
 
-from agent.clock import FakeClock
+from agent.cloud.transport import HttpTransport
 from agent.config import AgentSettings
-from agent.fingerprint import Component, Fingerprint
-from agent.service import AgentService
-from agent.store import MachineKeyStore
-from agent.transport import HttpTransport
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.agent.conftest import buy, pay, subscription_action, write_trusted_keys
 from tests.agent.tokenkit import Authority
 

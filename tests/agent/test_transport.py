@@ -11,10 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.clock import FakeClock
+from agent.cloud.transport import HttpTransport, MachineIdentity
+from agent.core.clock import FakeClock
 from agent.errors import Offline, ServerRefused
-from agent.transport import HttpTransport, MachineIdentity
-from protocol.signatures import verify_request_signature
+from pospal_protocol.signatures import verify_request_signature
 
 
 class Scripted:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.install import ENTRY, Install
-from agent.updater import JITTER, RETRY_S, SwapPolicy, Updater, UpdateSettings, stage
-from agent.updates import UpdateError
-from protocol.clock import FakeClock
+from agent.selfupdate.install import ENTRY, Install
+from agent.selfupdate.updater import JITTER, RETRY_S, SwapPolicy, Updater, UpdateSettings, stage
+from agent.selfupdate.updates import UpdateError
+from pospal_protocol.clock import FakeClock
 
 
 def at(hour: int, minute: int = 0) -> datetime:

@@ -1,8 +1,8 @@
 """The update client's refusals (TUF through python-tuf's ngclient) and who gets which release.
 
 Each attack is a repository or mirror the publisher's code (`server.updates`) made and then tampered
-with, read by `agent.updates.UpdateClient` from a directory (the USB-bundle path; the HTTP path is the
-same ngclient with another fetcher, run end to end in test_update_e2e.py).
+with, read by `agent.selfupdate.updates.UpdateClient` from a directory (the USB-bundle path; the HTTP path is
+the same ngclient with another fetcher, run end to end in test_update_e2e.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.updates import Offer, UpdateClient, UpdateError, bucket, choose, eligible
+from agent.selfupdate.updates import Offer, UpdateClient, UpdateError, bucket, choose, eligible
 from server.updates import Release, Repository, load_signers
 from tests.agent.updatekit import zip_dir
 
@@ -178,7 +178,8 @@ def test_choose_takes_the_newest_eligible_and_skips_failed_versions() -> None:
 
 
 def test_a_release_build_ignores_pospal_update_root(monkeypatch, tmp_path: Path) -> None:
-    from agent import flavour, updates
+    from agent import flavour
+    from agent.selfupdate import updates
 
     own = tmp_path / "my-root.json"
     own.write_bytes(b'{"signed": "mine"}')

@@ -1,5 +1,6 @@
-"""What the tray is told about updates (agent.updatestate): the last check, a staged version, the launcher's
-rollback, and a failed check answered as an outcome (an update never blocks licensing), through every
+"""What the tray is told about updates (agent.selfupdate.updatestate): the last check, a staged version, the
+launcher's rollback, and a failed check answered as an outcome (an update never blocks licensing), through
+every
 AgentControl door."""
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from agent.control import InProcessControl
-from agent.install import ENTRY, Install
-from agent.updater import Updater
-from agent.updates import Offer, UpdateError
-from agent.updatestate import UpdateDesk, UpdateStatus
-from protocol.clock import FakeClock
+from agent.selfupdate.install import ENTRY, Install
+from agent.selfupdate.updater import Updater
+from agent.selfupdate.updates import Offer, UpdateError
+from agent.selfupdate.updatestate import UpdateDesk, UpdateStatus
+from pospal_protocol.clock import FakeClock
 
 NOW = datetime(2026, 12, 7, 10, 30, tzinfo=UTC)
 TOKEN = "update-test-token-0123456789abcdef"
@@ -104,8 +105,8 @@ def test_an_agent_without_an_update_root_says_updates_are_off_and_checks_nothing
 @pytest.fixture(params=["in-process", "http", "channel"])
 def door(request, tmp_path):
     """An AgentControl of each kind over one agent whose updater is offered 1.1.0."""
-    from agent.api import LocalApi
-    from agent.remote import HttpControl
+    from agent.localapi.api import LocalApi
+    from agent.localapi.remote import HttpControl
     from tests.agent.test_service import Rig
 
     offer = Offer("1.1.0", "pospal-agent-1.1.0-linux.zip", 10, "stable")
@@ -119,9 +120,9 @@ def door(request, tmp_path):
     elif request.param == "channel":
         if sys.platform == "win32":
             pytest.skip("the Windows channel is a named pipe (tests/agent/test_winpipe.py)")
-        from agent.channel import ChannelServer
-        from agent.channelcontrol import ChannelControl
-        from agent.unixchannel import UnixChannel, connect
+        from agent.link.channel import ChannelServer
+        from agent.link.channelcontrol import ChannelControl
+        from agent.link.unixchannel import UnixChannel, connect
 
         channel = UnixChannel(tmp_path / "run", ChannelServer(api.routes)).start()
         control = ChannelControl(lambda timeout: connect(tmp_path / "run", timeout=timeout), poll_s=0.02)

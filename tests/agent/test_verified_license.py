@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from pospal_client.client import AgentClient
 
-from agent.client import AgentClient
 from agent.errors import BadProof, LicenseExpired, OtherMachine
-from protocol.clock import FakeClock, SystemClock
-from protocol.trust import b64url_encode
+from pospal_protocol.clock import FakeClock, SystemClock
+from pospal_protocol.trust import b64url_encode
 from tests.agent import fake_machine
 from tests.agent.conftest import AgentProcess, write_trusted_keys
 from tests.processes import new_group_kwargs, signal_group

@@ -10,8 +10,8 @@ import types
 
 import pytest
 
-from agent import marks, winacl, winservice
-from agent.winacl import (
+from agent.host import winacl, winservice
+from agent.host.winacl import (
     ADMINISTRATORS,
     AUTHENTICATED_USERS,
     DELETE,
@@ -35,6 +35,7 @@ from agent.winacl import (
     WRITE_OWNER,
     granted,
 )
+from agent.vault import marks
 
 # A staff account at the till: a member of Users, logged on interactively, not an administrator.
 TILL_USER = (

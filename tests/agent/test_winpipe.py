@@ -1,6 +1,7 @@
-"""The Windows channel (agent/winpipe.py) driven through an in-memory Windows (tests/agent/fake_pywin32.py):
-the tray proves the pipe's owner before it writes, the service identifies each client by impersonation,
-a user cannot add an instance of the service's pipe, and another session's credential is refused.
+"""The Windows channel (agent/link/winpipe.py) driven through an in-memory Windows
+(tests/agent/fake_pywin32.py): the tray proves the pipe's owner before it writes, the service identifies each
+client by impersonation, a user cannot add an instance of the service's pipe, and another session's credential
+is refused.
 
 What this cannot show on Linux: that real Windows grants and refuses as the fake does (the fake encodes
 the documented rules: first-instance flag, FILE_CREATE_PIPE_INSTANCE, owner = first creator,
@@ -14,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent import errors, winpipe
-from agent.channel import ChannelServer, encode, read_frame
-from agent.channelcontrol import ChannelControl
+from agent import errors
+from agent.link import winpipe
+from agent.link.channel import ChannelServer, encode, read_frame
+from agent.link.channelcontrol import ChannelControl
 from tests.agent.fake_pywin32 import FILE_CREATE_PIPE_INSTANCE, Kernel, WinError
 
 ALICE = "S-1-5-21-1-2-3-1001"

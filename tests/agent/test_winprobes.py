@@ -1,4 +1,5 @@
-"""Win32 fingerprint reads (agent/winprobes.py): the adapter filter and the storage/volume IOCTL parsers
+"""Win32 fingerprint reads (pospal_protocol/winprobes.py): the adapter filter and the storage/volume IOCTL
+parsers
 on recorded records and bytes (every OS), and the real calls under Windows (Wine in CI)."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import time
 
 import pytest
 
-from agent import fingerprint as fpm
-from agent import probes, winprobes
-from agent.winprobes import AdapterRecord
+from pospal_protocol import fingerprint as fpm
+from pospal_protocol import probes, winprobes
+from pospal_protocol.winprobes import AdapterRecord
 
 ETH, WIFI = winprobes.IF_TYPE_ETHERNET, winprobes.IF_TYPE_WIFI
 
@@ -121,7 +122,7 @@ def test_real_windows_probes_read_at_least_three_components_quickly():
 @pytest.mark.windows
 @pytest.mark.skipif(sys.platform != "win32", reason="Win32 APIs")
 def test_real_smbios_table_parses():
-    from agent import smbios
+    from pospal_protocol import smbios
 
     raw = winprobes.read_smbios()
     assert raw, "GetSystemFirmwareTable('RSMB') returned nothing"

@@ -1,4 +1,4 @@
-"""The Windows service's control handler (agent.winservice.ServiceHost) against a fake Service Control
+"""The Windows service's control handler (agent.host.winservice.ServiceHost) against a fake Service Control
 Manager: what the SCM is told on start, stop, shutdown and a crash, and that the core it hosts is the
 headless run path with its stop event."""
 
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from agent import winservice
-from agent.winservice import RUNNING, START_PENDING, STOP_PENDING, STOPPED, ServiceHost
+from agent.host import winservice
+from agent.host.winservice import RUNNING, START_PENDING, STOP_PENDING, STOPPED, ServiceHost
 
 
 class FakeScm:

@@ -1,10 +1,10 @@
-"""The Windows support matrix (agent/winsupport.py): 10 1809 (build 17763) and later, and Windows 11."""
+"""The Windows support matrix (agent/host/winsupport.py): 10 1809 (build 17763) and later, and Windows 11."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent import winsupport
+from agent.host import winsupport
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Test helpers: a signing key pair and well-formed token claims, minted through protocol.tokens itself."""
+"""Test helpers: a signing key pair and well-formed token claims, minted through pospal_protocol.tokens
+itself."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.fingerprint import hash_component
-from protocol import tokens, trust
+from pospal_protocol import tokens, trust
+from pospal_protocol.fingerprint import hash_component
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 NOW_TS = int(NOW.timestamp())

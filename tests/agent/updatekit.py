@@ -1,7 +1,7 @@
 """Builds for the update tests: agent versions made from this source tree, and broken ones.
 
-A version directory holds a copy of `agent/` and `protocol/` with `protocol.__version__` set to the
-version, and the entry `pospal-agent`, a shell script that runs `python -m agent.cli` on that copy: a real
+A version directory holds a copy of `agent/` and `pospal_protocol/` with `pospal_protocol.__version__` set to
+the version, and the entry `pospal-agent`, a shell script that runs `python -m agent.cli` on that copy: a real
 agent of that version, as a release build would be, without PyInstaller.
 """
 
@@ -23,9 +23,9 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "_build.py")
 def make_version(dest: Path, version: str) -> Path:
     """A working agent build of `version` in `dest` (created)."""
     dest.mkdir(parents=True)
-    for pkg in ("agent", "protocol"):
+    for pkg in ("agent", "pospal_protocol"):
         shutil.copytree(REPO / pkg, dest / pkg, ignore=_IGNORE)
-    init = dest / "protocol" / "__init__.py"
+    init = dest / "pospal_protocol" / "__init__.py"
     text = re.sub(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
     init.write_text(text)
     _entry(dest, f'PYTHONPATH="$here" exec "{sys.executable}" -m agent.cli "$@"')
@@ -110,7 +110,8 @@ class Publisher:
 
 
 class Launched:
-    """`python -m agent.launcher` on an install dir and a free port (killed with its group at `stop`)."""
+    """`python -m agent.selfupdate.launcher` on an install dir and a free port (killed with its group at
+    `stop`)."""
 
     def __init__(self, install: Path, port: int, env: dict[str, str], log_path: Path, deadline: float = 20):
         self.install = install
@@ -125,7 +126,7 @@ class Launched:
         from tests.processes import new_group_kwargs
 
         log = open(self.log_path, "ab")
-        command = [sys.executable, "-m", "agent.launcher", "--install", str(self.install)]
+        command = [sys.executable, "-m", "agent.selfupdate.launcher", "--install", str(self.install)]
         command += ["--port", str(self.port), "--deadline", str(self.deadline)]
         self.process = subprocess.Popen(
             command, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, **new_group_kwargs()
@@ -141,7 +142,7 @@ class Launched:
 
     def health(self) -> dict | None:
         """`GET /v1/health`, or None when nothing answers."""
-        from agent.launcher import probe
+        from agent.selfupdate.launcher import probe
 
         return probe(self.port, "/v1/health", 2.0)
 
@@ -200,7 +201,8 @@ class Pos:
         return self
 
     def _run(self) -> None:
-        from agent.client import AgentClient
+        from pospal_client.client import AgentClient
+
         from agent.errors import LocalApiError
 
         client = AgentClient(self.port)

@@ -33,7 +33,7 @@ def _agent(history: list[dict], log: list[tuple[float, str, int]], hw: dict | No
 
 
 def test_oracle_follows_product_rules_on_hand_made_histories() -> None:
-    """The oracle is independent of agent.state, so check it against PRODUCT.md by hand."""
+    """The oracle is independent of agent.core.state, so check it against PRODUCT.md by hand."""
     bought = fleet_check.Billing([(1 * DAY, "purchase")])
     synced = [(0.5 * DAY, "/v1/trials", 200), (1 * DAY, "/v1/activations", 200)]
     expect = fleet_check.expected_state

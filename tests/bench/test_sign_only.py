@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from bench.server_refresh import Result, bench_machines, drive, presign, start_ceiling, stop, verdict
 from bench.sign_only import create_app
-from protocol.errors import TokenInvalid
-from protocol.signatures import new_nonce, sign_request
-from protocol.tokens import verify_token
-from protocol.trust import TrustedKeys, jwk_thumbprint
+from pospal_protocol.errors import TokenInvalid
+from pospal_protocol.signatures import new_nonce, sign_request
+from pospal_protocol.tokens import verify_token
+from pospal_protocol.trust import TrustedKeys, jwk_thumbprint
 
 
 def test_the_ceiling_answers_a_refresh_with_a_token_the_agent_accepts():

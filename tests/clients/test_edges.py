@@ -3,7 +3,7 @@ scripted loopback servers for the slow and huge answers).
 
 1. An answer relayed from a PC of another OS (no component names in common) was believed: nothing was
    compared, and "unknown is never different" turned into a yes. The POS now requires a decided match
-   (`protocol.fingerprint.proves_same_machine`).
+   (`pospal_protocol.fingerprint.proves_same_machine`).
 2. A 1-byte-per-second answer held `verified_license(timeout=2)` for 25 s and more, `wait_ready` too, and a
    second POS thread behind it; a 300 MiB answer took the POS to 630 MiB. Every call now has one total
    deadline, answers are capped at 256 KiB, and no lock is held across the network.
@@ -20,11 +20,11 @@ import tracemalloc
 from datetime import timedelta
 
 import pytest
+from pospal_client.client import AgentClient
 
-from agent.client import AgentClient
 from agent.errors import AgentStarting, AgentUnavailable, BadProof, OtherMachine
-from protocol.clock import FakeClock, SystemClock
-from protocol.fingerprint import current, hash_component
+from pospal_protocol.clock import FakeClock, SystemClock
+from pospal_protocol.fingerprint import current, hash_component
 from tests.clients.scripted import ScriptedServer, http_answer, read_request
 
 WINDOWS_PC = {

@@ -14,10 +14,10 @@ import secrets
 import socket
 
 import pytest
+from pospal_client.client import AgentClient
 
-from agent.client import AgentClient
-from protocol.clock import FakeClock, SystemClock
-from protocol.trust import b64url_encode
+from pospal_protocol.clock import FakeClock, SystemClock
+from pospal_protocol.trust import b64url_encode
 from tests.clients.scripted import ScriptedServer, http_answer, read_request
 from tests.clients.test_edges import _switchable
 from tests.server.conftest import REPO

@@ -16,7 +16,7 @@ import threading
 
 import pytest
 
-from protocol.fingerprint import current
+from pospal_protocol.fingerprint import current
 from tests.clients.scripted import ScriptedServer, read_request
 from tests.clients.test_edges import WINDOWS_PC, _drip
 from tests.clients.test_flask import genuine_answer

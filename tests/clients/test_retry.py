@@ -13,17 +13,18 @@ import threading
 
 import pytest
 from pospal_client import retry
+from pospal_client.client import AgentClient
 
-from agent.client import AgentClient
 from agent.errors import AgentStarting, AgentUnavailable, LocalApiError
-from agent.httpd import ApiError, response
-from agent.httploop import _BUSY
-from protocol.clock import FakeClock
+from agent.localapi.httpd import ApiError, response
+from agent.localapi.httploop import _BUSY
+from pospal_protocol.clock import FakeClock
 from tests.clients.scripted import ScriptedServer, http_answer, read_request
 
 NOT_LICENSED = json.dumps({"license_state": "license_missing", "licensed": False}).encode()
 OK = http_answer(200, NOT_LICENSED)
-# The agent's own answer while it hands over to a new version (agent.launched.TrackedApi), kept alive.
+# The agent's own answer while it hands over to a new version (agent.selfupdate.launched.TrackedApi), kept
+# alive.
 UPDATING = response(
     503,
     ApiError(503, "updating", "The agent is updating; ask again in a moment.", {"retry_after": 1}).body(),

@@ -23,13 +23,19 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pospal_client.client import AgentClient
 
-from agent.client import AgentClient
 from agent.errors import BadProof
-from protocol.fingerprint import current
-from protocol.proof import answer_digest, sign_answer
-from protocol.tokens import encode_token, make_keyset_document
-from protocol.trust import b64url_encode, encode_public_key, jwk_from_public_key, jwk_thumbprint, kid_for
+from pospal_protocol.fingerprint import current
+from pospal_protocol.proof import answer_digest, sign_answer
+from pospal_protocol.tokens import encode_token, make_keyset_document
+from pospal_protocol.trust import (
+    b64url_encode,
+    encode_public_key,
+    jwk_from_public_key,
+    jwk_thumbprint,
+    kid_for,
+)
 from tests.agent.conftest import restart_server
 from tests.server.conftest import REPO
 
@@ -137,7 +143,7 @@ def test_a_forged_chain_is_refused_and_not_learned(client_world, rotated, tmp_pa
 
 
 def test_a_chain_planted_in_the_trust_file_adds_no_key(client_world, rotated, tmp_path):
-    from agent.client import verify_local_answer
+    from pospal_client.client import verify_local_answer
 
     challenge = b64url_encode(secrets.token_bytes(32))
     answer, attacker_jwks = _forged(challenge)

@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pospal_client import trust
 
-from protocol.errors import ConfigError
-from protocol.tokens import make_keyset_document
-from protocol.trust import TrustedKeys, jwk_from_public_key, kid_for
+from pospal_protocol.errors import ConfigError
+from pospal_protocol.tokens import make_keyset_document
+from pospal_protocol.trust import TrustedKeys, jwk_from_public_key, kid_for
 from tests.agent.tokenkit import Authority, Signer
 
 

@@ -26,10 +26,10 @@ IGNORE = shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "dist")
 
 
 def build_wheel(out: Path) -> Path:
-    """Build pospal-client's wheel from a copy of the tree (clients/python, protocol/, agent/keys/)."""
+    """Build pospal-client's wheel from a copy of the tree (clients/python, pospal_protocol/, agent/keys/)."""
     src = out / "src"
     shutil.copytree(REPO / "clients" / "python", src / "clients" / "python", ignore=IGNORE)
-    shutil.copytree(REPO / "protocol", src / "protocol", ignore=IGNORE)
+    shutil.copytree(REPO / "pospal_protocol", src / "pospal_protocol", ignore=IGNORE)
     shutil.copytree(REPO / "agent" / "keys", src / "agent" / "keys", ignore=IGNORE)
     dist = out / "dist"
     subprocess.run(
@@ -97,7 +97,7 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_client_the_kernel_and_the_shipped_keys(tmp_path):
     wheel = build_wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"pospal_client/py.typed", "pospal_client/keys/trusted.json", "protocol/proof.py"} <= names
+    assert {"pospal_client/py.typed", "pospal_client/keys/trusted.json", "pospal_protocol/proof.py"} <= names
     assert not [n for n in names if n.startswith(("agent/", "server/", "ui/"))]
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]

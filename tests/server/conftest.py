@@ -43,9 +43,9 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from protocol.clock import FakeClock
-from protocol.signatures import new_nonce, sign_request
-from protocol.trust import encode_public_key
+from pospal_protocol.clock import FakeClock
+from pospal_protocol.signatures import new_nonce, sign_request
+from pospal_protocol.trust import encode_public_key
 from server.config import Settings
 from server.db import Database, upgrade
 from server.models import Base, Customer, Outbox, Subscription

@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from protocol.clock import SystemClock
+from pospal_protocol.clock import SystemClock
 from server import cli
 from tests.server.conftest import REPO, MachineKey, outbox_rows, token_claims
 
@@ -93,7 +93,7 @@ def test_keys_list_and_rotate(env, capsys, tmp_path):
 
 
 def test_keys_export_writes_the_jwks_agents_trust(env, capsys, tmp_path):
-    from agent.anchors import load_trusted_keys
+    from agent.core.anchors import load_trusted_keys
 
     code, _, err = run(capsys, "keys", "export")
     assert code == 1 and "no signing key yet" in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from protocol import __version__
+from pospal_protocol import __version__
 
 GONE = "postgresql+psycopg://nobody@127.0.0.1:1/none"
 
@@ -204,7 +204,7 @@ def test_the_outage_log_counts_what_it_does_not_log_and_never_logs_parameters(ca
 
     from sqlalchemy.exc import OperationalError
 
-    from protocol.clock import FakeClock
+    from pospal_protocol.clock import FakeClock
     from server.logs import DatabaseOutageLog
 
     clock = FakeClock()

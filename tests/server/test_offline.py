@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from protocol.offline import make_request
-from protocol.tokens import verify_token
-from protocol.trust import TrustedKeys
+from pospal_protocol.offline import make_request
+from pospal_protocol.tokens import verify_token
+from pospal_protocol.trust import TrustedKeys
 from server.api.offline import CSRF_COOKIE
 from server.models import AuditLog, LoginCode, Machine
 from tests.server.conftest import outbox_rows
@@ -123,7 +123,7 @@ def test_an_edited_request_file_is_refused(client, database, seed_subscription, 
 def test_raw_values_do_not_fit_the_request_format(make_machine, clock):
     import pytest
 
-    from protocol.errors import OfflineFileInvalid
+    from pospal_protocol.errors import OfflineFileInvalid
 
     machine = make_machine()
     with pytest.raises(OfflineFileInvalid):
@@ -176,8 +176,8 @@ def test_values_shown_are_escaped(client, seed_subscription):
 
 def _signed_request(machine, clock, **fields) -> bytes:
     """A request file signed by the machine key with any fields (what an edited-then-re-signed file is)."""
-    from protocol import offline as wire
-    from protocol.trust import b64url_encode
+    from pospal_protocol import offline as wire
+    from pospal_protocol.trust import b64url_encode
 
     doc = json.loads(_request_file(machine, clock))
     doc.update(fields)
@@ -284,7 +284,7 @@ def test_seats_recycled_by_file_a_removed_tills_seat_stays_taken_until_its_file_
 def test_a_tills_deactivation_file_frees_its_seat_and_an_older_one_does_not(
     client, database, seed_subscription, make_machine, clock, login_code
 ):
-    from protocol.offline import make_deactivation
+    from pospal_protocol.offline import make_deactivation
 
     seed_subscription(email=EMAIL, seats=1)
     pc1, pc2 = make_machine(terminal_name="Beach"), make_machine(terminal_name="Bar")

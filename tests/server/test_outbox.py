@@ -275,7 +275,7 @@ def test_pospal_server_worker_command_delivers_and_stops_on_sigterm(server_env, 
     import subprocess
     import sys
 
-    from protocol.clock import SystemClock
+    from pospal_protocol.clock import SystemClock
     from tests.server.conftest import REPO
 
     with database.transaction() as session:

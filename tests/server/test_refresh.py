@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from protocol.tokens import verify_token
-from protocol.trust import TrustedKeys, decode_public_key
+from pospal_protocol.tokens import verify_token
+from pospal_protocol.trust import TrustedKeys, decode_public_key
 from tests.agent.tokenkit import Authority
 from tests.server.conftest import token_claims
 

@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import Engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from protocol.tokens import verify_token
-from protocol.trust import TrustedKeys, decode_public_key
+from pospal_protocol.tokens import verify_token
+from pospal_protocol.trust import TrustedKeys, decode_public_key
 from server import nonces, refresh_writes
 from server.machines import touch_machines
 from server.models import Machine, RequestNonce

@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from agent.errors import KeySetRejected
-from protocol.tokens import verify_token
-from protocol.trust import TrustedKeys, decode_public_key
+from pospal_protocol.tokens import verify_token
+from pospal_protocol.trust import TrustedKeys, decode_public_key
 from server.errors import SigningError
 from server.signing import SigningKeys, load_server_secret
 from tests.agent.tokenkit import Authority

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from protocol.clock import SystemClock
+from pospal_protocol.clock import SystemClock
 from server.config import Settings
 from server.testhooks import FileClock, clock_for, install
 

@@ -149,7 +149,7 @@ def test_the_script_publishes_and_bundles(tmp_path) -> None:
 def test_the_key_set_needs_the_offline_key_set_keys_and_revocations_stay(dirs) -> None:
     """`publish_keyset` signs with the authority's threshold (the online directory alone cannot), counts
     versions up, keeps every revoked kid, and what it offers verifies under the anchors builds ship."""
-    from protocol.trust import TrustedKeys
+    from pospal_protocol.trust import TrustedKeys
     from tests.agent.tokenkit import Signer
 
     repo_dir, offline, online = dirs

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from protocol.clock import SystemClock
+from pospal_protocol.clock import SystemClock
 from server.billing.stripe import StripeBilling
 from server.models import AuditLog, Checkout, Customer, License, Outbox, StripeEvent, Subscription
 from server.outbox import OutboxWorker

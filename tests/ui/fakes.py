@@ -13,9 +13,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from agent.control import AddTerminal, Checkout, Diagnostics, FingerprintSource, Terminal
+from agent.core.state import LicenseStatus
 from agent.errors import Offline, ServerRefused
-from agent.state import LicenseStatus
-from agent.updatestate import UpdateStatus
+from agent.selfupdate.updatestate import UpdateStatus
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 RIGHT_CODE = "424242"

@@ -15,9 +15,9 @@ from keyring.backends import fail
 
 from agent.config import AgentSettings
 from agent.control import InProcessControl
-from agent.fingerprint import Component, Fingerprint
-from agent.service import AgentService
-from agent.store import MachineKeyStore
+from agent.core.service import AgentService
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.server.conftest import (  # noqa: F401 (fixtures used by the real-server test)
     db_url,
     live_server,

@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 import pytest
 from keyring.backends import fail
 
-from agent.clock import FakeClock
 from agent.config import AgentSettings
 from agent.control import AgentControl, Checkout, Diagnostics, FingerprintSource, InProcessControl, Terminal
+from agent.core.clock import FakeClock
+from agent.core.service import AgentService
+from agent.core.state import LicenseStatus
 from agent.errors import ServerRefused
-from agent.fingerprint import Component, Fingerprint
-from agent.service import AgentService
-from agent.state import LicenseStatus
-from agent.store import MachineKeyStore
+from agent.vault.store import MachineKeyStore
+from pospal_protocol.fingerprint import Component, Fingerprint
 from tests.agent.fake_cloud import FakeCloud
 from tests.ui.fakes import RIGHT_CODE, FakeControl
 
@@ -101,7 +101,7 @@ def test_give_up_and_updates_conform(subject):
     """Giving up a license file a PC does not hold is refused with nothing changed; the update status and
     an on-demand check answer an UpdateStatus (a check never raises for what it finds)."""
     from agent.errors import LicenseFileRefused
-    from agent.updatestate import UpdateStatus
+    from agent.selfupdate.updatestate import UpdateStatus
 
     control, _ = subject
     with pytest.raises(LicenseFileRefused):

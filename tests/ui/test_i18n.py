@@ -85,7 +85,7 @@ def test_a_greek_system_starts_in_greek():
 
 @pytest.mark.parametrize("reason", ["service_stopped", "service_not_genuine"])
 def test_the_tray_says_in_greek_and_english_when_it_cannot_reach_the_service(reason):
-    from agent.channelcontrol import stopped_status
+    from agent.link.channelcontrol import stopped_status
     from ui.present import Kind, present
 
     try:

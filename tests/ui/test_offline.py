@@ -63,8 +63,8 @@ def test_choosing_greek_in_the_window_tells_the_agent(qtbot, ui, control):
 def test_no_window_text_falls_back_to_english_for_any_state_reason_or_refusal(qtbot):
     """Every state and reason the agent can give, and every refusal, is drawn from the Greek catalogue."""
     from agent import messages
+    from agent.core.state import ERROR_REASONS
     from agent.errors import Offline, ServerRefused
-    from agent.state import ERROR_REASONS
     from tests.agent.test_state import CATALOGUE_REASONS, ROWS
     from tests.ui.fakes import make_status
     from ui.errortext import _REFUSALS, describe

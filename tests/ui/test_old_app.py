@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.control import InProcessControl
-from agent.pospal1 import LICENSE_FILE, take_over_once
+from agent.vault.pospal1 import LICENSE_FILE, take_over_once
 from tests.agent.test_service import Rig
 from tests.ui.conftest import build
 from ui.present import Action

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agent.errors import AgentUnavailable
-from agent.updatestate import UpdateStatus
+from agent.selfupdate.updatestate import UpdateStatus
 from tests.ui.fakes import NOW, make_status
 from ui import strings
 from ui.present import format_datetime

@@ -1,4 +1,4 @@
-"""agent/store.py's atomic replace on Windows, where the tray and the POS may be reading the file.
+"""agent/vault/store.py's atomic replace on Windows, where the tray and the POS may be reading the file.
 
 On Windows, os.replace onto a file that another handle holds open without FILE_SHARE_DELETE fails
 (PermissionError, sharing violation). Python's open() is such a handle, and so are many POS readers.
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from agent.store import StoreError, atomic_write
+from agent.vault.store import StoreError, atomic_write
 
 pytestmark = pytest.mark.windows
 

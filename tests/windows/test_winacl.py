@@ -1,4 +1,4 @@
-"""agent/winacl.py under Windows Python (in CI under Wine): the DACLs built with win32security are the
+"""agent/host/winacl.py under Windows Python (in CI under Wine): the DACLs built with win32security are the
 intended ones, the marks key's reads back from the registry as set, and re-protecting an earlier
 version's data directory keeps the machine identity and the license readable by the service's stores.
 
@@ -12,7 +12,8 @@ import secrets
 
 import pytest
 
-from agent import store, winacl
+from agent.host import winacl
+from agent.vault import store
 
 pytestmark = pytest.mark.windows
 

@@ -1,6 +1,6 @@
-"""The tray's named pipe with the real pywin32 (agent/winpipe.py): created with its DACL and owner, opened at
-identification level, the owner read back by the client, the client identified by impersonation (user SID,
-session id), and an untrusted owner refused. Under Wine (CI) one user runs everything and no ACL is
+"""The tray's named pipe with the real pywin32 (agent/link/winpipe.py): created with its DACL and owner,
+opened at identification level, the owner read back by the client, the client identified by impersonation
+(user SID, session id), and an untrusted owner refused. Under Wine (CI) one user runs everything and no ACL is
 enforced, and FILE_FLAG_FIRST_PIPE_INSTANCE is not honoured; tests/agent/test_winpipe.py covers those
 rules through fakes."""
 
@@ -18,9 +18,10 @@ class _Route:
 
 
 def test_a_tray_and_the_service_over_a_real_named_pipe():
-    from agent import errors, winpipe
-    from agent.channel import ChannelServer, encode, read_frame
-    from agent.channelcontrol import ChannelControl
+    from agent import errors
+    from agent.link import winpipe
+    from agent.link.channel import ChannelServer, encode, read_frame
+    from agent.link.channelcontrol import ChannelControl
 
     body = json.dumps({"license_state": "trial_active", "licensed": True, "reason": None, "message": "ok"})
     seen = []

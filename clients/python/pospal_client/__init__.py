@@ -6,7 +6,7 @@
 `AgentClient` (`pospal_client.client`) asks the agent on 127.0.0.1 and proves its answer; the errors are
 `pospal_client.errors`; the trusted keys, and how they follow a key rotation, are `pospal_client.trust`;
 a Flask app uses `pospal_client.flask` (the `flask` extra). The checks themselves are the license
-protocol's kernel (`protocol`), which this distribution ships as the agent does: one implementation.
+protocol's kernel (`pospal_protocol`), which this distribution ships as the agent does: one implementation.
 """
 
 from pospal_client.client import AgentClient, default_port, verify_local_answer

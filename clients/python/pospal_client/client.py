@@ -13,12 +13,13 @@ sends a fresh challenge and accepts the answer only when all of this holds:
    updates chained to them, which the answer may bring and the client persists), never a key the answer
    brings by itself;
 2. the `proof` is a signature, by the key the token's `cnf.jkt` names, over this challenge and this
-   answer (`protocol.proof`): a canned, replayed or edited answer fails here;
-3. the token's fingerprint proves this PC (`protocol.fingerprint.proves_same_machine`, hashes probed once
+   answer (`pospal_protocol.proof`): a canned, replayed or edited answer fails here;
+3. the token's fingerprint proves this PC (`pospal_protocol.fingerprint.proves_same_machine`, hashes probed
+once
    per client): a relay to an agent on another PC fails here, also one on another OS, where too few
    components can be compared to decide;
 4. by the client's own clock the token's lease has not run out, and what the answer says is no more
-   licensed than the token allows (`protocol.tokens.why_not_licensed`).
+   licensed than the token allows (`pospal_protocol.tokens.why_not_licensed`).
 
 Otherwise it raises `BadProof`, `OtherMachine` or `LicenseExpired` (all `AnswerRefused`); no agent on the
 port raises `AgentUnavailable`, and an agent still starting raises `AgentStarting`. A verified answer is
@@ -67,11 +68,11 @@ from pospal_client.errors import (
     OtherMachine,
 )
 from pospal_client.trust import TrustStore, default_roots, default_trust_file
-from protocol.clock import Clock, SystemClock
-from protocol.errors import KeyInvalid, TokenInvalid
-from protocol.proof import verify_answer
-from protocol.tokens import Claims, verify_token, why_not_licensed
-from protocol.trust import TrustedKeys, b64url_encode, decode_public_key, jwk_thumbprint
+from pospal_protocol.clock import Clock, SystemClock
+from pospal_protocol.errors import KeyInvalid, TokenInvalid
+from pospal_protocol.proof import verify_answer
+from pospal_protocol.tokens import Claims, verify_token, why_not_licensed
+from pospal_protocol.trust import TrustedKeys, b64url_encode, decode_public_key, jwk_thumbprint
 
 DEFAULT_PORT = 7421
 DEFAULT_TIMEOUT_S = 2.0
@@ -109,7 +110,7 @@ class AgentClient:
 
     `trusted_keys` replaces the default roots (see `pospal_client.trust`); `trust_file` is where learned
     key-set updates are kept (default: the user's local data directory; None: memory only).
-    `fingerprinter` returns this PC's component hashes (default: `protocol.fingerprint.current()`).
+    `fingerprinter` returns this PC's component hashes (default: `pospal_protocol.fingerprint.current()`).
     """
 
     def __init__(
@@ -299,7 +300,7 @@ class AgentClient:
             if self._fingerprinter is not None:
                 self._hashes = dict(self._fingerprinter())
             else:
-                from protocol import fingerprint
+                from pospal_protocol import fingerprint
 
                 self._hashes = fingerprint.current(refresh=refresh).hashes()
         return self._hashes
@@ -321,7 +322,7 @@ class AgentClient:
         return claims
 
     def _verify(self, challenge: str, answer: dict[str, Any], clock: Clock) -> _Verified:
-        from protocol.fingerprint import proves_same_machine
+        from pospal_protocol.fingerprint import proves_same_machine
 
         status = {k: v for k, v in answer.items() if k not in _PROOF_FIELDS}
         now = clock.now().timestamp()
@@ -500,7 +501,7 @@ def verify_local_answer(
     Returns the status fields, or raises `BadProof`, `OtherMachine` or `LicenseExpired`; the README's
     test vectors are checked with it.
     """
-    from protocol.clock import FakeClock
+    from pospal_protocol.clock import FakeClock
 
     checker = AgentClient(
         0, trusted_keys=trusted_keys, trust_file=None, clock=FakeClock(now), fingerprinter=lambda: this_pc

@@ -1,6 +1,6 @@
 """The errors a POS gets from `pospal_client`: the protocol kernel's local-API errors (one tree).
 
-    protocol.errors.Error
+    pospal_protocol.errors.Error
      └── LocalApiError                the agent's local API failed (`status`, `code`, `extra`)
           ├── AgentUnavailable        no agent answers on the local port (or not within the deadline)
           │    └── AgentStarting      an agent answers but is still starting: wait a moment
@@ -10,11 +10,11 @@
                ├── OtherMachine       the token is bound to another PC, or too little could be compared
                └── LicenseExpired     the token's lease (or its trial, subscription) has run out
 
-They are defined in `protocol.errors`, which this distribution ships; `agent.errors` re-exports the same
-classes, so the agent's tree and the POS's are one.
+They are defined in `pospal_protocol.errors`, which this distribution ships; `agent.errors` re-exports the
+same classes, so the agent's tree and the POS's are one.
 """
 
-from protocol.errors import (
+from pospal_protocol.errors import (
     AgentStarting,
     AgentUnavailable,
     AnswerRefused,

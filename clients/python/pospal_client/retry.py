@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.clock import Clock, SystemClock
+from pospal_protocol.clock import Clock, SystemClock
 
 # Answers that mean "the same request will work in a moment" (the agent refused it before acting on it).
 RETRY_CODES = frozenset({"busy", "updating"})

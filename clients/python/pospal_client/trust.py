@@ -6,7 +6,7 @@ Roots are, in order of precedence:
 - otherwise the keys the agent ships (`agent/keys/trusted.json`, inside the wheel as
   `pospal_client/keys/trusted.json`), plus, in a development tree only, the JWKS file named by
   `POSPAL_TRUSTED_KEYS`: the same development-only path the agent reads (the demo's
-  `demo-data/trusted-keys.json`), ignored by a release build (`protocol.flavour`: frozen, or
+  `demo-data/trusted-keys.json`), ignored by a release build (`pospal_protocol.flavour`: frozen, or
   `pospal_client._build` saying `RELEASE = True`).
 
 After a key rotation, the agent's challenged answer carries the key-set document it verified
@@ -29,9 +29,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protocol import flavour
-from protocol.errors import ConfigError, KeyInvalid
-from protocol.trust import TrustedKeys
+from pospal_protocol import flavour
+from pospal_protocol.errors import ConfigError, KeyInvalid
+from pospal_protocol.trust import TrustedKeys
 
 TRUST_FILE_NAME = "key-updates.json"
 # Where the agent's keys sit when they are not inside this package: beside it in the agent's own bundle
