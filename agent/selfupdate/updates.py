@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -144,6 +145,20 @@ def trusted_root(shipped: bytes, metadata_dir: Path) -> bytes:
         newest = data
 
 
+FETCH_ATTEMPTS = 3  # tries of one download whose connection fails before any answer
+FETCH_RETRY_S = 0.5  # the wait before the second try; the third waits twice as long
+
+
+def _why(exc: BaseException) -> str:
+    """`Class: message`, with the cause ngclient wraps a failed download around (its own message names
+    only the URL)."""
+    why = f"{exc.__class__.__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in why:
+        why += f" ({cause.__class__.__name__}: {cause})"
+    return why
+
+
 def _fetchers() -> tuple[type, type]:
     from tuf.api.exceptions import DownloadHTTPError
     from tuf.ngclient import FetcherInterface
@@ -156,7 +171,16 @@ def _fetchers() -> tuple[type, type]:
             self.timeout = timeout
 
         def _fetch(self, url: str) -> Iterator[bytes]:
-            resp = self.session.get(url, stream=True, timeout=self.timeout)
+            import requests
+
+            for attempt in range(FETCH_ATTEMPTS):  # a dropped or refused connection is tried again
+                try:
+                    resp = self.session.get(url, stream=True, timeout=self.timeout)
+                    break
+                except requests.ConnectionError:
+                    if attempt == FETCH_ATTEMPTS - 1:
+                        raise
+                    time.sleep(FETCH_RETRY_S * (attempt + 1))
             if resp.status_code != 200:
                 resp.close()
                 raise DownloadHTTPError(f"HTTP {resp.status_code} for {url}", resp.status_code)
@@ -248,7 +272,7 @@ class UpdateClient:
             self._updater = self._new_updater()
             self._updater.refresh()
         except (RepositoryError, DownloadError, OSError) as exc:
-            raise UpdateError(f"update metadata refused: {exc.__class__.__name__}: {exc}") from exc
+            raise UpdateError(f"update metadata refused: {_why(exc)}") from exc
         # ngclient has no public listing of targets; its verified set is the one to read.
         trusted = self._updater._trusted_set  # noqa: SLF001
         return choose(dict(trusted.targets.targets), current, terminal, self.platform, skip)
@@ -269,7 +293,7 @@ class UpdateClient:
             path = self._updater.find_cached_target(info) or self._updater.download_target(info)
             return Path(path).read_text(encoding="utf-8")
         except (RepositoryError, DownloadError, OSError, UnicodeDecodeError) as exc:
-            raise UpdateError(f"key set refused: {exc.__class__.__name__}: {exc}") from exc
+            raise UpdateError(f"key set refused: {_why(exc)}") from exc
 
     def download(self, offer: Offer) -> Path:
         """The offered build, downloaded (or found cached) and checked against its length and hashes."""
@@ -283,5 +307,5 @@ class UpdateClient:
                 raise UpdateError(f"{offer.target_path} is no longer offered")
             path = self._updater.find_cached_target(info) or self._updater.download_target(info)
         except (RepositoryError, DownloadError, OSError) as exc:
-            raise UpdateError(f"update {offer.version} refused: {exc.__class__.__name__}: {exc}") from exc
+            raise UpdateError(f"update {offer.version} refused: {_why(exc)}") from exc
         return Path(path)

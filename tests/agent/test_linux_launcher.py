@@ -314,7 +314,7 @@ def test_an_update_from_the_signed_repository_swaps_the_service_to_it(
     before = probe(service.till.port, "/v1/license", 2.0)
     publisher.publish("1.1.0", make_version(tmp_path / "build-1.1.0", "1.1.0"))
     applied = service.agent("update", "apply")
-    assert applied.returncode == 0, applied.stderr
+    assert applied.returncode == 0, applied.stderr + service.log.read_text(errors="replace")[-3000:]
     assert "staged 1.1.0" in applied.stdout
     install = service.till.install
     _wait(lambda: (install.root / "launcher.json").exists(), 90, "the swap to 1.1.0", service.log)

@@ -187,3 +187,65 @@ def test_a_release_build_ignores_pospal_update_root(monkeypatch, tmp_path: Path)
     assert updates.shipped_root() == own.read_bytes()  # development tree: the override is used
     monkeypatch.setattr(flavour, "is_release", lambda: True)
     assert updates.shipped_root() != own.read_bytes()  # a release trusts only the root it ships
+
+
+class _FlakySession:
+    """A requests session whose first `drops` GETs fail before any answer, as a dropped connection does."""
+
+    def __init__(self, drops: int) -> None:
+        import requests
+
+        self.real = requests.Session()
+        self.drops = drops
+        self.urls: list[str] = []
+
+    def get(self, url: str, **kwargs):
+        import requests
+
+        self.urls.append(url)
+        if self.drops > 0:
+            self.drops -= 1
+            raise requests.ConnectionError("Connection reset by peer")
+        return self.real.get(url, **kwargs)
+
+
+@pytest.fixture
+def served(pub: Repository):
+    """`pub` on a loopback HTTP server; its base URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(pub.path)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_connection_dropped_before_an_answer_is_tried_again(
+    pub: Repository, served: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("agent.selfupdate.updates.FETCH_RETRY_S", 0.01)
+    session = _FlakySession(drops=2)
+    c = UpdateClient(root_of(pub), tmp_path / "state", url=served, session=session, platform="linux")
+    offer = c.check("1.0.0", "m_a")
+    assert offer is not None and offer.version == "1.1.0"
+    assert session.urls[:3] == [f"{served}/metadata/2.root.json"] * 3  # two drops, then the answer (404)
+
+
+def test_a_mirror_that_keeps_dropping_is_refused_with_the_cause_named(
+    pub: Repository, served: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("agent.selfupdate.updates.FETCH_RETRY_S", 0.01)
+    session = _FlakySession(drops=99)
+    c = UpdateClient(root_of(pub), tmp_path / "state", url=served, session=session, platform="linux")
+    with pytest.raises(UpdateError) as refused:
+        c.check("1.0.0", "m_a")
+    message = str(refused.value)
+    assert "2.root.json" in message and "(ConnectionError: Connection reset by peer)" in message
+    assert len(session.urls) == 3  # FETCH_ATTEMPTS, then it gives up
