@@ -16,6 +16,11 @@ run the script's actions (bench/fleet_schedule.py) and let every sync engine run
 - webhooks duplicated (processed events delivered again, every simulated day) and reordered (for the
   "reorder" customers the provider's events are delivered shuffled, old ones after new ones).
 
+Before the server starts, the old POSPal server's customers are made as the operator finds them: their
+subscriptions live at the payment provider (the sandbox), and their rows in the old server's D1 export,
+which `pospal-server import-pospal1` imports; the migration window (`POSPAL_MIGRATION_WINDOW`) is open from
+a day before the start to day 10 (scaled), in the server's simulated time.
+
 At the end bench/fleet_check.py compares every agent with the oracle and checks the database, the audit
 log, the outbox and the sink; bench/fleet_report.py writes the text report and the PNG chart. Loopback
 only; every loop is bounded in steps and in wall time.
@@ -53,6 +58,7 @@ from bench.fleet_server import (
     SmtpSink,
     create_pg_database,
     drop_pg_database,
+    old_export,
     postgres_stopped,
 )
 
@@ -100,6 +106,7 @@ class Fleet:
         self.pg_db_name: str | None = None
         self.timing: Counter[str] = Counter()
         self.start_failures: list[str] = []
+        self.import_lines: list[str] = []
 
     # -- set-up ------------------------------------------------------------------------------------------
 
@@ -118,19 +125,22 @@ class Fleet:
         self.sink = SmtpSink(self.run_dir / "mail.jsonl")
         self.sink.start()
         self.db_url = self._database_url()
+        start, end = (self.t0 + t for t in schedule.migration_window)
+        window = f"{_iso(start)}/{_iso(end)}"
         self.server = ServerProcess(
-            self.run_dir, self.db_url, self.clock.path, self.sink.port, schedule.seat_idle_days
+            self.run_dir, self.db_url, self.clock.path, self.sink.port, schedule.seat_idle_days, window
         )
         procs: list[Any] = []
         stop_rss = threading.Event()
         try:
             self.server.migrate()
+            self._open_provider()
+            self._import_old_customers(schedule)
             self.server.start()
             keys = requests.get(self.server.url + "/v1/keys", timeout=10).json()
             (self.run_dir / "trusted.json").write_text(json.dumps(keys))
             threading.Thread(target=self._sample_rss, args=(stop_rss,), daemon=True).start()
             conns, procs = self._start_workers(schedule)
-            self._open_provider()
             self._loop(schedule, conns, started)
             results, per_second, latencies = self._finish(conns)
             self._settle_outbox()
@@ -185,6 +195,33 @@ class Fleet:
 
         self.provider_db = Database(self.db_url, pool_size=2)
         self.sandbox = SandboxBilling(self.provider_db, FileClock(self.clock.path), self.server.url)
+
+    def _import_old_customers(self, schedule: Schedule) -> None:
+        """The old server's customers: subscriptions at the provider, rows in a D1 export, then the import.
+
+        Each old subscription is bought through the sandbox's own checkout (the old server's purchase, long
+        before the run: its events went to the old server, so none is delivered here).
+        """
+        from server.billing.base import CheckoutRequest
+
+        rows = []
+        for old in schedule.old_customers:
+            customer_id = self.sandbox.find_or_create_customer(old["email"], old["name"], None)
+            checkout = self.sandbox.create_checkout(
+                CheckoutRequest(
+                    customer_id=customer_id,
+                    email=old["email"],
+                    quantity=old["quantity"],
+                    client_reference_id=f"pospal1-{old['customer']}",
+                    success_url="https://old.example/ok",
+                    cancel_url="https://old.example/cancel",
+                )
+            )
+            self.sandbox.apply_action(checkout.id, "pay")
+            subscription_id = self.sandbox.fetch_checkout(checkout.id).subscription_id
+            rows.append({**old, "customer_id": customer_id, "subscription_id": subscription_id})
+        if rows:
+            self.import_lines = self.server.import_pospal1(old_export(self.run_dir / "d1-export.sql", rows))
 
     def _sample_rss(self, stop: threading.Event) -> None:
         while not stop.wait(0.5):
@@ -486,11 +523,18 @@ class Fleet:
             "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "faults": self.faults,
             "kills": self.kills,
-            "states": fleet_check.check_states(results, self.provider_log, end),
+            "states": fleet_check.check_states(results, self.provider_log, end, self.schedule.old_customers),
+            "migrations": fleet_check.check_migrations(results, self.schedule.old_customers),
             "errors": fleet_check.check_errors(results, self.faults),
             "server_checks": fleet_check.check_server(
-                self.db_url, results, self.provider_log, self.sink.messages()
+                self.db_url,
+                results,
+                self.provider_log,
+                self.sink.messages(),
+                self.schedule.old_customers,
+                self.t0,
             ),
+            "import_lines": self.import_lines,
             "requests": len(logs),
             "by_route": dict(by_route.most_common()),
             "requests_per_agent_day": len(logs) / self.n / (end / DAY),
@@ -515,6 +559,10 @@ class Fleet:
             "timing": {k: round(v, 1) for k, v in self.timing.items()},
         }
         return report
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: list[str] | None = None) -> int:

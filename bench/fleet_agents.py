@@ -7,6 +7,11 @@ time, path, status) and can be switched "offline" (the cable is pulled: no packe
 sync engine runs it: the worker moves every clock, runs the script's actions for the step, then calls
 `engine.run_due()`, exactly what the agent's scheduler does.
 
+Old POSPal tills get the old app's license file (sealed for this PC's old hardware id, as the old app
+sealed it) in their own old-app folder, and their first run is the agent's `take_over_once`, exactly what
+`pospal-agent run` does at its start. Owners pause and resume as at the till: an e-mailed code proves the
+owner on that PC, then the machine-signed pause or resume.
+
 `worker_main` is the worker process: it receives ("step", now, dt, sample) messages from the
 orchestrator and answers with state counts; ("finish",) returns every agent's final status, history and
 request log.
@@ -37,6 +42,7 @@ from agent.core.clock import FakeClock
 from agent.core.service import AgentService
 from agent.errors import Error as AgentError
 from agent.errors import Offline, ServerRefused
+from agent.vault import pospal1
 from agent.vault.store import MachineKeyStore
 from pospal_protocol import fingerprint
 
@@ -282,13 +288,13 @@ class SimAgent:
         self.note("billing", action=action)
         return True
 
-    def do_activate_code(self) -> bool:
-        """Activate this PC on the owner's license with a code read from the emailed message."""
+    def _emailed_code(self, purpose: str) -> str | None:
+        """Ask for a code for `purpose` (once) and read it from the mail; None while it has not come."""
         email = self.plan["email"]
-        if not self.work.get("asked"):
-            self.svc.request_code(email, "activate")
-            self.work["asked"] = True
-            self.note("code_requested")
+        if self.work.get("asked") != purpose:
+            self.svc.request_code(email, purpose)
+            self.work["asked"] = purpose
+            self.note("code_requested", purpose=purpose)
         code = None
         deadline = time.monotonic() + CODE_WAIT_S  # the outbox worker polls every 2 s (real time)
         while code is None and time.monotonic() < deadline:
@@ -299,9 +305,17 @@ class SimAgent:
             # Not here yet (the email provider is refusing): look again next step, ask again much later.
             self.work["waits"] = self.work.get("waits", 0) + 1
             if self.work["waits"] % 40 == 0:
-                self.work["asked"] = False
-            return False
+                self.work["asked"] = None
+            return None
         USED_CODES.add(code)  # a code serves one terminal; another terminal of the owner takes the next
+        return code
+
+    def do_activate_code(self) -> bool:
+        """Activate this PC on the owner's license with a code read from the emailed message."""
+        email = self.plan["email"]
+        code = self._emailed_code("activate")
+        if code is None:
+            return False
         try:
             status = self.svc.activate(email, code)
         except ServerRefused as exc:
@@ -310,10 +324,74 @@ class SimAgent:
                 return True
             if exc.code in ("bad_code", "code_expired", "too_many_attempts", "rate_limited"):
                 self.note("code_refused", code=exc.code)
-                self.work["asked"] = False
+                self.work["asked"] = None
                 return False
             raise
+        self.work["asked"] = None
         self.note("activated", via="code", machine_id=status.machine_id)
+        return True
+
+    def _as_owner(self) -> bool:
+        """Prove the owner's e-mail on this PC with an emailed code (owner actions for 15 minutes)."""
+        code = self._emailed_code("owner")
+        if code is None:
+            return False
+        try:
+            self.svc.prove_owner(self.plan["email"], code)
+        except ServerRefused as exc:
+            if exc.code in ("bad_code", "code_expired", "too_many_attempts", "rate_limited"):
+                self.note("code_refused", code=exc.code)
+                self.work["asked"] = None
+                return False
+            raise
+        self.work["asked"] = None
+        return True
+
+    def do_pause(self, resumes_in: float | None) -> bool:
+        """The owner pauses the subscription for the season from this till: until a date, or until resumed."""
+        if not self._as_owner():
+            return False
+        resumes_at = None if resumes_in is None else SimNow.t + resumes_in
+        when = None if resumes_at is None else _dt(self.cfg["t0"] + resumes_at)
+        status = self.svc.pause_subscription(when)
+        self.note("billing", action="pause", resumes_at=resumes_at, state=status.license_state)
+        return True
+
+    def do_resume(self) -> bool:
+        """The owner resumes the paused subscription now, from this till."""
+        if not self._as_owner():
+            return False
+        status = self.svc.resume_subscription()
+        self.note("billing", action="resume", state=status.license_state)
+        return True
+
+    def do_observe(self) -> bool:
+        """Note what the till shows now (the checker compares it with the oracle at this moment)."""
+        status = self.svc.refresh_status()
+        self.note("observe", state=status.license_state, licensed=status.licensed, reason=status.reason)
+        return True
+
+    def do_old_first_run(self, token: str) -> bool:
+        """The first run of the new agent on an old POSPal till: the old license is exchanged once."""
+        old_dir = self.data_dir.parent / f"old{self.index:05d}"
+        license_file = old_dir / "data" / pospal1.LICENSE_FILE
+        if not license_file.exists():
+            license_file.parent.mkdir(parents=True, exist_ok=True)
+            hardware_id = pospal1.old_hardware_id()
+            record = {"customer_email": self.plan["email"], "unlock_token": token, "hardware_id": hardware_id}
+            license_file.write_text(pospal1.seal_old_license({**record, "version": "1.0"}, hardware_id))
+        outcome = pospal1.take_over_once(self.svc, self.data_dir, {"POSPAL_OLD_APP_DIR": str(old_dir)})
+        if outcome == "offline":
+            return False  # `pospal-agent run` tries again at its next start
+        status = self.svc.status()
+        self.note(
+            "migrated" if outcome == "licensed" else "migration_refused",
+            outcome=outcome,
+            machine_id=status.machine_id,
+            state=status.license_state,
+            notice=getattr(status, "old_app_notice", None),
+            old_file_kept=license_file.exists(),
+        )
         return True
 
     def do_hw(self, changed: int) -> bool:

@@ -4,12 +4,18 @@ The oracle is written from PRODUCT.md's rules (trial 30 days keyed by the finger
 after 48 h without sync; offline lease 14 days; payment grace 7 days from the first failure; a
 cancellation runs to the period end; strict-majority fingerprint match, healed at the next sync; a clock
 set back more than 24 h is a rollback until a sync succeeds; a first run offline gets a 3-day
-provisional trial and the server's first-seen date wins) applied to the agent's own history: what the
-script did to it, when, and which of its requests the server answered. It never calls `agent.core.state`.
+provisional trial and the server's first-seen date wins; an old POSPal till's unlock token moves its
+first till once per customer, inside the migration window; a paused subscription sells nothing, shows
+`licensed_cancelled`/`paused`, and sells again at the first sync after its resume date or after the owner
+resumed) applied to the agent's own history: what the script did to it, when, and which of its requests
+the server answered. It never calls `agent.core.state`. Besides the final state, the states a till noted
+at its `observe` moments (during a pause, after a resume) are checked against the oracle at that moment.
 
 The server checks read the database: every webhook event processed, every outbox row sent once and
 received by the SMTP sink exactly once, the emails each customer's history calls for, and an audit row
-for every license and machine change.
+for every license and machine change (a pause and a resume included). For the old customers: each
+imported once, with one subscription, its token used by the first till only; and Stripe (the sandbox)
+collected nothing while a subscription was paused.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ GRACE_S = 2 * DAY
 PAYMENT_GRACE_S = 7 * DAY
 ROLLBACK_S = DAY
 PROVISIONAL_S = 3 * DAY
-SYNC_ROUTES = ("/v1/refresh", "/v1/trials", "/v1/activations")
+SYNC_ROUTES = ("/v1/refresh", "/v1/trials", "/v1/activations", "/v1/migrations")
 # Emails whose count follows from the history alone (codes depend on retries; reminders on timing).
 COUNTED_TEMPLATES = (
     "welcome",
@@ -36,6 +42,7 @@ COUNTED_TEMPLATES = (
     "subscription_cancelled",
     "terminal_added",
     "terminal_removed",
+    "pospal1_takeover",
 )
 
 
@@ -49,6 +56,17 @@ class Billing:
     """A customer's subscription as the provider holds it, replayed from the history."""
 
     events: list[tuple[float, str]] = field(default_factory=list)
+    # (when, "pause" or "resume", resumes_at or None): the owner's pauses, in simulated seconds.
+    pauses: list[tuple[float, str, float | None]] = field(default_factory=list)
+
+    def paused_at(self, t: float) -> bool:
+        """Whether the server calls it paused at `t`: paused, and its resume date not yet come."""
+        paused, resumes = False, None
+        for when, action, resumes_at in sorted(self.pauses, key=lambda p: p[0]):
+            if when > t:
+                break
+            paused, resumes = action == "pause", resumes_at
+        return paused and (resumes is None or t < resumes)
 
     def at(self, t: float) -> tuple[str, float | None]:
         """(status, first_failed_at) after every billing event up to and including `t`."""
@@ -56,7 +74,7 @@ class Billing:
         for when, action in sorted(self.events):
             if when > t:
                 break
-            if action == "purchase":
+            if action in ("purchase", "imported"):
                 status, failed = "active", None
             elif action == "fail_renewal" and status != "canceled":
                 if status != "past_due":
@@ -70,15 +88,24 @@ class Billing:
 
 
 def billing_by_customer(
-    results: list[dict[str, Any]], provider_log: list[dict[str, Any]]
+    results: list[dict[str, Any]],
+    provider_log: list[dict[str, Any]],
+    old_customers: list[dict[str, Any]] | tuple[()] = (),
 ) -> dict[int, Billing]:
-    """Each customer's billing events: the buyer's purchases and page actions, and the provider's own."""
+    """Each customer's billing events: the buyer's purchases and page actions, and the provider's own.
+
+    An old POSPal customer's subscription was running before the run (`imported` at the start)."""
     billing: dict[int, Billing] = {}
     index_to_customer = {r["index"]: r["customer"] for r in results}
+    for old in old_customers:
+        billing.setdefault(old["customer"], Billing()).events.append((-1.0, "imported"))
     for r in results:
         for h in r["history"]:
             if h["kind"] == "purchase":
                 billing.setdefault(r["customer"], Billing()).events.append((h["t"], "purchase"))
+            elif h["kind"] == "billing" and h["action"] in ("pause", "resume"):
+                pause = (h["t"], h["action"], h.get("resumes_at"))
+                billing.setdefault(r["customer"], Billing()).pauses.append(pause)
             elif h["kind"] == "billing":
                 billing.setdefault(r["customer"], Billing()).events.append((h["t"], h["action"]))
     for p in provider_log:
@@ -126,7 +153,7 @@ def expected_state(r: dict[str, Any], billing: Billing | None, end: float) -> tu
                 kind = "trial"
                 provisional = None
             bound, last_sync, rollback = dict(hw), t, False
-        elif what == "sync:/v1/activations":
+        elif what in ("sync:/v1/activations", "sync:/v1/migrations"):
             kind, bound, last_sync, rollback = "license", dict(hw), t, False
         elif what == "sync:/v1/refresh":
             if majority(bound, hw):
@@ -151,6 +178,9 @@ def expected_state(r: dict[str, Any], billing: Billing | None, end: float) -> tu
             return "trial_expired", False, "trial_ended"
         return "trial_active", True, "trial"
     status, failed = billing.at(last_sync) if billing else ("none", None)
+    if status != "canceled" and billing is not None and billing.paused_at(last_sync):
+        # The last token the till holds says paused: nothing sells until a sync says otherwise.
+        return "licensed_cancelled", False, "paused"
     if status in ("canceled", "none"):
         return "licensed_cancelled", False, "subscription_ended"
     if status == "past_due":
@@ -163,24 +193,104 @@ def expected_state(r: dict[str, Any], billing: Billing | None, end: float) -> tu
     return "licensed_active", True, "active"
 
 
+def until(r: dict[str, Any], t: float) -> dict[str, Any]:
+    """The agent as it was just before `t`: its history and requests before then."""
+    return {
+        **r,
+        "history": [h for h in r["history"] if h["t"] < t],
+        "log": [e for e in r["log"] if e[0] < t],
+        "hw": next(
+            (h["values"] for h in reversed(r["history"]) if h["kind"] == "hw" and h["t"] < t), r["hw0"]
+        ),
+    }
+
+
 def check_states(
-    results: list[dict[str, Any]], provider_log: list[dict[str, Any]], end: float
+    results: list[dict[str, Any]],
+    provider_log: list[dict[str, Any]],
+    end: float,
+    old_customers: list[dict[str, Any]] | tuple[()] = (),
 ) -> dict[str, Any]:
-    """Compare every agent's final state with the oracle's."""
-    billing = billing_by_customer(results, provider_log)
+    """Compare every agent's final state, and each state it noted at an `observe`, with the oracle's."""
+    billing = billing_by_customer(results, provider_log, old_customers)
     wrong = []
+    observed = 0
     for r in results:
-        state, licensed, why = expected_state(r, billing.get(r["customer"]), end)
-        if (state, licensed) != (r["license_state"], r["licensed"]):
-            wrong.append(
-                {
-                    "index": r["index"],
-                    "role": r["role"],
-                    "expected": [state, licensed, why],
-                    "got": [r["license_state"], r["licensed"], r["reason"]],
-                }
-            )
-    return {"wrong": wrong, "final_states": Counter(r["license_state"] for r in results)}
+        checks = [(end, r, r["license_state"], r["licensed"], r["reason"])]
+        for h in r["history"]:
+            if h["kind"] == "observe":
+                checks.append((h["t"], until(r, h["t"]), h["state"], h["licensed"], h["reason"]))
+                observed += 1
+        for t, seen, state_got, licensed_got, reason_got in checks:
+            state, licensed, why = expected_state(seen, billing.get(r["customer"]), t)
+            if (state, licensed) != (state_got, licensed_got) or (why == "paused") != (
+                reason_got == "paused"
+            ):
+                wrong.append(
+                    {
+                        "index": r["index"],
+                        "role": r["role"],
+                        "at_day": round(t / DAY, 3),
+                        "expected": [state, licensed, why],
+                        "got": [state_got, licensed_got, reason_got],
+                    }
+                )
+    return {
+        "wrong": wrong,
+        "observed": observed,
+        "final_states": Counter(r["license_state"] for r in results),
+        "paused_at_end": sum(1 for r in results if r["reason"] == "paused"),
+    }
+
+
+def check_migrations(results: list[dict[str, Any]], old_customers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each old till's take-over outcome as PRODUCT.md calls for it, from its customer's tills' histories.
+
+    The first till of an old customer that runs inside the window moves (`licensed`); any later till of
+    that customer is refused `migration_used`; a first run after the window closed is refused
+    `migration_closed`. The old files stay where they were, and a refused till is left as it was
+    (`license_missing`, the reason in its message) until the owner's code activates it."""
+    old = {o["customer"]: o for o in old_customers}
+    wrong = []
+    outcomes: Counter[str] = Counter()
+    used: set[int] = set()
+    runs = sorted(
+        (h["t"], r["index"], r, h)
+        for r in results
+        if r["customer"] in old
+        for h in r["history"]
+        if h["kind"] in ("migrated", "migration_refused")
+    )
+    for _t, _i, r, h in runs:
+        outcomes[h["outcome"]] += 1
+        if r["role"] == "migrate_late":
+            want = "refused:migration_closed"
+        elif r["customer"] in used:
+            want = "refused:migration_used"
+        else:
+            want = "licensed"
+        if want == "licensed":
+            used.add(r["customer"])
+        problems = []
+        if h["outcome"] != want:
+            problems.append(f"outcome {h['outcome']}, expected {want}")
+        if not h.get("old_file_kept"):
+            problems.append("the old license file is gone")
+        if want != "licensed" and (h["state"], h.get("notice")) != ("license_missing", want.split("_")[-1]):
+            problems.append(f"refused till shows {h['state']} notice {h.get('notice')}")
+        later = [x for x in r["history"] if x["t"] >= h["t"] and x["kind"] == "activated"]
+        if want != "licensed" and not later:
+            problems.append("refused, and never activated with the owner's code after")
+        if problems:
+            wrong.append({"index": r["index"], "role": r["role"], "problems": problems})
+    never = [
+        r["index"]
+        for r in results
+        if r["customer"] in old
+        and not any(h["kind"] in ("migrated", "migration_refused") for h in r["history"])
+    ]
+    wrong += [{"index": i, "problems": ["never ran its first run"]} for i in never]
+    return {"wrong": wrong, "outcomes": dict(outcomes)}
 
 
 def check_errors(results: list[dict[str, Any]], windows: list[tuple[float, float, str]]) -> dict[str, Any]:
@@ -228,13 +338,19 @@ def message_id(idempotency_key: str, domain: str = "pospal.gr") -> str:
 
 
 def expected_emails(
-    results: list[dict[str, Any]], provider_log: list[dict[str, Any]]
+    results: list[dict[str, Any]],
+    provider_log: list[dict[str, Any]],
+    old_customers: list[dict[str, Any]] | tuple[()] = (),
 ) -> Counter[tuple[str, str]]:
-    """(email, template) -> how many messages the histories call for."""
+    """(email, template) -> how many messages the histories call for.
+
+    An imported subscription sends no welcome (nothing changed for its owner); a till that took over with
+    the old token sends `pospal1_takeover` instead of `terminal_added`; a pause or resume sends nothing."""
     want: Counter[tuple[str, str]] = Counter()
     email_of = {r["index"]: r["email"] for r in results}
-    billing = billing_by_customer(results, provider_log)
+    billing = billing_by_customer(results, provider_log, old_customers)
     customer_email = {r["customer"]: r["email"] for r in results if r["email"]}
+    customer_email.update({o["customer"]: o["email"] for o in old_customers})
     for customer, b in billing.items():
         email = customer_email[customer]
         status = "none"
@@ -250,6 +366,7 @@ def expected_emails(
             elif action == "cancel_now" and status in ("active", "past_due"):
                 want[(email, "subscription_cancelled")] += 1
             status = {
+                "imported": "active",
                 "purchase": "active",
                 "fail_renewal": "past_due",
                 "pay_now": "active",
@@ -262,6 +379,8 @@ def expected_emails(
         for h in r["history"]:
             if h["kind"] == "activated":
                 want[(r["email"], "terminal_added")] += 1
+            elif h["kind"] == "migrated":
+                want[(r["email"], "pospal1_takeover")] += 1
             elif h["kind"] == "deactivated" and r["email"]:
                 want[(r["email"], "terminal_removed")] += 1
     return want
@@ -272,6 +391,8 @@ def check_server(
     results: list[dict[str, Any]],
     provider_log: list[dict[str, Any]],
     sink_messages: list[dict[str, Any]],
+    old_customers: list[dict[str, Any]] | tuple[()] = (),
+    t0: float = 0.0,
 ) -> dict[str, Any]:
     """Events processed, emails neither lost nor duplicated, audit rows present, bindings healed."""
     from sqlalchemy import create_engine, func, select
@@ -279,6 +400,8 @@ def check_server(
 
     from pospal_protocol import fingerprint
     from server.models import AuditLog, License, Machine, Outbox, StripeEvent, Subscription
+
+    old = _check_old_and_paused(db_url, results, provider_log, old_customers, t0)
 
     engine = create_engine(db_url)
     out: dict[str, Any] = {}
@@ -317,7 +440,7 @@ def check_server(
     ]
     dup_at_sink = sum(n - 1 for n in received.values() if n > 1)
     have = Counter((r.to_email, r.template) for r in rows)
-    want = expected_emails(results, provider_log)
+    want = expected_emails(results, provider_log, old_customers)
     short = {f"{e} {t}": [want[(e, t)], have[(e, t)]] for (e, t) in want if have[(e, t)] < want[(e, t)]}
     extra = {
         f"{e} {t}": [want[(e, t)], have[(e, t)]]
@@ -384,6 +507,7 @@ def check_server(
                 unhealed.append(r["index"])
     out["hw1_not_healed"] = unhealed
     # A dead till frees its seat by itself: the owner's replacement activates without removing it.
+    out.update(old)
     out["replacements_refused"] = [
         r["index"]
         for r in results
@@ -391,3 +515,140 @@ def check_server(
         and not any(h["kind"] == "activated" and h.get("via") == "code" for h in r["history"])
     ]
     return out
+
+
+def _check_old_and_paused(
+    db_url: str,
+    results: list[dict[str, Any]],
+    provider_log: list[dict[str, Any]],
+    old_customers: list[dict[str, Any]] | tuple[()],
+    t0: float,
+) -> dict[str, Any]:
+    """The old customers in the database, each pause and resume in the audit log, nothing collected paused.
+
+    - `duplicates`: an e-mail held by two customers, a customer with two subscriptions, a subscription with
+      two licenses; an old customer not imported exactly once, or whose token moved a till other than
+      the one that took over (or none, or two);
+    - `pause_audit_gaps`: a pause or resume with no audit row for its license at that server time;
+    - `collected_while_paused`: a sandbox invoice made, or an `invoice.paid` event, for a paused
+      subscription between its pause and its resume (by the owner, or by its date)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
+
+    from server.models import (
+        AuditLog,
+        Customer,
+        License,
+        Pospal1Import,
+        SandboxObject,
+        StripeEvent,
+        Subscription,
+    )
+
+    def sim(at: datetime | None) -> float | None:
+        return None if at is None else at.replace(tzinfo=UTC).timestamp() - t0
+
+    engine = create_engine(db_url)
+    with Session(engine) as s:
+        dup = []
+        for email, n in s.execute(
+            select(func.lower(Customer.email), func.count()).group_by(func.lower(Customer.email))
+        ):
+            if n > 1:
+                dup.append(f"{n} customers for {email}")
+        for customer_id, n in s.execute(
+            select(Subscription.customer_id, func.count()).group_by(Subscription.customer_id)
+        ):
+            if n > 1:
+                dup.append(f"{n} subscriptions for customer {customer_id}")
+        for sub_id, n in s.execute(
+            select(License.subscription_id, func.count())
+            .where(License.subscription_id.isnot(None))
+            .group_by(License.subscription_id)
+        ):
+            if n > 1:
+                dup.append(f"{n} licenses for subscription {sub_id}")
+        imports = {
+            email: row
+            for email, row in s.execute(
+                select(Customer.email, Pospal1Import).join(
+                    Pospal1Import, Pospal1Import.customer_id == Customer.id
+                )
+            )
+        }
+        license_of = {
+            email: lic
+            for email, lic in s.execute(
+                select(Customer.email, License.id).join(License, License.customer_id == Customer.id)
+            )
+        }
+        sub_of = {
+            email: sub
+            for email, sub in s.execute(
+                select(Customer.email, Subscription.provider_subscription_id).join(
+                    Subscription, Subscription.customer_id == Customer.id
+                )
+            )
+        }
+        audit = [
+            (a.license_id, sim(a.at), a.action)
+            for a in s.scalars(select(AuditLog).where(AuditLog.license_id.isnot(None)))
+        ]
+        invoices = [
+            (o.data.get("subscription"), sim(o.created_at))
+            for o in s.scalars(select(SandboxObject).where(SandboxObject.kind == "invoice"))
+        ]
+        paid = [
+            ((e.payload.get("data") or {}).get("object", {}).get("subscription"), e.payload.get("created"))
+            for e in s.scalars(select(StripeEvent).where(StripeEvent.type == "invoice.paid"))
+        ]
+    engine.dispose()
+    migrated = {r["email"]: h["machine_id"] for r in results for h in r["history"] if h["kind"] == "migrated"}
+    for o in old_customers:
+        row = imports.get(o["email"])
+        if row is None:
+            dup.append(f"old customer {o['email']} not imported")
+            continue
+        if migrated.get(o["email"]) != row.used_machine_id:
+            dup.append(
+                f"{o['email']}: token used by {row.used_machine_id}, took over {migrated.get(o['email'])}"
+            )
+    if len(imports) != len(old_customers):
+        dup.append(f"{len(imports)} imported customers, {len(old_customers)} in the export")
+    # Each pause and resume, and the window it left Stripe without collecting.
+    gaps, collected, windows = [], [], []
+    for r in results:
+        for h in r["history"]:
+            if h["kind"] != "billing" or h["action"] not in ("pause", "resume"):
+                continue
+            lic = license_of.get(r["email"])
+            if not any(
+                lid == lic and at is not None and abs(at - h["t"]) < 5 and action.startswith("subscription.")
+                for lid, at, action in audit
+            ):
+                when = f"day {h['t'] / DAY:.3f}"
+                gaps.append(f"agent {r['index']} ({r['role']}): no audit row for its {h['action']} at {when}")
+            if h["action"] == "pause":
+                ends = [x["t"] for x in r["history"] if x["kind"] == "billing" and x["action"] == "resume"]
+                end = min([t for t in ends if t > h["t"]] + [h.get("resumes_at") or float("inf")])
+                windows.append((sub_of.get(r["email"]), h["t"], end))
+    for sub, start, end in windows:
+        collected += [
+            f"invoice for {sub} at {t}"
+            for s2, t in invoices
+            if s2 == sub and t is not None and start < t < end
+        ]
+        collected += [
+            f"invoice.paid for {sub} at {c}"
+            for s2, c in paid
+            if s2 == sub and c is not None and start < c - t0 < end
+        ]
+    return {
+        "duplicates": dup,
+        "old_imported": len(imports),
+        "pause_audit_gaps": gaps,
+        "collected_while_paused": collected,
+        "pause_windows": len(windows),
+    }

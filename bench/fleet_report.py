@@ -67,6 +67,10 @@ def text(r: dict[str, Any]) -> str:
         f"5xx outside injected faults:      {errs['outside_faults']}",
         f"server errors never retried ok:   {errs['not_retried_ok']}",
         f"agent-side exceptions:            {r['agent_exceptions']}",
+        f"old tills moved wrongly:          {len(r['migrations']['wrong'])}",
+        f"duplicate customers/subs/imports: {len(srv['duplicates'])}",
+        f"pauses/resumes without audit row: {len(srv['pause_audit_gaps'])}",
+        f"invoices collected while paused:  {len(srv['collected_while_paused'])}",
         "",
         f"emails sent again after a server SIGKILL, same Message-ID (at most one per kill): "
         f"{srv.get('emails_redelivered', 0)} (kills: {len(r.get('kills', []))})",
@@ -89,6 +93,10 @@ def text(r: dict[str, Any]) -> str:
         f"outbox by status:                 {srv['outbox_by_status']}",
         f"audit rows:                       {srv['audit_rows']}",
         f"final states:                     {dict(r['states']['final_states'])}",
+        f"old POSPal import:                {r['import_lines'][-1] if r['import_lines'] else 'none'}",
+        f"old tills' take-over outcomes:    {r['migrations']['outcomes']}",
+        f"paused season:                    {srv['pause_windows']} pauses; {r['states']['observed']} till "
+        f"states checked during and after them; {r['states']['paused_at_end']} tills paused at the end",
     ]
     if r["states"]["wrong"]:
         lines += ["", "## Wrong states (first 20)"] + [str(w) for w in r["states"]["wrong"][:20]]
@@ -96,6 +104,14 @@ def text(r: dict[str, Any]) -> str:
         lines += ["", "## Errors not inside a fault or not retried (first 20)"] + errs["samples"]
     if srv["audit_gaps"]:
         lines += ["", "## Audit gaps (first 20)"] + srv["audit_gaps"][:20]
+    for title, found in (
+        ("Old tills moved wrongly", [str(w) for w in r["migrations"]["wrong"]]),
+        ("Duplicates", srv["duplicates"]),
+        ("Pauses and resumes without an audit row", srv["pause_audit_gaps"]),
+        ("Collected while paused", srv["collected_while_paused"]),
+    ):
+        if found:
+            lines += ["", f"## {title} (first 20)"] + found[:20]
     if srv["emails_lost"] or srv["emails_duplicated"]:
         lines += ["", "## Email problems", str(srv["email_problems"])]
     if r.get("start_failures"):

@@ -13,6 +13,15 @@ dark for good) whose owner later activates a replacement with an emailed code an
 the dead till's seat frees itself after the server's `POSPAL_SEAT_IDLE_DAYS` (`Schedule.seat_idle_days`).
 Agents of one customer are kept together (`customer`), so one worker process owns them all.
 
+Old POSPal customers (`Schedule.old_customers`, imported before the server starts with `pospal-server
+import-pospal1`) have tills that hold the old app's license: a plain migration (`migrate`); two tills of
+one customer, the second refused (`migration_used`: the old token is accepted once per customer) and then
+activated with an emailed code (`migrate_second`); a till whose first run comes after the migration window
+closed (`migration_closed`), then activated with a code (`migrate_late`). Paused seasons: customers with
+two tills whose owner pauses with a resume date (`pause_date`: the pause ends by itself), "until I
+resume" and resumes later with the owner's code (`pause_open`), or pauses late with a date past the end
+of the run (`pause_tail`: still paused at the end); their second till is `pause_extra`.
+
 Times are scaled by `days / 30`, so the 3-day test run keeps the same shape. Anything that must stay
 days long whatever the scale (payment grace, offline lease) is expressed in absolute seconds.
 """
@@ -82,6 +91,10 @@ class Schedule:
     pg_stop_at: float
     # The server's POSPAL_SEAT_IDLE_DAYS for this run (longer than the 14-day lease in a 30-day run).
     seat_idle_days: int = 30
+    # The old POSPal server's customers the run imports: {customer, email, quantity, token, name}.
+    old_customers: list[dict[str, Any]] = field(default_factory=list)
+    # POSPAL_MIGRATION_WINDOW, in seconds from the start: old tokens are accepted inside it only.
+    migration_window: tuple[float, float] = (-DAY, 10 * DAY)
 
     def by_customer(self) -> dict[int, list[Plan]]:
         """Plans grouped by customer (a worker takes whole customers)."""
@@ -123,6 +136,71 @@ def build(n_agents: int, days: float = 30.0, seed: int = 7) -> Schedule:
         replacement.add(day(0, 1), "trial")
         replacement.add(buy_at + 2 * HOUR + idle_days * DAY + 2 * HOUR, "activate_code")
         customer += 1
+
+    window_end = 10.0 * DAY * s
+    old_customers: list[dict[str, Any]] = []
+
+    def old_customer(quantity: int) -> str:
+        email = f"owner{customer}@fleet.example"
+        token = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(26))
+        old_customers.append(
+            {
+                "customer": customer,
+                "email": email,
+                "quantity": quantity,
+                "token": token,
+                "name": f"Old {customer}",
+            }
+        )
+        return token
+
+    # Old POSPal tills and paused seasons: every run has some (one set per 60 agents, at least one).
+    for _ in range(max(1, n_agents // 60)):
+        email = f"owner{customer}@fleet.example"
+        token = old_customer(1)
+        new("migrate", email).add(day(0.1, 3), "old_first_run", token=token)
+        customer += 1
+        email = f"owner{customer}@fleet.example"
+        token = old_customer(2)
+        first_at = day(0.1, 2)
+        new("migrate", email).add(first_at, "old_first_run", token=token)
+        second = new("migrate_second", email)
+        second_at = first_at + day(1, 3)
+        second.add(second_at, "old_first_run", token=token)
+        second.add(second_at + HOUR, "activate_code")
+        customer += 1
+        email = f"owner{customer}@fleet.example"
+        token = old_customer(1)
+        late = new("migrate_late", email)
+        late_at = window_end + day(1, 3)
+        late.add(late_at, "old_first_run", token=token)
+        late.add(late_at + 2 * HOUR, "activate_code")
+        customer += 1
+        for role in ("pause_date", "pause_open", "pause_tail"):
+            email = f"owner{customer}@fleet.example"
+            owner = new(role, email)
+            owner.add(day(0, 1), "trial")
+            buy_at = day(1, 3)
+            owner.add(buy_at, "buy", quantity=2, decline_first=False)
+            extra = new("pause_extra", email)
+            extra.add(day(0, 1), "trial")
+            extra.add(buy_at + day(1, 2), "activate_code")
+            pause_at = day(24, 26) if role == "pause_tail" else day(7, 9)
+            resumes_in = {"pause_date": day(8, 10), "pause_open": None, "pause_tail": 20 * DAY * s}[role]
+            owner.add(pause_at, "pause", resumes_in=resumes_in)
+            # Both tills say what they show during the pause and after it ended (by date or by the owner).
+            moments = [pause_at + day(2, 3)]
+            if role == "pause_open":
+                resume_at = pause_at + day(8, 10)
+                owner.add(resume_at, "resume")
+                moments.append(resume_at + HOUR)
+            elif role == "pause_date":
+                assert resumes_in is not None
+                moments.append(pause_at + resumes_in + HOUR)
+            for till in (owner, extra):
+                for k, at in enumerate(moments):
+                    till.add(at + k * 60 + (till is extra) * 120, "observe")
+            customer += 1
 
     while len(plans) < n_agents:
         role = rng.choices(roles, weights)[0]
@@ -175,6 +253,8 @@ def build(n_agents: int, days: float = 30.0, seed: int = 7) -> Schedule:
         kills_at=[6.3 * DAY * s, 16.3 * DAY * s, 24.3 * DAY * s],
         pg_stop_at=20.3 * DAY * s,
         seat_idle_days=idle_days,
+        old_customers=old_customers,
+        migration_window=(-DAY, window_end),
     )
 
 

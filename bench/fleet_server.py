@@ -6,6 +6,9 @@
 - `SimClockFile` is the simulated time the server reads, rewritten atomically.
 - `SmtpSink` (aiosmtpd) logs every message as a JSON line and can refuse (451, a temporary failure) to
   play an email provider outage.
+- `old_export()` writes the old POSPal server's `customers` table as `wrangler d1 export` writes it (the
+  old schema), for `ServerProcess.import_pospal1` (`pospal-server import-pospal1 FILE`, as the operator
+  runs it).
 - `postgres_stopped()` stops the local PostgreSQL cluster and ALWAYS starts it again (other tests use it).
 """
 
@@ -61,7 +64,13 @@ class ServerProcess:
     """One real server process; `start()` waits for `/health`, `kill()` SIGKILLs it."""
 
     def __init__(
-        self, run_dir: Path, database_url: str, clock_file: Path, smtp_port: int, seat_idle_days: int = 30
+        self,
+        run_dir: Path,
+        database_url: str,
+        clock_file: Path,
+        smtp_port: int,
+        seat_idle_days: int = 30,
+        migration_window: str | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -82,6 +91,8 @@ class ServerProcess:
             "POSPAL_SEAT_IDLE_DAYS": str(seat_idle_days),
             "FORWARDED_ALLOW_IPS": "127.0.0.1",
         }
+        if migration_window:
+            self.env["POSPAL_MIGRATION_WINDOW"] = migration_window
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -94,6 +105,19 @@ class ServerProcess:
         subprocess.run(
             [*self._cli(), "migrate"], env=self.env, cwd=ROOT, check=True, capture_output=True, timeout=120
         )
+
+    def import_pospal1(self, export: Path) -> list[str]:
+        """`pospal-server import-pospal1 FILE`: the old server's customers; the report's lines."""
+        done = subprocess.run(
+            [*self._cli(), "import-pospal1", str(export)],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return done.stdout.splitlines()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start `pospal-server run` and wait until `/health` answers 200."""
@@ -210,6 +234,54 @@ class SmtpSink:
     def messages(self) -> list[dict[str, Any]]:
         """Every message received."""
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+
+# The old server's `customers` table, as its D1 database defines it (tests/fixtures/pospal1/d1-export.sql).
+_OLD_SCHEMA = """CREATE TABLE customers (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  email TEXT NOT NULL UNIQUE,
+  name TEXT,
+  stripe_customer_id TEXT,
+  stripe_session_id TEXT,
+  unlock_token TEXT UNIQUE NOT NULL,
+  machine_fingerprint TEXT,
+  subscription_status TEXT NOT NULL DEFAULT 'active',
+  subscription_id TEXT,
+  created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+  last_seen DATETIME DEFAULT CURRENT_TIMESTAMP,
+  last_validation DATETIME,
+  payment_failures INTEGER DEFAULT 0
+, next_billing_date TEXT, current_period_start TEXT, current_period_end TEXT, subscription_amount INTEGER, \
+subscription_currency TEXT DEFAULT 'eur');
+"""
+
+
+def old_export(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write `rows` ({email, name, customer_id, subscription_id, token}) as the old server's D1 export."""
+
+    def q(value: Any) -> str:
+        return "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+
+    lines = ["PRAGMA defer_foreign_keys=TRUE;", _OLD_SCHEMA.rstrip("\n")]
+    for number, row in enumerate(rows, start=1):
+        values = [
+            str(number),
+            q(row["email"]),
+            q(row["name"]),
+            q(row["customer_id"]),
+            q(f"cs_live_old{number:04d}"),
+            q(row["token"]),
+            q(None),
+            q("active"),
+            q(row["subscription_id"]),
+        ]
+        lines.append(
+            'INSERT INTO "customers" ("id","email","name","stripe_customer_id","stripe_session_id",'
+            '"unlock_token","machine_fingerprint","subscription_status","subscription_id") '
+            f"VALUES({','.join(values)});"
+        )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def _pg_ctl(action: str) -> None:

@@ -160,6 +160,13 @@ def sync_subscription(
                 "status": row.status,
                 "quantity": row.quantity,
                 "before": before.status if before else None,
+                # A seasonal pause changes what every till may do: the audit row says so.
+                **(
+                    {"paused": after.paused, "resumes_at": _iso(after.pause_resumes_at)}
+                    if before is not None
+                    and (before.paused, before.pause_resumes_at) != (after.paused, after.pause_resumes_at)
+                    else {}
+                ),
             },
             at=now,
         )
@@ -319,6 +326,8 @@ class _Snapshot:
     first_failed_at: datetime | None
     current_period_end: datetime | None
     payment_action_url: str | None
+    paused: bool = False
+    pause_resumes_at: datetime | None = None
 
     @classmethod
     def of(cls, row: Subscription) -> _Snapshot:
@@ -330,7 +339,13 @@ class _Snapshot:
             row.first_failed_at,
             row.current_period_end,
             row.payment_action_url,
+            bool(row.paused),
+            row.pause_resumes_at,
         )
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
 
 
 def _announce(

@@ -1,7 +1,9 @@
 """The fleet simulation, small: 100 agents over 3 simulated days against one real server, with faults.
 
 The server is SIGKILLed and restarted 3 times, the email provider refuses for a minute of server time,
-webhooks are delivered duplicated and out of order. The same zeros as the 1,000-agent bench run
+webhooks are delivered duplicated and out of order. Old POSPal customers are imported and their tills move
+over (once per customer, inside the migration window), and owners pause for the season and resume (by
+date, by the owner, and a pause still running at the end). The same zeros as the 1,000-agent bench run
 (bench/fleet.py) must hold: no agent in a state PRODUCT.md does not call for, no email lost or sent twice,
 no webhook event left unprocessed, no audit gap, and every server error an agent saw came during an
 injected fault and was followed by a successful retry. The oracle itself is checked on hand-made
@@ -79,6 +81,31 @@ def test_oracle_follows_product_rules_on_hand_made_histories() -> None:
     prov = [{"t": DAY, "kind": "provisional"}]
     assert expect(_agent(prov, []), None, 3 * DAY)[0] == "trial_active"
     assert expect(_agent(prov, []), None, 4.5 * DAY)[2] == "offline_expired"
+    # An old till moved with its unlock token holds a license on the imported subscription.
+    imported = fleet_check.billing_by_customer([], [], [{"customer": 1}])[1]
+    moved = _agent([], [(0.5 * DAY, "/v1/migrations", 200)])
+    assert expect(moved, imported, DAY)[:2] == ("licensed_active", True)
+    assert expect(_agent([], [(0.5 * DAY, "/v1/migrations", 409)]), imported, DAY)[0] == "license_missing"
+
+
+def test_oracle_pauses_until_the_date_or_the_owners_resume() -> None:
+    expect = fleet_check.expected_state
+    by_date = fleet_check.Billing([(1 * DAY, "purchase")], [(5 * DAY, "pause", 9 * DAY)])
+    log = [(1 * DAY, "/v1/activations", 200), (5 * DAY, "/v1/refresh", 200)]
+    # Paused at day 5: nothing sells, whatever the time, until a sync after the resume date.
+    assert expect(_agent([], log), by_date, 5.1 * DAY) == ("licensed_cancelled", False, "paused")
+    assert expect(_agent([], log), by_date, 9.5 * DAY)[2] == "paused"
+    assert (
+        expect(_agent([], [*log, (9 * DAY, "/v1/refresh", 200)]), by_date, 9.1 * DAY)[0] == "licensed_active"
+    )
+    # "Until I resume": still paused at day 20, licensed again at the first sync after the owner resumed.
+    open_ended = fleet_check.Billing(
+        [(1 * DAY, "purchase")], [(5 * DAY, "pause", None), (20 * DAY, "resume", None)]
+    )
+    assert expect(_agent([], [*log, (19.9 * DAY, "/v1/refresh", 200)]), open_ended, 20 * DAY)[2] == "paused"
+    assert expect(_agent([], [*log, (20 * DAY, "/v1/refresh", 200)]), open_ended, 20.1 * DAY)[0] == (
+        "licensed_active"
+    )
 
 
 @pytest.mark.timeout(600)
@@ -97,6 +124,19 @@ def test_fleet_of_100_agents_over_3_days_with_faults_loses_nothing(tmp_path) -> 
     ).run()
     server = report["server_checks"]
     assert report["states"]["wrong"] == []
+    # Old tills: moved once per customer inside the window, refused (and then activated by code) otherwise.
+    assert report["migrations"]["wrong"] == []
+    assert report["migrations"]["outcomes"] == {
+        "licensed": 2,
+        "refused:migration_used": 1,
+        "refused:migration_closed": 1,
+    }
+    assert server["duplicates"] == [] and server["old_imported"] == 3
+    # A paused season: every pause and resume audited, nothing collected while paused, the tills' states
+    # during and after each pause as the oracle says (checked above), and one pause still running.
+    assert server["pause_windows"] == 3 and report["states"]["observed"] == 10
+    assert server["pause_audit_gaps"] == [] and server["collected_while_paused"] == []
+    assert report["states"]["paused_at_end"] == 2
     assert server["emails_lost"] == 0, server["email_problems"]
     # Only sign-in codes may expire unsent (during the e-mail outage): nothing else has a life to outlive.
     assert set(server["expired_templates"]) <= {"activation_code"}, server["expired_templates"]
