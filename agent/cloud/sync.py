@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 30.0
 BACKOFF_CAP_S = 1800.0
+_MAX_DOUBLINGS = 32  # far past the cap (30 s * 2**6 > 30 min), far below a float's limit
 # The scheduler wakes at least this often, so time-driven status changes (grace at 48 h) show promptly.
 TICK_S = 30.0
 # Refusals that retrying soon can fix.
@@ -114,7 +115,10 @@ class SyncEngine:
 
     def backoff_s(self, failures: int) -> float:
         """The wait after `failures` consecutive transient failures (30 s doubling, 30 min cap, jittered)."""
-        base = min(BACKOFF_CAP_S, BACKOFF_START_S * 2 ** max(0, failures - 1))
+        # The exponent stops growing once past the cap: 2 ** 1024 no longer fits a float (three weeks
+        # offline at the cap), and an OverflowError here left the engine "running" for good.
+        doublings = min(max(0, failures - 1), _MAX_DOUBLINGS)
+        base = min(BACKOFF_CAP_S, BACKOFF_START_S * 2**doublings)
         jitter = self._policy().jitter
         return min(BACKOFF_CAP_S, base * (1.0 + self._rng.uniform(-jitter, jitter)))
 

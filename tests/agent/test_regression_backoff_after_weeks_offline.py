@@ -1,0 +1,24 @@
+"""Regression (found by bench/fleet.py's 30-day run): a PC left on without internet for three weeks
+stopped syncing for good. Every failed try doubled a float from 30 s; after 1,025 failures in a row
+(about 21 days at the 30-minute cap) `2 ** failures` no longer fitted a float, the sync raised
+OverflowError, and the engine stayed "running" forever: no sync when the cable came back, and "Sync now"
+waited without end. PRODUCT.md: "retry with exponential backoff from 30 s to a 30 min cap"."""
+
+from __future__ import annotations
+
+from agent.cloud.sync import BACKOFF_CAP_S
+from agent.errors import Offline
+from tests.agent.test_sync import DAY, Server, engine_for
+
+
+def test_four_weeks_offline_then_the_cable_comes_back_and_the_next_try_syncs() -> None:
+    server = Server([Offline("no internet")] * 1400)
+    engine, clock = engine_for(server)
+    for _ in range(1400):  # four weeks of tries at the 30-minute cap
+        result = engine.run_due()
+        assert result is not None and not result.ok
+        assert 0 < engine.seconds_until_due() <= BACKOFF_CAP_S + 1
+        clock.advance(engine.seconds_until_due())
+    assert engine.failures == 1400 and clock.monotonic() > 27 * DAY
+    back = engine.run_due()
+    assert back is not None and back.ok and engine.failures == 0
