@@ -68,7 +68,9 @@ def _add_fingerprint(sub: argparse._SubParsersAction) -> None:
 # -------------------------------------------------------------------------------------------------- run
 
 
-def _setup_logging(data_dir: Any) -> None:
+def _setup_logging(data_dir: Any, name: str = "agent.log") -> None:
+    """Log to stderr and to `data_dir/name` (rotated). The Windows service's launcher process logs to
+    service.log: two processes rotating one file would collide on Windows."""
     from logging.handlers import RotatingFileHandler
 
     root = logging.getLogger()
@@ -80,11 +82,9 @@ def _setup_logging(data_dir: Any) -> None:
     # apscheduler logs every wake-up at INFO; the agent log must stay small.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
-        file = RotatingFileHandler(
-            data_dir / "agent.log", maxBytes=1_000_000, backupCount=3, encoding="utf-8"
-        )
+        file = RotatingFileHandler(data_dir / name, maxBytes=1_000_000, backupCount=3, encoding="utf-8")
     except OSError as exc:
-        log.warning("cannot write agent.log: %s", exc)
+        log.warning("cannot write %s: %s", name, exc)
         return
     file.setFormatter(fmt)
     root.addHandler(file)

@@ -222,6 +222,9 @@ Section "-un.$(SecProgram)" UnSecMain
   nsExec::ExecToLog '"$INSTDIR\${CLI_EXE}" service remove'
   Pop $0
   DetailPrint "service remove: $0"
+  ; The service's launcher install (agent.host.winservice.install_root): program code, the seed and any
+  ; signed updates it staged, not license data, so it goes with the program.
+  RMDir /r "$APPDATA\${MACHINE_DATA}\install"
   DeleteRegValue HKLM "${REG_RUN}" "${RUN_VALUE}"
   ; The tray's own "start at login" toggle writes the same value under HKCU for the user who ran it.
   DeleteRegValue HKCU "${REG_RUN}" "${RUN_VALUE}"

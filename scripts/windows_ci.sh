@@ -3,9 +3,11 @@
 #  1. a throwaway self-signed code-signing certificate (osslsigncode signs; nothing is trusted by it);
 #  2. scripts/windows_build.sh: the Windows bundle from build.spec and the 64-bit installer, with both
 #     exes, the uninstaller and the installer signed, each signature checked by `osslsigncode verify`;
-#  3. a second installer (next patch version) for the upgrade test;
+#  3. a second installer (next patch version) for the upgrade test, and a real build two patch versions on,
+#     published in a throwaway TUF repository whose root the first build ships (the signed update);
 #  4. scripts/windows_smoke.sh: install (the service POSPalAgent), boot, trial/status, kill, stop/start,
-#     upgrade, uninstall, uninstall with data removal;
+#     upgrade, uninstall, uninstall with data removal, then the service applying the signed update while a
+#     POS asks every 10 ms;
 #  5. the tests marked `windows`, under Windows Python.
 # Any failure fails the step. The figures (bundle and installer size, first answer, time) end the output.
 set -euo pipefail
@@ -53,6 +55,13 @@ echo "== a throwaway Linux server; the test bundle trusts its key (an operator's
 windows_server_prepare "$KEYS/server"
 export POSPAL_BUILD_TRUSTED_KEYS="$KEYS/server/trusted.json" POSPAL_SMOKE_SERVER_DIR="$KEYS/server"
 
+echo "== a throwaway signed-update repository (TUF); the test bundle ships its root (an operator's, theirs)"
+UPDATES="$KEYS/updates"
+"$LINUX_PY" scripts/publish_update.py init --repo "$UPDATES/repo" --offline-keys "$UPDATES/offline" \
+  --online-keys "$UPDATES/online" >/dev/null
+"$LINUX_PY" scripts/publish_update.py root --repo "$UPDATES/repo" --out "$UPDATES/update-root.json" >/dev/null
+export POSPAL_BUILD_UPDATE_ROOT="$UPDATES/update-root.json"
+
 t0=$SECONDS
 bash scripts/windows_build.sh
 echo "windows-figure: build-s=$(( SECONDS - t0 ))"
@@ -62,6 +71,25 @@ next="$(echo "$version" | awk -F. '{printf "%d.%d.%d", $1, $2, $3 + 1}')"
 SETUP2="dist/windows/upgrade/POSPalLicenseAgent-Setup-$next.exe"
 mkdir -p dist/windows/upgrade
 POSPAL_INSTALLER_VERSION="$next" POSPAL_INSTALLER_FAST=1 bash scripts/build_installer.sh dist/windows/POSPalLicenseAgent "$SETUP2"
+
+# The next version as a real build, for the signed update the service applies (windows_smoke.sh step 9):
+# this tree with its version raised, built by the same spec, zipped as the repository ships a build, and
+# published for windows.
+upd="$(echo "$version" | awk -F. '{printf "%d.%d.%d", $1, $2, $3 + 2}')"
+t0=$SECONDS
+src="$KEYS/src-$upd"
+mkdir -p "$src"
+tar -c agent pospal_protocol ui clients/python/pospal_client packaging build.spec | tar -x -C "$src"
+sed -i "s/^__version__ = \".*\"/__version__ = \"$upd\"/" "$src/pospal_protocol/__init__.py"
+winpy -m PyInstaller --noconfirm --log-level ERROR --distpath "$(winpath "$KEYS/dist-$upd")" \
+  --workpath "$(winpath "$KEYS/build-$upd")" "$(winpath "$src/build.spec")" | grep -v "api-ms-win-crt" || true
+[ -f "$KEYS/dist-$upd/POSPalLicenseAgent/pospal-agent.exe" ] || { echo "FAIL: the $upd build has no pospal-agent.exe" >&2; exit 1; }
+$POSPAL_SIGN_CMD "$KEYS/dist-$upd/POSPalLicenseAgent/pospal-agent.exe"
+(cd "$KEYS/dist-$upd/POSPalLicenseAgent" && "$LINUX_PY" -m zipfile -c "$KEYS/pospal-agent-$upd-windows.zip" .)
+"$LINUX_PY" scripts/publish_update.py add --repo "$UPDATES/repo" --keys "$UPDATES/offline" --keys "$UPDATES/online" \
+  --build "$KEYS/pospal-agent-$upd-windows.zip" --version "$upd" --platform windows >/dev/null
+echo "windows-figure: update-build-s=$(( SECONDS - t0 )) update-zip-bytes=$(stat -c %s "$KEYS/pospal-agent-$upd-windows.zip")"
+export POSPAL_SMOKE_UPDATE_REPO="$UPDATES/repo" POSPAL_SMOKE_UPDATE_VERSION="$upd"
 
 verify() { osslsigncode verify -CAfile "$POSPAL_SIGN_CERT" -in "$1" >/dev/null || { echo "FAIL: signature of $1" >&2; exit 1; }; }
 for f in dist/windows/POSPalLicenseAgent/POSPalLicenseAgent.exe dist/windows/POSPalLicenseAgent/pospal-agent.exe \

@@ -7,20 +7,26 @@
 # Every check fails the script (no warn-and-skip):
 #  1. Setup.exe /S: files in Program Files, both Start menu shortcuts, the HKLM Run value starting only the
 #     tray (`run --tray-only`), the Add/Remove Programs keys, and the service POSPalAgent registered
-#     (automatic start, `pospal-agent.exe service run`, NT SERVICE\POSPalAgent) and started by Setup;
+#     (automatic start, `pospal-agent.exe service run`, NT SERVICE\POSPalAgent) and started by Setup,
+#     running the update launcher over %ProgramData%\POSPal\install seeded from Program Files;
 #  2. boot: the prefix stopped (`wineserver -k`), then `wineboot` alone: Wine's services.exe starts the
 #     service by itself (Wine's boot is also its login, so the HKLM Run value starts the tray, which
 #     never holds the port); the time from boot to the first GET /v1/license answer
 #     is printed (windows-figure: boot-answer-ms);
 #  3. pospal-agent.exe trial, then status --json, against a Linux server (sandbox billing): trial_active;
-#  4. a kill of the service's process: Wine 8's services.exe runs no recovery actions (see below), so this
-#     shows how far it goes (the SCM's restart is covered by tests/agent/test_winservice.py), then boots
+#  4. a kill of the service's process (its agent child must end with it): Wine 8's services.exe runs no
+#     recovery actions (see below), so this shows how far it goes (the SCM's restart is covered by tests/agent/test_winservice.py), then boots
 #     again and checks the license survived the kill;
 #  5. `service stop`: the process ends and the port is released; `service start`: it answers again;
 #  6. SETUP_V2 /S over the running service: the version changes, the service is stopped, replaced and
 #     started, and still says trial_active with the same machine id;
-#  7. Uninstall.exe /S: the service, files, Run value, shortcuts and uninstall keys gone, license data kept;
-#  8. reinstall, then Uninstall.exe /S /REMOVEDATA: the license data is gone too.
+#  7. Uninstall.exe /S: the service, files, launcher install, Run value, shortcuts and uninstall keys gone,
+#     license data kept;
+#  8. reinstall, then Uninstall.exe /S /REMOVEDATA: the license data is gone too;
+#  9. (POSPAL_SMOKE_UPDATE_REPO, from scripts/windows_ci.sh) install again, start a trial, and have the
+#     service apply a signed update (a real build of the next version, from a TUF repository) while a POS
+#     asks GET /v1/license every 10 ms: 0 failed, the longest wait printed, the same license state and
+#     machine id after; then uninstall, which removes the staged version too.
 # Under Wine a prefix whose only processes are system ones and services shuts down (its services are
 # killed, without SHUTDOWN): a Windows PC does not. So an idle Windows process (a sleeping python.exe, no
 # POSPal code, no tray) stands for the PC staying up between steps; it is idle, and the service is
@@ -38,8 +44,13 @@ SETUP2="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
+REPO_PID=""
+POS_PID=""
 cleanup() {
-  # Only what this script started: the Linux server by its pid, and this dedicated prefix's wineserver.
+  # Only what this script started: the Linux server, update repository and POS by their pids, and this
+  # dedicated prefix's wineserver.
+  [ -n "$POS_PID" ] && kill "$POS_PID" 2>/dev/null || true
+  [ -n "$REPO_PID" ] && kill "$REPO_PID" 2>/dev/null || true
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
   wineserver -k 2>/dev/null || true
   [ -n "$SERVER_PID" ] && wait "$SERVER_PID" 2>/dev/null || true
@@ -96,8 +107,13 @@ wine_run reg add "$SYSENV" /v POSPAL_AGENT_PORT /d "$AGENT_PORT" /f >/dev/null
 wine_run reg add "$SYSENV" /v POSPAL_SERVER_URL /d "$POSPAL_PUBLIC_URL" /f >/dev/null
 wineserver -w
 # Only this prefix's variables (the trap's cleanup runs this too).
-unset_sysenv() { wine_run reg delete "$SYSENV" /v POSPAL_AGENT_PORT /f >/dev/null 2>&1 || true
-                 wine_run reg delete "$SYSENV" /v POSPAL_SERVER_URL /f >/dev/null 2>&1 || true; }
+unset_sysenv() {
+  local v
+  for v in POSPAL_AGENT_PORT POSPAL_SERVER_URL POSPAL_UPDATE_URL POSPAL_UPDATE_IDLE_S POSPAL_UPDATE_WINDOW \
+      POSPAL_UPDATE_FIRST_CHECK_S; do
+    wine_run reg delete "$SYSENV" /v "$v" /f >/dev/null 2>&1 || true
+  done
+}
 trap 'unset_sysenv; cleanup' EXIT
 
 KEEPER_MARK="pospal-smoke-keeper"
@@ -137,8 +153,9 @@ boot() {
   # At once: once wineboot ends with only system processes left, Wine would end them and the service.
   keeper_start
 }
-fail_logs() { for f in "$DATA"/agent.log; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done >&2; }
+fail_logs() { for f in "$DATA"/agent.log "$DATA"/service.log; do [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }; done >&2; }
 DATA="$C/ProgramData/POSPal/License Agent"
+LAUNCH="$C/ProgramData/POSPal/install"
 
 # --- 1. install -----------------------------------------------------------------------------------
 keeper_start
@@ -167,6 +184,16 @@ ok "files, shortcuts, tray-only Run value, uninstall keys, service POSPalAgent (
 ms="$(wait_license)" || { fail_logs; fail "the service Setup started did not answer GET /v1/license"; }
 [ -n "$(service_pid)" ] || fail "something answers, but not the installed service"
 ok "Setup started the service: it answers GET /v1/license"
+# The service is the update launcher (agent.host.winservice.run_core): the install under ProgramData
+# seeded from Program Files' pospal-agent.exe, and the agent it runs as its own process.
+running_version() { curl -fsS --max-time 2 "$AGENT_URL/v1/health" | "$LINUX_PY" -c 'import json,sys; print(json.load(sys.stdin)["version"])'; }
+agent_child() { pgrep -f 'pospal-agent.exe run --headless' || true; }
+seeded_from() { "$LINUX_PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[0])' "$LAUNCH/versions/$1/seeded-from"; }
+ver="$(running_version)" || fail "no /v1/health answer"
+[ "$(tr -d '\r\n' <"$LAUNCH/current")" = "$ver" ] || fail "the launcher's current is [$(cat "$LAUNCH/current" 2>/dev/null)], the agent says $ver"
+[ "$(seeded_from "$ver")" = "$WIN_INSTDIR\pospal-agent.exe" ] || fail "version $ver is seeded from [$(seeded_from "$ver")]"
+[ -n "$(agent_child)" ] || fail "no 'pospal-agent.exe run --headless' under the service"
+ok "the service runs the launcher: $ver current in ProgramData\POSPal\install, seeded from Program Files, its agent a child process"
 
 # --- 2. the service starts with the boot, with no user process ------------------------------------
 boot
@@ -196,8 +223,14 @@ ok "pospal-agent.exe trial; status --json: trial_active (machine $machine1)"
 # --- 4. a kill of the service's process ------------------------------------------------------------
 pid="$(service_pid)"
 [ -n "$pid" ] || fail "no service process to kill"
+child="$(agent_child)"
 kill -9 $pid
 t0=$(now_ms)
+# The agent is in the launcher's kill-on-close job (agent.selfupdate.handoff): it ends with it, so no
+# orphan keeps the shared port from the next start.
+for _ in $(seq 100); do [ -z "$(agent_child)" ] && break; sleep 0.1; done
+[ -z "$(agent_child)" ] || fail "the agent (pid $child) outlived its killed launcher"
+ok "the service's agent ended with its killed launcher (job object)"
 restarted=""
 for _ in $(seq 150); do
   sleep 0.1
@@ -226,7 +259,7 @@ cli service stop >"$WORK/stop.log" || { cat "$WORK/stop.log"; fail "pospal-agent
 for _ in $(seq 100); do [ -z "$(service_pid)" ] && break; sleep 0.1; done
 [ -z "$(service_pid)" ] || fail "the service process still runs after service stop"
 port_closed || fail "the port still answers after service stop"
-grep -q "service stopped" "$DATA/agent.log" || fail "agent.log does not say the service stopped"
+grep -q "service stopped" "$DATA/service.log" || fail "service.log does not say the service stopped"
 ok "service stop: the process ended and the port is free"
 t0=$(now_ms)
 cli service start >"$WORK/start.log" || { cat "$WORK/start.log"; fail_logs; fail "pospal-agent.exe service start exited non-zero"; }
@@ -261,6 +294,7 @@ wine_run reg query "$SERVICE_KEY" /reg:64 >/dev/null 2>&1 && fail "the service i
 [ -z "$(reg_value "$RUN_KEY" POSPalLicenseAgent)" ] || fail "the HKLM Run value is still there"
 wine_run reg query "$UNINSTALL_KEY" /reg:64 >/dev/null 2>&1 && fail "the uninstall key is still there"
 license_data_present || fail "a plain uninstall removed the license data"
+[ -e "$LAUNCH" ] && fail "the launcher's install (program code) is still in ProgramData: $(ls "$LAUNCH")"
 ok "uninstalled: service, files, shortcuts, Run value and uninstall keys removed; license data kept"
 
 # --- 8. uninstall with data removal -----------------------------------------------------------------
@@ -273,4 +307,81 @@ prefix_idle
 [ -e "$INSTDIR" ] && fail "the install directory is still there"
 license_data_present && fail "/REMOVEDATA left license data: $(ls "${DATA_DIRS[@]}" 2>/dev/null)"
 ok "uninstall /REMOVEDATA removed the license data"
+
+# --- 9. a signed update applied by the service while a POS asks every 10 ms -------------------------
+# scripts/windows_ci.sh built the next version for real and published it in a TUF repository whose root
+# SETUP_V1's bundle ships. Served here over HTTP; the service's agent is told where (the system environment,
+# as an operator's POSPAL_UPDATE_URL would be), to swap as soon as nothing is in flight (POSPAL_UPDATE_IDLE_S=0,
+# no night window) and not to check by itself; `pospal-agent.exe update apply` stages it, as install.sh
+# update does on Linux. The POS runs on the Linux side, as the POS app on a till would (a new connection each
+# time): no answer may fail, and its longest wait is the figure.
+if [ -n "${POSPAL_SMOKE_UPDATE_REPO:-}" ]; then
+  UPD="${POSPAL_SMOKE_UPDATE_VERSION:?}"
+  repo_port="$(free_port)"
+  "$LINUX_PY" -m http.server --bind 127.0.0.1 --directory "$POSPAL_SMOKE_UPDATE_REPO" "$repo_port" >>"$WORK/repo.log" 2>&1 &
+  REPO_PID=$!
+  export POSPAL_UPDATE_URL="http://127.0.0.1:$repo_port" POSPAL_UPDATE_IDLE_S=0 POSPAL_UPDATE_WINDOW=off \
+    POSPAL_UPDATE_FIRST_CHECK_S=3600
+  for v in POSPAL_UPDATE_URL POSPAL_UPDATE_IDLE_S POSPAL_UPDATE_WINDOW POSPAL_UPDATE_FIRST_CHECK_S; do
+    wine_run reg add "$SYSENV" /v "$v" /d "${!v}" /f >/dev/null
+  done
+  wineserver -w
+  keeper_start
+  wine_run "$SETUP1" /S >"$WORK/setup4.log" || fail "install for the update"
+  wait_license >/dev/null || { fail_logs; fail "the service does not answer before the update"; }
+  before_version="$(running_version)"
+  cli trial >"$WORK/trial2.log" || { fail_logs; fail "trial before the update"; }
+  cli status --json >"$WORK/status-before.json" || fail "status before the update"
+  "$LINUX_PY" - "$AGENT_PORT" "$WORK/pos.stop" "$WORK/pos.json" <<'PYEOF' &
+import http.client, json, pathlib, sys, time
+port, stop, out = int(sys.argv[1]), pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+answers, failures, longest, last, versions = 0, [], 0.0, time.monotonic(), []
+while not stop.exists():
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/v1/license")
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        if resp.status != 200 or "license_state" not in body:
+            failures.append(f"{resp.status} {body}")
+        answers += 1
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        failures.append(repr(exc))
+    finally:
+        conn.close()
+    time.sleep(0.01)
+out.write_text(json.dumps({"answers": answers, "failures": failures[:5], "failed": len(failures), "longest_ms": round(longest * 1000)}))
+PYEOF
+  POS_PID=$!
+  sleep 1
+  t0=$(now_ms)
+  cli update apply >"$WORK/apply.log" || { cat "$WORK/apply.log"; fail_logs; fail "pospal-agent.exe update apply exited non-zero"; }
+  grep -q "staged $UPD" "$WORK/apply.log" || fail "update apply: $(cat "$WORK/apply.log")"
+  for _ in $(seq 1200); do [ "$(running_version 2>/dev/null)" = "$UPD" ] && break; sleep 0.1; done
+  applied_ms=$(( $(now_ms) - t0 ))
+  sleep 1
+  touch "$WORK/pos.stop"
+  wait "$POS_PID" || true
+  [ "$(running_version)" = "$UPD" ] || { fail_logs; fail "the service still runs $(running_version) after update apply"; }
+  swap="$("$LINUX_PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["outcome"], d["from"], d["to"], d["gap_s"])' "$LAUNCH/launcher.json")"
+  [ "$(echo "$swap" | cut -d' ' -f1-3)" = "swapped $before_version $UPD" ] || fail "launcher.json: $swap"
+  [ "$(tr -d '\r\n' <"$LAUNCH/current")" = "$UPD" ] && [ -f "$LAUNCH/versions/$UPD/pospal-agent.exe" ] \
+    || fail "current is not the staged build $UPD"
+  pos="$(cat "$WORK/pos.json")"
+  [ "$("$LINUX_PY" -c 'import json,sys; print(json.loads(sys.argv[1])["failed"])' "$pos")" = 0 ] || fail "the POS lost answers: $pos"
+  cli status --json >"$WORK/status-after.json" || fail "status after the update"
+  for f in license_state machine_id; do
+    [ "$(field "$f" <"$WORK/status-after.json")" = "$(field "$f" <"$WORK/status-before.json")" ] \
+      || fail "$f changed across the update: $(field "$f" <"$WORK/status-before.json") -> $(field "$f" <"$WORK/status-after.json")"
+  done
+  echo "windows-figure: update-apply-ms=$applied_ms update-swap-gap-s=$(echo "$swap" | cut -d' ' -f4) pos=$pos"
+  ok "signed update $before_version -> $UPD applied by the service: the POS lost 0 answers ($pos), same license and machine"
+  wine_run "$INSTDIR/Uninstall.exe" /S /REMOVEDATA >"$WORK/uninstall3.log" || fail "uninstall after the update"
+  keeper_stop
+  prefix_idle
+  [ -e "$LAUNCH" ] && fail "the staged update is still in ProgramData after uninstall"
+  ok "uninstall removed the staged update with the program"
+fi
 echo "windows smoke: all steps passed"

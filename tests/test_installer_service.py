@@ -59,3 +59,11 @@ def test_removedata_removes_the_per_machine_data():
     body = text()[text().index('Section /o "un.$(SecData)"') :]
     data = body[: body.index("SectionEnd")]
     assert 'RMDir /r "$APPDATA\\${MACHINE_DATA}"' in data  # SetShellVarContext all: %ProgramData%\POSPal
+
+
+def test_uninstall_removes_the_launchers_install_but_not_the_license_data():
+    """%ProgramData%\\POSPal\\install (the service's seed and staged updates) is program code: a plain
+    uninstall removes it after the service is gone; the license data beside it stays."""
+    un = section("-un.")
+    assert un.index("service remove") < un.index('RMDir /r "$APPDATA\\${MACHINE_DATA}\\install"')
+    assert 'RMDir /r "$APPDATA\\${MACHINE_DATA}"\n' not in un

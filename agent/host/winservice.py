@@ -1,8 +1,13 @@
 """The license core as the Windows service "POSPal License Agent" (service name `POSPalAgent`).
 
 The Service Control Manager starts `pospal-agent.exe service run` at boot (automatic start, before any
-login), as the virtual account `NT SERVICE\\POSPalAgent`. Its body is `agent.cli.run_headless`, the same
-code path `pospal-agent run --headless` runs; this module adds only what a service needs around it:
+login), as the virtual account `NT SERVICE\\POSPalAgent`. Its body (`run_core`) is the update launcher
+(`agent.selfupdate.launcher`) over `%ProgramData%\\POSPal\\install` (`install_root`): the launcher
+holds 127.0.0.1:7421 and runs the current agent version, `pospal-agent.exe run --headless` on its socket,
+swapping to a staged update at an idle moment and back when one fails its start check. At each start the
+service seeds that install from itself (a command seed naming this `pospal-agent.exe`: the version the
+installer put in Program Files), so a fresh install or an installer upgrade runs its own version unless a
+newer staged update is current. This module adds only what a service needs around it:
 
 - `ServiceHost`: the control handler's logic, free of pywin32 so Linux tests drive it with a fake SCM.
   It says START_PENDING, then RUNNING once the local API listens; on STOP or SHUTDOWN it says
@@ -30,7 +35,9 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from agent.errors import Error
@@ -54,6 +61,9 @@ START_WAIT_MS = 30_000
 STOP_WAIT_MS = 15_000
 # The process's exit code when the core fails: any non-zero code makes the SCM apply recovery actions.
 EXIT_FAILED = 1
+
+# RUNNING once the launcher's agent answers health, or after this long anyway (the port is held by then).
+READY_WITHIN_S = 25.0
 
 # Recovery: restart after 2 s, again after 2 s, then every 10 s; the count resets after a quiet day.
 RESTART_DELAYS_MS = (2_000, 2_000, 10_000)
@@ -89,7 +99,7 @@ class ServiceHost:
         self.scm.report(START_PENDING, START_WAIT_MS)
         try:
             code = self.core(self.stop_requested, on_ready=self._ready)
-        except Exception:
+        except (Exception, SystemExit):  # the launcher exits when a swap fails with nothing to go back to
             log.exception("the license core failed; the Service Control Manager restarts it")
             self.scm.fail(EXIT_FAILED)
             return
@@ -120,11 +130,74 @@ class ServiceHost:
         self.stop()
 
 
-def run_core(stop: threading.Event, *, on_ready: Callable[[], None]) -> int:
-    """The core the service hosts: `pospal-agent run --headless`'s own code path."""
-    from agent.cli import run_headless
+def install_root() -> Path:
+    """The launcher's install directory: `%ProgramData%\\POSPal\\install`, under the data root's DACL
+    (the service and administrators write it; a till user can read it, never change it)."""
+    from agent.host.winacl import data_root
 
-    return run_headless(stop, on_ready=on_ready)
+    return data_root() / "install"
+
+
+def seed_command() -> list[str]:
+    """What the seeded version runs: this frozen `pospal-agent.exe`; from a source tree, this Python with
+    `-m agent.cli`."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "agent.cli"]
+
+
+def run_core(stop: threading.Event, *, on_ready: Callable[[], None]) -> int:
+    """The core the service hosts: the launcher over `install_root()`, seeded from this build first."""
+    from agent.cli import _setup_logging
+    from agent.config import AgentSettings
+    from agent.selfupdate.install import Install
+    from agent.vault import store
+    from pospal_protocol import __version__
+
+    settings = AgentSettings.from_env()
+    store.ensure_dir(settings.data_dir)
+    _setup_logging(settings.data_dir, "service.log")  # the agent it runs writes agent.log
+    install = Install(install_root())
+    if not install.seed(__version__, seed_command(), script=False):
+        log.info("agent %s installed; the staged update %s stays current", __version__, install.current())
+    return run_launcher(install, settings.agent_port, stop, on_ready=on_ready)
+
+
+def run_launcher(
+    install: Any,
+    port: int,
+    stop: threading.Event,
+    *,
+    on_ready: Callable[[], None],
+    env: dict[str, str] | None = None,
+    ready_within_s: float = READY_WITHIN_S,
+) -> int:
+    """Run `agent.selfupdate.launcher.Launcher` on `install` until `stop` is set; `on_ready` once its
+    agent answers `/v1/health` (or after `ready_within_s` regardless: the launcher holds the port and
+    restarts an agent that fails, so the service is running either way). Returns the launcher's exit code
+    (0 after a stop; 1 when the install holds no version). Raises `Error` when the port is taken."""
+    from agent.selfupdate.launcher import Launcher, probe
+
+    try:
+        launcher = Launcher(install, port, env=env, quiet=True)
+    except OSError as exc:
+        raise Error(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
+    launcher.stop = stop
+
+    def announce() -> None:
+        end = time.monotonic() + ready_within_s
+        while not stop.is_set() and time.monotonic() < end:
+            health = probe(launcher.port, "/v1/health", 1.0)
+            if health is not None and health.get("ok") is True:
+                on_ready()
+                return
+            stop.wait(0.1)
+        if not stop.is_set():
+            log.warning("no agent answered /v1/health in %.0f s; the launcher goes on", ready_within_s)
+            on_ready()
+
+    threading.Thread(target=announce, name="service-ready", daemon=True).start()
+    return launcher.run()
 
 
 def service_command() -> list[str]:

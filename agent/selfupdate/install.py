@@ -12,6 +12,9 @@
 `python -m agent.selfupdate.install seed DIR ENTRY` makes the first version of an install from an agent
 installed another way (the Linux service's venv, `packaging/linux/install.sh`): `versions/<this version>/`
 holds only an entry that runs ENTRY, and `current` points at it unless a newer version already runs.
+On Windows (where a version cannot be a shell script) a seed is a command instead: `versions/<v>/` holds
+only `seeded-from`, a JSON list (the installed `pospal-agent.exe`, which the Windows service seeds from
+itself at each start: `agent.host.winservice.run_core`), and `command(v)` is that list.
 
 Pointers are files, not symlinks (a Windows service account may not create symlinks), each written with
 a temporary file and `os.replace`, so a power cut leaves either the old or the new pointer. Standard
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY = "pospal-agent.exe" if os.name == "nt" else "pospal-agent"
-SEEDED = "seeded-from"  # in a version made by `seed`: the entry it runs
+SEEDED = "seeded-from"  # in a version made by `seed`: the entry it runs (a JSON command list on Windows)
 _VERSION = re.compile(r"^\d{1,6}(\.\d{1,6}){0,3}$")
 
 
@@ -67,8 +70,18 @@ class Install:
         self.tuf_dir = self.root / "tuf"
 
     def entry(self, version: str) -> Path:
-        """The executable of `version`."""
+        """The executable of `version` (a command seed's: the program its command runs)."""
+        seeded = self._seeded_command(version)
+        if seeded is not None and not (self.versions / version / ENTRY).exists():
+            return Path(seeded[0])
         return self.versions / version / ENTRY
+
+    def command(self, version: str) -> list[str]:
+        """How to start `version`: its entry, or the command a command seed names."""
+        seeded = self._seeded_command(version)
+        if seeded is not None and not (self.versions / version / ENTRY).exists():
+            return seeded
+        return [str(self.versions / version / ENTRY)]
 
     def installed(self) -> list[str]:
         """Versions with an entry on disk, oldest first."""
@@ -80,7 +93,7 @@ class Install:
                 version_key(d.name)
             except ValueError:
                 continue  # a staging directory or something the operator left
-            if (d / ENTRY).exists():
+            if (d / ENTRY).exists() or self._seeded_command(d.name) is not None:
                 found.append(d.name)
         return sorted(found, key=version_key)
 
@@ -170,27 +183,36 @@ class Install:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def seed(self, version: str, entry: Path) -> bool:
-        """Make `versions/<version>/` an entry that runs `entry` (POSIX: a shell script), and point
-        `current` at it unless a newer version is current; True when it is current now.
+    def seed(self, version: str, entry: Path | Sequence[str], *, script: bool | None = None) -> bool:
+        """Make `versions/<version>/` run `entry` and point `current` at it unless a newer version is
+        current; True when it is current now. POSIX (`script`, the default there): an entry script that
+        execs `entry`. Windows: a command seed, `entry` being the program or a full command list.
 
         Other seeded versions running the same `entry` go: that entry now runs this version's code, so
         they would answer with the wrong version (and a rollback to them would fail its start check).
         """
         version_key(version)
-        if os.name == "nt":
-            raise ValueError("seed makes a POSIX entry script; Windows installs ship their versions")
+        script = os.name != "nt" if script is None else script
+        command = [str(entry)] if isinstance(entry, (str, Path)) else [str(word) for word in entry]
+        if not command:
+            raise ValueError("seed needs a command")
         self.versions.mkdir(parents=True, exist_ok=True)
         here = self.versions / version
         here.mkdir(exist_ok=True)
-        script = f'#!/bin/sh\nexec {shlex.quote(str(entry))} "$@"\n'
-        atomic_write(here / ENTRY, script.encode())
-        os.chmod(here / ENTRY, 0o755)  # noqa: S103 - whoever runs the launcher runs it; it holds no secret
-        atomic_write(here / SEEDED, f"{entry}\n".encode())
+        if script:
+            if len(command) != 1:
+                raise ValueError("an entry script execs one program")
+            text = f'#!/bin/sh\nexec {shlex.quote(command[0])} "$@"\n'
+            atomic_write(here / ENTRY, text.encode())
+            os.chmod(here / ENTRY, 0o755)  # noqa: S103 - whoever runs the launcher runs it; it holds no secret
+            atomic_write(here / SEEDED, f"{command[0]}\n".encode())
+        else:
+            (here / ENTRY).unlink(missing_ok=True)
+            atomic_write(here / SEEDED, json.dumps(command).encode())
         import shutil
 
         for other in self.installed():
-            if other != version and self._seeded_from(other) == str(entry):
+            if other != version and self._seeded_from(other) == self._seeded_from(version):
                 shutil.rmtree(self.versions / other, ignore_errors=True)
         current = self._read("current")
         if (
@@ -207,6 +229,20 @@ class Install:
             return (self.versions / version / SEEDED).read_text(encoding="utf-8").strip()
         except OSError:
             return None
+
+    def _seeded_command(self, version: str) -> list[str] | None:
+        """The command list of a command seed, None for anything else (an entry script's seeded-from
+        is a plain path, not JSON)."""
+        text = self._seeded_from(version)
+        if not text or not text.startswith("["):
+            return None
+        try:
+            command = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(command, list) or not command or not all(isinstance(w, str) for w in command):
+            return None
+        return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,11 +79,16 @@ class Launcher:
         deadline_s: float = DEFAULT_DEADLINE_S,
         env: dict[str, str] | None = None,
         args: Sequence[str] = ("run", "--headless"),
+        quiet: bool = False,
     ) -> None:
         self.install = install
         self.deadline_s = deadline_s
         self.env = dict(os.environ if env is None else env)
         self.args = list(args)
+        # A Windows service has no console: its agents' output goes nowhere (they log to agent.log) rather
+        # than to the half-closed pipe Popen makes for a missing standard handle.
+        nowhere = subprocess.DEVNULL
+        self.output: dict[str, int] = {"stdout": nowhere, "stderr": nowhere} if quiet else {}
         self.sock = handoff.listen(port)
         self.port = self.sock.getsockname()[1]
         self.stop = threading.Event()
@@ -94,11 +99,13 @@ class Launcher:
 
     def _spawn(self, version: str) -> subprocess.Popen:
         env = dict(self.env, POSPAL_INSTALL_DIR=str(self.install.root), POSPAL_AGENT_PORT=str(self.port))
-        command = [str(self.install.entry(version)), *self.args]
+        command = [*self.install.command(version), *self.args]
         log.info("starting agent %s", version)
         # Its own directory as the working directory: nothing of the launcher's (or an older version's) is
         # found first on a relative path.
-        self.proc = handoff.spawn(command, self.sock, env, cwd=str(self.install.versions / version))
+        self.proc = handoff.spawn(
+            command, self.sock, env, cwd=str(self.install.versions / version), **self.output
+        )
         self.version = version
         return self.proc
 

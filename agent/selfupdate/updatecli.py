@@ -6,7 +6,8 @@
                                                                  agent swaps at its next idle moment
     pospal-agent update status [--install DIR]                   running, pending, failed, last swap
 
-`--install` defaults to POSPAL_INSTALL_DIR (set by the launcher); `--from` is a USB update bundle
+`--install` defaults to POSPAL_INSTALL_DIR (set by the launcher), on Windows then to the service's
+`%ProgramData%\\POSPal\\install`; `--from` is a USB update bundle
 (the repository's `metadata/` and `targets/`), verified against the build's update root like the server.
 """
 
@@ -24,6 +25,10 @@ from agent.selfupdate.install import Install
 
 def _install(args: argparse.Namespace) -> Install:
     path = args.install or os.environ.get("POSPAL_INSTALL_DIR")
+    if not path and os.name == "nt":  # the Windows service's launcher install (agent.host.winservice)
+        from agent.host.winservice import install_root
+
+        path = str(install_root())
     if not path:
         raise Error("give --install DIR (the launcher's install directory) or set POSPAL_INSTALL_DIR")
     return Install(Path(path))

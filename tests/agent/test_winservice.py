@@ -1,6 +1,7 @@
 """The Windows service's control handler (agent.host.winservice.ServiceHost) against a fake Service Control
-Manager: what the SCM is told on start, stop, shutdown and a crash, and that the core it hosts is the
-headless run path with its stop event."""
+Manager: what the SCM is told on start, stop, shutdown and a crash; that the core it hosts is the update
+launcher over an install seeded from the service's own build, running the headless agent; and that
+`run --headless` itself serves until stopped."""
 
 from __future__ import annotations
 
@@ -125,21 +126,86 @@ def test_a_stop_during_start_never_reports_running_after_stop_pending():
     assert scm.reports == [START_PENDING, STOP_PENDING, STOPPED]
 
 
-def test_the_service_hosts_the_headless_run_path(monkeypatch):
-    """run_core is `run --headless`'s code: agent.cli.run_headless, given the host's stop event."""
-    seen = {}
+def _free_port() -> int:
+    import socket
 
-    def fake_run_headless(stop, *, on_ready):
-        seen["stop"] = stop
-        on_ready()
-        return 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    monkeypatch.setattr("agent.cli.run_headless", fake_run_headless)
+
+def _get(port: int, path: str) -> dict | None:
+    from agent.selfupdate.launcher import probe
+
+    return probe(port, path, 2.0)
+
+
+def test_the_service_runs_the_launcher_over_an_install_seeded_from_itself(tmp_path, monkeypatch):
+    """run_core: the install under ProgramData seeded with this build's command, the launcher holding the
+    port and running that version's `run --headless`; RUNNING once it answers; a stop ends the agent,
+    frees the port and says STOPPED."""
+    import json
+
+    from agent.selfupdate.install import SEEDED, Install
+    from pospal_protocol import __version__
+
+    port = _free_port()
+    monkeypatch.setattr(winservice, "install_root", lambda: tmp_path / "install")
+    monkeypatch.setenv("POSPAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("POSPAL_AGENT_PORT", str(port))
+    monkeypatch.setenv("POSPAL_SERVER_URL", "http://127.0.0.1:9")  # offline: a provisional answer
+    host, scm, thread = start_host(winservice.run_core)
+    try:
+        scm.wait_for(RUNNING)
+        health = _get(port, "/v1/health")
+        assert health is not None and health["version"] == __version__
+        answer = _get(port, "/v1/license")
+        assert answer is not None and "license_state" in answer
+        install = Install(tmp_path / "install")
+        assert install.current() == __version__
+        seeded = json.loads((install.versions / __version__ / SEEDED).read_text())
+        assert seeded == winservice.seed_command()
+    finally:
+        host.stop()
+        thread.join(30)
+    assert scm.reports == [START_PENDING, RUNNING, STOP_PENDING, STOPPED] and scm.failed is None
+    assert _get(port, "/v1/health") is None  # the agent the launcher ran is gone with it
+    import socket
+
+    with socket.socket() as again:  # and the port is free for the next start
+        again.bind(("127.0.0.1", port))
+
+
+def test_a_service_whose_port_is_taken_fails_before_saying_running(tmp_path, monkeypatch):
+    import socket
+
+    from agent.selfupdate.install import Install
+
+    install = Install(tmp_path / "install")
+    install.seed("1.0.0", winservice.seed_command(), script=False)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        scm = FakeScm()
+        host = ServiceHost(
+            scm, lambda stop, on_ready: winservice.run_launcher(install, port, stop, on_ready=on_ready)
+        )
+        host.run()
+    assert scm.reports == [START_PENDING] and scm.failed == winservice.EXIT_FAILED
+
+
+def test_an_install_with_no_version_is_a_failure_the_scm_restarts(tmp_path):
+    from agent.selfupdate.install import Install
+
     scm = FakeScm()
-    host = ServiceHost(scm, winservice.run_core)
-    host.stop_requested.set()  # already asked to stop: the run ends at once
+    empty = Install(tmp_path / "install")
+    host = ServiceHost(
+        scm,
+        lambda stop, on_ready: winservice.run_launcher(empty, 0, stop, on_ready=on_ready, ready_within_s=0.2),
+    )
     host.run()
-    assert seen["stop"] is host.stop_requested
+    assert scm.failed == 1 and STOPPED not in scm.reports
 
 
 def test_run_headless_serves_until_stopped_and_releases_the_port(tmp_path, monkeypatch):
