@@ -8,17 +8,28 @@
 #            network namespace per service, as Docker Compose has: server-1 and server-2 both bind :8000)
 #            on a bridge network, netavark + aardvark-dns, so services reach each other by name (db, redis,
 #            server-1, server-2). --podman-path scripts/compose_podman.sh: it supplies the health waits
-#            podman 4.3 lacks for `condition: service_healthy`.
+#            podman 4.3 lacks for `condition: service_healthy`, and drops the `--requires` podman 4.3
+#            cannot start server-1 with.
 #   podman   CONTAINERS_CONF: runc, and default ulimits at this host's hard limits (podman's own defaults
 #            are above them and this root lacks CAP_SYS_RESOURCE, so setrlimit fails).
-#   order    compose.yaml's depends_on: db healthy -> migrate (must exit 0) -> server-1, server-2, worker
-#            -> caddy, which publishes 80 and 443 on the host as the file says (both must be free).
+#   order    compose.yaml's depends_on: db healthy -> migrate (must exit 0, and exit before the servers and
+#            the worker start, by podman's timestamps) -> server-1, server-2, worker -> caddy, which
+#            publishes 80 and 443 on the host as the file says (both must be free).
+#   image    the servers run its default CMD as the non-root `pospal` user; its HEALTHCHECK passes on both.
 #   drive    scripts/stack_drive.py through https://localhost (Caddy's internal CA, read from its volume):
 #            an agent's trial, a sandbox purchase, refreshes while server-1 is stopped; none may fail.
-# Needs root. Everything it starts (containers, network, volumes) is removed on exit.
+# Needs root. Prints the image sizes and the drive's figures; exits non-zero on any failure. Everything it
+# starts (containers, network, volumes) is removed on exit. Runs on one machine wait for each other (a lock
+# file): they would share ports 80 and 443 and the image tags. POSPAL_COMPOSE_PROJECT names the project.
 set -euo pipefail
+lock="${TMPDIR:-/tmp}/pospal-compose-smoke.lock"
+if [ "${POSPAL_COMPOSE_LOCK:-}" != held ]; then
+  # flock -o: the lock is flock's own, not inherited by the containers' conmon processes this run starts.
+  flock -n -o "$lock" true || echo "[compose_smoke] another run holds $lock: waiting (at most 10 min)"
+  exec env POSPAL_COMPOSE_LOCK=held flock -o -w 600 "$lock" bash "$(realpath "$0")" "$@"
+fi
 cd "$(dirname "$0")/.."
-PROJECT=pospalsmoke
+PROJECT=${POSPAL_COMPOSE_PROJECT:-pospalsmoke}
 PODMAN_COMPOSE_VERSION=1.6.0
 t0=$(date +%s)
 say() { printf '[compose_smoke t+%ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
@@ -34,6 +45,7 @@ if [ "$("$PC" --version 2>/dev/null | head -1 | awk '{print $NF}')" != "$PODMAN_
 fi
 
 work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT  # until cleanup below takes over
 build() {  # build NAME CONTEXT: podman's layer cache makes a warm rebuild a few seconds
   local old
   old=$(podman image inspect "$1" --format '{{.Id}}' 2>/dev/null || true)
@@ -75,7 +87,8 @@ cleanup() {
 }
 trap cleanup EXIT
 for p in 80 443; do
-  if ss -Htln "sport = :$p" | grep -q .; then echo "compose_smoke: port $p is taken on this host" >&2; exit 1; fi
+  # bash's /dev/tcp: a connection accepted means something listens there (no iproute2 needed).
+  if (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "compose_smoke: port $p is taken on this host" >&2; exit 1; fi
 done
 
 say "podman-compose up -d (db healthy -> migrate -> servers, worker -> caddy)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -199,7 +200,6 @@ def test_a_server_only_install_has_no_qt_and_migrates(tmp_path: Path) -> None:
 
 def _interpolate(value: str, env: dict[str, str]) -> str:
     """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error} substitution."""
-    import re
 
     def one(match: re.Match[str]) -> str:
         name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
@@ -231,3 +231,68 @@ def test_compose_passes_every_setting_a_production_server_needs() -> None:
         settings = Settings.from_env(env)
         assert (settings.environment, settings.billing, settings.email) == ("production", "stripe", "smtp")
         assert settings.public_url == "https://license.example.com"
+
+
+def _stub(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    path.chmod(0o755)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the stand-ins are Linux images")
+def test_postgres_stand_in_initialises_with_the_settings_compose_passes(tmp_path: Path) -> None:
+    """scripts/compose_smoke.sh runs compose.yaml's db on deploy/standins/postgres: its entrypoint makes
+    the user, password and database compose.yaml names (initdb and postgres stubbed: what they are asked)."""
+    yaml = pytest.importorskip("yaml")
+    db = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"]["db"]
+    env_names = set(db["environment"])
+    entrypoint = ROOT / "deploy" / "standins" / "postgres" / "entrypoint.sh"
+    # Every variable compose.yaml gives the db is one the stand-in reads (else the smoke is not the file).
+    assert env_names <= {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"}
+    bin_dir, data, log = tmp_path / "bin", tmp_path / "data", tmp_path / "log"
+    bin_dir.mkdir()
+    _stub(bin_dir, "id", "echo 999")  # not root: the stand-in's drop to user postgres is skipped
+    _stub(
+        bin_dir,
+        "initdb",
+        f'echo "initdb $*" >>{log}\n'
+        f'for a; do case "$a" in --pwfile=*) cat "${{a#--pwfile=}}" >>{log};; esac; done\n'
+        f"mkdir -p {data} && echo 15 >{data}/PG_VERSION\n"
+        f": >{data}/postgresql.conf && : >{data}/pg_hba.conf",
+    )
+    _stub(bin_dir, "postgres", f'echo postgres "$@" >>{log}; [ "$1" = --single ] && cat >>{log}; true')
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PGDATA": str(data),
+        "POSTGRES_USER": "pospal",
+        "POSTGRES_DB": "pospal",
+        "POSTGRES_PASSWORD": "pw-from-dotenv",
+    }
+    result = subprocess.run(
+        ["sh", str(entrypoint), "postgres"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert calls[0].startswith("initdb ") and "--username=pospal" in calls[0].split()
+    assert "--auth-host=scram-sha-256" in calls[0].split()
+    assert calls[1] == "pw-from-dotenv"  # the password file initdb was given
+    assert calls[2].startswith("postgres --single") and calls[3] == 'CREATE DATABASE "pospal"'
+    assert calls[-1] == "postgres"  # then the server itself, in the foreground
+    assert "listen_addresses = '*'" in (data / "postgresql.conf").read_text(encoding="utf-8")
+    assert "host all all all scram-sha-256" in (data / "pg_hba.conf").read_text(encoding="utf-8")
+    # A second start on the same volume keeps the database: no second initdb.
+    log.unlink()
+    subprocess.run(["sh", str(entrypoint), "postgres"], env=env, timeout=30, check=True, capture_output=True)
+    assert log.read_text(encoding="utf-8").splitlines() == ["postgres"]
+
+
+def test_compose_smoke_stands_in_for_exactly_the_images_compose_pulls() -> None:
+    """scripts/compose_smoke.sh tags a stand-in under each registry image compose.yaml names, no other."""
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))["services"]
+    pulled = {s["image"] for s in services.values() if "build" not in s}
+    script = (ROOT / "scripts" / "compose_smoke.sh").read_text(encoding="utf-8")
+    built = set(re.findall(r"^build docker\.io/library/(\S+) ", script, flags=re.MULTILINE))
+    assert built == pulled
+    for image in pulled:
+        assert (ROOT / "deploy" / "standins" / image.split(":")[0] / "Containerfile").is_file()
