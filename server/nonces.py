@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.db import connection_of
 from server.errors import Replay
+from server.hotsql import HotStatement
 from server.models import RequestNonce, table_of
 
 # The signed timestamp may be this far from the server's clock, either way.
@@ -49,6 +50,8 @@ def _insert_statement(dialect: str) -> Any:
 
 # Built once per dialect: the refresh hot path should not rebuild statements on every request.
 _INSERTS = {dialect: _insert_statement(dialect) for dialect in ("sqlite", "postgresql")}
+# SQLite's batched insert runs on the driver as one multi-row statement (server.hotsql).
+_HOT_INSERT_SQLITE = HotStatement(_INSERTS["sqlite"])
 
 
 def remember(
@@ -87,8 +90,17 @@ def remember_many(connection: Connection, entries: Iterable[tuple[str, str, date
     ]
     if not rows:
         return set()
-    statement = _INSERTS["postgresql" if connection.dialect.name == "postgresql" else "sqlite"]
-    return set(connection.execute(statement, rows).scalars())
+    if connection.dialect.name == "postgresql":
+        return set(connection.execute(_INSERTS["postgresql"], rows).scalars())
+    new: set[str] = set()
+    for start in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+        chunk = rows[start : start + _SQLITE_ROWS_PER_INSERT]
+        new.update(nonce for (nonce,) in _HOT_INSERT_SQLITE.inserted(connection, chunk))
+    return new
+
+
+# Rows per SQLite INSERT: 3 parameters each, well within SQLite's limit of 32766 per statement.
+_SQLITE_ROWS_PER_INSERT = 1000
 
 
 _NONCES = table_of(RequestNonce)

@@ -119,6 +119,8 @@ class SigningKeys:
         self._lock = threading.Lock()
         self._snapshot: tuple[float, str, list[tuple[str, bool]]] | None = None
         self._published: tuple[tuple[int, int, int, int], str | None] | None = None
+        # Asked on every refresh from an agent that lacks the current key: the path is joined once.
+        self._keyset_path = os.fspath(self.key_dir / KEYSET_FILE)
 
     # ------------------------------------------------------------------------------------ key files
 
@@ -326,7 +328,7 @@ class SigningKeys:
         File times are coarse (a few ms), so a file changed within `SETTLE_S` is read every time: two
         writes inside one tick could otherwise look like one file.
         """
-        path = self.key_dir / KEYSET_FILE
+        path = self._keyset_path
         try:
             info = os.stat(path)
         except OSError:
@@ -336,7 +338,7 @@ class SigningKeys:
         if cached is not None and cached[0] == identity:
             return cached[1]
         try:
-            text = path.read_text(encoding="utf-8").strip() or None
+            text = Path(path).read_text(encoding="utf-8").strip() or None
         except (OSError, UnicodeDecodeError):
             return None
         # The file system's clock, not the service's: it is what stamped st_mtime and st_ctime.
