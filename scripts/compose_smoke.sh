@@ -11,7 +11,9 @@
 #            podman 4.3 lacks for `condition: service_healthy`, and drops the `--requires` podman 4.3
 #            cannot start server-1 with.
 #   podman   CONTAINERS_CONF: runc, and default ulimits at this host's hard limits (podman's own defaults
-#            are above them and this root lacks CAP_SYS_RESOURCE, so setrlimit fails).
+#            are above them and this root lacks CAP_SYS_RESOURCE, so setrlimit fails). Its "unable to get
+#            systemd connection to add healthchecks" lines are harmless: without systemd it schedules no
+#            health checks, and this script and compose_podman.sh run them with `podman healthcheck run`.
 #   order    compose.yaml's depends_on: db healthy -> migrate (must exit 0, and exit before the servers and
 #            the worker start, by podman's timestamps) -> server-1, server-2, worker -> caddy, which
 #            publishes 80 and 443 on the host as the file says (both must be free).

@@ -113,7 +113,7 @@ def test_compose_runs_two_servers_behind_caddy_after_the_migration() -> None:
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text(encoding="utf-8")
     assert "server-1:8000 server-2:8000" in caddyfile
     assert "health_uri /health/ready" in caddyfile  # the proxy sends no traffic to an instance not ready
-    # An instance stopping loses no request (scripts/image_smoke.sh stops one mid-run): the other is tried.
+    # An instance stopping loses no request (scripts/compose_smoke.sh stops one mid-run): the other is tried.
     assert "lb_try_duration" in caddyfile and "request_buffers" in caddyfile and "lb_retry_match" in caddyfile
 
 
