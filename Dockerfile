@@ -1,6 +1,6 @@
 # POSPal license server image. Build: docker build -t pospal-server .
 # BASE is any image with Python 3.11+ as python3 and the venv module (scripts/image_smoke.sh builds on a
-# Debian bookworm rootfs where no registry is reachable).
+# Debian bookworm rootfs where no registry is reachable; scripts/compose_smoke.sh runs compose.yaml on it).
 ARG BASE=python:3.11-slim
 # Builder: the server's locked dependencies (requirements-server.lock: hashes, no Qt, no dev tools) into a venv.
 FROM ${BASE} AS builder
