@@ -9,7 +9,11 @@ signature check, nonce insert, last_seen update, claims, Ed25519 token signing.
 Before the databases, the same load generator drives bench/sign_only.py: the same FastAPI/uvicorn
 stack with the same workers, whose one route only signs an EdDSA JWT (no database, no signature check).
 That is the ceiling, and every refresh run is also printed as a ratio of it at the same client count
-(the target: at least 0.6x at 32 clients, with p99 at most 50 ms).
+(the target: at least 0.6x at 32 clients, with p99 at most 50 ms). All servers are up at once and
+each run is cut into `--rounds` slices, driven in turn with the other runs' (ceiling, SQLite,
+PostgreSQL, again and again), so a ratio compares loads of the same moments on a shared machine; the
+table gives the ratio of each round's slices as a range, and the "cpu ratio": the ceiling's server
+CPU per request over the run's, which a busy machine moves least.
 
 The load generator is one asyncio process speaking raw HTTP/1.1 over keep-alive connections, and the
 requests are signed before the clock starts, so it uses as little CPU as possible. It still shares the
@@ -39,7 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +82,20 @@ class Result:
     db_cpu_s: float | None = None
     client_cpu_s: float = 0.0
     ceiling_req_per_s: float | None = None
+    # This run's ratio to the ceiling in each interleaved round (see `run_interleaved`).
+    round_ratios: list[float] = field(default_factory=list)
+    ceiling_cpu_ms_per_req: float | None = None
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        """The ceiling's server CPU per request over this run's: the ratio if both were CPU-bound.
+
+        CPU time per request hardly depends on what else the machine runs, so this moves less than
+        the throughput ratio on a busy machine (PostgreSQL's own CPU is not in it: see db_cpu_ms_per_req).
+        """
+        if not self.ceiling_cpu_ms_per_req or not self.requests or not self.server_cpu_s:
+            return None
+        return self.ceiling_cpu_ms_per_req / (self.server_cpu_s * 1000 / self.requests)
 
     @property
     def req_per_s(self) -> float:
@@ -123,6 +142,8 @@ class Result:
             "load_avg_1m": round(os.getloadavg()[0], 2),
             "ceiling_req_per_s": None if self.ceiling_req_per_s is None else round(self.ceiling_req_per_s, 1),
             "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "ratio_rounds": [round(r, 3) for r in self.round_ratios],
+            "cpu_ratio": None if self.cpu_ratio is None else round(self.cpu_ratio, 3),
         }
 
 
@@ -182,7 +203,7 @@ def sandbox_server_env(url: str, workdir: Path, secret: str) -> dict[str, str]:
     }
 
 
-def fresh_database(kind: str, workdir: Path, pg_url: str | None) -> tuple[str, object]:
+def fresh_database(kind: str, workdir: Path, pg_url: str | None) -> tuple[str, Callable[[], None]]:
     """Create and migrate an empty database; return its URL and a cleanup callable."""
     if kind == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
@@ -409,15 +430,18 @@ async def drive(
     return len(latencies), errors, elapsed, latencies
 
 
+def warm_up(port: int, machines: list, clients: int) -> None:
+    """A short untimed load, so the first timed slice does not pay for cold caches and connections."""
+    asyncio.run(drive(port, presign(machines, 200), min(clients, 8), 2.0))
+
+
 def measure(
     port: int, machines: list, clients: int, seconds: float, max_rate: int, pgids: list[int]
 ) -> tuple[int, int, float, list[float], float, float, float]:
-    """Warm up briefly, then run the timed load; also return server, client and PostgreSQL CPU seconds.
+    """One timed load; also return server, client and PostgreSQL CPU seconds.
 
     PostgreSQL's share is every `postgres` process on the machine, so only PostgreSQL runs report it.
     """
-    warm = presign(machines, 200)
-    asyncio.run(drive(port, warm, min(clients, 8), 2.0))
     requests = presign(machines, int(max_rate * seconds))
     server_before, client_before = group_cpu_seconds(pgids), time.process_time()
     db_before = postgres_cpu_seconds()
@@ -429,23 +453,40 @@ def measure(
     return count, errors, elapsed, latencies, server_cpu, time.process_time() - client_before, db_cpu
 
 
-def run_db(
-    kind: str,
-    args: argparse.Namespace,
-    workdir: Path,
-    instances: int = 1,
-    proxy: bool = False,
-    ceiling_at: dict[int, float] | None = None,
-) -> list[Result]:
-    """All client counts for one database, served by `instances` servers (behind the proxy if `proxy`).
+@dataclass
+class Target:
+    """One thing under load: the sign-only ceiling, or a database served by `instances` servers."""
 
-    `ceiling_at` maps a client count to the sign-only ceiling's req/s, for the ratio.
-    """
+    db: str
+    instances: int
+    proxy: bool
+    port: int
+    machines: list
+    procs: list[subprocess.Popen]
+    cleanup: Callable[[], None]
+
+    @property
+    def pgids(self) -> list[int]:
+        """The process groups whose CPU is the server's (each process was started in its own)."""
+        return [proc.pid for proc in self.procs]
+
+    def stop(self) -> None:
+        """Stop every process of this target, then drop its database."""
+        for proc in self.procs:
+            stop(proc)
+        if self.proxy and self.procs[-1].stdout is not None:
+            print(f"# proxy requests per instance: {self.procs[-1].stdout.read().strip()}", flush=True)
+        self.cleanup()
+
+
+def start_db(
+    kind: str, args: argparse.Namespace, workdir: Path, instances: int = 1, proxy: bool = False
+) -> Target:
+    """A fresh, seeded database served by `instances` servers (behind the proxy if `proxy`)."""
     workdir = workdir / f"{kind}-{instances}{'-lb' if proxy else ''}"
     workdir.mkdir()
     url, cleanup = fresh_database(kind, workdir, args.pg_url)
-    servers: list[subprocess.Popen] = []
-    results = []
+    procs: list[subprocess.Popen] = []
     try:
         machines = seed_machines(url, args.machines)
         env = {
@@ -460,73 +501,75 @@ def run_db(
         ports = []
         for n in range(instances):
             proc, port = start_server(env, args.workers, workdir / f"server-{kind}-{n}.log")
-            servers.append(proc)
+            procs.append(proc)
             ports.append(port)
         port = ports[0]
         if proxy:
             proxy_proc, port = start_proxy(ports, workdir / "proxy.log")
-            servers.append(proxy_proc)
-        pgids = [proc.pid for proc in servers]  # each was started in its own process group
-        for clients in args.clients:
-            count, errors, elapsed, latencies, server_cpu, client_cpu, db_cpu = measure(
-                port, machines, clients, args.seconds, args.max_rate, pgids
-            )
-            results.append(
-                Result(
-                    kind,
-                    instances,
-                    args.workers,
-                    clients,
-                    count,
-                    errors,
-                    elapsed,
-                    latencies,
-                    proxy,
-                    server_cpu_s=server_cpu,
-                    client_cpu_s=client_cpu,
-                    db_cpu_s=db_cpu if kind == "postgres" else None,
-                    ceiling_req_per_s=(ceiling_at or {}).get(clients),
-                )
-            )
-            print(json.dumps(results[-1].row()), flush=True)
-    finally:
-        for proc in servers:
+            procs.append(proxy_proc)
+    except BaseException:
+        for proc in procs:
             stop(proc)
-        if proxy and servers[-1].stdout is not None:
-            print(f"# proxy requests per instance: {servers[-1].stdout.read().strip()}", flush=True)
         cleanup()
-    return results
+        raise
+    return Target(kind, instances, proxy, port, machines, procs, cleanup)
 
 
-def run_ceiling(args: argparse.Namespace, workdir: Path) -> list[Result]:
-    """Every client count against the sign-only app, with the same workers and load generator."""
+def start_sign_only(args: argparse.Namespace, workdir: Path) -> Target:
+    """bench/sign_only.py with the same workers (the ceiling)."""
     workdir = workdir / "sign-only"
     workdir.mkdir()
-    machines = bench_machines(args.machines)
     proc, port = start_ceiling(args.workers, workdir / "sign-only.log")
+    return Target("sign-only", 1, False, port, bench_machines(args.machines), [proc], lambda: None)
+
+
+def run_interleaved(targets: list[Target], args: argparse.Namespace) -> list[Result]:
+    """Every client count against every target, in `args.rounds` interleaved slices.
+
+    The machine is shared, and its load drifts within seconds. So each target is driven for
+    `args.seconds / args.rounds` at a time, in turn (ceiling, then each database, again and again), and
+    its slices are added up: each ratio compares runs made in the same seconds, not minutes apart.
+    Targets[0] is the ceiling.
+    """
     results = []
-    try:
-        for clients in args.clients:
-            count, errors, elapsed, latencies, server_cpu, client_cpu, _db_cpu = measure(
-                port, machines, clients, args.seconds, args.max_rate, [proc.pid]
-            )
-            results.append(
-                Result(
-                    "sign-only",
-                    1,
-                    args.workers,
-                    clients,
-                    count,
-                    errors,
-                    elapsed,
-                    latencies,
-                    server_cpu_s=server_cpu,
-                    client_cpu_s=client_cpu,
+    slice_s = args.seconds / args.rounds
+    for clients in args.clients:
+        for target in targets:
+            warm_up(target.port, target.machines, clients)
+        slices: list[list[tuple]] = [[] for _ in targets]
+        for _round in range(args.rounds):
+            for n, target in enumerate(targets):
+                slices[n].append(
+                    measure(target.port, target.machines, clients, slice_s, args.max_rate, target.pgids)
                 )
+        ceiling = None
+        for target, parts in zip(targets, slices, strict=True):
+            result = Result(
+                target.db,
+                target.instances,
+                args.workers,
+                clients,
+                sum(p[0] for p in parts),
+                sum(p[1] for p in parts),
+                sum(p[2] for p in parts),
+                [ms for p in parts for ms in p[3]],
+                target.proxy,
+                server_cpu_s=sum(p[4] for p in parts),
+                client_cpu_s=sum(p[5] for p in parts),
+                db_cpu_s=sum(p[6] for p in parts) if target.db == "postgres" else None,
+                ceiling_req_per_s=None if ceiling is None else ceiling.req_per_s,
             )
-            print(json.dumps(results[-1].row()), flush=True)
-    finally:
-        stop(proc)
+            if ceiling is None:
+                ceiling = result
+            else:
+                result.round_ratios = [
+                    (p[0] / p[2]) / (c[0] / c[2])
+                    for p, c in zip(parts, slices[0], strict=True)
+                    if c[0] and p[2]
+                ]
+                result.ceiling_cpu_ms_per_req = ceiling.server_cpu_s * 1000 / max(1, ceiling.requests)
+            results.append(result)
+            print(json.dumps(result.row()), flush=True)
     return results
 
 
@@ -554,7 +597,15 @@ def main(argv: list[str] | None = None) -> int:
         "--instances", type=int, default=1, help="N > 1: PostgreSQL, 1 server, then 1 and N behind the proxy"
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="timed seconds per target and client count"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved slices per run (run_interleaved)",
+    )
     parser.add_argument("--machines", type=int, default=64)
     parser.add_argument("--max-rate", type=int, default=8000, help="requests pre-signed per second of run")
     args = parser.parse_args(argv)
@@ -571,24 +622,28 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# {os.cpu_count()} CPUs shared by server workers, PostgreSQL, the proxy (+lb rows) and this "
         "load generator; loopback; "
-        f"{args.seconds:.0f} s per run",
+        f"{args.seconds:.0f} s per run, in {args.rounds} slices interleaved with the other runs'",
         flush=True,
     )
-    results: list[Result] = []
+    targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="pospal-bench-") as tmp:
-        ceiling = run_ceiling(args, Path(tmp))
-        results += ceiling
-        ceiling_at = {r.clients: r.req_per_s for r in ceiling}
-        for kind in kinds:
-            for instances, proxy in setups:
-                for result in run_db(kind, args, Path(tmp), instances, proxy, ceiling_at):
-                    results.append(result)
+        try:
+            targets.append(start_sign_only(args, Path(tmp)))
+            for kind in kinds:
+                for instances, proxy in setups:
+                    targets.append(start_db(kind, args, Path(tmp), instances, proxy))
+            results = run_interleaved(targets, args)
+        finally:
+            for target in targets:
+                target.stop()
+    order = ["sign-only", *kinds]
+    results.sort(key=lambda r: (order.index(r.db), r.instances, r.proxy, r.clients))
     print()
     print(f"# load average (1 min) at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     print(
         f"{'db':9} {'inst':>6} {'wrk':>3} {'clients':>7} {'requests':>8} {'err':>4} {'req/s':>8} "
         f"{'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'srv cpu ms':>9} {'pg cpu ms':>9} "
-        f"{'ratio':>6}"
+        f"{'ratio':>6} {'rounds':>11} {'cpu ratio':>9}"
     )
     for r in results:
         row = r.row()
@@ -598,7 +653,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['requests']:>8} {row['errors']:>4} {row['req_per_s']:>8} {row['p50_ms']:>7} "
             f"{row['p90_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>7} {row['server_cpu_ms_per_req']:>9} "
             f"{'' if row['db_cpu_ms_per_req'] is None else row['db_cpu_ms_per_req']:>9} "
-            f"{'' if r.ratio is None else f'{r.ratio:.2f}x':>6}"
+            f"{'' if r.ratio is None else f'{r.ratio:.2f}x':>6} "
+            f"{'' if not r.round_ratios else f'{min(r.round_ratios):.2f}-{max(r.round_ratios):.2f}':>11} "
+            f"{'' if r.cpu_ratio is None else f'{r.cpu_ratio:.2f}x':>9}"
         )
     print()
     print(f"# refresh / sign-only ceiling (same stack, {args.workers} workers, same load generator):")
