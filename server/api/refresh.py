@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import nacl.bindings
+import nacl.exceptions
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -53,11 +56,64 @@ _PUBLIC_KEYS: dict[str, Ed25519PublicKey] = {}
 MAX_PUBLIC_KEYS = 50_000
 
 
+class SodiumVerifiedKey(Ed25519PublicKey):
+    """A machine's Ed25519 public key whose `verify` runs on libsodium (PyNaCl) instead of OpenSSL.
+
+    The signature check is most of a refresh's own CPU, and libsodium's Ed25519 verification takes about
+    half of OpenSSL's time here. It is the same RFC 8032 check, and a stricter one: libsodium also refuses
+    small-order keys and R points, which no agent's generated key is. Decoding (`decode_public_key`) and
+    every other method stay OpenSSL's, on the wrapped key.
+    """
+
+    __slots__ = ("_key", "_raw")
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+        self._raw = key.public_bytes_raw()
+
+    def verify(self, signature: Any, data: Any) -> None:
+        """Raise `InvalidSignature` unless `signature` (64 bytes) signs `data` under this key."""
+        signature, data = bytes(signature), bytes(data)
+        # libsodium takes signature and message as one buffer: a signature of another length would
+        # shift the split, so it is refused here, as OpenSSL refuses it.
+        if len(signature) != nacl.bindings.crypto_sign_BYTES:
+            raise InvalidSignature()
+        try:
+            nacl.bindings.crypto_sign_open(signature + data, self._raw)
+        except nacl.exceptions.BadSignatureError:
+            raise InvalidSignature() from None
+
+    def public_bytes(self, encoding: Any, format: Any) -> bytes:  # noqa: A002 - the base class's name
+        """The wrapped key's bytes."""
+        return self._key.public_bytes(encoding, format)
+
+    def public_bytes_raw(self) -> bytes:
+        """The raw 32 bytes of the key."""
+        return self._raw
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SodiumVerifiedKey):
+            return self._raw == other._raw
+        return isinstance(other, Ed25519PublicKey) and other.public_bytes_raw() == self._raw
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __copy__(self) -> SodiumVerifiedKey:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> SodiumVerifiedKey:
+        return self
+
+
 def public_key_of(text: str) -> Ed25519PublicKey:
-    """The Ed25519 key a machine row stores as `text` (decoded once per process); `KeyInvalid` if bad."""
+    """The Ed25519 key a machine row stores as `text` (decoded once per process); `KeyInvalid` if bad.
+
+    Checked with libsodium (`SodiumVerifiedKey`).
+    """
     key = _PUBLIC_KEYS.get(text)
     if key is None:
-        key = decode_public_key(text)
+        key = SodiumVerifiedKey(decode_public_key(text))
         if len(_PUBLIC_KEYS) >= MAX_PUBLIC_KEYS:
             _PUBLIC_KEYS.clear()  # a bound on memory: keys are decoded again as machines refresh
         _PUBLIC_KEYS[text] = key

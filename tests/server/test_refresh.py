@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from pospal_protocol.tokens import verify_token
 from pospal_protocol.trust import TrustedKeys, decode_public_key
+from server.api.refresh import SodiumVerifiedKey
 from tests.agent.tokenkit import Authority
 from tests.server.conftest import token_claims
 
@@ -133,3 +138,33 @@ def test_refresh_sends_the_published_authority_keyset_after_rotation(client, app
     # An agent that already trusts the new key is not sent a document.
     again = machine.post(client, "/v1/refresh", {"fingerprint": machine.fp, "known_kids": [new_kid]})
     assert again.json()["keyset"] is None
+
+
+def test_the_libsodium_check_accepts_and_refuses_exactly_what_openssl_does():
+    private, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    openssl = private.public_key()
+    sodium = SodiumVerifiedKey(openssl)
+    message = b"POST\n/v1/refresh\n1700000000\n" + b"a" * 32
+    good = private.sign(message)
+    cases = [
+        (good, message),
+        (good, message + b"x"),  # tampered
+        (other.sign(message), message),  # another machine's key
+        (good[:63], message),  # too short: libsodium alone would split the buffer elsewhere
+        (good + b"\0", message),  # too long
+        (good[:63] + bytes([good[63] ^ 1]), message),  # flipped bit
+        (b"", message),
+    ]
+    for signature, data in cases:
+        outcomes = []
+        for key in (openssl, sodium):
+            try:
+                key.verify(signature, data)
+                outcomes.append("ok")
+            except InvalidSignature:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], (signature.hex(), data)
+    sodium.verify(good, message)
+    with pytest.raises(InvalidSignature):
+        sodium.verify(good, message + b"x")
+    assert sodium == openssl and sodium.public_bytes_raw() == openssl.public_bytes_raw()
