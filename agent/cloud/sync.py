@@ -146,12 +146,21 @@ class SyncEngine:
                 assert self.last_result is not None
                 return self.last_result
             self._running = True
-        result = self._attempt()
-        with self._cond:
-            self._running = False
-            self._generation += 1
-            self.last_result = result
-            self._cond.notify_all()
+        result: SyncResult | None = None
+        try:
+            result = self._attempt()
+        except Exception as exc:  # a bug in the bookkeeping around the sync: never stay "running" for good
+            log.exception("sync bookkeeping failed; next try in %.0f s", BACKOFF_CAP_S)
+            result = SyncResult(False, self.clock.now(), exc)
+            with self._cond:
+                self._due = self.clock.monotonic() + BACKOFF_CAP_S
+        finally:
+            with self._cond:
+                self._running = False
+                self._generation += 1
+                if result is not None:
+                    self.last_result = result
+                self._cond.notify_all()
         if self._on_result:
             self._on_result(result)
         self._rearm()

@@ -22,3 +22,26 @@ def test_four_weeks_offline_then_the_cable_comes_back_and_the_next_try_syncs() -
     assert engine.failures == 1400 and clock.monotonic() > 27 * DAY
     back = engine.run_due()
     assert back is not None and back.ok and engine.failures == 0
+
+
+def test_a_failure_in_the_bookkeeping_itself_never_leaves_the_engine_running(monkeypatch) -> None:
+    """Whatever else raises around the sync (here the backoff itself), the engine is free again: the
+    failure is its result, the next try is at the cap, and the one after that runs and syncs."""
+    import threading
+
+    server = Server([Offline("no internet")])
+    engine, clock = engine_for(server)
+
+    def broken(failures: int) -> float:
+        raise ValueError("bookkeeping bug")
+
+    monkeypatch.setattr(engine, "backoff_s", broken)
+    first = engine.sync_now()
+    assert not first.ok and isinstance(first.error, ValueError)
+    assert abs(engine.seconds_until_due() - BACKOFF_CAP_S) <= 1
+    monkeypatch.undo()
+    answered: list = []
+    thread = threading.Thread(target=lambda: answered.append(engine.sync_now()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert answered and answered[0].ok  # "Sync now" answers; before, it waited forever
