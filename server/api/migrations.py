@@ -6,7 +6,9 @@ this PC's first terminal on the subscription `pospal-server import-pospal1` brou
 checkout. It is accepted
 
 - only inside `POSPAL_MIGRATION_WINDOW` (403 `migration_closed` outside it, or when unset);
-- once per customer: after that, 409 `migration_used` (later PCs prove the owner's e-mail with a code);
+- once per customer: after that, 409 `migration_used` (later PCs prove the owner's e-mail with a code),
+  except to the PC that took over, asking again with the same machine key while it still holds its
+  terminal (its answer was lost): it gets its answer again, with no second e-mail;
 - within per-address and per-e-mail limits that count every attempt, so a wrong token is counted
   against the address; a wrong e-mail or token is 401 `migration_refused` and changes nothing.
 
@@ -46,7 +48,7 @@ from server.api.schemas import (
     _Body,
 )
 from server.errors import ApiError, NoSubscription
-from server.models import Customer, Pospal1Import
+from server.models import Customer, Machine, Pospal1Import
 from server.pospal1 import token_hash
 
 router = APIRouter(prefix="/v1", tags=["migrations"])
@@ -126,7 +128,10 @@ def migrate(
         matches = hmac.compare_digest(stored or "0" * 64, token_hash(body.unlock_token))
         if customer is None or imported is None or stored is None or not matches:
             raise MigrationRefused()
-        if imported.used_at is not None:
+        # The PC that took over asking again (its answer was lost: a cut line, a server killed after the
+        # commit) is the same machine key, still bound: it gets its answer again, nothing more.
+        again = imported.used_at is not None and _still_bound(session, imported.used_machine_id, public_key)
+        if imported.used_at is not None and not again:
             raise MigrationUsed()
         license_ = licensing.live_license_for_customer(session, customer.id, now)
         if license_ is None:
@@ -150,6 +155,8 @@ def migrate(
             nonce=signed.nonce,
             notify=False,
         )
+        if again:
+            return answer
         imported.used_at = now
         imported.used_machine_id = answer.machine_id
         if body.locale:
@@ -167,3 +174,16 @@ def migrate(
             now=now,
         )
         return answer
+
+
+def _still_bound(session, machine_id: str | None, public_key: str) -> bool:
+    """Whether `machine_id` (the PC the old token moved) has `public_key` and still holds its terminal."""
+    if machine_id is None:
+        return False
+    machine = session.get(Machine, machine_id)
+    return (
+        machine is not None
+        and machine.public_key == public_key
+        and machine.deactivated_at is None
+        and machine.license_id is not None
+    )

@@ -66,12 +66,37 @@ def test_the_old_token_gives_this_pc_a_terminal_once_and_the_owner_hears_in_gree
 
     second = _migrate(open_client, make_machine(terminal_name="Till 2"))
     assert second.status_code == 409 and second.json()["error"] == "migration_used"
-    again = _migrate(open_client, first)  # the same PC asking twice gets no second answer either
-    assert again.status_code == 409
     with database.transaction() as session:
         assert session.scalar(select(func.count()).select_from(Machine)) == 1
         row = session.scalars(select(Pospal1Import)).one()
         assert row.used_machine_id == answer.json()["machine_id"]
+
+
+def test_the_pc_that_took_over_gets_its_lost_answer_again_and_nothing_more(
+    open_client, imported, make_machine, database
+):
+    """Its answer was lost (a cut line, the server killed after the commit): the same machine key asks
+    again and gets the same terminal; no second seat, e-mail or take-over record. Once its terminal is
+    removed, the old token moves nothing again."""
+    first = make_machine(terminal_name="Ταμείο μπαρ")
+    answer = _migrate(open_client, first)
+    assert answer.status_code == 200, answer.text
+
+    again = _migrate(open_client, first)
+    assert again.status_code == 200, again.text
+    assert again.json()["machine_id"] == answer.json()["machine_id"]
+    assert token_claims(again.json()["token"])["status"] == "active"
+    assert [m.template for m in outbox_rows(database, to=EMAIL)] == ["pospal1_takeover"]
+    with database.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(Machine)) == 1
+        row = session.scalars(select(Pospal1Import)).one()
+        used_at = row.used_at
+        machine = session.get(Machine, answer.json()["machine_id"])
+        machine.deactivated_at = used_at  # the owner removed the terminal
+    removed = _migrate(open_client, first)
+    assert removed.status_code == 409 and removed.json()["error"] == "migration_used"
+    with database.transaction() as session:
+        assert session.scalars(select(Pospal1Import)).one().used_at == used_at
 
 
 def test_a_wrong_token_changes_nothing_and_counts_against_the_address(
