@@ -208,6 +208,8 @@ class Database:
         self._reader = _reader_engine(url, echo=echo)
         # One writer per process at a time on SQLite (see the module docstring).
         self._write_lock = threading.RLock() if is_sqlite(url) else None
+        # SQLite's `try_begin` connections: the same pool, with the no-wait option set once.
+        self._no_wait = self.engine.execution_options(**{NO_WAIT_OPTION: True})
 
     @property
     def is_sqlite(self) -> bool:
@@ -257,9 +259,9 @@ class Database:
             return
         try:
             engine = self.engine if durable or self._non_durable is None else self._non_durable
+            if lock is not None:
+                engine = self._no_wait
             with engine.connect() as connection:
-                if lock is not None:
-                    connection.execution_options(**{NO_WAIT_OPTION: True})
                 try:
                     transaction = connection.begin()
                 except WriteBusy:

@@ -109,7 +109,11 @@ class HotStatement:
         for row in rows:
             values = list(row)
             for i, convert in converters:
-                values[i] = convert(values[i])
+                value = values[i]
+                # NULL stays None (every processor of this schema's types maps None to None): most of a
+                # state row's dates are NULL, and this skips their processors.
+                if value is not None:
+                    values[i] = convert(value)
             out.append(tuple(values))
         return out
 

@@ -29,7 +29,6 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
 
 from server.api.deps import Services
 from server.api.refresh import (
@@ -47,6 +46,8 @@ from server.refresh_reads import RefreshReads
 from server.refresh_writes import RefreshWrites
 
 REFRESH_PATH = "/v1/refresh"
+# Made once: `json.dumps` with options builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _OUTAGE_LOG = DatabaseOutageLog(logging.getLogger("pospal.refresh"))
 
 
@@ -104,7 +105,7 @@ class RefreshFastPath:
         extra: tuple[tuple[bytes, bytes], ...] = ()
         try:
             try:
-                answer = await self.answer(body, Headers(scope=scope), raw)
+                answer = await self.answer(body, RequestHeaders(scope["headers"]), raw)
             except OperationalError as exc:  # the database is down: retryable, and one log line per few s
                 _OUTAGE_LOG.failed(REFRESH_PATH, exc)
                 raise DatabaseUnavailable() from None
@@ -113,7 +114,7 @@ class RefreshFastPath:
             extra = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
         except DataError:
             status, answer = 422, UNSTORABLE
-        content = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+        content = _ENCODE(answer).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -143,6 +144,31 @@ class RefreshFastPath:
         if not await writes.submit(checked.write()):
             raise Replay()
         return signed_answer(svc, read.parts, checked.signed.nonce)
+
+
+class RequestHeaders(dict[str, str]):
+    """A request's headers by lower-case name, first value of each (as Starlette's `Headers.get` gives).
+
+    Built once per refresh, where `Headers` would scan and decode the list again on each of the six
+    lookups a refresh makes.
+    """
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        super().__init__()
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            if key not in self:
+                self[key] = value.decode("latin-1")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The header's value by name in any case, else `default`."""
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key.lower() if isinstance(key, str) else key)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
