@@ -86,7 +86,12 @@ def old_dirs(env: Mapping[str, str]) -> list[Path]:
     searched, and the folder itself).
     """
     found: list[Path] = []
-    program_data = env.get("PROGRAMDATA") or (r"C:\ProgramData" if sys.platform == "win32" else "")
+    if sys.platform == "win32":  # the known folder: a service's environment may name another one
+        from agent.host.winacl import program_data as known_program_data
+
+        program_data = str(known_program_data(dict(env)))
+    else:
+        program_data = env.get("PROGRAMDATA") or ""
     if program_data:
         found.append(Path(program_data) / "POSPal")
     if sys.platform == "win32":

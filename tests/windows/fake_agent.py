@@ -48,7 +48,7 @@ def main() -> int:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
-    server.daemon_threads = True
+    server.daemon_threads = False  # server_close() below waits for every answer being written
     threading.Thread(target=server.serve_forever, daemon=True).start()
     flag = Path(os.environ["POSPAL_INSTALL_DIR"]) / "swap-now"
     while True:
@@ -58,7 +58,10 @@ def main() -> int:
         except OSError:
             pass
         time.sleep(0.05)
-    server.shutdown()  # the listening socket stays open in the launcher: connections wait in its backlog
+    # As the real agent closes its gate and lets running requests finish: stop accepting, answer what was
+    # accepted, then exit. The launcher's socket stays open: new connections wait in its backlog.
+    server.shutdown()
+    server.server_close()
     return EXIT_SWAP
 
 
