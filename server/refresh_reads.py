@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,9 +57,18 @@ class _Request:
 class RefreshReads:
     """The queue of one event loop's refresh reads (see the module docstring)."""
 
-    def __init__(self, db: Database, parts: Parts, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        db: Database,
+        parts: Parts,
+        *,
+        max_batch: int = MAX_BATCH,
+        batch_scope: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
         self.db = db
         self.parts = parts
+        # Entered around each flush's `parts` calls (the signing keys' `one_look`).
+        self.batch_scope = batch_scope
         self.max_batch = max_batch
         self._pending: list[_Request] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -99,7 +109,7 @@ class RefreshReads:
             self._settle(batch, _outcome(lambda: self._read(batch)))
 
     def _read(self, batch: list[_Request]) -> list[MachineRead | None]:
-        with self.db.read() as connection:
+        with self.db.read() as connection, self.batch_scope():
             states = machines.load_machine_states(connection, [r.machine_id for r in batch])
             answers: list[MachineRead | None] = []
             for request in batch:

@@ -25,7 +25,8 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,8 @@ class SigningKeys:
         self._published: tuple[tuple[int, int, int, int], str | None] | None = None
         # Asked on every refresh from an agent that lacks the current key: the path is joined once.
         self._keyset_path = os.fspath(self.key_dir / KEYSET_FILE)
+        # Inside `one_look()` (this thread's), the published document as first looked up there.
+        self._look = threading.local()
 
     # ------------------------------------------------------------------------------------ key files
 
@@ -319,15 +322,37 @@ class SigningKeys:
                     return self.keyset_document(orm_session, kid, now)
         return None
 
+    @contextmanager
+    def one_look(self) -> Iterator[None]:
+        """Within the block, this thread looks at the published key-set file once (`published_keyset`).
+
+        For a batch of refreshes in flight together (`server.refresh_reads`): each would `stat` the
+        file, and on PostgreSQL's read thread every such system call also waits to get the GIL back.
+        A document published during the batch is served from the next batch on.
+        """
+        self._look.active, self._look.found = True, None
+        try:
+            yield
+        finally:
+            self._look.active, self._look.found = False, None
+
     def published_keyset(self) -> str | None:
         """The authority-signed key-set document in the key directory, or None (absent or unreadable).
 
         Every refresh from an agent that does not know the current key asks for it, so the text is kept
         with the file's identity (inode, size, modification and change times) and read again only when
-        a `stat` shows another file: a newly published document is served from the next request on.
-        File times are coarse (a few ms), so a file changed within `SETTLE_S` is read every time: two
+        a `stat` shows another file: a newly published document is served from the next request on
+        (inside `one_look`, from the next batch on). File times are coarse (a few ms), so a file changed within `SETTLE_S` is read every time: two
         writes inside one tick could otherwise look like one file.
         """
+        look = self._look
+        if getattr(look, "active", False):
+            if look.found is None:
+                look.found = (self._look_up_keyset(),)
+            return look.found[0]
+        return self._look_up_keyset()
+
+    def _look_up_keyset(self) -> str | None:
         path = self._keyset_path
         try:
             info = os.stat(path)

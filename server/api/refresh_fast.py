@@ -73,7 +73,8 @@ class RefreshFastPath:
             def parts(connection: Any, state: Any, now: Any, known_kids: Any) -> Any:
                 return token_parts(svc, connection, state, now, known_kids)
 
-            queues = self._queues[loop] = (RefreshReads(svc.db, parts), RefreshWrites(svc.db))
+            reads = RefreshReads(svc.db, parts, batch_scope=svc.keys.one_look)
+            queues = self._queues[loop] = (reads, RefreshWrites(svc.db))
         return queues
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

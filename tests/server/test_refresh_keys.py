@@ -56,3 +56,20 @@ def test_a_settled_keyset_rewritten_in_place_with_its_old_times_is_still_read_ag
         handle.write('{"version": 2}')
     os.utime(path, ns=(old, old))
     assert keys.published_keyset() == '{"version": 2}'
+
+
+def test_one_batch_looks_at_the_keyset_file_once_and_the_next_batch_sees_a_new_one(tmp_path):
+    from server.signing import SigningKeys
+
+    keys = SigningKeys(tmp_path / "keys")
+    path = tmp_path / "keys" / "keyset.json"
+    path.parent.mkdir()
+    with keys.one_look():
+        assert keys.published_keyset() is None
+        path.write_text('{"version": 1}')  # published while the batch is in flight
+        assert keys.published_keyset() is None  # the batch's refreshes all answer alike
+    with keys.one_look():
+        assert keys.published_keyset() == '{"version": 1}'
+        path.unlink()
+        assert keys.published_keyset() == '{"version": 1}'
+    assert keys.published_keyset() is None  # outside a batch: every call looks
