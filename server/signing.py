@@ -342,8 +342,9 @@ class SigningKeys:
         Every refresh from an agent that does not know the current key asks for it, so the text is kept
         with the file's identity (inode, size, modification and change times) and read again only when
         a `stat` shows another file: a newly published document is served from the next request on
-        (inside `one_look`, from the next batch on). File times are coarse (a few ms), so a file changed within `SETTLE_S` is read every time: two
-        writes inside one tick could otherwise look like one file.
+        (inside `one_look`, from the next batch on). File times are coarse (a few ms), so a file changed
+        within `SETTLE_S` is read every time: two writes inside one tick could otherwise look like one
+        file.
         """
         look = self._look
         if getattr(look, "active", False):
