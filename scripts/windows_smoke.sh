@@ -313,8 +313,9 @@ ok "uninstall /REMOVEDATA removed the license data"
 # SETUP_V1's bundle ships. Served here over HTTP; the service's agent is told where (the system environment,
 # as an operator's POSPAL_UPDATE_URL would be), to swap as soon as nothing is in flight (POSPAL_UPDATE_IDLE_S=0,
 # no night window) and not to check by itself; `pospal-agent.exe update apply` stages it, as install.sh
-# update does on Linux. The POS runs on the Linux side, as the POS app on a till would (a new connection each
-# time): no answer may fail, and its longest wait is the figure.
+# update does on Linux. The POS runs on the Linux side through pospal-client's AgentClient, as the Linux
+# end-to-end test's does (it resends a GET once on a kept-alive connection the old version closed): no
+# answer may fail, and its longest wait is the figure.
 if [ -n "${POSPAL_SMOKE_UPDATE_REPO:-}" ]; then
   UPD="${POSPAL_SMOKE_UPDATE_VERSION:?}"
   repo_port="$(free_port)"
@@ -333,25 +334,24 @@ if [ -n "${POSPAL_SMOKE_UPDATE_REPO:-}" ]; then
   cli trial >"$WORK/trial2.log" || { fail_logs; fail "trial before the update"; }
   cli status --json >"$WORK/status-before.json" || fail "status before the update"
   "$LINUX_PY" - "$AGENT_PORT" "$WORK/pos.stop" "$WORK/pos.json" <<'PYEOF' &
-import http.client, json, pathlib, sys, time
+import json, pathlib, sys, time
+from pospal_client.client import AgentClient
+from pospal_client.errors import LocalApiError
 port, stop, out = int(sys.argv[1]), pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
-answers, failures, longest, last, versions = 0, [], 0.0, time.monotonic(), []
+answers, failures, longest, last = 0, [], 0.0, time.monotonic()
+client = AgentClient(port)
 while not stop.exists():
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", "/v1/license")
-        resp = conn.getresponse()
-        body = json.loads(resp.read())
-        if resp.status != 200 or "license_state" not in body:
-            failures.append(f"{resp.status} {body}")
+        body = client.license()
+        if "license_state" not in body:
+            failures.append(repr(body))
         answers += 1
         now = time.monotonic()
         longest, last = max(longest, now - last), now
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        failures.append(repr(exc))
-    finally:
-        conn.close()
+    except LocalApiError as exc:
+        failures.append(f"{exc.__class__.__name__}: {exc}")
     time.sleep(0.01)
+client.close()
 out.write_text(json.dumps({"answers": answers, "failures": failures[:5], "failed": len(failures), "longest_ms": round(longest * 1000)}))
 PYEOF
   POS_PID=$!

@@ -202,6 +202,11 @@ class LocalApi:
         self._thread.start()
         return self
 
+    def hand_over(self, within_s: float = 1.0) -> bool:
+        """Stop accepting and finish the accepted connections (`httploop.Server.hand_over`), before the
+        agent exits for a swap; True when none is left within `within_s`."""
+        return bool(self._thread) and self._httpd.hand_over(within_s)
+
     def stop(self) -> None:
         """Stop serving and close the socket."""
         if self._unsubscribe:

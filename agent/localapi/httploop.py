@@ -164,6 +164,10 @@ class Server:
         # Exact request bytes -> whether to close after answering: each was seen to pass every guard and
         # take the cached license answer, which depends on nothing but those bytes and the published status.
         self._quick: dict[bytes, bool] = {}
+        # `hand_over`: until then no accepting, every answer closes its connection, idle kept-alive ones
+        # close at once; `_handed_over` is set when no connection is left (or at that time).
+        self._handover_until: float | None = None
+        self._handed_over = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -214,6 +218,8 @@ class Server:
                 if now >= next_sweep:
                     next_sweep = now + 0.25
                     self._sweep(now)
+                if self._handover_until is not None and not self._handed_over.is_set():
+                    self._handing_over(now)
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)
@@ -223,6 +229,30 @@ class Server:
                 self._jobs.put(None)
             self._threads.clear()
             self._stopped.set()
+
+    def hand_over(self, within_s: float = 1.0) -> bool:
+        """Before a swap (agent.selfupdate.launched): stop accepting, so new connections wait in the
+        listening socket's backlog for the next version; answer every request already on an accepted
+        connection and close it after its answer (a socket closed with a request unread would reset
+        the POS's connection); close idle kept-alive connections at once. Returns True when no
+        connection is left within `within_s` (the rest are closed by `shutdown`)."""
+        self._handed_over.clear()
+        self._handover_until = time.monotonic() + within_s
+        self._wake()
+        return self._handed_over.wait(within_s + 1.0) and not self._conns
+
+    def _handing_over(self, now: float) -> None:
+        """One loop turn of `hand_over`."""
+        if self._accept_paused_until is not None:
+            self._accept_paused_until = None  # the socket is unregistered already; never resumed now
+        elif self.socket in self._sel.get_map():
+            self._sel.unregister(self.socket)
+        for conn in list(self._conns.values()):
+            if conn.state == _READING and not conn.inbuf and conn.served:
+                self._close(conn)  # kept alive and between requests: nothing of the POS's is lost
+        assert self._handover_until is not None
+        if not self._conns or now >= self._handover_until:
+            self._handed_over.set()
 
     def shutdown(self) -> None:
         """Stop the loop and wait for it to end."""
@@ -360,7 +390,7 @@ class Server:
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.sock, None) is None:
             return
-        if self._accept_paused_until is not None and not self._stop.is_set():
+        if self._accept_paused_until is not None and not self._stop.is_set() and self._handover_until is None:
             self._resume_accept()  # a slot is free: take the next connection from the backlog
         if conn.registered:
             try:
@@ -416,7 +446,7 @@ class Server:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 conn.last_active = now
-                if sent == len(answer) and not close:
+                if sent == len(answer) and not close and self._handover_until is None:
                     conn.served += 1
                     conn.deadline = now + IDLE_TIMEOUT_S
                     return
@@ -490,7 +520,7 @@ class Server:
 
     def _respond(self, conn: _Conn, answer: bytes, close: bool, now: float) -> None:
         conn.state = _WRITING
-        conn.close_after = close
+        conn.close_after = close or self._handover_until is not None
         conn.outbuf = answer
         conn.deadline = now + REQUEST_DEADLINE_S
         try:

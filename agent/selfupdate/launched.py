@@ -105,6 +105,9 @@ class TrackedApi(LocalApi):
         self.valid_hosts = frozenset({f"127.0.0.1:{self.port}", f"localhost:{self.port}"})
 
 
+HAND_OVER_S = 1.0  # how long a swap waits for requests already on accepted connections
+
+
 def run(settings: AgentSettings) -> int:
     """Serve on the launcher's socket until SIGTERM (exit 0) or a swap is due (exit `EXIT_SWAP`)."""
     from agent.core.service import AgentService
@@ -142,6 +145,10 @@ def run(settings: AgentSettings) -> int:
             if updater.swap_due(api.idle_s()) and api.in_flight() == 0:
                 if not api.close_gate():
                     log.warning("a request is still running after 30 s; swapping anyway")
+                # New connections now wait in the launcher's backlog for the next version; the ones
+                # already accepted get their answers first (closing one with a request unread resets it).
+                if not api.hand_over(HAND_OVER_S):
+                    log.warning("connections still open after %.1f s; closing them", HAND_OVER_S)
                 swapping = True
                 log.info("swapping to the staged agent %s", install.pending())
                 break

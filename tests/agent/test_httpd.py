@@ -390,3 +390,46 @@ def test_the_pos_s_repeated_request_follows_status_changes_and_guards(api):
     with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
         s.sendall(b"GET /v1/license HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         assert _read_answer(s)[0] == 403
+
+
+def test_a_hand_over_answers_what_was_accepted_and_leaves_new_connections_in_the_backlog(api):
+    """Before a swap (agent.selfupdate.launched): a connection already accepted whose request arrives
+    during the hand-over is answered, not reset; an idle kept-alive one is closed at once; a connection
+    made during it is not accepted but waits in the listening socket's backlog, request and all, for the
+    next version (here: taken from the socket by hand)."""
+    request = b"GET /v1/license HTTP/1.1\r\n" + _host(api) + b"\r\n"
+    kept = socket.create_connection(("127.0.0.1", api.port))
+    kept.sendall(request)
+    assert _read_answer(kept)[0] == 200
+    fresh = socket.create_connection(("127.0.0.1", api.port))
+    end = time.monotonic() + 5
+    while api._httpd.connections < 2 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert api._httpd.connections == 2  # both accepted; `fresh` has sent nothing yet
+    result: list[bool] = []
+    handing = threading.Thread(target=lambda: result.append(api.hand_over(3.0)))
+    handing.start()
+    late = None
+    try:
+        assert _closed_within(kept, 2.0)  # between requests: closed at once
+        late = socket.create_connection(("127.0.0.1", api.port))
+        late.sendall(request)
+        fresh.sendall(request)
+        status, body = _read_answer(fresh)
+        assert status == 200 and body["license_state"]
+        assert _closed_within(fresh, 2.0)  # answered, then closed: nothing of it is left to reset
+        handing.join(5)
+        assert result == [True] and api._httpd.connections == 0
+        late.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            late.recv(1)  # the old version never took it
+        listener = api._httpd.socket
+        listener.settimeout(2)
+        taken, _ = listener.accept()  # what the next version's accept gets
+        with taken:
+            taken.settimeout(2)
+            assert taken.recv(4096) == request
+    finally:
+        for s in (kept, fresh, late):
+            if s is not None:
+                s.close()
