@@ -27,6 +27,10 @@ cleanup() {
 trap cleanup EXIT
 # Wine's device services cache the network adapters: start from a stopped prefix.
 wineserver -k 2>/dev/null || true
+# A run that failed midway leaves the service installed in this cached prefix: services.exe would start
+# it (and the agent version it staged) with the next Wine call, before the build. Remove the leftover
+# program and its launcher install first; the smoke test then installs over the registration.
+rm -rf "$WINEPREFIX/drive_c/Program Files/POSPal License Agent" "$WINEPREFIX/drive_c/ProgramData/POSPal"
 
 # A till has a wired NIC with its vendor's MAC; a CI container often has only a locally administered
 # one, which the fingerprint rightly ignores, leaving Wine with 2 of the 3 components a trial needs.
