@@ -236,24 +236,16 @@ class SmtpSink:
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
 
-# The old server's `customers` table, as its D1 database defines it (tests/fixtures/pospal1/d1-export.sql).
-_OLD_SCHEMA = """CREATE TABLE customers (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  email TEXT NOT NULL UNIQUE,
-  name TEXT,
-  stripe_customer_id TEXT,
-  stripe_session_id TEXT,
-  unlock_token TEXT UNIQUE NOT NULL,
-  machine_fingerprint TEXT,
-  subscription_status TEXT NOT NULL DEFAULT 'active',
-  subscription_id TEXT,
-  created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
-  last_seen DATETIME DEFAULT CURRENT_TIMESTAMP,
-  last_validation DATETIME,
-  payment_failures INTEGER DEFAULT 0
-, next_billing_date TEXT, current_period_start TEXT, current_period_end TEXT, subscription_amount INTEGER, \
-subscription_currency TEXT DEFAULT 'eur');
-"""
+def _old_schema() -> str:
+    """The old server's `customers` table as its D1 database defines it: the CREATE TABLE statement of
+    the export fixture the import tests read (tests/fixtures/pospal1/d1-export.sql)."""
+    fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pospal1" / "d1-export.sql"
+    text = fixture.read_text(encoding="utf-8")
+    start = text.index("CREATE TABLE customers (")
+    return text[start : text.index(");", start) + 2] + "\n"
+
+
+_OLD_SCHEMA = _old_schema()
 
 
 def old_export(path: Path, rows: list[dict[str, Any]]) -> Path:

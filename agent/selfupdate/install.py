@@ -71,10 +71,7 @@ class Install:
 
     def entry(self, version: str) -> Path:
         """The executable of `version` (a command seed's: the program its command runs)."""
-        seeded = self._seeded_command(version)
-        if seeded is not None and not (self.versions / version / ENTRY).exists():
-            return Path(seeded[0])
-        return self.versions / version / ENTRY
+        return Path(self.command(version)[0])
 
     def command(self, version: str) -> list[str]:
         """How to start `version`: its entry, or the command a command seed names."""
